@@ -1,0 +1,53 @@
+// MeshCore: weight-calculator -> mesh-core.
+// mesh-core is the only writer of policies in etcd; the calculator publishes
+// every computed change here.
+namespace go sextant.meshcore
+
+struct InstanceWeight {
+    1: string instance
+    // 1..1000, or 0 when ejected.
+    2: i32 weight
+    3: bool ejected
+    // Why the weight is what it is (e.g. "computed", "blackout", "stale", "ejected:errors").
+    4: string reason
+}
+
+struct Overload {
+    // normal | overloaded | recovering
+    1: string state
+    // Data planes drop requests whose priority is below this (0 admits all).
+    2: i32 admit_min_priority
+}
+
+struct Policy {
+    1: string service
+    // Monotonically increasing per service; mesh-core rejects a version not
+    // above the stored one.
+    2: i64 version
+    3: list<InstanceWeight> weights
+    4: Overload overload
+    // Per-instance overload, where reports allow it.
+    5: map<string, Overload> instance_overload
+    6: i64 computed_at_ms
+    7: string calculator_id
+}
+
+struct PublishPolicyRequest {
+    1: Policy policy
+}
+
+struct PublishPolicyResponse {
+    1: i64 stored_version
+    2: i64 etcd_revision
+}
+
+exception PolicyRejected {
+    // invalid | stale_version | unknown_instance | unavailable
+    1: string code
+    2: string message
+    3: string field
+}
+
+service MeshCore {
+    PublishPolicyResponse PublishPolicy(1: PublishPolicyRequest req) throws (1: PolicyRejected err)
+}

@@ -1,0 +1,37 @@
+package etcdx
+
+import (
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// DefaultPrefix is where Sextant keeps its keys (DESIGN.md, etcd layout).
+const DefaultPrefix = "/sextant/v1/"
+
+// NewClient connects to a comma-separated list of endpoints. It does not wait
+// for etcd: a service starts, and degrades, while etcd is away.
+func NewClient(endpoints string) (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
+		Endpoints:            SplitEndpoints(endpoints),
+		DialTimeout:          3 * time.Second,
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		// etcd's client logs every reconnect attempt at warn level; the
+		// services report etcd's state on /readyz and in their own logs.
+		Logger: zap.NewNop(),
+	})
+}
+
+// SplitEndpoints turns "a:1, b:2" into ["a:1", "b:2"].
+func SplitEndpoints(s string) []string {
+	var out []string
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}

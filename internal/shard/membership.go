@@ -1,0 +1,143 @@
+package shard
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cloudwego/kitex/pkg/discovery"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sextant-mesh/sextant/internal/etcdx"
+)
+
+// KeyPrefix is where shards register, under the Sextant etcd prefix.
+const KeyPrefix = "shards/"
+
+// Shard is one weight-calculator as registered in etcd.
+type Shard struct {
+	ID string `json:"id"`
+	// Kitex address that serves Aggregator.Ingest.
+	Addr string `json:"addr"`
+	// Admin HTTP address (/debug, /metrics).
+	AdminAddr string `json:"admin_addr,omitempty"`
+}
+
+// Membership is the live set of shards, mirrored from etcd. It keeps the last
+// set it saw while etcd is away.
+type Membership struct {
+	mirror *etcdx.Mirror
+	log    *slog.Logger
+
+	mu     sync.Mutex // serializes Reset/Apply
+	shards map[string]Shard
+	view   atomic.Pointer[View]
+}
+
+// View is an immutable set of shards and the owner function over it.
+type View struct {
+	Shards []Shard // sorted by ID
+	picker *RendezvousPicker
+	byAddr map[string]Shard
+}
+
+// Owner returns the shard that owns service, false when there are no shards.
+func (v *View) Owner(service string) (Shard, bool) {
+	ins := v.picker.Pick(service)
+	if ins == nil {
+		return Shard{}, false
+	}
+	s, ok := v.byAddr[ins.Address().String()]
+	return s, ok
+}
+
+// NewMembership follows shard registrations under the Sextant prefix.
+func NewMembership(cli *clientv3.Client, prefix string, log *slog.Logger) *Membership {
+	m := &Membership{shards: map[string]Shard{}, log: log}
+	m.publish()
+	m.mirror = etcdx.NewMirror(cli, prefix+KeyPrefix, m, log)
+	return m
+}
+
+// Run follows etcd until ctx ends.
+func (m *Membership) Run(ctx context.Context) { m.mirror.Run(ctx) }
+
+// Synced tells whether the view follows etcd right now.
+func (m *Membership) Synced() bool { return m.mirror.Synced() }
+
+// View returns the current set of shards.
+func (m *Membership) View() *View { return m.view.Load() }
+
+// Reset implements etcdx.MirrorHandler.
+func (m *Membership) Reset(kvs map[string][]byte, _ int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.shards = map[string]Shard{}
+	for k, v := range kvs {
+		m.put(k, v)
+	}
+	m.publish()
+}
+
+// Apply implements etcdx.MirrorHandler.
+func (m *Membership) Apply(events []etcdx.Event, _ int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ev := range events {
+		if ev.Deleted {
+			delete(m.shards, ev.Key)
+			continue
+		}
+		m.put(ev.Key, ev.Value)
+	}
+	m.publish()
+}
+
+func (m *Membership) put(key string, value []byte) {
+	var s Shard
+	if err := json.Unmarshal(value, &s); err != nil || s.Addr == "" {
+		m.log.Warn("ignoring malformed shard registration", "key", key, "err", err)
+		return
+	}
+	if s.ID == "" {
+		s.ID = key
+	}
+	m.shards[key] = s
+}
+
+var balancer = NewRendezvous(KeyFromContext)
+
+func (m *Membership) publish() {
+	v := &View{byAddr: make(map[string]Shard, len(m.shards))}
+	instances := make([]discovery.Instance, 0, len(m.shards))
+	for _, s := range m.shards {
+		v.Shards = append(v.Shards, s)
+		v.byAddr[s.Addr] = s
+		instances = append(instances, discovery.NewInstance("tcp", s.Addr, 1, map[string]string{IDTag: s.ID}))
+	}
+	slices.SortFunc(v.Shards, func(a, b Shard) int { return strings.Compare(a.ID, b.ID) })
+	v.picker = balancer.GetPicker(discovery.Result{Instances: instances}).(*RendezvousPicker)
+	if old := m.view.Load(); old == nil || !slices.Equal(old.Shards, v.Shards) {
+		m.log.Info("calculator shards", "shards", len(v.Shards), "ids", ids(v.Shards))
+	}
+	m.view.Store(v)
+}
+
+func ids(shards []Shard) []string {
+	out := make([]string, len(shards))
+	for i, s := range shards {
+		out[i] = s.ID
+	}
+	return out
+}
+
+// resolveAddr makes sure an address parses as host:port, for registration.
+func resolveAddr(addr string) error {
+	_, _, err := net.SplitHostPort(addr)
+	return err
+}

@@ -1,0 +1,63 @@
+// Package telemetry holds the telemetry report that data planes send to the
+// telemetry-mixer (the wire contract of DESIGN.md), its decoding and its
+// validation.
+package telemetry
+
+// Report is what one data plane sends for one window.
+type Report struct {
+	Reporter      *Reporter      `json:"reporter"`
+	WindowMs      int64          `json:"window_ms"`
+	TimestampMs   int64          `json:"timestamp_ms"`
+	Server        *ServerStats   `json:"server,omitempty"`
+	Calls         []Call         `json:"calls,omitempty"`
+	DryRunDenials []DryRunDenial `json:"dry_run_denials,omitempty"`
+}
+
+// Reporter identifies the data plane that sent a report.
+type Reporter struct {
+	Service  string `json:"service"`
+	Instance string `json:"instance"`
+	Cluster  string `json:"cluster,omitempty"`
+	Zone     string `json:"zone,omitempty"`
+}
+
+// ServerStats is what the reporting instance saw of its own serving side.
+type ServerStats struct {
+	Requests       int64   `json:"requests"`
+	CPUUtil        float64 `json:"cpu_util"`
+	QueueTimeMsAvg float64 `json:"queue_time_ms_avg"`
+	QueueTimeMsP99 float64 `json:"queue_time_ms_p99"`
+	Inflight       int64   `json:"inflight"`
+	ClientTimeouts int64   `json:"client_timeouts"`
+	// Priority (0..127, as a JSON object key) to requests in the window.
+	RequestsByPriority map[int32]int64 `json:"requests_by_priority,omitempty"`
+}
+
+// Call is what the reporter saw of its calls to one callee instance.
+type Call struct {
+	CalleeService  string  `json:"callee_service"`
+	CalleeInstance string  `json:"callee_instance"`
+	Requests       int64   `json:"requests"`
+	Errors         int64   `json:"errors"`
+	Timeouts       int64   `json:"timeouts"`
+	LatencyMsAvg   float64 `json:"latency_ms_avg"`
+	LatencyMsP99   float64 `json:"latency_ms_p99"`
+}
+
+// DryRunDenial counts requests an access rule in dry_run mode would have denied.
+type DryRunDenial struct {
+	CalleeService string `json:"callee_service"`
+	CallerService string `json:"caller_service"`
+	Rule          string `json:"rule"`
+	Count         int64  `json:"count"`
+}
+
+// Records is how many records the report turns into on the way to the
+// calculator: one per call edge and dry-run denial, plus one for the server part.
+func (r *Report) Records() int {
+	n := len(r.Calls) + len(r.DryRunDenials)
+	if r.Server != nil {
+		n++
+	}
+	return n
+}

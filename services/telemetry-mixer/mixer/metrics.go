@@ -1,0 +1,68 @@
+package mixer
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sextant-mesh/sextant/internal/shard"
+)
+
+// metrics are the mixer's Prometheus series (docs/metrics.md). Reports are
+// counted at the HTTP edge; past it a report is split into records (its server
+// part, each call edge, each dry-run denial), and forwarding counts records.
+type metrics struct {
+	accepted       prometheus.Counter
+	rejected       *prometheus.CounterVec
+	forwarded      *prometheus.CounterVec
+	retried        prometheus.Counter
+	dropped        *prometheus.CounterVec
+	forwardSeconds prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sextant_mixer_reports_accepted_total",
+			Help: "Telemetry reports accepted (answered 202).",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sextant_mixer_reports_rejected_total",
+			Help: "Ingest requests refused, by reason (the error code of the answer).",
+		}, []string{"reason"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sextant_mixer_records_forwarded_total",
+			Help: "Records delivered to a calculator shard, by kind (server, edge, denial).",
+		}, []string{"kind"}),
+		retried: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sextant_mixer_records_retried_total",
+			Help: "Record delivery retries scheduled after a failed call or with no shard to call.",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sextant_mixer_records_dropped_total",
+			Help: "Accepted records that never reached a calculator, by reason.",
+		}, []string{"reason"}),
+		forwardSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sextant_mixer_forward_seconds",
+			Help:    "Duration of Aggregator.Ingest calls to calculator shards.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+	}
+	reg.MustRegister(m.accepted, m.rejected, m.forwarded, m.retried, m.dropped, m.forwardSeconds)
+	return m
+}
+
+func (m *metrics) observeForwarder(reg prometheus.Registerer, f *Forwarder, members *shard.Membership, capacity int) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sextant_mixer_queue_records",
+			Help: "Records held for forwarding: queued, in flight or waiting to retry.",
+		}, func() float64 { return float64(f.Queued()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sextant_mixer_queue_capacity_records",
+			Help: "Records the forwarding queue holds before ingest answers 429.",
+		}, func() float64 { return float64(capacity) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sextant_mixer_shards",
+			Help: "Weight-calculator shards the mixer routes to.",
+		}, func() float64 { return float64(len(members.View().Shards)) }),
+	)
+}

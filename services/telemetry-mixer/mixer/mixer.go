@@ -1,0 +1,208 @@
+package mixer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloudwego/hertz/pkg/app"
+	"github.com/cloudwego/hertz/pkg/app/server"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
+	"github.com/cloudwego/kitex/client"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/httpx"
+	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/internal/shard"
+	"github.com/sextant-mesh/sextant/internal/telemetry"
+	aggregatorsvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator/aggregator"
+)
+
+// Mixer is the telemetry-mixer service.
+type Mixer struct {
+	cfg       Config
+	log       *slog.Logger
+	http      *httpx.Server
+	ingest    *Ingest
+	forwarder *Forwarder
+	members   *shard.Membership
+	etcd      *clientv3.Client
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+// New binds the mixer's port and connects to etcd; Start serves.
+func New(cfg Config, log *slog.Logger) (*Mixer, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := newMetrics(reg)
+
+	cli, err := etcdx.NewClient(cfg.EtcdEndpoints)
+	if err != nil {
+		return nil, err
+	}
+	members := shard.NewMembership(cli, cfg.EtcdPrefix, log)
+	kc, err := aggregatorsvc.NewClient("weight-calculator",
+		client.WithConnectTimeout(time.Second),
+		client.WithRPCTimeout(cfg.Forward.RPCTimeout))
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	fwd := NewForwarder(cfg.Forward, cfg.ID, members, kc, m, log)
+	m.observeForwarder(reg, fwd, members, cfg.Forward.QueueRecords)
+
+	srv, err := Listen(cfg.HTTPAddr, cfg.MaxBodyBytes)
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	mx := &Mixer{cfg: cfg, log: log, http: srv, forwarder: fwd, members: members, etcd: cli,
+		ingest: NewIngest(fwd, cfg.Limits, cfg.MaxBodyBytes, m)}
+	mx.ingest.Routes(srv)
+	httpx.HealthRoutes(srv, mx.readiness)
+	httpx.MetricsRoute(srv, reg)
+	return mx, nil
+}
+
+// Listen binds the ingest port. The body is streamed so that the handler, not
+// the HTTP layer, answers an oversized body with a JSON 413.
+func Listen(addr string, maxBody int) (*httpx.Server, error) {
+	return httpx.Listen(addr, server.WithStreamBody(true), server.WithMaxRequestBodySize(maxBody))
+}
+
+// Addr is the ingest HTTP address.
+func (mx *Mixer) Addr() string { return mx.http.Addr() }
+
+// Start serves ingest and starts forwarding.
+func (mx *Mixer) Start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	mx.cancel = cancel
+	mx.wg.Add(2)
+	go func() { defer mx.wg.Done(); mx.members.Run(ctx) }()
+	go func() { defer mx.wg.Done(); mx.forwarder.Run(ctx) }()
+	mx.http.Start()
+	mx.log.Info("telemetry-mixer started", "http", mx.http.Addr())
+	return nil
+}
+
+// Stop stops taking reports, forwards what it holds for up to the shutdown
+// grace, and stops.
+func (mx *Mixer) Stop(ctx context.Context) error {
+	err := mx.http.Stop(ctx)
+	if mx.cancel != nil {
+		mx.cancel()
+	}
+	mx.wg.Wait()
+	dctx, cancel := context.WithTimeout(ctx, mx.cfg.Forward.ShutdownGrace)
+	mx.forwarder.Drain(dctx)
+	cancel()
+	err = errors.Join(err, mx.etcd.Close())
+	mx.log.Info("telemetry-mixer stopped")
+	return err
+}
+
+func (mx *Mixer) readiness() []string {
+	var reasons []string
+	if len(mx.members.View().Shards) == 0 {
+		reasons = append(reasons, "no weight-calculator shard registered")
+	}
+	if !mx.members.Synced() {
+		reasons = append(reasons, "shard membership not synced with etcd (routing by the last known)")
+	}
+	if q := mx.forwarder.Queued(); q >= int64(mx.cfg.Forward.QueueRecords) {
+		reasons = append(reasons, "forwarding queue full")
+	}
+	return reasons
+}
+
+// Ingest is the POST /v1/telemetry handler: read, decode, validate, hand to a Sink.
+type Ingest struct {
+	sink    Sink
+	limits  telemetry.Limits
+	maxBody int
+	metrics *metrics
+	bufs    sync.Pool
+}
+
+// NewIngest makes the handler; m may be nil (no metrics).
+func NewIngest(sink Sink, limits telemetry.Limits, maxBody int, m *metrics) *Ingest {
+	if m == nil {
+		m = newMetrics(prometheus.NewRegistry())
+	}
+	return &Ingest{sink: sink, limits: limits, maxBody: maxBody, metrics: m,
+		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }}}
+}
+
+// Routes registers POST /v1/telemetry.
+func (in *Ingest) Routes(s *httpx.Server) { s.POST("/v1/telemetry", in.Handle) }
+
+// Handle serves one ingest request.
+func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
+	if ct := string(c.ContentType()); ct != "" && !strings.Contains(ct, "json") {
+		in.reject(c, consts.StatusUnsupportedMediaType, jsonx.Errorf("Content-Type", "unsupported_media_type",
+			"want application/json, got %q", ct))
+		return
+	}
+	if cl := c.Request.Header.ContentLength(); cl > in.maxBody {
+		in.tooLarge(c)
+		return
+	}
+	buf := in.bufs.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 2*in.maxBody { // keep the pool from pinning outsized buffers
+			buf.Reset()
+			in.bufs.Put(buf)
+		}
+	}()
+	buf.Reset()
+	n, err := buf.ReadFrom(io.LimitReader(c.RequestBodyStream(), int64(in.maxBody)+1))
+	if n > int64(in.maxBody) {
+		in.tooLarge(c)
+		return
+	}
+	if err != nil {
+		in.reject(c, consts.StatusBadRequest, jsonx.Errorf("", "unreadable_body", "reading the body: %v", err))
+		return
+	}
+	reports, fe := telemetry.Decode(buf.Bytes(), in.limits, time.Now())
+	if fe != nil {
+		in.reject(c, consts.StatusBadRequest, fe)
+		return
+	}
+	switch err := in.sink.Offer(reports); {
+	case errors.Is(err, ErrQueueFull):
+		c.Response.Header.Set("Retry-After", "1")
+		in.reject(c, consts.StatusTooManyRequests, jsonx.Errorf("", "queue_full",
+			"the mixer is forwarding at capacity; retry after 1s"))
+		return
+	case errors.Is(err, ErrTooManyRecords):
+		in.reject(c, consts.StatusRequestEntityTooLarge, jsonx.Errorf("", "too_many_records", "%v; split the request", err))
+		return
+	case err != nil:
+		in.reject(c, consts.StatusServiceUnavailable, jsonx.Errorf("", "unavailable", "%v", err))
+		return
+	}
+	in.metrics.accepted.Add(float64(len(reports)))
+	c.JSON(consts.StatusAccepted, map[string]int{"accepted": len(reports)})
+}
+
+func (in *Ingest) tooLarge(c *app.RequestContext) {
+	// The rest of the body is not read: the connection cannot be reused.
+	c.SetConnectionClose()
+	in.reject(c, consts.StatusRequestEntityTooLarge, jsonx.Errorf("", "body_too_large",
+		"request body exceeds %d bytes", in.maxBody))
+}
+
+func (in *Ingest) reject(c *app.RequestContext, status int, fe *jsonx.FieldError) {
+	in.metrics.rejected.WithLabelValues(fe.Code).Inc()
+	httpx.WriteError(c, status, fe)
+}

@@ -1,0 +1,250 @@
+package calculator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cloudwego/hertz/pkg/app"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
+	"github.com/cloudwego/kitex/server"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/httpx"
+	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/internal/kitexx"
+	"github.com/sextant-mesh/sextant/internal/shard"
+	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
+	aggregatorsvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator/aggregator"
+)
+
+// Calculator is one weight-calculator shard.
+type Calculator struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *Store
+	metrics *metrics
+
+	etcd       *clientv3.Client
+	members    *shard.Membership
+	reg        *shard.Registration
+	kitex      server.Server
+	kitexAddr  string
+	kitexDone  <-chan error
+	admin      *httpx.Server
+	cancel     context.CancelFunc
+	background sync.WaitGroup
+}
+
+var _ aggregator.Aggregator = (*ingestHandler)(nil)
+
+// New binds the calculator's ports and connects to etcd; Start serves.
+func New(cfg Config, log *slog.Logger) (*Calculator, error) {
+	c := &Calculator{
+		cfg:   cfg,
+		log:   log,
+		store: NewStore(cfg.Window, cfg.Windows, cfg.MaxSeries),
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	c.metrics = newMetrics(reg, c.store)
+
+	var err error
+	if c.etcd, err = etcdx.NewClient(cfg.EtcdEndpoints); err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	ln, err := kitexx.Listen(cfg.KitexAddr)
+	if err != nil {
+		c.etcd.Close()
+		return nil, err
+	}
+	c.kitexAddr = ln.Addr().String()
+	c.kitex = aggregatorsvc.NewServer(&ingestHandler{c: c}, kitexx.ServerOptions("weight-calculator", ln)...)
+	if c.admin, err = httpx.Listen(cfg.AdminAddr); err != nil {
+		ln.Close()
+		c.etcd.Close()
+		return nil, err
+	}
+	c.members = shard.NewMembership(c.etcd, cfg.EtcdPrefix, log)
+	httpx.HealthRoutes(c.admin, c.readiness)
+	httpx.MetricsRoute(c.admin, reg)
+	c.admin.GET("/debug/windows", c.debugWindows)
+	return c, nil
+}
+
+// KitexAddr is the address Aggregator.Ingest is served on.
+func (c *Calculator) KitexAddr() string { return c.kitexAddr }
+
+// AdminAddr is the address of the admin HTTP port.
+func (c *Calculator) AdminAddr() string { return c.admin.Addr() }
+
+// Start serves Ingest and the admin port, and registers the shard in etcd.
+func (c *Calculator) Start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.kitexDone = kitexx.Serve(c.kitex)
+	c.admin.Start()
+	c.goBackground(func() { c.members.Run(ctx) })
+	c.goBackground(func() { c.expire(ctx) })
+	advertise := c.cfg.AdvertiseAddr
+	if advertise == "" {
+		advertise = c.kitexAddr
+	}
+	var err error
+	c.reg, err = shard.Register(c.etcd, c.cfg.EtcdPrefix,
+		shard.Shard{ID: c.cfg.ID, Addr: advertise, AdminAddr: c.admin.Addr()}, c.cfg.LeaseTTL, c.log)
+	if err != nil {
+		return err
+	}
+	c.log.Info("weight-calculator started", "id", c.cfg.ID, "kitex", c.kitexAddr, "admin", c.admin.Addr())
+	return nil
+}
+
+func (c *Calculator) goBackground(f func()) {
+	c.background.Add(1)
+	go func() {
+		defer c.background.Done()
+		f()
+	}()
+}
+
+// Stop deregisters the shard first, so that mixers move its services to the
+// other shards, then finishes the calls in hand and stops.
+func (c *Calculator) Stop(ctx context.Context) error {
+	if c.reg != nil {
+		c.reg.Close()
+	}
+	err := c.kitex.Stop()
+	if c.kitexDone != nil {
+		<-c.kitexDone
+	}
+	err = errors.Join(err, c.admin.Stop(ctx))
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.background.Wait()
+	err = errors.Join(err, c.etcd.Close())
+	c.log.Info("weight-calculator stopped", "id", c.cfg.ID)
+	return err
+}
+
+func (c *Calculator) expire(ctx context.Context) {
+	t := time.NewTicker(max(c.cfg.StaleAfter/4, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if n := c.store.Expire(now.Add(-c.cfg.StaleAfter)); n > 0 {
+				c.metrics.expired.Add(float64(n))
+			}
+		}
+	}
+}
+
+func (c *Calculator) readiness() []string {
+	var reasons []string
+	if c.reg == nil || !c.reg.Registered() {
+		reasons = append(reasons, "shard not registered in etcd")
+	}
+	if !c.members.Synced() {
+		reasons = append(reasons, "shard membership not synced with etcd (serving the last known)")
+	}
+	return reasons
+}
+
+// ingestHandler serves Aggregator.Ingest.
+type ingestHandler struct{ c *Calculator }
+
+func (h *ingestHandler) Ingest(_ context.Context, batch *aggregator.ReportBatch) (*aggregator.IngestResponse, error) {
+	if batch == nil {
+		return nil, &aggregator.IngestError{Code: "invalid", Message: "empty batch"}
+	}
+	c := h.c
+	now := time.Now()
+	resp := &aggregator.IngestResponse{}
+	count := func(kind string, o Outcome, accepted *int64) {
+		if o == Accepted {
+			*accepted++
+		} else {
+			resp.RecordsRefused++
+		}
+		c.metrics.records.WithLabelValues(kind, o.String()).Inc()
+	}
+	for _, r := range batch.Servers {
+		count("server", c.store.AddServer(r, now), &resp.ServersAccepted)
+	}
+	for _, e := range batch.Edges {
+		count("edge", c.store.AddEdge(e, now), &resp.EdgesAccepted)
+	}
+	for _, d := range batch.Denials {
+		count("denial", c.store.AddDenial(d), &resp.DenialsAccepted)
+	}
+	return resp, nil
+}
+
+// windowsAnswer is the JSON of GET /debug/windows?service=S.
+type windowsAnswer struct {
+	ServiceView
+	Owner string `json:"owner"`
+	Owned bool   `json:"owned"`
+	Shard string `json:"shard"`
+}
+
+func (c *Calculator) debugWindows(_ context.Context, rc *app.RequestContext) {
+	name := string(rc.Query("service"))
+	if name == "" {
+		rc.JSON(consts.StatusOK, map[string]any{"shard": c.cfg.ID, "services": c.store.Services()})
+		return
+	}
+	view, ok := c.store.Service(name)
+	if !ok {
+		httpx.WriteError(rc, consts.StatusNotFound, jsonx.Errorf("service", "not_found", "no windows for service %q on shard %q", name, c.cfg.ID))
+		return
+	}
+	owner, _ := c.members.View().Owner(name)
+	rc.JSON(consts.StatusOK, windowsAnswer{ServiceView: view, Owner: owner.ID, Owned: owner.ID == c.cfg.ID, Shard: c.cfg.ID})
+}
+
+func (o Outcome) String() string {
+	switch o {
+	case Accepted:
+		return "accepted"
+	case Late:
+		return "late"
+	case Refused:
+		return "refused_series_limit"
+	default:
+		return "invalid"
+	}
+}
+
+type metrics struct {
+	records *prometheus.CounterVec
+	expired prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, store *Store) *metrics {
+	m := &metrics{
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sextant_calculator_records_total",
+			Help: "Records received over Aggregator.Ingest, by kind (server, edge, denial) and outcome.",
+		}, []string{"kind", "outcome"}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sextant_calculator_series_expired_total",
+			Help: "(service, instance) series forgotten after no report for --stale-after.",
+		}),
+	}
+	reg.MustRegister(m.records, m.expired, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sextant_calculator_series",
+		Help: "(service, instance) series kept in windows.",
+	}, func() float64 { return float64(store.Series()) }))
+	return m
+}

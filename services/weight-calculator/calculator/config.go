@@ -1,0 +1,60 @@
+// Package calculator is the weight-calculator: a Kitex server for
+// Aggregator.Ingest that keeps per-(service, instance) windows of telemetry,
+// and an admin HTTP port.
+package calculator
+
+import (
+	"flag"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/sextant-mesh/sextant/internal/etcdx"
+)
+
+// Config is every setting of the weight-calculator (docs/configuration.md).
+type Config struct {
+	ID            string
+	KitexAddr     string
+	AdvertiseAddr string
+	AdminAddr     string
+	EtcdEndpoints string
+	EtcdPrefix    string
+	LeaseTTL      time.Duration
+	Window        time.Duration
+	Windows       int
+	StaleAfter    time.Duration
+	MaxSeries     int
+}
+
+// DefaultConfig is the configuration `sextant dev` runs with.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		ID:            host + "-" + strconv.Itoa(os.Getpid()),
+		KitexAddr:     "127.0.0.1:7702",
+		AdminAddr:     "127.0.0.1:7712",
+		EtcdEndpoints: "127.0.0.1:7790",
+		EtcdPrefix:    etcdx.DefaultPrefix,
+		LeaseTTL:      10 * time.Second,
+		Window:        time.Second,
+		Windows:       10,
+		StaleAfter:    time.Minute,
+		MaxSeries:     200_000,
+	}
+}
+
+// RegisterFlags binds c's fields to flags, with c's values as defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.ID, "id", c.ID, "shard id, unique among calculators (default host-pid)")
+	fs.StringVar(&c.KitexAddr, "kitex-addr", c.KitexAddr, "listen address of the Kitex server (Aggregator.Ingest)")
+	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", c.AdvertiseAddr, "address mixers dial, registered in etcd (default: the Kitex listen address)")
+	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "listen address of the admin HTTP port (/healthz, /readyz, /metrics, /debug/windows)")
+	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "comma-separated etcd endpoints")
+	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "prefix of every Sextant key in etcd")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "TTL of the shard registration; a shard that dies loses its services after this")
+	fs.DurationVar(&c.Window, "window", c.Window, "length of one aggregation window")
+	fs.IntVar(&c.Windows, "windows", c.Windows, "number of windows kept per (service, instance)")
+	fs.DurationVar(&c.StaleAfter, "stale-after", c.StaleAfter, "forget an instance not reported for this long")
+	fs.IntVar(&c.MaxSeries, "max-series", c.MaxSeries, "most (service, instance) series kept; records of new series beyond it are refused and counted")
+}

@@ -1,0 +1,350 @@
+package calculator
+
+import (
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
+)
+
+// Store keeps, per (service, instance), a ring of fixed-length windows of what
+// the instance reports about itself (server) and what its callers report about
+// it (callers), plus running totals since the series was first seen.
+// Windows are placed by the report's timestamp; a record older than the oldest
+// window kept is counted as late and dropped.
+type Store struct {
+	window    time.Duration
+	count     int
+	maxSeries int
+
+	mu       sync.RWMutex
+	services map[string]*serviceWindows
+	series   int
+}
+
+type serviceWindows struct {
+	mu        sync.Mutex
+	instances map[string]*instanceWindows
+	denials   map[denialKey]int64
+}
+
+type denialKey struct{ caller, rule string }
+
+type instanceWindows struct {
+	lastSeen time.Time
+	ring     []Window
+	totals   Totals
+}
+
+// Window is one window of one instance.
+type Window struct {
+	StartMs int64     `json:"start_ms"`
+	Server  ServerAgg `json:"server"`
+	Callers CallerAgg `json:"callers"`
+	index   int64     // StartMs / window length; 0 for an unused slot
+}
+
+// ServerAgg merges the instance's own reports in one window.
+type ServerAgg struct {
+	Records            int64           `json:"records"`
+	Requests           int64           `json:"requests"`
+	CPUUtil            float64         `json:"cpu_util"`           // highest reported
+	QueueTimeMsAvg     float64         `json:"queue_time_ms_avg"`  // weighted by requests
+	QueueTimeMsP99     float64         `json:"queue_time_ms_p99"`  // highest reported
+	Inflight           int64           `json:"inflight"`           // highest reported
+	ClientTimeouts     int64           `json:"client_timeouts"`
+	RequestsByPriority map[int32]int64 `json:"requests_by_priority,omitempty"`
+	queueTimeSum       float64
+}
+
+// CallerAgg merges what every caller reported about the instance in one window.
+type CallerAgg struct {
+	Records      int64   `json:"records"`
+	Requests     int64   `json:"requests"`
+	Errors       int64   `json:"errors"`
+	Timeouts     int64   `json:"timeouts"`
+	LatencyMsAvg float64 `json:"latency_ms_avg"` // weighted by requests
+	LatencyMsP99 float64 `json:"latency_ms_p99"` // highest reported
+	latencySum   float64
+}
+
+// Totals count everything a series received since it was first seen.
+type Totals struct {
+	ServerRecords  int64 `json:"server_records"`
+	ServerRequests int64 `json:"server_requests"`
+	EdgeRecords    int64 `json:"edge_records"`
+	EdgeRequests   int64 `json:"edge_requests"`
+	EdgeErrors     int64 `json:"edge_errors"`
+	EdgeTimeouts   int64 `json:"edge_timeouts"`
+	LateRecords    int64 `json:"late_records"`
+}
+
+// Outcome is what became of one record.
+type Outcome int
+
+// Outcomes of Add*.
+const (
+	Accepted Outcome = iota
+	Late             // older than the oldest window kept
+	Refused          // a new series beyond the series limit
+	Invalid          // missing names or non-finite, negative numbers
+)
+
+// NewStore keeps count windows of length window, for at most maxSeries series.
+func NewStore(window time.Duration, count, maxSeries int) *Store {
+	return &Store{window: window, count: count, maxSeries: maxSeries, services: map[string]*serviceWindows{}}
+}
+
+// AddServer merges what an instance reported about itself.
+func (s *Store) AddServer(r *aggregator.ServerRecord, now time.Time) Outcome {
+	if r.Reporter == nil || !finite(r.CpuUtil, r.QueueTimeMsAvg, r.QueueTimeMsP99) ||
+		r.Requests < 0 || r.Inflight < 0 || r.ClientTimeouts < 0 {
+		return Invalid
+	}
+	return s.add(r.Reporter.Service, r.Reporter.Instance, r.TimestampMs, now, func(iw *instanceWindows, w *Window) {
+		iw.totals.ServerRecords++
+		iw.totals.ServerRequests += r.Requests
+		a := &w.Server
+		a.Records++
+		a.Requests += r.Requests
+		a.CPUUtil = max(a.CPUUtil, r.CpuUtil)
+		a.queueTimeSum += r.QueueTimeMsAvg * float64(r.Requests)
+		a.QueueTimeMsP99 = max(a.QueueTimeMsP99, r.QueueTimeMsP99)
+		a.Inflight = max(a.Inflight, r.Inflight)
+		a.ClientTimeouts += r.ClientTimeouts
+		for p, n := range r.RequestsByPriority {
+			if a.RequestsByPriority == nil {
+				a.RequestsByPriority = map[int32]int64{}
+			}
+			a.RequestsByPriority[p] += n
+		}
+	})
+}
+
+// AddEdge merges what one caller reported about a callee instance.
+func (s *Store) AddEdge(e *aggregator.CallEdge, now time.Time) Outcome {
+	if !finite(e.LatencyMsAvg, e.LatencyMsP99) || e.Requests < 0 || e.Errors < 0 || e.Timeouts < 0 {
+		return Invalid
+	}
+	return s.add(e.CalleeService, e.CalleeInstance, e.TimestampMs, now, func(iw *instanceWindows, w *Window) {
+		iw.totals.EdgeRecords++
+		iw.totals.EdgeRequests += e.Requests
+		iw.totals.EdgeErrors += e.Errors
+		iw.totals.EdgeTimeouts += e.Timeouts
+		a := &w.Callers
+		a.Records++
+		a.Requests += e.Requests
+		a.Errors += e.Errors
+		a.Timeouts += e.Timeouts
+		a.latencySum += e.LatencyMsAvg * float64(e.Requests)
+		a.LatencyMsP99 = max(a.LatencyMsP99, e.LatencyMsP99)
+	})
+}
+
+// maxDenialKeys bounds the dry-run denial counters kept per service.
+const maxDenialKeys = 1000
+
+// AddDenial counts requests an access rule in dry-run mode would have denied.
+func (s *Store) AddDenial(d *aggregator.DryRunDenial) Outcome {
+	if d.CalleeService == "" || d.Count < 0 {
+		return Invalid
+	}
+	sw := s.service(d.CalleeService, true)
+	if sw == nil {
+		return Refused
+	}
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	k := denialKey{d.CallerService, d.Rule}
+	if _, ok := sw.denials[k]; !ok && len(sw.denials) >= maxDenialKeys {
+		return Refused
+	}
+	sw.denials[k] += d.Count
+	return Accepted
+}
+
+func (s *Store) add(service, instance string, tsMs int64, now time.Time, merge func(*instanceWindows, *Window)) Outcome {
+	if service == "" || instance == "" || tsMs <= 0 {
+		return Invalid
+	}
+	sw := s.service(service, true)
+	if sw == nil {
+		return Refused
+	}
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	iw, ok := sw.instances[instance]
+	if !ok {
+		if !s.reserveSeries() {
+			return Refused
+		}
+		iw = &instanceWindows{ring: make([]Window, s.count)}
+		sw.instances[instance] = iw
+	}
+	iw.lastSeen = now
+	index := tsMs / s.window.Milliseconds()
+	w := &iw.ring[index%int64(s.count)]
+	switch {
+	case w.index == index:
+	case w.index < index:
+		*w = Window{index: index, StartMs: index * s.window.Milliseconds()}
+	default:
+		iw.totals.LateRecords++
+		return Late
+	}
+	merge(iw, w)
+	return Accepted
+}
+
+func (s *Store) service(name string, create bool) *serviceWindows {
+	s.mu.RLock()
+	sw := s.services[name]
+	s.mu.RUnlock()
+	if sw != nil || !create {
+		return sw
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sw = s.services[name]; sw == nil {
+		sw = &serviceWindows{instances: map[string]*instanceWindows{}, denials: map[denialKey]int64{}}
+		s.services[name] = sw
+	}
+	return sw
+}
+
+func (s *Store) reserveSeries() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.series >= s.maxSeries {
+		return false
+	}
+	s.series++
+	return true
+}
+
+// Series is how many (service, instance) series are tracked.
+func (s *Store) Series() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.series
+}
+
+// Expire forgets instances not reported since before cutoff, and services left
+// with nothing; it returns how many series it removed.
+func (s *Store) Expire(cutoff time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	removed := 0
+	for name, sw := range s.services {
+		sw.mu.Lock()
+		for id, iw := range sw.instances {
+			if iw.lastSeen.Before(cutoff) {
+				delete(sw.instances, id)
+				removed++
+			}
+		}
+		if len(sw.instances) == 0 {
+			delete(s.services, name)
+		}
+		sw.mu.Unlock()
+	}
+	s.series -= removed
+	return removed
+}
+
+// ServiceSummary is one line of the list of tracked services.
+type ServiceSummary struct {
+	Service   string `json:"service"`
+	Instances int    `json:"instances"`
+}
+
+// Services lists the tracked services, sorted by name.
+func (s *Store) Services() []ServiceSummary {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]ServiceSummary, 0, len(s.services))
+	for name, sw := range s.services {
+		sw.mu.Lock()
+		out = append(out, ServiceSummary{Service: name, Instances: len(sw.instances)})
+		sw.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b ServiceSummary) int { return strings.Compare(a.Service, b.Service) })
+	return out
+}
+
+// InstanceView is one instance's windows, newest first, and totals.
+type InstanceView struct {
+	Instance     string   `json:"instance"`
+	LastReportMs int64    `json:"last_report_ms"`
+	Totals       Totals   `json:"totals"`
+	Windows      []Window `json:"windows"`
+}
+
+// DenialView is a dry-run denial counter.
+type DenialView struct {
+	CallerService string `json:"caller_service"`
+	Rule          string `json:"rule"`
+	Count         int64  `json:"count"`
+}
+
+// ServiceView is everything kept about one service.
+type ServiceView struct {
+	Service       string         `json:"service"`
+	Instances     []InstanceView `json:"instances"`
+	DryRunDenials []DenialView   `json:"dry_run_denials"`
+}
+
+// Service returns a copy of what is kept about name, false when nothing is.
+func (s *Store) Service(name string) (ServiceView, bool) {
+	sw := s.service(name, false)
+	if sw == nil {
+		return ServiceView{}, false
+	}
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	v := ServiceView{Service: name, Instances: []InstanceView{}, DryRunDenials: []DenialView{}}
+	for id, iw := range sw.instances {
+		iv := InstanceView{Instance: id, LastReportMs: iw.lastSeen.UnixMilli(), Totals: iw.totals, Windows: []Window{}}
+		for _, w := range iw.ring {
+			if w.index == 0 {
+				continue
+			}
+			iv.Windows = append(iv.Windows, w.export())
+		}
+		slices.SortFunc(iv.Windows, func(a, b Window) int { return int(b.StartMs - a.StartMs) })
+		v.Instances = append(v.Instances, iv)
+	}
+	slices.SortFunc(v.Instances, func(a, b InstanceView) int { return strings.Compare(a.Instance, b.Instance) })
+	for k, n := range sw.denials {
+		v.DryRunDenials = append(v.DryRunDenials, DenialView{CallerService: k.caller, Rule: k.rule, Count: n})
+	}
+	slices.SortFunc(v.DryRunDenials, func(a, b DenialView) int {
+		return strings.Compare(a.CallerService+"\x00"+a.Rule, b.CallerService+"\x00"+b.Rule)
+	})
+	return v, true
+}
+
+// export fills the derived fields and copies the maps.
+func (w Window) export() Window {
+	if w.Server.Requests > 0 {
+		w.Server.QueueTimeMsAvg = w.Server.queueTimeSum / float64(w.Server.Requests)
+	}
+	if w.Callers.Requests > 0 {
+		w.Callers.LatencyMsAvg = w.Callers.latencySum / float64(w.Callers.Requests)
+	}
+	w.Server.RequestsByPriority = maps.Clone(w.Server.RequestsByPriority)
+	return w
+}
+
+func finite(vs ...float64) bool {
+	for _, v := range vs {
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			return false
+		}
+	}
+	return true
+}
