@@ -246,4 +246,3 @@ func checkName(field, v string, required bool) *jsonx.FieldError {
 	}
 	return nil
 }
-

@@ -338,4 +338,3 @@ func (f *Forwarder) Drain(ctx context.Context) {
 	}
 	f.sends.Wait()
 }
-

@@ -37,6 +37,7 @@ type denialKey struct{ caller, rule string }
 type instanceWindows struct {
 	lastSeen time.Time
 	ring     []Window
+	newest   int64 // index of the newest window received
 	totals   Totals
 }
 
@@ -52,10 +53,10 @@ type Window struct {
 type ServerAgg struct {
 	Records            int64           `json:"records"`
 	Requests           int64           `json:"requests"`
-	CPUUtil            float64         `json:"cpu_util"`           // highest reported
-	QueueTimeMsAvg     float64         `json:"queue_time_ms_avg"`  // weighted by requests
-	QueueTimeMsP99     float64         `json:"queue_time_ms_p99"`  // highest reported
-	Inflight           int64           `json:"inflight"`           // highest reported
+	CPUUtil            float64         `json:"cpu_util"`          // highest reported
+	QueueTimeMsAvg     float64         `json:"queue_time_ms_avg"` // weighted by requests
+	QueueTimeMsP99     float64         `json:"queue_time_ms_p99"` // highest reported
+	Inflight           int64           `json:"inflight"`          // highest reported
 	ClientTimeouts     int64           `json:"client_timeouts"`
 	RequestsByPriority map[int32]int64 `json:"requests_by_priority,omitempty"`
 	queueTimeSum       float64
@@ -187,14 +188,15 @@ func (s *Store) add(service, instance string, tsMs int64, now time.Time, merge f
 	}
 	iw.lastSeen = now
 	index := tsMs / s.window.Milliseconds()
-	w := &iw.ring[index%int64(s.count)]
-	switch {
-	case w.index == index:
-	case w.index < index:
-		*w = Window{index: index, StartMs: index * s.window.Milliseconds()}
-	default:
+	if index <= iw.newest-int64(s.count) {
 		iw.totals.LateRecords++
 		return Late
+	}
+	iw.newest = max(iw.newest, index)
+	// The slot holds this window or one at least count windows older.
+	w := &iw.ring[index%int64(s.count)]
+	if w.index != index {
+		*w = Window{index: index, StartMs: index * s.window.Milliseconds()}
 	}
 	merge(iw, w)
 	return Accepted

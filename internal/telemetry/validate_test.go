@@ -1,0 +1,201 @@
+package telemetry_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/internal/telemetry"
+)
+
+var now = time.UnixMilli(1_763_769_600_000)
+
+// validReport is DESIGN.md's example report, at the test's clock.
+func validReport() map[string]any {
+	return map[string]any{
+		"reporter":     map[string]any{"service": "feed-api", "instance": "10.0.0.1:8080", "cluster": "c1", "zone": "z1"},
+		"window_ms":    1000,
+		"timestamp_ms": now.UnixMilli(),
+		"server": map[string]any{
+			"requests": 5400, "cpu_util": 0.63, "queue_time_ms_avg": 4.1, "queue_time_ms_p99": 12.5,
+			"inflight": 12, "client_timeouts": 2,
+			"requests_by_priority": map[string]any{"0": 100, "64": 5000, "127": 300},
+		},
+		"calls": []any{map[string]any{
+			"callee_service": "comment-svc", "callee_instance": "10.0.0.9:9000",
+			"requests": 1200, "errors": 3, "timeouts": 1, "latency_ms_avg": 8.2, "latency_ms_p99": 31.0,
+		}},
+		"dry_run_denials": []any{map[string]any{
+			"callee_service": "pay-svc", "caller_service": "feed-api", "rule": "allow-list", "count": 4,
+		}},
+	}
+}
+
+func encode(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestDecodeValid(t *testing.T) {
+	lim := telemetry.DefaultLimits()
+	one, fe := telemetry.Decode(encode(t, validReport()), lim, now)
+	if fe != nil {
+		t.Fatalf("valid report rejected: %v", fe)
+	}
+	if len(one) != 1 || one[0].Reporter.Service != "feed-api" || one[0].Server.RequestsByPriority[64] != 5000 ||
+		one[0].Calls[0].LatencyMsP99 != 31 || one[0].DryRunDenials[0].Count != 4 {
+		t.Fatalf("decoded report differs from what was sent: %+v", one[0])
+	}
+	if got := one[0].Records(); got != 3 {
+		t.Fatalf("records = %d, want 3 (server, one call, one denial)", got)
+	}
+	many, fe := telemetry.Decode(encode(t, []any{validReport(), validReport()}), lim, now)
+	if fe != nil || len(many) != 2 {
+		t.Fatalf("array of two: %v reports, err %v", len(many), fe)
+	}
+}
+
+// TestDecodeRejects covers every class of bad input: each is refused with the
+// field it is about, and nothing is returned.
+func TestDecodeRejects(t *testing.T) {
+	lim := telemetry.DefaultLimits()
+	lim.MaxCallsPerReport = 3
+	lim.MaxReportsPerRequest = 2
+	type edit func(r map[string]any)
+	set := func(path string, v any) edit {
+		return func(r map[string]any) {
+			keys := strings.Split(path, ".")
+			m := r
+			for _, k := range keys[:len(keys)-1] {
+				switch x := m[k].(type) {
+				case map[string]any:
+					m = x
+				case []any:
+					m = x[0].(map[string]any)
+				}
+			}
+			if v == nil {
+				delete(m, keys[len(keys)-1])
+				return
+			}
+			m[keys[len(keys)-1]] = v
+		}
+	}
+	raw := func(s string) []byte { return []byte(s) }
+	withReport := func(edits ...edit) []byte {
+		r := validReport()
+		for _, e := range edits {
+			e(r)
+		}
+		b, _ := json.Marshal(r)
+		return b
+	}
+	calls := func(n int) edit {
+		return func(r map[string]any) {
+			var cs []any
+			for i := 0; i < n; i++ {
+				cs = append(cs, map[string]any{"callee_service": "s", "callee_instance": fmt.Sprint(i), "requests": 1})
+			}
+			r["calls"] = cs
+		}
+	}
+	cases := []struct {
+		name  string
+		body  []byte
+		code  string
+		field string
+	}{
+		{"empty body", raw(""), jsonx.CodeMalformedJSON, ""},
+		{"not json", raw("hello"), jsonx.CodeMalformedJSON, ""},
+		{"truncated", raw(`{"reporter":{"service":"a"`), jsonx.CodeMalformedJSON, ""},
+		{"trailing garbage", append(withReport(), '}'), jsonx.CodeMalformedJSON, ""},
+		{"scalar", raw(`42`), jsonx.CodeMalformedJSON, ""},
+		{"empty array", raw(`[]`), jsonx.CodeInvalidValue, ""},
+		{"too many reports", encode(t, []any{validReport(), validReport(), validReport()}), jsonx.CodeTooMany, ""},
+		{"unknown top-level field", withReport(set("extra", 1)), jsonx.CodeUnknownField, "extra"},
+		{"unknown nested field", withReport(set("server.cpu", 0.5)), jsonx.CodeUnknownField, "server.cpu"},
+		{"unknown field in call", withReport(set("calls.rps", 1)), jsonx.CodeUnknownField, "calls[0].rps"},
+		{"missing reporter", withReport(set("reporter", nil)), jsonx.CodeMissingField, "reporter"},
+		{"reporter not an object", withReport(set("reporter", "feed-api")), jsonx.CodeInvalidType, "reporter"},
+		{"missing service", withReport(set("reporter.service", nil)), jsonx.CodeMissingField, "reporter.service"},
+		{"missing instance", withReport(set("reporter.instance", "")), jsonx.CodeMissingField, "reporter.instance"},
+		{"service with space", withReport(set("reporter.service", "feed api")), jsonx.CodeInvalidValue, "reporter.service"},
+		{"service too long", withReport(set("reporter.service", strings.Repeat("s", 300))), jsonx.CodeOutOfRange, "reporter.service"},
+		{"missing window", withReport(set("window_ms", nil)), jsonx.CodeMissingField, "window_ms"},
+		{"window too short", withReport(set("window_ms", 5)), jsonx.CodeOutOfRange, "window_ms"},
+		{"window too long", withReport(set("window_ms", 3_600_000)), jsonx.CodeOutOfRange, "window_ms"},
+		{"negative window", withReport(set("window_ms", -1000)), jsonx.CodeOutOfRange, "window_ms"},
+		{"window as string", withReport(set("window_ms", "1000")), jsonx.CodeInvalidType, "window_ms"},
+		{"missing timestamp", withReport(set("timestamp_ms", nil)), jsonx.CodeMissingField, "timestamp_ms"},
+		{"timestamp in the future", withReport(set("timestamp_ms", now.Add(time.Hour).UnixMilli())), jsonx.CodeOutOfRange, "timestamp_ms"},
+		{"timestamp too old", withReport(set("timestamp_ms", now.Add(-2*time.Hour).UnixMilli())), jsonx.CodeOutOfRange, "timestamp_ms"},
+		{"timestamp as float", withReport(set("timestamp_ms", 1.5)), jsonx.CodeInvalidType, "timestamp_ms"},
+		{"negative requests", withReport(set("server.requests", -1)), jsonx.CodeOutOfRange, "server.requests"},
+		{"requests as string", withReport(set("server.requests", "5400")), jsonx.CodeInvalidType, "server.requests"},
+		{"requests overflow int64", raw(strings.Replace(string(withReport()), `"requests":5400`, `"requests":99999999999999999999`, 1)), jsonx.CodeOutOfRange, "server.requests"},
+		{"requests fractional", withReport(set("server.requests", 1.5)), jsonx.CodeInvalidType, "server.requests"},
+		{"cpu above 1", withReport(set("server.cpu_util", 1.5)), jsonx.CodeOutOfRange, "server.cpu_util"},
+		{"negative cpu", withReport(set("server.cpu_util", -0.1)), jsonx.CodeOutOfRange, "server.cpu_util"},
+		{"NaN as string", withReport(set("server.cpu_util", "NaN")), jsonx.CodeInvalidType, "server.cpu_util"},
+		{"Inf as string", withReport(set("calls.latency_ms_avg", "Infinity")), jsonx.CodeInvalidType, "calls[0].latency_ms_avg"},
+		{"huge number rounds to Inf", raw(strings.Replace(string(withReport()), `"latency_ms_p99":31`, `"latency_ms_p99":1e400`, 1)), jsonx.CodeOutOfRange, "calls[0].latency_ms_p99"},
+		{"bare NaN literal", raw(strings.Replace(string(withReport()), `"cpu_util":0.63`, `"cpu_util":NaN`, 1)), jsonx.CodeMalformedJSON, ""},
+		{"negative queue time", withReport(set("server.queue_time_ms_avg", -4)), jsonx.CodeOutOfRange, "server.queue_time_ms_avg"},
+		{"negative inflight", withReport(set("server.inflight", -2)), jsonx.CodeOutOfRange, "server.inflight"},
+		{"priority out of range", withReport(set("server.requests_by_priority", map[string]any{"200": 1})), jsonx.CodeOutOfRange, "server.requests_by_priority.200"},
+		{"priority not a number", withReport(set("server.requests_by_priority", map[string]any{"high": 1})), jsonx.CodeInvalidType, "server.requests_by_priority.high"},
+		{"negative priority count", withReport(set("server.requests_by_priority", map[string]any{"3": -1})), jsonx.CodeOutOfRange, "server.requests_by_priority.3"},
+		{"calls not an array", withReport(set("calls", map[string]any{})), jsonx.CodeInvalidType, "calls"},
+		{"too many calls", withReport(calls(4)), jsonx.CodeTooMany, "calls"},
+		{"missing callee service", withReport(set("calls.callee_service", nil)), jsonx.CodeMissingField, "calls[0].callee_service"},
+		{"negative errors", withReport(set("calls.errors", -3)), jsonx.CodeOutOfRange, "calls[0].errors"},
+		{"errors above requests", withReport(set("calls.errors", 5000)), jsonx.CodeOutOfRange, "calls[0].errors"},
+		{"timeouts above requests", withReport(set("calls.timeouts", 5000)), jsonx.CodeOutOfRange, "calls[0].timeouts"},
+		{"negative latency", withReport(set("calls.latency_ms_avg", -1)), jsonx.CodeOutOfRange, "calls[0].latency_ms_avg"},
+		{"negative denial count", withReport(set("dry_run_denials.count", -4)), jsonx.CodeOutOfRange, "dry_run_denials[0].count"},
+		{"denial without rule", withReport(set("dry_run_denials.rule", "")), jsonx.CodeMissingField, "dry_run_denials[0].rule"},
+		{"second report bad", encode(t, []any{validReport(), func() map[string]any {
+			r := validReport()
+			r["server"].(map[string]any)["requests"] = -5
+			return r
+		}()}), jsonx.CodeOutOfRange, "[1].server.requests"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			reports, fe := telemetry.Decode(tc.body, lim, now)
+			if fe == nil {
+				t.Fatalf("accepted %d reports, want %s on %q", len(reports), tc.code, tc.field)
+			}
+			if reports != nil {
+				t.Errorf("returned %d reports with an error", len(reports))
+			}
+			if fe.Code != tc.code || fe.Field != tc.field {
+				t.Errorf("got %s on %q (%s), want %s on %q", fe.Code, fe.Field, fe.Message, tc.code, tc.field)
+			}
+			if fe.Message == "" {
+				t.Error("error without a message")
+			}
+		})
+	}
+}
+
+func TestValidateRejectsNaNFromGoCallers(t *testing.T) {
+	var r telemetry.Report
+	if err := json.Unmarshal(encode(t, validReport()), &r); err != nil {
+		t.Fatal(err)
+	}
+	r.Server.CPUUtil = nan()
+	fe := telemetry.Validate(&r, telemetry.DefaultLimits(), now, "")
+	if fe == nil || fe.Field != "server.cpu_util" {
+		t.Fatalf("NaN cpu_util: got %v", fe)
+	}
+}
+
+func nan() float64 { var z float64; return z / z }

@@ -1,0 +1,86 @@
+// Package testenv is the harness Sextant's integration tests share: real
+// servers (an embedded etcd, the services) on free loopback ports, each
+// stopped when its test ends.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sextant-mesh/sextant/internal/etcdx"
+)
+
+// FreeAddr returns a loopback host:port that was free a moment ago, for
+// servers that cannot be handed a listener.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Etcd is an embedded etcd server for one test.
+type Etcd struct {
+	*etcdx.Embedded
+	Endpoint string
+}
+
+// StartEtcd starts an embedded etcd on free ports with its data in a
+// temporary folder; it stops when the test ends.
+func StartEtcd(t testing.TB) *Etcd {
+	t.Helper()
+	e, err := etcdx.StartEmbedded(t.TempDir(), FreeAddr(t), FreeAddr(t))
+	if err != nil {
+		t.Fatalf("embedded etcd: %v", err)
+	}
+	t.Cleanup(e.Close)
+	return &Etcd{Embedded: e, Endpoint: e.ClientURL}
+}
+
+// Client returns an etcd client for the test, closed when it ends.
+func (e *Etcd) Client(t testing.TB) *clientv3.Client {
+	t.Helper()
+	cli, err := etcdx.NewClient(e.Endpoint)
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// Prefix is a fresh etcd prefix per test, so tests sharing a server do not see
+// each other's keys.
+func Prefix(t testing.TB) string { return fmt.Sprintf("/sextant-test/%s/", t.Name()) }
+
+// Eventually polls cond until it returns nil, failing the test with cond's
+// last error after timeout. Timeouts here are generous limits for a loaded
+// machine, not speed assertions.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not true after %s: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Context is a context that ends with the test.
+func Context(t testing.TB) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sextant-mesh/sextant/internal/telemetry"
+)
+
+// makeBodies encodes n distinct request bodies up front, so that the load
+// generator spends its CPU on HTTP rather than on JSON. Timestamps are taken
+// now: the mixer refuses reports older than an hour.
+func makeBodies(n, reportsPerReq, edges int, seed uint64) [][]byte {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	now := time.Now().UnixMilli()
+	bodies := make([][]byte, n)
+	for i := range bodies {
+		batch := make([]telemetry.Report, reportsPerReq)
+		for j := range batch {
+			batch[j] = makeReport(rng, i*reportsPerReq+j, edges, now)
+		}
+		b, err := json.Marshal(batch)
+		if err != nil {
+			panic(err) // plain structs always encode
+		}
+		bodies[i] = b
+	}
+	return bodies
+}
+
+// makeReport is one data plane's window: a server part and edges to
+// different callee instances, with plausible, varied values.
+func makeReport(rng *rand.Rand, id, edges int, now int64) telemetry.Report {
+	req := 1000 + rng.Int64N(9000)
+	r := telemetry.Report{
+		Reporter: &telemetry.Reporter{
+			Service:  fmt.Sprintf("svc-%03d", id%200),
+			Instance: fmt.Sprintf("10.%d.%d.%d:8080", id%250, rng.IntN(250), rng.IntN(250)),
+			Cluster:  fmt.Sprintf("c%d", id%3),
+			Zone:     fmt.Sprintf("z%d", id%4),
+		},
+		WindowMs:    1000,
+		TimestampMs: now - rng.Int64N(2000),
+		Server: &telemetry.ServerStats{
+			Requests: req, CPUUtil: round2(rng.Float64()), Inflight: rng.Int64N(64), ClientTimeouts: rng.Int64N(5),
+			QueueTimeMsAvg: round2(rng.Float64() * 10), QueueTimeMsP99: round2(10 + rng.Float64()*40),
+			RequestsByPriority: map[int32]int64{0: req / 10, 64: req * 8 / 10, 127: req - req/10 - req*8/10},
+		},
+		Calls: make([]telemetry.Call, edges),
+	}
+	for k := range r.Calls {
+		calls := 10 + rng.Int64N(2000)
+		r.Calls[k] = telemetry.Call{
+			CalleeService:  fmt.Sprintf("svc-%03d", (id+k+1)%200),
+			CalleeInstance: fmt.Sprintf("10.%d.%d.%d:9000", k%250, rng.IntN(250), rng.IntN(250)),
+			Requests:       calls, Errors: rng.Int64N(calls/100 + 1), Timeouts: rng.Int64N(calls/200 + 1),
+			LatencyMsAvg: round2(1 + rng.Float64()*20), LatencyMsP99: round2(20 + rng.Float64()*200),
+		}
+	}
+	return r
+}
+
+func round2(f float64) float64 { return math.Round(f*100) / 100 }
+
+// newClient keeps exactly conns keep-alive connections open to one host.
+func newClient(conns int) *http.Client {
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConns:        conns,
+			MaxIdleConnsPerHost: conns,
+			MaxConnsPerHost:     conns,
+			IdleConnTimeout:     time.Minute,
+			DisableCompression:  true,
+		},
+	}
+}
+
+// loadResult is what the client saw during one run.
+type loadResult struct {
+	elapsed   time.Duration
+	ok        int            // answers 202 with the expected accepted count
+	latencies []int64        // of the ok answers, in ns
+	errors    map[string]int // everything else, by "status: body" sample
+}
+
+// load keeps conns requests in flight for d, cycling through bodies.
+func load(client *http.Client, url string, bodies [][]byte, reportsPerReq, conns int, d time.Duration) loadResult {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	want := fmt.Appendf(nil, `"accepted":%d`, reportsPerReq)
+	results := make([]loadResult, conns)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range conns {
+		wg.Go(func() { results[w] = worker(ctx, client, url, bodies, w, want) })
+	}
+	wg.Wait()
+	total := loadResult{elapsed: time.Since(start), errors: map[string]int{}}
+	for _, r := range results {
+		total.ok += r.ok
+		total.latencies = append(total.latencies, r.latencies...)
+		for k, v := range r.errors {
+			total.errors[k] += v
+		}
+	}
+	slices.Sort(total.latencies)
+	return total
+}
+
+// worker posts one body after another until ctx ends. A request cut off by
+// the deadline is neither counted nor an error.
+func worker(ctx context.Context, client *http.Client, url string, bodies [][]byte, w int, want []byte) loadResult {
+	res := loadResult{errors: map[string]int{}}
+	for i := w; ctx.Err() == nil; i++ {
+		body := bodies[i%len(bodies)]
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			panic(err) // the URL was checked before the run
+		}
+		req.Header.Set("Content-Type", "application/json")
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			if ctx.Err() == nil {
+				res.errors["transport: "+err.Error()]++
+			}
+			continue
+		}
+		answer, err := io.ReadAll(resp.Body) // to the end, so the connection is reused
+		resp.Body.Close()
+		lat := time.Since(t0)
+		switch {
+		case err != nil && ctx.Err() != nil:
+		case err == nil && resp.StatusCode == http.StatusAccepted && bytes.Contains(answer, want):
+			res.ok++
+			res.latencies = append(res.latencies, int64(lat))
+		default:
+			res.errors[fmt.Sprintf("%d: %.200s", resp.StatusCode, answer)]++
+		}
+	}
+	return res
+}
+
+// percentileMs reads the p-th percentile (0..100) of sorted ns latencies.
+func percentileMs(sorted []int64, p float64) float64 {
+	if len(sorted) == 0 {
+		return math.NaN()
+	}
+	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
+	return float64(sorted[max(i, 0)]) / 1e6
+}
