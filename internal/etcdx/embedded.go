@@ -6,9 +6,12 @@ package etcdx
 import (
 	"fmt"
 	"net/url"
+	"os"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Embedded is an etcd server running inside this process.
@@ -24,8 +27,7 @@ func StartEmbedded(dir, clientAddr, peerAddr string) (*Embedded, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = "sextant-dev"
 	cfg.Dir = dir
-	cfg.LogLevel = "error"
-	cfg.LogOutputs = []string{"stderr"}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(quietLogger())
 	clientURL := url.URL{Scheme: "http", Host: clientAddr}
 	peerURL := url.URL{Scheme: "http", Host: peerAddr}
 	cfg.ListenClientUrls = []url.URL{clientURL}
@@ -44,6 +46,27 @@ func StartEmbedded(dir, clientAddr, peerAddr string) (*Embedded, error) {
 		return nil, fmt.Errorf("embedded etcd on %s not ready after 30s", clientAddr)
 	}
 	return &Embedded{etcd: e, ClientURL: clientURL.String()}, nil
+}
+
+// quietLogger logs etcd's errors to stderr, except the ones every Close
+// produces about its own listeners closing.
+func quietLogger() *zap.Logger {
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	core := zapcore.NewCore(enc, zapcore.Lock(os.Stderr), zapcore.ErrorLevel)
+	return zap.New(closingFilter{core})
+}
+
+type closingFilter struct{ zapcore.Core }
+
+func (f closingFilter) With(fields []zapcore.Field) zapcore.Core {
+	return closingFilter{f.Core.With(fields)}
+}
+
+func (f closingFilter) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if e.Message == "setting up serving from embedded etcd failed." {
+		return ce
+	}
+	return f.Core.Check(e, ce)
 }
 
 // Close stops the server.

@@ -18,10 +18,17 @@ func New(service string) *slog.Logger {
 
 // NewTo returns a JSON logger writing to w.
 func NewTo(w io.Writer, service string) *slog.Logger {
-	hlog.SetLevel(hlog.LevelWarn)
-	klog.SetLevel(klog.LevelWarn)
+	quietFrameworks()
 	return slog.New(slog.NewJSONHandler(w, nil)).With("service", service)
 }
 
 // Discard is a logger for tests that do not read logs.
-func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+func Discard() *slog.Logger {
+	quietFrameworks()
+	return slog.New(slog.DiscardHandler)
+}
+
+func quietFrameworks() {
+	hlog.SetLevel(hlog.LevelWarn)
+	klog.SetLevel(klog.LevelWarn)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -112,16 +113,21 @@ func (m *Membership) put(key string, value []byte) {
 
 var balancer = NewRendezvous(KeyFromContext)
 
-func (m *Membership) publish() {
-	v := &View{byAddr: make(map[string]Shard, len(m.shards))}
-	instances := make([]discovery.Instance, 0, len(m.shards))
-	for _, s := range m.shards {
-		v.Shards = append(v.Shards, s)
+// NewView makes the view of a set of shards.
+func NewView(shards []Shard) *View {
+	v := &View{Shards: slices.Clone(shards), byAddr: make(map[string]Shard, len(shards))}
+	slices.SortFunc(v.Shards, func(a, b Shard) int { return strings.Compare(a.ID, b.ID) })
+	instances := make([]discovery.Instance, 0, len(shards))
+	for _, s := range v.Shards {
 		v.byAddr[s.Addr] = s
 		instances = append(instances, discovery.NewInstance("tcp", s.Addr, 1, map[string]string{IDTag: s.ID}))
 	}
-	slices.SortFunc(v.Shards, func(a, b Shard) int { return strings.Compare(a.ID, b.ID) })
 	v.picker = balancer.GetPicker(discovery.Result{Instances: instances}).(*RendezvousPicker)
+	return v
+}
+
+func (m *Membership) publish() {
+	v := NewView(slices.Collect(maps.Values(m.shards)))
 	if old := m.view.Load(); old == nil || !slices.Equal(old.Shards, v.Shards) {
 		m.log.Info("calculator shards", "shards", len(v.Shards), "ids", ids(v.Shards))
 	}

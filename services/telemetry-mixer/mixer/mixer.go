@@ -37,6 +37,8 @@ type Mixer struct {
 	etcd      *clientv3.Client
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+	stopOnce  sync.Once
+	stopErr   error
 }
 
 // New binds the mixer's port and connects to etcd; Start serves.
@@ -97,6 +99,11 @@ func (mx *Mixer) Start() error {
 // Stop stops taking reports, forwards what it holds for up to the shutdown
 // grace, and stops.
 func (mx *Mixer) Stop(ctx context.Context) error {
+	mx.stopOnce.Do(func() { mx.stopErr = mx.stop(ctx) })
+	return mx.stopErr
+}
+
+func (mx *Mixer) stop(ctx context.Context) error {
 	err := mx.http.Stop(ctx)
 	if mx.cancel != nil {
 		mx.cancel()

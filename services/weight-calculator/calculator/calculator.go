@@ -40,6 +40,8 @@ type Calculator struct {
 	admin      *httpx.Server
 	cancel     context.CancelFunc
 	background sync.WaitGroup
+	stopOnce   sync.Once
+	stopErr    error
 }
 
 var _ aggregator.Aggregator = (*ingestHandler)(nil)
@@ -77,6 +79,12 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	c.admin.GET("/debug/windows", c.debugWindows)
 	return c, nil
 }
+
+// Windows returns what the shard keeps about service, as /debug/windows shows it.
+func (c *Calculator) Windows(service string) (ServiceView, bool) { return c.store.Service(service) }
+
+// ID is the shard id registered in etcd.
+func (c *Calculator) ID() string { return c.cfg.ID }
 
 // KitexAddr is the address Aggregator.Ingest is served on.
 func (c *Calculator) KitexAddr() string { return c.kitexAddr }
@@ -117,6 +125,11 @@ func (c *Calculator) goBackground(f func()) {
 // Stop deregisters the shard first, so that mixers move its services to the
 // other shards, then finishes the calls in hand and stops.
 func (c *Calculator) Stop(ctx context.Context) error {
+	c.stopOnce.Do(func() { c.stopErr = c.stop(ctx) })
+	return c.stopErr
+}
+
+func (c *Calculator) stop(ctx context.Context) error {
 	if c.reg != nil {
 		c.reg.Close()
 	}
