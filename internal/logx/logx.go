@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 
 	"github.com/cloudwego/hertz/pkg/common/hlog"
 	"github.com/cloudwego/kitex/pkg/klog"
@@ -28,7 +29,9 @@ func Discard() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func quietFrameworks() {
+// quietFrameworks runs once: the framework loggers' levels are not safe to
+// set while servers log.
+var quietFrameworks = sync.OnceFunc(func() {
 	hlog.SetLevel(hlog.LevelWarn)
 	klog.SetLevel(klog.LevelWarn)
-}
+})

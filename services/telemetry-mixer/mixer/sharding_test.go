@@ -213,10 +213,21 @@ func registerDeadShardWith(t *testing.T, cli *clientv3.Client, prefix, id string
 	}
 	addr := ln.Addr().String()
 	ln.Close() // connection refused from now on
+	return registerShard(t, cli, prefix, id, addr, ttl)
+}
+
+// registerShardAt registers ln as a shard; whatever ln does is what the mixer gets.
+func registerShardAt(t *testing.T, etcd *testenv.Etcd, prefix, id string, ln net.Listener) *shard.Registration {
+	return registerShard(t, etcd.Client(t), prefix, id, ln.Addr().String(), 10*time.Second)
+}
+
+func registerShard(t *testing.T, cli *clientv3.Client, prefix, id, addr string, ttl time.Duration) *shard.Registration {
+	t.Helper()
 	r, err := shard.Register(cli, prefix, shard.Shard{ID: id, Addr: addr}, ttl, logx.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(r.Close)
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if !r.Registered() {
 			return fmt.Errorf("%s not registered", id)
