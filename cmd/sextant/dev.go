@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,18 +19,49 @@ import (
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
 )
 
+// devConfig is what `sextant dev` runs: the defaults of DESIGN.md on 127.0.0.1.
+type devConfig struct {
+	dataDir     string
+	etcdClient  string
+	etcdPeer    string
+	calculators int
+	mixer       mixer.Config
+	calculator  calculator.Config
+	ready       func(devAddrs) // called once everything runs; for tests
+	stderr      io.Writer
+}
+
+// devAddrs are where the running services are.
+type devAddrs struct {
+	Etcd, Mixer, CalculatorAdmin string
+}
+
 func dev(args []string) error {
-	fs := flag.NewFlagSet("sextant dev", flag.ExitOnError)
-	dataDir := fs.String("data-dir", "", "keep etcd's data here (default: a temporary folder removed on exit)")
-	etcdClient := fs.String("etcd-client-addr", "127.0.0.1:7790", "embedded etcd client address")
-	etcdPeer := fs.String("etcd-peer-addr", "127.0.0.1:7791", "embedded etcd peer address")
-	shards := fs.Int("calculators", 1, "weight-calculator shards to run (the first on the default ports, the others on free ports)")
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runDev(ctx, args, os.Stderr, nil)
+}
+
+func runDev(ctx context.Context, args []string, stderr io.Writer, ready func(devAddrs)) error {
+	cfg := devConfig{mixer: mixer.DefaultConfig(), calculator: calculator.DefaultConfig(), stderr: stderr, ready: ready}
+	fs := flag.NewFlagSet("sextant dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.dataDir, "data-dir", "", "keep etcd's data here (default: a temporary folder removed on exit)")
+	fs.StringVar(&cfg.etcdClient, "etcd-client-addr", "127.0.0.1:7790", "embedded etcd client address")
+	fs.StringVar(&cfg.etcdPeer, "etcd-peer-addr", "127.0.0.1:7791", "embedded etcd peer address")
+	fs.IntVar(&cfg.calculators, "calculators", 1, "weight-calculator shards to run (the first on its default ports, the others on free ports)")
+	fs.StringVar(&cfg.mixer.HTTPAddr, "mixer-addr", cfg.mixer.HTTPAddr, "telemetry-mixer HTTP address")
+	fs.StringVar(&cfg.calculator.KitexAddr, "calculator-addr", cfg.calculator.KitexAddr, "weight-calculator Kitex address")
+	fs.StringVar(&cfg.calculator.AdminAddr, "calculator-admin-addr", cfg.calculator.AdminAddr, "weight-calculator admin HTTP address")
 	if err := settings.Parse(fs, args); err != nil {
 		return err
 	}
-	log := logx.New("sextant-dev")
+	return cfg.run(ctx)
+}
 
-	dir := *dataDir
+func (cfg devConfig) run(ctx context.Context) error {
+	log := logx.NewTo(cfg.stderr, "sextant-dev")
+	dir := cfg.dataDir
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "sextant-dev-etcd-")
 		if err != nil {
@@ -38,7 +70,7 @@ func dev(args []string) error {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	etcd, err := etcdx.StartEmbedded(dir, *etcdClient, *etcdPeer)
+	etcd, err := etcdx.StartEmbedded(dir, cfg.etcdClient, cfg.etcdPeer)
 	if err != nil {
 		return err
 	}
@@ -47,51 +79,58 @@ func dev(args []string) error {
 
 	var started []service.Service
 	stopAll := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		var err error
 		for i := len(started) - 1; i >= 0; i-- {
-			err = errors.Join(err, started[i].Stop(ctx))
+			err = errors.Join(err, started[i].Stop(sctx))
 		}
 		return err
 	}
-	start := func(svc service.Service, err error) error {
+	start := func(name string, svc service.Service, err error) error {
 		if err == nil {
 			err = svc.Start()
 		}
-		if err == nil {
-			started = append(started, svc)
+		if err != nil {
+			return errors.Join(fmt.Errorf("%s: %w", name, err), stopAll())
 		}
+		started = append(started, svc)
+		return nil
+	}
+
+	var firstAdmin string
+	for i := 0; i < cfg.calculators; i++ {
+		c := cfg.calculator
+		c.ID = fmt.Sprintf("dev-calculator-%d", i)
+		c.EtcdEndpoints = cfg.etcdClient
+		if i > 0 {
+			c.KitexAddr, c.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+		}
+		calc, err := calculator.New(c, logx.NewTo(cfg.stderr, "weight-calculator"))
+		if err := start(c.ID, calc, err); err != nil {
+			return err
+		}
+		if i == 0 {
+			firstAdmin = calc.AdminAddr()
+		}
+	}
+	m := cfg.mixer
+	m.ID = "dev-mixer"
+	m.EtcdEndpoints = cfg.etcdClient
+	mx, err := mixer.New(m, logx.NewTo(cfg.stderr, "telemetry-mixer"))
+	if err := start("telemetry-mixer", mx, err); err != nil {
 		return err
 	}
 
-	for i := 0; i < *shards; i++ {
-		cfg := calculator.DefaultConfig()
-		cfg.ID = fmt.Sprintf("dev-calculator-%d", i)
-		cfg.EtcdEndpoints = *etcdClient
-		if i > 0 {
-			cfg.KitexAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
-		}
-		if err := start(calculator.New(cfg, logx.New("weight-calculator"))); err != nil {
-			return errors.Join(fmt.Errorf("weight-calculator %d: %w", i, err), stopAll())
-		}
-	}
-	mcfg := mixer.DefaultConfig()
-	mcfg.ID = "dev-mixer"
-	mcfg.EtcdEndpoints = *etcdClient
-	if err := start(mixer.New(mcfg, logx.New("telemetry-mixer"))); err != nil {
-		return errors.Join(fmt.Errorf("telemetry-mixer: %w", err), stopAll())
-	}
-
-	fmt.Fprintf(os.Stderr, `
+	fmt.Fprintf(cfg.stderr, `
 Sextant is running (Ctrl-C stops it):
-  telemetry-mixer    http://%s/v1/telemetry
-  weight-calculator  kitex %s, admin http://%s/debug/windows
+  telemetry-mixer    POST http://%s/v1/telemetry
+  weight-calculator  http://%s/debug/windows (%d shard(s))
   etcd               %s
-`, mcfg.HTTPAddr, calculator.DefaultConfig().KitexAddr, calculator.DefaultConfig().AdminAddr, etcd.ClientURL)
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+`, mx.Addr(), firstAdmin, cfg.calculators, etcd.ClientURL)
+	if cfg.ready != nil {
+		cfg.ready(devAddrs{Etcd: etcd.ClientURL, Mixer: mx.Addr(), CalculatorAdmin: firstAdmin})
+	}
 	<-ctx.Done()
 	log.Info("stopping")
 	return stopAll()
