@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -100,11 +101,10 @@ func (c *Calculator) Start() error {
 	c.admin.Start()
 	c.goBackground(func() { c.members.Run(ctx) })
 	c.goBackground(func() { c.expire(ctx) })
-	advertise := c.cfg.AdvertiseAddr
-	if advertise == "" {
-		advertise = c.kitexAddr
+	advertise, err := advertiseAddr(c.cfg.AdvertiseAddr, c.kitexAddr)
+	if err != nil {
+		return err
 	}
-	var err error
 	c.reg, err = shard.Register(c.etcd, c.cfg.EtcdPrefix,
 		shard.Shard{ID: c.cfg.ID, Addr: advertise, AdminAddr: c.admin.Addr()}, c.cfg.LeaseTTL, c.log)
 	if err != nil {
@@ -112,6 +112,32 @@ func (c *Calculator) Start() error {
 	}
 	c.log.Info("weight-calculator started", "id", c.cfg.ID, "kitex", c.kitexAddr, "admin", c.admin.Addr())
 	return nil
+}
+
+// advertiseAddr is the address mixers dial: the configured one, else the
+// listen address, with an unspecified host (0.0.0.0, ::) replaced by this
+// machine's first non-loopback address.
+func advertiseAddr(configured, listen string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+		return listen, nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", fmt.Errorf("finding an address to advertise: %w", err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+			return net.JoinHostPort(ipn.IP.String(), port), nil
+		}
+	}
+	return "", fmt.Errorf("listening on %s and no non-loopback address found: set --advertise-addr", listen)
 }
 
 func (c *Calculator) goBackground(f func()) {

@@ -46,7 +46,7 @@ func DefaultConfig() Config {
 
 // RegisterFlags binds c's fields to flags, with c's values as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.ID, "id", c.ID, "shard id, unique among calculators (default host-pid)")
+	fs.StringVar(&c.ID, "id", c.ID, "shard id, unique among calculators and stable across restarts where possible (the pod name); owners are hashed on it")
 	fs.StringVar(&c.KitexAddr, "kitex-addr", c.KitexAddr, "listen address of the Kitex server (Aggregator.Ingest)")
 	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", c.AdvertiseAddr, "address mixers dial, registered in etcd (default: the Kitex listen address)")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "listen address of the admin HTTP port (/healthz, /readyz, /metrics, /debug/windows)")
