@@ -63,20 +63,24 @@ func TestShardsOwnTheirServices(t *testing.T) {
 	if held["calc-1"] == 0 || held["calc-2"] == 0 {
 		t.Fatalf("services per shard %v: both shards should own some of 15 services", held)
 	}
-	// The shard's own debug view agrees on ownership.
+	// The shard's own debug view agrees on ownership, once its view of the
+	// shard set has caught up.
 	for _, svc := range tr.services() {
 		owner := c1
 		if owners[svc] == "calc-2" {
 			owner = c2
 		}
-		var view struct {
-			Owner string `json:"owner"`
-			Owned bool   `json:"owned"`
-		}
-		getJSON(t, "http://"+owner.AdminAddr()+"/debug/windows?service="+svc, &view)
-		if !view.Owned || view.Owner != owners[svc] {
-			t.Fatalf("%s on %s: /debug/windows says owner %q, owned %v", svc, owners[svc], view.Owner, view.Owned)
-		}
+		testenv.Eventually(t, 10*time.Second, func() error {
+			var view struct {
+				Owner string `json:"owner"`
+				Owned bool   `json:"owned"`
+			}
+			getJSON(t, "http://"+owner.AdminAddr()+"/debug/windows?service="+svc, &view)
+			if !view.Owned || view.Owner != owners[svc] {
+				return fmt.Errorf("%s on %s: /debug/windows says owner %q, owned %v", svc, owners[svc], view.Owner, view.Owned)
+			}
+			return nil
+		})
 	}
 
 	// calc-2 stops while reports keep arriving.
