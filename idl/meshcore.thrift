@@ -46,6 +46,9 @@ exception PolicyRejected {
     1: string code
     2: string message
     3: string field
+    // With stale_version: the version mesh-core holds, so that a new owner
+    // of the service can publish above it.
+    4: i64 current_version
 }
 
 service MeshCore {

@@ -270,9 +270,10 @@ var fieldIDToName_PublishPolicyResponse = map[int16]string{
 }
 
 type PolicyRejected struct {
-	Code    string `thrift:"code,1" frugal:"1,default,string" json:"code"`
-	Message string `thrift:"message,2" frugal:"2,default,string" json:"message"`
-	Field   string `thrift:"field,3" frugal:"3,default,string" json:"field"`
+	Code           string `thrift:"code,1" frugal:"1,default,string" json:"code"`
+	Message        string `thrift:"message,2" frugal:"2,default,string" json:"message"`
+	Field          string `thrift:"field,3" frugal:"3,default,string" json:"field"`
+	CurrentVersion int64  `thrift:"current_version,4" frugal:"4,default,i64" json:"current_version"`
 }
 
 func NewPolicyRejected() *PolicyRejected {
@@ -293,6 +294,10 @@ func (p *PolicyRejected) GetMessage() (v string) {
 func (p *PolicyRejected) GetField() (v string) {
 	return p.Field
 }
+
+func (p *PolicyRejected) GetCurrentVersion() (v int64) {
+	return p.CurrentVersion
+}
 func (p *PolicyRejected) SetCode(val string) {
 	p.Code = val
 }
@@ -301,6 +306,9 @@ func (p *PolicyRejected) SetMessage(val string) {
 }
 func (p *PolicyRejected) SetField(val string) {
 	p.Field = val
+}
+func (p *PolicyRejected) SetCurrentVersion(val int64) {
+	p.CurrentVersion = val
 }
 
 func (p *PolicyRejected) String() string {
@@ -317,6 +325,7 @@ var fieldIDToName_PolicyRejected = map[int16]string{
 	1: "code",
 	2: "message",
 	3: "field",
+	4: "current_version",
 }
 
 type MeshCore interface {
