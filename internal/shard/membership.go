@@ -57,6 +57,12 @@ func (v *View) Owner(service string) (Shard, bool) {
 	return s, ok
 }
 
+// Has tells whether a shard with id is in the view.
+func (v *View) Has(id string) bool {
+	_, ok := slices.BinarySearchFunc(v.Shards, id, func(s Shard, id string) int { return strings.Compare(s.ID, id) })
+	return ok
+}
+
 // NewMembership follows shard registrations under the Sextant prefix.
 func NewMembership(cli *clientv3.Client, prefix string, log *slog.Logger) *Membership {
 	m := &Membership{shards: map[string]Shard{}, log: log}

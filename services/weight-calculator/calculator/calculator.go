@@ -11,6 +11,7 @@ import (
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
+	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -23,6 +24,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
 	aggregatorsvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator/aggregator"
+	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
 )
 
 // Calculator is one weight-calculator shard.
@@ -34,6 +36,10 @@ type Calculator struct {
 
 	etcd       *clientv3.Client
 	members    *shard.Membership
+	knobs      *KnobStore
+	knobMirror *etcdx.Mirror
+	publisher  *Publisher
+	engine     *engine
 	reg        *shard.Registration
 	kitex      server.Server
 	kitexAddr  string
@@ -75,9 +81,21 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 		return nil, err
 	}
 	c.members = shard.NewMembership(c.etcd, cfg.EtcdPrefix, log)
+	c.knobs = NewKnobStore(log)
+	c.knobMirror = etcdx.NewMirror(c.etcd, cfg.EtcdPrefix+"config/", c.knobs, log)
+	mc, err := meshcoresvc.NewClient("mesh-core", client.WithConnectTimeout(time.Second), client.WithRPCTimeout(cfg.RPCTimeout))
+	if err != nil {
+		c.admin.Stop(context.Background())
+		ln.Close()
+		c.etcd.Close()
+		return nil, err
+	}
+	c.publisher = NewPublisher(mc, cfg.MeshCoreAddr, cfg.RPCTimeout, newPublishMetrics(reg), log)
+	c.engine = newEngine(cfg.ID, c.store, c.knobs, c.owns, c.publisher, cfg.Window)
 	httpx.HealthRoutes(c.admin, c.readiness)
 	httpx.MetricsRoute(c.admin, reg)
 	c.admin.GET("/debug/windows", c.debugWindows)
+	c.admin.GET("/debug/policy", c.debugPolicy)
 	return c, nil
 }
 
@@ -101,6 +119,11 @@ func (c *Calculator) Start() error {
 	c.admin.Start()
 	c.goBackground(func() { c.members.Run(ctx) })
 	c.goBackground(func() { c.expire(ctx) })
+	c.goBackground(func() { c.knobMirror.Run(ctx) })
+	c.goBackground(func() { c.publisher.Run(ctx) })
+	if !c.cfg.ManualRounds {
+		c.goBackground(func() { c.rounds(ctx) })
+	}
 	advertise, err := advertiseAddr(c.cfg.AdvertiseAddr, c.kitexAddr)
 	if err != nil {
 		return err
@@ -188,6 +211,40 @@ func (c *Calculator) expire(ctx context.Context) {
 	}
 }
 
+// Round computes and publishes every owned service as of now. It runs by
+// itself every window, in the middle of the window, so that the window before
+// is complete; tests with ManualRounds call it to step through windows.
+// Until this shard sees itself among the shards in etcd it does nothing:
+// without a view of the shard set it cannot know what it owns.
+func (c *Calculator) Round(now time.Time) {
+	if !c.members.View().Has(c.cfg.ID) {
+		return
+	}
+	c.engine.round(now)
+}
+
+func (c *Calculator) owns(service string) bool {
+	owner, ok := c.members.View().Owner(service)
+	return ok && owner.ID == c.cfg.ID
+}
+
+func (c *Calculator) rounds(ctx context.Context) {
+	w := c.cfg.Window
+	for {
+		now := time.Now()
+		next := now.Truncate(w).Add(w / 2)
+		if !next.After(now) {
+			next = next.Add(w)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(next.Sub(now)):
+			c.Round(time.Now())
+		}
+	}
+}
+
 func (c *Calculator) readiness() []string {
 	var reasons []string
 	if c.reg == nil || !c.reg.Registered() {
@@ -251,6 +308,25 @@ func (c *Calculator) debugWindows(_ context.Context, rc *app.RequestContext) {
 	owner, _ := c.members.View().Owner(name)
 	rc.JSON(consts.StatusOK, windowsAnswer{ServiceView: view, Owner: owner.ID, Owned: owner.ID == c.cfg.ID, Shard: c.cfg.ID})
 }
+
+func (c *Calculator) debugPolicy(_ context.Context, rc *app.RequestContext) {
+	name := string(rc.Query("service"))
+	if name == "" {
+		rc.JSON(consts.StatusOK, map[string]any{"shard": c.cfg.ID, "services": c.engine.owned()})
+		return
+	}
+	d, ok := c.engine.decision(name)
+	if !ok {
+		owner, _ := c.members.View().Owner(name)
+		httpx.WriteError(rc, consts.StatusNotFound, jsonx.Errorf("service", "not_found",
+			"shard %q computes no policy for %q (its owner is %q)", c.cfg.ID, name, owner.ID))
+		return
+	}
+	rc.JSON(consts.StatusOK, d)
+}
+
+// Decision returns the last round's decision for service, as /debug/policy shows it.
+func (c *Calculator) Decision(service string) (Decision, bool) { return c.engine.decision(service) }
 
 func (o Outcome) String() string {
 	switch o {

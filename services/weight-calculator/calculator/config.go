@@ -25,6 +25,11 @@ type Config struct {
 	Windows       int
 	StaleAfter    time.Duration
 	MaxSeries     int
+	MeshCoreAddr  string
+	RPCTimeout    time.Duration
+	// ManualRounds turns the round timer off; rounds then run only when
+	// Round is called. For tests that step through windows.
+	ManualRounds bool
 }
 
 // DefaultConfig is the configuration `sextant dev` runs with.
@@ -41,6 +46,8 @@ func DefaultConfig() Config {
 		Windows:       10,
 		StaleAfter:    time.Minute,
 		MaxSeries:     200_000,
+		MeshCoreAddr:  "127.0.0.1:7713",
+		RPCTimeout:    3 * time.Second,
 	}
 }
 
@@ -56,5 +63,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Window, "window", c.Window, "length of one aggregation window")
 	fs.IntVar(&c.Windows, "windows", c.Windows, "number of windows kept per (service, instance)")
 	fs.DurationVar(&c.StaleAfter, "stale-after", c.StaleAfter, "forget an instance not reported for this long")
+	fs.StringVar(&c.MeshCoreAddr, "mesh-core-addr", c.MeshCoreAddr, "Kitex address of mesh-core (MeshCore.PublishPolicy); a Kubernetes Service name works")
+	fs.DurationVar(&c.RPCTimeout, "rpc-timeout", c.RPCTimeout, "timeout of one PublishPolicy call")
 	fs.IntVar(&c.MaxSeries, "max-series", c.MaxSeries, "most (service, instance) series kept; records of new series beyond it are refused and counted")
 }

@@ -35,10 +35,11 @@ type serviceWindows struct {
 type denialKey struct{ caller, rule string }
 
 type instanceWindows struct {
-	lastSeen time.Time
-	ring     []Window
-	newest   int64 // index of the newest window received
-	totals   Totals
+	firstSeen time.Time
+	lastSeen  time.Time
+	ring      []Window
+	newest    int64 // index of the newest window received
+	totals    Totals
 }
 
 // Window is one window of one instance.
@@ -183,7 +184,7 @@ func (s *Store) add(service, instance string, tsMs int64, now time.Time, merge f
 		if !s.reserveSeries() {
 			return Refused
 		}
-		iw = &instanceWindows{ring: make([]Window, s.count)}
+		iw = &instanceWindows{ring: make([]Window, s.count), firstSeen: now}
 		sw.instances[instance] = iw
 	}
 	iw.lastSeen = now
@@ -256,6 +257,109 @@ func (s *Store) Expire(cutoff time.Time) int {
 	}
 	s.series -= removed
 	return removed
+}
+
+// WindowIndex is the index of the window that holds t.
+func (s *Store) WindowIndex(t time.Time) int64 { return t.UnixMilli() / s.window.Milliseconds() }
+
+// InstanceStats sums one instance's windows over a range of window indexes.
+type InstanceStats struct {
+	Instance  string
+	FirstSeen time.Time // when this store first heard of the instance
+	LastSeen  time.Time // when it last did
+	Windows   int       // windows in the range holding any data
+
+	ServerWindows  int // windows with the instance's own report
+	ServerRequests int64
+	CPUUtil        float64 // mean over ServerWindows
+	QueueTimeMsAvg float64 // weighted by requests
+	ClientTimeouts int64
+
+	CallRequests int64 // what callers reported about the instance
+	CallErrors   int64
+	CallTimeouts int64
+	LatencyMsAvg float64 // weighted by requests
+	LatencyMsP99 float64 // highest reported
+}
+
+// Stats appends to dst the stats of every instance of service over windows
+// [from, to], sorted by instance; when byPriority is not nil, it also adds
+// the instances' requests by priority (as they arrived) into it.
+func (s *Store) Stats(dst []InstanceStats, service string, from, to int64, byPriority *[128]int64) []InstanceStats {
+	sw := s.service(service, false)
+	if sw == nil {
+		return dst
+	}
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	start := len(dst)
+	for id, iw := range sw.instances {
+		st := InstanceStats{Instance: id, FirstSeen: iw.firstSeen, LastSeen: iw.lastSeen}
+		var cpuSum, queueSum, latSum float64
+		for i := range iw.ring {
+			w := &iw.ring[i]
+			if w.index == 0 || w.index < from || w.index > to {
+				continue
+			}
+			st.Windows++
+			if w.Server.Records > 0 {
+				st.ServerWindows++
+				st.ServerRequests += w.Server.Requests
+				cpuSum += w.Server.CPUUtil
+				queueSum += w.Server.queueTimeSum
+				st.ClientTimeouts += w.Server.ClientTimeouts
+				if byPriority != nil {
+					for p, n := range w.Server.RequestsByPriority {
+						if p >= 0 && p < 128 {
+							byPriority[p] += n
+						}
+					}
+				}
+			}
+			st.CallRequests += w.Callers.Requests
+			st.CallErrors += w.Callers.Errors
+			st.CallTimeouts += w.Callers.Timeouts
+			latSum += w.Callers.latencySum
+			st.LatencyMsP99 = max(st.LatencyMsP99, w.Callers.LatencyMsP99)
+		}
+		if st.ServerWindows > 0 {
+			st.CPUUtil = cpuSum / float64(st.ServerWindows)
+		}
+		if st.ServerRequests > 0 {
+			st.QueueTimeMsAvg = queueSum / float64(st.ServerRequests)
+		}
+		if st.CallRequests > 0 {
+			st.LatencyMsAvg = latSum / float64(st.CallRequests)
+		}
+		dst = append(dst, st)
+	}
+	slices.SortFunc(dst[start:], func(a, b InstanceStats) int { return strings.Compare(a.Instance, b.Instance) })
+	return dst
+}
+
+// Drop forgets everything about service (its shard no longer owns it, or
+// owns it again and must start from clean windows).
+func (s *Store) Drop(service string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sw := s.services[service]; sw != nil {
+		sw.mu.Lock()
+		s.series -= len(sw.instances)
+		sw.mu.Unlock()
+		delete(s.services, service)
+	}
+}
+
+// Names lists the services held.
+func (s *Store) Names() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.services))
+	for name := range s.services {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // ServiceSummary is one line of the list of tracked services.

@@ -1,0 +1,273 @@
+package calculator
+
+import (
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
+)
+
+// engine runs the rounds: every window, for every service this shard owns,
+// it turns the windows into weights and an overload decision, and hands the
+// policy to the publisher when it changed enough.
+type engine struct {
+	id     string
+	store  *Store
+	knobs  *KnobStore
+	owns   func(service string) bool
+	pub    *Publisher
+	window time.Duration
+
+	mu       sync.Mutex
+	services map[string]*serviceState
+	// Reused between rounds.
+	stats     []InstanceStats
+	inputs    []weighInput
+	decisions []weightDecision
+}
+
+// serviceState is what the engine keeps about one owned service.
+type serviceState struct {
+	ownedSince  time.Time
+	weights     map[string]*instanceWeight
+	overload    overloadControl
+	instances   map[string]*overloadControl
+	lastPublish time.Time
+	published   *meshcore.Policy
+	decision    Decision
+}
+
+// Decision is the last round's outcome for a service, as /debug/policy shows it.
+type Decision struct {
+	Service          string                     `json:"service"`
+	Shard            string                     `json:"shard"`
+	RoundAtMs        int64                      `json:"round_at_ms"`
+	OwnedSinceMs     int64                      `json:"owned_since_ms"`
+	OwnershipWarmup  bool                       `json:"ownership_warmup"` // too soon after taking the service over to publish
+	Weights          []weightDecision           `json:"weights"`
+	Overload         overloadControl            `json:"overload"`
+	InstanceOverload map[string]overloadControl `json:"instance_overload"`
+	Published        bool                       `json:"published"` // this round handed a policy to the publisher
+	Publishing       PublishStatus              `json:"publishing"`
+	Knobs            Knobs                      `json:"knobs"`
+}
+
+func newEngine(id string, store *Store, knobs *KnobStore, owns func(string) bool, pub *Publisher, window time.Duration) *engine {
+	return &engine{id: id, store: store, knobs: knobs, owns: owns, pub: pub, window: window, services: map[string]*serviceState{}}
+}
+
+// round computes every owned service at now.
+func (e *engine) round(now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	names := e.store.Names()
+	seen := make(map[string]bool, len(names))
+	for _, name := range names {
+		seen[name] = true
+		if !e.owns(name) {
+			// Records of a service this shard never owned arrive while the
+			// mixers' view of the shards is ahead of this shard's: they are
+			// kept (and expire if it never owns the service). A service it
+			// owned and lost is forgotten.
+			if _, ok := e.services[name]; ok {
+				e.disown(name)
+			}
+			continue
+		}
+		st := e.services[name]
+		if st == nil {
+			st = &serviceState{ownedSince: now, weights: map[string]*instanceWeight{}, instances: map[string]*overloadControl{}}
+			e.services[name] = st
+		}
+		e.compute(name, st, now)
+	}
+	// Services whose every series expired: publish the fall-back to static
+	// weights once, then forget them.
+	for name, st := range e.services {
+		if seen[name] {
+			continue
+		}
+		if !e.owns(name) || (st.published != nil && len(st.published.Weights) == 0) {
+			e.disown(name)
+			continue
+		}
+		e.compute(name, st, now)
+	}
+}
+
+// disown forgets a service this shard no longer owns: if it owns it again
+// later, it starts from clean windows.
+func (e *engine) disown(name string) {
+	if _, ok := e.services[name]; ok {
+		delete(e.services, name)
+		e.pub.Forget(name)
+	}
+	e.store.Drop(name)
+}
+
+func (e *engine) compute(name string, st *serviceState, now time.Time) {
+	k := e.knobs.For(name)
+	last := e.store.WindowIndex(now) - 1 // the newest complete window
+	warmup := time.Duration(k.EvalWindows+1) * e.window
+	d := Decision{Service: name, Shard: e.id, RoundAtMs: now.UnixMilli(), OwnedSinceMs: st.ownedSince.UnixMilli(), Knobs: k}
+
+	// Weights from the evaluation span, for instances reported recently.
+	expiry := time.Duration(k.WeightExpiryMs) * time.Millisecond
+	e.stats = e.store.Stats(e.stats[:0], name, last-int64(k.EvalWindows)+1, last, nil)
+	e.inputs = e.inputs[:0]
+	live := map[string]bool{}
+	for _, s := range e.stats {
+		if now.Sub(s.LastSeen) > expiry {
+			continue
+		}
+		if s.FirstSeen.Before(st.ownedSince.Add(warmup)) {
+			// Known before this shard took the service over: not a new instance.
+			s.FirstSeen = time.Time{}
+		}
+		live[s.Instance] = true
+		e.inputs = append(e.inputs, weighInput{stats: s, span: time.Duration(k.EvalWindows) * e.window})
+	}
+	for id := range st.weights {
+		if !live[id] {
+			delete(st.weights, id) // expired: back to its static weight
+		}
+	}
+	e.decisions = computeWeights(e.inputs, st.weights, &k, now, e.decisions)
+	d.Weights = append([]weightDecision(nil), e.decisions...)
+
+	// Overload from the newest complete window.
+	var hist [128]int64
+	e.stats = e.store.Stats(e.stats[:0], name, last, last, &hist)
+	var sig overloadSignals
+	var cpuSum, queueSum float64
+	var reqs, timeouts int64
+	servers := 0
+	d.InstanceOverload = map[string]overloadControl{}
+	for _, s := range e.stats {
+		if s.ServerWindows == 0 || !live[s.Instance] {
+			continue
+		}
+		servers++
+		cpuSum += s.CPUUtil
+		queueSum += s.QueueTimeMsAvg * float64(s.ServerRequests)
+		reqs += s.ServerRequests
+		timeouts += s.ClientTimeouts
+		ic := st.instances[s.Instance]
+		if ic == nil {
+			ic = &overloadControl{}
+			st.instances[s.Instance] = ic
+		}
+		ic.step(overloadSignals{queueTimeMs: s.QueueTimeMsAvg, cpu: s.CPUUtil, timeoutRatio: ratio(s.ClientTimeouts, s.ServerRequests), byPriority: &hist}, &k)
+		if ic.State != StateNormal {
+			d.InstanceOverload[s.Instance] = *ic
+		}
+	}
+	for id := range st.instances {
+		if !live[id] {
+			delete(st.instances, id)
+		}
+	}
+	if servers > 0 {
+		sig = overloadSignals{cpu: cpuSum / float64(servers), timeoutRatio: ratio(timeouts, reqs), byPriority: &hist}
+		if reqs > 0 {
+			sig.queueTimeMs = queueSum / float64(reqs)
+		}
+	} else {
+		sig = overloadSignals{byPriority: &hist}
+	}
+	st.overload.step(sig, &k)
+	d.Overload = st.overload
+
+	policy := e.policy(name, st, now)
+	switch {
+	case now.Before(st.ownedSince.Add(warmup)):
+		d.OwnershipWarmup = true
+	case st.published == nil || changed(st.published, policy, k.PublishThreshold) ||
+		now.Sub(st.lastPublish) >= time.Duration(k.RepublishMs)*time.Millisecond:
+		e.pub.Publish(policy)
+		st.published, st.lastPublish, d.Published = policy, now, true
+		for _, w := range policy.Weights {
+			if s := st.weights[w.Instance]; s != nil {
+				s.published, s.everSent = w.Weight, true
+			}
+		}
+	}
+	d.Publishing = e.pub.Status(name)
+	st.decision = d
+}
+
+func (e *engine) policy(name string, st *serviceState, now time.Time) *meshcore.Policy {
+	p := &meshcore.Policy{
+		Service:          name,
+		Overload:         &meshcore.Overload{State: st.overload.State, AdmitMinPriority: st.overload.AdmitMinPriority},
+		InstanceOverload: map[string]*meshcore.Overload{},
+		ComputedAtMs:     now.UnixMilli(),
+		CalculatorId:     e.id,
+	}
+	for _, d := range e.decisions {
+		p.Weights = append(p.Weights, &meshcore.InstanceWeight{Instance: d.Instance, Weight: d.Weight, Ejected: d.Ejected, Reason: d.Reason})
+	}
+	for id, c := range st.instances {
+		if c.State != StateNormal {
+			p.InstanceOverload[id] = &meshcore.Overload{State: c.State, AdmitMinPriority: c.AdmitMinPriority}
+		}
+	}
+	return p
+}
+
+// changed tells whether next differs enough from prev to be published.
+func changed(prev, next *meshcore.Policy, threshold float64) bool {
+	if len(prev.Weights) != len(next.Weights) || len(prev.InstanceOverload) != len(next.InstanceOverload) ||
+		prev.Overload.State != next.Overload.State || prev.Overload.AdmitMinPriority != next.Overload.AdmitMinPriority {
+		return true
+	}
+	for i, w := range next.Weights {
+		p := prev.Weights[i]
+		if p.Instance != w.Instance || p.Ejected != w.Ejected {
+			return true
+		}
+		if math.Abs(float64(w.Weight-p.Weight)) > threshold*float64(max(p.Weight, w.Weight)) {
+			return true
+		}
+	}
+	for id, o := range next.InstanceOverload {
+		if p, ok := prev.InstanceOverload[id]; !ok || p.State != o.State || p.AdmitMinPriority != o.AdmitMinPriority {
+			return true
+		}
+	}
+	return false
+}
+
+// decision returns the last decision for service.
+func (e *engine) decision(service string) (Decision, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st, ok := e.services[service]
+	if !ok {
+		return Decision{}, false
+	}
+	d := st.decision
+	d.Publishing = e.pub.Status(service)
+	return d, true
+}
+
+// owned lists the services the engine computes.
+func (e *engine) owned() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]string, 0, len(e.services))
+	for name := range e.services {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func ratio(a, b int64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}

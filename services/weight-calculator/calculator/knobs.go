@@ -1,0 +1,210 @@
+package calculator
+
+import (
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/jsonx"
+)
+
+// Knobs tune the weight and overload computation of one service. They are
+// read from etcd at {prefix}config/{service}/calculator as JSON with these
+// field names; a field left out keeps its default (docs/weights.md).
+type Knobs struct {
+	// Windows averaged per round for weights.
+	EvalWindows int `json:"eval_windows"`
+	// A58's error_utilization_penalty.
+	ErrorUtilizationPenalty float64 `json:"error_utilization_penalty"`
+	// Weight is multiplied by (median latency / latency)^LatencyExponent,
+	// clamped to [0.1, 2]; 0 ignores callers' latency.
+	LatencyExponent float64 `json:"latency_exponent"`
+	// EWMA weight of the newest target, in (0, 1].
+	EWMAAlpha float64 `json:"ewma_alpha"`
+	// A new instance ramps from 0 to the median weight over this long.
+	BlackoutMs int64 `json:"blackout_ms"`
+	// An instance without reports for this long falls back to its static weight.
+	WeightExpiryMs int64 `json:"weight_expiry_ms"`
+	// Requests (per evaluation span) below which an instance is not judged.
+	MinRequests int64 `json:"min_requests"`
+	// An instance is an outlier when its error rate is at least
+	// max(OutlierErrorRate, OutlierErrorRateFactor x the service median), or
+	// its latency at least OutlierLatencyFactor x the median.
+	OutlierErrorRate       float64 `json:"outlier_error_rate"`
+	OutlierErrorRateFactor float64 `json:"outlier_error_rate_factor"`
+	OutlierLatencyFactor   float64 `json:"outlier_latency_factor"`
+	// At most this share of a service's instances is ejected at once (floor,
+	// and never all of them).
+	MaxEjectionPercent float64 `json:"max_ejection_percent"`
+	EjectionMs         int64   `json:"ejection_ms"`
+	// A published weight moves at most max(MaxStepRatio x itself, MaxStepAbs) per publish.
+	MaxStepRatio float64 `json:"max_step_ratio"`
+	MaxStepAbs   int32   `json:"max_step_abs"`
+	// Publish when some weight moved by more than this share (or an instance
+	// came, went, was ejected, or the overload state changed), and at least
+	// every RepublishMs.
+	PublishThreshold float64 `json:"publish_threshold"`
+	RepublishMs      int64   `json:"republish_ms"`
+	// Overload: queueing time, CPU and client-timeout share that mark an
+	// instance or service overloaded.
+	OverloadQueueTimeMs  float64 `json:"overload_queue_time_ms"`
+	OverloadCPU          float64 `json:"overload_cpu"`
+	OverloadTimeoutRatio float64 `json:"overload_timeout_ratio"`
+	// Share of the load shed more per round while overloaded, and less per
+	// round while recovering.
+	ShedStep    float64 `json:"shed_step"`
+	RecoverStep float64 `json:"recover_step"`
+}
+
+// DefaultKnobs are the documented defaults.
+func DefaultKnobs() Knobs {
+	return Knobs{
+		EvalWindows:             3,
+		ErrorUtilizationPenalty: 1.0,
+		LatencyExponent:         1.0,
+		EWMAAlpha:               0.5,
+		BlackoutMs:              10_000,
+		WeightExpiryMs:          30_000,
+		MinRequests:             10,
+		OutlierErrorRate:        0.05,
+		OutlierErrorRateFactor:  3,
+		OutlierLatencyFactor:    3,
+		MaxEjectionPercent:      30,
+		EjectionMs:              30_000,
+		MaxStepRatio:            0.5,
+		MaxStepAbs:              50,
+		PublishThreshold:        0.1,
+		RepublishMs:             30_000,
+		OverloadQueueTimeMs:     20,
+		OverloadCPU:             0.85,
+		OverloadTimeoutRatio:    0.01,
+		ShedStep:                0.05,
+		RecoverStep:             0.01,
+	}
+}
+
+// Validate names the first knob out of its range.
+func (k *Knobs) Validate() *jsonx.FieldError {
+	type rng struct {
+		field    string
+		v        float64
+		min, max float64
+	}
+	for _, r := range []rng{
+		{"eval_windows", float64(k.EvalWindows), 1, 60},
+		{"error_utilization_penalty", k.ErrorUtilizationPenalty, 0, 100},
+		{"latency_exponent", k.LatencyExponent, 0, 4},
+		{"ewma_alpha", k.EWMAAlpha, 0.01, 1},
+		{"blackout_ms", float64(k.BlackoutMs), 0, 3_600_000},
+		{"weight_expiry_ms", float64(k.WeightExpiryMs), 1000, 3_600_000},
+		{"min_requests", float64(k.MinRequests), 0, 1e9},
+		{"outlier_error_rate", k.OutlierErrorRate, 0, 1},
+		{"outlier_error_rate_factor", k.OutlierErrorRateFactor, 1, 1000},
+		{"outlier_latency_factor", k.OutlierLatencyFactor, 1, 1000},
+		{"max_ejection_percent", k.MaxEjectionPercent, 0, 100},
+		{"ejection_ms", float64(k.EjectionMs), 0, 3_600_000},
+		{"max_step_ratio", k.MaxStepRatio, 0.01, 10},
+		{"max_step_abs", float64(k.MaxStepAbs), 1, 1000},
+		{"publish_threshold", k.PublishThreshold, 0, 1},
+		{"republish_ms", float64(k.RepublishMs), 1000, 3_600_000},
+		{"overload_queue_time_ms", k.OverloadQueueTimeMs, 0.1, 60_000},
+		{"overload_cpu", k.OverloadCPU, 0.05, 1},
+		{"overload_timeout_ratio", k.OverloadTimeoutRatio, 0, 1},
+		{"shed_step", k.ShedStep, 0.001, 1},
+		{"recover_step", k.RecoverStep, 0.001, 1},
+	} {
+		if !(r.v >= r.min && r.v <= r.max) { // also catches NaN
+			return jsonx.Errorf(r.field, jsonx.CodeOutOfRange, "%g is outside [%g, %g]", r.v, r.min, r.max)
+		}
+	}
+	return nil
+}
+
+// ParseKnobs decodes a service's knobs over the defaults.
+func ParseKnobs(data []byte) (Knobs, *jsonx.FieldError) {
+	k := DefaultKnobs()
+	if fe := jsonx.Decode(data, &k); fe != nil {
+		return DefaultKnobs(), fe
+	}
+	if fe := k.Validate(); fe != nil {
+		return DefaultKnobs(), fe
+	}
+	return k, nil
+}
+
+// KnobsKind is the config kind, in etcd at config/{service}/{kind}.
+const KnobsKind = "calculator"
+
+// KnobStore follows every service's knobs in etcd; services without knobs,
+// or with knobs that do not validate, get the defaults.
+type KnobStore struct {
+	log    *slog.Logger
+	mu     sync.Mutex
+	byName map[string]Knobs
+	view   atomic.Pointer[map[string]Knobs]
+}
+
+// NewKnobStore makes an empty store; feed it with an etcdx.Mirror of config/.
+func NewKnobStore(log *slog.Logger) *KnobStore {
+	s := &KnobStore{log: log, byName: map[string]Knobs{}}
+	s.publish()
+	return s
+}
+
+// For returns the knobs of service.
+func (s *KnobStore) For(service string) Knobs {
+	if k, ok := (*s.view.Load())[service]; ok {
+		return k
+	}
+	return DefaultKnobs()
+}
+
+// Reset implements etcdx.MirrorHandler.
+func (s *KnobStore) Reset(kvs map[string][]byte, _ int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.byName = map[string]Knobs{}
+	for k, v := range kvs {
+		s.put(k, v, false)
+	}
+	s.publish()
+}
+
+// Apply implements etcdx.MirrorHandler.
+func (s *KnobStore) Apply(events []etcdx.Event, _ int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ev := range events {
+		s.put(ev.Key, ev.Value, ev.Deleted)
+	}
+	s.publish()
+}
+
+// put takes a key relative to config/: {service}/calculator.
+func (s *KnobStore) put(key string, value []byte, deleted bool) {
+	service, kind, ok := strings.Cut(key, "/")
+	if !ok || kind != KnobsKind {
+		return
+	}
+	if deleted {
+		delete(s.byName, service)
+		return
+	}
+	k, fe := ParseKnobs(value)
+	if fe != nil {
+		s.log.Warn("invalid calculator knobs; using the defaults", "service", service, "err", fe)
+		delete(s.byName, service)
+		return
+	}
+	s.byName[service] = k
+}
+
+func (s *KnobStore) publish() {
+	m := make(map[string]Knobs, len(s.byName))
+	for k, v := range s.byName {
+		m[k] = v
+	}
+	s.view.Store(&m)
+}
