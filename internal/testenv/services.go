@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -107,4 +108,23 @@ func WaitMetric(t testing.TB, addr, series string, want float64) {
 		}
 		return nil
 	})
+}
+
+// Ready returns why the service at addr is not ready (its /readyz reasons);
+// empty when it is.
+func Ready(t testing.TB, addr string) []string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return []string{err.Error()}
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Reasons []string `json:"reasons"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != http.StatusOK && len(body.Reasons) == 0 {
+		return []string{resp.Status}
+	}
+	return body.Reasons
 }

@@ -55,6 +55,9 @@ var _ aggregator.Aggregator = (*ingestHandler)(nil)
 
 // New binds the calculator's ports and connects to etcd; Start serves.
 func New(cfg Config, log *slog.Logger) (*Calculator, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	c := &Calculator{
 		cfg:   cfg,
 		log:   log,
@@ -101,6 +104,9 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 
 // Windows returns what the shard keeps about service, as /debug/windows shows it.
 func (c *Calculator) Windows(service string) (ServiceView, bool) { return c.store.Service(service) }
+
+// KnobsFor returns the knobs the shard applies to service.
+func (c *Calculator) KnobsFor(service string) Knobs { return c.knobs.For(service) }
 
 // ID is the shard id registered in etcd.
 func (c *Calculator) ID() string { return c.cfg.ID }
@@ -203,8 +209,8 @@ func (c *Calculator) expire(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
-			if n := c.store.Expire(now.Add(-c.cfg.StaleAfter)); n > 0 {
+		case <-t.C:
+			if n := c.store.Expire(c.cfg.Now().Add(-c.cfg.StaleAfter)); n > 0 {
 				c.metrics.expired.Add(float64(n))
 			}
 		}
@@ -253,6 +259,9 @@ func (c *Calculator) readiness() []string {
 	if !c.members.Synced() {
 		reasons = append(reasons, "shard membership not synced with etcd (serving the last known)")
 	}
+	if !c.members.View().Has(c.cfg.ID) {
+		reasons = append(reasons, "this shard is not in its view of the shards yet: it computes nothing")
+	}
 	return reasons
 }
 
@@ -264,7 +273,7 @@ func (h *ingestHandler) Ingest(_ context.Context, batch *aggregator.ReportBatch)
 		return nil, &aggregator.IngestError{Code: "invalid", Message: "empty batch"}
 	}
 	c := h.c
-	now := time.Now()
+	now := c.cfg.Now()
 	resp := &aggregator.IngestResponse{}
 	count := func(kind string, o Outcome, accepted *int64) {
 		if o == Accepted {

@@ -30,6 +30,9 @@ type Config struct {
 	// ManualRounds turns the round timer off; rounds then run only when
 	// Round is called. For tests that step through windows.
 	ManualRounds bool
+	// Now is the clock records are stamped with on arrival; nil is time.Now.
+	// Tests that step through windows set it with ManualRounds.
+	Now func() time.Time
 }
 
 // DefaultConfig is the configuration `sextant dev` runs with.
