@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/internal/logx"
 )
 
 // Server is a Hertz server bound to its listener before it starts, so that
@@ -31,6 +32,7 @@ type Server struct {
 
 // Listen binds addr and prepares a Hertz server on it; register routes, then Start.
 func Listen(addr string, opts ...config.Option) (*Server, error) {
+	logx.QuietFrameworks()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)

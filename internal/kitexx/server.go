@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	"github.com/cloudwego/kitex/server"
+	"github.com/sextant-mesh/sextant/internal/logx"
 )
 
 // Listen binds addr for a Kitex server.
@@ -23,6 +24,7 @@ func Listen(addr string) (net.Listener, error) {
 
 // ServerOptions are the options every Sextant Kitex server starts with.
 func ServerOptions(service string, ln net.Listener) []server.Option {
+	logx.QuietFrameworks()
 	return []server.Option{
 		server.WithListener(ln),
 		server.WithServerBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: service}),

@@ -19,19 +19,20 @@ func New(service string) *slog.Logger {
 
 // NewTo returns a JSON logger writing to w.
 func NewTo(w io.Writer, service string) *slog.Logger {
-	quietFrameworks()
+	QuietFrameworks()
 	return slog.New(slog.NewJSONHandler(w, nil)).With("service", service)
 }
 
 // Discard is a logger for tests that do not read logs.
 func Discard() *slog.Logger {
-	quietFrameworks()
+	QuietFrameworks()
 	return slog.New(slog.DiscardHandler)
 }
 
-// quietFrameworks runs once: the framework loggers' levels are not safe to
-// set while servers log.
-var quietFrameworks = sync.OnceFunc(func() {
+// QuietFrameworks sets the Hertz and Kitex log levels to warnings, once: they
+// are not safe to set while servers log, so every server constructor calls it
+// before it starts one.
+var QuietFrameworks = sync.OnceFunc(func() {
 	hlog.SetLevel(hlog.LevelWarn)
 	klog.SetLevel(klog.LevelWarn)
 })

@@ -105,6 +105,9 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 // Windows returns what the shard keeps about service, as /debug/windows shows it.
 func (c *Calculator) Windows(service string) (ServiceView, bool) { return c.store.Service(service) }
 
+// Shards is the shard set as this shard sees it.
+func (c *Calculator) Shards() []shard.Shard { return c.members.View().Shards }
+
 // KnobsFor returns the knobs the shard applies to service.
 func (c *Calculator) KnobsFor(service string) Knobs { return c.knobs.For(service) }
 
@@ -119,9 +122,21 @@ func (c *Calculator) AdminAddr() string { return c.admin.Addr() }
 
 // Start serves Ingest and the admin port, and registers the shard in etcd.
 func (c *Calculator) Start() error {
+	advertise, err := advertiseAddr(c.cfg.AdvertiseAddr, c.kitexAddr)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	c.kitexDone = kitexx.Serve(c.kitex)
+	// Registered once Ingest is served, so mixers never route to a shard
+	// that cannot answer yet.
+	c.reg, err = shard.Register(c.etcd, c.cfg.EtcdPrefix,
+		shard.Shard{ID: c.cfg.ID, Addr: advertise, AdminAddr: c.admin.Addr()}, c.cfg.LeaseTTL, c.log)
+	if err != nil {
+		cancel()
+		return err
+	}
 	c.admin.Start()
 	c.goBackground(func() { c.members.Run(ctx) })
 	c.goBackground(func() { c.expire(ctx) })
@@ -129,15 +144,6 @@ func (c *Calculator) Start() error {
 	c.goBackground(func() { c.publisher.Run(ctx) })
 	if !c.cfg.ManualRounds {
 		c.goBackground(func() { c.rounds(ctx) })
-	}
-	advertise, err := advertiseAddr(c.cfg.AdvertiseAddr, c.kitexAddr)
-	if err != nil {
-		return err
-	}
-	c.reg, err = shard.Register(c.etcd, c.cfg.EtcdPrefix,
-		shard.Shard{ID: c.cfg.ID, Addr: advertise, AdminAddr: c.admin.Addr()}, c.cfg.LeaseTTL, c.log)
-	if err != nil {
-		return err
 	}
 	c.log.Info("weight-calculator started", "id", c.cfg.ID, "kitex", c.kitexAddr, "admin", c.admin.Addr())
 	return nil
