@@ -19,6 +19,9 @@ struct Overload {
     2: i32 admit_min_priority
 }
 
+// The dynamic policy of one service. Instances absent from weights keep
+// their static weight (from their registration); an empty list returns the
+// whole service to static weights.
 struct Policy {
     1: string service
     // Monotonically increasing per service; mesh-core rejects a version not

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	"github.com/cloudwego/kitex/server"
+
 	"github.com/sextant-mesh/sextant/internal/logx"
 )
 
