@@ -1,0 +1,50 @@
+package calculator
+
+import (
+	"testing"
+
+	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/logx"
+)
+
+func TestParseKnobs(t *testing.T) {
+	k, fe := ParseKnobs([]byte(`{"max_ejection_percent": 20, "blackout_ms": 30000}`))
+	if fe != nil || k.MaxEjectionPercent != 20 || k.BlackoutMs != 30000 || k.EWMAAlpha != DefaultKnobs().EWMAAlpha {
+		t.Fatalf("partial knobs: %+v, %v", k, fe)
+	}
+	for _, tc := range []struct{ doc, field string }{
+		{`{"ewma_alpha": 0}`, "ewma_alpha"},
+		{`{"max_ejection_percent": 130}`, "max_ejection_percent"},
+		{`{"eval_windows": -1}`, "eval_windows"},
+		{`{"shed_step": "5%"}`, "shed_step"},
+		{`{"ejection": 3}`, "ejection"},
+		{`{"overload_cpu": 1e999}`, "overload_cpu"},
+	} {
+		k, fe := ParseKnobs([]byte(tc.doc))
+		if fe == nil || fe.Field != tc.field {
+			t.Errorf("%s: error %v, want one on %q", tc.doc, fe, tc.field)
+		}
+		if k != DefaultKnobs() {
+			t.Errorf("%s: knobs %+v, want the defaults", tc.doc, k)
+		}
+	}
+}
+
+// The store keeps each service's valid knobs; a bad document, another kind
+// of config, or a deletion leave the service with the defaults.
+func TestKnobStore(t *testing.T) {
+	s := NewKnobStore(logx.Discard())
+	s.Reset(map[string][]byte{
+		"a/calculator":      []byte(`{"min_requests": 99}`),
+		"b/calculator":      []byte(`{"min_requests": -5}`),
+		"c/rpc_timeout":     []byte(`{"min_requests": 7}`),
+		"malformed-no-kind": []byte(`{}`),
+	}, 1)
+	if s.For("a").MinRequests != 99 || s.For("b") != DefaultKnobs() || s.For("c") != DefaultKnobs() {
+		t.Fatalf("a %+v, b %+v, c %+v", s.For("a"), s.For("b"), s.For("c"))
+	}
+	s.Apply([]etcdx.Event{{Key: "a/calculator", Deleted: true}, {Key: "b/calculator", Value: []byte(`{"min_requests": 3}`)}}, 2)
+	if s.For("a") != DefaultKnobs() || s.For("b").MinRequests != 3 {
+		t.Fatalf("after changes: a %+v, b %+v", s.For("a"), s.For("b"))
+	}
+}
