@@ -15,6 +15,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/logx"
 	"github.com/sextant-mesh/sextant/internal/service"
 	"github.com/sextant-mesh/sextant/internal/settings"
+	"github.com/sextant-mesh/sextant/services/mesh-core/core"
 	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixer"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
 )
@@ -27,13 +28,14 @@ type devConfig struct {
 	calculators int
 	mixer       mixer.Config
 	calculator  calculator.Config
+	meshCore    core.Config
 	ready       func(devAddrs) // called once everything runs; for tests
 	stderr      io.Writer
 }
 
 // devAddrs are where the running services are.
 type devAddrs struct {
-	Etcd, Mixer, CalculatorAdmin string
+	Etcd, Mixer, CalculatorAdmin, MeshCore string
 }
 
 func dev(args []string) error {
@@ -43,7 +45,8 @@ func dev(args []string) error {
 }
 
 func runDev(ctx context.Context, args []string, stderr io.Writer, ready func(devAddrs)) error {
-	cfg := devConfig{mixer: mixer.DefaultConfig(), calculator: calculator.DefaultConfig(), stderr: stderr, ready: ready}
+	cfg := devConfig{mixer: mixer.DefaultConfig(), calculator: calculator.DefaultConfig(), meshCore: core.DefaultConfig(),
+		stderr: stderr, ready: ready}
 	fs := flag.NewFlagSet("sextant dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.dataDir, "data-dir", "", "keep etcd's data here (default: a temporary folder removed on exit)")
@@ -53,6 +56,8 @@ func runDev(ctx context.Context, args []string, stderr io.Writer, ready func(dev
 	fs.StringVar(&cfg.mixer.HTTPAddr, "mixer-addr", cfg.mixer.HTTPAddr, "telemetry-mixer HTTP address")
 	fs.StringVar(&cfg.calculator.KitexAddr, "calculator-addr", cfg.calculator.KitexAddr, "weight-calculator Kitex address")
 	fs.StringVar(&cfg.calculator.AdminAddr, "calculator-admin-addr", cfg.calculator.AdminAddr, "weight-calculator admin HTTP address")
+	fs.StringVar(&cfg.meshCore.HTTPAddr, "mesh-core-addr", cfg.meshCore.HTTPAddr, "mesh-core HTTP address (registry, discovery)")
+	fs.StringVar(&cfg.meshCore.KitexAddr, "mesh-core-kitex-addr", cfg.meshCore.KitexAddr, "mesh-core Kitex address (PublishPolicy)")
 	if err := settings.Parse(fs, args); err != nil {
 		return err
 	}
@@ -98,11 +103,19 @@ func (cfg devConfig) run(ctx context.Context) error {
 		return nil
 	}
 
+	mc := cfg.meshCore
+	mc.EtcdEndpoints = cfg.etcdClient
+	meshCore, err := core.New(mc, logx.NewTo(cfg.stderr, "mesh-core"))
+	if err := start("mesh-core", meshCore, err); err != nil {
+		return err
+	}
+
 	var firstAdmin string
 	for i := 0; i < cfg.calculators; i++ {
 		c := cfg.calculator
 		c.ID = fmt.Sprintf("dev-calculator-%d", i)
 		c.EtcdEndpoints = cfg.etcdClient
+		c.MeshCoreAddr = meshCore.KitexAddr()
 		if i > 0 {
 			c.KitexAddr, c.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
 		}
@@ -125,11 +138,12 @@ func (cfg devConfig) run(ctx context.Context) error {
 	fmt.Fprintf(cfg.stderr, `
 Sextant is running (Ctrl-C stops it):
   telemetry-mixer    POST http://%s/v1/telemetry
-  weight-calculator  http://%s/debug/windows (%d shard(s))
+  weight-calculator  http://%s/debug/windows, /debug/policy (%d shard(s))
+  mesh-core          POST http://%s/v1/instances, GET .../v1/discovery/{service} (Kitex %s)
   etcd               %s
-`, mx.Addr(), firstAdmin, cfg.calculators, etcd.ClientURL)
+`, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), etcd.ClientURL)
 	if cfg.ready != nil {
-		cfg.ready(devAddrs{Etcd: etcd.ClientURL, Mixer: mx.Addr(), CalculatorAdmin: firstAdmin})
+		cfg.ready(devAddrs{Etcd: etcd.ClientURL, Mixer: mx.Addr(), CalculatorAdmin: firstAdmin, MeshCore: meshCore.Addr()})
 	}
 	<-ctx.Done()
 	log.Info("stopping")

@@ -5,7 +5,6 @@ import (
 	"math"
 	"strconv"
 	"time"
-	"unicode"
 
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
@@ -36,9 +35,6 @@ func DefaultLimits() Limits {
 		MaxAge:               time.Hour,
 	}
 }
-
-// MaxNameLen bounds service, instance, cluster, zone and rule names.
-const MaxNameLen = 253
 
 // MaxPriority is the highest request priority; 0 is the lowest.
 const MaxPriority = 127
@@ -87,16 +83,16 @@ func Validate(r *Report, lim Limits, now time.Time, path string) *jsonx.FieldErr
 	if r.Reporter == nil {
 		return jsonx.Errorf(at("reporter"), jsonx.CodeMissingField, "reporter is required")
 	}
-	if fe := checkName(at("reporter.service"), r.Reporter.Service, true); fe != nil {
+	if fe := jsonx.Name(at("reporter.service"), r.Reporter.Service, true); fe != nil {
 		return fe
 	}
-	if fe := checkName(at("reporter.instance"), r.Reporter.Instance, true); fe != nil {
+	if fe := jsonx.Name(at("reporter.instance"), r.Reporter.Instance, true); fe != nil {
 		return fe
 	}
-	if fe := checkName(at("reporter.cluster"), r.Reporter.Cluster, false); fe != nil {
+	if fe := jsonx.Name(at("reporter.cluster"), r.Reporter.Cluster, false); fe != nil {
 		return fe
 	}
-	if fe := checkName(at("reporter.zone"), r.Reporter.Zone, false); fe != nil {
+	if fe := jsonx.Name(at("reporter.zone"), r.Reporter.Zone, false); fe != nil {
 		return fe
 	}
 	if r.WindowMs == 0 {
@@ -171,10 +167,10 @@ func validateServer(s *ServerStats, path string) *jsonx.FieldError {
 
 func validateCall(c *Call, path string) *jsonx.FieldError {
 	at := func(field string) string { return jsonx.Join(path, field) }
-	if fe := checkName(at("callee_service"), c.CalleeService, true); fe != nil {
+	if fe := jsonx.Name(at("callee_service"), c.CalleeService, true); fe != nil {
 		return fe
 	}
-	if fe := checkName(at("callee_instance"), c.CalleeInstance, true); fe != nil {
+	if fe := jsonx.Name(at("callee_instance"), c.CalleeInstance, true); fe != nil {
 		return fe
 	}
 	for _, n := range []struct {
@@ -199,13 +195,13 @@ func validateCall(c *Call, path string) *jsonx.FieldError {
 
 func validateDenial(d *DryRunDenial, path string) *jsonx.FieldError {
 	at := func(field string) string { return jsonx.Join(path, field) }
-	if fe := checkName(at("callee_service"), d.CalleeService, true); fe != nil {
+	if fe := jsonx.Name(at("callee_service"), d.CalleeService, true); fe != nil {
 		return fe
 	}
-	if fe := checkName(at("caller_service"), d.CallerService, true); fe != nil {
+	if fe := jsonx.Name(at("caller_service"), d.CallerService, true); fe != nil {
 		return fe
 	}
-	if fe := checkName(at("rule"), d.Rule, true); fe != nil {
+	if fe := jsonx.Name(at("rule"), d.Rule, true); fe != nil {
 		return fe
 	}
 	return checkCount(at("count"), d.Count)
@@ -223,26 +219,6 @@ func checkCount(field string, v int64) *jsonx.FieldError {
 func checkFloat(field string, v, max float64) *jsonx.FieldError {
 	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v > max {
 		return jsonx.Errorf(field, jsonx.CodeOutOfRange, "%g is outside [0, %g]", v, max)
-	}
-	return nil
-}
-
-// checkName accepts printable names without spaces, such as service names,
-// host:port instance ids and zone names.
-func checkName(field, v string, required bool) *jsonx.FieldError {
-	if v == "" {
-		if required {
-			return jsonx.Errorf(field, jsonx.CodeMissingField, "%s is required", field)
-		}
-		return nil
-	}
-	if len(v) > MaxNameLen {
-		return jsonx.Errorf(field, jsonx.CodeOutOfRange, "%d bytes long, at most %d", len(v), MaxNameLen)
-	}
-	for _, r := range v {
-		if r == unicode.ReplacementChar || unicode.IsSpace(r) || !unicode.IsPrint(r) {
-			return jsonx.Errorf(field, jsonx.CodeInvalidValue, "names must be printable and without spaces, got %q", v)
-		}
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/internal/logx"
+	"github.com/sextant-mesh/sextant/services/mesh-core/core"
 	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixer"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
 )
@@ -61,6 +62,29 @@ func StartMixer(t testing.TB, etcd *Etcd, prefix string, tweak func(*mixer.Confi
 	}
 	t.Cleanup(func() { stop(t, m) })
 	return m
+}
+
+// StartMeshCore starts mesh-core on free ports over etcd under prefix; it
+// stops when the test ends.
+func StartMeshCore(t testing.TB, etcd *Etcd, prefix string, tweak func(*core.Config)) *core.MeshCore {
+	t.Helper()
+	cfg := core.DefaultConfig()
+	cfg.HTTPAddr, cfg.KitexAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.EtcdEndpoints, cfg.EtcdPrefix = etcd.Endpoint, prefix
+	cfg.HealthProbe = 200 * time.Millisecond
+	cfg.ShutdownGrace = time.Second
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	mc, err := core.New(cfg, logx.Discard())
+	if err != nil {
+		t.Fatalf("mesh-core: %v", err)
+	}
+	if err := mc.Start(); err != nil {
+		t.Fatalf("mesh-core: %v", err)
+	}
+	t.Cleanup(func() { stop(t, mc) })
+	return mc
 }
 
 type stopper interface{ Stop(context.Context) error }

@@ -30,20 +30,43 @@ func FreeAddr(t testing.TB) string {
 // Etcd is an embedded etcd server for one test.
 type Etcd struct {
 	*etcdx.Embedded
-	Endpoint string
+	Endpoint          string
+	t                 testing.TB
+	dir, client, peer string
 }
 
 // StartEtcd starts an embedded etcd on free ports with its data in a
 // temporary folder; it stops when the test ends.
 func StartEtcd(t testing.TB) *Etcd {
 	t.Helper()
-	e, err := etcdx.StartEmbedded(t.TempDir(), FreeAddr(t), FreeAddr(t))
-	if err != nil {
-		t.Fatalf("embedded etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	return &Etcd{Embedded: e, Endpoint: e.ClientURL}
+	e := &Etcd{t: t, dir: t.TempDir(), client: FreeAddr(t), peer: FreeAddr(t)}
+	e.start()
+	t.Cleanup(func() {
+		if e.Embedded != nil {
+			e.Embedded.Close()
+		}
+	})
+	return e
 }
+
+func (e *Etcd) start() {
+	e.t.Helper()
+	emb, err := etcdx.StartEmbedded(e.dir, e.client, e.peer)
+	if err != nil {
+		e.t.Fatalf("embedded etcd: %v", err)
+	}
+	e.Embedded, e.Endpoint = emb, emb.ClientURL
+}
+
+// Stop stops the server, as an outage; Restart brings it back with its data
+// on the same address.
+func (e *Etcd) Stop() {
+	e.Embedded.Close()
+	e.Embedded = nil
+}
+
+// Restart starts the server stopped by Stop.
+func (e *Etcd) Restart() { e.start() }
 
 // Client returns an etcd client for the test, closed when it ends.
 func (e *Etcd) Client(t testing.TB) *clientv3.Client {

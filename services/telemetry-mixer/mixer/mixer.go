@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -159,10 +158,6 @@ func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
 			"want application/json, got %q", ct))
 		return
 	}
-	if cl := c.Request.Header.ContentLength(); cl > in.maxBody {
-		in.tooLarge(c)
-		return
-	}
 	buf := in.bufs.Get().(*bytes.Buffer)
 	defer func() {
 		if buf.Cap() <= 2*in.maxBody { // keep the pool from pinning outsized buffers
@@ -171,13 +166,12 @@ func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
 		}
 	}()
 	buf.Reset()
-	n, err := buf.ReadFrom(io.LimitReader(c.RequestBodyStream(), int64(in.maxBody)+1))
-	if n > int64(in.maxBody) {
-		in.tooLarge(c)
-		return
-	}
-	if err != nil {
-		in.reject(c, consts.StatusBadRequest, jsonx.Errorf("", "unreadable_body", "reading the body: %v", err))
+	if fe := httpx.ReadBody(c, buf, in.maxBody); fe != nil {
+		status := consts.StatusBadRequest
+		if fe.Code == httpx.CodeBodyTooLarge {
+			status = consts.StatusRequestEntityTooLarge
+		}
+		in.reject(c, status, fe)
 		return
 	}
 	reports, fe := telemetry.Decode(buf.Bytes(), in.limits, time.Now())
@@ -200,13 +194,6 @@ func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
 	}
 	in.metrics.accepted.Add(float64(len(reports)))
 	c.JSON(consts.StatusAccepted, map[string]int{"accepted": len(reports)})
-}
-
-func (in *Ingest) tooLarge(c *app.RequestContext) {
-	// The rest of the body is not read: the connection cannot be reused.
-	c.SetConnectionClose()
-	in.reject(c, consts.StatusRequestEntityTooLarge, jsonx.Errorf("", "body_too_large",
-		"request body exceeds %d bytes", in.maxBody))
 }
 
 func (in *Ingest) reject(c *app.RequestContext, status int, fe *jsonx.FieldError) {

@@ -1,0 +1,123 @@
+package etcdx
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sextant-mesh/sextant/internal/logx"
+)
+
+type recorder struct {
+	mu     sync.Mutex
+	kvs    map[string]string
+	resets int
+}
+
+func (r *recorder) Reset(kvs map[string][]byte, _ int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.resets++
+	r.kvs = map[string]string{}
+	for k, v := range kvs {
+		r.kvs[k] = string(v)
+	}
+}
+
+func (r *recorder) Apply(events []Event, _ int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ev := range events {
+		if ev.Deleted {
+			delete(r.kvs, ev.Key)
+		} else {
+			r.kvs[ev.Key] = string(ev.Value)
+		}
+	}
+}
+
+func (r *recorder) snapshot() (map[string]string, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.kvs), r.resets
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func eventually(t *testing.T, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for err := cond(); err != nil; err = cond() {
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A mirror whose resume revision was compacted away lists again and ends up
+// with exactly what etcd holds.
+func TestMirrorRelistsAfterCompaction(t *testing.T) {
+	e, err := StartEmbedded(t.TempDir(), freeAddr(t), freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	cli, err := NewClient(e.ClientURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := context.Background()
+	for i := 0; i < 5; i++ {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/p/k%d", i), "v1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := &recorder{}
+	m := NewMirror(cli, "/p/", rec, logx.Discard())
+	if err := m.list(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Changes the mirror misses, then a compaction past its revision: as if
+	// it had been disconnected for a long time.
+	if _, err := cli.Delete(ctx, "/p/k0"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.Put(ctx, "/p/k9", "v9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The watch, resumed from the revision of the first listing, finds it
+	// compacted and asks for a listing.
+	if !m.consume(cli.Watch(wctx, "/p/", clientv3.WithPrefix(), clientv3.WithRev(m.Revision()+1))) {
+		t.Fatal("a watch from a compacted revision did not ask for a listing")
+	}
+	// Run lists again and follows from there.
+	go m.Run(wctx)
+	eventually(t, func() error {
+		kvs, resets := rec.snapshot()
+		if _, ok := kvs["k0"]; ok || kvs["k9"] != "v9" || resets < 2 {
+			return fmt.Errorf("mirror holds %v after %d listings", kvs, resets)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,245 @@
+package core
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
+)
+
+// ErrTooManyServices: the cache holds --max-services services already.
+var ErrTooManyServices = errors.New("too many services")
+
+// Cache holds the registry and the policies as mirrored from etcd, and one
+// snapshot per service built from them. While etcd is away it keeps serving
+// what it last had.
+type Cache struct {
+	policyTTL   time.Duration
+	maxServices int
+	log         *slog.Logger
+	now         func() time.Time
+	onSnapshot  func() // a snapshot changed version; for metrics
+
+	mu       sync.Mutex // serializes changes
+	regs     map[string]map[string]Registration
+	policies map[string]*meshcore.Policy
+
+	smu   sync.RWMutex
+	snaps map[string]*Snapshot
+}
+
+// NewCache makes an empty cache.
+func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache {
+	return &Cache{
+		policyTTL: policyTTL, maxServices: maxServices, log: log, now: time.Now, onSnapshot: func() {},
+		regs: map[string]map[string]Registration{}, policies: map[string]*meshcore.Policy{},
+		snaps: map[string]*Snapshot{},
+	}
+}
+
+// Get returns the snapshot of service, making an empty one for a service
+// nobody registered yet so that pollers can wait for it.
+func (c *Cache) Get(service string) (*Snapshot, error) {
+	c.smu.RLock()
+	s := c.snaps[service]
+	c.smu.RUnlock()
+	if s != nil {
+		return s, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.smu.RLock()
+	s, n := c.snaps[service], len(c.snaps)
+	c.smu.RUnlock()
+	if s != nil {
+		return s, nil
+	}
+	if n >= c.maxServices {
+		return nil, ErrTooManyServices
+	}
+	return c.rebuild(service), nil
+}
+
+// Services is how many services have a snapshot.
+func (c *Cache) Services() int {
+	c.smu.RLock()
+	defer c.smu.RUnlock()
+	return len(c.snaps)
+}
+
+// Instances returns the registrations of service (a copy).
+func (c *Cache) Instances(service string) map[string]Registration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]Registration, len(c.regs[service]))
+	for k, v := range c.regs[service] {
+		out[k] = v
+	}
+	return out
+}
+
+// rebuild makes service's snapshot from what the cache holds; mu is held.
+func (c *Cache) rebuild(service string) *Snapshot {
+	pol := c.policies[service]
+	if pol != nil && c.now().Sub(time.UnixMilli(pol.ComputedAtMs)) > c.policyTTL {
+		pol = nil // too old to apply: static weights
+	}
+	next := buildSnapshot(service, c.regs[service], pol)
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	prev := c.snaps[service]
+	switch {
+	case prev == nil:
+	case prev.Version == next.Version:
+		// Same answer (perhaps a younger policy with the same weights):
+		// waiters on the previous one keep waiting on the same channel.
+		next.done = prev.done
+	default:
+		close(prev.done)
+		c.onSnapshot()
+	}
+	c.snaps[service] = next
+	return next
+}
+
+// expirePolicies rebuilds the services whose policy just grew too old.
+func (c *Cache) expirePolicies() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	for service, pol := range c.policies {
+		c.smu.RLock()
+		s := c.snaps[service]
+		c.smu.RUnlock()
+		if s != nil && s.PolicyAtMs == pol.ComputedAtMs && now.Sub(time.UnixMilli(pol.ComputedAtMs)) > c.policyTTL {
+			c.rebuild(service)
+		}
+	}
+}
+
+// registryMirror and policyMirror feed the cache from two etcd prefixes.
+type registryMirror struct{ c *Cache }
+type policyMirror struct{ c *Cache }
+
+var (
+	_ etcdx.MirrorHandler = registryMirror{}
+	_ etcdx.MirrorHandler = policyMirror{}
+)
+
+// Reset implements etcdx.MirrorHandler for registry/{service}/{instance}.
+func (m registryMirror) Reset(kvs map[string][]byte, _ int64) {
+	c := m.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.regs
+	c.regs = map[string]map[string]Registration{}
+	for k, v := range kvs {
+		m.put(k, v, false)
+	}
+	c.rebuildAll(old)
+}
+
+// Apply implements etcdx.MirrorHandler.
+func (m registryMirror) Apply(events []etcdx.Event, _ int64) {
+	c := m.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	touched := map[string]bool{}
+	for _, ev := range events {
+		if s := m.put(ev.Key, ev.Value, ev.Deleted); s != "" {
+			touched[s] = true
+		}
+	}
+	for s := range touched {
+		c.rebuild(s)
+	}
+}
+
+func (m registryMirror) put(key string, value []byte, deleted bool) string {
+	service, instance, ok := strings.Cut(key, "/")
+	if !ok {
+		return ""
+	}
+	regs := m.c.regs[service]
+	if deleted {
+		delete(regs, instance)
+		if len(regs) == 0 {
+			delete(m.c.regs, service)
+		}
+		return service
+	}
+	var r Registration
+	if err := json.Unmarshal(value, &r); err != nil {
+		m.c.log.Warn("ignoring a malformed registration", "key", key, "err", err)
+		return ""
+	}
+	if regs == nil {
+		regs = map[string]Registration{}
+		m.c.regs[service] = regs
+	}
+	regs[instance] = r
+	return service
+}
+
+// Reset implements etcdx.MirrorHandler for policy/{service}.
+func (m policyMirror) Reset(kvs map[string][]byte, _ int64) {
+	c := m.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.policies = map[string]*meshcore.Policy{}
+	for k, v := range kvs {
+		m.put(k, v, false)
+	}
+	c.rebuildAll(nil)
+}
+
+// Apply implements etcdx.MirrorHandler.
+func (m policyMirror) Apply(events []etcdx.Event, _ int64) {
+	c := m.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ev := range events {
+		m.put(ev.Key, ev.Value, ev.Deleted)
+		c.rebuild(ev.Key)
+	}
+}
+
+func (m policyMirror) put(service string, value []byte, deleted bool) {
+	if deleted {
+		delete(m.c.policies, service)
+		return
+	}
+	var p meshcore.Policy
+	if err := json.Unmarshal(value, &p); err != nil {
+		m.c.log.Warn("ignoring a malformed policy", "service", service, "err", err)
+		return
+	}
+	m.c.policies[service] = &p
+}
+
+// rebuildAll rebuilds every service known now or before; mu is held.
+func (c *Cache) rebuildAll(before map[string]map[string]Registration) {
+	services := map[string]bool{}
+	for s := range c.regs {
+		services[s] = true
+	}
+	for s := range c.policies {
+		services[s] = true
+	}
+	for s := range before {
+		services[s] = true
+	}
+	c.smu.RLock()
+	for s := range c.snaps {
+		services[s] = true
+	}
+	c.smu.RUnlock()
+	for s := range services {
+		c.rebuild(s)
+	}
+}

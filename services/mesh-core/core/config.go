@@ -1,0 +1,66 @@
+// Package core is mesh-core: the instance registry, the policy store (the
+// Kitex server of MeshCore.PublishPolicy) and discovery for data planes,
+// served from in-memory snapshots that follow etcd.
+package core
+
+import (
+	"flag"
+	"time"
+
+	"github.com/sextant-mesh/sextant/internal/etcdx"
+)
+
+// Config is every setting of mesh-core (docs/configuration.md).
+type Config struct {
+	HTTPAddr      string
+	KitexAddr     string
+	EtcdEndpoints string
+	EtcdPrefix    string
+	// A policy older than this (by its computed_at) no longer applies: the
+	// service falls back to static weights. The calculator republishes every
+	// 30 s by default.
+	PolicyTTL time.Duration
+	// Longest and default wait of a discovery long poll.
+	MaxWait     time.Duration
+	DefaultWait time.Duration
+	// Most services held, counting those only polled for.
+	MaxServices   int
+	HealthProbe   time.Duration
+	DefaultTTL    time.Duration
+	MaxBodyBytes  int
+	ShutdownGrace time.Duration
+}
+
+// DefaultConfig is the configuration `sextant dev` runs with.
+func DefaultConfig() Config {
+	return Config{
+		HTTPAddr:      "127.0.0.1:7703",
+		KitexAddr:     "127.0.0.1:7713",
+		EtcdEndpoints: "127.0.0.1:7790",
+		EtcdPrefix:    etcdx.DefaultPrefix,
+		PolicyTTL:     2 * time.Minute,
+		MaxWait:       60 * time.Second,
+		DefaultWait:   30 * time.Second,
+		MaxServices:   100_000,
+		HealthProbe:   time.Second,
+		DefaultTTL:    30 * time.Second,
+		MaxBodyBytes:  64 << 10,
+		ShutdownGrace: 5 * time.Second,
+	}
+}
+
+// RegisterFlags binds c's fields to flags, with c's values as defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "listen address of the HTTP port (registry, discovery)")
+	fs.StringVar(&c.KitexAddr, "kitex-addr", c.KitexAddr, "listen address of the Kitex server (MeshCore.PublishPolicy)")
+	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "comma-separated etcd endpoints")
+	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "prefix of every Sextant key in etcd")
+	fs.DurationVar(&c.PolicyTTL, "policy-ttl", c.PolicyTTL, "a dynamic policy older than this no longer applies (static weights)")
+	fs.DurationVar(&c.MaxWait, "max-wait", c.MaxWait, "longest wait of a discovery long poll")
+	fs.DurationVar(&c.DefaultWait, "default-wait", c.DefaultWait, "wait of a discovery long poll that names none")
+	fs.IntVar(&c.MaxServices, "max-services", c.MaxServices, "most services held, counting those only polled for")
+	fs.DurationVar(&c.HealthProbe, "etcd-probe-interval", c.HealthProbe, "how often etcd is probed; answers are marked stale while it fails")
+	fs.DurationVar(&c.DefaultTTL, "default-ttl", c.DefaultTTL, "lease TTL of a registration that names none")
+	fs.IntVar(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest registration body accepted; 413 beyond")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long a stopping mesh-core lets long polls finish")
+}

@@ -1,0 +1,239 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloudwego/hertz/pkg/app"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
+
+	"github.com/sextant-mesh/sextant/internal/httpx"
+	"github.com/sextant-mesh/sextant/internal/jsonx"
+)
+
+// MaxServicesPerPoll bounds GET /v1/discovery?services=...
+const MaxServicesPerPoll = 100
+
+// discovery serves the long polls of data planes from the cache.
+type discovery struct {
+	cache       *Cache
+	stale       func() bool
+	maxWait     time.Duration
+	defaultWait time.Duration
+	stopping    <-chan struct{}
+	metrics     *metrics
+	bufs        sync.Pool
+}
+
+// pollArgs are the query of a long poll.
+type pollArgs struct {
+	version int64 // 0: answer at once
+	wait    time.Duration
+}
+
+func (d *discovery) args(c *app.RequestContext) (pollArgs, *jsonx.FieldError) {
+	a := pollArgs{wait: d.defaultWait}
+	if v := string(c.Query("version")); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return a, jsonx.Errorf("version", jsonx.CodeInvalidType, "want an integer, got %q", v)
+		}
+		a.version = n
+	}
+	if w := string(c.Query("wait")); w != "" {
+		dur, err := time.ParseDuration(w)
+		if err != nil {
+			secs, serr := strconv.Atoi(w)
+			if serr != nil {
+				return a, jsonx.Errorf("wait", jsonx.CodeInvalidType, "want a duration such as 30s, got %q", w)
+			}
+			dur = time.Duration(secs) * time.Second
+		}
+		if dur < 0 || dur > d.maxWait {
+			return a, jsonx.Errorf("wait", jsonx.CodeOutOfRange, "%s is outside [0, %s]", dur, d.maxWait)
+		}
+		a.wait = dur
+	}
+	return a, nil
+}
+
+// one serves GET /v1/discovery/{service}: at once when the snapshot's
+// version differs from ?version, else when it changes, else 304 after ?wait.
+func (d *discovery) one(ctx context.Context, c *app.RequestContext) {
+	service := c.Param("service")
+	if fe := keyName("service", service); fe != nil {
+		httpx.WriteError(c, consts.StatusBadRequest, fe)
+		return
+	}
+	a, fe := d.args(c)
+	if fe != nil {
+		httpx.WriteError(c, consts.StatusBadRequest, fe)
+		return
+	}
+	snap, err := d.cache.Get(service)
+	if err != nil {
+		d.tooMany(c, err)
+		return
+	}
+	if snap.Version == a.version {
+		if snap = d.wait(ctx, a.wait, snap); snap == nil {
+			d.notModified(c, a.version)
+			return
+		}
+	}
+	d.metrics.polls.WithLabelValues("changed").Inc()
+	buf := d.buf()
+	defer d.bufs.Put(buf)
+	*buf = snap.AppendJSON((*buf)[:0], time.Now(), d.stale())
+	d.write(c, *buf)
+}
+
+// many serves GET /v1/discovery?services=a,b,c: one answer for several
+// services, whose version is a hash of theirs.
+func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
+	names := strings.Split(string(c.Query("services")), ",")
+	if len(names) == 1 && names[0] == "" {
+		httpx.WriteError(c, consts.StatusBadRequest, jsonx.Errorf("services", jsonx.CodeMissingField, "name the services: ?services=a,b,c"))
+		return
+	}
+	if len(names) > MaxServicesPerPoll {
+		httpx.WriteError(c, consts.StatusBadRequest, jsonx.Errorf("services", jsonx.CodeTooMany, "%d services, at most %d", len(names), MaxServicesPerPoll))
+		return
+	}
+	for i, n := range names {
+		if fe := keyName(jsonx.Index("services", i), n); fe != nil {
+			httpx.WriteError(c, consts.StatusBadRequest, fe)
+			return
+		}
+	}
+	a, fe := d.args(c)
+	if fe != nil {
+		httpx.WriteError(c, consts.StatusBadRequest, fe)
+		return
+	}
+	snaps, version, err := d.collect(names)
+	if err != nil {
+		d.tooMany(c, err)
+		return
+	}
+	if version == a.version {
+		wctx, cancel := context.WithTimeout(ctx, a.wait)
+		changed := make(chan struct{}, len(snaps))
+		for _, s := range snaps {
+			go func() {
+				select {
+				case <-s.Changed():
+					changed <- struct{}{}
+				case <-wctx.Done():
+				}
+			}()
+		}
+		d.metrics.waiting.Inc()
+		select {
+		case <-changed:
+		case <-wctx.Done():
+		case <-d.stopping:
+		}
+		d.metrics.waiting.Dec()
+		cancel()
+		if snaps, version, err = d.collect(names); err != nil || version == a.version {
+			d.notModified(c, a.version)
+			return
+		}
+	}
+	d.metrics.polls.WithLabelValues("changed").Inc()
+	now, stale := time.Now(), d.stale()
+	buf := d.buf()
+	defer d.bufs.Put(buf)
+	b := append((*buf)[:0], `{"version":`...)
+	b = strconv.AppendInt(b, version, 10)
+	b = append(b, `,"services":[`...)
+	for i, s := range snaps {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = s.AppendJSON(b, now, stale)
+	}
+	b = append(b, `],"stale":`...)
+	b = strconv.AppendBool(b, stale)
+	b = append(b, '}')
+	*buf = b
+	d.write(c, b)
+}
+
+func (d *discovery) collect(names []string) ([]*Snapshot, int64, error) {
+	snaps := make([]*Snapshot, len(names))
+	h := fnv.New64a()
+	for i, n := range names {
+		s, err := d.cache.Get(n)
+		if err != nil {
+			return nil, 0, err
+		}
+		snaps[i] = s
+		h.Write(strconv.AppendInt(nil, s.Version, 10))
+		h.Write([]byte{0})
+	}
+	return snaps, max(1, int64(h.Sum64()&(1<<53-1))), nil
+}
+
+// wait holds a poll until snap is replaced (returning the new snapshot), the
+// wait ends, the client goes, or mesh-core stops (returning nil).
+func (d *discovery) wait(ctx context.Context, wait time.Duration, snap *Snapshot) *Snapshot {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	d.metrics.waiting.Inc()
+	defer d.metrics.waiting.Dec()
+	for {
+		select {
+		case <-snap.Changed():
+			next, err := d.cache.Get(snap.Service)
+			if err != nil {
+				return nil
+			}
+			if next.Version != snap.Version {
+				return next
+			}
+			snap = next
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		case <-d.stopping:
+			return nil
+		}
+	}
+}
+
+func (d *discovery) notModified(c *app.RequestContext, version int64) {
+	d.metrics.polls.WithLabelValues("not_modified").Inc()
+	c.Response.Header.Set("X-Sextant-Version", strconv.FormatInt(version, 10))
+	c.Status(consts.StatusNotModified)
+}
+
+func (d *discovery) tooMany(c *app.RequestContext, err error) {
+	if errors.Is(err, ErrTooManyServices) {
+		httpx.WriteError(c, consts.StatusTooManyRequests, jsonx.Errorf("service", "too_many_services", "mesh-core holds --max-services services already"))
+		return
+	}
+	httpx.WriteError(c, consts.StatusInternalServerError, jsonx.Errorf("", "internal", "%v", err))
+}
+
+func (d *discovery) buf() *[]byte {
+	if b, ok := d.bufs.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, 0, 4096)
+	return &b
+}
+
+func (d *discovery) write(c *app.RequestContext, body []byte) {
+	c.Response.Header.SetContentType("application/json; charset=utf-8")
+	c.Response.SetStatusCode(consts.StatusOK)
+	// The response copies the body: the buffer goes back to the pool.
+	c.Response.SetBody(body)
+}

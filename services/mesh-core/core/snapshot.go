@@ -1,0 +1,144 @@
+package core
+
+import (
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bytedance/sonic"
+
+	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
+)
+
+// Snapshot is what data planes get for one service: its instances merged
+// with their dynamic weights, and the overload decision. It is immutable and
+// internally consistent: every weight comes from one policy, or none. Its
+// body is encoded once and shared by every poller.
+//
+// Version is a hash of the content, so every mesh-core replica holding the
+// same state answers the same version. Compare versions for equality only.
+type Snapshot struct {
+	Service   string
+	Version   int64
+	Instances int
+	// computed_at of the policy in use; 0 when the service runs on static weights.
+	PolicyAtMs int64
+	// body is the JSON answer without its closing brace: the per-request
+	// fields (policy_age_ms, stale) are appended to it.
+	body []byte
+	// done is closed when a snapshot with another version replaces this one.
+	done chan struct{}
+}
+
+// discoveryInstance is one instance in a discovery answer (DESIGN.md).
+type discoveryInstance struct {
+	Instance     string             `json:"instance"`
+	Addr         string             `json:"addr"`
+	Zone         string             `json:"zone,omitempty"`
+	Cluster      string             `json:"cluster,omitempty"`
+	Weight       int32              `json:"weight"`
+	StaticWeight int32              `json:"static_weight"`
+	Healthy      bool               `json:"healthy"`
+	Metadata     map[string]string  `json:"metadata"`
+	Overload     *meshcore.Overload `json:"overload,omitempty"`
+}
+
+var canonical = sonic.Config{SortMapKeys: true}.Froze()
+
+// normalOverload is the decision of a service without a policy.
+var normalOverload = &meshcore.Overload{State: "normal", AdmitMinPriority: 0}
+
+// buildSnapshot merges a service's registrations with its policy (nil when
+// none applies). An instance the policy leaves out gets the median of the
+// policy's weights: a neutral share, not a static weight on another scale.
+func buildSnapshot(service string, regs map[string]Registration, pol *meshcore.Policy) *Snapshot {
+	dynamic := map[string]*meshcore.InstanceWeight{}
+	neutral := int32(0)
+	if pol != nil && len(pol.Weights) > 0 {
+		ws := make([]int32, 0, len(pol.Weights))
+		for _, w := range pol.Weights {
+			dynamic[w.Instance] = w
+			if !w.Ejected {
+				ws = append(ws, w.Weight)
+			}
+		}
+		slices.Sort(ws)
+		if len(ws) > 0 {
+			neutral = ws[len(ws)/2]
+		}
+	}
+	ids := make([]string, 0, len(regs))
+	for id := range regs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	instances := make([]discoveryInstance, 0, len(ids))
+	for _, id := range ids {
+		r := regs[id]
+		in := discoveryInstance{Instance: id, Addr: r.Addr, Zone: r.Zone, Cluster: r.Cluster,
+			Weight: r.StaticWeight, StaticWeight: r.StaticWeight, Healthy: true, Metadata: r.Metadata}
+		if in.Metadata == nil {
+			in.Metadata = map[string]string{}
+		}
+		if pol != nil && len(pol.Weights) > 0 {
+			if w, ok := dynamic[id]; ok {
+				in.Weight, in.Healthy = w.Weight, !w.Ejected
+			} else if neutral > 0 {
+				in.Weight = neutral
+			}
+			in.Overload = pol.InstanceOverload[id]
+		}
+		instances = append(instances, in)
+	}
+	overload := normalOverload
+	if pol != nil && pol.Overload != nil {
+		overload = pol.Overload
+	}
+	instJSON, _ := canonical.Marshal(instances)
+	overloadJSON, _ := canonical.Marshal(overload)
+	serviceJSON, _ := canonical.Marshal(service)
+
+	h := fnv.New64a()
+	h.Write(serviceJSON)
+	h.Write(instJSON)
+	h.Write(overloadJSON)
+	version := int64(h.Sum64() & (1<<53 - 1)) // exact in every JSON parser
+	if version == 0 {
+		version = 1
+	}
+	var b strings.Builder
+	b.Grow(len(instJSON) + len(overloadJSON) + len(serviceJSON) + 64)
+	b.WriteString(`{"service":`)
+	b.Write(serviceJSON)
+	b.WriteString(`,"version":`)
+	b.WriteString(strconv.FormatInt(version, 10))
+	b.WriteString(`,"instances":`)
+	b.Write(instJSON)
+	b.WriteString(`,"overload":`)
+	b.Write(overloadJSON)
+	s := &Snapshot{Service: service, Version: version, Instances: len(instances), body: []byte(b.String()), done: make(chan struct{})}
+	if pol != nil {
+		s.PolicyAtMs = pol.ComputedAtMs
+	}
+	return s
+}
+
+// Changed is closed when this snapshot is replaced by another version.
+func (s *Snapshot) Changed() <-chan struct{} { return s.done }
+
+// AppendJSON appends the full answer: the shared body plus the age of the
+// policy in use (-1 without one) and whether etcd is out of reach.
+func (s *Snapshot) AppendJSON(dst []byte, now time.Time, stale bool) []byte {
+	dst = append(dst, s.body...)
+	dst = append(dst, `,"policy_age_ms":`...)
+	if s.PolicyAtMs > 0 {
+		dst = strconv.AppendInt(dst, max(0, now.UnixMilli()-s.PolicyAtMs), 10)
+	} else {
+		dst = append(dst, "-1"...)
+	}
+	dst = append(dst, `,"stale":`...)
+	dst = strconv.AppendBool(dst, stale)
+	return append(dst, '}')
+}
