@@ -253,7 +253,7 @@ func TestPolicyValidation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &meshcore.Policy{Service: "svc", Version: 5, ComputedAtMs: time.Now().UnixMilli(),
 				Overload: &meshcore.Overload{State: "normal"},
-				Weights: []*meshcore.InstanceWeight{{Instance: "10.0.0.1:9000", Weight: 10}, {Instance: "10.0.0.2:9000", Weight: 20}}}
+				Weights:  []*meshcore.InstanceWeight{{Instance: "10.0.0.1:9000", Weight: 10}, {Instance: "10.0.0.2:9000", Weight: 20}}}
 			tc.edit(p)
 			_, err := pub.PublishPolicy(context.Background(), &meshcore.PublishPolicyRequest{Policy: p})
 			var rej *meshcore.PolicyRejected
