@@ -175,9 +175,13 @@ func (p *Publisher) send(ctx context.Context, service string) {
 		st.LastError = rejected.Message
 	case errors.As(err, &rejected):
 		p.metrics.published.WithLabelValues("rejected").Inc()
-		p.log.Error("mesh-core rejected a policy", "service", service, "code", rejected.Code,
-			"field", rejected.Field, "message", rejected.Message)
-		st.LastError = rejected.Code + ": " + rejected.Message
+		// The same rejection round after round (say, instances that report
+		// telemetry but are not registered) is logged once.
+		if msg := rejected.Code + ": " + rejected.Message; msg != st.LastError {
+			p.log.Error("mesh-core rejected a policy", "service", service, "code", rejected.Code,
+				"field", rejected.Field, "message", rejected.Message)
+			st.LastError = msg
+		}
 		if p.pending[service] == pp {
 			delete(p.pending, service)
 			st.Pending = false

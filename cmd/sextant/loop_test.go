@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/sextant-mesh/sextant/internal/testenv"
+)
+
+// The loop of `sextant dev`, end to end over its real ports: instances
+// register in mesh-core, data planes report telemetry to the mixer in which
+// one instance is five times slower, and within seconds mesh-core's
+// discovery answer gives that instance a much lower dynamic weight.
+func TestDevLoopPublishesWeights(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan devAddrs, 1)
+	done := make(chan error, 1)
+	args := []string{
+		"-data-dir", t.TempDir(),
+		"-etcd-client-addr", testenv.FreeAddr(t), "-etcd-peer-addr", testenv.FreeAddr(t),
+		"-mixer-addr", "127.0.0.1:0", "-calculator-addr", "127.0.0.1:0", "-calculator-admin-addr", "127.0.0.1:0",
+		"-mesh-core-addr", "127.0.0.1:0", "-mesh-core-kitex-addr", "127.0.0.1:0",
+	}
+	var logs bytes.Buffer
+	go func() { done <- runDev(ctx, args, &syncWriter{w: &logs}, func(a devAddrs) { ready <- a }) }()
+	var addrs devAddrs
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatalf("sextant dev exited: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("sextant dev not ready")
+	}
+	defer func() {
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		cancel()
+		<-done
+	}()
+
+	instances := []string{"10.0.0.1:9000", "10.0.0.2:9000", "10.0.0.3:9000"}
+	slow := instances[2]
+	for _, in := range instances {
+		body, _ := json.Marshal(map[string]any{"service": "comment-svc", "instance": in, "ttl_s": 60})
+		resp, err := http.Post("http://"+addrs.MeshCore+"/v1/instances", "application/json", bytes.NewReader(body))
+		if err != nil || resp.StatusCode != http.StatusCreated {
+			t.Fatalf("register %s: %v %v", in, resp, err)
+		}
+		resp.Body.Close()
+	}
+	testenv.WaitMetric(t, addrs.Mixer, "sextant_mixer_shards", 1)
+
+	// Data planes report every 200 ms until the weights show the slow instance.
+	stop := make(chan struct{})
+	reporting := make(chan struct{})
+	go func() {
+		defer close(reporting)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			if err := report(addrs.Mixer, instances, slow); err != nil {
+				t.Errorf("report: %v", err)
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-reporting }()
+
+	var last map[string]int32
+	testenv.Eventually(t, 60*time.Second, func() error {
+		resp, err := http.Get("http://" + addrs.MeshCore + "/v1/discovery/comment-svc")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var a struct {
+			Instances []struct {
+				Instance string `json:"instance"`
+				Weight   int32  `json:"weight"`
+			} `json:"instances"`
+			PolicyAgeMs int64 `json:"policy_age_ms"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+			return err
+		}
+		last = map[string]int32{}
+		for _, in := range a.Instances {
+			last[in.Instance] = in.Weight
+		}
+		if a.PolicyAgeMs < 0 {
+			return fmt.Errorf("no dynamic policy yet: %v", last)
+		}
+		if last[slow] == 0 || float64(last[slow]) > 0.5*float64(last[instances[0]]) {
+			return fmt.Errorf("weights %v: the slow instance should be well below the others", last)
+		}
+		return nil
+	})
+	t.Logf("discovery weights: %v", last)
+}
+
+// report posts one 200 ms window from a front service calling comment-svc,
+// and each comment-svc instance's own report; slow is five times slower.
+func report(mixer string, instances []string, slow string) error {
+	now := time.Now().UnixMilli()
+	var reports []map[string]any
+	var calls []map[string]any
+	for _, in := range instances {
+		cost := 1.0
+		if in == slow {
+			cost = 5
+		}
+		calls = append(calls, map[string]any{"callee_service": "comment-svc", "callee_instance": in,
+			"requests": 100, "errors": 0, "timeouts": 0, "latency_ms_avg": 10 * cost, "latency_ms_p99": 30 * cost})
+		reports = append(reports, map[string]any{
+			"reporter": map[string]any{"service": "comment-svc", "instance": in}, "window_ms": 200, "timestamp_ms": now,
+			"server": map[string]any{"requests": 100, "cpu_util": 0.1 * cost, "queue_time_ms_avg": 1, "queue_time_ms_p99": 2,
+				"inflight": 1, "client_timeouts": 0, "requests_by_priority": map[string]int{"64": 100}},
+		})
+	}
+	reports = append(reports, map[string]any{
+		"reporter": map[string]any{"service": "front", "instance": "10.9.0.1:80"}, "window_ms": 200, "timestamp_ms": now, "calls": calls,
+	})
+	body, _ := json.Marshal(reports)
+	resp, err := http.Post("http://"+mixer+"/v1/telemetry", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
