@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -107,7 +108,17 @@ func checkOverload(field string, o *meshcore.Overload) *meshcore.PolicyRejected 
 // PublishPolicy implements meshcore.MeshCore.
 func (s *policyStore) PublishPolicy(ctx context.Context, req *meshcore.PublishPolicyRequest) (*meshcore.PublishPolicyResponse, error) {
 	p := req.GetPolicy()
-	if rej := validatePolicy(p, s.cache.Instances(p.GetService())); rej != nil {
+	rej := validatePolicy(p, s.cache.Instances(p.GetService()))
+	if rej != nil && rej.Code == RejectUnknownInstance {
+		// The cache follows etcd a moment behind: ask etcd before refusing.
+		regs, err := s.registrations(ctx, p.Service)
+		if err != nil {
+			s.metrics.policies.WithLabelValues("unavailable").Inc()
+			return nil, fmt.Errorf("policy store unavailable: %w", err)
+		}
+		rej = validatePolicy(p, regs)
+	}
+	if rej != nil {
 		s.metrics.policies.WithLabelValues(rej.Code).Inc()
 		return nil, rej
 	}
@@ -151,4 +162,23 @@ func (s *policyStore) PublishPolicy(ctx context.Context, req *meshcore.PublishPo
 	}
 	s.metrics.policies.WithLabelValues("conflict").Inc()
 	return nil, errors.New("policy store: too many concurrent writers, retry")
+}
+
+// registrations reads a service's registrations from etcd.
+func (s *policyStore) registrations(ctx context.Context, service string) (map[string]Registration, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	prefix := s.prefix + "registry/" + service + "/"
+	resp, err := s.etcd.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	regs := make(map[string]Registration, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var r Registration
+		if json.Unmarshal(kv.Value, &r) == nil {
+			regs[strings.TrimPrefix(string(kv.Key), prefix)] = r
+		}
+	}
+	return regs, nil
 }
