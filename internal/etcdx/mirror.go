@@ -17,12 +17,14 @@ type Event struct {
 	Key     string
 	Value   []byte
 	Deleted bool
+	// ModRevision is the revision of the key's last change (the event's own).
+	ModRevision int64
 }
 
 // MirrorHandler receives what a Mirror sees. Calls are serialized.
 type MirrorHandler interface {
 	// Reset replaces everything known with a full listing at revision rev.
-	Reset(kvs map[string][]byte, rev int64)
+	Reset(kvs []Event, rev int64)
 	// Apply applies the changes of one watch response.
 	Apply(events []Event, rev int64)
 }
@@ -77,9 +79,9 @@ func (m *Mirror) list(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	kvs := make(map[string][]byte, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		kvs[strings.TrimPrefix(string(kv.Key), m.prefix)] = kv.Value
+	kvs := make([]Event, len(resp.Kvs))
+	for i, kv := range resp.Kvs {
+		kvs[i] = Event{Key: strings.TrimPrefix(string(kv.Key), m.prefix), Value: kv.Value, ModRevision: kv.ModRevision}
 	}
 	m.handler.Reset(kvs, resp.Header.Revision)
 	m.rev.Store(resp.Header.Revision)
@@ -121,9 +123,10 @@ func (m *Mirror) consume(ch clientv3.WatchChan) (relist bool) {
 		events := make([]Event, len(resp.Events))
 		for i, ev := range resp.Events {
 			events[i] = Event{
-				Key:     strings.TrimPrefix(string(ev.Kv.Key), m.prefix),
-				Value:   ev.Kv.Value,
-				Deleted: ev.Type == clientv3.EventTypeDelete,
+				Key:         strings.TrimPrefix(string(ev.Kv.Key), m.prefix),
+				Value:       ev.Kv.Value,
+				Deleted:     ev.Type == clientv3.EventTypeDelete,
+				ModRevision: ev.Kv.ModRevision,
 			}
 		}
 		m.handler.Apply(events, resp.Header.Revision)

@@ -20,13 +20,13 @@ type recorder struct {
 	resets int
 }
 
-func (r *recorder) Reset(kvs map[string][]byte, _ int64) {
+func (r *recorder) Reset(kvs []Event, _ int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.resets++
 	r.kvs = map[string]string{}
-	for k, v := range kvs {
-		r.kvs[k] = string(v)
+	for _, kv := range kvs {
+		r.kvs[kv.Key] = string(kv.Value)
 	}
 }
 

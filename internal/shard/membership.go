@@ -81,12 +81,12 @@ func (m *Membership) Synced() bool { return m.mirror.Synced() }
 func (m *Membership) View() *View { return m.view.Load() }
 
 // Reset implements etcdx.MirrorHandler.
-func (m *Membership) Reset(kvs map[string][]byte, _ int64) {
+func (m *Membership) Reset(kvs []etcdx.Event, _ int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.shards = map[string]Shard{}
-	for k, v := range kvs {
-		m.put(k, v)
+	for _, kv := range kvs {
+		m.put(kv.Key, kv.Value)
 	}
 	m.publish()
 }

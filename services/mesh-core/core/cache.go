@@ -132,14 +132,14 @@ var (
 )
 
 // Reset implements etcdx.MirrorHandler for registry/{service}/{instance}.
-func (m registryMirror) Reset(kvs map[string][]byte, _ int64) {
+func (m registryMirror) Reset(kvs []etcdx.Event, _ int64) {
 	c := m.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.regs
 	c.regs = map[string]map[string]Registration{}
-	for k, v := range kvs {
-		m.put(k, v, false)
+	for _, kv := range kvs {
+		m.put(kv.Key, kv.Value, false)
 	}
 	c.rebuildAll(old)
 }
@@ -187,13 +187,13 @@ func (m registryMirror) put(key string, value []byte, deleted bool) string {
 }
 
 // Reset implements etcdx.MirrorHandler for policy/{service}.
-func (m policyMirror) Reset(kvs map[string][]byte, _ int64) {
+func (m policyMirror) Reset(kvs []etcdx.Event, _ int64) {
 	c := m.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.policies = map[string]*meshcore.Policy{}
-	for k, v := range kvs {
-		m.put(k, v, false)
+	for _, kv := range kvs {
+		m.put(kv.Key, kv.Value, false)
 	}
 	c.rebuildAll(nil)
 }

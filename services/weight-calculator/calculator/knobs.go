@@ -162,12 +162,12 @@ func (s *KnobStore) For(service string) Knobs {
 }
 
 // Reset implements etcdx.MirrorHandler.
-func (s *KnobStore) Reset(kvs map[string][]byte, _ int64) {
+func (s *KnobStore) Reset(kvs []etcdx.Event, _ int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.byName = map[string]Knobs{}
-	for k, v := range kvs {
-		s.put(k, v, false)
+	for _, kv := range kvs {
+		s.put(kv.Key, kv.Value, false)
 	}
 	s.publish()
 }

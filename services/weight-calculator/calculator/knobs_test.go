@@ -34,11 +34,11 @@ func TestParseKnobs(t *testing.T) {
 // of config, or a deletion leave the service with the defaults.
 func TestKnobStore(t *testing.T) {
 	s := NewKnobStore(logx.Discard())
-	s.Reset(map[string][]byte{
-		"a/calculator":      []byte(`{"min_requests": 99}`),
-		"b/calculator":      []byte(`{"min_requests": -5}`),
-		"c/rpc_timeout":     []byte(`{"min_requests": 7}`),
-		"malformed-no-kind": []byte(`{}`),
+	s.Reset([]etcdx.Event{
+		{Key: "a/calculator", Value: []byte(`{"min_requests": 99}`)},
+		{Key: "b/calculator", Value: []byte(`{"min_requests": -5}`)},
+		{Key: "c/rpc_timeout", Value: []byte(`{"min_requests": 7}`)},
+		{Key: "malformed-no-kind", Value: []byte(`{}`)},
 	}, 1)
 	if s.For("a").MinRequests != 99 || s.For("b") != DefaultKnobs() || s.For("c") != DefaultKnobs() {
 		t.Fatalf("a %+v, b %+v, c %+v", s.For("a"), s.For("b"), s.For("c"))
