@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/logx"
 	"github.com/sextant-mesh/sextant/internal/service"
 	"github.com/sextant-mesh/sextant/internal/settings"
+	"github.com/sextant-mesh/sextant/services/config-center/center"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
 	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixer"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
@@ -29,13 +32,15 @@ type devConfig struct {
 	mixer       mixer.Config
 	calculator  calculator.Config
 	meshCore    core.Config
+	center      center.Config
 	ready       func(devAddrs) // called once everything runs; for tests
 	stderr      io.Writer
 }
 
 // devAddrs are where the running services are.
 type devAddrs struct {
-	Etcd, Mixer, CalculatorAdmin, MeshCore string
+	Etcd, Mixer, CalculatorAdmin, MeshCore, ConfigCenter string
+	AdminToken                                           string
 }
 
 func dev(args []string) error {
@@ -46,7 +51,7 @@ func dev(args []string) error {
 
 func runDev(ctx context.Context, args []string, stderr io.Writer, ready func(devAddrs)) error {
 	cfg := devConfig{mixer: mixer.DefaultConfig(), calculator: calculator.DefaultConfig(), meshCore: core.DefaultConfig(),
-		stderr: stderr, ready: ready}
+		center: center.DefaultConfig(), stderr: stderr, ready: ready}
 	fs := flag.NewFlagSet("sextant dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.dataDir, "data-dir", "", "keep etcd's data here (default: a temporary folder removed on exit)")
@@ -58,6 +63,8 @@ func runDev(ctx context.Context, args []string, stderr io.Writer, ready func(dev
 	fs.StringVar(&cfg.calculator.AdminAddr, "calculator-admin-addr", cfg.calculator.AdminAddr, "weight-calculator admin HTTP address")
 	fs.StringVar(&cfg.meshCore.HTTPAddr, "mesh-core-addr", cfg.meshCore.HTTPAddr, "mesh-core HTTP address (registry, discovery)")
 	fs.StringVar(&cfg.meshCore.KitexAddr, "mesh-core-kitex-addr", cfg.meshCore.KitexAddr, "mesh-core Kitex address (PublishPolicy)")
+	fs.StringVar(&cfg.center.HTTPAddr, "config-center-addr", cfg.center.HTTPAddr, "config-center HTTP address")
+	fs.StringVar(&cfg.center.AdminToken, "admin-token", "", "config-center admin (writer) token (SEXTANT_ADMIN_TOKEN; default: generated and printed)")
 	if err := settings.Parse(fs, args); err != nil {
 		return err
 	}
@@ -127,6 +134,17 @@ func (cfg devConfig) run(ctx context.Context) error {
 			firstAdmin = calc.AdminAddr()
 		}
 	}
+	cc := cfg.center
+	cc.EtcdEndpoints = cfg.etcdClient
+	generated := cc.AdminToken == ""
+	if generated {
+		cc.AdminToken = randomToken()
+	}
+	configCenter, err := center.New(cc, logx.NewTo(cfg.stderr, "config-center"))
+	if err := start("config-center", configCenter, err); err != nil {
+		return err
+	}
+
 	m := cfg.mixer
 	m.ID = "dev-mixer"
 	m.EtcdEndpoints = cfg.etcdClient
@@ -140,12 +158,24 @@ Sextant is running (Ctrl-C stops it):
   telemetry-mixer    POST http://%s/v1/telemetry
   weight-calculator  http://%s/debug/windows, /debug/policy (%d shard(s))
   mesh-core          POST http://%s/v1/instances, GET .../v1/discovery/{service} (Kitex %s)
+  config-center      http://%s/v1/configs (writes: Authorization: Bearer $SEXTANT_ADMIN_TOKEN)
   etcd               %s
-`, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), etcd.ClientURL)
+`, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), configCenter.Addr(), etcd.ClientURL)
+	if generated {
+		fmt.Fprintf(cfg.stderr, "\nadmin token (generated; set SEXTANT_ADMIN_TOKEN to choose one):\n  export SEXTANT_ADMIN_TOKEN=%s\n", cc.AdminToken)
+	}
 	if cfg.ready != nil {
-		cfg.ready(devAddrs{Etcd: etcd.ClientURL, Mixer: mx.Addr(), CalculatorAdmin: firstAdmin, MeshCore: meshCore.Addr()})
+		cfg.ready(devAddrs{Etcd: etcd.ClientURL, Mixer: mx.Addr(), CalculatorAdmin: firstAdmin, MeshCore: meshCore.Addr(),
+			ConfigCenter: configCenter.Addr(), AdminToken: cc.AdminToken})
 	}
 	<-ctx.Done()
 	log.Info("stopping")
 	return stopAll()
+}
+
+// randomToken makes an admin token for a dev run.
+func randomToken() string {
+	b := make([]byte, 18)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
 }

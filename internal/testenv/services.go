@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/internal/logx"
+	"github.com/sextant-mesh/sextant/services/config-center/center"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
 	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixer"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
@@ -85,6 +86,32 @@ func StartMeshCore(t testing.TB, etcd *Etcd, prefix string, tweak func(*core.Con
 	}
 	t.Cleanup(func() { stop(t, mc) })
 	return mc
+}
+
+// AdminToken is the writer token of config-centers started by StartConfigCenter.
+const AdminToken = "test-admin-token"
+
+// StartConfigCenter starts a config-center on a free port over etcd under
+// prefix, with AdminToken as its writer token; it stops when the test ends.
+func StartConfigCenter(t testing.TB, etcd *Etcd, prefix string, tweak func(*center.Config)) *center.Center {
+	t.Helper()
+	cfg := center.DefaultConfig()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.EtcdEndpoints, cfg.EtcdPrefix = etcd.Endpoint, prefix
+	cfg.KitexPrefix = "/" + strings.Trim(prefix, "/") + "-kitex"
+	cfg.AdminToken = AdminToken
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	cc, err := center.New(cfg, logx.Discard())
+	if err != nil {
+		t.Fatalf("config-center: %v", err)
+	}
+	if err := cc.Start(); err != nil {
+		t.Fatalf("config-center: %v", err)
+	}
+	t.Cleanup(func() { stop(t, cc) })
+	return cc
 }
 
 type stopper interface{ Stop(context.Context) error }

@@ -99,6 +99,7 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	httpx.MetricsRoute(c.admin, reg)
 	c.admin.GET("/debug/windows", c.debugWindows)
 	c.admin.GET("/debug/policy", c.debugPolicy)
+	c.admin.GET("/v1/dry-run", c.dryRun)
 	return c, nil
 }
 
@@ -296,7 +297,7 @@ func (h *ingestHandler) Ingest(_ context.Context, batch *aggregator.ReportBatch)
 		count("edge", c.store.AddEdge(e, now), &resp.EdgesAccepted)
 	}
 	for _, d := range batch.Denials {
-		count("denial", c.store.AddDenial(d), &resp.DenialsAccepted)
+		count("denial", c.store.AddDenial(d, now), &resp.DenialsAccepted)
 	}
 	return resp, nil
 }
@@ -338,6 +339,27 @@ func (c *Calculator) debugPolicy(_ context.Context, rc *app.RequestContext) {
 		return
 	}
 	rc.JSON(consts.StatusOK, d)
+}
+
+// DryRunReport is what a shard knows of the would-be denials of dry_run
+// access rules of a service it owns.
+type DryRunReport struct {
+	Service string       `json:"service"`
+	Shard   string       `json:"shard"`
+	Denials []DenialView `json:"denials"`
+}
+
+func (c *Calculator) dryRun(_ context.Context, rc *app.RequestContext) {
+	name := string(rc.Query("service"))
+	if fe := jsonx.Name("service", name, true); fe != nil {
+		httpx.WriteError(rc, consts.StatusBadRequest, fe)
+		return
+	}
+	r := DryRunReport{Service: name, Shard: c.cfg.ID, Denials: []DenialView{}}
+	if v, ok := c.store.Service(name); ok {
+		r.Denials = v.DryRunDenials
+	}
+	rc.JSON(consts.StatusOK, r)
 }
 
 // Decision returns the last round's decision for service, as /debug/policy shows it.

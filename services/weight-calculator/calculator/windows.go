@@ -29,7 +29,12 @@ type Store struct {
 type serviceWindows struct {
 	mu        sync.Mutex
 	instances map[string]*instanceWindows
-	denials   map[denialKey]int64
+	denials   map[denialKey]*denialCount
+}
+
+type denialCount struct {
+	count    int64
+	lastSeen time.Time
 }
 
 type denialKey struct{ caller, rule string }
@@ -151,7 +156,7 @@ func (s *Store) AddEdge(e *aggregator.CallEdge, now time.Time) Outcome {
 const maxDenialKeys = 1000
 
 // AddDenial counts requests an access rule in dry-run mode would have denied.
-func (s *Store) AddDenial(d *aggregator.DryRunDenial) Outcome {
+func (s *Store) AddDenial(d *aggregator.DryRunDenial, now time.Time) Outcome {
 	if d.CalleeService == "" || d.Count < 0 {
 		return Invalid
 	}
@@ -162,10 +167,16 @@ func (s *Store) AddDenial(d *aggregator.DryRunDenial) Outcome {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	k := denialKey{d.CallerService, d.Rule}
-	if _, ok := sw.denials[k]; !ok && len(sw.denials) >= maxDenialKeys {
-		return Refused
+	dc := sw.denials[k]
+	if dc == nil {
+		if len(sw.denials) >= maxDenialKeys {
+			return Refused
+		}
+		dc = &denialCount{}
+		sw.denials[k] = dc
 	}
-	sw.denials[k] += d.Count
+	dc.count += d.Count
+	dc.lastSeen = now
 	return Accepted
 }
 
@@ -213,7 +224,7 @@ func (s *Store) service(name string, create bool) *serviceWindows {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sw = s.services[name]; sw == nil {
-		sw = &serviceWindows{instances: map[string]*instanceWindows{}, denials: map[denialKey]int64{}}
+		sw = &serviceWindows{instances: map[string]*instanceWindows{}, denials: map[denialKey]*denialCount{}}
 		s.services[name] = sw
 	}
 	return sw
@@ -395,6 +406,7 @@ type DenialView struct {
 	CallerService string `json:"caller_service"`
 	Rule          string `json:"rule"`
 	Count         int64  `json:"count"`
+	LastSeenMs    int64  `json:"last_seen_ms"`
 }
 
 // ServiceView is everything kept about one service.
@@ -425,8 +437,8 @@ func (s *Store) Service(name string) (ServiceView, bool) {
 		v.Instances = append(v.Instances, iv)
 	}
 	slices.SortFunc(v.Instances, func(a, b InstanceView) int { return strings.Compare(a.Instance, b.Instance) })
-	for k, n := range sw.denials {
-		v.DryRunDenials = append(v.DryRunDenials, DenialView{CallerService: k.caller, Rule: k.rule, Count: n})
+	for k, dc := range sw.denials {
+		v.DryRunDenials = append(v.DryRunDenials, DenialView{CallerService: k.caller, Rule: k.rule, Count: dc.count, LastSeenMs: dc.lastSeen.UnixMilli()})
 	}
 	slices.SortFunc(v.DryRunDenials, func(a, b DenialView) int {
 		return strings.Compare(a.CallerService+"\x00"+a.Rule, b.CallerService+"\x00"+b.Rule)

@@ -1,0 +1,61 @@
+package center
+
+import (
+	"flag"
+	"time"
+
+	"github.com/sextant-mesh/sextant/internal/etcdx"
+)
+
+// Config is every setting of the config-center (docs/configuration.md).
+type Config struct {
+	HTTPAddr      string
+	EtcdEndpoints string
+	EtcdPrefix    string
+	// Prefix of the keys the kitex-contrib/config-etcd suite watches.
+	KitexPrefix string
+	// TokensFile holds API tokens: {"tokens": [{"token", "name", "role": "writer"|"reader"}]}.
+	TokensFile string
+	// AdminToken is one more writer token (named "admin"), e.g. from SEXTANT_ADMIN_TOKEN.
+	AdminToken string
+	// ReadAuth makes reads need a reader or writer token too.
+	ReadAuth     bool
+	TLSCert      string
+	TLSKey       string
+	MaxWait      time.Duration
+	DefaultWait  time.Duration
+	MaxBodyBytes int
+	// How long an instance's applied version counts in /status after its last poll.
+	StatusTTL time.Duration
+}
+
+// DefaultConfig is the configuration `sextant dev` runs with.
+func DefaultConfig() Config {
+	return Config{
+		HTTPAddr:      "127.0.0.1:7704",
+		EtcdEndpoints: "127.0.0.1:7790",
+		EtcdPrefix:    etcdx.DefaultPrefix,
+		KitexPrefix:   "/KitexConfig",
+		MaxWait:       60 * time.Second,
+		DefaultWait:   30 * time.Second,
+		MaxBodyBytes:  256 << 10,
+		StatusTTL:     5 * time.Minute,
+	}
+}
+
+// RegisterFlags binds c's fields to flags, with c's values as defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "listen address of the API")
+	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "comma-separated etcd endpoints")
+	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "prefix of every Sextant key in etcd")
+	fs.StringVar(&c.KitexPrefix, "kitex-prefix", c.KitexPrefix, "prefix of the keys the kitex-contrib/config-etcd suite reads")
+	fs.StringVar(&c.TokensFile, "tokens-file", c.TokensFile, `JSON file of API tokens: {"tokens": [{"token": "...", "name": "alice", "role": "writer"}]}`)
+	fs.StringVar(&c.AdminToken, "admin-token", c.AdminToken, "a writer token named admin (SEXTANT_ADMIN_TOKEN)")
+	fs.BoolVar(&c.ReadAuth, "read-auth", c.ReadAuth, "reads need a reader or writer token too")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate: serve the API over TLS (with --tls-key)")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM key of --tls-cert")
+	fs.DurationVar(&c.MaxWait, "max-wait", c.MaxWait, "longest watch long poll")
+	fs.DurationVar(&c.DefaultWait, "default-wait", c.DefaultWait, "wait of a watch that names none")
+	fs.IntVar(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest request body; 413 beyond")
+	fs.DurationVar(&c.StatusTTL, "status-ttl", c.StatusTTL, "how long an instance counts in /status after its last watch")
+}

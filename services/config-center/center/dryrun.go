@@ -1,0 +1,94 @@
+package center
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/cloudwego/hertz/pkg/app"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
+
+	"github.com/sextant-mesh/sextant/internal/httpx"
+	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/internal/shard"
+)
+
+// dryRun serves GET /v1/access/dry-run?service=S: the callers that the
+// service's dry_run access rules would block, as its data planes reported
+// them. The counts live on the weight-calculator shard that owns S (the
+// mixer routes dry-run denials there); this asks it.
+type dryRun struct {
+	shards *shard.Membership
+	view   *view
+	client *http.Client
+}
+
+// DryRunAnswer lists would-be denials per caller and rule.
+type DryRunAnswer struct {
+	Service string          `json:"service"`
+	Shard   string          `json:"shard"`
+	Rules   []AccessRule    `json:"dry_run_rules"`
+	Denials json.RawMessage `json:"denials"`
+}
+
+func (d *dryRun) report(ctx context.Context, c *app.RequestContext) {
+	service := string(c.Query("service"))
+	if fe := jsonx.Name("service", service, true); fe != nil {
+		httpx.WriteError(c, consts.StatusBadRequest, fe)
+		return
+	}
+	owner, ok := d.shards.View().Owner(service)
+	if !ok || owner.AdminAddr == "" {
+		httpx.WriteError(c, consts.StatusServiceUnavailable, jsonx.Errorf("", "unavailable", "no weight-calculator shard holds telemetry now"))
+		return
+	}
+	var got struct {
+		Shard   string          `json:"shard"`
+		Denials json.RawMessage `json:"denials"`
+	}
+	if err := d.fetch(ctx, fmt.Sprintf("http://%s/v1/dry-run?service=%s", owner.AdminAddr, service), &got); err != nil {
+		httpx.WriteError(c, consts.StatusBadGateway, jsonx.Errorf("", "unavailable", "asking shard %q: %v", owner.ID, err))
+		return
+	}
+	c.JSON(consts.StatusOK, DryRunAnswer{Service: service, Shard: got.Shard, Rules: d.dryRunRules(service), Denials: got.Denials})
+}
+
+func (d *dryRun) fetch(ctx context.Context, url string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// dryRunRules are the service's access rules in dry_run mode, to read the
+// denials against.
+func (d *dryRun) dryRunRules(service string) []AccessRule {
+	out := []AccessRule{}
+	for _, e := range d.view.Applying(service) {
+		if e.Kind != "access_control" {
+			continue
+		}
+		var ac AccessControl
+		if json.Unmarshal(e.Document, &ac) == nil {
+			for _, r := range ac.Rules {
+				if r.Mode == "dry_run" {
+					out = append(out, r)
+				}
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,299 @@
+package center
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Ref names one config: its kind and scope ("server" or "client/server").
+type Ref struct {
+	Kind   string
+	Server string
+	Client string // empty for server-scoped kinds
+}
+
+// Scope is the ref's scope as the API spells it.
+func (r Ref) Scope() string {
+	if r.Client == "" {
+		return r.Server
+	}
+	return r.Client + "/" + r.Server
+}
+
+func (r Ref) String() string { return r.Kind + "/" + r.Scope() }
+
+// path is the ref's place under config/ and config-history/.
+func (r Ref) path() string {
+	if r.Client == "" {
+		return r.Server + "/" + r.Kind
+	}
+	return r.Server + "/" + r.Kind + "/" + r.Client
+}
+
+// Entry is a stored config: the document in force and, during a rollout,
+// the one it replaces.
+type Entry struct {
+	Kind        string          `json:"kind"`
+	Scope       string          `json:"scope"`
+	Revision    int64           `json:"revision"` // etcd mod revision while current
+	Document    json.RawMessage `json:"document"`
+	Rollout     *Rollout        `json:"rollout,omitempty"`
+	UpdatedBy   string          `json:"updated_by"`
+	UpdatedAtMs int64           `json:"updated_at_ms"`
+	Deleted     bool            `json:"deleted,omitempty"` // in history: the config was deleted after this
+}
+
+// Rollout is a staged change: Percent of the instances (by a stable hash of
+// their id) get Document, the others Previous.
+type Rollout struct {
+	Percent          int             `json:"percent"`
+	Previous         json.RawMessage `json:"previous"`
+	PreviousRevision int64           `json:"previous_revision"`
+}
+
+// AuditEntry records one write.
+type AuditEntry struct {
+	AtMs        int64  `json:"at_ms"`
+	Who         string `json:"who"`
+	Action      string `json:"action"` // put, delete, rollback, rollout, promote, abort, pin, unpin
+	Kind        string `json:"kind,omitempty"`
+	Scope       string `json:"scope,omitempty"`
+	Service     string `json:"service,omitempty"` // for pins
+	OldRevision int64  `json:"old_revision"`
+	NewRevision int64  `json:"new_revision"`
+	Detail      string `json:"detail,omitempty"`
+}
+
+// Errors of the store, mapped to HTTP statuses by the API.
+var (
+	ErrNotFound         = errors.New("not found")
+	ErrRevisionMismatch = errors.New("revision mismatch") // 412
+	ErrRevisionRequired = errors.New("If-Match required") // 428
+)
+
+// store reads and writes configs in etcd. Every write is one transaction:
+// it compares the revision the writer saw, writes the new entry, keeps the
+// previous one in history, appends the audit record, and writes the copy the
+// kitex-contrib/config-etcd suite reads.
+type store struct {
+	etcd        *clientv3.Client
+	prefix      string
+	kitexPrefix string
+	timeout     time.Duration
+	pinsOf      func(service string) []Pin
+}
+
+func (s *store) key(r Ref) string           { return s.prefix + "config/" + r.path() }
+func (s *store) historyPrefix(r Ref) string { return s.prefix + "config-history/" + r.path() + "/" }
+
+// kitexKey is where the config-etcd suite reads r, or "" when it does not.
+func (s *store) kitexKey(r Ref) string {
+	k := Kinds[r.Kind]
+	switch {
+	case k.KitexCategory == "":
+		return ""
+	case k.Scope == ClientScope:
+		return s.kitexPrefix + "/" + r.Client + "/" + r.Server + "/" + k.KitexCategory
+	default:
+		return s.kitexPrefix + "/" + r.Server + "/" + k.KitexCategory
+	}
+}
+
+// Get reads the entry of r.
+func (s *store) Get(ctx context.Context, r Ref) (*Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.etcd.Get(ctx, s.key(r))
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, ErrNotFound
+	}
+	var e Entry
+	if err := json.Unmarshal(resp.Kvs[0].Value, &e); err != nil {
+		return nil, fmt.Errorf("stored %s: %w", r, err)
+	}
+	e.Revision = resp.Kvs[0].ModRevision
+	return &e, nil
+}
+
+// Write replaces r's entry with next (nil deletes it) if the stored one is at
+// revision ifMatch (0: the config must not exist; -1: no If-Match given).
+// It returns the new revision.
+func (s *store) Write(ctx context.Context, r Ref, ifMatch int64, next *Entry, audit AuditEntry) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	key := s.key(r)
+	cur, err := s.etcd.Get(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	var prev *Entry
+	if len(cur.Kvs) > 0 {
+		prev = &Entry{}
+		if err := json.Unmarshal(cur.Kvs[0].Value, prev); err != nil {
+			return 0, fmt.Errorf("stored %s: %w", r, err)
+		}
+		prev.Revision = cur.Kvs[0].ModRevision
+	}
+	switch {
+	case prev == nil && next == nil:
+		return 0, ErrNotFound
+	case prev != nil && ifMatch == -1:
+		return 0, ErrRevisionRequired
+	case prev == nil && ifMatch > 0, prev != nil && ifMatch != prev.Revision:
+		return 0, ErrRevisionMismatch
+	}
+
+	cond := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	var ops []clientv3.Op
+	if prev != nil {
+		cond = clientv3.Compare(clientv3.ModRevision(key), "=", prev.Revision)
+		kept := *prev
+		kept.Deleted = next == nil
+		b, _ := json.Marshal(kept)
+		ops = append(ops, clientv3.OpPut(fmt.Sprintf("%s%020d", s.historyPrefix(r), prev.Revision), string(b)))
+		audit.OldRevision = prev.Revision
+	}
+	kitexKey := s.kitexKey(r)
+	if next == nil {
+		ops = append(ops, clientv3.OpDelete(key))
+		if kitexKey != "" {
+			ops = append(ops, clientv3.OpDelete(kitexKey))
+		}
+	} else {
+		next.Kind, next.Scope, next.Revision = r.Kind, r.Scope(), 0
+		b, _ := json.Marshal(next)
+		ops = append(ops, clientv3.OpPut(key, string(b)))
+		if kitexKey != "" {
+			ops = append(ops, clientv3.OpPut(kitexKey, string(kitexDocument(r, next, s.pinsOf(r.appliedBy())))))
+		}
+	}
+	audit.AtMs = time.Now().UnixMilli()
+	ops = append(ops, s.auditOp(audit))
+	resp, err := s.etcd.Txn(ctx).If(cond).Then(ops...).Commit()
+	if err != nil {
+		return 0, err
+	}
+	if !resp.Succeeded {
+		return 0, ErrRevisionMismatch
+	}
+	return resp.Header.Revision, nil
+}
+
+// auditOp appends an audit record; the revision it creates is the write's own.
+func (s *store) auditOp(a AuditEntry) clientv3.Op {
+	b, _ := json.Marshal(a)
+	return clientv3.OpPut(fmt.Sprintf("%saudit/%020d-%04x", s.prefix, time.Now().UnixNano(), rand.IntN(1<<16)), string(b))
+}
+
+// kitexDocument is what a stock Kitex client gets: it knows no canary, so
+// during a rollout it keeps the previous document until the rollout is
+// promoted to 100 %; a pin of the service that applies r wins.
+func kitexDocument(r Ref, e *Entry, pins []Pin) json.RawMessage {
+	for _, p := range pins {
+		if p.Kind == r.Kind && p.Scope == r.Scope() && p.Document != nil {
+			return p.Document
+		}
+	}
+	if e.Rollout != nil && e.Rollout.Previous != nil {
+		return e.Rollout.Previous
+	}
+	return e.Document
+}
+
+// appliedBy is the service whose instances apply r: the caller for
+// client-scoped kinds, the server for the others.
+func (r Ref) appliedBy() string {
+	if r.Client != "" {
+		return r.Client
+	}
+	return r.Server
+}
+
+// History lists r's versions, newest first: the current one, then those it replaced.
+func (s *store) History(ctx context.Context, r Ref) ([]Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.etcd.Get(ctx, s.historyPrefix(r), clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	if cur, err := s.Get(ctx, r); err == nil {
+		out = append(out, *cur)
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	for _, kv := range resp.Kvs {
+		var e Entry
+		if json.Unmarshal(kv.Value, &e) == nil {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b Entry) int { return int(b.Revision - a.Revision) })
+	return out, nil
+}
+
+// Version finds r's version at revision rev (current or in history).
+func (s *store) Version(ctx context.Context, r Ref, rev int64) (*Entry, error) {
+	hist, err := s.History(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range hist {
+		if e.Revision == rev {
+			return &e, nil
+		}
+	}
+	return nil, ErrNotFound
+}
+
+// Audit lists the newest audit records, newest first.
+func (s *store) Audit(ctx context.Context, limit int64) ([]AuditEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.etcd.Get(ctx, s.prefix+"audit/", clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(limit))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]AuditEntry, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var a AuditEntry
+		if json.Unmarshal(kv.Value, &a) == nil {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// parseRef reads kind and scope from the API path: {kind}/{server} or {kind}/{client}/{server}.
+func parseRef(kind string, scope []string) (Ref, error) {
+	k, ok := Kinds[kind]
+	if !ok {
+		return Ref{}, fmt.Errorf("unknown kind %q", kind)
+	}
+	switch {
+	case k.Scope == ServerScope && len(scope) == 1:
+		return Ref{Kind: kind, Server: scope[0]}, nil
+	case k.Scope == ClientScope && len(scope) == 2:
+		return Ref{Kind: kind, Client: scope[0], Server: scope[1]}, nil
+	case k.Scope == ClientScope:
+		return Ref{}, fmt.Errorf("%s is set per caller and callee: /v1/configs/%s/{client}/{server}", kind, kind)
+	default:
+		return Ref{}, fmt.Errorf("%s is set per server: /v1/configs/%s/{server}", kind, kind)
+	}
+}
+
+// splitScope splits "a/b" into its names.
+func splitScope(s string) []string { return strings.Split(strings.Trim(s, "/"), "/") }
