@@ -16,6 +16,7 @@ import (
 	"github.com/cloudwego/hertz/pkg/common/config"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sextant-mesh/sextant/internal/jsonx"
@@ -97,6 +98,14 @@ func HealthRoutes(s *Server, ready Readiness) {
 		}
 		c.JSON(consts.StatusOK, map[string]string{"status": "ready"})
 	})
+}
+
+// NewRegistry is a service's Prometheus registry, with the Go runtime and
+// process collectors every /metrics page carries.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // MetricsRoute adds /metrics in the Prometheus text format.

@@ -12,8 +12,6 @@ import (
 
 	"github.com/cloudwego/hertz/pkg/app/server"
 	"github.com/cloudwego/hertz/pkg/common/config"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/internal/etcdx"
@@ -76,8 +74,7 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 		cli.Close()
 		return nil, err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := httpx.NewRegistry()
 
 	st := &store{etcd: cli, prefix: cfg.EtcdPrefix, kitexPrefix: cfg.KitexPrefix, timeout: 5 * time.Second, pinsOf: v.PinsOf}
 	status := newStatusBook(cfg.StatusTTL)

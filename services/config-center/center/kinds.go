@@ -185,16 +185,12 @@ func validateAccessControl(doc []byte) *jsonx.FieldError {
 	if fe := decodeObject(doc, &ac); fe != nil {
 		return fe
 	}
-	names := map[string]bool{}
+	names := uniqueNames{}
 	for i, r := range ac.Rules {
 		at := func(f string) string { return jsonx.Join(jsonx.Index("rules", i), f) }
-		if fe := jsonx.Name(at("name"), r.Name, true); fe != nil {
+		if fe := names.add(at("name"), r.Name); fe != nil {
 			return fe
 		}
-		if names[r.Name] {
-			return jsonx.Errorf(at("name"), jsonx.CodeInvalidValue, "rule %q appears twice", r.Name)
-		}
-		names[r.Name] = true
 		if r.Type != "allow" && r.Type != "deny" {
 			return jsonx.Errorf(at("type"), jsonx.CodeInvalidValue, "want allow or deny, got %q", r.Type)
 		}
@@ -243,16 +239,12 @@ func validateUnitRouting(doc []byte) *jsonx.FieldError {
 	if fe := decodeObject(doc, &ur); fe != nil {
 		return fe
 	}
-	names := map[string]bool{}
+	names := uniqueNames{}
 	for i, r := range ur.Rules {
 		at := func(f string) string { return jsonx.Join(jsonx.Index("rules", i), f) }
-		if fe := jsonx.Name(at("name"), r.Name, true); fe != nil {
+		if fe := names.add(at("name"), r.Name); fe != nil {
 			return fe
 		}
-		if names[r.Name] {
-			return jsonx.Errorf(at("name"), jsonx.CodeInvalidValue, "rule %q appears twice", r.Name)
-		}
-		names[r.Name] = true
 		if fe := jsonx.Name(at("unit"), r.Unit, true); fe != nil {
 			return fe
 		}
@@ -271,6 +263,20 @@ func validateUnitRouting(doc []byte) *jsonx.FieldError {
 			return fe
 		}
 	}
+	return nil
+}
+
+// uniqueNames checks that rule names are valid and distinct.
+type uniqueNames map[string]bool
+
+func (u uniqueNames) add(field, name string) *jsonx.FieldError {
+	if fe := jsonx.Name(field, name, true); fe != nil {
+		return fe
+	}
+	if u[name] {
+		return jsonx.Errorf(field, jsonx.CodeInvalidValue, "rule %q appears twice", name)
+	}
+	u[name] = true
 	return nil
 }
 

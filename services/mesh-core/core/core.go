@@ -11,7 +11,6 @@ import (
 	"github.com/cloudwego/hertz/pkg/app/server"
 	kserver "github.com/cloudwego/kitex/server"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/internal/etcdx"
@@ -43,8 +42,7 @@ type MeshCore struct {
 
 // New binds mesh-core's ports and connects to etcd; Start serves.
 func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := httpx.NewRegistry()
 	m := newMetrics(reg)
 
 	cli, err := etcdx.NewClient(cfg.EtcdEndpoints)

@@ -14,7 +14,6 @@ import (
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 	"github.com/cloudwego/kitex/client"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/internal/etcdx"
@@ -42,8 +41,7 @@ type Mixer struct {
 
 // New binds the mixer's port and connects to etcd; Start serves.
 func New(cfg Config, log *slog.Logger) (*Mixer, error) {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := httpx.NewRegistry()
 	m := newMetrics(reg)
 
 	cli, err := etcdx.NewClient(cfg.EtcdEndpoints)

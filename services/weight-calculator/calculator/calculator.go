@@ -14,7 +14,6 @@ import (
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/server"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/internal/etcdx"
@@ -63,8 +62,7 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 		log:   log,
 		store: NewStore(cfg.Window, cfg.Windows, cfg.MaxSeries),
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := httpx.NewRegistry()
 	c.metrics = newMetrics(reg, c.store)
 
 	var err error
