@@ -95,10 +95,10 @@ func (c *child) stop() {
 	}
 }
 
-// cpuSeconds is the child's user+system CPU time so far (/proc/<pid>/stat
-// fields 14 and 15, in clock ticks).
-func (c *child) cpuSeconds(tick float64) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
+// cpuSeconds is the user+system CPU time of process pid so far
+// (/proc/<pid>/stat fields 14 and 15, in clock ticks).
+func cpuSeconds(pid int, tick float64) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
@@ -122,24 +122,20 @@ func (c *child) maxRSSMiB() (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for l := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024, err
-		}
+	_, v, ok := strings.Cut(string(b), "VmHWM:")
+	var kb float64
+	if _, err := fmt.Sscanf(v, "%f kB", &kb); !ok || err != nil {
+		return 0, fmt.Errorf("no VmHWM in /proc/<pid>/status: %v", err)
 	}
-	return 0, errors.New("no VmHWM in /proc/<pid>/status")
+	return kb / 1024, nil
 }
 
-// clockTick is USER_HZ, the unit of /proc/<pid>/stat times; 100 almost
+// clockTick is USER_HZ, the unit of /proc/<pid>/stat times: 100 almost
 // everywhere, which is also the fallback.
 func clockTick() float64 {
 	out, err := exec.Command("getconf", "CLK_TCK").Output()
-	if err != nil {
-		return 100
-	}
-	t, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
-	if err != nil || t <= 0 {
+	t, perr := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+	if err != nil || perr != nil || t <= 0 {
 		return 100
 	}
 	return t

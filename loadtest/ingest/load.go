@@ -93,6 +93,14 @@ type loadResult struct {
 	errors    map[string]int // everything else, by "status: body" sample
 }
 
+func (r loadResult) errorCount() int {
+	n := 0
+	for _, v := range r.errors {
+		n += v
+	}
+	return n
+}
+
 // load keeps conns requests in flight for d, cycling through bodies.
 func load(client *http.Client, url string, bodies [][]byte, reportsPerReq, conns int, d time.Duration) loadResult {
 	ctx, cancel := context.WithTimeout(context.Background(), d)

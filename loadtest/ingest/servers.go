@@ -150,41 +150,45 @@ func reject(c *gin.Context, status int, fe *jsonx.FieldError) {
 }
 
 // decodeStd is telemetry.Decode rebuilt on a streaming encoding/json
-// Decoder: one report object or an array of them, unknown fields refused,
-// trailing data refused, then telemetry.Validate on each report.
+// Decoder: one report object or an array of them, unknown fields and
+// trailing data refused, then telemetry.Validate on each report. An
+// oversized body comes back as the *http.MaxBytesError.
 func decodeStd(r io.Reader, lim telemetry.Limits, now time.Time) ([]telemetry.Report, error) {
 	br := bufio.NewReader(r)
 	first, err := peekNonSpace(br)
 	if errors.Is(err, io.EOF) {
 		return nil, jsonx.Errorf("", jsonx.CodeMalformedJSON, "empty body")
-	} else if err != nil {
-		return nil, err
 	}
 	dec := json.NewDecoder(br)
 	dec.DisallowUnknownFields()
 	var reports []telemetry.Report
-	switch first {
-	case '[':
+	switch {
+	case err != nil:
+	case first == '[':
 		err = dec.Decode(&reports)
-	case '{':
+	case first == '{':
 		reports = make([]telemetry.Report, 1)
 		err = dec.Decode(&reports[0])
 	default:
 		return nil, jsonx.Errorf("", jsonx.CodeMalformedJSON, "want a report object or an array of reports")
 	}
 	if err == nil {
-		if _, err = dec.Token(); errors.Is(err, io.EOF) {
-			err = nil
-		} else if err == nil {
+		if _, err = dec.Token(); err == nil {
 			err = errors.New("trailing data after the JSON value")
+		} else if errors.Is(err, io.EOF) {
+			err = nil
 		}
 	}
-	if err != nil {
-		return nil, classify(err)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, err
+	} else if err != nil {
+		return nil, jsonx.Errorf("", jsonx.CodeMalformedJSON, "%v", err)
 	}
 	return reports, validateAll(reports, first == '[', lim, now)
 }
 
+// validateAll applies telemetry.Decode's checks to decoded reports.
 func validateAll(reports []telemetry.Report, array bool, lim telemetry.Limits, now time.Time) error {
 	if len(reports) == 0 {
 		return jsonx.Errorf("", jsonx.CodeInvalidValue, "empty array: send at least one report")
@@ -214,20 +218,4 @@ func peekNonSpace(br *bufio.Reader) (byte, error) {
 			return b, br.UnreadByte()
 		}
 	}
-}
-
-// classify turns an encoding/json error into the mixer's error codes; an
-// oversized body passes through so that the handler answers 413.
-func classify(err error) error {
-	var mbe *http.MaxBytesError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &mbe):
-		return err
-	case errors.As(err, &te):
-		return jsonx.Errorf(te.Field, jsonx.CodeInvalidType, "%v", err)
-	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		return jsonx.Errorf("", jsonx.CodeUnknownField, "%v", err)
-	}
-	return jsonx.Errorf("", jsonx.CodeMalformedJSON, "%v", err)
 }
