@@ -56,11 +56,23 @@ func Join(parent, child string) string {
 	switch {
 	case parent == "":
 		return child
+	case child == "":
+		return parent
 	case strings.HasPrefix(child, "["):
 		return parent + child
 	default:
 		return parent + "." + child
 	}
+}
+
+// Under puts fe below path: its field becomes path.field. Validators name
+// fields relative to what they check and their callers add the path, only
+// when there is an error to report.
+func Under(path string, fe *FieldError) *FieldError {
+	if fe != nil {
+		fe.Field = Join(path, fe.Field)
+	}
+	return fe
 }
 
 // Index appends an array index to a path: Index("calls", 3) is "calls[3]".

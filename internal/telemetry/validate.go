@@ -59,8 +59,8 @@ func Decode(body []byte, lim Limits, now time.Time) ([]Report, *jsonx.FieldError
 			return nil, jsonx.Errorf("", jsonx.CodeTooMany, "%d reports in one request, at most %d", len(reports), lim.MaxReportsPerRequest)
 		}
 		for i := range reports {
-			if fe := Validate(&reports[i], lim, now, jsonx.Index("", i)); fe != nil {
-				return nil, fe
+			if fe := validate(&reports[i], lim, now); fe != nil {
+				return nil, jsonx.Under(jsonx.Index("", i), fe)
 			}
 		}
 	case trimmed[0] == '{':
@@ -68,7 +68,7 @@ func Decode(body []byte, lim Limits, now time.Time) ([]Report, *jsonx.FieldError
 		if fe := jsonx.Decode(body, &reports[0]); fe != nil {
 			return nil, fe
 		}
-		if fe := Validate(&reports[0], lim, now, ""); fe != nil {
+		if fe := validate(&reports[0], lim, now); fe != nil {
 			return nil, fe
 		}
 	default:
@@ -79,132 +79,139 @@ func Decode(body []byte, lim Limits, now time.Time) ([]Report, *jsonx.FieldError
 
 // Validate checks one decoded report; path prefixes the field names it reports.
 func Validate(r *Report, lim Limits, now time.Time, path string) *jsonx.FieldError {
-	at := func(field string) string { return jsonx.Join(path, field) }
+	return jsonx.Under(path, validate(r, lim, now))
+}
+
+// validate and the checks below name fields relative to what they check: no
+// path is built unless there is an error to report.
+func validate(r *Report, lim Limits, now time.Time) *jsonx.FieldError {
 	if r.Reporter == nil {
-		return jsonx.Errorf(at("reporter"), jsonx.CodeMissingField, "reporter is required")
+		return jsonx.Errorf("reporter", jsonx.CodeMissingField, "reporter is required")
 	}
-	if fe := jsonx.Name(at("reporter.service"), r.Reporter.Service, true); fe != nil {
+	if fe := jsonx.Name("reporter.service", r.Reporter.Service, true); fe != nil {
 		return fe
 	}
-	if fe := jsonx.Name(at("reporter.instance"), r.Reporter.Instance, true); fe != nil {
+	if fe := jsonx.Name("reporter.instance", r.Reporter.Instance, true); fe != nil {
 		return fe
 	}
-	if fe := jsonx.Name(at("reporter.cluster"), r.Reporter.Cluster, false); fe != nil {
+	if fe := jsonx.Name("reporter.cluster", r.Reporter.Cluster, false); fe != nil {
 		return fe
 	}
-	if fe := jsonx.Name(at("reporter.zone"), r.Reporter.Zone, false); fe != nil {
+	if fe := jsonx.Name("reporter.zone", r.Reporter.Zone, false); fe != nil {
 		return fe
 	}
 	if r.WindowMs == 0 {
-		return jsonx.Errorf(at("window_ms"), jsonx.CodeMissingField, "window_ms is required")
+		return jsonx.Errorf("window_ms", jsonx.CodeMissingField, "window_ms is required")
 	}
 	if w := time.Duration(r.WindowMs) * time.Millisecond; r.WindowMs < 0 || w < lim.MinWindow || w > lim.MaxWindow {
-		return jsonx.Errorf(at("window_ms"), jsonx.CodeOutOfRange, "window_ms %d is outside [%d, %d]",
+		return jsonx.Errorf("window_ms", jsonx.CodeOutOfRange, "window_ms %d is outside [%d, %d]",
 			r.WindowMs, lim.MinWindow.Milliseconds(), lim.MaxWindow.Milliseconds())
 	}
 	if r.TimestampMs == 0 {
-		return jsonx.Errorf(at("timestamp_ms"), jsonx.CodeMissingField, "timestamp_ms is required")
+		return jsonx.Errorf("timestamp_ms", jsonx.CodeMissingField, "timestamp_ms is required")
 	}
 	if ts := time.UnixMilli(r.TimestampMs); ts.After(now.Add(lim.MaxFutureSkew)) || ts.Before(now.Add(-lim.MaxAge)) {
-		return jsonx.Errorf(at("timestamp_ms"), jsonx.CodeOutOfRange,
+		return jsonx.Errorf("timestamp_ms", jsonx.CodeOutOfRange,
 			"timestamp_ms %d is more than %s ahead of or %s behind the mixer's clock", r.TimestampMs, lim.MaxFutureSkew, lim.MaxAge)
 	}
 	if r.Server != nil {
-		if fe := validateServer(r.Server, at("server")); fe != nil {
-			return fe
+		if fe := validateServer(r.Server); fe != nil {
+			return jsonx.Under("server", fe)
 		}
 	}
 	if len(r.Calls) > lim.MaxCallsPerReport {
-		return jsonx.Errorf(at("calls"), jsonx.CodeTooMany, "%d calls in one report, at most %d", len(r.Calls), lim.MaxCallsPerReport)
+		return jsonx.Errorf("calls", jsonx.CodeTooMany, "%d calls in one report, at most %d", len(r.Calls), lim.MaxCallsPerReport)
 	}
 	for i := range r.Calls {
-		if fe := validateCall(&r.Calls[i], jsonx.Index(at("calls"), i)); fe != nil {
-			return fe
+		if fe := validateCall(&r.Calls[i]); fe != nil {
+			return jsonx.Under(jsonx.Index("calls", i), fe)
 		}
 	}
 	if len(r.DryRunDenials) > lim.MaxDenialsPerReport {
-		return jsonx.Errorf(at("dry_run_denials"), jsonx.CodeTooMany, "%d dry-run denials in one report, at most %d",
+		return jsonx.Errorf("dry_run_denials", jsonx.CodeTooMany, "%d dry-run denials in one report, at most %d",
 			len(r.DryRunDenials), lim.MaxDenialsPerReport)
 	}
 	for i := range r.DryRunDenials {
-		if fe := validateDenial(&r.DryRunDenials[i], jsonx.Index(at("dry_run_denials"), i)); fe != nil {
-			return fe
+		if fe := validateDenial(&r.DryRunDenials[i]); fe != nil {
+			return jsonx.Under(jsonx.Index("dry_run_denials", i), fe)
 		}
 	}
 	return nil
 }
 
-func validateServer(s *ServerStats, path string) *jsonx.FieldError {
-	at := func(field string) string { return jsonx.Join(path, field) }
-	for _, c := range []struct {
-		field string
-		v     int64
-	}{{"requests", s.Requests}, {"inflight", s.Inflight}, {"client_timeouts", s.ClientTimeouts}} {
-		if fe := checkCount(at(c.field), c.v); fe != nil {
-			return fe
-		}
-	}
-	if fe := checkFloat(at("cpu_util"), s.CPUUtil, 1); fe != nil {
+func validateServer(s *ServerStats) *jsonx.FieldError {
+	if fe := checkCount("requests", s.Requests); fe != nil {
 		return fe
 	}
-	if fe := checkFloat(at("queue_time_ms_avg"), s.QueueTimeMsAvg, math.MaxFloat64); fe != nil {
+	if fe := checkCount("inflight", s.Inflight); fe != nil {
 		return fe
 	}
-	if fe := checkFloat(at("queue_time_ms_p99"), s.QueueTimeMsP99, math.MaxFloat64); fe != nil {
+	if fe := checkCount("client_timeouts", s.ClientTimeouts); fe != nil {
+		return fe
+	}
+	if fe := checkFloat("cpu_util", s.CPUUtil, 1); fe != nil {
+		return fe
+	}
+	if fe := checkFloat("queue_time_ms_avg", s.QueueTimeMsAvg, math.MaxFloat64); fe != nil {
+		return fe
+	}
+	if fe := checkFloat("queue_time_ms_p99", s.QueueTimeMsP99, math.MaxFloat64); fe != nil {
 		return fe
 	}
 	for prio, n := range s.RequestsByPriority {
-		field := jsonx.Join(at("requests_by_priority"), strconv.Itoa(int(prio)))
 		if prio < 0 || prio > MaxPriority {
-			return jsonx.Errorf(field, jsonx.CodeOutOfRange, "priority %d is outside [0, %d]", prio, MaxPriority)
+			return jsonx.Errorf(priorityField(prio), jsonx.CodeOutOfRange, "priority %d is outside [0, %d]", prio, MaxPriority)
 		}
-		if fe := checkCount(field, n); fe != nil {
-			return fe
+		if n < 0 {
+			return jsonx.Errorf(priorityField(prio), jsonx.CodeOutOfRange, "%d is negative", n)
 		}
 	}
 	return nil
 }
 
-func validateCall(c *Call, path string) *jsonx.FieldError {
-	at := func(field string) string { return jsonx.Join(path, field) }
-	if fe := jsonx.Name(at("callee_service"), c.CalleeService, true); fe != nil {
-		return fe
-	}
-	if fe := jsonx.Name(at("callee_instance"), c.CalleeInstance, true); fe != nil {
-		return fe
-	}
-	for _, n := range []struct {
-		field string
-		v     int64
-	}{{"requests", c.Requests}, {"errors", c.Errors}, {"timeouts", c.Timeouts}} {
-		if fe := checkCount(at(n.field), n.v); fe != nil {
-			return fe
-		}
-	}
-	if c.Errors > c.Requests {
-		return jsonx.Errorf(at("errors"), jsonx.CodeOutOfRange, "errors %d exceed requests %d", c.Errors, c.Requests)
-	}
-	if c.Timeouts > c.Requests {
-		return jsonx.Errorf(at("timeouts"), jsonx.CodeOutOfRange, "timeouts %d exceed requests %d", c.Timeouts, c.Requests)
-	}
-	if fe := checkFloat(at("latency_ms_avg"), c.LatencyMsAvg, math.MaxFloat64); fe != nil {
-		return fe
-	}
-	return checkFloat(at("latency_ms_p99"), c.LatencyMsP99, math.MaxFloat64)
+func priorityField(prio int32) string {
+	return jsonx.Join("requests_by_priority", strconv.Itoa(int(prio)))
 }
 
-func validateDenial(d *DryRunDenial, path string) *jsonx.FieldError {
-	at := func(field string) string { return jsonx.Join(path, field) }
-	if fe := jsonx.Name(at("callee_service"), d.CalleeService, true); fe != nil {
+func validateCall(c *Call) *jsonx.FieldError {
+	if fe := jsonx.Name("callee_service", c.CalleeService, true); fe != nil {
 		return fe
 	}
-	if fe := jsonx.Name(at("caller_service"), d.CallerService, true); fe != nil {
+	if fe := jsonx.Name("callee_instance", c.CalleeInstance, true); fe != nil {
 		return fe
 	}
-	if fe := jsonx.Name(at("rule"), d.Rule, true); fe != nil {
+	if fe := checkCount("requests", c.Requests); fe != nil {
 		return fe
 	}
-	return checkCount(at("count"), d.Count)
+	if fe := checkCount("errors", c.Errors); fe != nil {
+		return fe
+	}
+	if fe := checkCount("timeouts", c.Timeouts); fe != nil {
+		return fe
+	}
+	if c.Errors > c.Requests {
+		return jsonx.Errorf("errors", jsonx.CodeOutOfRange, "errors %d exceed requests %d", c.Errors, c.Requests)
+	}
+	if c.Timeouts > c.Requests {
+		return jsonx.Errorf("timeouts", jsonx.CodeOutOfRange, "timeouts %d exceed requests %d", c.Timeouts, c.Requests)
+	}
+	if fe := checkFloat("latency_ms_avg", c.LatencyMsAvg, math.MaxFloat64); fe != nil {
+		return fe
+	}
+	return checkFloat("latency_ms_p99", c.LatencyMsP99, math.MaxFloat64)
+}
+
+func validateDenial(d *DryRunDenial) *jsonx.FieldError {
+	if fe := jsonx.Name("callee_service", d.CalleeService, true); fe != nil {
+		return fe
+	}
+	if fe := jsonx.Name("caller_service", d.CallerService, true); fe != nil {
+		return fe
+	}
+	if fe := jsonx.Name("rule", d.Rule, true); fe != nil {
+		return fe
+	}
+	return checkCount("count", d.Count)
 }
 
 func checkCount(field string, v int64) *jsonx.FieldError {

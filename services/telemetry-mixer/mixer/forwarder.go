@@ -70,17 +70,6 @@ type record struct {
 	attempts  int
 }
 
-func (r *record) kind() string {
-	switch {
-	case r.server != nil:
-		return "server"
-	case r.edge != nil:
-		return "edge"
-	default:
-		return "denial"
-	}
-}
-
 // NewForwarder sends through client to the shards router names.
 func NewForwarder(cfg ForwardConfig, mixerID string, router Router, client aggregatorsvc.Client, m *metrics, log *slog.Logger) *Forwarder {
 	return &Forwarder{
@@ -267,9 +256,9 @@ func (f *Forwarder) send(b *batch) {
 	var rejected *aggregator.IngestError
 	switch {
 	case err == nil:
-		for i := range b.records {
-			f.metrics.forwarded.WithLabelValues(b.records[i].kind()).Inc()
-		}
+		f.metrics.forwarded.WithLabelValues("server").Add(float64(len(req.Servers)))
+		f.metrics.forwarded.WithLabelValues("edge").Add(float64(len(req.Edges)))
+		f.metrics.forwarded.WithLabelValues("denial").Add(float64(len(req.Denials)))
 		if resp.RecordsRefused > 0 {
 			f.metrics.dropped.WithLabelValues("refused_by_calculator").Add(float64(resp.RecordsRefused))
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"mime"
 	"strings"
 	"sync"
 	"time"
@@ -151,14 +152,14 @@ func (in *Ingest) Routes(s *httpx.Server) { s.POST("/v1/telemetry", in.Handle) }
 
 // Handle serves one ingest request.
 func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
-	if ct := string(c.ContentType()); ct != "" && !strings.Contains(ct, "json") {
+	if ct := string(c.ContentType()); ct != "" && !isJSON(ct) {
 		in.reject(c, consts.StatusUnsupportedMediaType, jsonx.Errorf("Content-Type", "unsupported_media_type",
 			"want application/json, got %q", ct))
 		return
 	}
 	buf := in.bufs.Get().(*bytes.Buffer)
 	defer func() {
-		if buf.Cap() <= 2*in.maxBody { // keep the pool from pinning outsized buffers
+		if buf.Cap() <= pooledBufferMax { // an outsized body's buffer is not kept
 			buf.Reset()
 			in.bufs.Put(buf)
 		}
@@ -192,6 +193,15 @@ func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
 	}
 	in.metrics.accepted.Add(float64(len(reports)))
 	c.JSON(consts.StatusAccepted, map[string]int{"accepted": len(reports)})
+}
+
+// pooledBufferMax is the largest body buffer kept for reuse.
+const pooledBufferMax = 1 << 20
+
+// isJSON accepts application/json and the +json media types.
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
 }
 
 func (in *Ingest) reject(c *app.RequestContext, status int, fe *jsonx.FieldError) {
