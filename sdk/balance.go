@@ -1,0 +1,71 @@
+package sdk
+
+import (
+	"errors"
+	"sync"
+)
+
+// ErrNoInstance: the service has no instance to send a request to.
+var ErrNoInstance = errors.New("sextant: no instance available")
+
+// Picker picks instances in proportion to their weights with the smooth
+// weighted round robin of nginx: over any run of sum(weights) picks each
+// instance gets exactly its share, interleaved rather than in bursts.
+// Ejected instances (weight 0, unhealthy) are skipped; when no instance has
+// a dynamic weight they all count as equal. Safe for concurrent use.
+type Picker struct {
+	mu      sync.Mutex
+	nodes   []pickNode
+	version int64
+}
+
+type pickNode struct {
+	inst    Instance
+	weight  int64
+	current int64
+}
+
+// Update replaces the instances with those of snap (a no-op when its
+// version was applied already).
+func (p *Picker) Update(snap *Snapshot) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if snap.Version != 0 && snap.Version == p.version {
+		return
+	}
+	p.version = snap.Version
+	p.nodes = p.nodes[:0]
+	for _, in := range snap.Instances {
+		w := int64(in.Weight)
+		if w <= 0 || !in.Healthy && snap.Version != 0 {
+			continue // ejected
+		}
+		p.nodes = append(p.nodes, pickNode{inst: in, weight: w})
+	}
+	if len(p.nodes) == 0 { // never pick from nothing: everyone, equal
+		for _, in := range snap.Instances {
+			p.nodes = append(p.nodes, pickNode{inst: in, weight: 1})
+		}
+	}
+}
+
+// Pick returns the next instance.
+func (p *Picker) Pick() (Instance, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.nodes) == 0 {
+		return Instance{}, ErrNoInstance
+	}
+	var total int64
+	best := -1
+	for i := range p.nodes {
+		n := &p.nodes[i]
+		n.current += n.weight
+		total += n.weight
+		if best < 0 || n.current > p.nodes[best].current {
+			best = i
+		}
+	}
+	p.nodes[best].current -= total
+	return p.nodes[best].inst, nil
+}

@@ -1,0 +1,190 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sextant-mesh/sextant/internal/backoff"
+)
+
+// EffectiveConfig is one governance config as this instance applies it.
+type EffectiveConfig struct {
+	Kind     string          `json:"kind"`
+	Scope    string          `json:"scope"`
+	Revision int64           `json:"revision"`
+	Source   string          `json:"source"`
+	Document json.RawMessage `json:"document"`
+}
+
+// WatchAnswer is what the config-center says this instance applies.
+type WatchAnswer struct {
+	Service  string                     `json:"service"`
+	Instance string                     `json:"instance"`
+	Version  int64                      `json:"version"`
+	Configs  []EffectiveConfig          `json:"configs"`
+	Policies map[string]json.RawMessage `json:"policies"`
+}
+
+// Find returns the config of kind and scope, if any applies.
+func (a *WatchAnswer) Find(kind, scope string) (EffectiveConfig, bool) {
+	for _, c := range a.Configs {
+		if c.Kind == kind && c.Scope == scope {
+			return c, true
+		}
+	}
+	return EffectiveConfig{}, false
+}
+
+// ConfigWatcher long-polls the config-center for what one instance applies,
+// reports the version it applied on the next poll, and keeps the last good
+// answer while the config-center is away.
+type ConfigWatcher struct {
+	o      ConfigWatcherOptions
+	client *http.Client
+	retry  backoff.Policy
+	answer atomic.Pointer[WatchAnswer]
+	access atomic.Pointer[AccessRules]
+
+	mu        sync.Mutex
+	listeners []func(*WatchAnswer)
+	cancel    context.CancelFunc
+	done      chan struct{}
+}
+
+// ConfigWatcherOptions configure a ConfigWatcher.
+type ConfigWatcherOptions struct {
+	ConfigCenter string // host:port
+	Service      string
+	Instance     string
+	// Calls names the services this one calls, for their dynamic policies.
+	Calls  []string
+	Wait   time.Duration
+	Token  string // when the config-center needs a reader token
+	Logger *slog.Logger
+}
+
+// NewConfigWatcher makes a watcher; Start polls.
+func NewConfigWatcher(o ConfigWatcherOptions) *ConfigWatcher {
+	if o.Wait <= 0 {
+		o.Wait = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &ConfigWatcher{o: o, client: &http.Client{Timeout: o.Wait + 10*time.Second},
+		retry: backoff.Policy{Base: 200 * time.Millisecond, Max: 10 * time.Second}}
+}
+
+// OnChange adds a listener called with every new answer.
+func (w *ConfigWatcher) OnChange(f func(*WatchAnswer)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.listeners = append(w.listeners, f)
+}
+
+// Current is the last answer; nil before the first.
+func (w *ConfigWatcher) Current() *WatchAnswer { return w.answer.Load() }
+
+// AccessRules are the service's access rules in force (nil: none).
+func (w *ConfigWatcher) AccessRules() *AccessRules { return w.access.Load() }
+
+// Start polls in the background; Close stops.
+func (w *ConfigWatcher) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel, w.done = cancel, make(chan struct{})
+	go w.run(ctx)
+}
+
+// Close stops polling.
+func (w *ConfigWatcher) Close() {
+	if w.cancel != nil {
+		w.cancel()
+		<-w.done
+	}
+}
+
+func (w *ConfigWatcher) run(ctx context.Context) {
+	defer close(w.done)
+	var version int64
+	failures := 0
+	for ctx.Err() == nil {
+		a, err := w.poll(ctx, version)
+		if err != nil {
+			failures++
+			if failures == 1 || failures%30 == 0 {
+				w.o.Logger.Warn("config-center unreachable; keeping the last config", "err", err, "failures", failures)
+			}
+			w.retry.Sleep(ctx, failures)
+			continue
+		}
+		failures = 0
+		if a == nil {
+			continue
+		}
+		version = a.Version
+		w.apply(a)
+	}
+}
+
+func (w *ConfigWatcher) apply(a *WatchAnswer) {
+	var rules *AccessRules
+	if c, ok := a.Find("access_control", w.o.Service); ok {
+		var r AccessRules
+		if json.Unmarshal(c.Document, &r) == nil {
+			rules = &r
+		}
+	}
+	w.access.Store(rules)
+	w.answer.Store(a)
+	w.mu.Lock()
+	ls := append([]func(*WatchAnswer){}, w.listeners...)
+	w.mu.Unlock()
+	for _, l := range ls {
+		l(a)
+	}
+}
+
+func (w *ConfigWatcher) poll(ctx context.Context, version int64) (*WatchAnswer, error) {
+	q := url.Values{"service": {w.o.Service}, "instance": {w.o.Instance},
+		"version": {fmt.Sprint(version)}, "wait": {w.o.Wait.String()}}
+	if version != 0 {
+		q.Set("applied", fmt.Sprint(version)) // the last answer is applied by now
+	}
+	if len(w.o.Calls) > 0 {
+		q.Set("calls", strings.Join(w.o.Calls, ","))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.o.ConfigCenter+"/v1/watch?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if w.o.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+w.o.Token)
+	}
+	resp, err := w.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNotModified:
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil, nil
+	case http.StatusOK:
+		var a WatchAnswer
+		if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+			return nil, err
+		}
+		return &a, nil
+	default:
+		return nil, fmt.Errorf("config-center answered %d", resp.StatusCode)
+	}
+}

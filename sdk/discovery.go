@@ -1,0 +1,215 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sextant-mesh/sextant/internal/backoff"
+)
+
+// Instance is one instance of a service as mesh-core hands it out.
+type Instance struct {
+	Instance     string            `json:"instance"`
+	Addr         string            `json:"addr"`
+	Zone         string            `json:"zone,omitempty"`
+	Cluster      string            `json:"cluster,omitempty"`
+	Weight       int32             `json:"weight"`
+	StaticWeight int32             `json:"static_weight"`
+	Healthy      bool              `json:"healthy"`
+	Metadata     map[string]string `json:"metadata"`
+	Overload     *Overload         `json:"overload,omitempty"`
+}
+
+// Overload is an admission decision: drop requests below AdmitMinPriority.
+type Overload struct {
+	State            string `json:"state"`
+	AdmitMinPriority int32  `json:"admit_min_priority"`
+}
+
+// Snapshot is one service's discovery answer. Fresh is false while the
+// SDK has not heard from mesh-core lately (it keeps the last answer).
+type Snapshot struct {
+	Service     string     `json:"service"`
+	Version     int64      `json:"version"`
+	Instances   []Instance `json:"instances"`
+	Overload    Overload   `json:"overload"`
+	PolicyAgeMs int64      `json:"policy_age_ms"`
+	Stale       bool       `json:"stale"`
+	ReceivedAt  time.Time  `json:"-"`
+}
+
+// Discovery long-polls mesh-core for the services a process calls or
+// serves, and keeps the last good answer of each. It never blocks a request:
+// Get returns what it has, at once; with no answer ever received it returns
+// the static instances it was given (fail static).
+type Discovery struct {
+	base   string
+	client *http.Client
+	wait   time.Duration
+	retry  backoff.Policy
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	services map[string]*watched
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+type watched struct {
+	snap      atomic.Pointer[Snapshot]
+	static    []Instance
+	listeners []func(*Snapshot)
+}
+
+// DiscoveryOptions configure a Discovery.
+type DiscoveryOptions struct {
+	// MeshCore is mesh-core's HTTP address (host:port), e.g. 127.0.0.1:7703.
+	MeshCore string
+	// Wait is the long-poll wait asked of mesh-core (default 30 s).
+	Wait time.Duration
+	// Logger receives warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+// NewDiscovery makes a Discovery; Watch adds services to it.
+func NewDiscovery(o DiscoveryOptions) *Discovery {
+	if o.Wait <= 0 {
+		o.Wait = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Discovery{
+		base:     "http://" + o.MeshCore,
+		client:   &http.Client{Timeout: o.Wait + 10*time.Second},
+		wait:     o.Wait,
+		retry:    backoff.Policy{Base: 200 * time.Millisecond, Max: 10 * time.Second},
+		log:      o.Logger,
+		services: map[string]*watched{},
+		ctx:      ctx, cancel: cancel,
+	}
+}
+
+// Watch starts following service; static are the instances to use until
+// mesh-core has answered once. onChange, if not nil, is called with every
+// new snapshot. Watching a service twice adds the listener.
+func (d *Discovery) Watch(service string, static []Instance, onChange func(*Snapshot)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w, ok := d.services[service]
+	if !ok {
+		w = &watched{static: static}
+		d.services[service] = w
+		d.wg.Add(1)
+		go d.follow(service, w)
+	}
+	if onChange != nil {
+		w.listeners = append(w.listeners, onChange)
+		if s := w.snap.Load(); s != nil {
+			onChange(s)
+		}
+	}
+}
+
+// Get returns the last snapshot of service, or one made of its static
+// instances when mesh-core never answered; ok is false when neither exists.
+func (d *Discovery) Get(service string) (*Snapshot, bool) {
+	d.mu.Lock()
+	w := d.services[service]
+	d.mu.Unlock()
+	if w == nil {
+		return nil, false
+	}
+	if s := w.snap.Load(); s != nil {
+		return s, true
+	}
+	if len(w.static) == 0 {
+		return nil, false
+	}
+	return &Snapshot{Service: service, Instances: w.static, Overload: Overload{State: "normal"}}, true
+}
+
+// Close stops every poll.
+func (d *Discovery) Close() {
+	d.cancel()
+	d.wg.Wait()
+}
+
+func (d *Discovery) follow(service string, w *watched) {
+	defer d.wg.Done()
+	version := int64(0)
+	failures := 0
+	for d.ctx.Err() == nil {
+		snap, err := d.poll(service, version)
+		switch {
+		case err != nil:
+			failures++
+			if failures == 1 || failures%30 == 0 {
+				d.log.Warn("mesh-core unreachable; keeping the last discovery answer", "service", service, "err", err, "failures", failures)
+			}
+			d.retry.Sleep(d.ctx, failures)
+			continue
+		case snap == nil: // 304: nothing new
+		default:
+			version = snap.Version
+			w.snap.Store(snap)
+			d.mu.Lock()
+			listeners := append([]func(*Snapshot){}, w.listeners...)
+			d.mu.Unlock()
+			for _, l := range listeners {
+				l(snap)
+			}
+		}
+		failures = 0
+	}
+}
+
+// poll runs one long poll; a nil snapshot without error means unchanged.
+func (d *Discovery) poll(service string, version int64) (*Snapshot, error) {
+	u := fmt.Sprintf("%s/v1/discovery/%s?version=%d&wait=%s", d.base, url.PathEscape(service), version, d.wait)
+	req, err := http.NewRequestWithContext(d.ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNotModified:
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil, nil
+	case http.StatusOK:
+		var s Snapshot
+		if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+			return nil, fmt.Errorf("discovery answer: %w", err)
+		}
+		s.ReceivedAt = time.Now()
+		return &s, nil
+	default:
+		return nil, fmt.Errorf("discovery: status %d", resp.StatusCode)
+	}
+}
+
+// Threshold is the admit_min_priority that applies to instance of the
+// service: the higher of the service's and the instance's own.
+func (s *Snapshot) Threshold(instance string) int32 {
+	t := s.Overload.AdmitMinPriority
+	for i := range s.Instances {
+		if s.Instances[i].Instance == instance && s.Instances[i].Overload != nil {
+			t = max(t, s.Instances[i].Overload.AdmitMinPriority)
+		}
+	}
+	return t
+}

@@ -1,0 +1,379 @@
+package sdk
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sextant-mesh/sextant/internal/telemetry"
+)
+
+// Reporter aggregates what a service sees, per window, and sends it to the
+// telemetry-mixer: its own serving side (requests by priority, queueing
+// time, utilization) and its calls to each callee instance (requests,
+// errors, timeouts, latency). Memory is bounded: at most MaxCallees callee
+// instances a window, at most MaxPending windows waiting to be sent; beyond
+// that it drops its own data, oldest first, never the service's requests.
+type Reporter struct {
+	o      ReporterOptions
+	client *http.Client
+	log    *slog.Logger
+
+	mu  sync.Mutex
+	cur *window
+
+	pending chan *telemetry.Report
+	dropped atomic.Int64 // windows or callee entries dropped
+	sent    atomic.Int64
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	lastCPU time.Duration
+	lastAt  time.Time
+}
+
+// ReporterOptions configure a Reporter.
+type ReporterOptions struct {
+	Mixer    string // telemetry-mixer host:port
+	Service  string
+	Instance string
+	Zone     string
+	Cluster  string
+	// Window is the reporting window (default 1 s).
+	Window time.Duration
+	// MaxCallees bounds the callee instances tracked per window (default 1000).
+	MaxCallees int
+	// MaxPending bounds the windows waiting to be sent (default 10).
+	MaxPending int
+	// Utilization returns the share of capacity in use over the last window;
+	// nil uses the gate's busy time over its concurrency when a Gate bounds
+	// concurrency, else the process's CPU time over GOMAXPROCS.
+	Utilization func(window time.Duration) float64
+	Logger      *slog.Logger
+}
+
+type window struct {
+	start     time.Time
+	served    int64
+	shed      int64
+	byPrio    map[int32]int64
+	queue     histogram
+	queueSum  time.Duration
+	busy      time.Duration
+	inflight  int64
+	capacity  int
+	calls     map[calleeKey]*callStats
+	denials   map[denialKey]int64
+	overflown int64
+}
+
+type calleeKey struct{ service, instance string }
+type denialKey struct{ caller, rule string }
+
+type callStats struct {
+	requests, errors, timeouts int64
+	latencySum                 time.Duration
+	latency                    histogram
+}
+
+// NewReporter makes a Reporter; Start sends.
+func NewReporter(o ReporterOptions) *Reporter {
+	if o.Window <= 0 {
+		o.Window = time.Second
+	}
+	if o.MaxCallees <= 0 {
+		o.MaxCallees = 1000
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 10
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Reporter{o: o, client: &http.Client{Timeout: 5 * time.Second}, log: o.Logger,
+		pending: make(chan *telemetry.Report, o.MaxPending)}
+	r.cur = r.newWindow(time.Now())
+	return r
+}
+
+func (r *Reporter) newWindow(now time.Time) *window {
+	return &window{start: now, byPrio: map[int32]int64{}, calls: map[calleeKey]*callStats{}, denials: map[denialKey]int64{}}
+}
+
+// Start closes a window every Window and sends it in the background.
+func (r *Reporter) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.wg.Add(2)
+	go r.tick(ctx)
+	go r.send(ctx)
+}
+
+// Close stops reporting (what is not sent yet is dropped).
+func (r *Reporter) Close() {
+	if r.cancel != nil {
+		r.cancel()
+		r.wg.Wait()
+	}
+}
+
+// Dropped is how many windows and callee entries the reporter dropped.
+func (r *Reporter) Dropped() int64 { return r.dropped.Load() }
+
+// Sent is how many windows the mixer accepted.
+func (r *Reporter) Sent() int64 { return r.sent.Load() }
+
+// RecordCall records one call to an instance of a callee.
+func (r *Reporter) RecordCall(service, instance string, latency time.Duration, failed, timedOut bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := calleeKey{service, instance}
+	c := r.cur.calls[k]
+	if c == nil {
+		if len(r.cur.calls) >= r.o.MaxCallees {
+			r.cur.overflown++
+			return
+		}
+		c = &callStats{}
+		r.cur.calls[k] = c
+	}
+	c.requests++
+	if failed {
+		c.errors++
+	}
+	if timedOut {
+		c.timeouts++
+	}
+	c.latencySum += latency
+	c.latency.add(latency)
+}
+
+func (r *Reporter) arrived(priority int32) {
+	r.mu.Lock()
+	r.cur.byPrio[priority]++
+	r.mu.Unlock()
+}
+
+func (r *Reporter) shed() {
+	r.mu.Lock()
+	r.cur.shed++
+	r.mu.Unlock()
+}
+
+func (r *Reporter) started(queued time.Duration, inflight int64) {
+	r.mu.Lock()
+	r.cur.served++
+	r.cur.queue.add(queued)
+	r.cur.queueSum += queued
+	r.cur.inflight = max(r.cur.inflight, inflight)
+	r.mu.Unlock()
+}
+
+func (r *Reporter) finished(busy time.Duration) {
+	r.mu.Lock()
+	r.cur.busy += busy
+	r.mu.Unlock()
+}
+
+func (r *Reporter) dryRunDenial(caller, rule string) {
+	r.mu.Lock()
+	r.cur.denials[denialKey{caller, rule}]++
+	r.mu.Unlock()
+}
+
+// setCapacity lets a Gate tell the reporter its concurrency bound.
+func (r *Reporter) setCapacity(n int) {
+	r.mu.Lock()
+	r.cur.capacity = n
+	r.mu.Unlock()
+}
+
+func (r *Reporter) tick(ctx context.Context) {
+	defer r.wg.Done()
+	t := time.NewTicker(r.o.Window)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			r.mu.Lock()
+			w := r.cur
+			r.cur = r.newWindow(now)
+			r.cur.capacity = w.capacity
+			r.mu.Unlock()
+			if w.served > 0 || w.shed > 0 || len(w.byPrio) > 0 || len(w.calls) > 0 || len(w.denials) > 0 {
+				r.enqueue(r.build(w, now))
+			}
+		}
+	}
+}
+
+// enqueue keeps at most MaxPending windows, dropping the oldest.
+func (r *Reporter) enqueue(rep *telemetry.Report) {
+	for {
+		select {
+		case r.pending <- rep:
+			return
+		default:
+		}
+		select {
+		case <-r.pending:
+			r.dropped.Add(1)
+		default:
+		}
+	}
+}
+
+func (r *Reporter) send(ctx context.Context) {
+	defer r.wg.Done()
+	failures := 0
+	for {
+		var rep *telemetry.Report
+		select {
+		case <-ctx.Done():
+			return
+		case rep = <-r.pending:
+		}
+		if err := r.post(ctx, rep); err != nil {
+			failures++
+			if failures == 1 || failures%60 == 0 {
+				r.log.Warn("telemetry-mixer unreachable; dropping telemetry windows", "err", err, "failures", failures)
+			}
+			r.dropped.Add(1)
+			continue
+		}
+		failures = 0
+		r.sent.Add(1)
+	}
+}
+
+func (r *Reporter) post(ctx context.Context, rep *telemetry.Report) error {
+	body, err := json.Marshal(rep)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+r.o.Mixer+"/v1/telemetry", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("mixer answered %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// build turns a closed window into a report.
+func (r *Reporter) build(w *window, now time.Time) *telemetry.Report {
+	span := now.Sub(w.start)
+	rep := &telemetry.Report{
+		Reporter:    &telemetry.Reporter{Service: r.o.Service, Instance: r.o.Instance, Zone: r.o.Zone, Cluster: r.o.Cluster},
+		WindowMs:    max(span.Milliseconds(), 100),
+		TimestampMs: now.UnixMilli(),
+	}
+	if w.served > 0 || w.shed > 0 || len(w.byPrio) > 0 {
+		s := &telemetry.ServerStats{Requests: w.served, Inflight: w.inflight, RequestsByPriority: w.byPrio,
+			QueueTimeMsP99: w.queue.quantile(0.99)}
+		if w.served > 0 {
+			s.QueueTimeMsAvg = ms(w.queueSum) / float64(w.served)
+		}
+		s.CPUUtil = r.utilization(w, span, now)
+		rep.Server = s
+	}
+	for k, c := range w.calls {
+		rep.Calls = append(rep.Calls, telemetry.Call{
+			CalleeService: k.service, CalleeInstance: k.instance, Requests: c.requests, Errors: c.errors, Timeouts: c.timeouts,
+			LatencyMsAvg: ms(c.latencySum) / float64(c.requests), LatencyMsP99: c.latency.quantile(0.99),
+		})
+	}
+	for k, n := range w.denials {
+		rep.DryRunDenials = append(rep.DryRunDenials, telemetry.DryRunDenial{
+			CalleeService: r.o.Service, CallerService: k.caller, Rule: k.rule, Count: n})
+	}
+	if w.overflown > 0 {
+		r.dropped.Add(w.overflown)
+	}
+	return rep
+}
+
+func (r *Reporter) utilization(w *window, span time.Duration, now time.Time) float64 {
+	var u float64
+	switch {
+	case r.o.Utilization != nil:
+		u = r.o.Utilization(span)
+	case w.capacity > 0:
+		u = float64(w.busy) / (float64(span) * float64(w.capacity))
+	default:
+		cpu := processCPU()
+		if !r.lastAt.IsZero() {
+			u = float64(cpu-r.lastCPU) / (float64(now.Sub(r.lastAt)) * float64(runtime.GOMAXPROCS(0)))
+		}
+		r.lastCPU, r.lastAt = cpu, now
+	}
+	if math.IsNaN(u) || u < 0 {
+		return 0
+	}
+	return math.Min(u, 1)
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// histogram counts durations in log buckets (about 12 % wide) from 10 µs to
+// about 100 s, for p99s in a fixed, small amount of memory.
+type histogram struct {
+	counts [128]uint32
+	n      uint32
+}
+
+const histBase = 10 * time.Microsecond
+
+func bucketOf(d time.Duration) int {
+	if d <= histBase {
+		return 0
+	}
+	b := int(math.Log(float64(d)/float64(histBase)) / math.Log(1.12))
+	return min(b, 127)
+}
+
+func (h *histogram) add(d time.Duration) {
+	h.counts[bucketOf(d)]++
+	h.n++
+}
+
+// quantile returns the upper bound of the bucket holding quantile q, in ms.
+func (h *histogram) quantile(q float64) float64 {
+	if h.n == 0 {
+		return 0
+	}
+	rank := uint32(math.Ceil(q * float64(h.n)))
+	var seen uint32
+	for b, c := range h.counts {
+		seen += c
+		if seen >= rank {
+			return ms(time.Duration(float64(histBase) * math.Pow(1.12, float64(b+1))))
+		}
+	}
+	return 0
+}
