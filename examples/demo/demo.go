@@ -1,0 +1,315 @@
+// Package demo is Sextant's demo: a Kitex comment service whose instances
+// have different capacities, a front that calls it with mixed priorities
+// through the Sextant SDK, and a load driver. `sextant dev --demo` runs it
+// against the control plane and prints, once a second, each instance's
+// weight and share of traffic and the admission threshold. The end-to-end
+// tests drive the same pieces.
+package demo
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudwego/kitex/client"
+	"github.com/cloudwego/kitex/pkg/rpcinfo"
+	"github.com/cloudwego/kitex/server"
+
+	"github.com/sextant-mesh/sextant/internal/kitexx"
+	"github.com/sextant-mesh/sextant/kitex_gen/sextant/demo"
+	"github.com/sextant-mesh/sextant/kitex_gen/sextant/demo/comment"
+	"github.com/sextant-mesh/sextant/sdk"
+	"github.com/sextant-mesh/sextant/sdk/kitexsdk"
+)
+
+// Service is the demo backend's service name.
+const Service = "comment-svc"
+
+// ControlPlane is where the demo finds Sextant.
+type ControlPlane struct {
+	MeshCore string // HTTP host:port
+	Mixer    string // HTTP host:port
+	Window   time.Duration
+}
+
+// Backend is one instance of the comment service: it serves at most
+// Concurrency requests at once, each taking Cost.
+type Backend struct {
+	ID        string
+	cost      atomic.Int64
+	srv       server.Server
+	done      <-chan error
+	disc      *sdk.Discovery
+	rep       *sdk.Reporter
+	registrar *sdk.Registrar
+}
+
+// StartBackend starts an instance on a free port, registered in mesh-core.
+func StartBackend(cp ControlPlane, cost time.Duration, concurrency int, log *slog.Logger) (*Backend, error) {
+	ln, err := kitexx.Listen("127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{ID: ln.Addr().String()}
+	b.cost.Store(int64(cost))
+	b.disc = sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: cp.MeshCore, Logger: log})
+	b.disc.Watch(Service, nil, nil)
+	b.rep = sdk.NewReporter(sdk.ReporterOptions{Mixer: cp.Mixer, Service: Service, Instance: b.ID, Window: cp.Window, Logger: log})
+	gate := sdk.NewGate(sdk.GateOptions{
+		Concurrency: concurrency,
+		Reporter:    b.rep,
+		Threshold: func() int32 {
+			if s, ok := b.disc.Get(Service); ok {
+				return s.Threshold(b.ID)
+			}
+			return 0
+		},
+	})
+	opts := append(kitexx.ServerOptions(Service, ln), server.WithSuite(kitexsdk.NewServerSuite(gate)))
+	b.srv = comment.NewServer(&handler{b: b}, opts...)
+	b.done = kitexx.Serve(b.srv)
+	b.rep.Start()
+	b.registrar = sdk.NewRegistrar(cp.MeshCore, sdk.Registration{Service: Service, Instance: b.ID, Addr: b.ID, TTLSeconds: 10}, log)
+	return b, nil
+}
+
+// SetCost changes how long each request takes (5x makes a slow instance).
+func (b *Backend) SetCost(d time.Duration) { b.cost.Store(int64(d)) }
+
+// Close deregisters and stops the instance.
+func (b *Backend) Close() {
+	b.registrar.Close()
+	_ = b.srv.Stop()
+	<-b.done
+	b.rep.Close()
+	b.disc.Close()
+}
+
+type handler struct{ b *Backend }
+
+func (h *handler) Get(_ context.Context, req *demo.GetRequest) (*demo.GetResponse, error) {
+	time.Sleep(time.Duration(h.b.cost.Load()))
+	return &demo.GetResponse{Instance: h.b.ID, Text: "comment " + req.Id}, nil
+}
+
+// Front calls the comment service through the Sextant SDK: discovery and
+// weights from mesh-core, priorities in metainfo, calls reported.
+type Front struct {
+	client comment.Client
+	disc   *sdk.Discovery
+	rep    *sdk.Reporter
+}
+
+// NewFront makes the caller "front".
+func NewFront(cp ControlPlane, timeout time.Duration, log *slog.Logger) (*Front, error) {
+	f := &Front{
+		disc: sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: cp.MeshCore, Logger: log}),
+		rep:  sdk.NewReporter(sdk.ReporterOptions{Mixer: cp.Mixer, Service: "front", Instance: "front-1", Window: cp.Window, Logger: log}),
+	}
+	opts := append(kitexsdk.ClientOptions(Service, f.disc, f.rep, nil),
+		client.WithRPCTimeout(timeout),
+		client.WithClientBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: "front"}))
+	c, err := comment.NewClient(Service, opts...)
+	if err != nil {
+		return nil, err
+	}
+	f.client = c
+	f.rep.Start()
+	return f, nil
+}
+
+// Snapshot is mesh-core's last answer for the comment service, as the front sees it.
+func (f *Front) Snapshot() (*sdk.Snapshot, bool) { return f.disc.Get(Service) }
+
+// Call makes one call at priority; it returns the instance that served it.
+func (f *Front) Call(ctx context.Context, priority int32) (string, error) {
+	resp, err := f.client.Get(kitexsdk.WithPriority(ctx, priority), &demo.GetRequest{Id: "1"})
+	if err != nil {
+		return "", err
+	}
+	return resp.Instance, nil
+}
+
+// Close stops the front.
+func (f *Front) Close() {
+	f.rep.Close()
+	f.disc.Close()
+}
+
+// Recorder keeps, per second, which instance served each call, the
+// latencies, and the outcome by priority.
+type Recorder struct {
+	mu      sync.Mutex
+	seconds map[int64]*Second
+}
+
+// Second is one second of calls.
+type Second struct {
+	ByInstance map[string]int
+	Latencies  []time.Duration
+	OK, Shed   map[int32]int
+	Failed     map[int32]int
+}
+
+// NewRecorder makes an empty recorder.
+func NewRecorder() *Recorder { return &Recorder{seconds: map[int64]*Second{}} }
+
+func (r *Recorder) record(at time.Time, instance string, priority int32, latency time.Duration, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := at.Unix()
+	s := r.seconds[k]
+	if s == nil {
+		s = &Second{ByInstance: map[string]int{}, OK: map[int32]int{}, Shed: map[int32]int{}, Failed: map[int32]int{}}
+		r.seconds[k] = s
+	}
+	switch {
+	case err == nil:
+		s.ByInstance[instance]++
+		s.OK[priority]++
+		s.Latencies = append(s.Latencies, latency)
+	case kitexsdk.IsShed(err):
+		s.Shed[priority]++
+	default:
+		s.Failed[priority]++
+	}
+}
+
+// Window merges the seconds in [from, to).
+func (r *Recorder) Window(from, to time.Time) Second {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := Second{ByInstance: map[string]int{}, OK: map[int32]int{}, Shed: map[int32]int{}, Failed: map[int32]int{}}
+	for k := from.Unix(); k < to.Unix(); k++ {
+		s := r.seconds[k]
+		if s == nil {
+			continue
+		}
+		for i, n := range s.ByInstance {
+			out.ByInstance[i] += n
+		}
+		for p, n := range s.OK {
+			out.OK[p] += n
+		}
+		for p, n := range s.Shed {
+			out.Shed[p] += n
+		}
+		for p, n := range s.Failed {
+			out.Failed[p] += n
+		}
+		out.Latencies = append(out.Latencies, s.Latencies...)
+	}
+	return out
+}
+
+// P99 is the 99th percentile latency of the calls in s.
+func (s Second) P99() time.Duration {
+	if len(s.Latencies) == 0 {
+		return 0
+	}
+	l := slices.Clone(s.Latencies)
+	slices.Sort(l)
+	return l[(len(l)*99)/100]
+}
+
+// Share is instance's share of the successful calls in s.
+func (s Second) Share(instance string) float64 {
+	total := 0
+	for _, n := range s.ByInstance {
+		total += n
+	}
+	if total == 0 {
+		return 0
+	}
+	return float64(s.ByInstance[instance]) / float64(total)
+}
+
+// Priorities mixes low (10), normal (64) and high (120) priority traffic.
+func Priorities() int32 { return []int32{10, 64, 120}[rand.IntN(3)] }
+
+// ClosedLoop runs workers that each call, wait for the answer, and call
+// again, until ctx ends.
+func ClosedLoop(ctx context.Context, f *Front, workers int, priority func() int32, rec *Recorder) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				call(ctx, f, priority(), rec)
+			}
+		}()
+	}
+	return &wg
+}
+
+// OpenLoop sends rate calls a second whatever the answers, until ctx ends.
+func OpenLoop(ctx context.Context, f *Front, rate func() int, priority func() int32, rec *Recorder) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		credit := 0.0
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			credit += float64(rate()) / 100
+			for ; credit >= 1; credit-- {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					call(ctx, f, priority(), rec)
+				}()
+			}
+		}
+	}()
+	return &wg
+}
+
+func call(ctx context.Context, f *Front, priority int32, rec *Recorder) {
+	start := time.Now()
+	instance, err := f.Call(ctx, priority)
+	if ctx.Err() != nil {
+		return
+	}
+	rec.record(start, instance, priority, time.Since(start), err)
+}
+
+// Report formats one second for a newcomer: each instance's weight and
+// share of traffic, and the admission threshold.
+func Report(s Second, snap *sdk.Snapshot, backends []*Backend) string {
+	out := ""
+	for _, b := range backends {
+		w := int32(-1)
+		if snap != nil {
+			for _, in := range snap.Instances {
+				if in.Instance == b.ID {
+					w = in.Weight
+				}
+			}
+		}
+		out += fmt.Sprintf("  %-21s cost %-6s weight %4d  share %5.1f%%\n", b.ID, time.Duration(b.cost.Load()), w, 100*s.Share(b.ID))
+	}
+	threshold, state := int32(0), "normal"
+	if snap != nil {
+		threshold, state = snap.Overload.AdmitMinPriority, snap.Overload.State
+	}
+	ok, shed := 0, 0
+	for _, n := range s.OK {
+		ok += n
+	}
+	for _, n := range s.Shed {
+		shed += n
+	}
+	return out + fmt.Sprintf("  admission: %s, admit_min_priority %d; %d ok, %d shed, p99 %s\n", state, threshold, ok, shed, s.P99())
+}

@@ -1,0 +1,134 @@
+package sdk
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/sextant-mesh/sextant/internal/backoff"
+)
+
+// Registration is an instance as registered in mesh-core.
+type Registration struct {
+	Service      string            `json:"service"`
+	Instance     string            `json:"instance"`
+	Addr         string            `json:"addr"`
+	Zone         string            `json:"zone,omitempty"`
+	Cluster      string            `json:"cluster,omitempty"`
+	StaticWeight int32             `json:"static_weight,omitempty"`
+	Metadata     map[string]string `json:"metadata,omitempty"`
+	TTLSeconds   int64             `json:"ttl_s,omitempty"`
+}
+
+// Registrar keeps one instance registered in mesh-core: it registers,
+// heartbeats every third of the TTL, registers again when mesh-core lost the
+// lease, and deregisters on Close.
+type Registrar struct {
+	base   string
+	reg    Registration
+	client *http.Client
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewRegistrar registers reg with mesh-core at meshCore (host:port) and
+// keeps it registered in the background.
+func NewRegistrar(meshCore string, reg Registration, log *slog.Logger) *Registrar {
+	if reg.TTLSeconds == 0 {
+		reg.TTLSeconds = 15
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Registrar{base: "http://" + meshCore, reg: reg, client: &http.Client{Timeout: 5 * time.Second},
+		log: log, cancel: cancel, done: make(chan struct{})}
+	go r.run(ctx)
+	return r
+}
+
+func (r *Registrar) run(ctx context.Context) {
+	defer close(r.done)
+	retry := backoff.Policy{Base: 200 * time.Millisecond, Max: 5 * time.Second}
+	every := time.Duration(r.reg.TTLSeconds) * time.Second / 3
+	registered, failures := false, 0
+	for ctx.Err() == nil {
+		var err error
+		if registered {
+			registered, err = r.heartbeat(ctx)
+		}
+		if !registered && err == nil {
+			err = r.register(ctx)
+			registered = err == nil
+		}
+		if err != nil {
+			failures++
+			if failures == 1 || failures%30 == 0 {
+				r.log.Warn("mesh-core registration failing; retrying", "err", err, "failures", failures)
+			}
+			retry.Sleep(ctx, failures)
+			continue
+		}
+		failures = 0
+		select {
+		case <-ctx.Done():
+		case <-time.After(every):
+		}
+	}
+}
+
+func (r *Registrar) register(ctx context.Context) error {
+	body, _ := json.Marshal(r.reg)
+	return r.call(ctx, http.MethodPost, "/v1/instances", body, http.StatusCreated)
+}
+
+// heartbeat renews the lease; false when mesh-core no longer knows the instance.
+func (r *Registrar) heartbeat(ctx context.Context) (bool, error) {
+	err := r.call(ctx, http.MethodPut, r.path()+"/heartbeat", nil, http.StatusOK)
+	if errNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (r *Registrar) path() string {
+	return "/v1/instances/" + url.PathEscape(r.reg.Service) + "/" + url.PathEscape(r.reg.Instance)
+}
+
+type statusError int
+
+func (s statusError) Error() string { return fmt.Sprintf("mesh-core answered %d", int(s)) }
+
+func errNotFound(err error) bool { s, ok := err.(statusError); return ok && s == http.StatusNotFound }
+
+func (r *Registrar) call(ctx context.Context, method, path string, body []byte, want int) error {
+	req, err := http.NewRequestWithContext(ctx, method, r.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		return statusError(resp.StatusCode)
+	}
+	return nil
+}
+
+// Close stops heartbeating and deregisters the instance.
+func (r *Registrar) Close() {
+	r.cancel()
+	<-r.done
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = r.call(ctx, http.MethodDelete, r.path(), nil, http.StatusNoContent)
+}
