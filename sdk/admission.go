@@ -46,7 +46,8 @@ type Gate struct {
 	// Threshold returns the admit_min_priority in force.
 	threshold func() int32
 	access    func() *AccessRules
-	slots     chan struct{} // nil: no concurrency bound
+	slots     *slots // nil: no concurrency bound
+	maxWait   time.Duration
 	report    *Reporter
 	inflight  atomic.Int64
 }
@@ -60,15 +61,22 @@ type GateOptions struct {
 	// Concurrency bounds the requests handled at once; requests beyond it
 	// wait, and their wait is the queueing time. 0 leaves it unbounded.
 	Concurrency int
+	// MaxQueueWait sheds a request that waited this long for a slot: its
+	// caller has likely given up, and serving it would only delay the next
+	// (default 1 s).
+	MaxQueueWait time.Duration
 	// Reporter receives the server-side counts (nil: none).
 	Reporter *Reporter
 }
 
 // NewGate makes a Gate.
 func NewGate(o GateOptions) *Gate {
-	g := &Gate{threshold: o.Threshold, access: o.Access, report: o.Reporter}
+	g := &Gate{threshold: o.Threshold, access: o.Access, report: o.Reporter, maxWait: o.MaxQueueWait}
+	if g.maxWait <= 0 {
+		g.maxWait = time.Second
+	}
 	if o.Concurrency > 0 {
-		g.slots = make(chan struct{}, o.Concurrency)
+		g.slots = newSlots(o.Concurrency)
 		if o.Reporter != nil {
 			o.Reporter.setCapacity(o.Concurrency)
 		}
@@ -103,21 +111,24 @@ func (g *Gate) Enter(ctx context.Context, arrived time.Time, priority int32, cal
 			}
 		}
 	}
-	if g.threshold != nil {
-		if t := g.threshold(); priority < t {
-			if g.report != nil {
-				g.report.shed()
-			}
-			return nil, fmt.Errorf("%w: priority %d is below %d", ErrShed, priority, t)
-		}
+	if err := g.admit(priority); err != nil {
+		return nil, err
 	}
 	a := &Admission{g: g}
 	if g.slots != nil {
-		select {
-		case g.slots <- struct{}{}:
-			a.slot = true
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		got, err := g.slots.acquire(ctx, priority, g.maxWait)
+		if err != nil {
+			return nil, err
+		}
+		if !got {
+			g.shedOne()
+			return nil, fmt.Errorf("%w: waited %s for a slot", ErrShed, g.maxWait)
+		}
+		a.slot = true
+		// The threshold may have risen while the request waited.
+		if err := g.admit(priority); err != nil {
+			g.slots.release()
+			return nil, err
 		}
 	}
 	a.started = time.Now()
@@ -128,12 +139,30 @@ func (g *Gate) Enter(ctx context.Context, arrived time.Time, priority int32, cal
 	return a, nil
 }
 
+// admit sheds priorities below the threshold in force.
+func (g *Gate) admit(priority int32) error {
+	if g.threshold == nil {
+		return nil
+	}
+	if t := g.threshold(); priority < t {
+		g.shedOne()
+		return fmt.Errorf("%w: priority %d is below %d", ErrShed, priority, t)
+	}
+	return nil
+}
+
+func (g *Gate) shedOne() {
+	if g.report != nil {
+		g.report.shed()
+	}
+}
+
 // Done ends the request.
 func (a *Admission) Done() {
 	busy := time.Since(a.started)
 	a.g.inflight.Add(-1)
 	if a.slot {
-		<-a.g.slots
+		a.g.slots.release()
 	}
 	if a.g.report != nil {
 		a.g.report.finished(busy)
@@ -141,7 +170,12 @@ func (a *Admission) Done() {
 }
 
 // Capacity is the number of requests the gate handles at once (0: unbounded).
-func (g *Gate) Capacity() int { return cap(g.slots) }
+func (g *Gate) Capacity() int {
+	if g.slots == nil {
+		return 0
+	}
+	return g.slots.size
+}
 
 // AccessRules is the access_control config of a service (config-center).
 type AccessRules struct {

@@ -146,6 +146,14 @@ func (f *Front) Close() {
 type Recorder struct {
 	mu      sync.Mutex
 	seconds map[int64]*Second
+	lastErr error
+}
+
+// LastError is the last error of a call that was neither served nor shed.
+func (r *Recorder) LastError() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastErr
 }
 
 // Second is one second of calls.
@@ -177,6 +185,7 @@ func (r *Recorder) record(at time.Time, instance string, priority int32, latency
 		s.Shed[priority]++
 	default:
 		s.Failed[priority]++
+		r.lastErr = err
 	}
 }
 

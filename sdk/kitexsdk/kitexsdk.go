@@ -178,15 +178,29 @@ func (s ServerSuite) admit(next endpoint.Endpoint) endpoint.Endpoint {
 		a, err := s.gate.Enter(ctx, arrived, sdk.ParsePriority(v, DefaultPriority), caller, method)
 		switch {
 		case errors.Is(err, sdk.ErrShed):
-			return kerrors.NewBizStatusError(ShedCode, err.Error())
+			return bizError(ctx, ShedCode, err)
 		case errors.Is(err, sdk.ErrDenied):
-			return kerrors.NewBizStatusError(DeniedCode, err.Error())
+			return bizError(ctx, DeniedCode, err)
 		case err != nil:
 			return err
 		}
 		defer a.Done()
 		return next(ctx, req, resp)
 	}
+}
+
+// bizError answers with a Kitex biz status (carried in TTHeader, so that the
+// caller can tell a shed request from a failure), the way Kitex answers a
+// handler's biz error.
+func bizError(ctx context.Context, code int32, err error) error {
+	bse := kerrors.NewBizStatusError(code, err.Error())
+	if ri := rpcinfo.GetRPCInfo(ctx); ri != nil {
+		if setter, ok := ri.Invocation().(rpcinfo.InvocationSetter); ok {
+			setter.SetBizStatusErr(bse)
+			return nil
+		}
+	}
+	return bse
 }
 
 // IsShed tells whether err is a request shed by overload admission.
