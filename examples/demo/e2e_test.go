@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -182,13 +183,14 @@ func TestOverloadShedsLowPriorityEndToEnd(t *testing.T) {
 	rec := demo.NewRecorder()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rate := 150
-	wg := demo.OpenLoop(ctx, f, func() int { return rate }, demo.Priorities, rec)
+	var rate atomic.Int64
+	rate.Store(150)
+	wg := demo.OpenLoop(ctx, f, func() int { return int(rate.Load()) }, demo.Priorities, rec)
 	defer wg.Wait()
 	defer cancel()
 	waitWeighted(t, f, 3)
 
-	rate = 600 // twice the capacity
+	rate.Store(600) // twice the capacity
 	pushed := time.Now()
 	testenv.Eventually(t, 60*time.Second, func() error {
 		if s, _ := f.Snapshot(); s.Overload.AdmitMinPriority <= 10 {
@@ -208,7 +210,7 @@ func TestOverloadShedsLowPriorityEndToEnd(t *testing.T) {
 		t.Fatalf("only %.2f of the low priority was shed: ok %v, shed %v, failed %v (last error: %v)", low, s.OK, s.Shed, s.Failed, rec.LastError())
 	}
 
-	rate = 100
+	rate.Store(100)
 	testenv.Eventually(t, 90*time.Second, func() error {
 		now := time.Now().Truncate(time.Second)
 		s := rec.Window(now.Add(-2*time.Second), now)
