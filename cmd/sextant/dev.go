@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sextant-mesh/sextant/examples/demo"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/logx"
 	"github.com/sextant-mesh/sextant/internal/service"
@@ -29,12 +30,15 @@ type devConfig struct {
 	etcdClient  string
 	etcdPeer    string
 	calculators int
+	demo        bool
+	demoAddr    string
 	mixer       mixer.Config
 	calculator  calculator.Config
 	meshCore    core.Config
 	center      center.Config
 	ready       func(devAddrs) // called once everything runs; for tests
 	stderr      io.Writer
+	stdout      io.Writer
 }
 
 // devAddrs are where the running services are.
@@ -51,12 +55,14 @@ func dev(args []string) error {
 
 func runDev(ctx context.Context, args []string, stderr io.Writer, ready func(devAddrs)) error {
 	cfg := devConfig{mixer: mixer.DefaultConfig(), calculator: calculator.DefaultConfig(), meshCore: core.DefaultConfig(),
-		center: center.DefaultConfig(), stderr: stderr, ready: ready}
+		center: center.DefaultConfig(), stderr: stderr, stdout: os.Stdout, ready: ready}
 	fs := flag.NewFlagSet("sextant dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.dataDir, "data-dir", "", "keep etcd's data here (default: a temporary folder removed on exit)")
 	fs.StringVar(&cfg.etcdClient, "etcd-client-addr", "127.0.0.1:7790", "embedded etcd client address")
 	fs.StringVar(&cfg.etcdPeer, "etcd-peer-addr", "127.0.0.1:7791", "embedded etcd peer address")
+	fs.BoolVar(&cfg.demo, "demo", false, "also run the demo: a Kitex service of five instances (one slower), a Hertz front and a load driver, printing weights, shares and the admission threshold every second")
+	fs.StringVar(&cfg.demoAddr, "demo-addr", "127.0.0.1:7705", "the demo's Hertz front address")
 	fs.IntVar(&cfg.calculators, "calculators", 1, "weight-calculator shards to run (the first on its default ports, the others on free ports)")
 	fs.StringVar(&cfg.mixer.HTTPAddr, "mixer-addr", cfg.mixer.HTTPAddr, "telemetry-mixer HTTP address")
 	fs.StringVar(&cfg.calculator.KitexAddr, "calculator-addr", cfg.calculator.KitexAddr, "weight-calculator Kitex address")
@@ -168,7 +174,17 @@ Sextant is running (Ctrl-C stops it):
 		cfg.ready(devAddrs{Etcd: etcd.ClientURL, Mixer: mx.Addr(), CalculatorAdmin: firstAdmin, MeshCore: meshCore.Addr(),
 			ConfigCenter: configCenter.Addr(), AdminToken: cc.AdminToken})
 	}
+	demoDone := make(chan error, 1)
+	if cfg.demo {
+		cp := demo.ControlPlane{MeshCore: meshCore.Addr(), Mixer: mx.Addr(), Window: time.Second}
+		go func() { demoDone <- demo.Run(ctx, cp, cfg.demoAddr, cfg.stdout, logx.Discard()) }()
+	} else {
+		demoDone <- nil
+	}
 	<-ctx.Done()
+	if err := <-demoDone; err != nil {
+		log.Error("demo", "err", err)
+	}
 	log.Info("stopping")
 	return stopAll()
 }

@@ -181,7 +181,7 @@ func (r *Recorder) record(at time.Time, instance string, priority int32, latency
 		s.ByInstance[instance]++
 		s.OK[priority]++
 		s.Latencies = append(s.Latencies, latency)
-	case kitexsdk.IsShed(err):
+	case isShed(err):
 		s.Shed[priority]++
 	default:
 		s.Failed[priority]++
@@ -322,3 +322,5 @@ func Report(s Second, snap *sdk.Snapshot, backends []*Backend) string {
 	}
 	return out + fmt.Sprintf("  admission: %s, admit_min_priority %d; %d ok, %d shed, p99 %s\n", state, threshold, ok, shed, s.P99())
 }
+
+func kitexShed(err error) bool { return kitexsdk.IsShed(err) }
