@@ -17,6 +17,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/shard"
+	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
 // Center is the config-center service.
@@ -29,6 +30,7 @@ type Center struct {
 	shards  *shard.Membership
 	health  *etcdx.Health
 	http    *httpx.Server
+	series  *tsdb.Writer
 
 	stopping chan struct{}
 	cancel   context.CancelFunc
@@ -76,7 +78,9 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	}
 	reg := httpx.NewRegistry()
 
-	st := &store{etcd: cli, prefix: cfg.EtcdPrefix, kitexPrefix: cfg.KitexPrefix, timeout: 5 * time.Second, pinsOf: v.PinsOf}
+	cc.series = tsdb.New(cfg.TSDB, "config-center", log)
+	cc.series.Register(reg, "sextant_configcenter")
+	st := &store{etcd: cli, prefix: cfg.EtcdPrefix, kitexPrefix: cfg.KitexPrefix, timeout: 5 * time.Second, pinsOf: v.PinsOf, series: cc.series}
 	status := newStatusBook(cfg.StatusTTL)
 	a := &api{store: st, view: v, maxBody: cfg.MaxBodyBytes, status: status}
 	w := &watcher{view: v, status: status, maxWait: cfg.MaxWait, defaultWait: cfg.DefaultWait, stopping: cc.stopping}
@@ -134,6 +138,9 @@ func (cc *Center) Stop(ctx context.Context) error {
 			cc.cancel()
 		}
 		cc.wg.Wait()
+		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+		cc.series.Close(sctx)
+		scancel()
 		cc.stopErr = errors.Join(err, cc.etcd.Close())
 		cc.log.Info("config-center stopped")
 	})

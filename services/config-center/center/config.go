@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
 // Config is every setting of the config-center (docs/configuration.md).
@@ -27,11 +28,14 @@ type Config struct {
 	MaxBodyBytes int
 	// How long an instance's applied version counts in /status after its last poll.
 	StatusTTL time.Duration
+	// TSDB is where the service writes its time series (InfluxDB).
+	TSDB tsdb.Config
 }
 
 // DefaultConfig is the configuration `sextant dev` runs with.
 func DefaultConfig() Config {
 	return Config{
+		TSDB:          tsdb.DefaultConfig(),
 		HTTPAddr:      "127.0.0.1:7704",
 		EtcdEndpoints: "127.0.0.1:7790",
 		EtcdPrefix:    etcdx.DefaultPrefix,
@@ -45,6 +49,7 @@ func DefaultConfig() Config {
 
 // RegisterFlags binds c's fields to flags, with c's values as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.TSDB.RegisterFlags(fs)
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "listen address of the API")
 	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "comma-separated etcd endpoints")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "prefix of every Sextant key in etcd")

@@ -133,8 +133,8 @@ func (a *api) updatePins(ctx context.Context, c *app.RequestContext, service str
 			ops = append(ops, clientv3.OpPut(kk, string(kitexDocument(r, e, pins))))
 		}
 	}
-	ops = append(ops, s.auditOp(AuditEntry{AtMs: time.Now().UnixMilli(), Who: whoOf(c), Action: action,
-		Kind: r.Kind, Scope: r.Scope(), Service: service}))
+	audit := AuditEntry{AtMs: time.Now().UnixMilli(), Who: whoOf(c), Action: action, Kind: r.Kind, Scope: r.Scope(), Service: service}
+	ops = append(ops, s.auditOp(audit))
 	resp, err := s.etcd.Txn(ctx).If(cond).Then(ops...).Commit()
 	if err != nil {
 		a.fail(c, r, err)
@@ -144,6 +144,7 @@ func (a *api) updatePins(ctx context.Context, c *app.RequestContext, service str
 		a.fail(c, r, ErrRevisionMismatch)
 		return
 	}
+	s.annotate(audit, resp.Header.Revision)
 	if pins == nil {
 		pins = []Pin{}
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
 // Ref names one config: its kind and scope ("server" or "client/server").
@@ -89,6 +91,22 @@ type store struct {
 	kitexPrefix string
 	timeout     time.Duration
 	pinsOf      func(service string) []Pin
+	series      *tsdb.Writer
+}
+
+// annotate writes a config change to the time series as an annotation
+// (measurement `config_change`, docs/timeseries.md).
+func (s *store) annotate(a AuditEntry, newRevision int64) {
+	if s.series == nil || !s.series.Enabled() {
+		return
+	}
+	text := fmt.Sprintf("%s %s %s by %s", a.Action, a.Kind, a.Scope, a.Who)
+	if a.Service != "" {
+		text += " for " + a.Service
+	}
+	s.series.Write("config_change", map[string]string{"kind": a.Kind, "action": a.Action},
+		map[string]any{"scope": a.Scope, "service": a.Service, "who": a.Who, "old_revision": a.OldRevision,
+			"new_revision": newRevision, "text": text}, time.UnixMilli(a.AtMs))
 }
 
 func (s *store) key(r Ref) string           { return s.prefix + "config/" + r.path() }
@@ -187,6 +205,7 @@ func (s *store) Write(ctx context.Context, r Ref, ifMatch int64, next *Entry, au
 	if !resp.Succeeded {
 		return 0, ErrRevisionMismatch
 	}
+	s.annotate(audit, resp.Header.Revision)
 	return resp.Header.Revision, nil
 }
 

@@ -98,7 +98,7 @@ func (c *Cache) rebuild(service string) *Snapshot {
 	case prev.Version == next.Version:
 		// Same answer (perhaps a younger policy with the same weights):
 		// waiters on the previous one keep waiting on the same channel.
-		next.done = prev.done
+		next.done, next.built = prev.done, prev.built
 	default:
 		close(prev.done)
 		c.onSnapshot()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
 // Config is every setting of mesh-core (docs/configuration.md).
@@ -29,11 +30,14 @@ type Config struct {
 	DefaultTTL    time.Duration
 	MaxBodyBytes  int
 	ShutdownGrace time.Duration
+	// TSDB is where the service writes its time series (InfluxDB).
+	TSDB tsdb.Config
 }
 
 // DefaultConfig is the configuration `sextant dev` runs with.
 func DefaultConfig() Config {
 	return Config{
+		TSDB:          tsdb.DefaultConfig(),
 		HTTPAddr:      "127.0.0.1:7703",
 		KitexAddr:     "127.0.0.1:7713",
 		EtcdEndpoints: "127.0.0.1:7790",
@@ -51,6 +55,7 @@ func DefaultConfig() Config {
 
 // RegisterFlags binds c's fields to flags, with c's values as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.TSDB.RegisterFlags(fs)
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "listen address of the HTTP port (registry, discovery)")
 	fs.StringVar(&c.KitexAddr, "kitex-addr", c.KitexAddr, "listen address of the Kitex server (MeshCore.PublishPolicy)")
 	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "comma-separated etcd endpoints")

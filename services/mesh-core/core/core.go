@@ -16,6 +16,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
+	"github.com/sextant-mesh/sextant/internal/tsdb"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
 )
 
@@ -27,6 +28,8 @@ type MeshCore struct {
 	cache   *Cache
 	health  *etcdx.Health
 	mirrors []*etcdx.Mirror
+	series  *tsdb.Writer
+	reg     *prometheus.Registry
 
 	http      *httpx.Server
 	kitex     kserver.Server
@@ -61,6 +64,9 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 		etcdx.NewMirror(cli, cfg.EtcdPrefix+"policy/", policyMirror{mc.cache}, log),
 	}
 	m.observe(reg, mc)
+	mc.series = tsdb.New(cfg.TSDB, "mesh-core", log)
+	mc.series.Register(reg, "sextant_meshcore")
+	mc.reg = reg
 
 	ln, err := kitexx.Listen(cfg.KitexAddr)
 	if err != nil {
@@ -120,6 +126,9 @@ func (mc *MeshCore) Start() error {
 	}
 	mc.goBackground(func() { mc.health.Run(ctx) })
 	mc.goBackground(func() { mc.expirePolicies(ctx) })
+	mc.goBackground(func() {
+		mc.series.Export(ctx, mc.reg, "sextant_meshcore", "sextant_meshcore_", 10*time.Second, map[string]string{"replica": mc.http.Addr()})
+	})
 	mc.kitexDone = kitexx.Serve(mc.kitex)
 	mc.http.Start()
 	mc.log.Info("mesh-core started", "http", mc.http.Addr(), "kitex", mc.kitexAddr)
@@ -160,6 +169,9 @@ func (mc *MeshCore) Stop(ctx context.Context) error {
 			mc.cancel()
 		}
 		mc.wg.Wait()
+		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+		mc.series.Close(sctx)
+		scancel()
 		mc.stopErr = errors.Join(err, mc.etcd.Close())
 		mc.log.Info("mesh-core stopped")
 	})
@@ -183,6 +195,7 @@ func (mc *MeshCore) readiness() []string {
 }
 
 type metrics struct {
+	push          prometheus.Histogram
 	polls         *prometheus.CounterVec
 	waiting       prometheus.Gauge
 	snapshots     prometheus.Counter
@@ -192,6 +205,11 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
+		push: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sextant_meshcore_push_seconds",
+			Help:    "Time from a snapshot change to the answer of each long poll it released.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sextant_meshcore_polls_total",
 			Help: "Discovery answers, by result: changed (200) or not_modified (304 after the wait).",
@@ -213,7 +231,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "PublishPolicy calls, by result (stored, stale_version, invalid, unknown_instance, unavailable, conflict).",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.polls, m.waiting, m.snapshots, m.registrations, m.policies)
+	reg.MustRegister(m.push, m.polls, m.waiting, m.snapshots, m.registrations, m.policies)
 	return m
 }
 

@@ -85,6 +85,8 @@ func (d *discovery) one(ctx context.Context, c *app.RequestContext) {
 			d.notModified(c, a.version)
 			return
 		}
+		// A poller released by a change: how long after the change it is answered.
+		d.metrics.push.Observe(time.Since(snap.built).Seconds())
 	}
 	d.metrics.polls.WithLabelValues("changed").Inc()
 	buf := d.buf()

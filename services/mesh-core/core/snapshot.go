@@ -30,6 +30,8 @@ type Snapshot struct {
 	body []byte
 	// done is closed when a snapshot with another version replaces this one.
 	done chan struct{}
+	// built is when this version was made, to measure how long pollers wait for it.
+	built time.Time
 }
 
 // discoveryInstance is one instance in a discovery answer (DESIGN.md).
@@ -118,7 +120,8 @@ func buildSnapshot(service string, regs map[string]Registration, pol *meshcore.P
 	b.Write(instJSON)
 	b.WriteString(`,"overload":`)
 	b.Write(overloadJSON)
-	s := &Snapshot{Service: service, Version: version, Instances: len(instances), body: []byte(b.String()), done: make(chan struct{})}
+	s := &Snapshot{Service: service, Version: version, Instances: len(instances), body: []byte(b.String()),
+		done: make(chan struct{}), built: time.Now()}
 	if pol != nil {
 		s.PolicyAtMs = pol.ComputedAtMs
 	}

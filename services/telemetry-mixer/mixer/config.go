@@ -11,6 +11,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
+	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
 // Config is every setting of the telemetry-mixer (docs/configuration.md).
@@ -22,6 +23,8 @@ type Config struct {
 	MaxBodyBytes  int
 	Limits        telemetry.Limits
 	Forward       ForwardConfig
+	// TSDB is where the service writes its time series (InfluxDB).
+	TSDB tsdb.Config
 }
 
 // ForwardConfig tunes the queue and batching towards the calculator shards.
@@ -47,6 +50,7 @@ type ForwardConfig struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
+		TSDB:          tsdb.DefaultConfig(),
 		ID:            host + "-" + strconv.Itoa(os.Getpid()),
 		HTTPAddr:      "127.0.0.1:7701",
 		EtcdEndpoints: "127.0.0.1:7790",
@@ -69,6 +73,7 @@ func DefaultConfig() Config {
 
 // RegisterFlags binds c's fields to flags, with c's values as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.TSDB.RegisterFlags(fs)
 	fs.StringVar(&c.ID, "id", c.ID, "mixer id, in logs and batch ids")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "listen address of the ingest HTTP port")
 	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "comma-separated etcd endpoints")

@@ -22,6 +22,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
+	"github.com/sextant-mesh/sextant/internal/tsdb"
 	aggregatorsvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator/aggregator"
 )
 
@@ -34,6 +35,8 @@ type Mixer struct {
 	forwarder *Forwarder
 	members   *shard.Membership
 	etcd      *clientv3.Client
+	series    *tsdb.Writer
+	reg       *prometheus.Registry
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	stopOnce  sync.Once
@@ -65,8 +68,10 @@ func New(cfg Config, log *slog.Logger) (*Mixer, error) {
 		cli.Close()
 		return nil, err
 	}
-	mx := &Mixer{cfg: cfg, log: log, http: srv, forwarder: fwd, members: members, etcd: cli,
-		ingest: NewIngest(fwd, cfg.Limits, cfg.MaxBodyBytes, m)}
+	series := tsdb.New(cfg.TSDB, "telemetry-mixer", log)
+	series.Register(reg, "sextant_mixer")
+	mx := &Mixer{cfg: cfg, log: log, http: srv, forwarder: fwd, members: members, etcd: cli, series: series, reg: reg,
+		ingest: NewIngest(seriesSink{next: fwd, series: series}, cfg.Limits, cfg.MaxBodyBytes, m)}
 	mx.ingest.Routes(srv)
 	httpx.HealthRoutes(srv, mx.readiness)
 	httpx.MetricsRoute(srv, reg)
@@ -86,9 +91,13 @@ func (mx *Mixer) Addr() string { return mx.http.Addr() }
 func (mx *Mixer) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	mx.cancel = cancel
-	mx.wg.Add(2)
+	mx.wg.Add(3)
 	go func() { defer mx.wg.Done(); mx.members.Run(ctx) }()
 	go func() { defer mx.wg.Done(); mx.forwarder.Run(ctx) }()
+	go func() {
+		defer mx.wg.Done()
+		mx.series.Export(ctx, mx.reg, "sextant_mixer", "sextant_mixer_", 10*time.Second, map[string]string{"mixer": mx.cfg.ID})
+	}()
 	mx.http.Start()
 	mx.log.Info("telemetry-mixer started", "http", mx.http.Addr())
 	return nil
@@ -110,6 +119,9 @@ func (mx *Mixer) stop(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, mx.cfg.Forward.ShutdownGrace)
 	mx.forwarder.Drain(dctx)
 	cancel()
+	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+	mx.series.Close(sctx)
+	scancel()
 	err = errors.Join(err, mx.etcd.Close())
 	mx.log.Info("telemetry-mixer stopped")
 	return err

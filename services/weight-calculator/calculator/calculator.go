@@ -21,6 +21,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
 	"github.com/sextant-mesh/sextant/internal/shard"
+	"github.com/sextant-mesh/sextant/internal/tsdb"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
 	aggregatorsvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator/aggregator"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
@@ -36,6 +37,8 @@ type Calculator struct {
 	etcd       *clientv3.Client
 	members    *shard.Membership
 	knobs      *KnobStore
+	series     *tsdb.Writer
+	promReg    *prometheus.Registry
 	knobMirror *etcdx.Mirror
 	publisher  *Publisher
 	engine     *engine
@@ -93,6 +96,10 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	}
 	c.publisher = NewPublisher(mc, cfg.MeshCoreAddr, cfg.RPCTimeout, newPublishMetrics(reg), log)
 	c.engine = newEngine(cfg.ID, c.store, c.knobs, c.owns, c.publisher, cfg.Window)
+	c.series = tsdb.New(cfg.TSDB, "weight-calculator", log)
+	c.series.Register(reg, "sextant_calculator")
+	c.engine.series = c.series
+	c.promReg = reg
 	httpx.HealthRoutes(c.admin, c.readiness)
 	httpx.MetricsRoute(c.admin, reg)
 	c.admin.GET("/debug/windows", c.debugWindows)
@@ -141,6 +148,9 @@ func (c *Calculator) Start() error {
 	c.goBackground(func() { c.expire(ctx) })
 	c.goBackground(func() { c.knobMirror.Run(ctx) })
 	c.goBackground(func() { c.publisher.Run(ctx) })
+	c.goBackground(func() {
+		c.series.Export(ctx, c.promReg, "sextant_calculator", "sextant_calculator_", 10*time.Second, map[string]string{"shard": c.cfg.ID})
+	})
 	if !c.cfg.ManualRounds {
 		c.goBackground(func() { c.rounds(ctx) })
 	}
@@ -202,6 +212,9 @@ func (c *Calculator) stop(ctx context.Context) error {
 		c.cancel()
 	}
 	c.background.Wait()
+	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+	c.series.Close(sctx)
+	scancel()
 	err = errors.Join(err, c.etcd.Close())
 	c.log.Info("weight-calculator stopped", "id", c.cfg.ID)
 	return err

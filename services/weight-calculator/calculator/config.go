@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
 // Config is every setting of the weight-calculator (docs/configuration.md).
@@ -33,12 +34,15 @@ type Config struct {
 	// Now is the clock records are stamped with on arrival; nil is time.Now.
 	// Tests that step through windows set it with ManualRounds.
 	Now func() time.Time
+	// TSDB is where the service writes its time series (InfluxDB).
+	TSDB tsdb.Config
 }
 
 // DefaultConfig is the configuration `sextant dev` runs with.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
+		TSDB:          tsdb.DefaultConfig(),
 		ID:            host + "-" + strconv.Itoa(os.Getpid()),
 		KitexAddr:     "127.0.0.1:7702",
 		AdminAddr:     "127.0.0.1:7712",
@@ -56,6 +60,7 @@ func DefaultConfig() Config {
 
 // RegisterFlags binds c's fields to flags, with c's values as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.TSDB.RegisterFlags(fs)
 	fs.StringVar(&c.ID, "id", c.ID, "shard id, unique among calculators and stable across restarts where possible (the pod name); owners are hashed on it")
 	fs.StringVar(&c.KitexAddr, "kitex-addr", c.KitexAddr, "listen address of the Kitex server (Aggregator.Ingest)")
 	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", c.AdvertiseAddr, "address mixers dial, registered in etcd (default: the Kitex listen address)")

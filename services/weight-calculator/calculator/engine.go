@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sextant-mesh/sextant/internal/tsdb"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 )
 
@@ -19,6 +20,7 @@ type engine struct {
 	owns   func(service string) bool
 	pub    *Publisher
 	window time.Duration
+	series *tsdb.Writer
 
 	mu       sync.Mutex
 	services map[string]*serviceState
@@ -187,6 +189,7 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	case st.published == nil || changed(st.published, policy, k.PublishThreshold) ||
 		now.Sub(st.lastPublish) >= time.Duration(k.RepublishMs)*time.Millisecond:
 		e.pub.Publish(policy)
+		e.record(d, now)
 		st.published, st.lastPublish, d.Published = policy, now, true
 		for _, w := range policy.Weights {
 			if s := st.weights[w.Instance]; s != nil {
@@ -215,6 +218,26 @@ func (e *engine) policy(name string, st *serviceState, now time.Time) *meshcore.
 		}
 	}
 	return p
+}
+
+// stateCodes let dashboards plot the overload state.
+var stateCodes = map[string]int{StateNormal: 0, StateRecovering: 1, StateOverloaded: 2}
+
+// record writes a published decision to the time series: measurement
+// `weight` per instance and `overload` per service (docs/timeseries.md).
+func (e *engine) record(d Decision, now time.Time) {
+	if e.series == nil || !e.series.Enabled() {
+		return
+	}
+	for _, w := range d.Weights {
+		e.series.Write("weight", map[string]string{"service": d.Service, "instance": w.Instance},
+			map[string]any{"weight": w.Weight, "ejected": w.Ejected, "reason": w.Reason, "target": w.Target,
+				"qps": w.QPS, "utilization": w.Util, "error_rate": w.ErrorRate, "latency_ms": w.LatencyMs}, now)
+	}
+	o := d.Overload
+	e.series.Write("overload", map[string]string{"service": d.Service},
+		map[string]any{"state": o.State, "state_code": stateCodes[o.State], "admit_min_priority": o.AdmitMinPriority,
+			"shed_target": o.ShedTarget, "queue_time_ms": o.QueueTimeMs, "cpu": o.CPU, "timeout_ratio": o.TimeoutRatio}, now)
 }
 
 // changed tells whether next differs enough from prev to be published.
