@@ -7,12 +7,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/influxdev"
 )
 
 // FreeAddr returns a loopback host:port that was free a moment ago, for
@@ -106,4 +108,22 @@ func Context(t testing.TB) context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// StartInfluxd starts a real influxd 1.8 (bin/influxd, which `make test`
+// installs) on free loopback ports with its data in a temporary folder; it
+// stops when the test ends.
+func StartInfluxd(t testing.TB) *influxdev.Server {
+	t.Helper()
+	wd, _ := os.Getwd()
+	bin, err := influxdev.Find(wd)
+	if err != nil {
+		t.Fatalf("%v (run the tests with `make test`)", err)
+	}
+	s, err := influxdev.Start(bin, t.TempDir(), FreeAddr(t), FreeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
 }

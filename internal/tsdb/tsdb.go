@@ -16,6 +16,7 @@ import (
 
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	"github.com/influxdata/influxdb-client-go/v2/api"
+	http2 "github.com/influxdata/influxdb-client-go/v2/api/http"
 	"github.com/influxdata/influxdb-client-go/v2/api/write"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -33,12 +34,14 @@ type Config struct {
 	// BatchSize and FlushInterval tune the client's batches.
 	BatchSize     uint
 	FlushInterval time.Duration
+	// ExportEvery is how often a service writes its own counters.
+	ExportEvery time.Duration
 }
 
 // DefaultConfig has the time series off.
 func DefaultConfig() Config {
 	return Config{Database: "sextant", RetentionPolicy: "autogen", Token: ":", Queue: 50_000,
-		BatchSize: 2000, FlushInterval: time.Second}
+		BatchSize: 2000, FlushInterval: time.Second, ExportEvery: 10 * time.Second}
 }
 
 // Writer takes points without ever blocking.
@@ -71,11 +74,22 @@ func New(cfg Config, service string, log *slog.Logger) *Writer {
 		SetFlushInterval(uint(max(cfg.FlushInterval, 100*time.Millisecond).Milliseconds())).
 		SetRetryBufferLimit(uint(cfg.Queue)).
 		SetMaxRetries(5).
+		SetRetryInterval(500).
+		SetMaxRetryInterval(5_000).
+		SetExponentialBase(2).
 		SetMaxRetryTime(30_000).
 		SetHTTPRequestTimeout(5).
 		AddDefaultTag("source", service)
 	w.client = influxdb2.NewClientWithOptions(cfg.URL, cfg.Token, opts)
 	w.api = w.client.WriteAPI("", cfg.Database+"/"+cfg.RetentionPolicy)
+	// A batch is retried twice, then dropped and counted.
+	w.api.SetWriteFailedCallback(func(batch string, _ http2.Error, retryAttempts uint) bool {
+		if retryAttempts < 2 {
+			return true
+		}
+		w.dropped.Add(int64(strings.Count(strings.TrimSpace(batch), "\n") + 1))
+		return false
+	})
 	w.queue = make(chan *write.Point, cfg.Queue)
 	go w.forward()
 	go w.countErrors()
@@ -136,7 +150,7 @@ func (w *Writer) Register(reg prometheus.Registerer, prefix string) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: prefix + "_tsdb_points_total",
 			Help: "Points handed to the InfluxDB client."}, func() float64 { return float64(w.written.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: prefix + "_tsdb_dropped_total",
-			Help: "Points dropped because the queue to InfluxDB was full."}, func() float64 { return float64(w.dropped.Load()) }),
+			Help: "Points dropped: the queue to InfluxDB was full, or InfluxDB failed a batch three times."}, func() float64 { return float64(w.dropped.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: prefix + "_tsdb_write_errors_total",
 			Help: "Failed InfluxDB writes (retried by the client, then dropped)."}, func() float64 { return float64(w.errors.Load()) }),
 	)
@@ -151,15 +165,15 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Queue, "influx-queue", c.Queue, "points held for InfluxDB; beyond it they are dropped and counted")
 }
 
-// Export writes, every interval until ctx ends, the service's own Prometheus
+// Export writes, every ExportEvery until ctx ends, the service's own Prometheus
 // counters and gauges whose names start with prefix as one point of
 // measurement (label values summed), so the control plane's dashboards need
 // no Prometheus.
-func (w *Writer) Export(ctx context.Context, g prometheus.Gatherer, measurement, prefix string, every time.Duration, tags map[string]string) {
+func (w *Writer) Export(ctx context.Context, g prometheus.Gatherer, measurement, prefix string, tags map[string]string) {
 	if !w.Enabled() {
 		return
 	}
-	t := time.NewTicker(every)
+	t := time.NewTicker(max(w.cfg.ExportEvery, 100*time.Millisecond))
 	defer t.Stop()
 	for {
 		select {

@@ -127,7 +127,7 @@ func (mc *MeshCore) Start() error {
 	mc.goBackground(func() { mc.health.Run(ctx) })
 	mc.goBackground(func() { mc.expirePolicies(ctx) })
 	mc.goBackground(func() {
-		mc.series.Export(ctx, mc.reg, "sextant_meshcore", "sextant_meshcore_", 10*time.Second, map[string]string{"replica": mc.http.Addr()})
+		mc.series.Export(ctx, mc.reg, "sextant_meshcore", "sextant_meshcore_", map[string]string{"replica": mc.http.Addr()})
 	})
 	mc.kitexDone = kitexx.Serve(mc.kitex)
 	mc.http.Start()

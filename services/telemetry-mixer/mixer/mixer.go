@@ -96,7 +96,7 @@ func (mx *Mixer) Start() error {
 	go func() { defer mx.wg.Done(); mx.forwarder.Run(ctx) }()
 	go func() {
 		defer mx.wg.Done()
-		mx.series.Export(ctx, mx.reg, "sextant_mixer", "sextant_mixer_", 10*time.Second, map[string]string{"mixer": mx.cfg.ID})
+		mx.series.Export(ctx, mx.reg, "sextant_mixer", "sextant_mixer_", map[string]string{"mixer": mx.cfg.ID})
 	}()
 	mx.http.Start()
 	mx.log.Info("telemetry-mixer started", "http", mx.http.Addr())

@@ -149,7 +149,7 @@ func (c *Calculator) Start() error {
 	c.goBackground(func() { c.knobMirror.Run(ctx) })
 	c.goBackground(func() { c.publisher.Run(ctx) })
 	c.goBackground(func() {
-		c.series.Export(ctx, c.promReg, "sextant_calculator", "sextant_calculator_", 10*time.Second, map[string]string{"shard": c.cfg.ID})
+		c.series.Export(ctx, c.promReg, "sextant_calculator", "sextant_calculator_", map[string]string{"shard": c.cfg.ID})
 	})
 	if !c.cfg.ManualRounds {
 		c.goBackground(func() { c.rounds(ctx) })
