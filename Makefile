@@ -12,24 +12,38 @@ export GOTOOLCHAIN ?= local
 FUZZTIME   ?= 15s
 TEST_FLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build run test vet unit fuzz gen check-gen bench-ingest clean
+.PHONY: all build run demo test vet unit fuzz gen check-gen bench-ingest clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/... ./services/...
 
-## run: the whole control plane in one process (embedded etcd + every service).
-run:
+## run: the whole control plane in one process (embedded etcd + every service),
+## with influxd on 127.0.0.1:7786 when it can be built (else without time series).
+run: influxd-if-possible
 	$(GO) run ./cmd/sextant dev
 
+## demo: `make run` plus the demo service, front and load driver.
+demo: influxd-if-possible
+	$(GO) run ./cmd/sextant dev --demo
+
+# influxd is a nice-to-have for `make run`: a failed build leaves it off.
+.PHONY: influxd-if-possible
+influxd-if-possible:
+	@$(MAKE) --no-print-directory $(BIN)/influxd || echo "influxd could not be built: running without time series"
+
+# influxd 1.8.10, whose 2.x compatibility API the services write to.
+$(BIN)/influxd:
+	GOBIN=$(BIN) $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10
+
 ## test: vet, every test with the race detector, and a short fuzz of the decoders.
-test: vet unit fuzz
+test: helm-check vet unit fuzz
 
 vet:
 	$(GO) vet ./...
 
-unit:
+unit: $(BIN)/influxd
 	$(GO) test $(TEST_FLAGS) ./...
 
 fuzz:
@@ -39,6 +53,7 @@ fuzz:
 gen: $(BIN)/kitex
 	$(BIN)/kitex -module $(MODULE) idl/aggregator.thrift
 	$(BIN)/kitex -module $(MODULE) idl/meshcore.thrift
+	$(BIN)/kitex -module $(MODULE) examples/demo/idl/comment.thrift
 
 ## check-gen: fail when kitex_gen/ is not what `make gen` makes.
 check-gen: gen
@@ -55,3 +70,45 @@ bench-ingest:
 
 clean:
 	rm -rf $(BIN)
+
+## helm-check: lint the Helm chart, render it (default, production, bundled and
+## test values, and with a sample dashboard) into $(HELM_OUT), and decode every
+## rendered object strictly into its Kubernetes type (go test ./deploy/helm/...).
+.PHONY: helm-check
+HELM_VERSION := v3.22.0
+HELM_CHART   := deploy/helm/sextant
+HELM_OUT     := $(BIN)/helm-check
+# helm keeps its cache, config and plugins here, not in $HOME; it needs no network.
+HELM_ENV     := HELM_CACHE_HOME=$(HELM_OUT)/home/cache HELM_CONFIG_HOME=$(HELM_OUT)/home/config HELM_DATA_HOME=$(HELM_OUT)/home/data
+HELM_RUN     := $(HELM_ENV) $(BIN)/helm
+# A helm built by go install believes it talks to Kubernetes 1.20; the chart
+# needs 1.30 or later (kubeVersion in Chart.yaml).
+HELM_KUBE    := --kube-version 1.35.0
+HELM_RELEASE := --namespace sextant sextant $(HELM_KUBE)
+
+helm-check: $(BIN)/helm
+	rm -rf $(HELM_OUT)/rendered-*.yaml $(HELM_OUT)/dashboard-chart
+	mkdir -p $(HELM_OUT)/home/cache $(HELM_OUT)/home/config $(HELM_OUT)/home/data
+	$(HELM_RUN) lint --strict $(HELM_KUBE) $(HELM_CHART)
+	$(HELM_RUN) lint --strict $(HELM_KUBE) $(HELM_CHART) -f deploy/helm/values-production.yaml
+	$(HELM_RUN) lint --strict $(HELM_KUBE) $(HELM_CHART) -f deploy/helm/values-bundled.yaml
+	$(HELM_RUN) template $(HELM_RELEASE) $(HELM_CHART) > $(HELM_OUT)/default.tmp
+	mv $(HELM_OUT)/default.tmp $(HELM_OUT)/rendered-default.yaml
+	$(HELM_RUN) template $(HELM_RELEASE) $(HELM_CHART) -f deploy/helm/values-production.yaml > $(HELM_OUT)/production.tmp
+	mv $(HELM_OUT)/production.tmp $(HELM_OUT)/rendered-production.yaml
+	$(HELM_RUN) template $(HELM_RELEASE) $(HELM_CHART) -f deploy/helm/values-bundled.yaml > $(HELM_OUT)/bundled.tmp
+	mv $(HELM_OUT)/bundled.tmp $(HELM_OUT)/rendered-bundled.yaml
+	$(HELM_RUN) lint --strict $(HELM_KUBE) $(HELM_CHART) -f deploy/helm/testdata/values-options.yaml
+	$(HELM_RUN) template $(HELM_RELEASE) $(HELM_CHART) -f deploy/helm/testdata/values-options.yaml > $(HELM_OUT)/options.tmp
+	mv $(HELM_OUT)/options.tmp $(HELM_OUT)/rendered-options.yaml
+	@# A copy of the chart (symlinks resolved) with one sample dashboard: the
+	@# dashboards ConfigMap must carry it.
+	cp -RL $(HELM_CHART) $(HELM_OUT)/dashboard-chart
+	echo '{"title": "helm-check sample", "panels": []}' > $(HELM_OUT)/dashboard-chart/dashboards/helm-check-sample.json
+	$(HELM_RUN) template $(HELM_RELEASE) $(HELM_OUT)/dashboard-chart > $(HELM_OUT)/dashboards.tmp
+	mv $(HELM_OUT)/dashboards.tmp $(HELM_OUT)/rendered-dashboards.yaml
+	HELM_RENDERED_DIR=$(HELM_OUT) $(GO) test -count=1 ./deploy/helm/...
+
+# helm, built from source at a pinned version (go install ignores go.mod here).
+$(BIN)/helm:
+	GOBIN=$(BIN) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)

@@ -8,16 +8,22 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/sextant-mesh/sextant/examples/demo"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/influxdev"
 	"github.com/sextant-mesh/sextant/internal/logx"
 	"github.com/sextant-mesh/sextant/internal/service"
 	"github.com/sextant-mesh/sextant/internal/settings"
+	"github.com/sextant-mesh/sextant/internal/tsdb"
 	"github.com/sextant-mesh/sextant/services/config-center/center"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
 	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixer"
@@ -32,6 +38,9 @@ type devConfig struct {
 	calculators int
 	demo        bool
 	demoAddr    string
+	influxd     string
+	influxAddr  string
+	influx      *influxdev.Server
 	mixer       mixer.Config
 	calculator  calculator.Config
 	meshCore    core.Config
@@ -61,6 +70,8 @@ func runDev(ctx context.Context, args []string, stderr io.Writer, ready func(dev
 	fs.StringVar(&cfg.dataDir, "data-dir", "", "keep etcd's data here (default: a temporary folder removed on exit)")
 	fs.StringVar(&cfg.etcdClient, "etcd-client-addr", "127.0.0.1:7790", "embedded etcd client address")
 	fs.StringVar(&cfg.etcdPeer, "etcd-peer-addr", "127.0.0.1:7791", "embedded etcd peer address")
+	fs.StringVar(&cfg.influxd, "influxd", "auto", `influxd binary for the time series: "auto" finds bin/influxd (make run builds it) or one on PATH; "" runs without`)
+	fs.StringVar(&cfg.influxAddr, "influx-addr", "127.0.0.1:7786", "HTTP address of the influxd it runs")
 	fs.BoolVar(&cfg.demo, "demo", false, "also run the demo: a Kitex service of five instances (one slower), a Hertz front and a load driver, printing weights, shares and the admission threshold every second")
 	fs.StringVar(&cfg.demoAddr, "demo-addr", "127.0.0.1:7705", "the demo's Hertz front address")
 	fs.IntVar(&cfg.calculators, "calculators", 1, "weight-calculator shards to run (the first on its default ports, the others on free ports)")
@@ -95,6 +106,14 @@ func (cfg devConfig) run(ctx context.Context) error {
 	defer etcd.Close()
 	log.Info("embedded etcd ready", "client", etcd.ClientURL, "data_dir", dir)
 
+	influxURL := cfg.startInfluxd(dir, log)
+	if influxURL != "" {
+		defer cfg.stopInfluxd()
+	}
+	withSeries := func(c *tsdb.Config) {
+		c.URL = influxURL
+	}
+
 	var started []service.Service
 	stopAll := func() error {
 		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -118,6 +137,7 @@ func (cfg devConfig) run(ctx context.Context) error {
 
 	mc := cfg.meshCore
 	mc.EtcdEndpoints = cfg.etcdClient
+	withSeries(&mc.TSDB)
 	meshCore, err := core.New(mc, logx.NewTo(cfg.stderr, "mesh-core"))
 	if err := start("mesh-core", meshCore, err); err != nil {
 		return err
@@ -129,6 +149,7 @@ func (cfg devConfig) run(ctx context.Context) error {
 		c.ID = fmt.Sprintf("dev-calculator-%d", i)
 		c.EtcdEndpoints = cfg.etcdClient
 		c.MeshCoreAddr = meshCore.KitexAddr()
+		withSeries(&c.TSDB)
 		if i > 0 {
 			c.KitexAddr, c.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
 		}
@@ -142,6 +163,7 @@ func (cfg devConfig) run(ctx context.Context) error {
 	}
 	cc := cfg.center
 	cc.EtcdEndpoints = cfg.etcdClient
+	withSeries(&cc.TSDB)
 	generated := cc.AdminToken == ""
 	if generated {
 		cc.AdminToken = randomToken()
@@ -153,6 +175,7 @@ func (cfg devConfig) run(ctx context.Context) error {
 
 	m := cfg.mixer
 	m.ID = "dev-mixer"
+	withSeries(&m.TSDB)
 	m.EtcdEndpoints = cfg.etcdClient
 	mx, err := mixer.New(m, logx.NewTo(cfg.stderr, "telemetry-mixer"))
 	if err := start("telemetry-mixer", mx, err); err != nil {
@@ -187,6 +210,49 @@ Sextant is running (Ctrl-C stops it):
 	}
 	log.Info("stopping")
 	return stopAll()
+}
+
+// startInfluxd runs influxd with its data under dir, when a binary can be
+// found; it returns its URL, or "" after saying once that the time series are off.
+func (cfg *devConfig) startInfluxd(dir string, log *slog.Logger) string {
+	bin := cfg.influxd
+	if bin == "auto" {
+		wd, _ := os.Getwd()
+		found, err := influxdev.Find(wd)
+		if err != nil {
+			log.Info("time series are off: no influxd found (make run builds one into bin/)")
+			return ""
+		}
+		bin = found
+	}
+	if bin == "" {
+		log.Info("time series are off (--influxd \"\")")
+		return ""
+	}
+	data := filepath.Join(dir, "influxd")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		log.Warn("time series are off", "err", err)
+		return ""
+	}
+	rpc := net.JoinHostPort("127.0.0.1", "0")
+	if host, port, err := net.SplitHostPort(cfg.influxAddr); err == nil && port != "0" {
+		p, _ := strconv.Atoi(port)
+		rpc = net.JoinHostPort(host, strconv.Itoa(p+2))
+	}
+	s, err := influxdev.Start(bin, data, cfg.influxAddr, rpc)
+	if err != nil {
+		log.Warn("time series are off: influxd did not start", "err", err)
+		return ""
+	}
+	cfg.influx = s
+	log.Info("influxd ready", "url", s.URL(), "database", influxdev.Database, "retention", influxdev.Retention)
+	return s.URL()
+}
+
+func (cfg *devConfig) stopInfluxd() {
+	if cfg.influx != nil {
+		cfg.influx.Stop()
+	}
 }
 
 // randomToken makes an admin token for a dev run.
