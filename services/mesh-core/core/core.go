@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -98,6 +100,16 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	return mc, nil
 }
 
+// replicaName tells mesh-core replicas apart in the time series: the host
+// name (the pod name in Kubernetes), and the port when it is not the default.
+func replicaName(addr string) string {
+	host, _ := os.Hostname()
+	if _, port, err := net.SplitHostPort(addr); err == nil && port != "7703" {
+		return host + ":" + port
+	}
+	return host
+}
+
 // Addr is the HTTP address (registry, discovery).
 func (mc *MeshCore) Addr() string { return mc.http.Addr() }
 
@@ -127,7 +139,7 @@ func (mc *MeshCore) Start() error {
 	mc.goBackground(func() { mc.health.Run(ctx) })
 	mc.goBackground(func() { mc.expirePolicies(ctx) })
 	mc.goBackground(func() {
-		mc.series.Export(ctx, mc.reg, "sextant_meshcore", "sextant_meshcore_", map[string]string{"replica": mc.http.Addr()})
+		mc.series.Export(ctx, mc.reg, "sextant_meshcore", "sextant_meshcore_", map[string]string{"replica": replicaName(mc.http.Addr())})
 	})
 	mc.kitexDone = kitexx.Serve(mc.kitex)
 	mc.http.Start()
