@@ -27,6 +27,7 @@ type Cache struct {
 
 	mu       sync.Mutex // serializes changes
 	regs     map[string]map[string]Registration
+	kitex    map[string]map[string]Registration // from kitex-contrib/registry-etcd
 	policies map[string]*meshcore.Policy
 
 	smu   sync.RWMutex
@@ -37,7 +38,7 @@ type Cache struct {
 func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache {
 	return &Cache{
 		policyTTL: policyTTL, maxServices: maxServices, log: log, now: time.Now, onSnapshot: func() {},
-		regs: map[string]map[string]Registration{}, policies: map[string]*meshcore.Policy{},
+		regs: map[string]map[string]Registration{}, kitex: map[string]map[string]Registration{}, policies: map[string]*meshcore.Policy{},
 		snaps: map[string]*Snapshot{},
 	}
 }
@@ -76,7 +77,16 @@ func (c *Cache) Services() int {
 func (c *Cache) Instances(service string) map[string]Registration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]Registration, len(c.regs[service]))
+	return c.instances(service)
+}
+
+// instances merges both registries; Sextant's own registration of an
+// instance wins over the Kitex registry's. mu is held.
+func (c *Cache) instances(service string) map[string]Registration {
+	out := make(map[string]Registration, len(c.regs[service])+len(c.kitex[service]))
+	for k, v := range c.kitex[service] {
+		out[k] = v
+	}
 	for k, v := range c.regs[service] {
 		out[k] = v
 	}
@@ -89,7 +99,7 @@ func (c *Cache) rebuild(service string) *Snapshot {
 	if pol != nil && c.now().Sub(time.UnixMilli(pol.ComputedAtMs)) > c.policyTTL {
 		pol = nil // too old to apply: static weights
 	}
-	next := buildSnapshot(service, c.regs[service], pol)
+	next := buildSnapshot(service, c.instances(service), pol)
 	c.smu.Lock()
 	defer c.smu.Unlock()
 	prev := c.snaps[service]
@@ -228,6 +238,9 @@ func (c *Cache) rebuildAll(before map[string]map[string]Registration) {
 	for s := range c.regs {
 		services[s] = true
 	}
+	for s := range c.kitex {
+		services[s] = true
+	}
 	for s := range c.policies {
 		services[s] = true
 	}
@@ -242,4 +255,72 @@ func (c *Cache) rebuildAll(before map[string]map[string]Registration) {
 	for s := range services {
 		c.rebuild(s)
 	}
+}
+
+// kitexRegistryMirror lists what kitex-contrib/registry-etcd registers at
+// {prefix}/{service}/{address}, read-only.
+type kitexRegistryMirror struct{ c *Cache }
+
+var _ etcdx.MirrorHandler = kitexRegistryMirror{}
+
+// kitexInstance is registry-etcd's value.
+type kitexInstance struct {
+	Network string            `json:"network"`
+	Address string            `json:"address"`
+	Weight  int               `json:"weight"`
+	Tags    map[string]string `json:"tags"`
+}
+
+// Reset implements etcdx.MirrorHandler.
+func (m kitexRegistryMirror) Reset(kvs []etcdx.Event, _ int64) {
+	c := m.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	before := c.kitex
+	c.kitex = map[string]map[string]Registration{}
+	for _, kv := range kvs {
+		m.put(kv)
+	}
+	c.rebuildAll(before)
+}
+
+// Apply implements etcdx.MirrorHandler.
+func (m kitexRegistryMirror) Apply(events []etcdx.Event, _ int64) {
+	c := m.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	touched := map[string]bool{}
+	for _, ev := range events {
+		if s := m.put(ev); s != "" {
+			touched[s] = true
+		}
+	}
+	for s := range touched {
+		c.rebuild(s)
+	}
+}
+
+func (m kitexRegistryMirror) put(ev etcdx.Event) string {
+	service, addr, ok := strings.Cut(ev.Key, "/")
+	if !ok || service == "" || addr == "" {
+		return ""
+	}
+	if ev.Deleted {
+		delete(m.c.kitex[service], addr)
+		if len(m.c.kitex[service]) == 0 {
+			delete(m.c.kitex, service)
+		}
+		return service
+	}
+	var ki kitexInstance
+	if err := json.Unmarshal(ev.Value, &ki); err != nil || ki.Address == "" {
+		m.c.log.Warn("ignoring a malformed kitex registry entry", "key", ev.Key, "err", err)
+		return ""
+	}
+	if m.c.kitex[service] == nil {
+		m.c.kitex[service] = map[string]Registration{}
+	}
+	m.c.kitex[service][addr] = Registration{Service: service, Instance: addr, Addr: ki.Address,
+		StaticWeight: int32(min(max(ki.Weight, 1), 1000)), Metadata: ki.Tags}
+	return service
 }

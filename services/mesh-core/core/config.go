@@ -30,6 +30,10 @@ type Config struct {
 	DefaultTTL    time.Duration
 	MaxBodyBytes  int
 	ShutdownGrace time.Duration
+	// KitexRegistryPrefix is where the stock kitex-contrib/registry-etcd
+	// registers Kitex servers; mesh-core lists them too (read-only). Empty
+	// turns it off.
+	KitexRegistryPrefix string
 	// TSDB is where the service writes its time series (InfluxDB).
 	TSDB tsdb.Config
 }
@@ -37,19 +41,20 @@ type Config struct {
 // DefaultConfig is the configuration `sextant dev` runs with.
 func DefaultConfig() Config {
 	return Config{
-		TSDB:          tsdb.DefaultConfig(),
-		HTTPAddr:      "127.0.0.1:7703",
-		KitexAddr:     "127.0.0.1:7713",
-		EtcdEndpoints: "127.0.0.1:7790",
-		EtcdPrefix:    etcdx.DefaultPrefix,
-		PolicyTTL:     2 * time.Minute,
-		MaxWait:       60 * time.Second,
-		DefaultWait:   30 * time.Second,
-		MaxServices:   100_000,
-		HealthProbe:   time.Second,
-		DefaultTTL:    30 * time.Second,
-		MaxBodyBytes:  64 << 10,
-		ShutdownGrace: 5 * time.Second,
+		TSDB:                tsdb.DefaultConfig(),
+		HTTPAddr:            "127.0.0.1:7703",
+		KitexAddr:           "127.0.0.1:7713",
+		EtcdEndpoints:       "127.0.0.1:7790",
+		EtcdPrefix:          etcdx.DefaultPrefix,
+		PolicyTTL:           2 * time.Minute,
+		MaxWait:             60 * time.Second,
+		DefaultWait:         30 * time.Second,
+		MaxServices:         100_000,
+		HealthProbe:         time.Second,
+		DefaultTTL:          30 * time.Second,
+		MaxBodyBytes:        64 << 10,
+		ShutdownGrace:       5 * time.Second,
+		KitexRegistryPrefix: "kitex/registry-etcd",
 	}
 }
 
@@ -67,5 +72,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.HealthProbe, "etcd-probe-interval", c.HealthProbe, "how often etcd is probed; answers are marked stale while it fails")
 	fs.DurationVar(&c.DefaultTTL, "default-ttl", c.DefaultTTL, "lease TTL of a registration that names none")
 	fs.IntVar(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest registration body accepted; 413 beyond")
+	fs.StringVar(&c.KitexRegistryPrefix, "kitex-registry-prefix", c.KitexRegistryPrefix, "etcd prefix of the kitex-contrib/registry-etcd registry, listed read-only beside Sextant's own (empty: off)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long a stopping mesh-core lets long polls finish")
 }

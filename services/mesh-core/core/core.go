@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +65,9 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	mc.mirrors = []*etcdx.Mirror{
 		etcdx.NewMirror(cli, cfg.EtcdPrefix+"registry/", registryMirror{mc.cache}, log),
 		etcdx.NewMirror(cli, cfg.EtcdPrefix+"policy/", policyMirror{mc.cache}, log),
+	}
+	if cfg.KitexRegistryPrefix != "" {
+		mc.mirrors = append(mc.mirrors, etcdx.NewMirror(cli, strings.TrimSuffix(cfg.KitexRegistryPrefix, "/")+"/", kitexRegistryMirror{mc.cache}, log))
 	}
 	m.observe(reg, mc)
 	mc.series = tsdb.New(cfg.TSDB, "mesh-core", log)
