@@ -1,0 +1,149 @@
+// Command discovery measures how fast mesh-core fans a policy change out to
+// data planes that long-poll it, and what holding those polls open costs.
+//
+// One child process runs an embedded etcd and one mesh-core (GOMAXPROCS from
+// -gomaxprocs); this process registers -instances instances of comment-svc
+// and starts -pollers simulated data planes, each looping on
+// GET /v1/discovery/comment-svc?version=<last seen>&wait=<-wait>. Once every
+// poller holds the current snapshot and waits, it publishes -changes new
+// policies through Kitex PublishPolicy, one every -interval. For each change
+// it reports how long after PublishPolicy returned 50 %, 99 % and 100 % of
+// the pollers had read it (or something newer), how many missed it (held it
+// only after the next change was published), and, from each answer's
+// policy_age_ms, when mesh-core had built those answers: the first figure
+// includes this process's own time to read 10,000 answers, the second does
+// not. It also reports the child's memory and goroutines while every poller
+// waits, and its CPU time across the changes. See docs/benchmarks.md.
+//
+//	go run ./loadtest/discovery -pollers 10000
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"syscall"
+	"time"
+)
+
+const service = "comment-svc"
+
+type options struct {
+	pollers, instances, changes, procs int
+	interval, wait                     time.Duration
+}
+
+// serveArg, as the only argument, makes this binary the child; it is not
+// a flag so that -help does not show it.
+const serveArg = "-serve-mesh-core"
+
+func main() {
+	if len(os.Args) == 2 && os.Args[1] == serveArg {
+		exit(serve())
+	}
+	var o options
+	flag.IntVar(&o.pollers, "pollers", 10000, "simulated data planes, each with one long poll (and one connection) open")
+	flag.IntVar(&o.instances, "instances", 20, "registered instances of "+service)
+	flag.IntVar(&o.changes, "changes", 10, "policy changes measured")
+	flag.DurationVar(&o.interval, "interval", time.Second, "time between two changes")
+	flag.IntVar(&o.procs, "gomaxprocs", 1, "GOMAXPROCS of the mesh-core process; this one takes the remaining cores")
+	flag.DurationVar(&o.wait, "wait", 30*time.Second, "wait of each long poll (mesh-core allows up to 60s)")
+	flag.Parse()
+	exit(run(o))
+}
+
+func exit(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "discovery:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+func (o options) check() error {
+	switch {
+	case o.pollers < 1 || o.instances < 1 || o.changes < 1 || o.procs < 1:
+		return errors.New("-pollers, -instances, -changes and -gomaxprocs must be positive")
+	case o.changes > maxChanges:
+		return fmt.Errorf("-changes: at most %d (a change is told by a weight)", maxChanges)
+	case o.interval <= 0 || o.wait <= 0 || o.wait > 60*time.Second:
+		return errors.New("-interval must be positive, -wait in (0, 60s]")
+	}
+	return nil
+}
+
+func run(o options) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	// The load generator keeps the cores the child does not get, and spends
+	// less of them on garbage collection (a tenth of its CPU by default).
+	runtime.GOMAXPROCS(max(1, runtime.NumCPU()-o.procs))
+	debug.SetGCPercent(400)
+	ch, err := spawn(o.procs)
+	if err != nil {
+		return err
+	}
+	defer ch.stop()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		ch.stop() // no orphan mesh-core on Ctrl-C
+		os.Exit(130)
+	}()
+	fmt.Printf("%s: %d instances, %d pollers (wait=%s), %d changes every %s; mesh-core+etcd GOMAXPROCS=%d, load generator GOMAXPROCS=%d, %d cores\n",
+		service, o.instances, o.pollers, o.wait, o.changes, o.interval, o.procs, runtime.GOMAXPROCS(0), runtime.NumCPU())
+	rep, err := runLoad(o, ch.target, ch.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	rep.print()
+	return nil
+}
+
+// print writes one line per change, then the medians and the costs.
+func (r *report) print() {
+	var cols [7][]float64 // read p50, p99, p100, missed, built p50, p99, p100
+	for i, c := range r.changes {
+		fmt.Printf("change %d: %s, missed %d (mesh-core built the answers: %s; publish took %.1f ms)\n",
+			i+1, c.read, c.missed, c.built, c.publish.Seconds()*1e3)
+		for j, v := range []float64{c.read.p50, c.read.p99, c.read.p100, float64(c.missed), c.built.p50, c.built.p99, c.built.p100} {
+			cols[j] = append(cols[j], v)
+		}
+	}
+	var m [7]float64
+	for j, col := range cols {
+		slices.Sort(col) // +Inf (never reached) sorts last
+		m[j] = col[len(col)/2]
+	}
+	fmt.Printf("median of %d changes: %s, missed %.0f (mesh-core built the answers: %s)\n",
+		len(r.changes), quantiles{m[0], m[1], m[2]}, m[3], quantiles{m[4], m[5], m[6]})
+	fmt.Printf("ramp: %d pollers started in %.1f s, all held %.1f s after the first\n", r.pollers, r.ramp.Seconds(), r.settled.Seconds())
+	fmt.Printf("mesh-core process (with etcd), before the pollers: VmRSS %.1f MiB, %.0f goroutines\n", r.idle.rssMiB, r.idle.goroutines)
+	fmt.Printf("mesh-core process, %.0f polls held: VmRSS %.1f MiB, %.0f goroutines; VmHWM at the end %.1f MiB\n",
+		r.busy.waiting, r.busy.rssMiB, r.busy.goroutines, r.peakMiB)
+	fmt.Printf("CPU from the first publish until every poller held the last change (%.1f s): mesh-core process %.2f s, load generator %.2f s, other processes %.2f s, steal %.2f s\n",
+		r.window.Seconds(), r.cpuSec, r.clientCPUSec, r.otherCPUSec, r.stealSec)
+	if r.errors != "" {
+		fmt.Println(r.errors)
+	}
+}
+
+func (q quantiles) String() string {
+	return fmt.Sprintf("p50 %s ms, p99 %s ms, p100 %s ms", ms(q.p50), ms(q.p99), ms(q.p100))
+}
+
+// ms formats milliseconds; "-" when never reached.
+func ms(v float64) string {
+	if math.IsInf(v, 1) {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", v)
+}

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cloudwego/kitex/client"
+
+	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
+	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
+)
+
+// maxChanges: change k gives the marker instance weight k+1, at most 999.
+const maxChanges = 998
+
+// report is one run's figures; the /proc ones are NaN without a child.
+type report struct {
+	pollers               int
+	changes               []changeStats
+	ramp, settled         time.Duration
+	window                time.Duration // first publish to the last change everywhere
+	idle, busy            procStats
+	peakMiB               float64
+	cpuSec, clientCPUSec  float64
+	otherCPUSec, stealSec float64 // other processes' CPU and steal: noise
+	errors                string
+}
+
+// changeStats is one change: when the pollers had read it (read), when
+// mesh-core had built their answers (built), how many missed it.
+type changeStats struct {
+	read, built quantiles
+	missed      int
+	publish     time.Duration // how long PublishPolicy took
+}
+
+// quantiles: ms from PublishPolicy's return until 50, 99 and 100 % of the
+// pollers (+Inf: never).
+type quantiles struct{ p50, p99, p100 float64 }
+
+// procStats is the mesh-core process at one moment.
+type procStats struct{ rssMiB, goroutines, waiting float64 }
+
+// runLoad measures the mesh-core at tg; pid, when not 0, is its process.
+func runLoad(o options, tg target, pid int) (*report, error) {
+	pub, err := meshcoresvc.NewClient("mesh-core", client.WithHostPorts(tg.kitex), client.WithRPCTimeout(10*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	pr := probe{pid: pid, tick: clockTick(), addr: tg.http, hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}}
+	defer pr.hc.CloseIdleConnections() // or they hold mesh-core's graceful stop
+	if err := setup(pr.hc, pub, tg.http, o.instances); err != nil {
+		return nil, err
+	}
+	rep := &report{pollers: o.pollers, idle: pr.sample()}
+	f := newFanout(tg.http, o)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer f.stop(cancel)
+	if rep.ramp, rep.settled, err = f.start(ctx); err != nil {
+		return nil, err
+	}
+	// An answered poller is not yet waiting again: measure once all are held.
+	waitUntil(30*time.Second, func() bool { return pr.sample().waiting >= float64(o.pollers) })
+	rep.busy = pr.sample()
+	cpu0, cli0 := cpuSeconds(pid, pr.tick), cpuSeconds(os.Getpid(), pr.tick)
+	busy0, steal0 := machineCPU(pr.tick)
+	pubs, err := f.publishChanges(pub, o)
+	if err != nil {
+		return nil, err
+	}
+	n := int64(o.pollers)
+	waitUntil(o.interval+10*time.Second, func() bool { return f.held[o.changes].Load() == n })
+	rep.window = time.Since(pubs[0].start)
+	rep.cpuSec, rep.clientCPUSec = cpuSeconds(pid, pr.tick)-cpu0, cpuSeconds(os.Getpid(), pr.tick)-cli0
+	busy1, steal1 := machineCPU(pr.tick)
+	rep.otherCPUSec, rep.stealSec = busy1-busy0-rep.cpuSec-rep.clientCPUSec, steal1-steal0
+	rep.peakMiB = statusMiB(pid, "VmHWM")
+	f.stop(cancel)
+	rep.changes = f.stats(pubs, pubs[len(pubs)-1].at.Add(o.interval))
+	rep.errors = f.errors()
+	return rep, nil
+}
+
+// published is one change: when PublishPolicy was called and returned.
+type published struct{ start, at time.Time }
+
+// publishChanges publishes changes 1..n, the first at once, then one every interval.
+func (f *fanout) publishChanges(pub meshcoresvc.Client, o options) ([]published, error) {
+	t := time.NewTicker(o.interval)
+	defer t.Stop()
+	pubs := make([]published, o.changes)
+	for k := 1; k <= o.changes; k++ {
+		if k > 1 {
+			<-t.C
+		}
+		start := time.Now()
+		f.computedAt[k].Store(start.UnixMilli())
+		if err := publish(pub, k, o.instances, start.UnixMilli()); err != nil {
+			return nil, fmt.Errorf("change %d: %w", k, err)
+		}
+		pubs[k-1] = published{start: start, at: time.Now()}
+	}
+	return pubs, nil
+}
+
+// stats computes each change's figures. A poller missed a change if it did
+// not hold it before the next was published (before end, for the last).
+func (f *fanout) stats(pubs []published, end time.Time) []changeStats {
+	out := make([]changeStats, len(pubs))
+	for i, p := range pubs {
+		deadline := end
+		if i+1 < len(pubs) {
+			deadline = pubs[i+1].at
+		}
+		read, built := make([]float64, len(f.pollers)), make([]float64, len(f.pollers))
+		for j, pl := range f.pollers {
+			seen, b := pl.seen[i+1], pl.built[i+1]
+			read[j], built[j] = math.Inf(1), math.Inf(1)
+			if !seen.IsZero() {
+				read[j] = float64(seen.Sub(p.at)) / 1e6
+			}
+			if b != 0 { // whole ms (policy_age_ms): take the middle of it
+				built[j] = float64(b) + 0.5 - float64(p.at.UnixMicro())/1e3
+			}
+			if seen.IsZero() || !seen.Before(deadline) {
+				out[i].missed++
+			}
+		}
+		out[i].read, out[i].built, out[i].publish = quantilesOf(read), quantilesOf(built), p.at.Sub(p.start)
+	}
+	return out
+}
+
+func quantilesOf(ms []float64) quantiles {
+	slices.Sort(ms)
+	pct := func(p float64) float64 { return ms[max(0, int(math.Ceil(p/100*float64(len(ms))))-1)] }
+	return quantiles{pct(50), pct(99), pct(100)}
+}
+
+// instanceID names the j-th registered instance (and is its address).
+func instanceID(j int) string { return fmt.Sprintf("10.1.%d.%d:9000", j/250, j%250+1) }
+
+// weightsFor is the policy of change k (0: the one in place before the
+// measured changes). The marker instance 0 gets weight k+1, so that an
+// answer tells its change; every other weight moves with k too.
+func weightsFor(k, instances int) []*meshcore.InstanceWeight {
+	ws := make([]*meshcore.InstanceWeight, instances)
+	for j := range ws {
+		ws[j] = &meshcore.InstanceWeight{Instance: instanceID(j), Weight: int32(1 + (k+37*j)%1000), Reason: "loadtest"}
+	}
+	return ws
+}
+
+// publish stores change k as policy version k+1, computed at atMs.
+func publish(pub meshcoresvc.Client, k, instances int, atMs int64) error {
+	p := &meshcore.Policy{Service: service, Version: int64(k + 1), ComputedAtMs: atMs, CalculatorId: "loadtest-discovery",
+		Overload: &meshcore.Overload{State: "normal"}, Weights: weightsFor(k, instances)}
+	_, err := pub.PublishPolicy(context.Background(), &meshcore.PublishPolicyRequest{Policy: p})
+	return err
+}
+
+// setup registers the instances (an hour's lease: nobody heartbeats), waits
+// until mesh-core shows them all (a policy may name registered instances
+// only), then publishes change 0 and waits until mesh-core shows it.
+func setup(hc *http.Client, pub meshcoresvc.Client, addr string, instances int) error {
+	for j := range instances {
+		body, _ := json.Marshal(map[string]any{"service": service, "instance": instanceID(j), "ttl_s": 3600})
+		resp, err := hc.Post("http://"+addr+"/v1/instances", "application/json", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("register %s: HTTP %d", instanceID(j), resp.StatusCode)
+		}
+	}
+	shows := func(cond func([]byte) bool) bool {
+		return waitUntil(20*time.Second, func() bool {
+			resp, err := hc.Get("http://" + addr + "/v1/discovery/" + service + "?version=0&wait=0s")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			return err == nil && cond(body)
+		})
+	}
+	if !shows(func(b []byte) bool { return bytes.Count(b, []byte(`"instance":`)) == instances }) {
+		return fmt.Errorf("mesh-core does not show the %d instances after 20s", instances)
+	}
+	if err := publish(pub, 0, instances, time.Now().UnixMilli()); err != nil {
+		return fmt.Errorf("initial policy: %w", err)
+	}
+	if !shows(func(b []byte) bool { return changeOf(b) == 0 }) {
+		return fmt.Errorf("mesh-core does not show the initial policy after 20s")
+	}
+	return nil
+}
+
+// probe reads the mesh-core process: /proc when pid is not 0, /metrics always.
+type probe struct {
+	pid  int
+	tick float64
+	addr string
+	hc   *http.Client
+}
+
+func (p probe) sample() procStats {
+	return procStats{rssMiB: statusMiB(p.pid, "VmRSS"), goroutines: p.metric("go_goroutines"), waiting: p.metric("sextant_meshcore_pollers_waiting")}
+}
+
+// metric scrapes one unlabelled series from mesh-core's /metrics; NaN if absent.
+func (p probe) metric(name string) float64 {
+	resp, err := p.hc.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		return math.NaN()
+	}
+	defer resp.Body.Close()
+	v := math.NaN()
+	for s := bufio.NewScanner(resp.Body); s.Scan(); {
+		if f, ok := strings.CutPrefix(s.Text(), name+" "); ok {
+			v, _ = strconv.ParseFloat(strings.TrimSpace(f), 64)
+		}
+	}
+	return v
+}
