@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -169,22 +168,10 @@ func (w *ConfigWatcher) poll(ctx context.Context, version int64) (*WatchAnswer, 
 	if w.o.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+w.o.Token)
 	}
-	resp, err := w.client.Do(req)
-	if err != nil {
+	var a WatchAnswer
+	changed, err := longPoll(w.client, req, &a)
+	if err != nil || !changed {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusNotModified:
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil, nil
-	case http.StatusOK:
-		var a WatchAnswer
-		if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
-			return nil, err
-		}
-		return &a, nil
-	default:
-		return nil, fmt.Errorf("config-center answered %d", resp.StatusCode)
-	}
+	return &a, nil
 }

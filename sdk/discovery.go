@@ -181,24 +181,34 @@ func (d *Discovery) poll(service string, version int64) (*Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := d.client.Do(req)
-	if err != nil {
+	var snap Snapshot
+	changed, err := longPoll(d.client, req, &snap)
+	if err != nil || !changed {
 		return nil, err
+	}
+	snap.ReceivedAt = time.Now()
+	return &snap, nil
+}
+
+// longPoll runs one long poll of the control plane: it decodes a 200 into
+// v and reports true, reports false for a 304, and an error otherwise.
+func longPoll(c *http.Client, req *http.Request, v any) (bool, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return false, err
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusNotModified:
 		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil, nil
+		return false, nil
 	case http.StatusOK:
-		var s Snapshot
-		if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-			return nil, fmt.Errorf("discovery answer: %w", err)
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			return false, fmt.Errorf("%s: %w", req.URL.Path, err)
 		}
-		s.ReceivedAt = time.Now()
-		return &s, nil
+		return true, nil
 	default:
-		return nil, fmt.Errorf("discovery: status %d", resp.StatusCode)
+		return false, fmt.Errorf("%s answered %d", req.URL.Host, resp.StatusCode)
 	}
 }
 
