@@ -4,6 +4,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -23,7 +25,7 @@ func main() {
 	}
 	switch os.Args[1] {
 	case "dev":
-		if err := dev(os.Args[2:]); err != nil {
+		if err := dev(os.Args[2:]); err != nil && !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "sextant dev:", err)
 			os.Exit(1)
 		}

@@ -127,6 +127,9 @@ func (mx *Mixer) stop(ctx context.Context) error {
 	return err
 }
 
+// readiness: a full queue is not a reason to be unready; every mixer would
+// leave the Service at once and data planes would get connection refused
+// instead of a 429 telling them to retry.
 func (mx *Mixer) readiness() []string {
 	var reasons []string
 	if len(mx.members.View().Shards) == 0 {
@@ -134,9 +137,6 @@ func (mx *Mixer) readiness() []string {
 	}
 	if !mx.members.Synced() {
 		reasons = append(reasons, "shard membership not synced with etcd (routing by the last known)")
-	}
-	if q := mx.forwarder.Queued(); q >= int64(mx.cfg.Forward.QueueRecords) {
-		reasons = append(reasons, "forwarding queue full")
 	}
 	return reasons
 }
