@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
@@ -21,13 +22,14 @@ type Store struct {
 	count     int
 	maxSeries int
 
-	mu       sync.RWMutex
+	mu       sync.RWMutex // guards services; never taken while holding a serviceWindows' mu
 	services map[string]*serviceWindows
-	series   int
+	series   atomic.Int64
 }
 
 type serviceWindows struct {
 	mu        sync.Mutex
+	removed   bool // taken out of the store: writers must look it up again
 	instances map[string]*instanceWindows
 	denials   map[denialKey]*denialCount
 }
@@ -160,11 +162,7 @@ func (s *Store) AddDenial(d *aggregator.DryRunDenial, now time.Time) Outcome {
 	if d.CalleeService == "" || d.Count < 0 {
 		return Invalid
 	}
-	sw := s.service(d.CalleeService, true)
-	if sw == nil {
-		return Refused
-	}
-	sw.mu.Lock()
+	sw := s.lockedService(d.CalleeService)
 	defer sw.mu.Unlock()
 	k := denialKey{d.CallerService, d.Rule}
 	dc := sw.denials[k]
@@ -184,11 +182,7 @@ func (s *Store) add(service, instance string, tsMs int64, now time.Time, merge f
 	if service == "" || instance == "" || tsMs <= 0 {
 		return Invalid
 	}
-	sw := s.service(service, true)
-	if sw == nil {
-		return Refused
-	}
-	sw.mu.Lock()
+	sw := s.lockedService(service)
 	defer sw.mu.Unlock()
 	iw, ok := sw.instances[instance]
 	if !ok {
@@ -214,6 +208,19 @@ func (s *Store) add(service, instance string, tsMs int64, now time.Time, merge f
 	return Accepted
 }
 
+// lockedService returns name's windows, created if need be, locked; never
+// one that Expire or Drop just took out of the store.
+func (s *Store) lockedService(name string) *serviceWindows {
+	for {
+		sw := s.service(name, true)
+		sw.mu.Lock()
+		if !sw.removed {
+			return sw
+		}
+		sw.mu.Unlock()
+	}
+}
+
 func (s *Store) service(name string, create bool) *serviceWindows {
 	s.mu.RLock()
 	sw := s.services[name]
@@ -230,22 +237,22 @@ func (s *Store) service(name string, create bool) *serviceWindows {
 	return sw
 }
 
+// reserveSeries counts one more series if the limit allows. It takes no
+// lock: add calls it holding a service's lock.
 func (s *Store) reserveSeries() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.series >= s.maxSeries {
-		return false
+	for {
+		n := s.series.Load()
+		if n >= int64(s.maxSeries) {
+			return false
+		}
+		if s.series.CompareAndSwap(n, n+1) {
+			return true
+		}
 	}
-	s.series++
-	return true
 }
 
 // Series is how many (service, instance) series are tracked.
-func (s *Store) Series() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.series
-}
+func (s *Store) Series() int { return int(s.series.Load()) }
 
 // Expire forgets instances not reported since before cutoff, and services left
 // with nothing; it returns how many series it removed.
@@ -263,10 +270,11 @@ func (s *Store) Expire(cutoff time.Time) int {
 		}
 		if len(sw.instances) == 0 {
 			delete(s.services, name)
+			sw.removed = true
 		}
 		sw.mu.Unlock()
 	}
-	s.series -= removed
+	s.series.Add(-int64(removed))
 	return removed
 }
 
@@ -355,7 +363,8 @@ func (s *Store) Drop(service string) {
 	defer s.mu.Unlock()
 	if sw := s.services[service]; sw != nil {
 		sw.mu.Lock()
-		s.series -= len(sw.instances)
+		s.series.Add(-int64(len(sw.instances)))
+		sw.removed = true
 		sw.mu.Unlock()
 		delete(s.services, service)
 	}

@@ -1,7 +1,9 @@
 package calculator
 
 import (
+	"fmt"
 	"math"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,5 +132,42 @@ func TestStoreServerWindow(t *testing.T) {
 	if w.Requests != 400 || w.CPUUtil != 0.7 || w.QueueTimeMsAvg != 5 || w.QueueTimeMsP99 != 9 ||
 		w.RequestsByPriority[64] != 390 || w.RequestsByPriority[0] != 10 {
 		t.Fatalf("server window %+v", w)
+	}
+}
+
+// Ingest, expiry, ownership drops and the debug listing run at once without
+// deadlock, and the series count ends equal to what is held.
+func TestStoreConcurrentUse(t *testing.T) {
+	s := NewStore(time.Second, 10, 1_000_000)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				s.AddEdge(edge(fmt.Sprintf("svc-%d", i%7), fmt.Sprintf("i%d", i%13), t0, 1, 0, 1), t0.Add(time.Duration(i%3)*time.Second))
+				s.AddDenial(&aggregator.DryRunDenial{CalleeService: fmt.Sprintf("svc-%d", i%7), CallerService: "c", Rule: "r", Count: 1}, t0)
+			}
+		}()
+	}
+	for i := 0; i < 300; i++ {
+		s.Expire(t0.Add(time.Second))
+		s.Drop(fmt.Sprintf("svc-%d", i%7))
+		s.Services()
+	}
+	close(done)
+	wg.Wait()
+	held := 0
+	for _, sum := range s.Services() {
+		held += sum.Instances
+	}
+	if held != s.Series() {
+		t.Fatalf("series count %d, but %d instances held", s.Series(), held)
 	}
 }
