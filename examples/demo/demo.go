@@ -173,6 +173,8 @@ func (r *Recorder) record(at time.Time, instance string, priority int32, latency
 	k := at.Unix()
 	s := r.seconds[k]
 	if s == nil {
+		// A long demo keeps the last ten minutes only.
+		delete(r.seconds, k-600)
 		s = &Second{ByInstance: map[string]int{}, OK: map[int32]int{}, Shed: map[int32]int{}, Failed: map[int32]int{}}
 		r.seconds[k] = s
 	}

@@ -235,7 +235,7 @@ func TestBackpressureWhenShardStalls(t *testing.T) {
 		return ms.HeapAlloc
 	}
 	before := heap()
-	for i := 0; i < 400; i++ { // 200,000 records offered, 40x the queue
+	for i := 0; i < 1000; i++ { // 500,000 records offered (100+ MiB if kept), 100x the queue
 		if a := post(t, mx.Addr(), body); a.status != http.StatusTooManyRequests {
 			t.Fatalf("request %d while stalled: %s", i, a)
 		}
@@ -243,10 +243,11 @@ func TestBackpressureWhenShardStalls(t *testing.T) {
 	if q := testenv.Metric(t, mx.Addr(), "sextant_mixer_queue_records"); q > capacity {
 		t.Fatalf("queue holds %v records, bound %d", q, capacity)
 	}
-	if grown := int64(heap()) - int64(before); grown > 16<<20 {
+	// The bound leaves room for the embedded etcd and Kitex in this process.
+	if grown := int64(heap()) - int64(before); grown > 32<<20 {
 		t.Fatalf("heap grew %d MiB while every request was refused", grown>>20)
 	}
-	if n := testenv.Metric(t, mx.Addr(), `sextant_mixer_reports_rejected_total{reason="queue_full"}`); n < 400 {
+	if n := testenv.Metric(t, mx.Addr(), `sextant_mixer_reports_rejected_total{reason="queue_full"}`); n < 1000 {
 		t.Fatalf("queue_full rejections = %v", n)
 	}
 
