@@ -91,8 +91,12 @@ func (e *engine) round(now time.Time) {
 		if seen[name] {
 			continue
 		}
-		if !e.owns(name) || (st.published != nil && len(st.published.Weights) == 0) {
+		if !e.owns(name) {
 			e.disown(name)
+			continue
+		}
+		if st.published != nil && len(st.published.Weights) == 0 && !e.pub.Status(name).Pending {
+			e.disown(name) // its fall-back to static weights is delivered
 			continue
 		}
 		e.compute(name, st, now)
