@@ -90,17 +90,17 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	defer ch.stop()
+	defer ch.Stop()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		<-sigs
-		ch.stop() // no orphan mesh-core on Ctrl-C
+		ch.Stop() // no orphan mesh-core on Ctrl-C
 		os.Exit(130)
 	}()
 	fmt.Printf("%s: %d instances, %d pollers (wait=%s), %d changes every %s; mesh-core+etcd GOMAXPROCS=%d, load generator GOMAXPROCS=%d, %d cores\n",
 		service, o.instances, o.pollers, o.wait, o.changes, o.interval, o.procs, runtime.GOMAXPROCS(0), runtime.NumCPU())
-	rep, err := runLoad(o, ch.target, ch.cmd.Process.Pid)
+	rep, err := runLoad(o, ch.target, ch.Pid())
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
+	"github.com/sextant-mesh/sextant/loadtest/internal/proc"
 )
 
 // maxChanges: change k gives the marker instance weight k+1, at most 999.
@@ -58,7 +59,7 @@ func runLoad(o options, tg target, pid int) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	pr := probe{pid: pid, tick: clockTick(), addr: tg.http, hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}}
+	pr := probe{pid: pid, addr: tg.http, hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}}
 	defer pr.hc.CloseIdleConnections() // or they hold mesh-core's graceful stop
 	if err := setup(pr.hc, pub, tg.http, o.instances); err != nil {
 		return nil, err
@@ -73,8 +74,8 @@ func runLoad(o options, tg target, pid int) (*report, error) {
 	// An answered poller is not yet waiting again: measure once all are held.
 	waitUntil(30*time.Second, func() bool { return pr.sample().waiting >= float64(o.pollers) })
 	rep.busy = pr.sample()
-	cpu0, cli0 := cpuSeconds(pid, pr.tick), cpuSeconds(os.Getpid(), pr.tick)
-	busy0, steal0 := machineCPU(pr.tick)
+	cpu0, cli0 := cpuSeconds(pid), cpuSeconds(os.Getpid())
+	busy0, steal0 := proc.MachineCPU()
 	pubs, err := f.publishChanges(pub, o)
 	if err != nil {
 		return nil, err
@@ -82,8 +83,8 @@ func runLoad(o options, tg target, pid int) (*report, error) {
 	n := int64(o.pollers)
 	waitUntil(o.interval+10*time.Second, func() bool { return f.held[o.changes].Load() == n })
 	rep.window = time.Since(pubs[0].start)
-	rep.cpuSec, rep.clientCPUSec = cpuSeconds(pid, pr.tick)-cpu0, cpuSeconds(os.Getpid(), pr.tick)-cli0
-	busy1, steal1 := machineCPU(pr.tick)
+	rep.cpuSec, rep.clientCPUSec = cpuSeconds(pid)-cpu0, cpuSeconds(os.Getpid())-cli0
+	busy1, steal1 := proc.MachineCPU()
 	rep.otherCPUSec, rep.stealSec = busy1-busy0-rep.cpuSec-rep.clientCPUSec, steal1-steal0
 	rep.peakMiB = statusMiB(pid, "VmHWM")
 	f.stop(cancel)
@@ -212,7 +213,6 @@ func setup(hc *http.Client, pub meshcoresvc.Client, addr string, instances int) 
 // probe reads the mesh-core process: /proc when pid is not 0, /metrics always.
 type probe struct {
 	pid  int
-	tick float64
 	addr string
 	hc   *http.Client
 }

@@ -17,6 +17,8 @@ import (
 	"math"
 	"os"
 	"time"
+
+	"github.com/sextant-mesh/sextant/loadtest/internal/proc"
 )
 
 // poolSize distinct bodies are enough to keep caches from flattering anyone.
@@ -110,42 +112,40 @@ func (c column) reportsPerCPU() float64 { return c.reports / c.cpuSec }
 func measure(o options, kind string, bodies [][]byte) (column, error) {
 	col := column{name: kind, cpuSec: math.NaN(), clientCPUSec: math.NaN(), rssMiB: math.NaN()}
 	addr := o.target
-	var ch *child
+	var ch *proc.Child
 	if addr == "" {
 		var err error
-		if ch, err = spawn(kind, o.procs); err != nil {
+		if ch, addr, err = spawn(kind, o.procs); err != nil {
 			return col, err
 		}
-		defer ch.stop()
-		addr = ch.addr
+		defer ch.Stop()
 	}
 	client := newClient(o.conns)
 	defer client.CloseIdleConnections()
 	url := "http://" + addr + "/v1/telemetry"
 	load(client, url, bodies, o.rpr, o.conns, o.warmup)
-	tick := clockTick()
-	srv0, cli0, err := cpuPair(ch, tick)
+	srv0, cli0, err := cpuPair(ch)
 	if err != nil {
 		return col, err
 	}
 	col.res = load(client, url, bodies, o.rpr, o.conns, o.duration)
 	col.reports = float64(col.res.ok * o.rpr)
-	srv1, cli1, err := cpuPair(ch, tick)
+	srv1, cli1, err := cpuPair(ch)
 	if err != nil || ch == nil {
 		return col, err
 	}
 	col.cpuSec, col.clientCPUSec = srv1-srv0, cli1-cli0
-	col.rssMiB, err = ch.maxRSSMiB()
+	col.rssMiB, err = proc.StatusMiB(ch.Pid(), "VmHWM")
 	return col, err
 }
 
 // cpuPair reads the server's and this process's CPU seconds (none without a child).
-func cpuPair(ch *child, tick float64) (srv, cli float64, err error) {
+func cpuPair(ch *proc.Child) (srv, cli float64, err error) {
 	if ch == nil {
 		return 0, 0, nil
 	}
-	srv, err1 := cpuSeconds(ch.cmd.Process.Pid, tick)
-	cli, err2 := cpuSeconds(os.Getpid(), tick)
+	srv, err1 := proc.CPUSeconds(ch.Pid())
+	cli, err2 := proc.CPUSeconds(os.Getpid())
 	return srv, cli, errors.Join(err1, err2)
 }
 
