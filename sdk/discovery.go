@@ -214,7 +214,11 @@ func longPoll(c *http.Client, req *http.Request, v any) (bool, error) {
 
 // Threshold is the admit_min_priority that applies to instance of the
 // service: the higher of the service's and the instance's own.
+// A nil snapshot (no answer yet) admits everything.
 func (s *Snapshot) Threshold(instance string) int32 {
+	if s == nil {
+		return 0
+	}
 	t := s.Overload.AdmitMinPriority
 	for i := range s.Instances {
 		if s.Instances[i].Instance == instance && s.Instances[i].Overload != nil {
