@@ -88,7 +88,7 @@ type child struct {
 
 // spawn re-executes this binary as the child with GOMAXPROCS procs and
 // reads where it serves. A child that fails to start exits, which ends the
-// read (etcd gives up on its own after 30 s).
+// read; one that says nothing for 60 s is stopped.
 func spawn(procs int) (*child, error) {
 	c, err := proc.Spawn([]string{serveArg}, procs, 60*time.Second)
 	if err != nil {
