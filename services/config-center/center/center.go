@@ -112,21 +112,13 @@ func (cc *Center) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cc.cancel = cancel
 	for _, m := range cc.mirrors {
-		cc.goBackground(func() { m.Run(ctx) })
+		cc.wg.Go(func() { m.Run(ctx) })
 	}
-	cc.goBackground(func() { cc.shards.Run(ctx) })
-	cc.goBackground(func() { cc.health.Run(ctx) })
+	cc.wg.Go(func() { cc.shards.Run(ctx) })
+	cc.wg.Go(func() { cc.health.Run(ctx) })
 	cc.http.Start()
 	cc.log.Info("config-center started", "http", cc.http.Addr(), "tls", cc.cfg.TLSCert != "")
 	return nil
-}
-
-func (cc *Center) goBackground(f func()) {
-	cc.wg.Add(1)
-	go func() {
-		defer cc.wg.Done()
-		f()
-	}()
 }
 
 // Stop answers the waiting watches (304) and stops.

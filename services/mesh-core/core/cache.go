@@ -156,12 +156,17 @@ func (m registryMirror) Reset(kvs []etcdx.Event, _ int64) {
 
 // Apply implements etcdx.MirrorHandler.
 func (m registryMirror) Apply(events []etcdx.Event, _ int64) {
-	c := m.c
+	m.c.applyRegistrations(events, func(ev etcdx.Event) string { return m.put(ev.Key, ev.Value, ev.Deleted) })
+}
+
+// applyRegistrations applies registry events with put, which names the
+// service each one touched, and rebuilds each touched service once.
+func (c *Cache) applyRegistrations(events []etcdx.Event, put func(etcdx.Event) string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	touched := map[string]bool{}
 	for _, ev := range events {
-		if s := m.put(ev.Key, ev.Value, ev.Deleted); s != "" {
+		if s := put(ev); s != "" {
 			touched[s] = true
 		}
 	}
@@ -286,18 +291,7 @@ func (m kitexRegistryMirror) Reset(kvs []etcdx.Event, _ int64) {
 
 // Apply implements etcdx.MirrorHandler.
 func (m kitexRegistryMirror) Apply(events []etcdx.Event, _ int64) {
-	c := m.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	touched := map[string]bool{}
-	for _, ev := range events {
-		if s := m.put(ev); s != "" {
-			touched[s] = true
-		}
-	}
-	for s := range touched {
-		c.rebuild(s)
-	}
+	m.c.applyRegistrations(events, m.put)
 }
 
 func (m kitexRegistryMirror) put(ev etcdx.Event) string {

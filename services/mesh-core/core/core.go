@@ -138,25 +138,17 @@ func (mc *MeshCore) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	mc.cancel = cancel
 	for _, m := range mc.mirrors {
-		mc.goBackground(func() { m.Run(ctx) })
+		mc.wg.Go(func() { m.Run(ctx) })
 	}
-	mc.goBackground(func() { mc.health.Run(ctx) })
-	mc.goBackground(func() { mc.expirePolicies(ctx) })
-	mc.goBackground(func() {
+	mc.wg.Go(func() { mc.health.Run(ctx) })
+	mc.wg.Go(func() { mc.expirePolicies(ctx) })
+	mc.wg.Go(func() {
 		mc.series.Export(ctx, mc.reg, "sextant_meshcore", "sextant_meshcore_", map[string]string{"replica": replicaName(mc.http.Addr())})
 	})
 	mc.kitexDone = kitexx.Serve(mc.kitex)
 	mc.http.Start()
 	mc.log.Info("mesh-core started", "http", mc.http.Addr(), "kitex", mc.kitexAddr)
 	return nil
-}
-
-func (mc *MeshCore) goBackground(f func()) {
-	mc.wg.Add(1)
-	go func() {
-		defer mc.wg.Done()
-		f()
-	}()
 }
 
 func (mc *MeshCore) expirePolicies(ctx context.Context) {

@@ -91,13 +91,11 @@ func (mx *Mixer) Addr() string { return mx.http.Addr() }
 func (mx *Mixer) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	mx.cancel = cancel
-	mx.wg.Add(3)
-	go func() { defer mx.wg.Done(); mx.members.Run(ctx) }()
-	go func() { defer mx.wg.Done(); mx.forwarder.Run(ctx) }()
-	go func() {
-		defer mx.wg.Done()
+	mx.wg.Go(func() { mx.members.Run(ctx) })
+	mx.wg.Go(func() { mx.forwarder.Run(ctx) })
+	mx.wg.Go(func() {
 		mx.series.Export(ctx, mx.reg, "sextant_mixer", "sextant_mixer_", map[string]string{"mixer": mx.cfg.ID})
-	}()
+	})
 	mx.http.Start()
 	mx.log.Info("telemetry-mixer started", "http", mx.http.Addr())
 	return nil

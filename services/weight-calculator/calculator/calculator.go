@@ -144,15 +144,15 @@ func (c *Calculator) Start() error {
 		return err
 	}
 	c.admin.Start()
-	c.goBackground(func() { c.members.Run(ctx) })
-	c.goBackground(func() { c.expire(ctx) })
-	c.goBackground(func() { c.knobMirror.Run(ctx) })
-	c.goBackground(func() { c.publisher.Run(ctx) })
-	c.goBackground(func() {
+	c.background.Go(func() { c.members.Run(ctx) })
+	c.background.Go(func() { c.expire(ctx) })
+	c.background.Go(func() { c.knobMirror.Run(ctx) })
+	c.background.Go(func() { c.publisher.Run(ctx) })
+	c.background.Go(func() {
 		c.series.Export(ctx, c.promReg, "sextant_calculator", "sextant_calculator_", map[string]string{"shard": c.cfg.ID})
 	})
 	if !c.cfg.ManualRounds {
-		c.goBackground(func() { c.rounds(ctx) })
+		c.background.Go(func() { c.rounds(ctx) })
 	}
 	c.log.Info("weight-calculator started", "id", c.cfg.ID, "kitex", c.kitexAddr, "admin", c.admin.Addr())
 	return nil
@@ -182,14 +182,6 @@ func advertiseAddr(configured, listen string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("listening on %s and no non-loopback address found: set --advertise-addr", listen)
-}
-
-func (c *Calculator) goBackground(f func()) {
-	c.background.Add(1)
-	go func() {
-		defer c.background.Done()
-		f()
-	}()
 }
 
 // Stop deregisters the shard first, so that mixers move its services to the
