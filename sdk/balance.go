@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"errors"
+	"iter"
 	"sync"
 )
 
@@ -35,16 +36,34 @@ func (p *Picker) Update(snap *Snapshot) {
 	}
 	p.version = snap.Version
 	p.nodes = p.nodes[:0]
-	for _, in := range snap.Instances {
-		w := int64(in.Weight)
-		if w <= 0 || !in.Healthy && snap.Version != 0 {
-			continue // ejected
-		}
+	for in, w := range eligible(snap) {
 		p.nodes = append(p.nodes, pickNode{inst: in, weight: w})
 	}
-	if len(p.nodes) == 0 { // never pick from nothing: everyone, equal
+}
+
+// eligible yields the instances of snap a request may go to, with their
+// weights: those with a positive weight, healthy unless the snapshot is the
+// static fallback (version 0). When none is, every instance, equal: a
+// balancer never picks from nothing.
+func eligible(snap *Snapshot) iter.Seq2[Instance, int64] {
+	return func(yield func(Instance, int64) bool) {
+		any := false
 		for _, in := range snap.Instances {
-			p.nodes = append(p.nodes, pickNode{inst: in, weight: 1})
+			if in.Weight <= 0 || !in.Healthy && snap.Version != 0 {
+				continue // ejected
+			}
+			any = true
+			if !yield(in, int64(in.Weight)) {
+				return
+			}
+		}
+		if any {
+			return
+		}
+		for _, in := range snap.Instances {
+			if !yield(in, 1) {
+				return
+			}
 		}
 	}
 }

@@ -58,6 +58,9 @@ type ReporterOptions struct {
 	// concurrency, else the process's CPU time over GOMAXPROCS.
 	Utilization func(window time.Duration) float64
 	Logger      *slog.Logger
+	// Now is the reporter's clock (default time.Now); a simulation that
+	// closes windows itself with Flush passes its own.
+	Now func() time.Time
 }
 
 type window struct {
@@ -98,9 +101,12 @@ func NewReporter(o ReporterOptions) *Reporter {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	r := &Reporter{o: o, client: &http.Client{Timeout: 5 * time.Second}, log: o.Logger,
 		pending: make(chan *telemetry.Report, o.MaxPending)}
-	r.cur = r.newWindow(time.Now())
+	r.cur = r.newWindow(o.Now())
 	return r
 }
 
@@ -156,6 +162,16 @@ func (r *Reporter) RecordCall(service, instance string, latency time.Duration, f
 	c.latency.add(latency)
 }
 
+// RecordServed records one request this service served, for servers that
+// admit requests without a Gate: it arrived with priority, waited queued
+// before its handler ran and kept the handler busy for busy, with inflight
+// requests in progress when it started.
+func (r *Reporter) RecordServed(priority int32, queued, busy time.Duration, inflight int64) {
+	r.arrived(priority)
+	r.started(queued, inflight)
+	r.finished(busy)
+}
+
 func (r *Reporter) arrived(priority int32) {
 	r.mu.Lock()
 	r.cur.byPrio[priority]++
@@ -204,17 +220,27 @@ func (r *Reporter) tick(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
-			r.mu.Lock()
-			w := r.cur
-			r.cur = r.newWindow(now)
-			r.cur.capacity = w.capacity
-			r.mu.Unlock()
-			if w.served > 0 || w.shed > 0 || len(w.byPrio) > 0 || len(w.calls) > 0 || len(w.denials) > 0 {
-				r.enqueue(r.build(w, now))
+		case <-t.C:
+			if rep := r.Flush(r.o.Now()); rep != nil {
+				r.enqueue(rep)
 			}
 		}
 	}
+}
+
+// Flush closes the current window at now and returns its report, nil when
+// nothing happened in it. Start calls it every Window; a caller that sends
+// reports its own way (or a simulation in its own time) calls it instead.
+func (r *Reporter) Flush(now time.Time) *telemetry.Report {
+	r.mu.Lock()
+	w := r.cur
+	r.cur = r.newWindow(now)
+	r.cur.capacity = w.capacity
+	r.mu.Unlock()
+	if w.served == 0 && w.shed == 0 && len(w.byPrio) == 0 && len(w.calls) == 0 && len(w.denials) == 0 {
+		return nil
+	}
+	return r.build(w, now)
 }
 
 // enqueue keeps at most MaxPending windows, dropping the oldest.

@@ -11,6 +11,7 @@ import (
 	"github.com/cloudwego/kitex/client/callopt"
 
 	"github.com/sextant-mesh/sextant/internal/backoff"
+	"github.com/sextant-mesh/sextant/internal/reportbatch"
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
@@ -121,32 +122,9 @@ func (f *Forwarder) Offer(reports []telemetry.Report) error {
 
 // appendRecords splits a report into what each calculator shard receives.
 func appendRecords(recs []record, r *telemetry.Report, now time.Time) []record {
-	rep := &aggregator.Reporter{Service: r.Reporter.Service, Instance: r.Reporter.Instance,
-		Cluster: r.Reporter.Cluster, Zone: r.Reporter.Zone}
-	if s := r.Server; s != nil {
-		recs = append(recs, record{key: rep.Service, firstTry: now, server: &aggregator.ServerRecord{
-			Reporter: rep, WindowMs: r.WindowMs, TimestampMs: r.TimestampMs,
-			Requests: s.Requests, CpuUtil: s.CPUUtil, QueueTimeMsAvg: s.QueueTimeMsAvg,
-			QueueTimeMsP99: s.QueueTimeMsP99, Inflight: s.Inflight, ClientTimeouts: s.ClientTimeouts,
-			RequestsByPriority: s.RequestsByPriority,
-		}})
-	}
-	for i := range r.Calls {
-		c := &r.Calls[i]
-		recs = append(recs, record{key: c.CalleeService, firstTry: now, edge: &aggregator.CallEdge{
-			Caller: rep, WindowMs: r.WindowMs, TimestampMs: r.TimestampMs,
-			CalleeService: c.CalleeService, CalleeInstance: c.CalleeInstance,
-			Requests: c.Requests, Errors: c.Errors, Timeouts: c.Timeouts,
-			LatencyMsAvg: c.LatencyMsAvg, LatencyMsP99: c.LatencyMsP99,
-		}})
-	}
-	for i := range r.DryRunDenials {
-		d := &r.DryRunDenials[i]
-		recs = append(recs, record{key: d.CalleeService, firstTry: now, denial: &aggregator.DryRunDenial{
-			Reporter: rep, TimestampMs: r.TimestampMs, CalleeService: d.CalleeService,
-			CallerService: d.CallerService, Rule: d.Rule, Count: d.Count,
-		}})
-	}
+	reportbatch.Split(r, func(rec reportbatch.Record) {
+		recs = append(recs, record{key: rec.Key, firstTry: now, server: rec.Server, edge: rec.Edge, denial: rec.Denial})
+	})
 	return recs
 }
 

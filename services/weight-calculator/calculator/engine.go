@@ -18,7 +18,7 @@ type engine struct {
 	store  *Store
 	knobs  *KnobStore
 	owns   func(service string) bool
-	pub    *Publisher
+	pub    policySink
 	window time.Duration
 	series *tsdb.Writer
 
@@ -29,6 +29,16 @@ type engine struct {
 	inputs    []weighInput
 	decisions []weightDecision
 }
+
+// policySink takes the policies the rounds decide: the Publisher delivers
+// them to mesh-core; the Core keeps them for its caller.
+type policySink interface {
+	Publish(*meshcore.Policy)
+	Status(service string) PublishStatus
+	Forget(service string)
+}
+
+var _ policySink = (*Publisher)(nil)
 
 // serviceState is what the engine keeps about one owned service.
 type serviceState struct {
@@ -56,7 +66,7 @@ type Decision struct {
 	Knobs            Knobs                      `json:"knobs"`
 }
 
-func newEngine(id string, store *Store, knobs *KnobStore, owns func(string) bool, pub *Publisher, window time.Duration) *engine {
+func newEngine(id string, store *Store, knobs *KnobStore, owns func(string) bool, pub policySink, window time.Duration) *engine {
 	return &engine{id: id, store: store, knobs: knobs, owns: owns, pub: pub, window: window, services: map[string]*serviceState{}}
 }
 

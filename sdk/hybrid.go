@@ -1,0 +1,236 @@
+package sdk
+
+import (
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Balancer picks an instance for each request from a service's snapshot and
+// learns how each request went. Picker and HybridPicker implement it.
+type Balancer interface {
+	// Update replaces the instances with those of snap.
+	Update(snap *Snapshot)
+	// Pick returns the instance for the next request.
+	Pick() (Instance, error)
+	// Done reports a picked request's outcome: its latency as the caller
+	// measured it, and whether it failed.
+	Done(instance string, latency time.Duration, failed bool)
+}
+
+var (
+	_ Balancer = (*Picker)(nil)
+	_ Balancer = (*HybridPicker)(nil)
+)
+
+// Done implements Balancer; the weighted picker keeps no local state.
+func (p *Picker) Done(string, time.Duration, bool) {}
+
+// HybridPicker combines the central view with this client's own: Sextant's
+// weights choose two candidates (each drawn in proportion to its weight), and
+// this client's load on each decides between them per request, as Linkerd's
+// power of two choices does: the lower of peak-EWMA latency x (requests in
+// flight + 1) wins.
+//
+// The weights carry what only the central view knows (every caller's errors,
+// ejections, each instance's capacity and utilization, slow start); the local
+// cost reacts within a request to what the weights cannot see yet (a burst,
+// a queue building up on one instance). Ejected instances are never
+// candidates. A failed request never lowers an instance's latency estimate,
+// so failing fast does not attract traffic. Safe for concurrent use.
+type HybridPicker struct {
+	o HybridOptions
+
+	mu      sync.Mutex
+	version int64
+	cands   []hybridCandidate
+	total   int64
+	local   map[string]*localLoad // by instance id, kept across updates
+}
+
+type hybridCandidate struct {
+	inst   Instance
+	weight int64
+	upTo   int64 // cumulative weight, for weighted draws
+	load   *localLoad
+}
+
+// localLoad is what this client knows of one instance.
+type localLoad struct {
+	latency  PeakEWMA
+	inflight int
+}
+
+// HybridOptions configure a HybridPicker; the zero value is usable.
+type HybridOptions struct {
+	// Decay is the time constant of the peak-EWMA latency (default 10 s, as Linkerd).
+	Decay time.Duration
+	// Now is the clock (default time.Now); a simulation passes its own.
+	Now func() time.Time
+	// Rand draws the candidates (default: randomly seeded).
+	Rand *rand.Rand
+}
+
+// NewHybridPicker makes an empty HybridPicker; Update fills it.
+func NewHybridPicker(o HybridOptions) *HybridPicker {
+	if o.Decay <= 0 {
+		o.Decay = 10 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Rand == nil {
+		o.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	return &HybridPicker{o: o, local: map[string]*localLoad{}}
+}
+
+// Update implements Balancer (a no-op when snap's version was applied already).
+func (p *HybridPicker) Update(snap *Snapshot) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if snap.Version != 0 && snap.Version == p.version {
+		return
+	}
+	p.version = snap.Version
+	p.cands = p.cands[:0]
+	p.total = 0
+	seen := make(map[string]bool, len(snap.Instances))
+	for in, w := range eligible(snap) {
+		l := p.local[in.Instance]
+		if l == nil {
+			l = &localLoad{}
+			p.local[in.Instance] = l
+		}
+		seen[in.Instance] = true
+		p.total += w
+		p.cands = append(p.cands, hybridCandidate{inst: in, weight: w, upTo: p.total, load: l})
+	}
+	for id, l := range p.local {
+		if !seen[id] && l.inflight == 0 {
+			delete(p.local, id)
+		}
+	}
+}
+
+// Pick implements Balancer.
+func (p *HybridPicker) Pick() (Instance, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch len(p.cands) {
+	case 0:
+		return Instance{}, ErrNoInstance
+	case 1:
+		p.cands[0].load.inflight++
+		return p.cands[0].inst, nil
+	}
+	a := p.draw(-1)
+	b := p.draw(a)
+	now := p.o.Now()
+	fallback := p.meanLatency(now)
+	ca, cb := p.cands[a].load.cost(now, p.o.Decay, fallback), p.cands[b].load.cost(now, p.o.Decay, fallback)
+	if cb < ca || (cb == ca && p.o.Rand.IntN(2) == 0) {
+		a = b
+	}
+	p.cands[a].load.inflight++
+	return p.cands[a].inst, nil
+}
+
+// draw picks a candidate in proportion to its weight, other than not.
+func (p *HybridPicker) draw(not int) int {
+	total := p.total
+	if not >= 0 {
+		total -= p.cands[not].weight
+	}
+	if total <= 0 {
+		return (not + 1) % len(p.cands)
+	}
+	x := p.o.Rand.Int64N(total)
+	for i := range p.cands {
+		if i == not {
+			continue
+		}
+		if x < p.cands[i].weight {
+			return i
+		}
+		x -= p.cands[i].weight
+	}
+	return len(p.cands) - 1
+}
+
+// meanLatency is what an instance without a measurement is assumed to take:
+// the mean of those measured, so a new instance is neither flooded nor starved.
+func (p *HybridPicker) meanLatency(now time.Time) float64 {
+	sum, n := 0.0, 0
+	for i := range p.cands {
+		if v, ok := p.cands[i].load.latency.Value(now, p.o.Decay); ok {
+			sum += v
+			n++
+		}
+	}
+	if n == 0 {
+		return 1
+	}
+	return sum / float64(n)
+}
+
+func (l *localLoad) cost(now time.Time, decay time.Duration, fallback float64) float64 {
+	lat := fallback
+	if v, ok := l.latency.Value(now, decay); ok {
+		lat = v
+	}
+	return lat * float64(l.inflight+1)
+}
+
+// Done implements Balancer.
+func (p *HybridPicker) Done(instance string, latency time.Duration, failed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.local[instance]
+	if l == nil {
+		return
+	}
+	l.inflight = max(l.inflight-1, 0)
+	l.latency.Observe(p.o.Now(), p.o.Decay, float64(latency), failed)
+}
+
+// PeakEWMA is the latency estimate of Linkerd's and Finagle's balancers: a
+// sample above the estimate replaces it at once (peak), one below moves it
+// by an exponential weight of the time since the last sample, so it forgets
+// with time constant decay rather than per sample. Not safe for concurrent
+// use on its own.
+type PeakEWMA struct {
+	value float64 // ns
+	at    time.Time
+	set   bool
+}
+
+// Observe adds a sample of d nanoseconds taken at now. A failed sample
+// (keepPeak) may raise the estimate but never lowers it.
+func (e *PeakEWMA) Observe(now time.Time, decay time.Duration, d float64, keepPeak bool) {
+	switch {
+	case !e.set:
+		e.value, e.set = d, true
+	case d > e.value:
+		e.value = d
+	case keepPeak:
+	default:
+		w := math.Exp(-float64(now.Sub(e.at)) / float64(decay))
+		e.value = e.value*w + d*(1-w)
+	}
+	e.at = now
+}
+
+// Value is the estimate at now, false before the first sample. With decay
+// above 0 an estimate not refreshed decays toward 0 (Linkerd probes an
+// instance it has not heard from again that way); 0 keeps it as it is.
+func (e *PeakEWMA) Value(now time.Time, decay time.Duration) (float64, bool) {
+	if !e.set {
+		return 0, false
+	}
+	if decay <= 0 {
+		return e.value, true
+	}
+	return e.value * math.Exp(-float64(now.Sub(e.at))/float64(decay)), true
+}
