@@ -30,8 +30,10 @@ func (p *Picker) Done(string, time.Duration, bool) {}
 // HybridPicker combines the central view with this client's own: Sextant's
 // weights choose two candidates (each drawn in proportion to its weight), and
 // this client's load on each decides between them per request, as Linkerd's
-// power of two choices does: the lower of peak-EWMA latency x (requests in
-// flight + 1) wins.
+// power of two choices does with peak-EWMA latency x (requests in flight + 1),
+// here per unit of weight:
+// the first candidate keeps the request unless its cost is more than
+// Tolerance times the second's.
 //
 // The weights carry what only the central view knows (every caller's errors,
 // ejections, each instance's capacity and utilization, slow start); the local
@@ -70,6 +72,11 @@ type HybridOptions struct {
 	Now func() time.Time
 	// Rand draws the candidates (default: randomly seeded).
 	Rand *rand.Rand
+	// Tolerance: the first candidate keeps the request unless its local
+	// cost is more than Tolerance times the second's (default 2). Instances
+	// of different sizes have different latencies at the same utilization;
+	// without the tolerance the local rule would undo the weights.
+	Tolerance float64
 }
 
 // NewHybridPicker makes an empty HybridPicker; Update fills it.
@@ -79,6 +86,9 @@ func NewHybridPicker(o HybridOptions) *HybridPicker {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Tolerance < 1 {
+		o.Tolerance = 2
 	}
 	if o.Rand == nil {
 		o.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
@@ -129,8 +139,8 @@ func (p *HybridPicker) Pick() (Instance, error) {
 	b := p.draw(a)
 	now := p.o.Now()
 	fallback := p.meanLatency(now)
-	ca, cb := p.cands[a].load.cost(now, p.o.Decay, fallback), p.cands[b].load.cost(now, p.o.Decay, fallback)
-	if cb < ca || (cb == ca && p.o.Rand.IntN(2) == 0) {
+	ca, cb := p.cands[a].cost(now, p.o.Decay, fallback), p.cands[b].cost(now, p.o.Decay, fallback)
+	if ca > p.o.Tolerance*cb {
 		a = b
 	}
 	p.cands[a].load.inflight++
@@ -175,12 +185,14 @@ func (p *HybridPicker) meanLatency(now time.Time) float64 {
 	return sum / float64(n)
 }
 
-func (l *localLoad) cost(now time.Time, decay time.Duration, fallback float64) float64 {
+// cost is Linkerd's load, per unit of weight: an instance twice as
+// weighty is expected to hold twice the requests.
+func (c *hybridCandidate) cost(now time.Time, decay time.Duration, fallback float64) float64 {
 	lat := fallback
-	if v, ok := l.latency.Value(now, decay); ok {
+	if v, ok := c.load.latency.Value(now, decay); ok {
 		lat = v
 	}
-	return lat * float64(l.inflight+1)
+	return lat * float64(c.load.inflight+1) / float64(c.weight)
 }
 
 // Done implements Balancer.

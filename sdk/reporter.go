@@ -137,7 +137,9 @@ func (r *Reporter) Dropped() int64 { return r.dropped.Load() }
 // Sent is how many windows the mixer accepted.
 func (r *Reporter) Sent() int64 { return r.sent.Load() }
 
-// RecordCall records one call to an instance of a callee.
+// RecordCall records one call to an instance of a callee. A call that timed
+// out counts as a timeout only; errors are the other failures, so that
+// errors + timeouts is the number of failed calls.
 func (r *Reporter) RecordCall(service, instance string, latency time.Duration, failed, timedOut bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -152,11 +154,11 @@ func (r *Reporter) RecordCall(service, instance string, latency time.Duration, f
 		r.cur.calls[k] = c
 	}
 	c.requests++
-	if failed {
-		c.errors++
-	}
-	if timedOut {
+	switch {
+	case timedOut:
 		c.timeouts++
+	case failed:
+		c.errors++
 	}
 	c.latencySum += latency
 	c.latency.add(latency)

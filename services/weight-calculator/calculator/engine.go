@@ -2,7 +2,9 @@ package calculator
 
 import (
 	"math"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +28,7 @@ type engine struct {
 	services map[string]*serviceState
 	// Reused between rounds.
 	stats     []InstanceStats
+	newest    []InstanceStats
 	inputs    []weighInput
 	decisions []weightDecision
 }
@@ -131,6 +134,7 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 
 	// Weights from the evaluation span, for instances reported recently.
 	expiry := time.Duration(k.WeightExpiryMs) * time.Millisecond
+	e.newest = e.store.Stats(e.newest[:0], name, last, last, nil)
 	e.stats = e.store.Stats(e.stats[:0], name, last-int64(k.EvalWindows)+1, last, nil)
 	e.inputs = e.inputs[:0]
 	live := map[string]bool{}
@@ -143,7 +147,11 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 			s.FirstSeen = time.Time{}
 		}
 		live[s.Instance] = true
-		e.inputs = append(e.inputs, weighInput{stats: s, span: time.Duration(k.EvalWindows) * e.window})
+		in := weighInput{stats: s, span: time.Duration(k.EvalWindows) * e.window, window: e.window}
+		if j, ok := slices.BinarySearchFunc(e.newest, s.Instance, func(n InstanceStats, id string) int { return strings.Compare(n.Instance, id) }); ok {
+			in.newest = e.newest[j]
+		}
+		e.inputs = append(e.inputs, in)
 	}
 	for id := range st.weights {
 		if !live[id] {

@@ -18,13 +18,24 @@ type Knobs struct {
 	EvalWindows int `json:"eval_windows"`
 	// A58's error_utilization_penalty.
 	ErrorUtilizationPenalty float64 `json:"error_utilization_penalty"`
-	// Weight is multiplied by (median latency / latency)^LatencyExponent,
-	// clamped to [0.1, 2]; 0 ignores callers' latency.
-	LatencyExponent float64 `json:"latency_exponent"`
-	// EWMA weight of the newest target, in (0, 1].
-	EWMAAlpha float64 `json:"ewma_alpha"`
-	// A new instance ramps from 0 to the median weight over this long.
-	BlackoutMs int64 `json:"blackout_ms"`
+	// An instance slower than LatencyTolerance x the median (latency less
+	// the server's queueing) while not more utilized than the median has its
+	// weight multiplied by (tolerance x median / latency)^LatencyExponent,
+	// at least 0.1; 0 ignores callers' latency.
+	LatencyExponent  float64 `json:"latency_exponent"`
+	LatencyTolerance float64 `json:"latency_tolerance"`
+	// EWMA weight of the newest target, in (0, 1]; EWMAAlphaDown when the
+	// target is below the current weight.
+	EWMAAlpha     float64 `json:"ewma_alpha"`
+	EWMAAlphaDown float64 `json:"ewma_alpha_down"`
+	// The newest window's target replaces the span's when below DropRatio x it.
+	DropRatio float64 `json:"drop_ratio"`
+	// Slow start: a new instance, or one back from ejection, gets
+	// max(slow_start_min_percent %, (elapsed / blackout_ms)^(1 / slow_start_aggression))
+	// of its weight until blackout_ms passed (Envoy's slow start).
+	BlackoutMs          int64   `json:"blackout_ms"`
+	SlowStartMinPercent float64 `json:"slow_start_min_percent"`
+	SlowStartAggression float64 `json:"slow_start_aggression"`
 	// An instance without reports for this long falls back to its static weight.
 	WeightExpiryMs int64 `json:"weight_expiry_ms"`
 	// Requests (per evaluation span) below which an instance is not judged.
@@ -35,11 +46,19 @@ type Knobs struct {
 	OutlierErrorRate       float64 `json:"outlier_error_rate"`
 	OutlierErrorRateFactor float64 `json:"outlier_error_rate_factor"`
 	OutlierLatencyFactor   float64 `json:"outlier_latency_factor"`
+	// Rounds in a row an instance must be a latency outlier to be ejected.
+	OutlierLatencyRounds int `json:"outlier_latency_rounds"`
 	// At most this share of a service's instances is ejected at once (floor,
 	// and never all of them).
 	MaxEjectionPercent float64 `json:"max_ejection_percent"`
-	EjectionMs         int64   `json:"ejection_ms"`
-	// A published weight moves at most max(MaxStepRatio x itself, MaxStepAbs) per publish.
+	// An ejection lasts EjectionMs x the ejections in a row (one is
+	// forgotten per EjectionMs without being an outlier), at most MaxEjectionMs.
+	EjectionMs    int64 `json:"ejection_ms"`
+	MaxEjectionMs int64 `json:"max_ejection_ms"`
+	// An outlier is ejected only while the other instances, at this
+	// utilization, can carry the load measured (panic threshold).
+	PanicUtilization float64 `json:"panic_utilization"`
+	// A published weight rises at most max(MaxStepRatio x itself, MaxStepAbs) per publish.
 	MaxStepRatio float64 `json:"max_step_ratio"`
 	MaxStepAbs   int32   `json:"max_step_abs"`
 	// Publish when some weight moved by more than this share (or an instance
@@ -64,15 +83,23 @@ func DefaultKnobs() Knobs {
 		EvalWindows:             3,
 		ErrorUtilizationPenalty: 1.0,
 		LatencyExponent:         1.0,
-		EWMAAlpha:               0.5,
+		LatencyTolerance:        1.5,
+		EWMAAlpha:               0.3,
+		EWMAAlphaDown:           0.7,
+		DropRatio:               0.7,
 		BlackoutMs:              10_000,
+		SlowStartMinPercent:     10,
+		SlowStartAggression:     1.0,
 		WeightExpiryMs:          30_000,
 		MinRequests:             10,
 		OutlierErrorRate:        0.05,
 		OutlierErrorRateFactor:  3,
 		OutlierLatencyFactor:    3,
+		OutlierLatencyRounds:    5,
 		MaxEjectionPercent:      30,
 		EjectionMs:              30_000,
+		MaxEjectionMs:           300_000,
+		PanicUtilization:        0.8,
 		MaxStepRatio:            0.5,
 		MaxStepAbs:              50,
 		PublishThreshold:        0.1,
@@ -96,15 +123,23 @@ func (k *Knobs) Validate() *jsonx.FieldError {
 		{"eval_windows", float64(k.EvalWindows), 1, 60},
 		{"error_utilization_penalty", k.ErrorUtilizationPenalty, 0, 100},
 		{"latency_exponent", k.LatencyExponent, 0, 4},
+		{"latency_tolerance", k.LatencyTolerance, 1, 100},
 		{"ewma_alpha", k.EWMAAlpha, 0.01, 1},
+		{"ewma_alpha_down", k.EWMAAlphaDown, 0.01, 1},
+		{"drop_ratio", k.DropRatio, 0, 1},
 		{"blackout_ms", float64(k.BlackoutMs), 0, 3_600_000},
+		{"slow_start_min_percent", k.SlowStartMinPercent, 1, 100},
+		{"slow_start_aggression", k.SlowStartAggression, 0.1, 10},
 		{"weight_expiry_ms", float64(k.WeightExpiryMs), 1000, 3_600_000},
 		{"min_requests", float64(k.MinRequests), 0, 1e9},
 		{"outlier_error_rate", k.OutlierErrorRate, 0, 1},
 		{"outlier_error_rate_factor", k.OutlierErrorRateFactor, 1, 1000},
 		{"outlier_latency_factor", k.OutlierLatencyFactor, 1, 1000},
+		{"outlier_latency_rounds", float64(k.OutlierLatencyRounds), 1, 1000},
 		{"max_ejection_percent", k.MaxEjectionPercent, 0, 100},
 		{"ejection_ms", float64(k.EjectionMs), 0, 3_600_000},
+		{"max_ejection_ms", float64(k.MaxEjectionMs), 0, 3_600_000},
+		{"panic_utilization", k.PanicUtilization, 0.05, 1},
 		{"max_step_ratio", k.MaxStepRatio, 0.01, 10},
 		{"max_step_abs", float64(k.MaxStepAbs), 1, 1000},
 		{"publish_threshold", k.PublishThreshold, 0, 1},

@@ -23,11 +23,17 @@ const (
 
 // instanceWeight is the weight state of one instance across rounds.
 type instanceWeight struct {
-	smoothed     float64 // EWMA of the targets, in [0, MaxWeight]
-	published    int32   // the weight last published, 0 before the first
-	everSent     bool    // published holds a published value
+	smoothed  float64 // EWMA of the targets, in [0, MaxWeight]
+	published int32   // the weight last published, 0 before the first
+	everSent  bool    // published holds a published value
+	weighed   bool    // smoothed came from the instance's own data at least once
+
 	ejectedUntil time.Time
 	ejectReason  string
+	ejections    int       // the ejection backoff's multiplier
+	calmSince    time.Time // neither ejected nor an outlier since then
+	returnedAt   time.Time // when its last ejection ended: slow start from there
+	slowStrikes  int       // rounds in a row it was a latency outlier
 }
 
 // weightDecision is one instance's weight for this round.
@@ -41,13 +47,20 @@ type weightDecision struct {
 	Util      float64 `json:"utilization"`
 	ErrorRate float64 `json:"error_rate"`
 	LatencyMs float64 `json:"latency_ms"`
+	// Latency less the server's own queueing: what the instance takes when
+	// it is not loaded more than the rest.
+	ServiceMs float64 `json:"service_ms"`
 	Target    float64 `json:"target"`
+	SlowStart float64 `json:"slow_start,omitempty"` // the share of its weight an instance in slow start gets
 }
 
 // weighInput is what computeWeights needs of an instance.
 type weighInput struct {
 	stats InstanceStats
 	span  time.Duration // length of the evaluation span, for rates
+	// The newest window alone, of length window: a drop shows there first.
+	newest InstanceStats
+	window time.Duration
 }
 
 // computeWeights decides this round's weights of a service's live instances
@@ -55,71 +68,85 @@ type weighInput struct {
 // is updated; instances not in inputs are not touched.
 //
 // The target is gRPC's weighted_round_robin rule (gRFC A58),
-// qps / (utilization + penalty x eps / qps), scaled by callers' latency
-// against the service median: a central view sees the latency every caller
-// measured, which no single client does. Instances without a CPU report are
-// weighed by latency and errors alone. Targets are scaled so the best
-// instance gets MaxWeight, smoothed (EWMA), ramped in for new instances,
-// ejected when outliers, and limited to a bounded step per publish.
+// qps / (utilization + penalty x eps / qps): for an instance that is not
+// overwhelmed, its capacity, whatever share of the load it gets now, so it
+// does not feed back. The central view adds what no single client sees:
+// an instance that every caller finds slower than latency_tolerance x the
+// median, while it is not more utilized than the median (its latency does
+// not follow load), loses weight in proportion. Instances without a CPU
+// report are weighed by latency and errors alone. Targets are scaled so the
+// best instance gets MaxWeight, smoothed (EWMA), held when there is too
+// little data, ramped in by slow start (new instances and instances back
+// from ejection), ejected when outliers while the rest can carry the load,
+// and limited to a bounded step per publish. docs/weights.md says why.
 func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Knobs, now time.Time, out []weightDecision) []weightDecision {
 	n := len(inputs)
 	out = out[:0]
 	if n == 0 {
 		return out
 	}
-	blackout := time.Duration(k.BlackoutMs) * time.Millisecond
 
 	// Rates and the service medians.
 	allUtil := true
 	lat := make([]float64, 0, n)
 	errs := make([]float64, 0, n)
+	utils := make([]float64, 0, n)
 	for i := range inputs {
 		st := &inputs[i].stats
-		secs := inputs[i].span.Seconds()
-		reqs := max(st.ServerRequests, st.CallRequests)
-		d := weightDecision{Instance: st.Instance, QPS: float64(reqs) / secs, Util: st.CPUUtil, LatencyMs: st.LatencyMsAvg}
-		if st.CallRequests > 0 {
-			d.ErrorRate = float64(st.CallErrors+st.CallTimeouts) / float64(st.CallRequests)
-			d.ErrorRate = min(d.ErrorRate, 1)
-		}
+		d := rates(st, inputs[i].span)
 		if judged(st, k) {
 			if st.ServerWindows == 0 || st.CPUUtil <= 0 {
 				allUtil = false
 			}
-			if st.LatencyMsAvg > 0 {
-				lat = append(lat, st.LatencyMsAvg)
+			if d.ServiceMs > 0 {
+				lat = append(lat, d.ServiceMs)
 			}
 			errs = append(errs, d.ErrorRate)
+			utils = append(utils, d.Util)
 		}
 		out = append(out, d)
 	}
-	medLat, medErr := median(lat), median(errs)
+	medLat, medErr, medUtil := median(lat), median(errs), median(utils)
+	// An instance more utilized than the others has the latency and the
+	// timeouts of its load, not of a fault.
+	loaded := func(d *weightDecision) bool { return allUtil && d.Util > medUtil*1.1 }
 
 	// Raw scores, scaled to the best.
+	score := func(d *weightDecision) float64 {
+		eps := d.QPS * d.ErrorRate
+		var raw float64
+		switch {
+		case allUtil && d.QPS > 0:
+			raw = d.QPS / (d.Util + k.ErrorUtilizationPenalty*eps/d.QPS)
+			if slow := k.LatencyTolerance * medLat; k.LatencyExponent > 0 && medLat > 0 && d.ServiceMs > slow && !loaded(d) {
+				raw *= clamp(math.Pow(slow/d.ServiceMs, k.LatencyExponent), 0.1, 1)
+			}
+		case d.LatencyMs > 0:
+			raw = 1 / (d.LatencyMs * (1 + k.ErrorUtilizationPenalty*d.ErrorRate*10))
+		default:
+			raw = 1 / (1 + k.ErrorUtilizationPenalty*d.ErrorRate*10)
+		}
+		if !finite(raw) {
+			return 0
+		}
+		return raw
+	}
 	best := 0.0
 	for i := range out {
 		d := &out[i]
 		if !judged(&inputs[i].stats, k) {
 			continue
 		}
-		eps := d.QPS * d.ErrorRate
-		var raw float64
-		switch {
-		case allUtil && d.QPS > 0:
-			raw = d.QPS / (d.Util + k.ErrorUtilizationPenalty*eps/d.QPS)
-		case d.LatencyMs > 0:
-			raw = 1 / (d.LatencyMs * (1 + k.ErrorUtilizationPenalty*d.ErrorRate*10))
-		default:
-			raw = 1 / (1 + k.ErrorUtilizationPenalty*d.ErrorRate*10)
+		d.Target = score(d)
+		// A clear drop in the newest window counts at once: an instance
+		// that slowed down is flooded before the span shows it.
+		if nw := &inputs[i].newest; allUtil && nw.ServerWindows > 0 && max(nw.ServerRequests, nw.CallRequests)*int64(k.EvalWindows) >= k.MinRequests {
+			nd := rates(nw, inputs[i].window)
+			if t := score(&nd); t < k.DropRatio*d.Target {
+				d.Target = t
+			}
 		}
-		if allUtil && k.LatencyExponent > 0 && medLat > 0 && d.LatencyMs > 0 {
-			raw *= clamp(math.Pow(medLat/d.LatencyMs, k.LatencyExponent), 0.1, 2)
-		}
-		if !finite(raw) {
-			raw = 0
-		}
-		d.Target = raw
-		best = max(best, raw)
+		best = max(best, d.Target)
 	}
 	for i := range out {
 		if best > 0 {
@@ -133,87 +160,190 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 		d, st := &out[i], &inputs[i].stats
 		w := state[d.Instance]
 		if w == nil {
-			w = &instanceWeight{}
+			w = &instanceWeight{calmSince: now}
 			state[d.Instance] = w
+		}
+		ejected := now.Before(w.ejectedUntil)
+		if !ejected && !w.ejectedUntil.IsZero() && w.returnedAt.Before(w.ejectedUntil) {
+			w.returnedAt = w.ejectedUntil // back from ejection: slow start
 		}
 		if !judged(st, k) {
 			d.Reason = ReasonNoData
+			w.slowStrikes = 0
 			continue
 		}
-		if w.everSent || w.smoothed > 0 {
-			w.smoothed = k.EWMAAlpha*d.Target + (1-k.EWMAAlpha)*w.smoothed
-		} else {
-			w.smoothed = d.Target
-		}
 		d.Reason = ReasonComputed
-		if now.Before(w.ejectedUntil) {
-			continue // already ejected
+		if ejected {
+			continue // weighed afresh once it is back
 		}
-		if d.ErrorRate >= max(k.OutlierErrorRate, k.OutlierErrorRateFactor*medErr) && d.ErrorRate > 0 {
+		if w.weighed {
+			// Down at once, up smoothly: an instance that slows down is
+			// flooded within seconds; one that recovers can wait.
+			alpha := k.EWMAAlpha
+			if d.Target < w.smoothed {
+				alpha = max(alpha, k.EWMAAlphaDown)
+			}
+			w.smoothed = alpha*d.Target + (1-alpha)*w.smoothed
+		} else {
+			w.smoothed, w.weighed = d.Target, true
+		}
+		errRate := d.ErrorRate
+		if loaded(d) && st.CallRequests > 0 {
+			errRate = float64(st.CallErrors) / float64(st.CallRequests) // its timeouts follow its load
+		}
+		slow := medLat > 0 && d.ServiceMs >= k.OutlierLatencyFactor*medLat && !loaded(d)
+		if slow {
+			w.slowStrikes++
+		} else {
+			w.slowStrikes = 0
+		}
+		switch {
+		case errRate > 0 && errRate >= max(k.OutlierErrorRate, k.OutlierErrorRateFactor*medErr):
 			outliers = append(outliers, i)
 			w.ejectReason = "errors"
-		} else if medLat > 0 && d.LatencyMs >= k.OutlierLatencyFactor*medLat {
+		case slow && w.slowStrikes >= k.OutlierLatencyRounds:
 			outliers = append(outliers, i)
 			w.ejectReason = "latency"
+		default:
+			// Calm: the backoff forgets one ejection per ejection time.
+			if w.ejections > 0 && now.Sub(w.calmSince) >= time.Duration(k.EjectionMs)*time.Millisecond {
+				w.ejections--
+				w.calmSince = now
+			}
+			continue
 		}
+		w.calmSince = now
 	}
-	ejected := 0
-	for i := range out {
-		if now.Before(state[out[i].Instance].ejectedUntil) {
-			ejected++
-		}
-	}
-	// Never all of them: at least one instance keeps serving.
-	allowed := min(int(math.Floor(k.MaxEjectionPercent/100*float64(n))), n-1) - ejected
-	slices.SortFunc(outliers, func(a, b int) int { // worst first
-		return cmp.Or(cmp.Compare(out[b].ErrorRate, out[a].ErrorRate), cmp.Compare(out[b].LatencyMs, out[a].LatencyMs))
-	})
-	for j, i := range outliers {
-		if j >= allowed {
-			break
-		}
-		state[out[i].Instance].ejectedUntil = now.Add(time.Duration(k.EjectionMs) * time.Millisecond)
-	}
+	ejectOutliers(inputs, out, outliers, state, k, now, allUtil)
 
 	// The weights of this round.
 	med := medianWeight(out, state, now)
 	for i := range out {
 		d, st := &out[i], &inputs[i].stats
 		w := state[d.Instance]
-		switch {
-		case now.Before(w.ejectedUntil):
+		if now.Before(w.ejectedUntil) {
 			d.Weight, d.Ejected, d.Reason = 0, true, ReasonEjected+":"+w.ejectReason
-			w.smoothed = 0
 			continue
-		case now.Sub(st.FirstSeen) < blackout:
-			// Slow start: from nothing to the median over the blackout.
-			ramp := float64(now.Sub(st.FirstSeen)) / float64(blackout)
-			d.Weight, d.Reason = int32(clamp(math.Round(med*ramp), MinWeight, MaxWeight)), ReasonBlackout
-			w.smoothed = float64(d.Weight)
-			continue
-		case d.Reason == ReasonNoData:
-			// Too little traffic to judge (a low weight, or just back from
-			// ejection): drift toward the median, as A58 gives instances
-			// without a weight the mean one, within the step bound.
-			d.Target = med
-			if w.everSent {
-				w.smoothed = k.EWMAAlpha*med + (1-k.EWMAAlpha)*w.smoothed
+		}
+		if d.Reason == ReasonNoData {
+			// Too little traffic to judge. One never weighed (new, or back
+			// from ejection) gets the median, as A58 gives a backend without
+			// a weight the mean. One weighed before keeps its weight, drifting
+			// slowly toward the median: a low weight brings little traffic,
+			// and the drift brings enough to be judged again long before
+			// the median would flood it.
+			if w.weighed {
+				w.smoothed += (med - w.smoothed) * k.EWMAAlpha / 4
 			} else {
 				w.smoothed = med
 			}
+			d.Target = w.smoothed
 		}
-		d.Weight = int32(clamp(math.Round(w.smoothed), MinWeight, MaxWeight))
-		if w.everSent {
+		weight := w.smoothed
+		if f := slowStart(w, st, k, now); f < 1 {
+			d.SlowStart = f
+			d.Reason = ReasonBlackout
+			weight *= f
+		}
+		d.Weight = int32(clamp(math.Round(weight), MinWeight, MaxWeight))
+		if w.everSent && w.published > 0 {
 			d.Weight = stepBound(w.published, d.Weight, k)
 		}
 	}
 	return out
 }
 
-// stepBound limits how far a weight moves from the one last published.
+// rates turns an instance's sums over span into rates.
+func rates(st *InstanceStats, span time.Duration) weightDecision {
+	reqs := max(st.ServerRequests, st.CallRequests)
+	d := weightDecision{Instance: st.Instance, QPS: float64(reqs) / span.Seconds(), Util: st.CPUUtil, LatencyMs: st.LatencyMsAvg}
+	if st.CallRequests > 0 {
+		d.ErrorRate = min(float64(st.CallErrors+st.CallTimeouts)/float64(st.CallRequests), 1)
+	}
+	// The server's queueing is load; what is left is the instance's own
+	// pace (never less than a tenth of what callers see, against skew).
+	d.ServiceMs = max(st.LatencyMsAvg-st.QueueTimeMsAvg, st.LatencyMsAvg/10)
+	return d
+}
+
+// slowStart is the share of its weight an instance gets while it ramps in
+// after it was first seen or came back from ejection, as Envoy's slow start:
+// max(min share, (elapsed / window)^(1 / aggression)); 1 when not ramping.
+func slowStart(w *instanceWeight, st *InstanceStats, k *Knobs, now time.Time) float64 {
+	window := time.Duration(k.BlackoutMs) * time.Millisecond
+	if window <= 0 {
+		return 1
+	}
+	since := st.FirstSeen
+	if w.returnedAt.After(since) {
+		since = w.returnedAt
+	}
+	elapsed := now.Sub(since)
+	if since.IsZero() || elapsed >= window {
+		return 1
+	}
+	f := math.Pow(float64(elapsed)/float64(window), 1/k.SlowStartAggression)
+	return max(k.SlowStartMinPercent/100, f)
+}
+
+// ejectOutliers ejects outliers, worst first, while the rest can carry the
+// load (Envoy's panic threshold, by capacity rather than by count) and at
+// most max_ejection_percent of the instances, never all; each ejection of
+// an instance lasts longer than its last (ejection_ms x ejections in a row,
+// up to max_ejection_ms).
+func ejectOutliers(inputs []weighInput, out []weightDecision, outliers []int, state map[string]*instanceWeight, k *Knobs, now time.Time, allUtil bool) {
+	n := len(out)
+	ejected := 0
+	var load, capacity float64 // requests/s, of the instances not ejected
+	for i := range out {
+		load += out[i].QPS
+		if now.Before(state[out[i].Instance].ejectedUntil) {
+			ejected++
+			continue
+		}
+		capacity += capacityOf(&out[i], &inputs[i].stats, k)
+	}
+	allowed := min(int(math.Floor(k.MaxEjectionPercent/100*float64(n))), n-1) - ejected
+	slices.SortFunc(outliers, func(a, b int) int { // worst first
+		return cmp.Or(cmp.Compare(out[b].ErrorRate, out[a].ErrorRate), cmp.Compare(out[b].ServiceMs, out[a].ServiceMs))
+	})
+	for _, i := range outliers {
+		if allowed <= 0 {
+			break
+		}
+		left := capacity - capacityOf(&out[i], &inputs[i].stats, k)
+		if allUtil && left*k.PanicUtilization < load {
+			continue // the others could not carry the load: keep it serving
+		}
+		w := state[out[i].Instance]
+		w.ejections++
+		d := min(time.Duration(k.EjectionMs)*time.Millisecond*time.Duration(w.ejections), time.Duration(k.MaxEjectionMs)*time.Millisecond)
+		w.ejectedUntil = now.Add(d)
+		w.smoothed, w.weighed = 0, false // weighed afresh when it is back
+		capacity = left
+		allowed--
+	}
+}
+
+// capacityOf estimates the requests/s an instance serves at full
+// utilization: qps / utilization. Without a CPU report it counts as much as
+// it serves now.
+func capacityOf(d *weightDecision, st *InstanceStats, k *Knobs) float64 {
+	if !judged(st, k) {
+		return 0
+	}
+	if d.Util > 0 {
+		return d.QPS / max(d.Util, 0.01)
+	}
+	return d.QPS
+}
+
+// stepBound limits how far a weight rises from the one last published: a
+// rise floods an instance that is not what it seemed, a fall only moves
+// load to the others.
 func stepBound(prev, next int32, k *Knobs) int32 {
 	step := max(int32(math.Floor(k.MaxStepRatio*float64(prev))), k.MaxStepAbs)
-	return max(min(next, prev+step), prev-step, MinWeight)
+	return max(min(next, prev+step), MinWeight)
 }
 
 // judged tells whether an instance carries enough data to be weighed.
@@ -227,7 +357,7 @@ func medianWeight(out []weightDecision, state map[string]*instanceWeight, now ti
 	var ws []float64
 	for i := range out {
 		w := state[out[i].Instance]
-		if out[i].Reason == ReasonComputed && !now.Before(w.ejectedUntil) {
+		if out[i].Reason == ReasonComputed && w.weighed && !now.Before(w.ejectedUntil) {
 			ws = append(ws, w.smoothed)
 		}
 	}
