@@ -122,6 +122,6 @@ func printTimeline(r sim.Result) {
 				last = "x"
 			}
 		}
-		fmt.Printf("  %-8s util %.2f maxq %5d |%s\n", in.ID, in.Utilization, in.MaxQueue, b.String())
+		fmt.Printf("  %-8s util %.2f failed %5d maxq %5d |%s\n", in.ID, in.Utilization, in.Failed, in.MaxQueue, b.String())
 	}
 }

@@ -54,6 +54,7 @@ type InstanceResult struct {
 	ID          string
 	Utilization float64 // busy workers over workers, while measured and present
 	Served      int64
+	Failed      int64 // requests sent to it after the warm-up that failed or timed out
 	MaxQueue    int
 }
 
@@ -138,6 +139,7 @@ type instance struct {
 	// this window, for ORCA
 	wServed, wErrors int64
 	maxQueue         int
+	failed           int64
 }
 
 type caller struct {
@@ -354,6 +356,8 @@ func (s *simulation) callerDone(in *instance, r *request, latency time.Duration,
 		s.hist.add(float64(latency))
 		if !failed {
 			s.ok++
+		} else {
+			in.failed++
 		}
 	}
 }
@@ -538,7 +542,7 @@ func (s *simulation) finish(end int64) {
 	s.res.Goodput, s.res.Offered = float64(s.ok)/secs, float64(s.sent)/secs
 	maxU, sumU, n := 0.0, 0.0, 0
 	for _, in := range s.insts {
-		ir := InstanceResult{ID: in.id, Served: in.served, MaxQueue: in.maxQueue}
+		ir := InstanceResult{ID: in.id, Served: in.served, Failed: in.failed, MaxQueue: in.maxQueue}
 		if in.joined && end > in.measureAt {
 			s.setBusy(in, in.busy)
 			ir.Utilization = (in.busyInt - in.measureInt) / (float64(end-in.measureAt) * float64(in.spec.Workers))

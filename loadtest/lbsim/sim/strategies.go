@@ -135,7 +135,7 @@ func (a *a58) refresh(now time.Time) {
 	a.picker.Update(snap)
 }
 
-func (a *a58) Pick() (sdk.Instance, error)          { return a.picker.Pick() }
+func (a *a58) Pick() (sdk.Instance, error)      { return a.picker.Pick() }
 func (a *a58) Done(string, time.Duration, bool) {}
 
 // p2c is power of two choices over uniformly drawn instances: with ewma, on

@@ -137,6 +137,7 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	e.newest = e.store.Stats(e.newest[:0], name, last, last, nil)
 	e.stats = e.store.Stats(e.stats[:0], name, last-int64(k.EvalWindows)+1, last, nil)
 	e.inputs = e.inputs[:0]
+	span := time.Duration(k.EvalWindows) * e.window
 	live := map[string]bool{}
 	for _, s := range e.stats {
 		if now.Sub(s.LastSeen) > expiry {
@@ -147,17 +148,25 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 			s.FirstSeen = time.Time{}
 		}
 		live[s.Instance] = true
-		in := weighInput{stats: s, span: time.Duration(k.EvalWindows) * e.window, window: e.window}
+		in := weighInput{stats: s, span: span, window: e.window}
 		if j, ok := slices.BinarySearchFunc(e.newest, s.Instance, func(n InstanceStats, id string) int { return strings.Compare(n.Instance, id) }); ok {
 			in.newest = e.newest[j]
 		}
 		e.inputs = append(e.inputs, in)
 	}
-	for id := range st.weights {
-		if !live[id] {
+	for id, w := range st.weights {
+		switch {
+		case live[id]:
+		case now.Before(w.ejectedUntil.Add(expiry)):
+			// Ejected, or back from ejection without traffic yet: it has
+			// nothing to report, yet leaving it out of the policy would hand
+			// it the neutral weight at once. It stays, with no data.
+			e.inputs = append(e.inputs, weighInput{stats: InstanceStats{Instance: id}, span: span, window: e.window})
+		default:
 			delete(st.weights, id) // expired: back to its static weight
 		}
 	}
+	slices.SortFunc(e.inputs, func(a, b weighInput) int { return strings.Compare(a.stats.Instance, b.stats.Instance) })
 	e.decisions = computeWeights(e.inputs, st.weights, &k, now, e.decisions)
 	d.Weights = append([]weightDecision(nil), e.decisions...)
 

@@ -107,9 +107,9 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 		out = append(out, d)
 	}
 	medLat, medErr, medUtil := median(lat), median(errs), median(utils)
-	// An instance more utilized than the others has the latency and the
-	// timeouts of its load, not of a fault.
-	loaded := func(d *weightDecision) bool { return allUtil && d.Util > medUtil*1.1 }
+	// An instance more utilized than the others, or near its capacity, has
+	// the latency and the timeouts of its load, not of a fault.
+	loaded := func(d *weightDecision) bool { return allUtil && (d.Util > medUtil*1.1 || d.Util > k.OverloadCPU) }
 
 	// Raw scores, scaled to the best.
 	score := func(d *weightDecision) float64 {
@@ -140,7 +140,7 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 		d.Target = score(d)
 		// A clear drop in the newest window counts at once: an instance
 		// that slowed down is flooded before the span shows it.
-		if nw := &inputs[i].newest; allUtil && nw.ServerWindows > 0 && max(nw.ServerRequests, nw.CallRequests)*int64(k.EvalWindows) >= k.MinRequests {
+		if nw := &inputs[i].newest; allUtil && nw.ServerWindows > 0 && max(nw.ServerRequests, nw.CallRequests) >= max(k.MinRequests, dropEvidence) {
 			nd := rates(nw, inputs[i].window)
 			if t := score(&nd); t < k.DropRatio*d.Target {
 				d.Target = t
@@ -166,6 +166,7 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 		ejected := now.Before(w.ejectedUntil)
 		if !ejected && !w.ejectedUntil.IsZero() && w.returnedAt.Before(w.ejectedUntil) {
 			w.returnedAt = w.ejectedUntil // back from ejection: slow start
+			w.calmSince = now
 		}
 		if !judged(st, k) {
 			d.Reason = ReasonNoData
@@ -253,9 +254,19 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 	return out
 }
 
+// dropEvidence is the requests a window must hold for a drop in it to count
+// at once: with fewer, a 30 % drop is within the noise of one window.
+const dropEvidence = 100
+
 // rates turns an instance's sums over span into rates.
 func rates(st *InstanceStats, span time.Duration) weightDecision {
-	reqs := max(st.ServerRequests, st.CallRequests)
+	// The server's own count is what its utilization was spent on (as A58
+	// takes qps from the backend): callers also count requests that timed
+	// out unserved, which would make a flooded instance look capacious.
+	reqs := st.CallRequests
+	if st.ServerWindows > 0 {
+		reqs = st.ServerRequests
+	}
 	d := weightDecision{Instance: st.Instance, QPS: float64(reqs) / span.Seconds(), Util: st.CPUUtil, LatencyMs: st.LatencyMsAvg}
 	if st.CallRequests > 0 {
 		d.ErrorRate = min(float64(st.CallErrors+st.CallTimeouts)/float64(st.CallRequests), 1)
