@@ -188,6 +188,9 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 		} else {
 			w.smoothed, w.weighed = d.Target, true
 		}
+		if st.Windows < k.EvalWindows {
+			continue // a partial span is no evidence to eject on
+		}
 		errRate := d.ErrorRate
 		if loaded(d) && st.CallRequests > 0 {
 			errRate = float64(st.CallErrors) / float64(st.CallRequests) // its timeouts follow its load
@@ -215,7 +218,7 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 		}
 		w.calmSince = now
 	}
-	ejectOutliers(inputs, out, outliers, state, k, now, allUtil)
+	ejectOutliers(inputs, out, outliers, state, k, now, medUtil)
 
 	// The weights of this round.
 	med := medianWeight(out, state, now)
@@ -302,7 +305,7 @@ func slowStart(w *instanceWeight, st *InstanceStats, k *Knobs, now time.Time) fl
 // most max_ejection_percent of the instances, never all; each ejection of
 // an instance lasts longer than its last (ejection_ms x ejections in a row,
 // up to max_ejection_ms).
-func ejectOutliers(inputs []weighInput, out []weightDecision, outliers []int, state map[string]*instanceWeight, k *Knobs, now time.Time, allUtil bool) {
+func ejectOutliers(inputs []weighInput, out []weightDecision, outliers []int, state map[string]*instanceWeight, k *Knobs, now time.Time, medUtil float64) {
 	n := len(out)
 	ejected := 0
 	var load, capacity float64 // requests/s, of the instances not ejected
@@ -312,7 +315,7 @@ func ejectOutliers(inputs []weighInput, out []weightDecision, outliers []int, st
 			ejected++
 			continue
 		}
-		capacity += capacityOf(&out[i], &inputs[i].stats, k)
+		capacity += capacityOf(&out[i], &inputs[i].stats, k, medUtil)
 	}
 	allowed := min(int(math.Floor(k.MaxEjectionPercent/100*float64(n))), n-1) - ejected
 	slices.SortFunc(outliers, func(a, b int) int { // worst first
@@ -322,8 +325,8 @@ func ejectOutliers(inputs []weighInput, out []weightDecision, outliers []int, st
 		if allowed <= 0 {
 			break
 		}
-		left := capacity - capacityOf(&out[i], &inputs[i].stats, k)
-		if allUtil && left*k.PanicUtilization < load {
+		left := capacity - capacityOf(&out[i], &inputs[i].stats, k, medUtil)
+		if medUtil > 0 && left*k.PanicUtilization < load {
 			continue // the others could not carry the load: keep it serving
 		}
 		w := state[out[i].Instance]
@@ -337,16 +340,18 @@ func ejectOutliers(inputs []weighInput, out []weightDecision, outliers []int, st
 }
 
 // capacityOf estimates the requests/s an instance serves at full
-// utilization: qps / utilization. Without a CPU report it counts as much as
-// it serves now.
-func capacityOf(d *weightDecision, st *InstanceStats, k *Knobs) float64 {
+// utilization: qps / utilization, with the service's median utilization
+// for one without a CPU report. When no instance reports CPU (medUtil 0)
+// capacity is unknown and only max_ejection_percent bounds ejections.
+func capacityOf(d *weightDecision, st *InstanceStats, k *Knobs, medUtil float64) float64 {
 	if !judged(st, k) {
 		return 0
 	}
-	if d.Util > 0 {
-		return d.QPS / max(d.Util, 0.01)
+	u := d.Util
+	if u <= 0 {
+		u = medUtil
 	}
-	return d.QPS
+	return d.QPS / max(u, 0.01)
 }
 
 // stepBound limits how far a weight rises from the one last published: a

@@ -37,7 +37,7 @@ func randomStats(r *rand.Rand, id string, firstSeen time.Time) InstanceStats {
 
 // For random inputs, round after round: weights stay in [0, 1000], 0 only
 // when ejected, never all zero, never NaN, and no publish moves a weight by
-// more than the step bound (except into an ejection, which is immediate).
+// more than the step bound (falls are immediate).
 func TestWeightsPropertiesUnderRandomInput(t *testing.T) {
 	for seed := uint64(1); seed <= 300; seed++ {
 		r := rand.New(rand.NewPCG(seed, seed*7))
@@ -84,8 +84,8 @@ func TestWeightsPropertiesUnderRandomInput(t *testing.T) {
 				p, had := prev[d.Instance]
 				if had && p.everSent && !d.Ejected && d.Reason != ReasonBlackout {
 					step := max(int32(math.Floor(k.MaxStepRatio*float64(p.published))), k.MaxStepAbs)
-					if d.Weight > p.published+step || d.Weight < p.published-step {
-						t.Fatalf("seed %d round %d: %s moved %d -> %d, bound %d", seed, round, d.Instance, p.published, d.Weight, step)
+					if d.Weight > p.published+step { // falls are not bounded: they only move load to the others
+						t.Fatalf("seed %d round %d: %s rose %d -> %d, bound %d", seed, round, d.Instance, p.published, d.Weight, step)
 					}
 				}
 			}
