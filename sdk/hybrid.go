@@ -28,7 +28,8 @@ var (
 func (p *Picker) Done(string, time.Duration, bool) {}
 
 // HybridPicker combines the central view with this client's own: Sextant's
-// weights choose two candidates (each drawn in proportion to its weight), and
+// weights choose two candidates (the next of a smooth weighted round robin,
+// and one drawn at random in proportion to the weights), and
 // this client's load on each decides between them per request, as Linkerd's
 // power of two choices does with peak-EWMA latency x (requests in flight + 1),
 // here per unit of weight:
@@ -49,13 +50,18 @@ type HybridPicker struct {
 	cands   []hybridCandidate
 	total   int64
 	local   map[string]*localLoad // by instance id, kept across updates
+	// The mean latency measured, refreshed every meanEvery at most.
+	mean   float64
+	meanAt time.Time
 }
 
+const meanEvery = 100 * time.Millisecond
+
 type hybridCandidate struct {
-	inst   Instance
-	weight int64
-	upTo   int64 // cumulative weight, for weighted draws
-	load   *localLoad
+	inst    Instance
+	weight  int64
+	current int64 // smooth weighted round robin's running score
+	load    *localLoad
 }
 
 // localLoad is what this client knows of one instance.
@@ -115,7 +121,7 @@ func (p *HybridPicker) Update(snap *Snapshot) {
 		}
 		seen[in.Instance] = true
 		p.total += w
-		p.cands = append(p.cands, hybridCandidate{inst: in, weight: w, upTo: p.total, load: l})
+		p.cands = append(p.cands, hybridCandidate{inst: in, weight: w, load: l})
 	}
 	for id, l := range p.local {
 		if !seen[id] && l.inflight == 0 {
@@ -135,16 +141,35 @@ func (p *HybridPicker) Pick() (Instance, error) {
 		p.cands[0].load.inflight++
 		return p.cands[0].inst, nil
 	}
-	a := p.draw(-1)
+	a := p.next()
 	b := p.draw(a)
 	now := p.o.Now()
-	fallback := p.meanLatency(now)
-	ca, cb := p.cands[a].cost(now, p.o.Decay, fallback), p.cands[b].cost(now, p.o.Decay, fallback)
+	if now.Sub(p.meanAt) >= meanEvery {
+		p.mean, p.meanAt = p.meanLatency(now), now
+	}
+	fallback := p.mean
+	mean := float64(p.total) / float64(len(p.cands))
+	ca, cb := p.cands[a].cost(now, p.o.Decay, fallback, mean), p.cands[b].cost(now, p.o.Decay, fallback, mean)
 	if ca > p.o.Tolerance*cb {
 		a = b
 	}
 	p.cands[a].load.inflight++
 	return p.cands[a].inst, nil
+}
+
+// next is the smooth weighted round robin's next candidate (as Picker): the
+// weights' shares, evenly spread, which queues less than random draws.
+func (p *HybridPicker) next() int {
+	best := 0
+	for i := range p.cands {
+		c := &p.cands[i]
+		c.current += c.weight
+		if c.current > p.cands[best].current {
+			best = i
+		}
+	}
+	p.cands[best].current -= p.total
+	return best
 }
 
 // draw picks a candidate in proportion to its weight, other than not.
@@ -185,14 +210,15 @@ func (p *HybridPicker) meanLatency(now time.Time) float64 {
 	return sum / float64(n)
 }
 
-// cost is Linkerd's load, per unit of weight: an instance twice as
-// weighty is expected to hold twice the requests.
-func (c *hybridCandidate) cost(now time.Time, decay time.Duration, fallback float64) float64 {
+// cost is Linkerd's load, peak-EWMA latency x (requests in flight + 1),
+// with the requests in flight counted per unit of weight: an instance of
+// twice the mean weight is expected to hold twice the mean requests.
+func (c *hybridCandidate) cost(now time.Time, decay time.Duration, fallback, meanWeight float64) float64 {
 	lat := fallback
 	if v, ok := c.load.latency.Value(now, decay); ok {
 		lat = v
 	}
-	return lat * float64(c.load.inflight+1) / float64(c.weight)
+	return lat * (float64(c.load.inflight)*meanWeight/float64(c.weight) + 1)
 }
 
 // Done implements Balancer.

@@ -74,6 +74,12 @@ type Result struct {
 	Instances        []InstanceResult
 }
 
+// StrictlyBetter tells whether a beats b: fewer failed requests, with a p99
+// and a p99.9 no higher (within 2 %, the width of two latency buckets).
+func StrictlyBetter(a, b Result) bool {
+	return a.ErrorShare < b.ErrorShare && a.P99 <= 1.02*b.P99 && a.P999 <= 1.02*b.P999
+}
+
 type eventKind uint8
 
 const (

@@ -29,6 +29,7 @@ type engine struct {
 	// Reused between rounds.
 	stats     []InstanceStats
 	newest    []InstanceStats
+	current   []InstanceStats
 	inputs    []weighInput
 	decisions []weightDecision
 }
@@ -134,7 +135,16 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 
 	// Weights from the evaluation span, for instances reported recently.
 	expiry := time.Duration(k.WeightExpiryMs) * time.Millisecond
+	// Each instance's newest own report: in the window in progress when it
+	// has reported there already (reports are placed by the end of the
+	// window they cover), else in the last complete one.
 	e.newest = e.store.Stats(e.newest[:0], name, last, last, nil)
+	e.current = e.store.Stats(e.current[:0], name, last+1, last+1, nil)
+	for _, c := range e.current {
+		if j, ok := slices.BinarySearchFunc(e.newest, c.Instance, byInstance); ok && c.ServerWindows > 0 {
+			e.newest[j] = c
+		}
+	}
 	e.stats = e.store.Stats(e.stats[:0], name, last-int64(k.EvalWindows)+1, last, nil)
 	e.inputs = e.inputs[:0]
 	span := time.Duration(k.EvalWindows) * e.window
@@ -149,7 +159,7 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 		}
 		live[s.Instance] = true
 		in := weighInput{stats: s, span: span, window: e.window}
-		if j, ok := slices.BinarySearchFunc(e.newest, s.Instance, func(n InstanceStats, id string) int { return strings.Compare(n.Instance, id) }); ok {
+		if j, ok := slices.BinarySearchFunc(e.newest, s.Instance, byInstance); ok {
 			in.newest = e.newest[j]
 		}
 		e.inputs = append(e.inputs, in)
@@ -318,6 +328,8 @@ func (e *engine) owned() []string {
 	sort.Strings(out)
 	return out
 }
+
+func byInstance(s InstanceStats, id string) int { return strings.Compare(s.Instance, id) }
 
 func ratio(a, b int64) float64 {
 	if b <= 0 {

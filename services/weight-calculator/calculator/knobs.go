@@ -99,7 +99,7 @@ func DefaultKnobs() Knobs {
 		MaxEjectionPercent:      30,
 		EjectionMs:              30_000,
 		MaxEjectionMs:           300_000,
-		PanicUtilization:        0.8,
+		PanicUtilization:        0.9,
 		MaxStepRatio:            0.5,
 		MaxStepAbs:              50,
 		PublishThreshold:        0.1,

@@ -45,13 +45,15 @@ type weightDecision struct {
 	// What the decision was made from, for /debug/policy.
 	QPS       float64 `json:"qps"`
 	Util      float64 `json:"utilization"`
-	ErrorRate float64 `json:"error_rate"`
+	ErrorRate   float64 `json:"error_rate"`   // failed calls (errors and timeouts) over calls
+	TimeoutRate float64 `json:"timeout_rate"` // of which timeouts
 	LatencyMs float64 `json:"latency_ms"`
 	// Latency less the server's own queueing: what the instance takes when
 	// it is not loaded more than the rest.
 	ServiceMs float64 `json:"service_ms"`
 	Target    float64 `json:"target"`
 	SlowStart float64 `json:"slow_start,omitempty"` // the share of its weight an instance in slow start gets
+	Dropped   bool    `json:"dropped,omitempty"`    // the target is the newest window's, a clear drop
 }
 
 // weighInput is what computeWeights needs of an instance.
@@ -110,10 +112,19 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 	// An instance more utilized than the others, or near its capacity, has
 	// the latency and the timeouts of its load, not of a fault.
 	loaded := func(d *weightDecision) bool { return allUtil && (d.Util > medUtil*1.1 || d.Util > k.OverloadCPU) }
+	// The failures that are the instance's fault: its timeouts follow its
+	// load when it is loaded (counting them would move load to the others
+	// until they time out in turn).
+	fault := func(d *weightDecision) float64 {
+		if loaded(d) {
+			return d.ErrorRate - d.TimeoutRate
+		}
+		return d.ErrorRate
+	}
 
 	// Raw scores, scaled to the best.
 	score := func(d *weightDecision) float64 {
-		eps := d.QPS * d.ErrorRate
+		eps := d.QPS * fault(d)
 		var raw float64
 		switch {
 		case allUtil && d.QPS > 0:
@@ -122,9 +133,9 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 				raw *= clamp(math.Pow(slow/d.ServiceMs, k.LatencyExponent), 0.1, 1)
 			}
 		case d.LatencyMs > 0:
-			raw = 1 / (d.LatencyMs * (1 + k.ErrorUtilizationPenalty*d.ErrorRate*10))
+			raw = 1 / (d.LatencyMs * (1 + k.ErrorUtilizationPenalty*fault(d)*10))
 		default:
-			raw = 1 / (1 + k.ErrorUtilizationPenalty*d.ErrorRate*10)
+			raw = 1 / (1 + k.ErrorUtilizationPenalty*fault(d)*10)
 		}
 		if !finite(raw) {
 			return 0
@@ -143,7 +154,7 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 		if nw := &inputs[i].newest; allUtil && nw.ServerWindows > 0 && max(nw.ServerRequests, nw.CallRequests) >= max(k.MinRequests, dropEvidence) {
 			nd := rates(nw, inputs[i].window)
 			if t := score(&nd); t < k.DropRatio*d.Target {
-				d.Target = t
+				d.Target, d.Dropped = t, true
 			}
 		}
 		best = max(best, d.Target)
@@ -181,7 +192,10 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 			// Down at once, up smoothly: an instance that slows down is
 			// flooded within seconds; one that recovers can wait.
 			alpha := k.EWMAAlpha
-			if d.Target < w.smoothed {
+			switch {
+			case d.Dropped && d.Target < w.smoothed:
+				alpha = 1
+			case d.Target < w.smoothed:
 				alpha = max(alpha, k.EWMAAlphaDown)
 			}
 			w.smoothed = alpha*d.Target + (1-alpha)*w.smoothed
@@ -191,10 +205,7 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 		if st.Windows < k.EvalWindows {
 			continue // a partial span is no evidence to eject on
 		}
-		errRate := d.ErrorRate
-		if loaded(d) && st.CallRequests > 0 {
-			errRate = float64(st.CallErrors) / float64(st.CallRequests) // its timeouts follow its load
-		}
+		errRate := fault(d)
 		slow := medLat > 0 && d.ServiceMs >= k.OutlierLatencyFactor*medLat && !loaded(d)
 		if slow {
 			w.slowStrikes++
@@ -273,6 +284,7 @@ func rates(st *InstanceStats, span time.Duration) weightDecision {
 	d := weightDecision{Instance: st.Instance, QPS: float64(reqs) / span.Seconds(), Util: st.CPUUtil, LatencyMs: st.LatencyMsAvg}
 	if st.CallRequests > 0 {
 		d.ErrorRate = min(float64(st.CallErrors+st.CallTimeouts)/float64(st.CallRequests), 1)
+		d.TimeoutRate = min(float64(st.CallTimeouts)/float64(st.CallRequests), d.ErrorRate)
 	}
 	// The server's queueing is load; what is left is the instance's own
 	// pace (never less than a tenth of what callers see, against skew).
