@@ -61,7 +61,9 @@ type InstanceResult struct {
 // Result is one run of one strategy in one scenario.
 type Result struct {
 	Scenario, Strategy string
-	P50, P99, P999     float64 // ms, every request sent after the warm-up (a timeout counts as the timeout)
+	// ms, over every request sent after the warm-up; a failed one counts as
+	// the caller's timeout: it got no answer (a fast failure is not a fast answer).
+	P50, P99, P999 float64
 	ErrorShare         float64 // failed (errors and timeouts) over sent, after the warm-up
 	Goodput            float64 // successful requests per second, after the warm-up
 	Offered            float64 // requests per second sent, after the warm-up
@@ -359,11 +361,12 @@ func (s *simulation) callerDone(in *instance, r *request, latency time.Duration,
 	c.rep.RecordCall(ServiceName, in.id, latency, failed, timedOut)
 	c.bal.Done(in.id, latency, failed)
 	if r.sent >= s.measureFrom {
-		s.hist.add(float64(latency))
 		if !failed {
 			s.ok++
+			s.hist.add(float64(latency))
 		} else {
 			in.failed++
+			s.hist.add(float64(s.sc.Timeout))
 		}
 	}
 }

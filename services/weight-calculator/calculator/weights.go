@@ -198,6 +198,11 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 			case d.Target < w.smoothed:
 				alpha = max(alpha, k.EWMAAlphaDown)
 			}
+			if !d.Dropped {
+				// A round weighs by its evidence: a few dozen requests
+				// estimate a capacity within several percent only.
+				alpha *= min(1, float64(max(st.ServerRequests, st.CallRequests))/fullEvidence)
+			}
 			w.smoothed = alpha*d.Target + (1-alpha)*w.smoothed
 		} else {
 			w.smoothed, w.weighed = d.Target, true
@@ -267,6 +272,10 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 	}
 	return out
 }
+
+// fullEvidence is the requests in an evaluation span from which a round
+// moves the smoothed weight by the full EWMA step.
+const fullEvidence = 500
 
 // dropEvidence is the requests a window must hold for a drop in it to count
 // at once: with fewer, a 30 % drop is within the noise of one window.
