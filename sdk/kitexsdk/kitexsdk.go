@@ -1,8 +1,10 @@
 // Package kitexsdk plugs Sextant into Kitex the way Kitex is extended: a
-// discovery.Resolver fed by mesh-core with Kitex's weighted round robin
-// balancer and a client middleware that reports calls (ClientOptions), and a
-// server suite that sheds low-priority requests under overload, applies
-// access rules and reports what the server sees (ServerSuite).
+// discovery.Resolver fed by mesh-core, a load balancer that picks with
+// sdk.HybridPicker (central weights choose two candidates, this client's
+// latency and in-flight count decide) and client middleware that reports
+// calls (ClientOptions), and a server suite that sheds low-priority requests
+// under overload, applies access rules and reports what the server sees
+// (ServerSuite).
 //
 // Request priority travels in the Kitex metainfo key x-sextant-priority
 // (sdk.PriorityKey) over TTHeader, which both option sets turn on; set it
@@ -101,17 +103,41 @@ func (r *Resolver) Diff(cacheKey string, prev, next discovery.Result) (discovery
 func (r *Resolver) Name() string { return "sextant" }
 
 // ClientOptions are the options a Kitex client of service needs: discovery
-// through mesh-core, Kitex's weighted round robin re-read every second,
-// TTHeader for priorities, and call reporting (rep may be nil).
-func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static []sdk.Instance) []client.Option {
-	return []client.Option{
+// through mesh-core re-read every second, a new hybrid LoadBalancer (see
+// NewHybridBalancer) with its Middleware, TTHeader for priorities, and call
+// reporting (rep may be nil). WithLoadBalancer replaces the balancer.
+func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static []sdk.Instance, opts ...Option) []client.Option {
+	var o clientOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.lb == nil {
+		o.lb = NewHybridBalancer(sdk.HybridOptions{})
+	}
+	out := []client.Option{
 		client.WithResolver(NewResolver(d, map[string][]sdk.Instance{service: static})),
-		client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(),
-			&lbcache.Options{RefreshInterval: time.Second, ExpireInterval: time.Minute}),
+		client.WithLoadBalancer(o.lb, &lbcache.Options{RefreshInterval: time.Second, ExpireInterval: time.Minute}),
 		client.WithTransportProtocol(transport.TTHeader),
 		client.WithMetaHandler(transmeta.ClientTTHeaderHandler),
 		client.WithMiddleware(CallReporter(service, rep)),
 	}
+	if lb, ok := o.lb.(*LoadBalancer); ok {
+		out = append(out, client.WithMiddleware(lb.Middleware()))
+	}
+	return out
+}
+
+// Option changes what ClientOptions sets up.
+type Option func(*clientOptions)
+
+type clientOptions struct{ lb loadbalance.Loadbalancer }
+
+// WithLoadBalancer makes ClientOptions balance with lb: for instance
+// loadbalance.NewWeightedRoundRobinBalancer(), Kitex's plain weighted round
+// robin over the same weights, or NewLoadBalancer with another sdk.Balancer
+// (whose Middleware ClientOptions then adds).
+func WithLoadBalancer(lb loadbalance.Loadbalancer) Option {
+	return func(o *clientOptions) { o.lb = lb }
 }
 
 // CallReporter is client middleware that reports every call to the callee
