@@ -64,10 +64,10 @@ type Result struct {
 	// ms, over every request sent after the warm-up; a failed one counts as
 	// the caller's timeout: it got no answer (a fast failure is not a fast answer).
 	P50, P99, P999 float64
-	ErrorShare         float64 // failed (errors and timeouts) over sent, after the warm-up
-	Goodput            float64 // successful requests per second, after the warm-up
-	Offered            float64 // requests per second sent, after the warm-up
-	Imbalance          float64 // max over mean utilization across instances
+	ErrorShare     float64 // failed (errors and timeouts) over sent, after the warm-up
+	Goodput        float64 // successful requests per second, after the warm-up
+	Offered        float64 // requests per second sent, after the warm-up
+	Imbalance      float64 // max over mean utilization across instances
 	// Central strategies only:
 	WeightSpread     float64 // max |w - mean| / mean of identical healthy instances, in steady state
 	HealthyEjections int     // ejections of an instance that was healthy then

@@ -43,11 +43,11 @@ type weightDecision struct {
 	Ejected  bool   `json:"ejected"`
 	Reason   string `json:"reason"`
 	// What the decision was made from, for /debug/policy.
-	QPS       float64 `json:"qps"`
-	Util      float64 `json:"utilization"`
+	QPS         float64 `json:"qps"`
+	Util        float64 `json:"utilization"`
 	ErrorRate   float64 `json:"error_rate"`   // failed calls (errors and timeouts) over calls
 	TimeoutRate float64 `json:"timeout_rate"` // of which timeouts
-	LatencyMs float64 `json:"latency_ms"`
+	LatencyMs   float64 `json:"latency_ms"`
 	// Latency less the server's own queueing: what the instance takes when
 	// it is not loaded more than the rest.
 	ServiceMs float64 `json:"service_ms"`
