@@ -41,7 +41,8 @@ func (p *Picker) Done(string, time.Duration, bool) {}
 // cost reacts within a request to what the weights cannot see yet (a burst,
 // a queue building up on one instance). Ejected instances are never
 // candidates. A failed request never lowers an instance's latency estimate,
-// so failing fast does not attract traffic. Safe for concurrent use.
+// and the share of recent requests that failed multiplies its cost, so
+// failing fast does not attract traffic. Safe for concurrent use.
 type HybridPicker struct {
 	o HybridOptions
 
@@ -67,12 +68,15 @@ type hybridCandidate struct {
 // localLoad is what this client knows of one instance.
 type localLoad struct {
 	latency  PeakEWMA
+	failures float64 // EWMA of failed (1) and successful (0) requests
 	inflight int
 }
 
 // HybridOptions configure a HybridPicker; the zero value is usable.
 type HybridOptions struct {
-	// Decay is the time constant of the peak-EWMA latency (default 10 s, as Linkerd).
+	// Decay is the time constant of the peak-EWMA latency (default 2 s:
+	// the weights carry the long run, the local view the last moments;
+	// Linkerd, which has nothing else, uses 10 s).
 	Decay time.Duration
 	// Now is the clock (default time.Now); a simulation passes its own.
 	Now func() time.Time
@@ -88,7 +92,7 @@ type HybridOptions struct {
 // NewHybridPicker makes an empty HybridPicker; Update fills it.
 func NewHybridPicker(o HybridOptions) *HybridPicker {
 	if o.Decay <= 0 {
-		o.Decay = 10 * time.Second
+		o.Decay = 2 * time.Second
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -218,8 +222,15 @@ func (c *hybridCandidate) cost(now time.Time, decay time.Duration, fallback, mea
 	if v, ok := c.load.latency.Value(now, decay); ok {
 		lat = v
 	}
-	return lat * (float64(c.load.inflight)*meanWeight/float64(c.weight) + 1)
+	return lat * (float64(c.load.inflight)*meanWeight/float64(c.weight) + 1) * (1 + failurePenalty*c.load.failures)
 }
+
+// Failures weigh on the local cost apart from latency, which a fast failure
+// would lower: one failing half its requests costs 6x, one failing all 11x.
+const (
+	failurePenalty = 10
+	failureAlpha   = 0.05 // about the last 20 requests
+)
 
 // Done implements Balancer.
 func (p *HybridPicker) Done(instance string, latency time.Duration, failed bool) {
@@ -230,6 +241,14 @@ func (p *HybridPicker) Done(instance string, latency time.Duration, failed bool)
 		return
 	}
 	l.inflight = max(l.inflight-1, 0)
+	f := 0.0
+	if failed {
+		f = 1
+	}
+	l.failures += failureAlpha * (f - l.failures)
+	if failed && !l.latency.set {
+		return // a failure's latency says nothing of how fast it serves
+	}
 	l.latency.Observe(p.o.Now(), p.o.Decay, float64(latency), failed)
 }
 

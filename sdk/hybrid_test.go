@@ -258,3 +258,29 @@ func TestHybridInFlight(t *testing.T) {
 		pick()
 	}
 }
+
+// An instance that fails every request at once, before any success was
+// measured there, does not become the fastest: it keeps no latency estimate
+// from failures, and its failure rate multiplies its cost.
+func TestHybridFastFailuresRepel(t *testing.T) {
+	c := &clock{now: time.Unix(1e9, 0)}
+	p := newHybrid(c, inst("a", 100), inst("b", 100), inst("dead", 100))
+	count := map[string]int{}
+	for range 3000 {
+		in, err := p.Pick()
+		if err != nil {
+			t.Fatal(err)
+		}
+		count[in.Instance]++
+		if in.Instance == "dead" {
+			p.Done(in.Instance, 100*time.Microsecond, true)
+		} else {
+			p.Done(in.Instance, 5*time.Millisecond, false)
+		}
+		c.advance(time.Millisecond)
+	}
+	// Its equal-weight share would be 1000; the round robin proposes it that often.
+	if count["dead"] > 300 {
+		t.Errorf("the failing instance got %d of 3000 picks (%v), want under 300", count["dead"], count)
+	}
+}
