@@ -12,7 +12,7 @@ export GOTOOLCHAIN ?= local
 FUZZTIME   ?= 15s
 TEST_FLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build run demo test vet unit fuzz gen check-gen bench-ingest clean
+.PHONY: all build run demo test vet unit fuzz gen check-gen bench-ingest lbsim clean
 
 all: build
 
@@ -63,6 +63,11 @@ check-gen: gen
 $(BIN)/kitex: go.mod
 	GOBIN=$(BIN) $(GO) install github.com/cloudwego/kitex/tool/cmd/kitex
 	@touch $@
+
+## lbsim: the load-balancing simulator, every scenario and strategy side by
+## side in simulated time (docs/lb-quality.md); about 15 s.
+lbsim:
+	$(GO) run ./loadtest/lbsim
 
 ## bench-ingest: the ingest benchmark, Sextant's mixer against a Gin baseline.
 bench-ingest:
