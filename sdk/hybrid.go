@@ -153,7 +153,7 @@ func (p *HybridPicker) Pick() (Instance, error) {
 	}
 	fallback := p.mean
 	mean := float64(p.total) / float64(len(p.cands))
-	ca, cb := p.cands[a].cost(now, p.o.Decay, fallback, mean), p.cands[b].cost(now, p.o.Decay, fallback, mean)
+	ca, cb := p.cands[a].cost(fallback, mean), p.cands[b].cost(fallback, mean)
 	if ca > p.o.Tolerance*cb {
 		a = b
 	}
@@ -203,7 +203,7 @@ func (p *HybridPicker) draw(not int) int {
 func (p *HybridPicker) meanLatency(now time.Time) float64 {
 	sum, n := 0.0, 0
 	for i := range p.cands {
-		if v, ok := p.cands[i].load.latency.Value(now, p.o.Decay); ok {
+		if v, ok := p.cands[i].load.latency.Value(now, 0); ok {
 			sum += v
 			n++
 		}
@@ -217,9 +217,12 @@ func (p *HybridPicker) meanLatency(now time.Time) float64 {
 // cost is Linkerd's load, peak-EWMA latency x (requests in flight + 1),
 // with the requests in flight counted per unit of weight: an instance of
 // twice the mean weight is expected to hold twice the mean requests.
-func (c *hybridCandidate) cost(now time.Time, decay time.Duration, fallback, meanWeight float64) float64 {
+func (c *hybridCandidate) cost(fallback, meanWeight float64) float64 {
+	// Unlike Linkerd's, the estimate does not decay toward 0 while an
+	// instance goes unpicked: the weights' round robin proposes every
+	// instance anyway, and a decayed estimate would veto the weights at random.
 	lat := fallback
-	if v, ok := c.load.latency.Value(now, decay); ok {
+	if v, ok := c.load.latency.Value(time.Time{}, 0); ok {
 		lat = v
 	}
 	return lat * (float64(c.load.inflight)*meanWeight/float64(c.weight) + 1) * (1 + failurePenalty*c.load.failures)
