@@ -1,7 +1,8 @@
 // Package center is the config-center: the HTTP API for governance config
 // (timeouts, retries, circuit breakers, degradation, rate limits, access
-// control, unit routing), with optimistic concurrency, history, rollback,
-// percentage rollout, pins, audit, and the long poll SDKs watch.
+// control, unit routing, priority rules), with optimistic concurrency,
+// history, rollback, percentage rollout, pins, audit, and the long poll SDKs
+// watch.
 package center
 
 import (
@@ -14,6 +15,7 @@ import (
 	"github.com/cloudwego/kitex/pkg/rpctimeout"
 
 	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/internal/priorityrules"
 )
 
 // Scope says whom a kind of config is for.
@@ -47,6 +49,9 @@ var Kinds = map[string]*Kind{
 	"limit":          {Name: "limit", Scope: ServerScope, KitexCategory: "limit", validate: validateLimit},
 	"access_control": {Name: "access_control", Scope: ServerScope, validate: validateAccessControl},
 	"unit_routing":   {Name: "unit_routing", Scope: ServerScope, validate: validateUnitRouting},
+	// priority_rules: how the API layer gives requests their business
+	// priority (internal/priorityrules).
+	"priority_rules": {Name: "priority_rules", Scope: ServerScope, validate: priorityrules.Validate},
 }
 
 // Validate decodes doc strictly and checks its values.
