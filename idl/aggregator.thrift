@@ -23,8 +23,11 @@ struct ServerRecord {
     7: double queue_time_ms_p99
     8: i64 inflight
     9: i64 client_timeouts
-    // priority (0..127) -> requests in the window
+    // priority (0..127) -> requests in the window, as they arrived
     10: map<i32, i64> requests_by_priority
+    // admission level (business priority x 64 + user priority, 0..8191) ->
+    // requests in the window, as they arrived
+    11: map<i32, i64> requests_by_level
 }
 
 // What one caller saw of one callee instance for one window.

@@ -17,6 +17,10 @@ struct Overload {
     1: string state
     // Data planes drop requests whose priority is below this (0 admits all).
     2: i32 admit_min_priority
+    // Data planes drop requests whose admission level (business priority x 64
+    // + user priority) is below this (0 admits all); it refines
+    // admit_min_priority, which is its business priority.
+    3: i32 admit_min_level
 }
 
 // The dynamic policy of one service. Instances absent from weights keep

@@ -38,23 +38,31 @@ func ParsePriority(v string, def int32) int32 {
 	return int32(p)
 }
 
-// Gate is the server side of admission: it sheds requests below the current
-// admit_min_priority, applies access rules, optionally bounds concurrency
-// (the queue it forms is the queueing time reported to Sextant), and counts
-// what it sees for the reporter.
+// Gate is the server side of admission: it sheds requests whose admission
+// level is below the one in force, applies access rules, optionally bounds
+// concurrency, measures queueing time from each request's arrival, and
+// counts what it sees for the reporter. It also tells what level to answer
+// callers with (AdmitLevel): its own, or higher when the callees of a method
+// answered with a higher one lately.
 type Gate struct {
-	// Threshold returns the admit_min_priority in force.
+	// Threshold returns the admission level in force.
 	threshold func() int32
 	access    func() *AccessRules
 	slots     *slots // nil: no concurrency bound
 	maxWait   time.Duration
 	report    *Reporter
 	inflight  atomic.Int64
+	now       func() time.Time
+	learnTTL  time.Duration
+
+	mu      sync.Mutex
+	learned map[string]levelAt // method -> the highest level its callees answered with
 }
 
 // GateOptions configure a Gate.
 type GateOptions struct {
-	// Threshold returns the current admit_min_priority (nil: admit all).
+	// Threshold returns the admission level in force (nil: admit all);
+	// ThresholdFrom reads it from discovery.
 	Threshold func() int32
 	// Access returns the access rules in force (nil: none).
 	Access func() *AccessRules
@@ -67,13 +75,25 @@ type GateOptions struct {
 	MaxQueueWait time.Duration
 	// Reporter receives the server-side counts (nil: none).
 	Reporter *Reporter
+	// Now is the clock (default time.Now); a simulation passes its own.
+	Now func() time.Time
+	// DownstreamTTL is how long a level learned from a method's callees is
+	// advertised without being seen again (default 2 s).
+	DownstreamTTL time.Duration
 }
 
 // NewGate makes a Gate.
 func NewGate(o GateOptions) *Gate {
-	g := &Gate{threshold: o.Threshold, access: o.Access, report: o.Reporter, maxWait: o.MaxQueueWait}
+	g := &Gate{threshold: o.Threshold, access: o.Access, report: o.Reporter, maxWait: o.MaxQueueWait,
+		now: o.Now, learnTTL: o.DownstreamTTL, learned: map[string]levelAt{}}
 	if g.maxWait <= 0 {
 		g.maxWait = time.Second
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.learnTTL <= 0 {
+		g.learnTTL = 2 * time.Second
 	}
 	if o.Concurrency > 0 {
 		g.slots = newSlots(o.Concurrency)
@@ -86,17 +106,31 @@ func NewGate(o GateOptions) *Gate {
 
 // Admission is one admitted request; Done must be called when it ends.
 type Admission struct {
-	g       *Gate
-	started time.Time
-	slot    bool
+	g        *Gate
+	started  time.Time
+	slot     bool
+	method   string
+	priority Priority
+
+	mu         sync.Mutex
+	downstream int32 // the highest level a callee answered with (ObserveDownstream)
+	observed   bool
 }
 
-// Enter admits or refuses a request that arrived at arrived with priority,
-// from caller (empty when unknown) for method. A refused request returns
-// ErrShed or ErrDenied (wrapped with why) and needs no Done.
-func (g *Gate) Enter(ctx context.Context, arrived time.Time, priority int32, caller, method string) (*Admission, error) {
+// Context carries the admitted request's priority to the calls made while
+// serving it (ContextWithPriority), and lets their answers' levels reach
+// the Gate (ObserveDownstream).
+func (a *Admission) Context(ctx context.Context) context.Context {
+	return ContextWithPriority(context.WithValue(ctx, admissionCtxKey{}, a), a.priority)
+}
+
+// Enter admits or refuses a request that arrived at arrived (when the server
+// read it: the wait until now is its queueing time) with priority p, from
+// caller (empty when unknown) for method. A refused request returns ErrShed
+// or ErrDenied (wrapped with why) and needs no Done.
+func (g *Gate) Enter(ctx context.Context, arrived time.Time, p Priority, caller, method string) (*Admission, error) {
 	if g.report != nil {
-		g.report.arrived(priority)
+		g.report.arrived(p)
 	}
 	if g.access != nil {
 		if rules := g.access(); rules != nil {
@@ -111,12 +145,12 @@ func (g *Gate) Enter(ctx context.Context, arrived time.Time, priority int32, cal
 			}
 		}
 	}
-	if err := g.admit(priority); err != nil {
+	if err := g.admit(p); err != nil {
 		return nil, err
 	}
-	a := &Admission{g: g}
+	a := &Admission{g: g, method: method, priority: p}
 	if g.slots != nil {
-		got, err := g.slots.acquire(ctx, priority, g.maxWait)
+		got, err := g.slots.acquire(ctx, p.Level(), g.maxWait)
 		if err != nil {
 			return nil, err
 		}
@@ -126,12 +160,12 @@ func (g *Gate) Enter(ctx context.Context, arrived time.Time, priority int32, cal
 		}
 		a.slot = true
 		// The threshold may have risen while the request waited.
-		if err := g.admit(priority); err != nil {
+		if err := g.admit(p); err != nil {
 			g.slots.release()
 			return nil, err
 		}
 	}
-	a.started = time.Now()
+	a.started = g.now()
 	g.inflight.Add(1)
 	if g.report != nil {
 		g.report.started(a.started.Sub(arrived), g.inflight.Load())
@@ -139,16 +173,32 @@ func (g *Gate) Enter(ctx context.Context, arrived time.Time, priority int32, cal
 	return a, nil
 }
 
-// admit sheds priorities below the threshold in force.
-func (g *Gate) admit(priority int32) error {
+// admit sheds levels below the threshold in force.
+func (g *Gate) admit(p Priority) error {
 	if g.threshold == nil {
 		return nil
 	}
-	if t := g.threshold(); priority < t {
+	if t := g.threshold(); p.Level() < t {
 		g.shedOne()
-		return fmt.Errorf("%w: priority %d is below %d", ErrShed, priority, t)
+		return fmt.Errorf("%w: level %d (priority %d, user %d) is below %d", ErrShed, p.Level(), p.Business, p.User, t)
 	}
 	return nil
+}
+
+// AdmitLevel is the level to answer a caller of method with: the Gate's
+// own threshold, or the level the method's callees answered with lately
+// when higher (a request below it would be shed further down the chain).
+func (g *Gate) AdmitLevel(method string) int32 {
+	var t int32
+	if g.threshold != nil {
+		t = g.threshold()
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if l, ok := g.learned[method]; ok && g.now().Sub(l.at) <= g.learnTTL {
+		t = max(t, l.level)
+	}
+	return t
 }
 
 func (g *Gate) shedOne() {
@@ -159,7 +209,15 @@ func (g *Gate) shedOne() {
 
 // Done ends the request.
 func (a *Admission) Done() {
-	busy := time.Since(a.started)
+	now := a.g.now()
+	busy := now.Sub(a.started)
+	a.mu.Lock()
+	if a.observed {
+		a.g.mu.Lock()
+		a.g.learned[a.method] = levelAt{a.downstream, now}
+		a.g.mu.Unlock()
+	}
+	a.mu.Unlock()
 	a.g.inflight.Add(-1)
 	if a.slot {
 		a.g.slots.release()
@@ -241,9 +299,9 @@ func (ru *AccessRule) lists(caller string) bool {
 	return false
 }
 
-// thresholdFrom reads a service's threshold for instance from discovery,
-// 0 (admit all) when there is no answer.
-func thresholdFrom(d *Discovery, service, instance string) func() int32 {
+// ThresholdFrom reads the admission level in force for instance of service
+// from discovery, 0 (admit all) when there is no answer; for GateOptions.Threshold.
+func ThresholdFrom(d *Discovery, service, instance string) func() int32 {
 	var once sync.Once
 	return func() int32 {
 		once.Do(func() { d.Watch(service, nil, nil) })

@@ -28,10 +28,21 @@ type Instance struct {
 	Overload     *Overload         `json:"overload,omitempty"`
 }
 
-// Overload is an admission decision: drop requests below AdmitMinPriority.
+// Overload is an admission decision: drop requests whose admission level
+// (Priority.Level) is below AdmitMinLevel. AdmitMinPriority is its business
+// priority; a control plane that sends no level is read by it alone.
 type Overload struct {
 	State            string `json:"state"`
 	AdmitMinPriority int32  `json:"admit_min_priority"`
+	AdmitMinLevel    int32  `json:"admit_min_level"`
+}
+
+// Level is the admission level below which requests are shed.
+func (o *Overload) Level() int32 {
+	if o == nil {
+		return 0
+	}
+	return max(o.AdmitMinLevel, o.AdmitMinPriority*UserPriorities)
 }
 
 // Snapshot is one service's discovery answer. Fresh is false while the
@@ -212,17 +223,17 @@ func longPoll(c *http.Client, req *http.Request, v any) (bool, error) {
 	}
 }
 
-// Threshold is the admit_min_priority that applies to instance of the
+// Threshold is the admission level that applies to instance of the
 // service: the higher of the service's and the instance's own.
 // A nil snapshot (no answer yet) admits everything.
 func (s *Snapshot) Threshold(instance string) int32 {
 	if s == nil {
 		return 0
 	}
-	t := s.Overload.AdmitMinPriority
+	t := s.Overload.Level()
 	for i := range s.Instances {
-		if s.Instances[i].Instance == instance && s.Instances[i].Overload != nil {
-			t = max(t, s.Instances[i].Overload.AdmitMinPriority)
+		if s.Instances[i].Instance == instance {
+			t = max(t, s.Instances[i].Overload.Level())
 		}
 	}
 	return t

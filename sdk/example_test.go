@@ -27,22 +27,25 @@ func ExamplePicker() {
 	// 10.0.0.1:9000
 }
 
-// Shed low-priority requests under overload: admit_min_priority comes from
-// mesh-core (here a fixed 64).
+// Shed under overload: the admission level in force comes from mesh-core
+// (here a fixed one, half-way into business priority 64: users 32..63 of
+// that priority are admitted, 0..31 shed).
 func ExampleGate() {
-	gate := sdk.NewGate(sdk.GateOptions{Threshold: func() int32 { return 64 }, Concurrency: 8})
-	for _, priority := range []int32{10, 120} {
-		a, err := gate.Enter(context.Background(), time.Now(), priority, "front", "Get")
+	gate := sdk.NewGate(sdk.GateOptions{Threshold: func() int32 { return sdk.Priority{Business: 64, User: 32}.Level() }})
+	for _, p := range []sdk.Priority{{Business: 10, User: 63}, {Business: 64, User: 7}, {Business: 64, User: 40}, {Business: 120, User: 0}} {
+		a, err := gate.Enter(context.Background(), time.Now(), p, "front", "Get")
 		if err != nil {
-			fmt.Println(priority, "shed:", err)
+			fmt.Println(p.Business, p.User, "shed:", err)
 			continue
 		}
-		fmt.Println(priority, "admitted")
+		fmt.Println(p.Business, p.User, "admitted")
 		a.Done()
 	}
 	// Output:
-	// 10 shed: sextant: shed by overload admission: priority 10 is below 64
-	// 120 admitted
+	// 10 63 shed: sextant: shed by overload admission: level 703 (priority 10, user 63) is below 4128
+	// 64 7 shed: sextant: shed by overload admission: level 4103 (priority 64, user 7) is below 4128
+	// 64 40 admitted
+	// 120 0 admitted
 }
 
 // Without any answer from mesh-core, Discovery serves the static instances

@@ -68,6 +68,7 @@ type window struct {
 	served    int64
 	shed      int64
 	byPrio    map[int32]int64
+	byLevel   map[int32]int64
 	queue     histogram
 	queueSum  time.Duration
 	busy      time.Duration
@@ -111,7 +112,7 @@ func NewReporter(o ReporterOptions) *Reporter {
 }
 
 func (r *Reporter) newWindow(now time.Time) *window {
-	return &window{start: now, byPrio: map[int32]int64{}, calls: map[calleeKey]*callStats{}, denials: map[denialKey]int64{}}
+	return &window{start: now, byPrio: map[int32]int64{}, byLevel: map[int32]int64{}, calls: map[calleeKey]*callStats{}, denials: map[denialKey]int64{}}
 }
 
 // Start closes a window every Window and sends it in the background.
@@ -165,18 +166,19 @@ func (r *Reporter) RecordCall(service, instance string, latency time.Duration, f
 }
 
 // RecordServed records one request this service served, for servers that
-// admit requests without a Gate: it arrived with priority, waited queued
+// admit requests without a Gate: it arrived with priority p, waited queued
 // before its handler ran and kept the handler busy for busy, with inflight
 // requests in progress when it started.
-func (r *Reporter) RecordServed(priority int32, queued, busy time.Duration, inflight int64) {
-	r.arrived(priority)
+func (r *Reporter) RecordServed(p Priority, queued, busy time.Duration, inflight int64) {
+	r.arrived(p)
 	r.started(queued, inflight)
 	r.finished(busy)
 }
 
-func (r *Reporter) arrived(priority int32) {
+func (r *Reporter) arrived(p Priority) {
 	r.mu.Lock()
-	r.cur.byPrio[priority]++
+	r.cur.byPrio[p.Business]++
+	r.cur.byLevel[p.Level()]++
 	r.mu.Unlock()
 }
 
@@ -314,7 +316,7 @@ func (r *Reporter) build(w *window, now time.Time) *telemetry.Report {
 		TimestampMs: now.UnixMilli(),
 	}
 	if w.served > 0 || w.shed > 0 || len(w.byPrio) > 0 {
-		s := &telemetry.ServerStats{Requests: w.served, Inflight: w.inflight, RequestsByPriority: w.byPrio,
+		s := &telemetry.ServerStats{Requests: w.served, Inflight: w.inflight, RequestsByPriority: w.byPrio, RequestsByLevel: w.byLevel,
 			QueueTimeMsP99: w.queue.quantile(0.99)}
 		if w.served > 0 {
 			s.QueueTimeMsAvg = ms(w.queueSum) / float64(w.served)

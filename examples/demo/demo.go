@@ -70,7 +70,7 @@ func StartBackend(cp ControlPlane, cost time.Duration, concurrency int, log *slo
 			return 0
 		},
 	})
-	opts := append(kitexx.ServerOptions(Service, ln), server.WithSuite(kitexsdk.NewServerSuite(gate)))
+	opts := append(kitexx.ServerOptions(Service, ln), server.WithSuite(kitexsdk.NewServerSuite(gate, nil)))
 	b.srv = comment.NewServer(&handler{b: b}, opts...)
 	b.done = kitexx.Serve(b.srv)
 	b.rep.Start()

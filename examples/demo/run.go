@@ -25,7 +25,7 @@ func FrontHTTP(addr string, f *Front) (*httpx.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv.Use(hertzsdk.Admission(sdk.NewGate(sdk.GateOptions{})))
+	srv.Use(hertzsdk.Admission(sdk.NewGate(sdk.GateOptions{}), nil))
 	srv.GET("/comment", func(ctx context.Context, c *app.RequestContext) {
 		p := sdk.ParsePriority(string(c.GetHeader(sdk.PriorityKey)), 64)
 		instance, err := f.Call(ctx, p)

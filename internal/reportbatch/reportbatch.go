@@ -28,7 +28,7 @@ func Split(r *telemetry.Report, emit func(Record)) {
 			Reporter: rep, WindowMs: r.WindowMs, TimestampMs: r.TimestampMs,
 			Requests: s.Requests, CpuUtil: s.CPUUtil, QueueTimeMsAvg: s.QueueTimeMsAvg,
 			QueueTimeMsP99: s.QueueTimeMsP99, Inflight: s.Inflight, ClientTimeouts: s.ClientTimeouts,
-			RequestsByPriority: s.RequestsByPriority,
+			RequestsByPriority: s.RequestsByPriority, RequestsByLevel: s.RequestsByLevel,
 		}})
 	}
 	for i := range r.Calls {

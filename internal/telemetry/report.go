@@ -31,6 +31,9 @@ type ServerStats struct {
 	ClientTimeouts int64   `json:"client_timeouts"`
 	// Priority (0..127, as a JSON object key) to requests in the window.
 	RequestsByPriority map[int32]int64 `json:"requests_by_priority,omitempty"`
+	// Admission level (Level(priority, user priority), 0..MaxLevel) to
+	// requests in the window; what shedding within a priority is measured with.
+	RequestsByLevel map[int32]int64 `json:"requests_by_level,omitempty"`
 }
 
 // Call is what the reporter saw of its calls to one callee instance.

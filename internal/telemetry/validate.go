@@ -39,6 +39,18 @@ func DefaultLimits() Limits {
 // MaxPriority is the highest request priority; 0 is the lowest.
 const MaxPriority = 127
 
+// UserLevels is how many user priorities divide each business priority
+// (DAGOR's compound admission level).
+const UserLevels = 64
+
+// MaxLevel is the highest admission level.
+const MaxLevel = (MaxPriority+1)*UserLevels - 1
+
+// Level is the admission level of a request of business priority p and
+// user priority u: requests are admitted from the highest level down, the
+// business priority first, the user priority within it.
+func Level(p, u int32) int32 { return p*UserLevels + u }
+
 // Decode reads one report (a JSON object) or several (a JSON array) and
 // validates each. Either every report is good and returned, or the first bad
 // field is named and nothing is returned.
@@ -157,6 +169,15 @@ func validateServer(s *ServerStats) *jsonx.FieldError {
 	}
 	if fe := checkFloat("queue_time_ms_p99", s.QueueTimeMsP99, math.MaxFloat64); fe != nil {
 		return fe
+	}
+	for level, n := range s.RequestsByLevel {
+		field := jsonx.Join("requests_by_level", strconv.Itoa(int(level)))
+		if level < 0 || level > MaxLevel {
+			return jsonx.Errorf(field, jsonx.CodeOutOfRange, "level %d is outside [0, %d]", level, MaxLevel)
+		}
+		if n < 0 {
+			return jsonx.Errorf(field, jsonx.CodeOutOfRange, "%d is negative", n)
+		}
 	}
 	for prio, n := range s.RequestsByPriority {
 		if prio < 0 || prio > MaxPriority {

@@ -54,7 +54,7 @@ func judge(scenarios []sim.Scenario, results [][]sim.Result) verdict {
 			add(ok, "%s: sextant-hybrid p99 %.1f ms, best %s %.1f ms (within 5 %%)", sc.Name, hybrid.P99, best.Strategy, best.P99)
 			if sc.Name == "many-callers" || sc.Name == "fast-failure" {
 				worse := beaten(results[i], func(r sim.Result) bool { return sim.StrictlyBetter(hybrid, r) })
-				add(len(worse) == 0, "%s: sextant-hybrid strictly better than every local rule (fewer errors, p99 and p99.9 no higher)%s",
+				add(len(worse) == 0, "%s: sextant-hybrid strictly better than every local rule (fewer errors, p99 and p99.9 within 5 %%)%s",
 					sc.Name, missing(worse))
 			}
 		}

@@ -4,8 +4,13 @@
 // requests to the instance an sdk.Balancer picks (Balance) and reports each
 // call to the instance it went to (CallReporter).
 //
-// The priority travels in the x-sextant-priority header, the caller's
-// service name in x-sextant-caller.
+// A request's priority (sdk.Priority) travels in the x-sextant-priority and
+// x-sextant-user-priority headers, the caller's service name in
+// x-sextant-caller. Admission assigns a priority to a request that enters
+// the mesh without one (sdk.Edge) and passes it on, with the handler's ctx,
+// to Hertz clients (CallReporter sends it) and Kitex clients (persistent
+// metainfo). Answers carry x-sextant-admit-level, the level the server
+// admits; ClientAdmission sheds a request below it before sending.
 package hertzsdk
 
 import (
@@ -19,22 +24,37 @@ import (
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/app/client"
+	errs "github.com/cloudwego/hertz/pkg/common/errors"
+	"github.com/cloudwego/hertz/pkg/common/tracer/stats"
 	"github.com/cloudwego/hertz/pkg/protocol"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
 	"github.com/sextant-mesh/sextant/sdk"
 )
 
-// DefaultPriority is the priority of a request that carries none.
-var DefaultPriority int32 = 64
-
-// Admission is server middleware that admits requests through gate. A shed
-// request gets 503 with Retry-After; a denied one 403; both with a JSON error.
-func Admission(gate *sdk.Gate) app.HandlerFunc {
+// Admission is server middleware that admits requests through gate. A
+// request that carries a priority keeps it; one that carries none entered
+// the mesh here and gets one from edge (nil: priority 64, a user priority
+// from the request id). A shed request gets 503 with Retry-After; a denied
+// one 403; both with a JSON error. Every answer carries the level the
+// server admits (x-sextant-admit-level).
+func Admission(gate *sdk.Gate, edge *sdk.Edge) app.HandlerFunc {
 	return func(ctx context.Context, c *app.RequestContext) {
-		arrived := time.Now()
-		priority := sdk.ParsePriority(string(c.GetHeader(sdk.PriorityKey)), DefaultPriority)
-		a, err := gate.Enter(ctx, arrived, priority, string(c.GetHeader(sdk.CallerKey)), string(c.Path()))
+		now := time.Now()
+		arrived := now
+		if ti := c.GetTraceInfo(); ti != nil && ti.Stats() != nil {
+			if ev := ti.Stats().GetEvent(stats.HTTPStart); ev != nil && !ev.Time().IsZero() && ev.Time().Before(now) {
+				arrived = ev.Time() // queueing counts from when the server began reading
+			}
+		}
+		method := string(c.Path())
+		p, ok := priorityFromHeaders(c)
+		if !ok {
+			p = edge.Assign(sdk.PriorityFeatures{HTTPMethod: string(c.Method()), Path: method,
+				Header: func(k string) string { return string(c.Request.Header.Peek(k)) }}, now)
+		}
+		a, err := gate.Enter(ctx, arrived, p, string(c.GetHeader(sdk.CallerKey)), method)
+		defer func() { c.Response.Header.Set(sdk.AdmitLevelKey, strconv.Itoa(int(gate.AdmitLevel(method)))) }()
 		switch {
 		case errors.Is(err, sdk.ErrShed):
 			c.Header("Retry-After", "1")
@@ -48,8 +68,17 @@ func Admission(gate *sdk.Gate) app.HandlerFunc {
 			return
 		}
 		defer a.Done()
-		c.Next(ctx)
+		c.Next(a.Context(ctx))
 	}
+}
+
+// priorityFromHeaders reads the priority an upstream set.
+func priorityFromHeaders(c *app.RequestContext) (sdk.Priority, bool) {
+	b := sdk.ParsePriority(string(c.GetHeader(sdk.PriorityKey)), -1)
+	if b < 0 {
+		return sdk.Priority{}, false
+	}
+	return sdk.Priority{Business: b, User: sdk.ParseUserPriority(string(c.GetHeader(sdk.UserPriorityKey)), sdk.UserPriorities-1)}, true
 }
 
 func errorBody(code string, err error) map[string]any {
@@ -64,8 +93,9 @@ func CallReporter(caller, callee string, rep *sdk.Reporter) client.Middleware {
 	return func(next client.Endpoint) client.Endpoint {
 		return func(ctx context.Context, req *protocol.Request, resp *protocol.Response) error {
 			req.Header.Set(sdk.CallerKey, caller)
-			if p, ok := ctx.Value(priorityKey{}).(int32); ok {
-				req.Header.Set(sdk.PriorityKey, strconv.Itoa(int(p)))
+			if p, ok := sdk.PriorityFrom(ctx); ok {
+				req.Header.Set(sdk.PriorityKey, strconv.Itoa(int(p.Business)))
+				req.Header.Set(sdk.UserPriorityKey, strconv.Itoa(int(p.User)))
 			}
 			if rep == nil {
 				return next(ctx, req, resp)
@@ -82,7 +112,8 @@ func CallReporter(caller, callee string, rep *sdk.Reporter) client.Middleware {
 				instance = string(req.Host())
 			}
 			status := resp.StatusCode()
-			rep.RecordCall(callee, instance, time.Since(start), err != nil || status >= 500, errors.Is(err, context.DeadlineExceeded))
+			timedOut := errors.Is(err, errs.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
+			rep.RecordCall(callee, instance, time.Since(start), err != nil || status >= 500, timedOut)
 			return err
 		}
 	}
@@ -149,9 +180,47 @@ func Balance(service string, d *sdk.Discovery, b sdk.Balancer, static []sdk.Inst
 	}
 }
 
-type priorityKey struct{}
-
-// WithPriority sets the priority of the calls made with ctx.
+// WithPriority sets the business priority (0..127) of the calls made with
+// ctx, keeping the user priority ctx carries (the highest when none).
 func WithPriority(ctx context.Context, p int32) context.Context {
-	return context.WithValue(ctx, priorityKey{}, p)
+	prio, ok := sdk.PriorityFrom(ctx)
+	if !ok {
+		prio.User = sdk.UserPriorities - 1
+	}
+	prio.Business = p
+	return sdk.ContextWithPriority(ctx, prio)
+}
+
+// ClientAdmission is Hertz client middleware for calls of the service
+// callee: it sheds a call before sending it when its priority's level is
+// below what callee admits, as callee's last answers said (downstreams) or
+// mesh-core's policy says (d, may be nil); the call then fails with an
+// error wrapping sdk.ErrShed. It reads each answer's x-sextant-admit-level
+// into downstreams and tells the request being served
+// (sdk.ObserveDownstream). Calls without a priority are not shed here.
+func ClientAdmission(callee string, d *sdk.Discovery, downstreams *sdk.Downstreams) client.Middleware {
+	return func(next client.Endpoint) client.Endpoint {
+		return func(ctx context.Context, req *protocol.Request, resp *protocol.Response) error {
+			if p, ok := sdk.PriorityFrom(ctx); ok {
+				var policy int32
+				if d != nil {
+					if snap, ok := d.Get(callee); ok {
+						policy = snap.Overload.Level()
+					}
+				}
+				if shed, level := downstreams.ShedBeforeSending(callee, p, policy); shed {
+					sdk.ObserveDownstream(ctx, level)
+					return fmt.Errorf("%w: before sending, level %d is below %s's %d", sdk.ErrShed, p.Level(), callee, level)
+				}
+			}
+			err := next(ctx, req, resp)
+			if v := resp.Header.Peek(sdk.AdmitLevelKey); len(v) > 0 {
+				if level, perr := strconv.Atoi(string(v)); perr == nil {
+					downstreams.Observe(callee, int32(level))
+					sdk.ObserveDownstream(ctx, int32(level))
+				}
+			}
+			return err
+		}
+	}
 }

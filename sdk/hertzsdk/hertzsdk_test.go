@@ -21,7 +21,7 @@ import (
 // ones let the request through.
 func TestAdmissionOverHTTP(t *testing.T) {
 	var threshold atomic.Int32
-	threshold.Store(64)
+	threshold.Store(sdk.Priority{Business: 64}.Level()) // all of priority 64 and above
 	rules := &sdk.AccessRules{Rules: []sdk.AccessRule{
 		{Name: "no-batch", Type: "deny", Callers: []string{"batch-job"}, Mode: "enforce"},
 		{Name: "trial", Type: "deny", Callers: []string{"feed-api"}, Mode: "dry_run"},
@@ -31,7 +31,7 @@ func TestAdmissionOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Use(hertzsdk.Admission(gate))
+	srv.Use(hertzsdk.Admission(gate, nil))
 	srv.GET("/comment", func(_ context.Context, c *app.RequestContext) { c.String(consts.StatusOK, "ok") })
 	srv.Start()
 	defer srv.Stop(context.Background())

@@ -51,7 +51,7 @@ func startBackend(t *testing.T, b *backend) string {
 		t.Fatal(err)
 	}
 	gate := sdk.NewGate(sdk.GateOptions{})
-	srv := comment.NewServer(b, append(kitexx.ServerOptions(service, ln), server.WithSuite(kitexsdk.NewServerSuite(gate)))...)
+	srv := comment.NewServer(b, append(kitexx.ServerOptions(service, ln), server.WithSuite(kitexsdk.NewServerSuite(gate, nil)))...)
 	done := kitexx.Serve(srv)
 	t.Cleanup(func() { _ = srv.Stop(); <-done })
 	return ln.Addr().String()

@@ -6,14 +6,20 @@
 // under overload, applies access rules and reports what the server sees
 // (ServerSuite).
 //
-// Request priority travels in the Kitex metainfo key x-sextant-priority
-// (sdk.PriorityKey) over TTHeader, which both option sets turn on; set it
-// with WithPriority.
+// A request's priority (business and user, sdk.Priority) travels as
+// persistent Kitex metainfo (x-sextant-priority, x-sextant-user-priority)
+// over TTHeader, which both option sets turn on: set where the request
+// enters the mesh (the server suite assigns it to a request that comes
+// without one, or WithPriority), it goes with every call made with the
+// handler's ctx. Answers carry the level the server admits
+// (x-sextant-admit-level, a backward metainfo value); clients shed a request
+// below it before sending it.
 package kitexsdk
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -25,6 +31,7 @@ import (
 	"github.com/cloudwego/kitex/pkg/loadbalance"
 	"github.com/cloudwego/kitex/pkg/loadbalance/lbcache"
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
+	"github.com/cloudwego/kitex/pkg/stats"
 	"github.com/cloudwego/kitex/pkg/transmeta"
 	"github.com/cloudwego/kitex/server"
 	"github.com/cloudwego/kitex/transport"
@@ -42,9 +49,15 @@ const (
 	DeniedCode int32 = 403
 )
 
-// WithPriority sets the priority (0..127) of the calls made with ctx.
+// WithPriority sets the business priority (0..127) of the calls made with
+// ctx, keeping the user priority ctx carries (the highest when none).
 func WithPriority(ctx context.Context, p int32) context.Context {
-	return metainfo.WithValue(ctx, sdk.PriorityKey, strconv.Itoa(int(p)))
+	prio, ok := sdk.PriorityFrom(ctx)
+	if !ok {
+		prio.User = sdk.UserPriorities - 1
+	}
+	prio.Business = p
+	return sdk.ContextWithPriority(ctx, prio)
 }
 
 // Resolver resolves a Kitex service name to the instances mesh-core lists,
@@ -119,6 +132,7 @@ func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static [
 		client.WithLoadBalancer(o.lb, &lbcache.Options{RefreshInterval: time.Second, ExpireInterval: time.Minute}),
 		client.WithTransportProtocol(transport.TTHeader),
 		client.WithMetaHandler(transmeta.ClientTTHeaderHandler),
+		client.WithMiddleware(Admission(service, d, sdk.NewDownstreams(0, nil))),
 		client.WithMiddleware(CallReporter(service, rep)),
 	}
 	if lb, ok := o.lb.(*LoadBalancer); ok {
@@ -138,6 +152,41 @@ type clientOptions struct{ lb loadbalance.Loadbalancer }
 // (whose Middleware ClientOptions then adds).
 func WithLoadBalancer(lb loadbalance.Loadbalancer) Option {
 	return func(o *clientOptions) { o.lb = lb }
+}
+
+// Admission is client middleware that sheds a call before sending it when
+// its priority's level is below what the callee admits, as the callee's
+// last answers said (downstreams) or mesh-core's policy for it says (d, may
+// be nil); a shed call fails with the callee's shed status (IsShed). It
+// reads each answer's admission level into downstreams and tells the
+// request being served (sdk.ObserveDownstream). Calls without a priority
+// are not shed here.
+func Admission(service string, d *sdk.Discovery, downstreams *sdk.Downstreams) endpoint.Middleware {
+	return func(next endpoint.Endpoint) endpoint.Endpoint {
+		return func(ctx context.Context, req, resp any) error {
+			if p, ok := sdk.PriorityFrom(ctx); ok {
+				var policy int32
+				if d != nil {
+					if snap, ok := d.Get(service); ok {
+						policy = snap.Overload.Level()
+					}
+				}
+				if shed, level := downstreams.ShedBeforeSending(service, p, policy); shed {
+					sdk.ObserveDownstream(ctx, level)
+					return kerrors.NewBizStatusError(ShedCode, fmt.Sprintf("%v: before sending, level %d is below %s's %d", sdk.ErrShed, p.Level(), service, level))
+				}
+			}
+			ctx = metainfo.WithBackwardValues(ctx)
+			err := next(ctx, req, resp)
+			if v, ok := metainfo.RecvBackwardValue(ctx, sdk.AdmitLevelKey); ok {
+				if level, perr := strconv.Atoi(v); perr == nil {
+					downstreams.Observe(service, int32(level))
+					sdk.ObserveDownstream(ctx, int32(level))
+				}
+			}
+			return err
+		}
+	}
 }
 
 // CallReporter is client middleware that reports every call to the callee
@@ -169,13 +218,22 @@ func CallReporter(service string, rep *sdk.Reporter) endpoint.Middleware {
 }
 
 // ServerSuite is the server side: admission (overload shedding, access
-// rules, optional concurrency bound) and reporting, with TTHeader.
-type ServerSuite struct{ gate *sdk.Gate }
+// rules, optional concurrency bound) and reporting, with TTHeader. A request
+// that carries a priority keeps it; one that carries none entered the mesh
+// here and gets one from edge (priority rules, user priority).
+type ServerSuite struct {
+	gate *sdk.Gate
+	edge *sdk.Edge
+}
 
 var _ server.Suite = ServerSuite{}
 
-// NewServerSuite admits through gate.
-func NewServerSuite(gate *sdk.Gate) ServerSuite { return ServerSuite{gate: gate} }
+// NewServerSuite admits through gate; edge assigns priorities to requests
+// that come without one (nil: DefaultPriority, a user priority from the
+// request id).
+func NewServerSuite(gate *sdk.Gate, edge *sdk.Edge) ServerSuite {
+	return ServerSuite{gate: gate, edge: edge}
+}
 
 // Options implements server.Suite.
 func (s ServerSuite) Options() []server.Option {
@@ -185,13 +243,10 @@ func (s ServerSuite) Options() []server.Option {
 	}
 }
 
-// DefaultPriority is the priority of a request that carries none.
-var DefaultPriority int32 = 64
-
 func (s ServerSuite) admit(next endpoint.Endpoint) endpoint.Endpoint {
 	return func(ctx context.Context, req, resp any) error {
-		arrived := time.Now()
-		v, _ := metainfo.GetValue(ctx, sdk.PriorityKey)
+		now := time.Now()
+		arrived := now
 		caller, method := "", ""
 		if ri := rpcinfo.GetRPCInfo(ctx); ri != nil {
 			if ri.From() != nil {
@@ -200,8 +255,28 @@ func (s ServerSuite) admit(next endpoint.Endpoint) endpoint.Endpoint {
 			if ri.Invocation() != nil {
 				method = ri.Invocation().MethodName()
 			}
+			// Queueing time counts from when the server began reading the
+			// request, whether or not the Gate bounds concurrency.
+			if st := ri.Stats(); st != nil {
+				if ev := st.GetEvent(stats.ReadStart); ev != nil && !ev.Time().IsZero() && ev.Time().Before(now) {
+					arrived = ev.Time()
+				}
+			}
 		}
-		a, err := s.gate.Enter(ctx, arrived, sdk.ParsePriority(v, DefaultPriority), caller, method)
+		p, ok := sdk.PriorityFrom(ctx)
+		if !ok {
+			p = s.edge.Assign(sdk.PriorityFeatures{Method: method, Header: func(k string) string {
+				v, _ := metainfo.GetPersistentValue(ctx, k)
+				if v == "" {
+					v, _ = metainfo.GetValue(ctx, k)
+				}
+				return v
+			}}, now)
+		}
+		a, err := s.gate.Enter(ctx, arrived, p, caller, method)
+		defer func() { // after Done: with what its callees answered
+			metainfo.SendBackwardValue(ctx, sdk.AdmitLevelKey, strconv.Itoa(int(s.gate.AdmitLevel(method))))
+		}()
 		switch {
 		case errors.Is(err, sdk.ErrShed):
 			return bizError(ctx, ShedCode, err)
@@ -211,7 +286,7 @@ func (s ServerSuite) admit(next endpoint.Endpoint) endpoint.Endpoint {
 			return err
 		}
 		defer a.Done()
-		return next(ctx, req, resp)
+		return next(a.Context(ctx), req, resp)
 	}
 }
 

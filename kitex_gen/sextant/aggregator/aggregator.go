@@ -74,6 +74,7 @@ type ServerRecord struct {
 	Inflight           int64           `thrift:"inflight,8" frugal:"8,default,i64" json:"inflight"`
 	ClientTimeouts     int64           `thrift:"client_timeouts,9" frugal:"9,default,i64" json:"client_timeouts"`
 	RequestsByPriority map[int32]int64 `thrift:"requests_by_priority,10" frugal:"10,default,map<i32:i64>" json:"requests_by_priority"`
+	RequestsByLevel    map[int32]int64 `thrift:"requests_by_level,11" frugal:"11,default,map<i32:i64>" json:"requests_by_level"`
 }
 
 func NewServerRecord() *ServerRecord {
@@ -127,6 +128,10 @@ func (p *ServerRecord) GetClientTimeouts() (v int64) {
 func (p *ServerRecord) GetRequestsByPriority() (v map[int32]int64) {
 	return p.RequestsByPriority
 }
+
+func (p *ServerRecord) GetRequestsByLevel() (v map[int32]int64) {
+	return p.RequestsByLevel
+}
 func (p *ServerRecord) SetReporter(val *Reporter) {
 	p.Reporter = val
 }
@@ -157,6 +162,9 @@ func (p *ServerRecord) SetClientTimeouts(val int64) {
 func (p *ServerRecord) SetRequestsByPriority(val map[int32]int64) {
 	p.RequestsByPriority = val
 }
+func (p *ServerRecord) SetRequestsByLevel(val map[int32]int64) {
+	p.RequestsByLevel = val
+}
 
 func (p *ServerRecord) IsSetReporter() bool {
 	return p.Reporter != nil
@@ -180,6 +188,7 @@ var fieldIDToName_ServerRecord = map[int16]string{
 	8:  "inflight",
 	9:  "client_timeouts",
 	10: "requests_by_priority",
+	11: "requests_by_level",
 }
 
 type CallEdge struct {

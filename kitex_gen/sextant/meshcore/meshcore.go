@@ -66,6 +66,7 @@ var fieldIDToName_InstanceWeight = map[int16]string{
 type Overload struct {
 	State            string `thrift:"state,1" frugal:"1,default,string" json:"state"`
 	AdmitMinPriority int32  `thrift:"admit_min_priority,2" frugal:"2,default,i32" json:"admit_min_priority"`
+	AdmitMinLevel    int32  `thrift:"admit_min_level,3" frugal:"3,default,i32" json:"admit_min_level"`
 }
 
 func NewOverload() *Overload {
@@ -82,11 +83,18 @@ func (p *Overload) GetState() (v string) {
 func (p *Overload) GetAdmitMinPriority() (v int32) {
 	return p.AdmitMinPriority
 }
+
+func (p *Overload) GetAdmitMinLevel() (v int32) {
+	return p.AdmitMinLevel
+}
 func (p *Overload) SetState(val string) {
 	p.State = val
 }
 func (p *Overload) SetAdmitMinPriority(val int32) {
 	p.AdmitMinPriority = val
+}
+func (p *Overload) SetAdmitMinLevel(val int32) {
+	p.AdmitMinLevel = val
 }
 
 func (p *Overload) String() string {
@@ -99,6 +107,7 @@ func (p *Overload) String() string {
 var fieldIDToName_Overload = map[int16]string{
 	1: "state",
 	2: "admit_min_priority",
+	3: "admit_min_level",
 }
 
 type Policy struct {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"strings"
 	"time"
 
@@ -99,8 +100,11 @@ func checkOverload(field string, o *meshcore.Overload) *meshcore.PolicyRejected 
 	if !validStates[o.State] {
 		return reject(RejectInvalid, field+".state", "state %q is not normal, overloaded or recovering", o.State)
 	}
-	if o.AdmitMinPriority < 0 || o.AdmitMinPriority > 127 {
-		return reject(RejectInvalid, field+".admit_min_priority", "%d is outside [0, 127]", o.AdmitMinPriority)
+	if o.AdmitMinPriority < 0 || o.AdmitMinPriority > telemetry.MaxPriority {
+		return reject(RejectInvalid, field+".admit_min_priority", "%d is outside [0, %d]", o.AdmitMinPriority, telemetry.MaxPriority)
+	}
+	if o.AdmitMinLevel < 0 || o.AdmitMinLevel > telemetry.MaxLevel {
+		return reject(RejectInvalid, field+".admit_min_level", "%d is outside [0, %d]", o.AdmitMinLevel, telemetry.MaxLevel)
 	}
 	return nil
 }

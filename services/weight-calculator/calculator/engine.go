@@ -30,6 +30,8 @@ type engine struct {
 	stats     []InstanceStats
 	newest    []InstanceStats
 	current   []InstanceStats
+	hist      LevelHistogram
+	load      loadByLevel
 	inputs    []weighInput
 	decisions []weightDecision
 }
@@ -181,8 +183,9 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	d.Weights = append([]weightDecision(nil), e.decisions...)
 
 	// Overload from the newest complete window.
-	var hist [128]int64
-	e.stats = e.store.Stats(e.stats[:0], name, last, last, &hist)
+	clear(e.hist[:])
+	e.stats = e.store.Stats(e.stats[:0], name, last, last, &e.hist)
+	e.load.fill(&e.hist)
 	var sig overloadSignals
 	var cpuSum, queueSum float64
 	var reqs, timeouts int64
@@ -202,7 +205,7 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 			ic = &overloadControl{}
 			st.instances[s.Instance] = ic
 		}
-		ic.step(overloadSignals{queueTimeMs: s.QueueTimeMsAvg, cpu: s.CPUUtil, timeoutRatio: ratio(s.ClientTimeouts, s.ServerRequests), byPriority: &hist}, &k)
+		ic.step(overloadSignals{queueTimeMs: s.QueueTimeMsAvg, cpu: s.CPUUtil, timeoutRatio: ratio(s.ClientTimeouts, s.ServerRequests), load: &e.load}, &k)
 		if ic.State != StateNormal {
 			d.InstanceOverload[s.Instance] = *ic
 		}
@@ -213,12 +216,12 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 		}
 	}
 	if servers > 0 {
-		sig = overloadSignals{cpu: cpuSum / float64(servers), timeoutRatio: ratio(timeouts, reqs), byPriority: &hist}
+		sig = overloadSignals{cpu: cpuSum / float64(servers), timeoutRatio: ratio(timeouts, reqs), load: &e.load}
 		if reqs > 0 {
 			sig.queueTimeMs = queueSum / float64(reqs)
 		}
 	} else {
-		sig = overloadSignals{byPriority: &hist}
+		sig = overloadSignals{load: &e.load}
 	}
 	st.overload.step(sig, &k)
 	d.Overload = st.overload
@@ -245,7 +248,7 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 func (e *engine) policy(name string, st *serviceState, now time.Time) *meshcore.Policy {
 	p := &meshcore.Policy{
 		Service:          name,
-		Overload:         &meshcore.Overload{State: st.overload.State, AdmitMinPriority: st.overload.AdmitMinPriority},
+		Overload:         &meshcore.Overload{State: st.overload.State, AdmitMinPriority: st.overload.AdmitMinPriority, AdmitMinLevel: st.overload.AdmitMinLevel},
 		InstanceOverload: map[string]*meshcore.Overload{},
 		ComputedAtMs:     now.UnixMilli(),
 		CalculatorId:     e.id,
@@ -255,7 +258,7 @@ func (e *engine) policy(name string, st *serviceState, now time.Time) *meshcore.
 	}
 	for id, c := range st.instances {
 		if c.State != StateNormal {
-			p.InstanceOverload[id] = &meshcore.Overload{State: c.State, AdmitMinPriority: c.AdmitMinPriority}
+			p.InstanceOverload[id] = &meshcore.Overload{State: c.State, AdmitMinPriority: c.AdmitMinPriority, AdmitMinLevel: c.AdmitMinLevel}
 		}
 	}
 	return p
@@ -277,14 +280,14 @@ func (e *engine) record(d Decision, now time.Time) {
 	}
 	o := d.Overload
 	e.series.Write("overload", map[string]string{"service": d.Service},
-		map[string]any{"state": o.State, "state_code": stateCodes[o.State], "admit_min_priority": o.AdmitMinPriority,
+		map[string]any{"state": o.State, "state_code": stateCodes[o.State], "admit_min_priority": o.AdmitMinPriority, "admit_min_level": o.AdmitMinLevel,
 			"shed_target": o.ShedTarget, "queue_time_ms": o.QueueTimeMs, "cpu": o.CPU, "timeout_ratio": o.TimeoutRatio}, now)
 }
 
 // changed tells whether next differs enough from prev to be published.
 func changed(prev, next *meshcore.Policy, threshold float64) bool {
 	if len(prev.Weights) != len(next.Weights) || len(prev.InstanceOverload) != len(next.InstanceOverload) ||
-		prev.Overload.State != next.Overload.State || prev.Overload.AdmitMinPriority != next.Overload.AdmitMinPriority {
+		prev.Overload.State != next.Overload.State || prev.Overload.AdmitMinLevel != next.Overload.AdmitMinLevel {
 		return true
 	}
 	for i, w := range next.Weights {
@@ -297,7 +300,7 @@ func changed(prev, next *meshcore.Policy, threshold float64) bool {
 		}
 	}
 	for id, o := range next.InstanceOverload {
-		if p, ok := prev.InstanceOverload[id]; !ok || p.State != o.State || p.AdmitMinPriority != o.AdmitMinPriority {
+		if p, ok := prev.InstanceOverload[id]; !ok || p.State != o.State || p.AdmitMinLevel != o.AdmitMinLevel {
 			return true
 		}
 	}

@@ -105,7 +105,7 @@ func DefaultKnobs() Knobs {
 		PublishThreshold:        0.1,
 		RepublishMs:             30_000,
 		OverloadQueueTimeMs:     20,
-		OverloadCPU:             0.85,
+		OverloadCPU:             0.95,
 		OverloadTimeoutRatio:    0.01,
 		ShedStep:                0.05,
 		RecoverStep:             0.01,

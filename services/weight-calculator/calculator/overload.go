@@ -1,5 +1,12 @@
 package calculator
 
+import (
+	"math"
+	"sort"
+
+	"github.com/sextant-mesh/sextant/internal/telemetry"
+)
+
 // Overload states (docs/overload.md).
 const (
 	StateNormal     = "normal"
@@ -10,11 +17,17 @@ const (
 // overloadControl is the admission state of a service or an instance, after
 // WeChat's DAGOR: while overloaded, the share of load to shed grows by
 // ShedStep per round; while healthy again, it shrinks by RecoverStep per
-// round. The threshold is the lowest priority that sheds at least that share
-// of the load, measured from requests by priority as they arrive, and never
-// sheds the highest priority present.
+// round. The threshold is the lowest admission level (business priority x
+// 64 + user priority) that sheds at least that share of the load, measured
+// from requests by level as they arrive, and never sheds the highest level
+// present. Within one business priority the user priorities (a hash of the
+// user) divide the load into 64 parts, so a service with a single priority
+// class sheds a precise share too.
 type overloadControl struct {
-	State            string  `json:"state"`
+	State         string `json:"state"`
+	AdmitMinLevel int32  `json:"admit_min_level"`
+	// The business priority of AdmitMinLevel: data planes that know no
+	// levels shed below it, whole classes only.
 	AdmitMinPriority int32   `json:"admit_min_priority"`
 	ShedTarget       float64 `json:"shed_target"`
 	// The signals of the last round, for /debug/policy.
@@ -22,14 +35,25 @@ type overloadControl struct {
 	CPU          float64 `json:"cpu"`
 	TimeoutRatio float64 `json:"timeout_ratio"`
 	Reason       string  `json:"reason,omitempty"`
+
+	round    int64
+	seenAt   [telemetry.MaxPriority + 1]int64 // the last round each business priority arrived
+	everSeen [telemetry.MaxPriority + 1]bool
+	// A priority whose requests came with user priorities (not only at
+	// its top level, as from a data plane that sends no levels).
+	levelled [telemetry.MaxPriority + 1]bool
 }
+
+// seenRounds is how long a business priority that stopped arriving (shed
+// upstream, or gone) still counts as present when the threshold comes down.
+const seenRounds = 600
 
 // overloadSignals is what one round knows of the load.
 type overloadSignals struct {
 	queueTimeMs  float64
 	cpu          float64
 	timeoutRatio float64
-	byPriority   *[128]int64 // arrivals by priority in the round's window
+	load         *loadByLevel // arrivals by level in the round's window
 }
 
 // overloaded tells whether the signals pass a threshold, and which.
@@ -45,7 +69,13 @@ func (s overloadSignals) overloaded(k *Knobs) (bool, string) {
 	return false, ""
 }
 
-// step advances the control by one round.
+// step advances the control by one round. While overloaded the threshold
+// rises to shed ShedStep more of the load it admits now (measured from the
+// arrivals by level); while recovering it comes down by RecoverStep x 64
+// levels (at least one: a sixty-fourth of a business priority) per round,
+// by levels rather than by measured load because the load below the
+// threshold is mostly shed upstream (callers shed before sending) and never
+// arrives to be measured.
 func (c *overloadControl) step(sig overloadSignals, k *Knobs) {
 	if c.State == "" {
 		c.State = StateNormal
@@ -53,64 +83,113 @@ func (c *overloadControl) step(sig overloadSignals, k *Knobs) {
 	c.QueueTimeMs, c.CPU, c.TimeoutRatio = sig.queueTimeMs, sig.cpu, sig.timeoutRatio
 	over, why := sig.overloaded(k)
 	c.Reason = why
-	hist := sig.byPriority
-	total := int64(0)
-	for _, n := range hist {
-		total += n
-	}
-	if total == 0 {
-		// Nothing arrived: nothing to measure shares with. Keep the threshold
-		// while overloaded; otherwise keep recovering by the clock.
-		if !over && c.State != StateNormal {
-			c.ShedTarget = max(0, c.ShedTarget-k.RecoverStep)
-			if c.ShedTarget == 0 {
-				c.State, c.AdmitMinPriority = StateNormal, 0
-			}
+	load := sig.load
+	c.round++
+	for p := range c.seenAt {
+		lo, top := p*telemetry.UserLevels, (p+1)*telemetry.UserLevels-1
+		if load.below[top+1] > load.below[lo] {
+			c.seenAt[p], c.everSeen[p] = c.round, true
+			c.levelled[p] = load.below[top] > load.below[lo]
 		}
-		return
 	}
-	if over {
+	switch {
+	case over && load.total > 0:
 		c.State = StateOverloaded
-		c.ShedTarget = max(c.ShedTarget, shedShare(hist, total, c.AdmitMinPriority)) + k.ShedStep
-	} else if c.State != StateNormal {
+		c.AdmitMinLevel = load.shedMore(c.AdmitMinLevel, k.ShedStep)
+	case over:
+		// Overloaded with nothing arriving to measure shares with: hold.
+	case load.total == 0:
+		// Nothing arrives (the top level is never shed upstream): no load.
+		c.State, c.AdmitMinLevel = StateNormal, 0
+	case c.State != StateNormal:
 		c.State = StateRecovering
-		c.ShedTarget = max(0, c.ShedTarget-k.RecoverStep)
+		c.AdmitMinLevel = c.lower(c.AdmitMinLevel, recoverLevels(k))
 	}
-	top := int32(0) // the highest priority present is never shed
-	for p := 127; p >= 0; p-- {
-		if hist[p] > 0 {
-			top = int32(p)
-			break
+	c.ShedTarget = load.shedShare(c.AdmitMinLevel)
+	c.AdmitMinPriority = c.AdmitMinLevel / telemetry.UserLevels
+	if c.State == StateRecovering && c.AdmitMinLevel == 0 {
+		c.State, c.ShedTarget = StateNormal, 0
+	}
+}
+
+// lower brings the threshold down by n levels within its business
+// priority; from the bottom of one it goes to the top of the next lower
+// priority that arrived lately, and to 0 when there is none. A priority
+// whose requests carry no user priorities is one step.
+func (c *overloadControl) lower(cur, n int32) int32 {
+	class := cur / telemetry.UserLevels
+	bottom := class * telemetry.UserLevels
+	if cur > bottom {
+		if !c.levelled[class] {
+			return bottom
+		}
+		return max(cur-n, bottom)
+	}
+	for p := class - 1; p >= 0; p-- {
+		if c.everSeen[p] && c.round-c.seenAt[p] <= seenRounds {
+			if !c.levelled[p] {
+				return p * telemetry.UserLevels
+			}
+			return p*telemetry.UserLevels + telemetry.UserLevels - 1
 		}
 	}
-	c.ShedTarget = min(c.ShedTarget, shedShare(hist, total, top))
-	c.AdmitMinPriority = thresholdFor(hist, total, c.ShedTarget, top)
-	if c.State == StateRecovering && c.AdmitMinPriority == 0 && c.ShedTarget <= 0 {
-		c.State = StateNormal
-	}
+	return 0
 }
 
-// shedShare is the share of the load below priority threshold.
-func shedShare(hist *[128]int64, total int64, threshold int32) float64 {
-	var below int64
-	for p := int32(0); p < threshold && p < 128; p++ {
-		below += hist[p]
-	}
-	return float64(below) / float64(total)
+// recoverLevels is how many levels the threshold comes down per round.
+func recoverLevels(k *Knobs) int32 {
+	return max(1, int32(math.Round(k.RecoverStep*telemetry.UserLevels)))
 }
 
-// thresholdFor is the lowest threshold that sheds at least target of the
-// load, capped at top.
-func thresholdFor(hist *[128]int64, total int64, target float64, top int32) int32 {
-	if target <= 0 {
+// loadByLevel is one window's arrivals by admission level, as cumulative
+// counts, so that shares and thresholds take no scan.
+type loadByLevel struct {
+	below [telemetry.MaxLevel + 2]int64 // below[l]: arrivals under level l
+	total int64
+	top   int32 // the highest level present
+}
+
+func (b *loadByLevel) fill(h *LevelHistogram) {
+	b.total, b.top = 0, 0
+	for l, n := range h {
+		b.below[l] = b.total
+		if n > 0 {
+			b.total += n
+			b.top = int32(l)
+		}
+	}
+	b.below[len(h)] = b.total
+}
+
+// shedShare is the share of the load below level threshold.
+func (b *loadByLevel) shedShare(threshold int32) float64 {
+	if b.total == 0 {
 		return 0
 	}
-	var below int64
-	for p := int32(0); p < top; p++ {
-		below += hist[p]
-		if float64(below)/float64(total) >= target-1e-9 {
-			return p + 1
-		}
+	return float64(b.below[min(max(threshold, 0), telemetry.MaxLevel+1)]) / float64(b.total)
+}
+
+// shedMore is the lowest threshold at or above cur that sheds step more of
+// the load cur admits, at least one level higher while anything is
+// admitted, capped at the highest level present (never shed).
+func (b *loadByLevel) shedMore(cur int32, step float64) int32 {
+	cur = min(max(cur, 0), b.top)
+	admitted := b.total - b.below[cur]
+	if admitted <= 0 {
+		return cur
 	}
-	return top
+	want := float64(b.below[cur]) + step*float64(admitted)
+	l := int(cur) + 1 + sort.Search(int(b.top-cur), func(i int) bool { return float64(b.below[int(cur)+1+i]) >= want })
+	return int32(min(l, int(b.top)))
+}
+
+// thresholdFor is the lowest level that sheds at least target of the
+// load, capped at the highest level present.
+func (b *loadByLevel) thresholdFor(target float64) int32 {
+	if target <= 0 || b.total == 0 {
+		return 0
+	}
+	want := target*float64(b.total) - 1e-9*float64(b.total)
+	l := sort.Search(int(b.top)+1, func(l int) bool { return float64(b.below[l]) >= want })
+	return int32(min(l, int(b.top)))
 }

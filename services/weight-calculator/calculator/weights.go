@@ -111,7 +111,7 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 	medLat, medErr, medUtil := median(lat), median(errs), median(utils)
 	// An instance more utilized than the others, or near its capacity, has
 	// the latency and the timeouts of its load, not of a fault.
-	loaded := func(d *weightDecision) bool { return allUtil && (d.Util > medUtil*1.1 || d.Util > k.OverloadCPU) }
+	loaded := func(d *weightDecision) bool { return allUtil && (d.Util > medUtil*1.1 || d.Util > nearCapacity) }
 	// The failures that are the instance's fault: its timeouts follow its
 	// load when it is loaded (counting them would move load to the others
 	// until they time out in turn).
@@ -276,6 +276,10 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 // fullEvidence is the requests in an evaluation span from which a round
 // moves the smoothed weight by the full EWMA step.
 const fullEvidence = 500
+
+// nearCapacity is the utilization above which an instance counts as
+// loaded whatever the others' (docs/weights.md, rule 3).
+const nearCapacity = 0.85
 
 // dropEvidence is the requests a window must hold for a drop in it to count
 // at once: with fewer, a 30 % drop is within the noise of one window.

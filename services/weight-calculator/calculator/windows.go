@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
 )
 
@@ -67,7 +68,10 @@ type ServerAgg struct {
 	Inflight           int64           `json:"inflight"`          // highest reported
 	ClientTimeouts     int64           `json:"client_timeouts"`
 	RequestsByPriority map[int32]int64 `json:"requests_by_priority,omitempty"`
-	queueTimeSum       float64
+	// By admission level; a record without levels counts each priority at
+	// the top level of its class (what an older SDK's shedding matches).
+	RequestsByLevel map[int32]int64 `json:"requests_by_level,omitempty"`
+	queueTimeSum    float64
 }
 
 // CallerAgg merges what every caller reported about the instance in one window.
@@ -130,6 +134,17 @@ func (s *Store) AddServer(r *aggregator.ServerRecord, now time.Time) Outcome {
 				a.RequestsByPriority = map[int32]int64{}
 			}
 			a.RequestsByPriority[p] += n
+		}
+		if a.RequestsByLevel == nil && (len(r.RequestsByLevel) > 0 || len(r.RequestsByPriority) > 0) {
+			a.RequestsByLevel = map[int32]int64{}
+		}
+		for l, n := range r.RequestsByLevel {
+			a.RequestsByLevel[l] += n
+		}
+		if len(r.RequestsByLevel) == 0 {
+			for p, n := range r.RequestsByPriority {
+				a.RequestsByLevel[telemetry.Level(p, telemetry.UserLevels-1)] += n
+			}
 		}
 	})
 }
@@ -281,6 +296,9 @@ func (s *Store) Expire(cutoff time.Time) int {
 // WindowIndex is the index of the window that holds t.
 func (s *Store) WindowIndex(t time.Time) int64 { return t.UnixMilli() / s.window.Milliseconds() }
 
+// LevelHistogram counts requests by admission level (telemetry.Level).
+type LevelHistogram [telemetry.MaxLevel + 1]int64
+
 // InstanceStats sums one instance's windows over a range of window indexes.
 type InstanceStats struct {
 	Instance  string
@@ -302,9 +320,9 @@ type InstanceStats struct {
 }
 
 // Stats appends to dst the stats of every instance of service over windows
-// [from, to], sorted by instance; when byPriority is not nil, it also adds
+// [from, to], sorted by instance; when byLevel is not nil, it also adds
 // the instances' requests by priority (as they arrived) into it.
-func (s *Store) Stats(dst []InstanceStats, service string, from, to int64, byPriority *[128]int64) []InstanceStats {
+func (s *Store) Stats(dst []InstanceStats, service string, from, to int64, byLevel *LevelHistogram) []InstanceStats {
 	sw := s.service(service, false)
 	if sw == nil {
 		return dst
@@ -327,10 +345,10 @@ func (s *Store) Stats(dst []InstanceStats, service string, from, to int64, byPri
 				cpuSum += w.Server.CPUUtil
 				queueSum += w.Server.queueTimeSum
 				st.ClientTimeouts += w.Server.ClientTimeouts
-				if byPriority != nil {
-					for p, n := range w.Server.RequestsByPriority {
-						if p >= 0 && p < 128 {
-							byPriority[p] += n
+				if byLevel != nil {
+					for l, n := range w.Server.RequestsByLevel {
+						if l >= 0 && l <= telemetry.MaxLevel {
+							byLevel[l] += n
 						}
 					}
 				}
@@ -464,6 +482,7 @@ func (w Window) export() Window {
 		w.Callers.LatencyMsAvg = w.Callers.latencySum / float64(w.Callers.Requests)
 	}
 	w.Server.RequestsByPriority = maps.Clone(w.Server.RequestsByPriority)
+	w.Server.RequestsByLevel = maps.Clone(w.Server.RequestsByLevel)
 	return w
 }
 
