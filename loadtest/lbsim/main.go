@@ -5,6 +5,7 @@
 //
 //	go run ./loadtest/lbsim
 //	go run ./loadtest/lbsim -scenario slow-5x -timeline
+//	go run ./loadtest/lbsim -scenario overload     # the overload chain (docs/overload.md)
 package main
 
 import (
@@ -26,6 +27,10 @@ func main() {
 	timeline := flag.Bool("timeline", false, "print the weights the callers received, per instance, every 10 s (central strategies)")
 	flag.Parse()
 
+	if *only == "overload" {
+		runOverload(*seed)
+		return
+	}
 	scenarios := pick(sim.Scenarios(), *only, func(s sim.Scenario) string { return s.Name })
 	strats := pick(sim.Strategies(), *strategies, func(s sim.Strategy) string { return s.Name })
 	if len(scenarios) == 0 || len(strats) == 0 {
@@ -124,4 +129,36 @@ func printTimeline(r sim.Result) {
 		}
 		fmt.Printf("  %-8s util %.2f failed %5d maxq %5d |%s\n", in.ID, in.Utilization, in.Failed, in.MaxQueue, b.String())
 	}
+}
+
+// runOverload runs the overload chains and prints their figures; the last
+// line sums them up (goodput from the single-priority chain, high-priority
+// success from the three-priority one, shed at the front the lower of both).
+func runOverload(seed uint64) {
+	start := time.Now()
+	var single, three sim.ChainResult
+	for _, sc := range sim.ChainScenarios() {
+		r := sim.RunChain(&sc, seed)
+		fmt.Printf("\n## %s: %s\n", sc.Name, sc.Description)
+		fmt.Printf("goodput %.0f/s = %.1f %% of B's capacity (%.0f/s); p99 of admitted %.1f ms, unloaded %.1f ms (%.2fx)\n",
+			r.Goodput, 100*r.GoodputShare, sim.BCapacity(), r.P99, r.UnloadedP99, r.P99/r.UnloadedP99)
+		fmt.Printf("shed: %d at the front before sending, %d at A's gate, %d at A before calling B, %d at B's gate: %.2f %% at the front\n",
+			r.Shed[0], r.Shed[1], r.Shed[2], r.Shed[3], 100*r.ShedAtFront)
+		for _, c := range sc.Classes {
+			fmt.Printf("priority %3d: %6d sent, %.2f %% succeeded\n", c.Priority, r.Sent[c.Priority], 100*r.Success[c.Priority])
+		}
+		fmt.Printf("after the load dropped, the last request was shed %.0f s later\n", r.RecoveredAfter.Seconds())
+		if len(sc.Classes) == 1 {
+			single = r
+		} else {
+			three = r
+		}
+	}
+	high := int32(-1)
+	for p := range three.Sent {
+		high = max(high, p)
+	}
+	fmt.Printf("(simulated in %.1f s)\n", time.Since(start).Seconds())
+	fmt.Printf("overload: goodput %.1f %% of capacity, high-priority success %.2f %%, shed at the front %.1f %%\n",
+		100*single.GoodputShare, 100*three.Success[high], 100*min(single.ShedAtFront, three.ShedAtFront))
 }

@@ -205,15 +205,6 @@ func runChain(sc *ChainScenario, seed uint64, load func(time.Duration) float64) 
 			s.core.Ingest(e.batch, s.clock())
 		case evRound:
 			s.push(event{at: s.now + int64(time.Second), kind: evRound})
-			if DebugChain && s.now%int64(2*time.Second) == int64(500*time.Millisecond) && s.now > int64(40*time.Second) && s.now < int64(70*time.Second) {
-				b := s.insts[tierB][0]
-				if d, ok := s.core.Decision(tierNames[tierB]); ok {
-					fmt.Printf("   B signals q %.1f ms cpu %.2f to %.3f %s %s\n", d.Overload.QueueTimeMs, d.Overload.CPU, d.Overload.TimeoutRatio, d.Overload.State, d.Overload.Reason)
-				}
-				fmt.Printf("t=%3.0f B pol %4d B0 gate %4d qlen %5d | A0 adv %4d front0 down(A) %4d | shed %v ok %d\n", float64(s.now)/1e9,
-					policyLevel(s.policy[tierB], ""), b.gate.AdmitLevel("Call"), len(b.queue)-b.head,
-					s.insts[tierA][0].gate.AdmitLevel("Call"), s.insts[tierFront][0].down.Level("svc-a"), s.res.Shed, s.ok)
-			}
 			for _, p := range s.core.Round(s.clock()) {
 				s.push(event{at: s.now + int64(DefaultDelays.PolicyDelay), kind: evDeliver, pol: p})
 			}
@@ -431,6 +422,3 @@ func policyLevel(p *meshcore.Policy, instance string) int32 {
 	}
 	return l
 }
-
-// DebugChain prints the chain's state every 5 s.
-var DebugChain bool

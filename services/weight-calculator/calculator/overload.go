@@ -89,7 +89,11 @@ func (c *overloadControl) step(sig overloadSignals, k *Knobs) {
 		lo, top := p*telemetry.UserLevels, (p+1)*telemetry.UserLevels-1
 		if load.below[top+1] > load.below[lo] {
 			c.seenAt[p], c.everSeen[p] = c.round, true
-			c.levelled[p] = load.below[top] > load.below[lo]
+			// Only what the threshold lets through arrives: a priority is
+			// known to carry no levels only when all of it could arrive.
+			if levels := load.below[top] > load.below[lo]; levels || c.AdmitMinLevel <= int32(lo) {
+				c.levelled[p] = levels
+			}
 		}
 	}
 	switch {
