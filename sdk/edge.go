@@ -2,7 +2,10 @@ package sdk
 
 import (
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
+
+	"github.com/sextant-mesh/sextant/internal/overloadconf"
 )
 
 // Default keys an Edge reads a request's user id and request id from.
@@ -21,8 +24,50 @@ type Edge struct {
 	// Rules give business priorities (nil: none).
 	Rules *PriorityRules
 	// UserIDKey and RequestIDKey are the header or metainfo keys (lower
-	// case) the ids are read from (defaults x-user-id, x-request-id).
+	// case) the ids are read from (defaults x-user-id, x-request-id); the
+	// service's overload config overrides them once followed (Follow).
 	UserIDKey, RequestIDKey string
+
+	keys atomic.Pointer[[2]string] // from the overload config
+}
+
+// NewEdge makes an Edge that follows w (Follow); w may be nil.
+func NewEdge(w *ConfigWatcher) *Edge {
+	e := &Edge{Rules: NewPriorityRules()}
+	if w != nil {
+		e.Follow(w)
+	}
+	return e
+}
+
+// Follow keeps the Edge's rules those of the priority_rules config of the
+// watcher's service, and its id keys those of its overload config, as the
+// config-center answers them (see PriorityRules.Follow). Call it before
+// the Edge assigns priorities.
+func (e *Edge) Follow(w *ConfigWatcher) {
+	if e.Rules == nil {
+		e.Rules = NewPriorityRules()
+	}
+	e.Rules.Follow(w)
+	apply := func() {
+		a := w.Current()
+		if a == nil {
+			return
+		}
+		c, ok := a.Find(overloadconf.Kind, w.o.Service)
+		if !ok {
+			e.keys.Store(nil)
+			return
+		}
+		doc, fe := overloadconf.Parse(c.Document)
+		if fe != nil {
+			w.o.Logger.Warn("overload config refused; keeping the id keys in force", "service", w.o.Service, "err", fe)
+			return
+		}
+		e.keys.Store(&[2]string{doc.UserIDKey, doc.RequestIDKey})
+	}
+	w.OnChange(func(*WatchAnswer) { apply() })
+	apply()
 }
 
 // Assign is the priority of the request f, at now.
@@ -36,6 +81,14 @@ func (e *Edge) Assign(f PriorityFeatures, now time.Time) Priority {
 		}
 		if e.RequestIDKey != "" {
 			reqKey = e.RequestIDKey
+		}
+		if k := e.keys.Load(); k != nil {
+			if k[0] != "" {
+				userKey = k[0]
+			}
+			if k[1] != "" {
+				reqKey = k[1]
+			}
 		}
 	}
 	p := Priority{}

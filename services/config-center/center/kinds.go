@@ -15,6 +15,7 @@ import (
 	"github.com/cloudwego/kitex/pkg/rpctimeout"
 
 	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/internal/overloadconf"
 	"github.com/sextant-mesh/sextant/internal/priorityrules"
 )
 
@@ -49,6 +50,10 @@ var Kinds = map[string]*Kind{
 	"limit":          {Name: "limit", Scope: ServerScope, KitexCategory: "limit", validate: validateLimit},
 	"access_control": {Name: "access_control", Scope: ServerScope, validate: validateAccessControl},
 	"unit_routing":   {Name: "unit_routing", Scope: ServerScope, validate: validateUnitRouting},
+	overloadconf.Kind: {Name: overloadconf.Kind, Scope: ServerScope, validate: func(doc []byte) *jsonx.FieldError {
+		_, fe := overloadconf.Parse(doc)
+		return fe
+	}},
 	// priority_rules: how the API layer gives requests their business
 	// priority (internal/priorityrules).
 	"priority_rules": {Name: "priority_rules", Scope: ServerScope, validate: priorityrules.Validate},

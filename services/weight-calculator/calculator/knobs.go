@@ -1,6 +1,7 @@
 package calculator
 
 import (
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"sync"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/internal/overloadconf"
 )
 
 // Knobs tune the weight and overload computation of one service. They are
@@ -172,18 +174,21 @@ func ParseKnobs(data []byte) (Knobs, *jsonx.FieldError) {
 // KnobsKind is the config kind, in etcd at config/{service}/{kind}.
 const KnobsKind = "calculator"
 
-// KnobStore follows every service's knobs in etcd; services without knobs,
-// or with knobs that do not validate, get the defaults.
+// KnobStore follows every service's knobs in etcd: the calculator kind (raw
+// knobs) and the config-center's overload kind (its document in force
+// overrides the overload knobs it sets). Services without knobs, or with
+// documents that do not validate, get the defaults.
 type KnobStore struct {
-	log    *slog.Logger
-	mu     sync.Mutex
-	byName map[string]Knobs
-	view   atomic.Pointer[map[string]Knobs]
+	log      *slog.Logger
+	mu       sync.Mutex
+	byName   map[string]Knobs
+	overload map[string]*overloadconf.Config
+	view     atomic.Pointer[map[string]Knobs]
 }
 
 // NewKnobStore makes an empty store; feed it with an etcdx.Mirror of config/.
 func NewKnobStore(log *slog.Logger) *KnobStore {
-	s := &KnobStore{log: log, byName: map[string]Knobs{}}
+	s := &KnobStore{log: log, byName: map[string]Knobs{}, overload: map[string]*overloadconf.Config{}}
 	s.publish()
 	return s
 }
@@ -201,6 +206,7 @@ func (s *KnobStore) Reset(kvs []etcdx.Event, _ int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.byName = map[string]Knobs{}
+	s.overload = map[string]*overloadconf.Config{}
 	for _, kv := range kvs {
 		s.put(kv.Key, kv.Value, false)
 	}
@@ -217,10 +223,17 @@ func (s *KnobStore) Apply(events []etcdx.Event, _ int64) {
 	s.publish()
 }
 
-// put takes a key relative to config/: {service}/calculator.
+// put takes a key relative to config/: {service}/calculator or {service}/overload.
 func (s *KnobStore) put(key string, value []byte, deleted bool) {
 	service, kind, ok := strings.Cut(key, "/")
-	if !ok || kind != KnobsKind {
+	if !ok {
+		return
+	}
+	if kind == overloadconf.Kind {
+		s.putOverload(service, value, deleted)
+		return
+	}
+	if kind != KnobsKind {
 		return
 	}
 	if deleted {
@@ -236,10 +249,51 @@ func (s *KnobStore) put(key string, value []byte, deleted bool) {
 	s.byName[service] = k
 }
 
+// putOverload takes the config-center's entry of a service's overload
+// config: its document in force (docs/config-center.md, storage).
+func (s *KnobStore) putOverload(service string, value []byte, deleted bool) {
+	if deleted {
+		delete(s.overload, service)
+		return
+	}
+	var entry struct {
+		Document json.RawMessage `json:"document"`
+	}
+	if err := json.Unmarshal(value, &entry); err != nil {
+		s.log.Warn("unreadable overload config; using the defaults", "service", service, "err", err)
+		delete(s.overload, service)
+		return
+	}
+	c, fe := overloadconf.Parse(entry.Document)
+	if fe != nil {
+		s.log.Warn("invalid overload config; using the defaults", "service", service, "err", fe)
+		delete(s.overload, service)
+		return
+	}
+	s.overload[service] = c
+}
+
 func (s *KnobStore) publish() {
-	m := make(map[string]Knobs, len(s.byName))
+	m := make(map[string]Knobs, len(s.byName)+len(s.overload))
 	for k, v := range s.byName {
 		m[k] = v
+	}
+	for service, c := range s.overload {
+		k, ok := m[service]
+		if !ok {
+			k = DefaultKnobs()
+		}
+		set := func(dst *float64, v *float64) {
+			if v != nil {
+				*dst = *v
+			}
+		}
+		set(&k.OverloadQueueTimeMs, c.QueueTimeMs)
+		set(&k.OverloadCPU, c.CPU)
+		set(&k.OverloadTimeoutRatio, c.TimeoutRatio)
+		set(&k.ShedStep, c.ShedStep)
+		set(&k.RecoverStep, c.RecoverStep)
+		m[service] = k
 	}
 	s.view.Store(&m)
 }

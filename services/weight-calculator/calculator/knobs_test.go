@@ -48,3 +48,30 @@ func TestKnobStore(t *testing.T) {
 		t.Fatalf("after changes: a %+v, b %+v", s.For("a"), s.For("b"))
 	}
 }
+
+// The config-center's overload config (its entry, with the document in
+// force) sets the overload knobs over the calculator knobs or the defaults;
+// a bad document or a deletion leaves them.
+func TestKnobStoreOverloadConfig(t *testing.T) {
+	s := NewKnobStore(logx.Discard())
+	s.Reset([]etcdx.Event{
+		{Key: "a/calculator", Value: []byte(`{"min_requests": 99, "overload_cpu": 0.7}`)},
+		{Key: "a/overload", Value: []byte(`{"kind": "overload", "scope": "a", "revision": 7, "document": {"cpu": 0.8, "shed_step": 0.1}}`)},
+		{Key: "b/overload", Value: []byte(`{"kind": "overload", "document": {"queue_time_ms": 50}}`)},
+		{Key: "c/overload", Value: []byte(`{"kind": "overload", "document": {"cpu": 7}}`)},
+	}, 1)
+	a := s.For("a")
+	if a.MinRequests != 99 || a.OverloadCPU != 0.8 || a.ShedStep != 0.1 || a.RecoverStep != DefaultKnobs().RecoverStep {
+		t.Fatalf("a %+v", a)
+	}
+	if b := s.For("b"); b.OverloadQueueTimeMs != 50 || b.OverloadCPU != DefaultKnobs().OverloadCPU {
+		t.Fatalf("b %+v", b)
+	}
+	if s.For("c") != DefaultKnobs() {
+		t.Fatalf("c (invalid) %+v", s.For("c"))
+	}
+	s.Apply([]etcdx.Event{{Key: "a/overload", Deleted: true}}, 2)
+	if a := s.For("a"); a.OverloadCPU != 0.7 || a.MinRequests != 99 {
+		t.Fatalf("after the overload config went: a %+v", a)
+	}
+}
