@@ -115,6 +115,15 @@ type Admission struct {
 	mu         sync.Mutex
 	downstream int32 // the highest level a callee answered with (ObserveDownstream)
 	observed   bool
+	deadline   time.Time // the caller's; a request done after it timed out there
+}
+
+// SetDeadline tells when the caller gives up on the request (Enter takes
+// ctx's deadline): one done later counts as a client timeout.
+func (a *Admission) SetDeadline(d time.Time) {
+	a.mu.Lock()
+	a.deadline = d
+	a.mu.Unlock()
 }
 
 // Context carries the admitted request's priority to the calls made while
@@ -149,6 +158,9 @@ func (g *Gate) Enter(ctx context.Context, arrived time.Time, p Priority, caller,
 		return nil, err
 	}
 	a := &Admission{g: g, method: method, priority: p}
+	if dl, ok := ctx.Deadline(); ok {
+		a.deadline = dl
+	}
 	if g.slots != nil {
 		got, err := g.slots.acquire(ctx, p.Level(), g.maxWait)
 		if err != nil {
@@ -217,7 +229,11 @@ func (a *Admission) Done() {
 		a.g.learned[a.method] = levelAt{a.downstream, now}
 		a.g.mu.Unlock()
 	}
+	late := !a.deadline.IsZero() && now.After(a.deadline)
 	a.mu.Unlock()
+	if late && a.g.report != nil {
+		a.g.report.clientTimeout()
+	}
 	a.g.inflight.Add(-1)
 	if a.slot {
 		a.g.slots.release()

@@ -162,3 +162,27 @@ func TestGateAdvertisesItsCalleesLevel(t *testing.T) {
 		t.Fatalf("after the TTL: %d, want %d", l, own)
 	}
 }
+
+// A request served past its caller's deadline counts as a client timeout in
+// the server's report, once.
+func TestGateCountsClientTimeouts(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	clock := func() time.Time { return now }
+	rep := sdk.NewReporter(sdk.ReporterOptions{Service: "b", Instance: "b-1", Now: clock, Utilization: func(time.Duration) float64 { return 0.5 }})
+	g := sdk.NewGate(sdk.GateOptions{Reporter: rep, Now: clock})
+	ctx, cancel := context.WithDeadline(context.Background(), now.Add(100*time.Millisecond))
+	defer cancel()
+	late, _ := g.Enter(ctx, now, sdk.Priority{Business: 64}, "a", "Get")
+	inTime, _ := g.Enter(context.Background(), now, sdk.Priority{Business: 64}, "a", "Get")
+	inTime.SetDeadline(now.Add(time.Second))
+	now = now.Add(200 * time.Millisecond)
+	late.Done()
+	inTime.Done()
+	r := rep.Flush(now.Add(time.Second))
+	if r == nil || r.Server == nil || r.Server.ClientTimeouts != 1 || r.Server.Requests != 2 {
+		t.Fatalf("report %+v", r.Server)
+	}
+	if len(r.Server.RequestsByLevel) != 1 || r.Server.RequestsByLevel[sdk.Priority{Business: 64}.Level()] != 2 {
+		t.Fatalf("requests by level %v", r.Server.RequestsByLevel)
+	}
+}

@@ -69,6 +69,7 @@ type window struct {
 	shed      int64
 	byPrio    map[int32]int64
 	byLevel   map[int32]int64
+	timedOut  int64 // served after the caller's deadline
 	queue     histogram
 	queueSum  time.Duration
 	busy      time.Duration
@@ -179,6 +180,12 @@ func (r *Reporter) arrived(p Priority) {
 	r.mu.Lock()
 	r.cur.byPrio[p.Business]++
 	r.cur.byLevel[p.Level()]++
+	r.mu.Unlock()
+}
+
+func (r *Reporter) clientTimeout() {
+	r.mu.Lock()
+	r.cur.timedOut++
 	r.mu.Unlock()
 }
 
@@ -316,7 +323,7 @@ func (r *Reporter) build(w *window, now time.Time) *telemetry.Report {
 		TimestampMs: now.UnixMilli(),
 	}
 	if w.served > 0 || w.shed > 0 || len(w.byPrio) > 0 {
-		s := &telemetry.ServerStats{Requests: w.served, Inflight: w.inflight, RequestsByPriority: w.byPrio, RequestsByLevel: w.byLevel,
+		s := &telemetry.ServerStats{Requests: w.served, Inflight: w.inflight, RequestsByPriority: w.byPrio, RequestsByLevel: w.byLevel, ClientTimeouts: w.timedOut,
 			QueueTimeMsP99: w.queue.quantile(0.99)}
 		if w.served > 0 {
 			s.QueueTimeMsAvg = ms(w.queueSum) / float64(w.served)

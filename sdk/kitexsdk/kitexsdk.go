@@ -274,6 +274,11 @@ func (s ServerSuite) admit(next endpoint.Endpoint) endpoint.Endpoint {
 			}}, now)
 		}
 		a, err := s.gate.Enter(ctx, arrived, p, caller, method)
+		if err == nil {
+			if ri := rpcinfo.GetRPCInfo(ctx); ri != nil && ri.Config() != nil && ri.Config().RPCTimeout() > 0 {
+				a.SetDeadline(arrived.Add(ri.Config().RPCTimeout())) // the caller's, from TTHeader
+			}
+		}
 		defer func() { // after Done: with what its callees answered
 			metainfo.SendBackwardValue(ctx, sdk.AdmitLevelKey, strconv.Itoa(int(s.gate.AdmitLevel(method))))
 		}()
