@@ -8,8 +8,10 @@ package demo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -42,6 +44,8 @@ type ControlPlane struct {
 type Backend struct {
 	ID        string
 	cost      atomic.Int64
+	errRate   atomic.Uint64 // math.Float64bits of the share of requests that fail
+	errSeq    atomic.Uint64 // requests numbered while an error rate is set
 	srv       server.Server
 	done      <-chan error
 	disc      *sdk.Discovery
@@ -81,6 +85,14 @@ func StartBackend(cp ControlPlane, cost time.Duration, concurrency int, log *slo
 // SetCost changes how long each request takes (5x makes a slow instance).
 func (b *Backend) SetCost(d time.Duration) { b.cost.Store(int64(d)) }
 
+// SetErrorRate makes that share of the requests (0..1) fail after their
+// cost, spread evenly (every tenth for 0.1) so that a few seconds of calls
+// show the rate exactly: a faulty instance for outlier ejection.
+func (b *Backend) SetErrorRate(r float64) { b.errRate.Store(math.Float64bits(min(max(r, 0), 1))) }
+
+// ErrInjected is the error of the requests SetErrorRate fails.
+var ErrInjected = errors.New("demo: injected failure")
+
 // Close deregisters and stops the instance.
 func (b *Backend) Close() {
 	b.registrar.Close()
@@ -94,6 +106,13 @@ type handler struct{ b *Backend }
 
 func (h *handler) Get(_ context.Context, req *demo.GetRequest) (*demo.GetResponse, error) {
 	time.Sleep(time.Duration(h.b.cost.Load()))
+	if r := math.Float64frombits(h.b.errRate.Load()); r > 0 {
+		// Request n fails when floor(n x r) steps up: exactly r of them.
+		n := h.b.errSeq.Add(1)
+		if math.Floor(float64(n)*r) > math.Floor(float64(n-1)*r) {
+			return nil, ErrInjected
+		}
+	}
 	return &demo.GetResponse{Instance: h.b.ID, Text: "comment " + req.Id}, nil
 }
 
