@@ -12,7 +12,7 @@ export GOTOOLCHAIN ?= local
 FUZZTIME   ?= 15s
 TEST_FLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build run demo test vet unit fuzz gen check-gen bench-ingest lbsim clean
+.PHONY: all build run demo test test-long vet unit fuzz gen check-gen bench-ingest lbsim clean
 
 all: build
 
@@ -63,6 +63,10 @@ check-gen: gen
 $(BIN)/kitex: go.mod
 	GOBIN=$(BIN) $(GO) install github.com/cloudwego/kitex/tool/cmd/kitex
 	@touch $@
+
+## test-long: the long real-time end-to-end tests (a few minutes; not in `make test`).
+test-long: $(BIN)/influxd
+	$(GO) test -race -count=1 -timeout 20m ./examples/demo -run 'TestLong' -long -v
 
 ## lbsim: the load-balancing simulator, every scenario and strategy side by
 ## side in simulated time (docs/lb-quality.md); about 15 s.

@@ -69,6 +69,7 @@ type hybridCandidate struct {
 type localLoad struct {
 	latency  PeakEWMA
 	failures float64 // EWMA of failed (1) and successful (0) requests
+	lastDone time.Time
 	inflight int
 }
 
@@ -153,7 +154,8 @@ func (p *HybridPicker) Pick() (Instance, error) {
 	}
 	fallback := p.mean
 	mean := float64(p.total) / float64(len(p.cands))
-	ca, cb := p.cands[a].cost(fallback, mean), p.cands[b].cost(fallback, mean)
+	stale := now.Add(-staleAfter * p.o.Decay)
+	ca, cb := p.cands[a].cost(fallback, mean, stale), p.cands[b].cost(fallback, mean, stale)
 	if ca > p.o.Tolerance*cb {
 		a = b
 	}
@@ -217,16 +219,23 @@ func (p *HybridPicker) meanLatency(now time.Time) float64 {
 // cost is Linkerd's load, peak-EWMA latency x (requests in flight + 1),
 // with the requests in flight counted per unit of weight: an instance of
 // twice the mean weight is expected to hold twice the mean requests.
-func (c *hybridCandidate) cost(fallback, meanWeight float64) float64 {
+func (c *hybridCandidate) cost(fallback, meanWeight float64, stale time.Time) float64 {
 	// Unlike Linkerd's, the estimate does not decay toward 0 while an
 	// instance goes unpicked: the weights' round robin proposes every
-	// instance anyway, and a decayed estimate would veto the weights at random.
-	lat := fallback
-	if v, ok := c.load.latency.Value(time.Time{}, 0); ok {
+	// instance anyway, and a decayed estimate would veto the weights at
+	// random. What this client has not measured for staleAfter x Decay is
+	// forgotten instead, so an instance it once vetoed is tried again.
+	lat, failures := fallback, c.load.failures
+	if c.load.lastDone.Before(stale) {
+		failures = 0
+	} else if v, ok := c.load.latency.Value(time.Time{}, 0); ok {
 		lat = v
 	}
-	return lat * (float64(c.load.inflight)*meanWeight/float64(c.weight) + 1) * (1 + failurePenalty*c.load.failures)
+	return lat * (float64(c.load.inflight)*meanWeight/float64(c.weight) + 1) * (1 + failurePenalty*failures)
 }
+
+// staleAfter: local state older than this many Decays is forgotten.
+const staleAfter = 5
 
 // Failures weigh on the local cost apart from latency, which a fast failure
 // would lower: one failing half its requests costs 6x, one failing all 11x.
@@ -244,6 +253,7 @@ func (p *HybridPicker) Done(instance string, latency time.Duration, failed bool)
 		return
 	}
 	l.inflight = max(l.inflight-1, 0)
+	l.lastDone = p.o.Now()
 	f := 0.0
 	if failed {
 		f = 1

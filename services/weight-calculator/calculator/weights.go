@@ -93,6 +93,7 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 	lat := make([]float64, 0, n)
 	errs := make([]float64, 0, n)
 	utils := make([]float64, 0, n)
+	reqs := make([]float64, 0, n)
 	for i := range inputs {
 		st := &inputs[i].stats
 		d := rates(st, inputs[i].span)
@@ -105,10 +106,11 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 			}
 			errs = append(errs, d.ErrorRate)
 			utils = append(utils, d.Util)
+			reqs = append(reqs, float64(max(st.ServerRequests, st.CallRequests)))
 		}
 		out = append(out, d)
 	}
-	medLat, medErr, medUtil := median(lat), median(errs), median(utils)
+	medLat, medErr, medUtil, medReqs := median(lat), median(errs), median(utils), median(reqs)
 	// An instance more utilized than the others, or near its capacity, has
 	// the latency and the timeouts of its load, not of a fault.
 	loaded := func(d *weightDecision) bool { return allUtil && (d.Util > medUtil*1.1 || d.Util > nearCapacity) }
@@ -224,6 +226,8 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 		case slow && w.slowStrikes >= k.OutlierLatencyRounds:
 			outliers = append(outliers, i)
 			w.ejectReason = "latency"
+		case slow:
+			// Slow, not yet for long enough to eject: not calm either.
 		default:
 			// Calm: the backoff forgets one ejection per ejection time.
 			if w.ejections > 0 && now.Sub(w.calmSince) >= time.Duration(k.EjectionMs)*time.Millisecond {
@@ -253,7 +257,17 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 			// and the drift brings enough to be judged again long before
 			// the median would flood it.
 			if w.weighed {
-				w.smoothed += (med - w.smoothed) * k.EWMAAlpha / 4
+				// ...but no higher than needed to be judged: a weight that
+				// draws twice min_requests a span at the median instance's
+				// traffic. Clients that avoid it locally must not make a
+				// known-bad instance drift up to a share it cannot carry.
+				probe := med
+				if medReqs > 0 {
+					probe = min(med, max(MinWeight, med*2*float64(k.MinRequests)/medReqs))
+				}
+				if w.smoothed < probe {
+					w.smoothed = min(probe, w.smoothed+(med-w.smoothed)*k.EWMAAlpha/4)
+				}
 			} else {
 				w.smoothed = med
 			}
