@@ -229,7 +229,7 @@ type ServerSuite struct {
 var _ server.Suite = ServerSuite{}
 
 // NewServerSuite admits through gate; edge assigns priorities to requests
-// that come without one (nil: DefaultPriority, a user priority from the
+// that come without one (nil: priority 64, a user priority from the
 // request id).
 func NewServerSuite(gate *sdk.Gate, edge *sdk.Edge) ServerSuite {
 	return ServerSuite{gate: gate, edge: edge}
