@@ -154,7 +154,7 @@ func (g *Gate) Enter(ctx context.Context, arrived time.Time, p Priority, caller,
 			}
 		}
 	}
-	if err := g.admit(p); err != nil {
+	if err := g.admit(p, method); err != nil {
 		return nil, err
 	}
 	a := &Admission{g: g, method: method, priority: p}
@@ -172,7 +172,7 @@ func (g *Gate) Enter(ctx context.Context, arrived time.Time, p Priority, caller,
 		}
 		a.slot = true
 		// The threshold may have risen while the request waited.
-		if err := g.admit(p); err != nil {
+		if err := g.admit(p, method); err != nil {
 			g.slots.release()
 			return nil, err
 		}
@@ -185,21 +185,21 @@ func (g *Gate) Enter(ctx context.Context, arrived time.Time, p Priority, caller,
 	return a, nil
 }
 
-// admit sheds levels below the threshold in force.
-func (g *Gate) admit(p Priority) error {
-	if g.threshold == nil {
-		return nil
-	}
-	if t := g.threshold(); p.Level() < t {
+// admit sheds levels below the one in force for method: the Gate's own, or
+// its callees' for that method when higher (a request they would shed is
+// shed here, before any work is done on it).
+func (g *Gate) admit(p Priority, method string) error {
+	if t := g.AdmitLevel(method); p.Level() < t {
 		g.shedOne()
 		return fmt.Errorf("%w: level %d (priority %d, user %d) is below %d", ErrShed, p.Level(), p.Business, p.User, t)
 	}
 	return nil
 }
 
-// AdmitLevel is the level to answer a caller of method with: the Gate's
-// own threshold, or the level the method's callees answered with lately
-// when higher (a request below it would be shed further down the chain).
+// AdmitLevel is the level a request for method is admitted from, and the
+// one to answer its callers with: the Gate's own threshold, or the level
+// the method's callees answered with lately when higher (a request below it
+// would be shed further down the chain).
 func (g *Gate) AdmitLevel(method string) int32 {
 	var t int32
 	if g.threshold != nil {

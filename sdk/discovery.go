@@ -231,6 +231,9 @@ func (s *Snapshot) Threshold(instance string) int32 {
 		return 0
 	}
 	t := s.Overload.Level()
+	if s.Overload.State != "" && s.Overload.State != "normal" {
+		return t // the service's control governs every instance
+	}
 	for i := range s.Instances {
 		if s.Instances[i].Instance == instance {
 			t = max(t, s.Instances[i].Overload.Level())

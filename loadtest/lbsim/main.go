@@ -142,7 +142,7 @@ func runOverload(seed uint64) {
 		fmt.Printf("\n## %s: %s\n", sc.Name, sc.Description)
 		fmt.Printf("goodput %.0f/s = %.1f %% of B's capacity (%.0f/s); p99 of admitted %.1f ms, unloaded %.1f ms (%.2fx)\n",
 			r.Goodput, 100*r.GoodputShare, sim.BCapacity(), r.P99, r.UnloadedP99, r.P99/r.UnloadedP99)
-		fmt.Printf("shed: %d at the front before sending, %d at A's gate, %d at A before calling B, %d at B's gate: %.2f %% at the front\n",
+		fmt.Printf("shed: %d at the front (its gate or before sending), %d at A's gate, %d at A before calling B, %d at B's gate: %.2f %% at the front\n",
 			r.Shed[0], r.Shed[1], r.Shed[2], r.Shed[3], 100*r.ShedAtFront)
 		for _, c := range sc.Classes {
 			fmt.Printf("priority %3d: %6d sent, %.2f %% succeeded\n", c.Priority, r.Sent[c.Priority], 100*r.Success[c.Priority])

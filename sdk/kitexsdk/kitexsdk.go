@@ -240,6 +240,8 @@ func (s ServerSuite) Options() []server.Option {
 	return []server.Option{
 		server.WithMetaHandler(transmeta.ServerTTHeaderHandler),
 		server.WithMiddleware(s.admit),
+		// Records when Kitex began reading each request: queueing counts from there.
+		server.WithStatsLevel(stats.LevelDetailed),
 	}
 }
 

@@ -83,8 +83,9 @@ type ChainResult struct {
 	MaxLevel       int32         // B's highest admission level
 }
 
-// shed places: at the front before sending, at A's gate, at A before
-// calling B (after A's work), at B's gate.
+// shed places: at the front (its gate, by the level its callees answered
+// with, or before sending), at A's gate, at A before calling B (after A's
+// work), at B's gate.
 const (
 	shedFront = iota
 	shedAGate
@@ -282,10 +283,7 @@ func (s *chainSim) start(in *chainInstance, r *chainReq) {
 	}
 	a, err := in.gate.Enter(s.parentCtx(r, t), s.base.Add(time.Duration(r.arrived)), r.p, "", "Call")
 	if err != nil {
-		where := shedAGate
-		if t == tierB {
-			where = shedBGate
-		}
+		where := []int{tierFront: shedFront, tierA: shedAGate, tierB: shedBGate}[t]
 		s.unwind(r, t, in.gate.AdmitLevel("Call"), where)
 		s.next(in)
 		return
@@ -416,6 +414,9 @@ func policyLevel(p *meshcore.Policy, instance string) int32 {
 	}
 	o := sdk.Overload{AdmitMinPriority: p.Overload.AdmitMinPriority, AdmitMinLevel: p.Overload.AdmitMinLevel}
 	l := o.Level()
+	if p.Overload.State != "" && p.Overload.State != calculator.StateNormal {
+		return l // the service's control governs every instance (as sdk.Snapshot.Threshold)
+	}
 	if io, ok := p.InstanceOverload[instance]; ok && io != nil {
 		ins := sdk.Overload{AdmitMinPriority: io.AdmitMinPriority, AdmitMinLevel: io.AdmitMinLevel}
 		l = max(l, ins.Level())
