@@ -24,6 +24,8 @@ import (
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/app/client"
+	"github.com/cloudwego/hertz/pkg/app/server"
+	"github.com/cloudwego/hertz/pkg/common/config"
 	errs "github.com/cloudwego/hertz/pkg/common/errors"
 	"github.com/cloudwego/hertz/pkg/common/tracer/stats"
 	"github.com/cloudwego/hertz/pkg/protocol"
@@ -224,3 +226,18 @@ func ClientAdmission(callee string, d *sdk.Discovery, downstreams *sdk.Downstrea
 		}
 	}
 }
+
+// ServerOptions are the Hertz server options Admission wants: a tracer, so
+// that Hertz records when it began reading each request and queueing time
+// counts from there (without a tracer Hertz records nothing, and queueing
+// counts from when the middleware ran).
+func ServerOptions() []config.Option {
+	return []config.Option{server.WithTracer(arrivalTracer{})}
+}
+
+// arrivalTracer does nothing itself; its presence turns Hertz's recording of
+// request events on.
+type arrivalTracer struct{}
+
+func (arrivalTracer) Start(ctx context.Context, _ *app.RequestContext) context.Context { return ctx }
+func (arrivalTracer) Finish(context.Context, *app.RequestContext)                      {}
