@@ -374,7 +374,7 @@ func Start(cp ControlPlane, cfg Config) (_ *Chain, err error) {
 		return nil, fmt.Errorf("A: %w", err)
 	}
 
-	srv, err := httpx.Listen("127.0.0.1:0")
+	srv, err := httpx.Listen("127.0.0.1:0", hertzsdk.ServerOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("front: %w", err)
 	}
