@@ -135,8 +135,9 @@ func (a *Admission) Context(ctx context.Context) context.Context {
 
 // Enter admits or refuses a request that arrived at arrived (when the server
 // read it: the wait until now is its queueing time) with priority p, from
-// caller (empty when unknown) for method. A refused request returns ErrShed
-// or ErrDenied (wrapped with why) and needs no Done.
+// caller (empty when unknown) for method. ctx's deadline is the caller's: a
+// request past it is shed, and one waits for a slot no longer. A refused
+// request returns ErrShed or ErrDenied (wrapped with why) and needs no Done.
 func (g *Gate) Enter(ctx context.Context, arrived time.Time, p Priority, caller, method string) (*Admission, error) {
 	if g.report != nil {
 		g.report.arrived(p)
@@ -157,18 +158,24 @@ func (g *Gate) Enter(ctx context.Context, arrived time.Time, p Priority, caller,
 	if err := g.admit(p, method); err != nil {
 		return nil, err
 	}
-	a := &Admission{g: g, method: method, priority: p}
-	if dl, ok := ctx.Deadline(); ok {
-		a.deadline = dl
+	dl, hasDeadline := ctx.Deadline()
+	if hasDeadline && !g.now().Before(dl) {
+		g.shedOne() // its caller gave up already: serving it is wasted work
+		return nil, fmt.Errorf("%w: its caller's deadline passed %s ago", ErrShed, g.now().Sub(dl))
 	}
+	a := &Admission{g: g, method: method, priority: p, deadline: dl}
 	if g.slots != nil {
-		got, err := g.slots.acquire(ctx, p.Level(), g.maxWait)
-		if err != nil {
-			return nil, err
+		wait := g.maxWait
+		if hasDeadline {
+			wait = min(wait, dl.Sub(g.now())) // no longer than the caller waits
 		}
+		got, err := g.slots.acquire(ctx, p.Level(), wait)
 		if !got {
 			g.shedOne()
-			return nil, fmt.Errorf("%w: waited %s for a slot", ErrShed, g.maxWait)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v while waiting for a slot", ErrShed, err)
+			}
+			return nil, fmt.Errorf("%w: waited %s for a slot", ErrShed, wait)
 		}
 		a.slot = true
 		// The threshold may have risen while the request waited.
@@ -194,6 +201,27 @@ func (g *Gate) admit(p Priority, method string) error {
 		return fmt.Errorf("%w: level %d (priority %d, user %d) is below %d", ErrShed, p.Level(), p.Business, p.User, t)
 	}
 	return nil
+}
+
+// maxLearned bounds the methods a Gate remembers callees' levels for.
+const maxLearned = 4096
+
+// learn records what method's callees answered with; expired entries go
+// when the table is full, and a new method is not learned while it stays full.
+func (g *Gate) learn(method string, level int32, now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.learned[method]; !ok && len(g.learned) >= maxLearned {
+		for m, l := range g.learned {
+			if now.Sub(l.at) > g.learnTTL {
+				delete(g.learned, m)
+			}
+		}
+		if len(g.learned) >= maxLearned {
+			return
+		}
+	}
+	g.learned[method] = levelAt{level, now}
 }
 
 // AdmitLevel is the level a request for method is admitted from, and the
@@ -225,9 +253,7 @@ func (a *Admission) Done() {
 	busy := now.Sub(a.started)
 	a.mu.Lock()
 	if a.observed {
-		a.g.mu.Lock()
-		a.g.learned[a.method] = levelAt{a.downstream, now}
-		a.g.mu.Unlock()
+		a.g.learn(a.method, a.downstream, now)
 	}
 	late := !a.deadline.IsZero() && now.After(a.deadline)
 	a.mu.Unlock()

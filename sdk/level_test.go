@@ -2,6 +2,7 @@ package sdk_test
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"strconv"
 	"testing"
@@ -184,5 +185,30 @@ func TestGateCountsClientTimeouts(t *testing.T) {
 	}
 	if len(r.Server.RequestsByLevel) != 1 || r.Server.RequestsByLevel[sdk.Priority{Business: 64}.Level()] != 2 {
 		t.Fatalf("requests by level %v", r.Server.RequestsByLevel)
+	}
+}
+
+// A request whose caller's deadline has passed is shed, not served; a wait
+// for a slot lasts no longer than the caller waits.
+func TestGateShedsWhatItsCallerGaveUpOn(t *testing.T) {
+	g := sdk.NewGate(sdk.GateOptions{Concurrency: 1, MaxQueueWait: time.Minute})
+	past, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer cancel()
+	if _, err := g.Enter(past, time.Now(), sdk.Priority{Business: 64}, "a", "Get"); !errors.Is(err, sdk.ErrShed) {
+		t.Fatalf("past its deadline: %v, want shed", err)
+	}
+	holder, err := g.Enter(context.Background(), time.Now(), sdk.Priority{Business: 64}, "a", "Get")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Done()
+	soon, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	start := time.Now()
+	if _, err := g.Enter(soon, time.Now(), sdk.Priority{Business: 64}, "a", "Get"); !errors.Is(err, sdk.ErrShed) {
+		t.Fatalf("no slot before the deadline: %v, want shed", err)
+	}
+	if waited := time.Since(start); waited > 30*time.Second {
+		t.Fatalf("waited %s for a slot with a 50 ms deadline and a minute's MaxQueueWait", waited)
 	}
 }

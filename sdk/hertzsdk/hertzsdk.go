@@ -34,7 +34,9 @@ import (
 	"github.com/sextant-mesh/sextant/sdk"
 )
 
-// Admission is server middleware that admits requests through gate. A
+// Admission is server middleware that admits requests through gate, as
+// the route's method (c.FullPath(), e.g. /feed/:id; the path when no route
+// matched: what access rules name and what the Gate keeps per method). A
 // request that carries a priority keeps it; one that carries none entered
 // the mesh here and gets one from edge (nil: priority 64, a user priority
 // from the request id). A shed request gets 503 with Retry-After; a denied
@@ -49,10 +51,14 @@ func Admission(gate *sdk.Gate, edge *sdk.Edge) app.HandlerFunc {
 				arrived = ev.Time() // queueing counts from when the server began reading
 			}
 		}
-		method := string(c.Path())
+		// The route, not the path: a Gate keeps state per method.
+		method := c.FullPath()
+		if method == "" {
+			method = string(c.Path())
+		}
 		p, ok := priorityFromHeaders(c)
 		if !ok {
-			p = edge.Assign(sdk.PriorityFeatures{HTTPMethod: string(c.Method()), Path: method,
+			p = edge.Assign(sdk.PriorityFeatures{HTTPMethod: string(c.Method()), Path: string(c.Path()),
 				Header: func(k string) string { return string(c.Request.Header.Peek(k)) }}, now)
 		}
 		a, err := gate.Enter(ctx, arrived, p, string(c.GetHeader(sdk.CallerKey)), method)

@@ -275,12 +275,14 @@ func (s ServerSuite) admit(next endpoint.Endpoint) endpoint.Endpoint {
 				return v
 			}}, now)
 		}
-		a, err := s.gate.Enter(ctx, arrived, p, caller, method)
-		if err == nil {
-			if ri := rpcinfo.GetRPCInfo(ctx); ri != nil && ri.Config() != nil && ri.Config().RPCTimeout() > 0 {
-				a.SetDeadline(arrived.Add(ri.Config().RPCTimeout())) // the caller's, from TTHeader
-			}
+		enterCtx := ctx
+		if ri := rpcinfo.GetRPCInfo(ctx); ri != nil && ri.Config() != nil && ri.Config().RPCTimeout() > 0 {
+			// The caller's deadline, from the RPC timeout TTHeader carries.
+			var cancel context.CancelFunc
+			enterCtx, cancel = context.WithDeadline(ctx, arrived.Add(ri.Config().RPCTimeout()))
+			defer cancel()
 		}
+		a, err := s.gate.Enter(enterCtx, arrived, p, caller, method)
 		defer func() { // after Done: with what its callees answered
 			metainfo.SendBackwardValue(ctx, sdk.AdmitLevelKey, strconv.Itoa(int(s.gate.AdmitLevel(method))))
 		}()
