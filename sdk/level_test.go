@@ -2,8 +2,8 @@ package sdk_test
 
 import (
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"testing"
 	"time"
