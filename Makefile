@@ -67,6 +67,7 @@ $(BIN)/kitex: go.mod
 ## test-long: the long real-time end-to-end tests (a few minutes; not in `make test`).
 test-long: $(BIN)/influxd
 	$(GO) test -race -count=1 -timeout 20m ./examples/demo -run 'TestLong' -long -v
+	$(GO) test -count=1 -timeout 20m ./examples/overload -run 'TestOverloadChain' -long -v
 
 ## lbsim: the load-balancing simulator, every scenario and strategy side by
 ## side in simulated time (docs/lb-quality.md); about 15 s.
