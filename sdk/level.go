@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"fmt"
 	"hash/fnv"
 	"strconv"
 	"sync"
@@ -155,6 +156,42 @@ func (d *Downstreams) Level(service string) int32 {
 func (d *Downstreams) ShedBeforeSending(service string, p Priority, policyLevel int32) (bool, int32) {
 	level := max(d.Level(service), policyLevel)
 	return p.Level() < level, level
+}
+
+// BeforeSending tells whether the call made with ctx to service is to be
+// shed before it is sent: an error wrapping ErrShed when its priority's
+// level is below what service admits, as its answers said lately or as
+// mesh-core's policy for it says (disc may be nil); the request being
+// served learns the level (ObserveDownstream). A call without a priority
+// is sent.
+func (d *Downstreams) BeforeSending(ctx context.Context, service string, disc *Discovery) error {
+	p, ok := PriorityFrom(ctx)
+	if !ok {
+		return nil
+	}
+	var policy int32
+	if disc != nil {
+		if snap, ok := disc.Get(service); ok {
+			policy = snap.Overload.Level()
+		}
+	}
+	shed, level := d.ShedBeforeSending(service, p, policy)
+	if !shed {
+		return nil
+	}
+	ObserveDownstream(ctx, level)
+	return fmt.Errorf("%w: before sending, level %d is below %s's %d", ErrShed, p.Level(), service, level)
+}
+
+// Answered records the admission level service answered with (the value
+// of AdmitLevelKey), and tells the request being served.
+func (d *Downstreams) Answered(ctx context.Context, service, value string) {
+	level, err := strconv.Atoi(value)
+	if err != nil || level < 0 || level > telemetry.MaxLevel {
+		return
+	}
+	d.Observe(service, int32(level))
+	ObserveDownstream(ctx, int32(level))
 }
 
 type admissionCtxKey struct{}

@@ -209,24 +209,12 @@ func WithPriority(ctx context.Context, p int32) context.Context {
 func ClientAdmission(callee string, d *sdk.Discovery, downstreams *sdk.Downstreams) client.Middleware {
 	return func(next client.Endpoint) client.Endpoint {
 		return func(ctx context.Context, req *protocol.Request, resp *protocol.Response) error {
-			if p, ok := sdk.PriorityFrom(ctx); ok {
-				var policy int32
-				if d != nil {
-					if snap, ok := d.Get(callee); ok {
-						policy = snap.Overload.Level()
-					}
-				}
-				if shed, level := downstreams.ShedBeforeSending(callee, p, policy); shed {
-					sdk.ObserveDownstream(ctx, level)
-					return fmt.Errorf("%w: before sending, level %d is below %s's %d", sdk.ErrShed, p.Level(), callee, level)
-				}
+			if err := downstreams.BeforeSending(ctx, callee, d); err != nil {
+				return err
 			}
 			err := next(ctx, req, resp)
 			if v := resp.Header.Peek(sdk.AdmitLevelKey); len(v) > 0 {
-				if level, perr := strconv.Atoi(string(v)); perr == nil {
-					downstreams.Observe(callee, int32(level))
-					sdk.ObserveDownstream(ctx, int32(level))
-				}
+				downstreams.Answered(ctx, callee, string(v))
 			}
 			return err
 		}

@@ -19,7 +19,6 @@ package kitexsdk
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"time"
 
@@ -164,25 +163,13 @@ func WithLoadBalancer(lb loadbalance.Loadbalancer) Option {
 func Admission(service string, d *sdk.Discovery, downstreams *sdk.Downstreams) endpoint.Middleware {
 	return func(next endpoint.Endpoint) endpoint.Endpoint {
 		return func(ctx context.Context, req, resp any) error {
-			if p, ok := sdk.PriorityFrom(ctx); ok {
-				var policy int32
-				if d != nil {
-					if snap, ok := d.Get(service); ok {
-						policy = snap.Overload.Level()
-					}
-				}
-				if shed, level := downstreams.ShedBeforeSending(service, p, policy); shed {
-					sdk.ObserveDownstream(ctx, level)
-					return kerrors.NewBizStatusError(ShedCode, fmt.Sprintf("%v: before sending, level %d is below %s's %d", sdk.ErrShed, p.Level(), service, level))
-				}
+			if err := downstreams.BeforeSending(ctx, service, d); err != nil {
+				return kerrors.NewBizStatusError(ShedCode, err.Error())
 			}
 			ctx = metainfo.WithBackwardValues(ctx)
 			err := next(ctx, req, resp)
 			if v, ok := metainfo.RecvBackwardValue(ctx, sdk.AdmitLevelKey); ok {
-				if level, perr := strconv.Atoi(v); perr == nil {
-					downstreams.Observe(service, int32(level))
-					sdk.ObserveDownstream(ctx, int32(level))
-				}
+				downstreams.Answered(ctx, service, v)
 			}
 			return err
 		}
