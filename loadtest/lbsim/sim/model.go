@@ -112,3 +112,54 @@ func (h *histogram) quantile(q float64) float64 {
 	}
 	return 0
 }
+
+// workers counts an instance's busy workers and integrates them over time,
+// for utilization.
+type workers struct {
+	size, busy int
+	busyInt    float64 // busy-worker nanoseconds
+	lastAt     int64
+	flushInt   float64 // busyInt at the last report
+	flushAt    int64
+}
+
+// set changes the busy count at now.
+func (w *workers) set(now int64, busy int) {
+	w.busyInt += float64(w.busy) * float64(now-w.lastAt)
+	w.lastAt, w.busy = now, busy
+}
+
+// report is the busy share since the last report.
+func (w *workers) report(now int64) float64 {
+	w.set(now, w.busy)
+	u := 0.0
+	if span := float64(now - w.flushAt); span > 0 {
+		u = (w.busyInt - w.flushInt) / (span * float64(w.size))
+	}
+	w.flushInt, w.flushAt = w.busyInt, now
+	return u
+}
+
+// fifo is a queue of waiting requests.
+type fifo[T any] struct {
+	items []T
+	head  int
+}
+
+func (q *fifo[T]) push(x T) { q.items = append(q.items, x) }
+func (q *fifo[T]) len() int { return len(q.items) - q.head }
+
+func (q *fifo[T]) pop() (T, bool) {
+	var zero T
+	if q.head >= len(q.items) {
+		return zero, false
+	}
+	x := q.items[q.head]
+	q.items[q.head] = zero
+	q.head++
+	if q.head > 1024 && q.head*2 > len(q.items) { // reuse the front of the slice
+		q.items = append(q.items[:0], q.items[q.head:]...)
+		q.head = 0
+	}
+	return x, true
+}

@@ -124,16 +124,11 @@ type chainReq struct {
 type chainInstance struct {
 	tier, idx int
 	id        string
-	busy      int
-	queue     []*chainReq
-	head      int
-	gate      *sdk.Gate
-	rep       *sdk.Reporter
-	down      *sdk.Downstreams // what this instance learned of the next tier
-	busyInt   float64
-	lastAt    int64
-	flushInt  float64
-	flushAt   int64
+	workers
+	queue fifo[*chainReq]
+	gate  *sdk.Gate
+	rep   *sdk.Reporter
+	down  *sdk.Downstreams // what this instance learned of the next tier
 }
 
 type chainSim struct {
@@ -170,7 +165,8 @@ func runChain(sc *ChainScenario, seed uint64, load func(time.Duration) float64) 
 	for t := range tiers {
 		spec := tierSpecs[t]
 		for i := range spec.n {
-			in := &chainInstance{tier: t, idx: i, id: fmt.Sprintf("%s-%d", tierNames[t], i), down: sdk.NewDownstreams(0, s.clock)}
+			in := &chainInstance{tier: t, idx: i, id: fmt.Sprintf("%s-%d", tierNames[t], i), down: sdk.NewDownstreams(0, s.clock),
+				workers: workers{size: spec.workers}}
 			in.rep = sdk.NewReporter(sdk.ReporterOptions{Service: tierNames[t], Instance: in.id, Now: s.clock,
 				Utilization: func(time.Duration) float64 { return s.takeUtil(in) }})
 			tier, id := t, in.id
@@ -259,11 +255,11 @@ func (s *chainSim) toTier(r *chainReq, t int) {
 	in := s.insts[t][s.rr[t]%len(s.insts[t])]
 	s.rr[t]++
 	r.tier, r.inst[t], r.arrived = t, in.idx, s.now
-	if in.busy < tierSpecs[t].workers {
+	if in.busy < in.size {
 		s.start(in, r)
 		return
 	}
-	in.queue = append(in.queue, r)
+	in.queue.push(r)
 }
 
 func (s *chainSim) parentCtx(r *chainReq, t int) context.Context {
@@ -348,13 +344,10 @@ func (s *chainSim) unwind(r *chainReq, t int, level int32, where int) {
 }
 
 func (s *chainSim) next(in *chainInstance) {
-	for in.busy < tierSpecs[in.tier].workers && in.head < len(in.queue) {
-		r := in.queue[in.head]
-		in.queue[in.head] = nil
-		in.head++
-		if in.head > 1024 && in.head*2 > len(in.queue) {
-			in.queue = append(in.queue[:0], in.queue[in.head:]...)
-			in.head = 0
+	for in.busy < in.size {
+		r, ok := in.queue.pop()
+		if !ok {
+			return
 		}
 		s.start(in, r)
 	}
@@ -370,21 +363,9 @@ func (s *chainSim) succeed(r *chainReq) {
 	s.lat.add(float64(lat))
 }
 
-func (s *chainSim) setBusy(in *chainInstance, busy int) {
-	in.busyInt += float64(in.busy) * float64(s.now-in.lastAt)
-	in.lastAt, in.busy = s.now, busy
-}
+func (s *chainSim) setBusy(in *chainInstance, busy int) { in.set(s.now, busy) }
 
-func (s *chainSim) takeUtil(in *chainInstance) float64 {
-	s.setBusy(in, in.busy)
-	span := float64(s.now - in.flushAt)
-	u := 0.0
-	if span > 0 {
-		u = (in.busyInt - in.flushInt) / (span * float64(tierSpecs[in.tier].workers))
-	}
-	in.flushInt, in.flushAt = in.busyInt, s.now
-	return u
-}
+func (s *chainSim) takeUtil(in *chainInstance) float64 { return in.report(s.now) }
 
 func (s *chainSim) finish() {
 	secs := (s.sc.MeasureUntil - s.sc.Warmup).Seconds()

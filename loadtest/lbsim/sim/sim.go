@@ -133,15 +133,9 @@ type instance struct {
 	id       string
 	joined   bool
 	joinedAt int64
-	busy     int
-	queue    []*request
-	head     int
-	rep      *sdk.Reporter
-	// busy-worker time, integrated
-	busyInt    float64
-	lastChange int64
-	flushedInt float64
-	flushedAt  int64
+	workers
+	queue      fifo[*request]
+	rep        *sdk.Reporter
 	measureInt float64 // busyInt when measuring started (or at join)
 	measureAt  int64
 	served     int64
@@ -200,7 +194,7 @@ func Run(sc *Scenario, st Strategy, o Options) Result {
 	s.res = Result{Scenario: sc.Name, Strategy: st.Name, Timeline: map[string][]WeightPoint{}}
 	for i := range sc.Instances {
 		spec := &sc.Instances[i]
-		in := &instance{spec: spec, id: spec.ID}
+		in := &instance{spec: spec, id: spec.ID, workers: workers{size: spec.Workers}}
 		in.rep = sdk.NewReporter(sdk.ReporterOptions{Service: ServiceName, Instance: spec.ID, Zone: spec.Zone,
 			Now: s.clock, Utilization: func(time.Duration) float64 { return s.takeUtilization(in) }})
 		s.byID[spec.ID] = i
@@ -283,7 +277,7 @@ func (s *simulation) handle(e event, perCaller float64) {
 		s.updateCallers()
 	case evJoin:
 		in := s.insts[e.idx]
-		in.joined, in.joinedAt, in.lastChange, in.flushedAt = true, s.now, s.now, s.now
+		in.joined, in.joinedAt, in.lastAt, in.flushAt = true, s.now, s.now, s.now
 		in.measureAt = max(s.now, s.measureFrom)
 		s.updateCallers()
 	}
@@ -315,15 +309,11 @@ func (s *simulation) send(ci int32) {
 		s.start(in, r)
 		return
 	}
-	in.queue = append(in.queue, r)
-	in.maxQueue = max(in.maxQueue, len(in.queue)-in.head)
+	in.queue.push(r)
+	in.maxQueue = max(in.maxQueue, in.queue.len())
 }
 
-func (s *simulation) setBusy(in *instance, busy int) {
-	in.busyInt += float64(in.busy) * float64(s.now-in.lastChange)
-	in.lastChange = s.now
-	in.busy = busy
-}
+func (s *simulation) setBusy(in *instance, busy int) { in.set(s.now, busy) }
 
 func (s *simulation) start(in *instance, r *request) {
 	s.setBusy(in, in.busy+1)
@@ -376,13 +366,10 @@ func (s *simulation) callerDone(in *instance, r *request, latency time.Duration,
 // not given up yet; the others are dropped unserved, as a server does that
 // sees the propagated deadline has passed (Kitex and gRPC carry it).
 func (s *simulation) startNext(in *instance) {
-	for in.head < len(in.queue) {
-		next := in.queue[in.head]
-		in.queue[in.head] = nil
-		in.head++
-		if in.head > 1024 && in.head*2 > len(in.queue) {
-			in.queue = append(in.queue[:0], in.queue[in.head:]...)
-			in.head = 0
+	for {
+		next, ok := in.queue.pop()
+		if !ok {
+			return
 		}
 		if time.Duration(s.now-next.sent) <= s.sc.Timeout {
 			s.start(in, next)
@@ -393,25 +380,16 @@ func (s *simulation) startNext(in *instance) {
 }
 
 // takeUtilization is the instance's busy share since its last report.
-func (s *simulation) takeUtilization(in *instance) float64 {
-	s.setBusy(in, in.busy)
-	span := float64(s.now - in.flushedAt)
-	u := 0.0
-	if span > 0 {
-		u = (in.busyInt - in.flushedInt) / (span * float64(in.spec.Workers))
-	}
-	in.flushedInt, in.flushedAt = in.busyInt, s.now
-	return u
-}
+func (s *simulation) takeUtilization(in *instance) float64 { return in.report(s.now) }
 
 func (s *simulation) flushInstance(in *instance) {
 	if !in.joined {
 		return
 	}
-	span := float64(s.now-in.flushedAt) / 1e9
+	span := float64(s.now-in.flushAt) / 1e9
 	served, errs := in.wServed, in.wErrors
 	in.wServed, in.wErrors = 0, 0
-	rep := in.rep.Flush(s.clock()) // reads the utilization, which resets flushedAt
+	rep := in.rep.Flush(s.clock()) // reads the utilization, which resets flushAt
 	util := 0.0
 	if rep != nil && rep.Server != nil {
 		util = rep.Server.CPUUtil
