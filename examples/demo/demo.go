@@ -330,9 +330,9 @@ func Report(s Second, snap *sdk.Snapshot, backends []*Backend) string {
 		}
 		out += fmt.Sprintf("  %-21s cost %-6s weight %4d  share %5.1f%%\n", b.ID, time.Duration(b.cost.Load()), w, 100*s.Share(b.ID))
 	}
-	threshold, state := int32(0), "normal"
+	threshold, level, state := int32(0), int32(0), "normal"
 	if snap != nil {
-		threshold, state = snap.Overload.AdmitMinPriority, snap.Overload.State
+		threshold, level, state = snap.Overload.AdmitMinPriority, snap.Overload.Level(), snap.Overload.State
 	}
 	ok, shed := 0, 0
 	for _, n := range s.OK {
@@ -341,7 +341,8 @@ func Report(s Second, snap *sdk.Snapshot, backends []*Backend) string {
 	for _, n := range s.Shed {
 		shed += n
 	}
-	return out + fmt.Sprintf("  admission: %s, admit_min_priority %d; %d ok, %d shed, p99 %s\n", state, threshold, ok, shed, s.P99())
+	return out + fmt.Sprintf("  admission: %s, admit_min_priority %d (level %d: users %d..63 of it admitted); %d ok, %d shed, p99 %s\n",
+		state, threshold, level, level%sdk.UserPriorities, ok, shed, s.P99())
 }
 
 func kitexShed(err error) bool { return kitexsdk.IsShed(err) }
