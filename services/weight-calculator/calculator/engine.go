@@ -27,13 +27,14 @@ type engine struct {
 	mu       sync.Mutex
 	services map[string]*serviceState
 	// Reused between rounds.
-	stats     []InstanceStats
-	newest    []InstanceStats
-	current   []InstanceStats
-	hist      LevelHistogram
-	load      loadByLevel
-	inputs    []weighInput
-	decisions []weightDecision
+	stats      []InstanceStats
+	lastWindow []InstanceStats
+	newest     []InstanceStats
+	current    []InstanceStats
+	hist       LevelHistogram
+	load       loadByLevel
+	inputs     []weighInput
+	decisions  []weightDecision
 }
 
 // policySink takes the policies the rounds decide: the Publisher delivers
@@ -140,7 +141,11 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	// Each instance's newest own report: in the window in progress when it
 	// has reported there already (reports are placed by the end of the
 	// window they cover), else in the last complete one.
-	e.newest = e.store.Stats(e.newest[:0], name, last, last, nil)
+	// The newest complete window, read once: for the weights' drops here and,
+	// with arrivals by level, for the overload control below.
+	clear(e.hist[:])
+	e.lastWindow = e.store.Stats(e.lastWindow[:0], name, last, last, &e.hist)
+	e.newest = append(e.newest[:0], e.lastWindow...)
 	e.current = e.store.Stats(e.current[:0], name, last+1, last+1, nil)
 	for _, c := range e.current {
 		if j, ok := slices.BinarySearchFunc(e.newest, c.Instance, byInstance); ok && c.ServerWindows > 0 {
@@ -183,15 +188,13 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	d.Weights = append([]weightDecision(nil), e.decisions...)
 
 	// Overload from the newest complete window.
-	clear(e.hist[:])
-	e.stats = e.store.Stats(e.stats[:0], name, last, last, &e.hist)
 	e.load.fill(&e.hist)
 	var sig overloadSignals
 	var cpuSum, queueSum float64
 	var reqs, timeouts int64
 	servers := 0
 	d.InstanceOverload = map[string]overloadControl{}
-	for _, s := range e.stats {
+	for _, s := range e.lastWindow {
 		if s.ServerWindows == 0 || !live[s.Instance] {
 			continue
 		}
