@@ -285,23 +285,19 @@ func (h *ingestHandler) Ingest(_ context.Context, batch *aggregator.ReportBatch)
 	c := h.c
 	now := c.cfg.Now()
 	resp := &aggregator.IngestResponse{}
-	count := func(kind string, o Outcome, accepted *int64) {
-		if o == Accepted {
-			*accepted++
-		} else {
-			resp.RecordsRefused++
-		}
+	c.store.Ingest(batch, now, func(kind string, o Outcome) {
 		c.metrics.records.WithLabelValues(kind, o.String()).Inc()
-	}
-	for _, r := range batch.Servers {
-		count("server", c.store.AddServer(r, now), &resp.ServersAccepted)
-	}
-	for _, e := range batch.Edges {
-		count("edge", c.store.AddEdge(e, now), &resp.EdgesAccepted)
-	}
-	for _, d := range batch.Denials {
-		count("denial", c.store.AddDenial(d, now), &resp.DenialsAccepted)
-	}
+		switch {
+		case o != Accepted:
+			resp.RecordsRefused++
+		case kind == "server":
+			resp.ServersAccepted++
+		case kind == "edge":
+			resp.EdgesAccepted++
+		default:
+			resp.DenialsAccepted++
+		}
+	})
 	return resp, nil
 }
 

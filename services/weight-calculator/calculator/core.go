@@ -47,21 +47,11 @@ func (c *Core) SetKnobs(service string, k Knobs) {
 
 // Ingest merges a batch received at now; it returns how many records were refused.
 func (c *Core) Ingest(b *aggregator.ReportBatch, now time.Time) (refused int) {
-	for _, r := range b.Servers {
-		if c.store.AddServer(r, now) != Accepted {
+	c.store.Ingest(b, now, func(_ string, o Outcome) {
+		if o != Accepted {
 			refused++
 		}
-	}
-	for _, e := range b.Edges {
-		if c.store.AddEdge(e, now) != Accepted {
-			refused++
-		}
-	}
-	for _, d := range b.Denials {
-		if c.store.AddDenial(d, now) != Accepted {
-			refused++
-		}
-	}
+	})
 	return refused
 }
 

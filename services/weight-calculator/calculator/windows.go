@@ -112,6 +112,20 @@ func NewStore(window time.Duration, count, maxSeries int) *Store {
 	return &Store{window: window, count: count, maxSeries: maxSeries, services: map[string]*serviceWindows{}}
 }
 
+// Ingest merges every record of a batch received at now, and tells count
+// what became of each, by kind (server, edge, denial).
+func (s *Store) Ingest(b *aggregator.ReportBatch, now time.Time, count func(kind string, o Outcome)) {
+	for _, r := range b.Servers {
+		count("server", s.AddServer(r, now))
+	}
+	for _, e := range b.Edges {
+		count("edge", s.AddEdge(e, now))
+	}
+	for _, d := range b.Denials {
+		count("denial", s.AddDenial(d, now))
+	}
+}
+
 // AddServer merges what an instance reported about itself.
 func (s *Store) AddServer(r *aggregator.ServerRecord, now time.Time) Outcome {
 	if r.Reporter == nil || !finite(r.CpuUtil, r.QueueTimeMsAvg, r.QueueTimeMsP99) ||
