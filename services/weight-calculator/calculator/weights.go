@@ -106,7 +106,7 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 			}
 			errs = append(errs, d.ErrorRate)
 			utils = append(utils, d.Util)
-			reqs = append(reqs, float64(max(st.ServerRequests, st.CallRequests)))
+			reqs = append(reqs, float64(st.requests()))
 		}
 		out = append(out, d)
 	}
@@ -153,7 +153,7 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 		d.Target = score(d)
 		// A clear drop in the newest window counts at once: an instance
 		// that slowed down is flooded before the span shows it.
-		if nw := &inputs[i].newest; allUtil && nw.ServerWindows > 0 && max(nw.ServerRequests, nw.CallRequests) >= max(k.MinRequests, dropEvidence) {
+		if nw := &inputs[i].newest; allUtil && nw.ServerWindows > 0 && nw.requests() >= max(k.MinRequests, dropEvidence) {
 			nd := rates(nw, inputs[i].window)
 			if t := score(&nd); t < k.DropRatio*d.Target {
 				d.Target, d.Dropped = t, true
@@ -203,7 +203,7 @@ func computeWeights(inputs []weighInput, state map[string]*instanceWeight, k *Kn
 			if !d.Dropped {
 				// A round weighs by its evidence: a few dozen requests
 				// estimate a capacity within several percent only.
-				alpha *= min(1, float64(max(st.ServerRequests, st.CallRequests))/fullEvidence)
+				alpha *= min(1, float64(st.requests())/fullEvidence)
 			}
 			w.smoothed = alpha*d.Target + (1-alpha)*w.smoothed
 		} else {
@@ -401,9 +401,13 @@ func stepBound(prev, next int32, k *Knobs) int32 {
 	return max(min(next, prev+step), MinWeight)
 }
 
+// requests is how many requests the instance took in the stats' span, as
+// it counted them or, when higher, as its callers did.
+func (st *InstanceStats) requests() int64 { return max(st.ServerRequests, st.CallRequests) }
+
 // judged tells whether an instance carries enough data to be weighed.
 func judged(st *InstanceStats, k *Knobs) bool {
-	return max(st.ServerRequests, st.CallRequests) >= k.MinRequests && max(st.ServerRequests, st.CallRequests) > 0
+	return st.requests() >= k.MinRequests && st.requests() > 0
 }
 
 // medianWeight is the median of this round's smoothed weights of instances
