@@ -111,19 +111,11 @@ type Admission struct {
 	slot     bool
 	method   string
 	priority Priority
+	deadline time.Time // the caller's (ctx's at Enter): a request done later timed out there
 
 	mu         sync.Mutex
 	downstream int32 // the highest level a callee answered with (ObserveDownstream)
 	observed   bool
-	deadline   time.Time // the caller's; a request done after it timed out there
-}
-
-// SetDeadline tells when the caller gives up on the request (Enter takes
-// ctx's deadline): one done later counts as a client timeout.
-func (a *Admission) SetDeadline(d time.Time) {
-	a.mu.Lock()
-	a.deadline = d
-	a.mu.Unlock()
 }
 
 // Context carries the admitted request's priority to the calls made while
@@ -255,9 +247,8 @@ func (a *Admission) Done() {
 	if a.observed {
 		a.g.learn(a.method, a.downstream, now)
 	}
-	late := !a.deadline.IsZero() && now.After(a.deadline)
 	a.mu.Unlock()
-	if late && a.g.report != nil {
+	if !a.deadline.IsZero() && now.After(a.deadline) && a.g.report != nil {
 		a.g.report.clientTimeout()
 	}
 	a.g.inflight.Add(-1)
