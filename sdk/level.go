@@ -58,25 +58,39 @@ func PriorityFrom(ctx context.Context) (Priority, bool) {
 	if p, ok := ctx.Value(priorityCtxKey{}).(Priority); ok {
 		return p, true
 	}
-	b, ok := metainfo.GetPersistentValue(ctx, PriorityKey)
+	return ParsePriorities(MetainfoValue(ctx, PriorityKey), MetainfoValue(ctx, UserPriorityKey))
+}
+
+// MetainfoValue is key's Kitex metainfo value in ctx: persistent (passed
+// along the chain) or, failing that, transient (from the caller alone).
+func MetainfoValue(ctx context.Context, key string) string {
+	v, ok := metainfo.GetPersistentValue(ctx, key)
 	if !ok {
-		if b, ok = metainfo.GetValue(ctx, PriorityKey); !ok {
-			return Priority{}, false
-		}
+		v, _ = metainfo.GetValue(ctx, key)
 	}
-	p := Priority{Business: ParsePriority(b, -1)}
-	if p.Business < 0 {
+	return v
+}
+
+// ParsePriorities reads a priority as carried in headers or metainfo, false
+// when business is not a priority. A missing or invalid user priority is
+// the highest: the caller knows no user priorities.
+func ParsePriorities(business, user string) (Priority, bool) {
+	b := ParsePriority(business, -1)
+	if b < 0 {
 		return Priority{}, false
 	}
-	u, ok := metainfo.GetPersistentValue(ctx, UserPriorityKey)
+	return Priority{Business: b, User: ParseUserPriority(user, UserPriorities-1)}, true
+}
+
+// WithBusinessPriority sets the business priority (0..127) of the calls made
+// with ctx, keeping the user priority ctx carries (the highest when none).
+func WithBusinessPriority(ctx context.Context, business int32) context.Context {
+	p, ok := PriorityFrom(ctx)
 	if !ok {
-		u, _ = metainfo.GetValue(ctx, UserPriorityKey)
+		p.User = UserPriorities - 1
 	}
-	p.User = ParseUserPriority(u, -1)
-	if p.User < 0 {
-		p.User = UserPriorities - 1 // set by a caller that knows no user priorities
-	}
-	return p, true
+	p.Business = business
+	return ContextWithPriority(ctx, p)
 }
 
 // ParseUserPriority reads a user priority, def when v is not one.

@@ -56,7 +56,7 @@ func Admission(gate *sdk.Gate, edge *sdk.Edge) app.HandlerFunc {
 		if method == "" {
 			method = string(c.Path())
 		}
-		p, ok := priorityFromHeaders(c)
+		p, ok := sdk.ParsePriorities(string(c.GetHeader(sdk.PriorityKey)), string(c.GetHeader(sdk.UserPriorityKey)))
 		if !ok {
 			p = edge.Assign(sdk.PriorityFeatures{HTTPMethod: string(c.Method()), Path: string(c.Path()),
 				Header: func(k string) string { return string(c.Request.Header.Peek(k)) }}, now)
@@ -78,15 +78,6 @@ func Admission(gate *sdk.Gate, edge *sdk.Edge) app.HandlerFunc {
 		defer a.Done()
 		c.Next(a.Context(ctx))
 	}
-}
-
-// priorityFromHeaders reads the priority an upstream set.
-func priorityFromHeaders(c *app.RequestContext) (sdk.Priority, bool) {
-	b := sdk.ParsePriority(string(c.GetHeader(sdk.PriorityKey)), -1)
-	if b < 0 {
-		return sdk.Priority{}, false
-	}
-	return sdk.Priority{Business: b, User: sdk.ParseUserPriority(string(c.GetHeader(sdk.UserPriorityKey)), sdk.UserPriorities-1)}, true
 }
 
 func errorBody(code string, err error) map[string]any {
@@ -191,12 +182,7 @@ func Balance(service string, d *sdk.Discovery, b sdk.Balancer, static []sdk.Inst
 // WithPriority sets the business priority (0..127) of the calls made with
 // ctx, keeping the user priority ctx carries (the highest when none).
 func WithPriority(ctx context.Context, p int32) context.Context {
-	prio, ok := sdk.PriorityFrom(ctx)
-	if !ok {
-		prio.User = sdk.UserPriorities - 1
-	}
-	prio.Business = p
-	return sdk.ContextWithPriority(ctx, prio)
+	return sdk.WithBusinessPriority(ctx, p)
 }
 
 // ClientAdmission is Hertz client middleware for calls of the service

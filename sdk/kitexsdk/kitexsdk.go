@@ -51,12 +51,7 @@ const (
 // WithPriority sets the business priority (0..127) of the calls made with
 // ctx, keeping the user priority ctx carries (the highest when none).
 func WithPriority(ctx context.Context, p int32) context.Context {
-	prio, ok := sdk.PriorityFrom(ctx)
-	if !ok {
-		prio.User = sdk.UserPriorities - 1
-	}
-	prio.Business = p
-	return sdk.ContextWithPriority(ctx, prio)
+	return sdk.WithBusinessPriority(ctx, p)
 }
 
 // Resolver resolves a Kitex service name to the instances mesh-core lists,
@@ -254,13 +249,7 @@ func (s ServerSuite) admit(next endpoint.Endpoint) endpoint.Endpoint {
 		}
 		p, ok := sdk.PriorityFrom(ctx)
 		if !ok {
-			p = s.edge.Assign(sdk.PriorityFeatures{Method: method, Header: func(k string) string {
-				v, _ := metainfo.GetPersistentValue(ctx, k)
-				if v == "" {
-					v, _ = metainfo.GetValue(ctx, k)
-				}
-				return v
-			}}, now)
+			p = s.edge.Assign(sdk.PriorityFeatures{Method: method, Header: func(k string) string { return sdk.MetainfoValue(ctx, k) }}, now)
 		}
 		enterCtx := ctx
 		if ri := rpcinfo.GetRPCInfo(ctx); ri != nil && ri.Config() != nil && ri.Config().RPCTimeout() > 0 {
