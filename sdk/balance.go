@@ -75,16 +75,24 @@ func (p *Picker) Pick() (Instance, error) {
 	if len(p.nodes) == 0 {
 		return Instance{}, ErrNoInstance
 	}
+	best := smoothNext(p.nodes, func(n *pickNode) *pickNode { return n })
+	return p.nodes[best].inst, nil
+}
+
+// smoothNext is the next pick of nginx's smooth weighted round robin over
+// items (their pickNode), which it advances: every weight is added to its
+// node's score, the highest score wins and gives back the total.
+func smoothNext[T any](items []T, node func(*T) *pickNode) int {
 	var total int64
 	best := -1
-	for i := range p.nodes {
-		n := &p.nodes[i]
+	for i := range items {
+		n := node(&items[i])
 		n.current += n.weight
 		total += n.weight
-		if best < 0 || n.current > p.nodes[best].current {
+		if best < 0 || n.current > node(&items[best]).current {
 			best = i
 		}
 	}
-	p.nodes[best].current -= total
-	return p.nodes[best].inst, nil
+	node(&items[best]).current -= total
+	return best
 }

@@ -59,10 +59,8 @@ type HybridPicker struct {
 const meanEvery = 100 * time.Millisecond
 
 type hybridCandidate struct {
-	inst    Instance
-	weight  int64
-	current int64 // smooth weighted round robin's running score
-	load    *localLoad
+	pickNode // the weights' smooth round robin, as Picker's
+	load     *localLoad
 }
 
 // localLoad is what this client knows of one instance.
@@ -126,7 +124,7 @@ func (p *HybridPicker) Update(snap *Snapshot) {
 		}
 		seen[in.Instance] = true
 		p.total += w
-		p.cands = append(p.cands, hybridCandidate{inst: in, weight: w, load: l})
+		p.cands = append(p.cands, hybridCandidate{pickNode: pickNode{inst: in, weight: w}, load: l})
 	}
 	for id, l := range p.local {
 		if !seen[id] && l.inflight == 0 {
@@ -166,16 +164,7 @@ func (p *HybridPicker) Pick() (Instance, error) {
 // next is the smooth weighted round robin's next candidate (as Picker): the
 // weights' shares, evenly spread, which queues less than random draws.
 func (p *HybridPicker) next() int {
-	best := 0
-	for i := range p.cands {
-		c := &p.cands[i]
-		c.current += c.weight
-		if c.current > p.cands[best].current {
-			best = i
-		}
-	}
-	p.cands[best].current -= p.total
-	return best
+	return smoothNext(p.cands, func(c *hybridCandidate) *pickNode { return &c.pickNode })
 }
 
 // draw picks a candidate in proportion to its weight, other than not.
