@@ -8,6 +8,7 @@
 package jsonx
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -95,6 +96,14 @@ func Decode(data []byte, v any) *FieldError {
 	} else {
 		return Errorf("", CodeMalformedJSON, "%s", firstLine(err.Error()))
 	}
+}
+
+// DecodeObject is Decode for a document that must be a JSON object.
+func DecodeObject(data []byte, v any) *FieldError {
+	if t := bytes.TrimSpace(data); len(t) == 0 || t[0] != '{' {
+		return Errorf("", CodeInvalidType, "want a JSON object")
+	}
+	return Decode(data, v)
 }
 
 func diagnose(data []byte, t reflect.Type) *FieldError {

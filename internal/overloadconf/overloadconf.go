@@ -7,7 +7,6 @@
 package overloadconf
 
 import (
-	"bytes"
 	"math"
 
 	"github.com/sextant-mesh/sextant/internal/jsonx"
@@ -34,11 +33,8 @@ type Config struct {
 
 // Parse decodes doc strictly and validates it; the error names the field.
 func Parse(doc []byte) (*Config, *jsonx.FieldError) {
-	if t := bytes.TrimSpace(doc); len(t) == 0 || t[0] != '{' {
-		return nil, jsonx.Errorf("", jsonx.CodeInvalidType, "want a JSON object")
-	}
 	var c Config
-	if fe := jsonx.Decode(doc, &c); fe != nil {
+	if fe := jsonx.DecodeObject(doc, &c); fe != nil {
 		return nil, fe
 	}
 	if fe := c.Validate(); fe != nil {

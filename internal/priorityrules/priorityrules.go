@@ -16,7 +16,6 @@
 package priorityrules
 
 import (
-	"bytes"
 	"sort"
 	"strings"
 
@@ -81,11 +80,8 @@ type HTTPMatch struct {
 // wrong types refused) and validates it. Errors name the field by its path,
 // such as rules[1].match.http.path.
 func Decode(doc []byte) (*Document, *jsonx.FieldError) {
-	if t := bytes.TrimSpace(doc); len(t) == 0 || t[0] != '{' {
-		return nil, jsonx.Errorf("", jsonx.CodeInvalidType, "want a JSON object")
-	}
 	var d Document
-	if fe := jsonx.Decode(doc, &d); fe != nil {
+	if fe := jsonx.DecodeObject(doc, &d); fe != nil {
 		return nil, fe
 	}
 	if _, fe := compile(&d); fe != nil {

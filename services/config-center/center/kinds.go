@@ -6,7 +6,6 @@
 package center
 
 import (
-	"bytes"
 	"math"
 
 	"github.com/cloudwego/kitex/pkg/circuitbreak"
@@ -68,7 +67,7 @@ func (k *Kind) Validate(doc []byte) *jsonx.FieldError { return k.validate(doc) }
 
 func validateRPCTimeout(doc []byte) *jsonx.FieldError {
 	var m map[string]*rpctimeout.RPCTimeout
-	if fe := decodeObject(doc, &m); fe != nil {
+	if fe := jsonx.DecodeObject(doc, &m); fe != nil {
 		return fe
 	}
 	for method, t := range m {
@@ -87,7 +86,7 @@ func validateRPCTimeout(doc []byte) *jsonx.FieldError {
 
 func validateRetry(doc []byte) *jsonx.FieldError {
 	var m map[string]*retry.Policy
-	if fe := decodeObject(doc, &m); fe != nil {
+	if fe := jsonx.DecodeObject(doc, &m); fe != nil {
 		return fe
 	}
 	for method, p := range m {
@@ -127,7 +126,7 @@ func validateRetry(doc []byte) *jsonx.FieldError {
 
 func validateCircuitBreak(doc []byte) *jsonx.FieldError {
 	var m map[string]circuitbreak.CBConfig
-	if fe := decodeObject(doc, &m); fe != nil {
+	if fe := jsonx.DecodeObject(doc, &m); fe != nil {
 		return fe
 	}
 	for method, c := range m {
@@ -150,7 +149,7 @@ type Degradation struct {
 
 func validateDegradation(doc []byte) *jsonx.FieldError {
 	var d Degradation
-	if fe := decodeObject(doc, &d); fe != nil {
+	if fe := jsonx.DecodeObject(doc, &d); fe != nil {
 		return fe
 	}
 	if d.Percentage < 0 || d.Percentage > 100 {
@@ -161,7 +160,7 @@ func validateDegradation(doc []byte) *jsonx.FieldError {
 
 func validateLimit(doc []byte) *jsonx.FieldError {
 	var l limiter.LimiterConfig
-	if fe := decodeObject(doc, &l); fe != nil {
+	if fe := jsonx.DecodeObject(doc, &l); fe != nil {
 		return fe
 	}
 	if l.ConnectionLimit < 0 {
@@ -192,7 +191,7 @@ type AccessRule struct {
 
 func validateAccessControl(doc []byte) *jsonx.FieldError {
 	var ac AccessControl
-	if fe := decodeObject(doc, &ac); fe != nil {
+	if fe := jsonx.DecodeObject(doc, &ac); fe != nil {
 		return fe
 	}
 	names := uniqueNames{}
@@ -246,7 +245,7 @@ type UnitMatch struct {
 
 func validateUnitRouting(doc []byte) *jsonx.FieldError {
 	var ur UnitRouting
-	if fe := decodeObject(doc, &ur); fe != nil {
+	if fe := jsonx.DecodeObject(doc, &ur); fe != nil {
 		return fe
 	}
 	names := uniqueNames{}
@@ -288,12 +287,4 @@ func (u uniqueNames) add(field, name string) *jsonx.FieldError {
 	}
 	u[name] = true
 	return nil
-}
-
-// decodeObject decodes a JSON object strictly into v.
-func decodeObject(doc []byte, v any) *jsonx.FieldError {
-	if t := bytes.TrimSpace(doc); len(t) == 0 || t[0] != '{' {
-		return jsonx.Errorf("", jsonx.CodeInvalidType, "want a JSON object")
-	}
-	return jsonx.Decode(doc, v)
 }
