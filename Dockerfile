@@ -20,8 +20,14 @@ ARG TARGETARCH
 ENV GOTOOLCHAIN=local \
     CGO_ENABLED=0
 WORKDIR /src
-# Modules first, so that a source change does not download them again.
-COPY go.mod go.sum ./
+# Modules first, so that a source change does not download them again. The
+# contract (api/) and the SDK (sdk/...) are modules of their own in this
+# repository, which go.mod replaces with their directories.
+COPY go.mod go.sum go.work go.work.sum ./
+COPY api/go.mod api/
+COPY sdk/go.mod sdk/
+COPY sdk/kitexsdk/go.mod sdk/kitexsdk/go.sum sdk/kitexsdk/
+COPY sdk/hertzsdk/go.mod sdk/hertzsdk/go.sum sdk/hertzsdk/
 RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download
 COPY . .

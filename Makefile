@@ -9,10 +9,15 @@ GO         ?= go
 # go.mod asks for go 1.26.0; use the local toolchain rather than downloading one.
 export GOTOOLCHAIN ?= local
 
+# The repository's Go modules (go.work): the control plane (.), the contract
+# (api) and the SDK with its adapters, each a module of its own.
+SDK_PKGS   := ./sdk/... ./sdk/kitexsdk/... ./sdk/hertzsdk/...
+PKGS       := ./... ./api/... $(SDK_PKGS)
+
 FUZZTIME   ?= 15s
 TEST_FLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build run demo test test-long vet unit fuzz gen check-gen bench-ingest lbsim clean
+.PHONY: all build run demo test test-long vet sdk-check unit fuzz gen check-gen bench-ingest lbsim clean
 
 all: build
 
@@ -37,14 +42,24 @@ influxd-if-possible:
 $(BIN)/influxd:
 	GOBIN=$(BIN) $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10
 
-## test: vet, every test with the race detector, and a short fuzz of the decoders.
-test: helm-check vet unit fuzz
+## test: vet, the SDK's builds and module graph, every test with the race
+## detector, and a short fuzz of the decoders.
+test: helm-check vet sdk-check unit fuzz
 
 vet:
-	$(GO) vet ./...
+	$(GO) vet $(PKGS)
 
 unit: $(BIN)/influxd
-	$(GO) test $(TEST_FLAGS) ./...
+	$(GO) test $(TEST_FLAGS) $(PKGS)
+
+## sdk-check: the SDK modules build for linux, darwin and windows, and a
+## throwaway module that imports them gets none of the control plane's
+## dependencies (go test ./tests/sdkgraph).
+sdk-check:
+	GOOS=linux $(GO) build ./api/... $(SDK_PKGS)
+	GOOS=darwin $(GO) build ./api/... $(SDK_PKGS)
+	GOOS=windows $(GO) build ./api/... $(SDK_PKGS)
+	$(GO) test -count=1 ./tests/sdkgraph
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./internal/telemetry

@@ -23,7 +23,7 @@ require (
 require (
 	github.com/apapsch/go-jsonmerge/v2 v2.0.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
-	github.com/bytedance/gopkg v0.1.4 // indirect
+	github.com/bytedance/gopkg v0.1.4
 	github.com/bytedance/sonic/loader v0.5.3 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cloudwego/base64x v0.1.6 // indirect
@@ -63,12 +63,12 @@ require (
 	github.com/grpc-ecosystem/go-grpc-middleware/v2 v2.3.3 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.29.0 // indirect
 	github.com/iancoleman/strcase v0.2.0 // indirect
-	github.com/influxdata/influxdb-client-go/v2 v2.14.0 // indirect
+	github.com/influxdata/influxdb-client-go/v2 v2.14.0
 	github.com/influxdata/line-protocol v0.0.0-20200327222509-2487e7298839 // indirect
 	github.com/jhump/protoreflect v1.8.2 // indirect
 	github.com/jonboulle/clockwork v0.5.0 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
-	github.com/kitex-contrib/registry-etcd v0.2.3 // indirect
+	github.com/kitex-contrib/registry-etcd v0.2.3
 	github.com/klauspost/cpuid/v2 v2.3.0 // indirect
 	github.com/leodido/go-urn v1.4.0 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
@@ -83,6 +83,10 @@ require (
 	github.com/prometheus/procfs v0.16.1 // indirect
 	github.com/quic-go/qpack v0.5.1 // indirect
 	github.com/quic-go/quic-go v0.54.0 // indirect
+	github.com/sextant-mesh/sextant/api v0.0.0
+	github.com/sextant-mesh/sextant/sdk v0.0.0
+	github.com/sextant-mesh/sextant/sdk/hertzsdk v0.0.0
+	github.com/sextant-mesh/sextant/sdk/kitexsdk v0.0.0
 	github.com/sirupsen/logrus v1.9.4 // indirect
 	github.com/soheilhy/cmux v0.1.5 // indirect
 	github.com/spf13/pflag v1.0.10 // indirect
@@ -137,3 +141,11 @@ require (
 )
 
 tool github.com/cloudwego/kitex/tool/cmd/kitex
+
+replace github.com/sextant-mesh/sextant/api => ./api
+
+replace github.com/sextant-mesh/sextant/sdk => ./sdk
+
+replace github.com/sextant-mesh/sextant/sdk/kitexsdk => ./sdk/kitexsdk
+
+replace github.com/sextant-mesh/sextant/sdk/hertzsdk => ./sdk/hertzsdk

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sextant-mesh/sextant/api"
 )
 
 // PriorityKey carries a request's priority: an HTTP header, and the same
@@ -268,69 +270,9 @@ func (g *Gate) Capacity() int {
 	return g.slots.size
 }
 
-// AccessRules is the access_control config of a service (config-center).
-type AccessRules struct {
-	Rules []AccessRule `json:"rules"`
-}
-
-// AccessRule is one allow or deny list.
-type AccessRule struct {
-	Name    string   `json:"name"`
-	Type    string   `json:"type"`
-	Callers []string `json:"callers"`
-	Methods []string `json:"methods,omitempty"`
-	Mode    string   `json:"mode"`
-}
-
-// Check tells whether caller calling method is denied, by which rule, and
-// whether that rule is only a dry run. Deny rules block the callers they
-// list; when allow rules exist, callers none of them lists are blocked.
-// Enforced rules are checked before dry-run ones.
-func (r *AccessRules) Check(caller, method string) (denied bool, rule string, dryRun bool) {
-	for _, mode := range []string{"enforce", "dry_run"} {
-		allowSeen, allowed, allowRule := false, false, ""
-		for _, ru := range r.Rules {
-			if ru.Mode != mode || !ru.appliesTo(method) {
-				continue
-			}
-			listed := ru.lists(caller)
-			switch ru.Type {
-			case "deny":
-				if listed {
-					return true, ru.Name, mode == "dry_run"
-				}
-			case "allow":
-				allowSeen, allowRule = true, ru.Name
-				allowed = allowed || listed
-			}
-		}
-		if allowSeen && !allowed {
-			return true, allowRule, mode == "dry_run"
-		}
-	}
-	return false, "", false
-}
-
-func (ru *AccessRule) appliesTo(method string) bool {
-	if len(ru.Methods) == 0 {
-		return true
-	}
-	for _, m := range ru.Methods {
-		if m == method {
-			return true
-		}
-	}
-	return false
-}
-
-func (ru *AccessRule) lists(caller string) bool {
-	for _, c := range ru.Callers {
-		if c == caller {
-			return true
-		}
-	}
-	return false
-}
+// AccessRules is the access_control config of a service (config-center);
+// Check tells whether a caller is denied.
+type AccessRules = api.AccessControl
 
 // ThresholdFrom reads the admission level in force for instance of service
 // from discovery, 0 (admit all) when there is no answer; for GateOptions.Threshold.

@@ -12,36 +12,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/backoff"
+	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/sdk/backoff"
 )
 
 // EffectiveConfig is one governance config as this instance applies it.
-type EffectiveConfig struct {
-	Kind     string          `json:"kind"`
-	Scope    string          `json:"scope"`
-	Revision int64           `json:"revision"`
-	Source   string          `json:"source"`
-	Document json.RawMessage `json:"document"`
-}
+type EffectiveConfig = api.Effective
 
 // WatchAnswer is what the config-center says this instance applies.
-type WatchAnswer struct {
-	Service  string                     `json:"service"`
-	Instance string                     `json:"instance"`
-	Version  int64                      `json:"version"`
-	Configs  []EffectiveConfig          `json:"configs"`
-	Policies map[string]json.RawMessage `json:"policies"`
-}
-
-// Find returns the config of kind and scope, if any applies.
-func (a *WatchAnswer) Find(kind, scope string) (EffectiveConfig, bool) {
-	for _, c := range a.Configs {
-		if c.Kind == kind && c.Scope == scope {
-			return c, true
-		}
-	}
-	return EffectiveConfig{}, false
-}
+type WatchAnswer = api.WatchAnswer
 
 // ConfigWatcher long-polls the config-center for what one instance applies,
 // reports the version it applied on the next poll, and keeps the last good
@@ -61,7 +40,9 @@ type ConfigWatcher struct {
 
 // ConfigWatcherOptions configure a ConfigWatcher.
 type ConfigWatcherOptions struct {
-	ConfigCenter string // host:port
+	// ConfigCenter is the config-center's address: host:port for plain
+	// HTTP, or a URL such as https://host:port.
+	ConfigCenter string
 	Service      string
 	Instance     string
 	// Calls names the services this one calls, for their dynamic policies.
@@ -69,6 +50,8 @@ type ConfigWatcherOptions struct {
 	Wait   time.Duration
 	Token  string // when the config-center needs a reader token
 	Logger *slog.Logger
+	// HTTPClient carries the TLS configuration (nil: the default client).
+	HTTPClient *http.Client
 }
 
 // NewConfigWatcher makes a watcher; Start polls.
@@ -79,7 +62,7 @@ func NewConfigWatcher(o ConfigWatcherOptions) *ConfigWatcher {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &ConfigWatcher{o: o, client: &http.Client{Timeout: o.Wait + 10*time.Second},
+	return &ConfigWatcher{o: o, client: httpClient(o.HTTPClient, o.Wait+10*time.Second),
 		retry: backoff.Policy{Base: 200 * time.Millisecond, Max: 10 * time.Second}}
 }
 
@@ -161,7 +144,7 @@ func (w *ConfigWatcher) poll(ctx context.Context, version int64) (*WatchAnswer, 
 	if len(w.o.Calls) > 0 {
 		q.Set("calls", strings.Join(w.o.Calls, ","))
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.o.ConfigCenter+"/v1/watch?"+q.Encode(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL(w.o.ConfigCenter)+"/v1/watch?"+q.Encode(), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -12,49 +12,22 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/backoff"
+	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/sdk/backoff"
 )
 
 // Instance is one instance of a service as mesh-core hands it out.
-type Instance struct {
-	Instance     string            `json:"instance"`
-	Addr         string            `json:"addr"`
-	Zone         string            `json:"zone,omitempty"`
-	Cluster      string            `json:"cluster,omitempty"`
-	Weight       int32             `json:"weight"`
-	StaticWeight int32             `json:"static_weight"`
-	Healthy      bool              `json:"healthy"`
-	Metadata     map[string]string `json:"metadata"`
-	Overload     *Overload         `json:"overload,omitempty"`
-}
+type Instance = api.Instance
 
 // Overload is an admission decision: drop requests whose admission level
-// (Priority.Level) is below AdmitMinLevel. AdmitMinPriority is its business
-// priority; a control plane that sends no level is read by it alone.
-type Overload struct {
-	State            string `json:"state"`
-	AdmitMinPriority int32  `json:"admit_min_priority"`
-	AdmitMinLevel    int32  `json:"admit_min_level"`
-}
+// (Priority.Level) is below its Level().
+type Overload = api.Overload
 
-// Level is the admission level below which requests are shed.
-func (o *Overload) Level() int32 {
-	if o == nil {
-		return 0
-	}
-	return max(o.AdmitMinLevel, o.AdmitMinPriority*UserPriorities)
-}
-
-// Snapshot is one service's discovery answer. Fresh is false while the
-// SDK has not heard from mesh-core lately (it keeps the last answer).
+// Snapshot is one service's discovery answer and when it arrived
+// (ReceivedAt; the SDK keeps the last answer while mesh-core is away).
 type Snapshot struct {
-	Service     string     `json:"service"`
-	Version     int64      `json:"version"`
-	Instances   []Instance `json:"instances"`
-	Overload    Overload   `json:"overload"`
-	PolicyAgeMs int64      `json:"policy_age_ms"`
-	Stale       bool       `json:"stale"`
-	ReceivedAt  time.Time  `json:"-"`
+	api.Discovery
+	ReceivedAt time.Time `json:"-"`
 }
 
 // Discovery long-polls mesh-core for the services a process calls or
@@ -83,12 +56,15 @@ type watched struct {
 
 // DiscoveryOptions configure a Discovery.
 type DiscoveryOptions struct {
-	// MeshCore is mesh-core's HTTP address (host:port), e.g. 127.0.0.1:7703.
+	// MeshCore is mesh-core's HTTP address: host:port (e.g. 127.0.0.1:7703)
+	// for plain HTTP, or a URL such as https://mesh-core:7703.
 	MeshCore string
 	// Wait is the long-poll wait asked of mesh-core (default 30 s).
 	Wait time.Duration
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
+	// HTTPClient carries the TLS configuration (nil: the default client).
+	HTTPClient *http.Client
 }
 
 // NewDiscovery makes a Discovery; Watch adds services to it.
@@ -101,8 +77,8 @@ func NewDiscovery(o DiscoveryOptions) *Discovery {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Discovery{
-		base:     "http://" + o.MeshCore,
-		client:   &http.Client{Timeout: o.Wait + 10*time.Second},
+		base:     baseURL(o.MeshCore),
+		client:   httpClient(o.HTTPClient, o.Wait+10*time.Second),
 		wait:     o.Wait,
 		retry:    backoff.Policy{Base: 200 * time.Millisecond, Max: 10 * time.Second},
 		log:      o.Logger,
@@ -147,7 +123,7 @@ func (d *Discovery) Get(service string) (*Snapshot, bool) {
 	if len(w.static) == 0 {
 		return nil, false
 	}
-	return &Snapshot{Service: service, Instances: w.static, Overload: Overload{State: "normal"}}, true
+	return &Snapshot{Discovery: api.Discovery{Service: service, Instances: w.static, Overload: Overload{State: api.StateNormal}}}, true
 }
 
 // Close stops every poll.

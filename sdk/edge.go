@@ -5,7 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/overloadconf"
+	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/api/overloadconf"
 )
 
 // Default keys an Edge reads a request's user id and request id from.
@@ -54,7 +55,7 @@ func (e *Edge) Follow(w *ConfigWatcher) {
 		if a == nil {
 			return
 		}
-		c, ok := a.Find(overloadconf.Kind, w.o.Service)
+		c, ok := a.Find(api.KindOverload, w.o.Service)
 		if !ok {
 			e.keys.Store(nil)
 			return

@@ -5,17 +5,18 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/sdk"
 )
 
 // Pick instances by their dynamic weights.
 func ExamplePicker() {
 	var p sdk.Picker
-	p.Update(&sdk.Snapshot{Version: 7, Instances: []sdk.Instance{
+	p.Update(&sdk.Snapshot{Discovery: api.Discovery{Version: 7, Instances: []sdk.Instance{
 		{Instance: "10.0.0.1:9000", Weight: 3, Healthy: true},
 		{Instance: "10.0.0.2:9000", Weight: 1, Healthy: true},
 		{Instance: "10.0.0.3:9000", Weight: 0, Healthy: false}, // ejected
-	}})
+	}}})
 	for i := 0; i < 4; i++ {
 		in, _ := p.Pick()
 		fmt.Println(in.Instance)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/sdk"
 )
 
@@ -17,7 +18,7 @@ func (c *clock) advance(d time.Duration) { c.now = c.now.Add(d) }
 
 func newHybrid(c *clock, instances ...sdk.Instance) *sdk.HybridPicker {
 	p := sdk.NewHybridPicker(sdk.HybridOptions{Now: c.Now, Rand: rand.New(rand.NewPCG(1, 2))})
-	p.Update(&sdk.Snapshot{Version: 1, Instances: instances})
+	p.Update(&sdk.Snapshot{Discovery: api.Discovery{Version: 1, Instances: instances}})
 	return p
 }
 
@@ -157,7 +158,7 @@ func TestHybridNeverPicksEjected(t *testing.T) {
 		t.Fatalf("picks %v", count)
 	}
 
-	p.Update(&sdk.Snapshot{Version: 2, Instances: []sdk.Instance{sick, inst("zero", 0)}})
+	p.Update(&sdk.Snapshot{Discovery: api.Discovery{Version: 2, Instances: []sdk.Instance{sick, inst("zero", 0)}}})
 	count = pickDone(t, p, 100, lat, c)
 	if count["sick"] == 0 || count["zero"] == 0 || count["sick"]+count["zero"] != 100 {
 		t.Fatalf("all ejected: picks %v, want both", count)
@@ -183,11 +184,11 @@ func TestHybridEmpty(t *testing.T) {
 	if _, err := p.Pick(); err != sdk.ErrNoInstance {
 		t.Fatalf("never updated: %v", err)
 	}
-	p.Update(&sdk.Snapshot{Version: 1, Instances: []sdk.Instance{inst("a", 1)}})
+	p.Update(&sdk.Snapshot{Discovery: api.Discovery{Version: 1, Instances: []sdk.Instance{inst("a", 1)}}})
 	if _, err := p.Pick(); err != nil {
 		t.Fatal(err)
 	}
-	p.Update(&sdk.Snapshot{Version: 2})
+	p.Update(&sdk.Snapshot{Discovery: api.Discovery{Version: 2}})
 	if _, err := p.Pick(); err != sdk.ErrNoInstance {
 		t.Fatalf("no instances left: %v", err)
 	}
@@ -235,8 +236,8 @@ func TestHybridInFlight(t *testing.T) {
 
 	// a is removed and comes back: its request in flight still counts,
 	// and b's do once they end.
-	p.Update(&sdk.Snapshot{Version: 2, Instances: []sdk.Instance{inst("b", 100)}})
-	p.Update(&sdk.Snapshot{Version: 3, Instances: []sdk.Instance{inst("a", 100), inst("b", 100)}})
+	p.Update(&sdk.Snapshot{Discovery: api.Discovery{Version: 2, Instances: []sdk.Instance{inst("b", 100)}}})
+	p.Update(&sdk.Snapshot{Discovery: api.Discovery{Version: 3, Instances: []sdk.Instance{inst("a", 100), inst("b", 100)}}})
 	for range inflight["b"] {
 		p.Done("b", ms, false)
 	}

@@ -8,13 +8,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bytedance/gopkg/cloud/metainfo"
-
-	"github.com/sextant-mesh/sextant/internal/telemetry"
+	"github.com/sextant-mesh/sextant/api"
 )
 
 // Keys that carry admission along a call chain, as HTTP headers and as Kitex
-// metainfo (persistent: forwarded by every Kitex hop that passes ctx on).
+// metainfo (kitexsdk: persistent, forwarded by every Kitex hop that passes
+// ctx on).
 const (
 	// UserPriorityKey carries the user priority (0..63).
 	UserPriorityKey = "x-sextant-user-priority"
@@ -24,7 +23,7 @@ const (
 )
 
 // UserPriorities is how many user priorities divide a business priority.
-const UserPriorities = telemetry.UserLevels
+const UserPriorities = api.UserLevels
 
 // Priority is a request's place in admission, after WeChat's DAGOR: its
 // business priority (0..127, higher is more important; from priority rules
@@ -39,36 +38,21 @@ type Priority struct {
 }
 
 // Level is the admission level: requests are admitted from the highest down.
-func (p Priority) Level() int32 { return telemetry.Level(p.Business, p.User) }
+func (p Priority) Level() int32 { return api.Level(p.Business, p.User) }
 
 type priorityCtxKey struct{}
 
-// ContextWithPriority carries p with ctx: as a context value for Hertz
-// clients and any other client (PriorityFrom), and as persistent Kitex
-// metainfo, which Kitex clients send and Kitex servers pass on.
+// ContextWithPriority carries p with ctx, for every call made with it: the
+// Hertz and Kitex adapters put it on the wire (headers, metainfo), any other
+// client reads it with PriorityFrom.
 func ContextWithPriority(ctx context.Context, p Priority) context.Context {
-	ctx = context.WithValue(ctx, priorityCtxKey{}, p)
-	ctx = metainfo.WithPersistentValue(ctx, PriorityKey, strconv.Itoa(int(p.Business)))
-	return metainfo.WithPersistentValue(ctx, UserPriorityKey, strconv.Itoa(int(p.User)))
+	return context.WithValue(ctx, priorityCtxKey{}, p)
 }
 
-// PriorityFrom returns the priority carried by ctx, if any: set with
-// ContextWithPriority, or received as Kitex metainfo.
+// PriorityFrom returns the priority ctx carries, if any.
 func PriorityFrom(ctx context.Context) (Priority, bool) {
-	if p, ok := ctx.Value(priorityCtxKey{}).(Priority); ok {
-		return p, true
-	}
-	return ParsePriorities(MetainfoValue(ctx, PriorityKey), MetainfoValue(ctx, UserPriorityKey))
-}
-
-// MetainfoValue is key's Kitex metainfo value in ctx: persistent (passed
-// along the chain) or, failing that, transient (from the caller alone).
-func MetainfoValue(ctx context.Context, key string) string {
-	v, ok := metainfo.GetPersistentValue(ctx, key)
-	if !ok {
-		v, _ = metainfo.GetValue(ctx, key)
-	}
-	return v
+	p, ok := ctx.Value(priorityCtxKey{}).(Priority)
+	return p, ok
 }
 
 // ParsePriorities reads a priority as carried in headers or metainfo, false
@@ -201,7 +185,7 @@ func (d *Downstreams) BeforeSending(ctx context.Context, service string, disc *D
 // of AdmitLevelKey), and tells the request being served.
 func (d *Downstreams) Answered(ctx context.Context, service, value string) {
 	level, err := strconv.Atoi(value)
-	if err != nil || level < 0 || level > telemetry.MaxLevel {
+	if err != nil || level < 0 || level > api.MaxLevel {
 		return
 	}
 	d.Observe(service, int32(level))

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bytedance/gopkg/cloud/metainfo"
-
 	"github.com/sextant-mesh/sextant/sdk"
 )
 
@@ -44,24 +42,19 @@ func TestUserPriorityIsEvenAndRotatesHourly(t *testing.T) {
 	}
 }
 
-// A priority travels in ctx for any client, and as persistent Kitex
-// metainfo, which a Kitex server's ctx carries on.
+// A priority travels in ctx for any client; carried as text (headers,
+// metainfo) it parses back, the user priority the highest when absent.
 func TestPriorityTravelsWithTheContext(t *testing.T) {
 	p := sdk.Priority{Business: 100, User: 7}
 	ctx := sdk.ContextWithPriority(context.Background(), p)
 	if got, ok := sdk.PriorityFrom(ctx); !ok || got != p {
 		t.Fatalf("from ctx: %+v %v", got, ok)
 	}
-	// What a Kitex server sees: only the metainfo.
-	v, _ := metainfo.GetPersistentValue(ctx, sdk.PriorityKey)
-	u, _ := metainfo.GetPersistentValue(ctx, sdk.UserPriorityKey)
-	server := metainfo.WithPersistentValue(metainfo.WithPersistentValue(context.Background(), sdk.PriorityKey, v), sdk.UserPriorityKey, u)
-	if got, ok := sdk.PriorityFrom(server); !ok || got != p {
-		t.Fatalf("from metainfo: %+v %v", got, ok)
+	if got, ok := sdk.ParsePriorities("100", "7"); !ok || got != p {
+		t.Fatalf("parsed: %+v %v", got, ok)
 	}
 	// A caller that sets only a business priority: the highest user priority.
-	old := metainfo.WithValue(context.Background(), sdk.PriorityKey, "20")
-	if got, ok := sdk.PriorityFrom(old); !ok || got != (sdk.Priority{Business: 20, User: sdk.UserPriorities - 1}) {
+	if got, ok := sdk.ParsePriorities("20", ""); !ok || got != (sdk.Priority{Business: 20, User: sdk.UserPriorities - 1}) {
 		t.Fatalf("business only: %+v %v", got, ok)
 	}
 	if _, ok := sdk.PriorityFrom(context.Background()); ok {

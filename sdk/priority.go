@@ -4,7 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/sextant-mesh/sextant/internal/priorityrules"
+	"github.com/sextant-mesh/sextant/api/priorityrules"
 )
 
 // PriorityRulesKind is the config-center kind of priority rules: one
@@ -39,7 +39,7 @@ func NewPriorityRules() *PriorityRules { return &PriorityRules{} }
 
 // Update puts the rules of a priority_rules document in force. A document
 // that does not decode strictly or is not valid is refused with a
-// *jsonx.FieldError naming the field (rules[1].match.http.path), and the
+// *api.FieldError naming the field (rules[1].match.http.path), and the
 // rules in force stay.
 func (p *PriorityRules) Update(doc []byte) error {
 	return p.update(doc, 0)

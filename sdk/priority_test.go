@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/sdk"
 )
 
@@ -68,7 +68,7 @@ func TestPriorityRulesUpdate(t *testing.T) {
 		`not json`:                                                                        "",
 	} {
 		err := p.Update([]byte(doc))
-		var fe *jsonx.FieldError
+		var fe *api.FieldError
 		if !errors.As(err, &fe) || fe.Field != field {
 			t.Fatalf("%s: %v, want an error on %q", doc, err, field)
 		}

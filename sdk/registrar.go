@@ -10,20 +10,12 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/backoff"
+	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/sdk/backoff"
 )
 
-// Registration is an instance as registered in mesh-core.
-type Registration struct {
-	Service      string            `json:"service"`
-	Instance     string            `json:"instance"`
-	Addr         string            `json:"addr"`
-	Zone         string            `json:"zone,omitempty"`
-	Cluster      string            `json:"cluster,omitempty"`
-	StaticWeight int32             `json:"static_weight,omitempty"`
-	Metadata     map[string]string `json:"metadata,omitempty"`
-	TTLSeconds   int64             `json:"ttl_s,omitempty"`
-}
+// Registration is an instance as registered in mesh-core (the contract's type).
+type Registration = api.Registration
 
 // Registrar keeps one instance registered in mesh-core: it registers,
 // heartbeats every third of the TTL, registers again when mesh-core lost the
@@ -37,9 +29,25 @@ type Registrar struct {
 	done   chan struct{}
 }
 
-// NewRegistrar registers reg with mesh-core at meshCore (host:port) and
-// keeps it registered in the background.
+// RegistrarOptions configure a Registrar.
+type RegistrarOptions struct {
+	// MeshCore is mesh-core's address: host:port, or a URL such as https://host:port.
+	MeshCore     string
+	Registration Registration
+	Logger       *slog.Logger
+	// HTTPClient carries the TLS configuration (nil: the default client).
+	HTTPClient *http.Client
+}
+
+// NewRegistrar registers reg with mesh-core at meshCore (host:port or a URL)
+// and keeps it registered in the background.
 func NewRegistrar(meshCore string, reg Registration, log *slog.Logger) *Registrar {
+	return StartRegistrar(RegistrarOptions{MeshCore: meshCore, Registration: reg, Logger: log})
+}
+
+// StartRegistrar is NewRegistrar with every option.
+func StartRegistrar(o RegistrarOptions) *Registrar {
+	reg, log := o.Registration, o.Logger
 	if reg.TTLSeconds == 0 {
 		reg.TTLSeconds = 15
 	}
@@ -47,7 +55,7 @@ func NewRegistrar(meshCore string, reg Registration, log *slog.Logger) *Registra
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Registrar{base: "http://" + meshCore, reg: reg, client: &http.Client{Timeout: 5 * time.Second},
+	r := &Registrar{base: baseURL(o.MeshCore), reg: reg, client: httpClient(o.HTTPClient, 5*time.Second),
 		log: log, cancel: cancel, done: make(chan struct{})}
 	go r.run(ctx)
 	return r

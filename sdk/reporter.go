@@ -11,10 +11,9 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/telemetry"
+	"github.com/sextant-mesh/sextant/api"
 )
 
 // Reporter aggregates what a service sees, per window, and sends it to the
@@ -31,7 +30,7 @@ type Reporter struct {
 	mu  sync.Mutex
 	cur *window
 
-	pending chan *telemetry.Report
+	pending chan *api.Report
 	dropped atomic.Int64 // windows or callee entries dropped
 	sent    atomic.Int64
 	cancel  context.CancelFunc
@@ -42,7 +41,7 @@ type Reporter struct {
 
 // ReporterOptions configure a Reporter.
 type ReporterOptions struct {
-	Mixer    string // telemetry-mixer host:port
+	Mixer    string // telemetry-mixer: host:port, or a URL such as https://host:port
 	Service  string
 	Instance string
 	Zone     string
@@ -61,6 +60,8 @@ type ReporterOptions struct {
 	// Now is the reporter's clock (default time.Now); a simulation that
 	// closes windows itself with Flush passes its own.
 	Now func() time.Time
+	// HTTPClient carries the TLS configuration (nil: the default client).
+	HTTPClient *http.Client
 }
 
 type window struct {
@@ -106,8 +107,8 @@ func NewReporter(o ReporterOptions) *Reporter {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	r := &Reporter{o: o, client: &http.Client{Timeout: 5 * time.Second}, log: o.Logger,
-		pending: make(chan *telemetry.Report, o.MaxPending)}
+	r := &Reporter{o: o, client: httpClient(o.HTTPClient, 5*time.Second), log: o.Logger,
+		pending: make(chan *api.Report, o.MaxPending)}
 	r.cur = r.newWindow(o.Now())
 	return r
 }
@@ -242,7 +243,7 @@ func (r *Reporter) tick(ctx context.Context) {
 // Flush closes the current window at now and returns its report, nil when
 // nothing happened in it. Start calls it every Window; a caller that sends
 // reports its own way (or a simulation in its own time) calls it instead.
-func (r *Reporter) Flush(now time.Time) *telemetry.Report {
+func (r *Reporter) Flush(now time.Time) *api.Report {
 	r.mu.Lock()
 	w := r.cur
 	r.cur = r.newWindow(now)
@@ -255,7 +256,7 @@ func (r *Reporter) Flush(now time.Time) *telemetry.Report {
 }
 
 // enqueue keeps at most MaxPending windows, dropping the oldest.
-func (r *Reporter) enqueue(rep *telemetry.Report) {
+func (r *Reporter) enqueue(rep *api.Report) {
 	for {
 		select {
 		case r.pending <- rep:
@@ -274,7 +275,7 @@ func (r *Reporter) send(ctx context.Context) {
 	defer r.wg.Done()
 	failures := 0
 	for {
-		var rep *telemetry.Report
+		var rep *api.Report
 		select {
 		case <-ctx.Done():
 			return
@@ -293,12 +294,12 @@ func (r *Reporter) send(ctx context.Context) {
 	}
 }
 
-func (r *Reporter) post(ctx context.Context, rep *telemetry.Report) error {
+func (r *Reporter) post(ctx context.Context, rep *api.Report) error {
 	body, err := json.Marshal(rep)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+r.o.Mixer+"/v1/telemetry", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL(r.o.Mixer)+"/v1/telemetry", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -315,15 +316,15 @@ func (r *Reporter) post(ctx context.Context, rep *telemetry.Report) error {
 }
 
 // build turns a closed window into a report.
-func (r *Reporter) build(w *window, now time.Time) *telemetry.Report {
+func (r *Reporter) build(w *window, now time.Time) *api.Report {
 	span := now.Sub(w.start)
-	rep := &telemetry.Report{
-		Reporter:    &telemetry.Reporter{Service: r.o.Service, Instance: r.o.Instance, Zone: r.o.Zone, Cluster: r.o.Cluster},
+	rep := &api.Report{
+		Reporter:    &api.Reporter{Service: r.o.Service, Instance: r.o.Instance, Zone: r.o.Zone, Cluster: r.o.Cluster},
 		WindowMs:    max(span.Milliseconds(), 100),
 		TimestampMs: now.UnixMilli(),
 	}
 	if w.served > 0 || w.shed > 0 || len(w.byPrio) > 0 {
-		s := &telemetry.ServerStats{Requests: w.served, Inflight: w.inflight, RequestsByPriority: w.byPrio, RequestsByLevel: w.byLevel, ClientTimeouts: w.timedOut,
+		s := &api.ServerStats{Requests: w.served, Inflight: w.inflight, RequestsByPriority: w.byPrio, RequestsByLevel: w.byLevel, ClientTimeouts: w.timedOut,
 			QueueTimeMsP99: w.queue.quantile(0.99)}
 		if w.served > 0 {
 			s.QueueTimeMsAvg = ms(w.queueSum) / float64(w.served)
@@ -332,13 +333,13 @@ func (r *Reporter) build(w *window, now time.Time) *telemetry.Report {
 		rep.Server = s
 	}
 	for k, c := range w.calls {
-		rep.Calls = append(rep.Calls, telemetry.Call{
+		rep.Calls = append(rep.Calls, api.Call{
 			CalleeService: k.service, CalleeInstance: k.instance, Requests: c.requests, Errors: c.errors, Timeouts: c.timeouts,
 			LatencyMsAvg: ms(c.latencySum) / float64(c.requests), LatencyMsP99: c.latency.quantile(0.99),
 		})
 	}
 	for k, n := range w.denials {
-		rep.DryRunDenials = append(rep.DryRunDenials, telemetry.DryRunDenial{
+		rep.DryRunDenials = append(rep.DryRunDenials, api.DryRunDenial{
 			CalleeService: r.o.Service, CallerService: k.caller, Rule: k.rule, Count: n})
 	}
 	if w.overflown > 0 {
@@ -365,14 +366,6 @@ func (r *Reporter) utilization(w *window, span time.Duration, now time.Time) flo
 		return 0
 	}
 	return math.Min(u, 1)
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -3,15 +3,16 @@ package sdk_test
 import (
 	"testing"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/sdk"
 )
 
 func TestPickerFollowsWeightsSmoothly(t *testing.T) {
 	var p sdk.Picker
-	p.Update(&sdk.Snapshot{Version: 1, Instances: []sdk.Instance{
+	p.Update(&sdk.Snapshot{Discovery: api.Discovery{Version: 1, Instances: []sdk.Instance{
 		{Instance: "a", Weight: 500, Healthy: true}, {Instance: "b", Weight: 300, Healthy: true},
 		{Instance: "c", Weight: 200, Healthy: true}, {Instance: "x", Weight: 0, Healthy: false},
-	}})
+	}}})
 	count := map[string]int{}
 	run, maxRun, last := 0, 0, ""
 	for i := 0; i < 1000; i++ {
@@ -38,7 +39,7 @@ func TestPickerFollowsWeightsSmoothly(t *testing.T) {
 func TestPickerTreatsMissingWeightsAsEqual(t *testing.T) {
 	var p sdk.Picker
 	// Static instances (no mesh-core answer yet) carry no weights.
-	p.Update(&sdk.Snapshot{Instances: []sdk.Instance{{Instance: "a"}, {Instance: "b"}}})
+	p.Update(&sdk.Snapshot{Discovery: api.Discovery{Instances: []sdk.Instance{{Instance: "a"}, {Instance: "b"}}}})
 	count := map[string]int{}
 	for i := 0; i < 100; i++ {
 		in, _ := p.Pick()
@@ -54,7 +55,7 @@ func TestPickerTreatsMissingWeightsAsEqual(t *testing.T) {
 }
 
 func TestAccessRules(t *testing.T) {
-	rules := &sdk.AccessRules{Rules: []sdk.AccessRule{
+	rules := &sdk.AccessRules{Rules: []api.AccessRule{
 		{Name: "allow-list", Type: "allow", Callers: []string{"feed-api"}, Mode: "enforce"},
 		{Name: "no-refunds", Type: "deny", Callers: []string{"feed-api"}, Methods: []string{"Refund"}, Mode: "enforce"},
 		{Name: "trial", Type: "deny", Callers: []string{"feed-api"}, Methods: []string{"Get"}, Mode: "dry_run"},

@@ -30,7 +30,7 @@ import (
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
 )
 
-// devConfig is what `sextant dev` runs: the defaults of DESIGN.md on 127.0.0.1.
+// devConfig is what `sextant dev` runs: the ports of docs/design.md on 127.0.0.1.
 type devConfig struct {
 	dataDir     string
 	etcdClient  string

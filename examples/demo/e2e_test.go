@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/examples/demo"
 	"github.com/sextant-mesh/sextant/internal/logx"
 	"github.com/sextant-mesh/sextant/internal/testenv"
@@ -33,7 +34,7 @@ func startPlane(t *testing.T, knobs calculator.Knobs) *plane {
 	p := &plane{t: t, etcd: testenv.StartEtcd(t), prefix: testenv.Prefix(t),
 		meshHTTP: testenv.FreeAddr(t), meshKitex: testenv.FreeAddr(t), mixerHTTP: testenv.FreeAddr(t)}
 	b, _ := json.Marshal(knobs)
-	if _, err := p.etcd.Client(t).Put(context.Background(), p.prefix+"config/"+demo.Service+"/calculator", string(b)); err != nil {
+	if _, err := p.etcd.Client(t).Put(context.Background(), api.Keys{Prefix: p.prefix}.Config(demo.Service, api.KindCalculator, ""), string(b)); err != nil {
 		t.Fatal(err)
 	}
 	p.start()

@@ -8,9 +8,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// DefaultPrefix is where Sextant keeps its keys (DESIGN.md, etcd layout).
-const DefaultPrefix = "/sextant/v1/"
-
 // NewClient connects to a comma-separated list of endpoints. It does not wait
 // for etcd: a service starts, and degrades, while etcd is away.
 func NewClient(endpoints string) (*clientv3.Client, error) {

@@ -9,7 +9,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/sextant-mesh/sextant/internal/backoff"
+	"github.com/sextant-mesh/sextant/sdk/backoff"
 )
 
 // Event is one change under a mirrored prefix. Key is relative to the prefix.

@@ -5,8 +5,7 @@ import (
 	"io"
 
 	"github.com/cloudwego/hertz/pkg/app"
-
-	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/api"
 )
 
 // CodeBodyTooLarge is the error code of a body over its limit (answer 413).
@@ -18,10 +17,10 @@ const CodeBodyTooLarge = "body_too_large"
 // from Content-Length or found while reading, is an error with code
 // CodeBodyTooLarge, and the connection is closed after the answer since the
 // rest of the body is not read.
-func ReadBody(c *app.RequestContext, dst *bytes.Buffer, limit int) *jsonx.FieldError {
-	tooLarge := func() *jsonx.FieldError {
+func ReadBody(c *app.RequestContext, dst *bytes.Buffer, limit int) *api.FieldError {
+	tooLarge := func() *api.FieldError {
 		c.SetConnectionClose()
-		return jsonx.Errorf("", CodeBodyTooLarge, "request body exceeds %d bytes", limit)
+		return api.Errorf("", CodeBodyTooLarge, "request body exceeds %d bytes", limit)
 	}
 	if c.Request.Header.ContentLength() > limit {
 		return tooLarge()
@@ -31,7 +30,7 @@ func ReadBody(c *app.RequestContext, dst *bytes.Buffer, limit int) *jsonx.FieldE
 		return tooLarge()
 	}
 	if err != nil {
-		return jsonx.Errorf("", "unreadable_body", "reading the body: %v", err)
+		return api.Errorf("", "unreadable_body", "reading the body: %v", err)
 	}
 	return nil
 }

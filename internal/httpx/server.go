@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/logx"
 )
 
@@ -74,11 +74,11 @@ func (s *Server) Stop(ctx context.Context) error {
 
 // ErrorBody is the JSON error shape of every Sextant API.
 type ErrorBody struct {
-	Error *jsonx.FieldError `json:"error"`
+	Error *api.FieldError `json:"error"`
 }
 
 // WriteError answers with status and {"error": {"code", "message", "field"}}.
-func WriteError(c *app.RequestContext, status int, fe *jsonx.FieldError) {
+func WriteError(c *app.RequestContext, status int, fe *api.FieldError) {
 	c.JSON(status, ErrorBody{Error: fe})
 }
 

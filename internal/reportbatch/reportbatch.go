@@ -6,7 +6,7 @@
 package reportbatch
 
 import (
-	"github.com/sextant-mesh/sextant/internal/telemetry"
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
 )
 
@@ -20,7 +20,7 @@ type Record struct {
 
 // Split calls emit with every record of r, in order: the server part, the
 // call edges, the dry-run denials.
-func Split(r *telemetry.Report, emit func(Record)) {
+func Split(r *api.Report, emit func(Record)) {
 	rep := &aggregator.Reporter{Service: r.Reporter.Service, Instance: r.Reporter.Instance,
 		Cluster: r.Reporter.Cluster, Zone: r.Reporter.Zone}
 	if s := r.Server; s != nil {
@@ -50,7 +50,7 @@ func Split(r *telemetry.Report, emit func(Record)) {
 }
 
 // Batch is every record of reports in one batch, as one shard would receive it.
-func Batch(reports ...*telemetry.Report) *aggregator.ReportBatch {
+func Batch(reports ...*api.Report) *aggregator.ReportBatch {
 	b := &aggregator.ReportBatch{}
 	for _, r := range reports {
 		Split(r, func(rec Record) {

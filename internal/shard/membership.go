@@ -14,11 +14,9 @@ import (
 	"github.com/cloudwego/kitex/pkg/discovery"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 )
-
-// KeyPrefix is where shards register, under the Sextant etcd prefix.
-const KeyPrefix = "shards/"
 
 // Shard is one weight-calculator as registered in etcd.
 type Shard struct {
@@ -67,7 +65,7 @@ func (v *View) Has(id string) bool {
 func NewMembership(cli *clientv3.Client, prefix string, log *slog.Logger) *Membership {
 	m := &Membership{shards: map[string]Shard{}, log: log}
 	m.publish()
-	m.mirror = etcdx.NewMirror(cli, prefix+KeyPrefix, m, log)
+	m.mirror = etcdx.NewMirror(cli, api.Keys{Prefix: prefix}.Shards(), m, log)
 	return m
 }
 

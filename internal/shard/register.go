@@ -12,7 +12,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
-	"github.com/sextant-mesh/sextant/internal/backoff"
+	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/sdk/backoff"
 )
 
 // Registration keeps one shard registered in etcd under a lease, and
@@ -43,7 +44,7 @@ func Register(cli *clientv3.Client, prefix string, s Shard, ttl time.Duration, l
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Registration{
-		cli: cli, key: prefix + KeyPrefix + s.ID, value: string(value),
+		cli: cli, key: api.Keys{Prefix: prefix}.Shard(s.ID), value: string(value),
 		ttl: max(1, int(ttl.Seconds())), log: log.With("shard", s.ID),
 		cancel: cancel, done: make(chan struct{}),
 	}

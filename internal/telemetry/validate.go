@@ -1,3 +1,5 @@
+// Package telemetry decodes and validates the telemetry reports (api.Report)
+// that data planes send to the telemetry-mixer.
 package telemetry
 
 import (
@@ -6,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
 
@@ -36,47 +39,32 @@ func DefaultLimits() Limits {
 	}
 }
 
-// MaxPriority is the highest request priority; 0 is the lowest.
-const MaxPriority = 127
-
-// UserLevels is how many user priorities divide each business priority
-// (DAGOR's compound admission level).
-const UserLevels = 64
-
-// MaxLevel is the highest admission level.
-const MaxLevel = (MaxPriority+1)*UserLevels - 1
-
-// Level is the admission level of a request of business priority p and
-// user priority u: requests are admitted from the highest level down, the
-// business priority first, the user priority within it.
-func Level(p, u int32) int32 { return p*UserLevels + u }
-
 // Decode reads one report (a JSON object) or several (a JSON array) and
 // validates each. Either every report is good and returned, or the first bad
 // field is named and nothing is returned.
-func Decode(body []byte, lim Limits, now time.Time) ([]Report, *jsonx.FieldError) {
-	var reports []Report
+func Decode(body []byte, lim Limits, now time.Time) ([]api.Report, *api.FieldError) {
+	var reports []api.Report
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	switch {
 	case len(trimmed) == 0:
-		return nil, jsonx.Errorf("", jsonx.CodeMalformedJSON, "empty body")
+		return nil, api.Errorf("", api.CodeMalformedJSON, "empty body")
 	case trimmed[0] == '[':
 		if fe := jsonx.Decode(body, &reports); fe != nil {
 			return nil, fe
 		}
 		if len(reports) == 0 {
-			return nil, jsonx.Errorf("", jsonx.CodeInvalidValue, "empty array: send at least one report")
+			return nil, api.Errorf("", api.CodeInvalidValue, "empty array: send at least one report")
 		}
 		if len(reports) > lim.MaxReportsPerRequest {
-			return nil, jsonx.Errorf("", jsonx.CodeTooMany, "%d reports in one request, at most %d", len(reports), lim.MaxReportsPerRequest)
+			return nil, api.Errorf("", api.CodeTooMany, "%d reports in one request, at most %d", len(reports), lim.MaxReportsPerRequest)
 		}
 		for i := range reports {
 			if fe := validate(&reports[i], lim, now); fe != nil {
-				return nil, jsonx.Under(jsonx.Index("", i), fe)
+				return nil, api.Under(api.Index("", i), fe)
 			}
 		}
 	case trimmed[0] == '{':
-		reports = make([]Report, 1)
+		reports = make([]api.Report, 1)
 		if fe := jsonx.Decode(body, &reports[0]); fe != nil {
 			return nil, fe
 		}
@@ -84,74 +72,74 @@ func Decode(body []byte, lim Limits, now time.Time) ([]Report, *jsonx.FieldError
 			return nil, fe
 		}
 	default:
-		return nil, jsonx.Errorf("", jsonx.CodeMalformedJSON, "want a report object or an array of reports")
+		return nil, api.Errorf("", api.CodeMalformedJSON, "want a report object or an array of reports")
 	}
 	return reports, nil
 }
 
 // Validate checks one decoded report; path prefixes the field names it reports.
-func Validate(r *Report, lim Limits, now time.Time, path string) *jsonx.FieldError {
-	return jsonx.Under(path, validate(r, lim, now))
+func Validate(r *api.Report, lim Limits, now time.Time, path string) *api.FieldError {
+	return api.Under(path, validate(r, lim, now))
 }
 
 // validate and the checks below name fields relative to what they check: no
 // path is built unless there is an error to report.
-func validate(r *Report, lim Limits, now time.Time) *jsonx.FieldError {
+func validate(r *api.Report, lim Limits, now time.Time) *api.FieldError {
 	if r.Reporter == nil {
-		return jsonx.Errorf("reporter", jsonx.CodeMissingField, "reporter is required")
+		return api.Errorf("reporter", api.CodeMissingField, "reporter is required")
 	}
-	if fe := jsonx.Name("reporter.service", r.Reporter.Service, true); fe != nil {
+	if fe := api.Name("reporter.service", r.Reporter.Service, true); fe != nil {
 		return fe
 	}
-	if fe := jsonx.Name("reporter.instance", r.Reporter.Instance, true); fe != nil {
+	if fe := api.Name("reporter.instance", r.Reporter.Instance, true); fe != nil {
 		return fe
 	}
-	if fe := jsonx.Name("reporter.cluster", r.Reporter.Cluster, false); fe != nil {
+	if fe := api.Name("reporter.cluster", r.Reporter.Cluster, false); fe != nil {
 		return fe
 	}
-	if fe := jsonx.Name("reporter.zone", r.Reporter.Zone, false); fe != nil {
+	if fe := api.Name("reporter.zone", r.Reporter.Zone, false); fe != nil {
 		return fe
 	}
 	if r.WindowMs == 0 {
-		return jsonx.Errorf("window_ms", jsonx.CodeMissingField, "window_ms is required")
+		return api.Errorf("window_ms", api.CodeMissingField, "window_ms is required")
 	}
 	if w := time.Duration(r.WindowMs) * time.Millisecond; r.WindowMs < 0 || w < lim.MinWindow || w > lim.MaxWindow {
-		return jsonx.Errorf("window_ms", jsonx.CodeOutOfRange, "window_ms %d is outside [%d, %d]",
+		return api.Errorf("window_ms", api.CodeOutOfRange, "window_ms %d is outside [%d, %d]",
 			r.WindowMs, lim.MinWindow.Milliseconds(), lim.MaxWindow.Milliseconds())
 	}
 	if r.TimestampMs == 0 {
-		return jsonx.Errorf("timestamp_ms", jsonx.CodeMissingField, "timestamp_ms is required")
+		return api.Errorf("timestamp_ms", api.CodeMissingField, "timestamp_ms is required")
 	}
 	if ts := time.UnixMilli(r.TimestampMs); ts.After(now.Add(lim.MaxFutureSkew)) || ts.Before(now.Add(-lim.MaxAge)) {
-		return jsonx.Errorf("timestamp_ms", jsonx.CodeOutOfRange,
+		return api.Errorf("timestamp_ms", api.CodeOutOfRange,
 			"timestamp_ms %d is more than %s ahead of or %s behind the mixer's clock", r.TimestampMs, lim.MaxFutureSkew, lim.MaxAge)
 	}
 	if r.Server != nil {
 		if fe := validateServer(r.Server); fe != nil {
-			return jsonx.Under("server", fe)
+			return api.Under("server", fe)
 		}
 	}
 	if len(r.Calls) > lim.MaxCallsPerReport {
-		return jsonx.Errorf("calls", jsonx.CodeTooMany, "%d calls in one report, at most %d", len(r.Calls), lim.MaxCallsPerReport)
+		return api.Errorf("calls", api.CodeTooMany, "%d calls in one report, at most %d", len(r.Calls), lim.MaxCallsPerReport)
 	}
 	for i := range r.Calls {
 		if fe := validateCall(&r.Calls[i]); fe != nil {
-			return jsonx.Under(jsonx.Index("calls", i), fe)
+			return api.Under(api.Index("calls", i), fe)
 		}
 	}
 	if len(r.DryRunDenials) > lim.MaxDenialsPerReport {
-		return jsonx.Errorf("dry_run_denials", jsonx.CodeTooMany, "%d dry-run denials in one report, at most %d",
+		return api.Errorf("dry_run_denials", api.CodeTooMany, "%d dry-run denials in one report, at most %d",
 			len(r.DryRunDenials), lim.MaxDenialsPerReport)
 	}
 	for i := range r.DryRunDenials {
 		if fe := validateDenial(&r.DryRunDenials[i]); fe != nil {
-			return jsonx.Under(jsonx.Index("dry_run_denials", i), fe)
+			return api.Under(api.Index("dry_run_denials", i), fe)
 		}
 	}
 	return nil
 }
 
-func validateServer(s *ServerStats) *jsonx.FieldError {
+func validateServer(s *api.ServerStats) *api.FieldError {
 	if fe := checkCount("requests", s.Requests); fe != nil {
 		return fe
 	}
@@ -171,34 +159,34 @@ func validateServer(s *ServerStats) *jsonx.FieldError {
 		return fe
 	}
 	for level, n := range s.RequestsByLevel {
-		field := jsonx.Join("requests_by_level", strconv.Itoa(int(level)))
-		if level < 0 || level > MaxLevel {
-			return jsonx.Errorf(field, jsonx.CodeOutOfRange, "level %d is outside [0, %d]", level, MaxLevel)
+		field := api.Join("requests_by_level", strconv.Itoa(int(level)))
+		if level < 0 || level > api.MaxLevel {
+			return api.Errorf(field, api.CodeOutOfRange, "level %d is outside [0, %d]", level, api.MaxLevel)
 		}
 		if n < 0 {
-			return jsonx.Errorf(field, jsonx.CodeOutOfRange, "%d is negative", n)
+			return api.Errorf(field, api.CodeOutOfRange, "%d is negative", n)
 		}
 	}
 	for prio, n := range s.RequestsByPriority {
-		if prio < 0 || prio > MaxPriority {
-			return jsonx.Errorf(priorityField(prio), jsonx.CodeOutOfRange, "priority %d is outside [0, %d]", prio, MaxPriority)
+		if prio < 0 || prio > api.MaxPriority {
+			return api.Errorf(priorityField(prio), api.CodeOutOfRange, "priority %d is outside [0, %d]", prio, api.MaxPriority)
 		}
 		if n < 0 {
-			return jsonx.Errorf(priorityField(prio), jsonx.CodeOutOfRange, "%d is negative", n)
+			return api.Errorf(priorityField(prio), api.CodeOutOfRange, "%d is negative", n)
 		}
 	}
 	return nil
 }
 
 func priorityField(prio int32) string {
-	return jsonx.Join("requests_by_priority", strconv.Itoa(int(prio)))
+	return api.Join("requests_by_priority", strconv.Itoa(int(prio)))
 }
 
-func validateCall(c *Call) *jsonx.FieldError {
-	if fe := jsonx.Name("callee_service", c.CalleeService, true); fe != nil {
+func validateCall(c *api.Call) *api.FieldError {
+	if fe := api.Name("callee_service", c.CalleeService, true); fe != nil {
 		return fe
 	}
-	if fe := jsonx.Name("callee_instance", c.CalleeInstance, true); fe != nil {
+	if fe := api.Name("callee_instance", c.CalleeInstance, true); fe != nil {
 		return fe
 	}
 	if fe := checkCount("requests", c.Requests); fe != nil {
@@ -211,10 +199,10 @@ func validateCall(c *Call) *jsonx.FieldError {
 		return fe
 	}
 	if c.Errors > c.Requests {
-		return jsonx.Errorf("errors", jsonx.CodeOutOfRange, "errors %d exceed requests %d", c.Errors, c.Requests)
+		return api.Errorf("errors", api.CodeOutOfRange, "errors %d exceed requests %d", c.Errors, c.Requests)
 	}
 	if c.Timeouts > c.Requests {
-		return jsonx.Errorf("timeouts", jsonx.CodeOutOfRange, "timeouts %d exceed requests %d", c.Timeouts, c.Requests)
+		return api.Errorf("timeouts", api.CodeOutOfRange, "timeouts %d exceed requests %d", c.Timeouts, c.Requests)
 	}
 	if fe := checkFloat("latency_ms_avg", c.LatencyMsAvg, math.MaxFloat64); fe != nil {
 		return fe
@@ -222,31 +210,31 @@ func validateCall(c *Call) *jsonx.FieldError {
 	return checkFloat("latency_ms_p99", c.LatencyMsP99, math.MaxFloat64)
 }
 
-func validateDenial(d *DryRunDenial) *jsonx.FieldError {
-	if fe := jsonx.Name("callee_service", d.CalleeService, true); fe != nil {
+func validateDenial(d *api.DryRunDenial) *api.FieldError {
+	if fe := api.Name("callee_service", d.CalleeService, true); fe != nil {
 		return fe
 	}
-	if fe := jsonx.Name("caller_service", d.CallerService, true); fe != nil {
+	if fe := api.Name("caller_service", d.CallerService, true); fe != nil {
 		return fe
 	}
-	if fe := jsonx.Name("rule", d.Rule, true); fe != nil {
+	if fe := api.Name("rule", d.Rule, true); fe != nil {
 		return fe
 	}
 	return checkCount("count", d.Count)
 }
 
-func checkCount(field string, v int64) *jsonx.FieldError {
+func checkCount(field string, v int64) *api.FieldError {
 	if v < 0 {
-		return jsonx.Errorf(field, jsonx.CodeOutOfRange, "%d is negative", v)
+		return api.Errorf(field, api.CodeOutOfRange, "%d is negative", v)
 	}
 	return nil
 }
 
 // checkFloat accepts finite numbers in [0, max]. JSON cannot spell NaN or
 // Inf, but a huge literal rounds to Inf and Go callers can pass either.
-func checkFloat(field string, v, max float64) *jsonx.FieldError {
+func checkFloat(field string, v, max float64) *api.FieldError {
 	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v > max {
-		return jsonx.Errorf(field, jsonx.CodeOutOfRange, "%g is outside [0, %g]", v, max)
+		return api.Errorf(field, api.CodeOutOfRange, "%g is outside [0, %g]", v, max)
 	}
 	return nil
 }

@@ -7,13 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
 )
 
 var now = time.UnixMilli(1_763_769_600_000)
 
-// validReport is DESIGN.md's example report, at the test's clock.
+// validReport is the example report of docs/telemetry.md, at the test's clock.
 func validReport() map[string]any {
 	return map[string]any{
 		"reporter":     map[string]any{"service": "feed-api", "instance": "10.0.0.1:8080", "cluster": "c1", "zone": "z1"},
@@ -112,60 +112,60 @@ func TestDecodeRejects(t *testing.T) {
 		code  string
 		field string
 	}{
-		{"empty body", raw(""), jsonx.CodeMalformedJSON, ""},
-		{"not json", raw("hello"), jsonx.CodeMalformedJSON, ""},
-		{"truncated", raw(`{"reporter":{"service":"a"`), jsonx.CodeMalformedJSON, ""},
-		{"trailing garbage", append(withReport(), '}'), jsonx.CodeMalformedJSON, ""},
-		{"scalar", raw(`42`), jsonx.CodeMalformedJSON, ""},
-		{"empty array", raw(`[]`), jsonx.CodeInvalidValue, ""},
-		{"too many reports", encode(t, []any{validReport(), validReport(), validReport()}), jsonx.CodeTooMany, ""},
-		{"unknown top-level field", withReport(set("extra", 1)), jsonx.CodeUnknownField, "extra"},
-		{"unknown nested field", withReport(set("server.cpu", 0.5)), jsonx.CodeUnknownField, "server.cpu"},
-		{"unknown field in call", withReport(set("calls.rps", 1)), jsonx.CodeUnknownField, "calls[0].rps"},
-		{"missing reporter", withReport(set("reporter", nil)), jsonx.CodeMissingField, "reporter"},
-		{"reporter not an object", withReport(set("reporter", "feed-api")), jsonx.CodeInvalidType, "reporter"},
-		{"missing service", withReport(set("reporter.service", nil)), jsonx.CodeMissingField, "reporter.service"},
-		{"missing instance", withReport(set("reporter.instance", "")), jsonx.CodeMissingField, "reporter.instance"},
-		{"service with space", withReport(set("reporter.service", "feed api")), jsonx.CodeInvalidValue, "reporter.service"},
-		{"service too long", withReport(set("reporter.service", strings.Repeat("s", 300))), jsonx.CodeOutOfRange, "reporter.service"},
-		{"missing window", withReport(set("window_ms", nil)), jsonx.CodeMissingField, "window_ms"},
-		{"window too short", withReport(set("window_ms", 5)), jsonx.CodeOutOfRange, "window_ms"},
-		{"window too long", withReport(set("window_ms", 3_600_000)), jsonx.CodeOutOfRange, "window_ms"},
-		{"negative window", withReport(set("window_ms", -1000)), jsonx.CodeOutOfRange, "window_ms"},
-		{"window as string", withReport(set("window_ms", "1000")), jsonx.CodeInvalidType, "window_ms"},
-		{"missing timestamp", withReport(set("timestamp_ms", nil)), jsonx.CodeMissingField, "timestamp_ms"},
-		{"timestamp in the future", withReport(set("timestamp_ms", now.Add(time.Hour).UnixMilli())), jsonx.CodeOutOfRange, "timestamp_ms"},
-		{"timestamp too old", withReport(set("timestamp_ms", now.Add(-2*time.Hour).UnixMilli())), jsonx.CodeOutOfRange, "timestamp_ms"},
-		{"timestamp as float", withReport(set("timestamp_ms", 1.5)), jsonx.CodeInvalidType, "timestamp_ms"},
-		{"negative requests", withReport(set("server.requests", -1)), jsonx.CodeOutOfRange, "server.requests"},
-		{"requests as string", withReport(set("server.requests", "5400")), jsonx.CodeInvalidType, "server.requests"},
-		{"requests overflow int64", raw(strings.Replace(string(withReport()), `"requests":5400`, `"requests":99999999999999999999`, 1)), jsonx.CodeOutOfRange, "server.requests"},
-		{"requests fractional", withReport(set("server.requests", 1.5)), jsonx.CodeInvalidType, "server.requests"},
-		{"cpu above 1", withReport(set("server.cpu_util", 1.5)), jsonx.CodeOutOfRange, "server.cpu_util"},
-		{"negative cpu", withReport(set("server.cpu_util", -0.1)), jsonx.CodeOutOfRange, "server.cpu_util"},
-		{"NaN as string", withReport(set("server.cpu_util", "NaN")), jsonx.CodeInvalidType, "server.cpu_util"},
-		{"Inf as string", withReport(set("calls.latency_ms_avg", "Infinity")), jsonx.CodeInvalidType, "calls[0].latency_ms_avg"},
-		{"huge number rounds to Inf", raw(strings.Replace(string(withReport()), `"latency_ms_p99":31`, `"latency_ms_p99":1e400`, 1)), jsonx.CodeOutOfRange, "calls[0].latency_ms_p99"},
-		{"bare NaN literal", raw(strings.Replace(string(withReport()), `"cpu_util":0.63`, `"cpu_util":NaN`, 1)), jsonx.CodeMalformedJSON, ""},
-		{"negative queue time", withReport(set("server.queue_time_ms_avg", -4)), jsonx.CodeOutOfRange, "server.queue_time_ms_avg"},
-		{"negative inflight", withReport(set("server.inflight", -2)), jsonx.CodeOutOfRange, "server.inflight"},
-		{"priority out of range", withReport(set("server.requests_by_priority", map[string]any{"200": 1})), jsonx.CodeOutOfRange, "server.requests_by_priority.200"},
-		{"priority not a number", withReport(set("server.requests_by_priority", map[string]any{"high": 1})), jsonx.CodeInvalidType, "server.requests_by_priority.high"},
-		{"negative priority count", withReport(set("server.requests_by_priority", map[string]any{"3": -1})), jsonx.CodeOutOfRange, "server.requests_by_priority.3"},
-		{"calls not an array", withReport(set("calls", map[string]any{})), jsonx.CodeInvalidType, "calls"},
-		{"too many calls", withReport(calls(4)), jsonx.CodeTooMany, "calls"},
-		{"missing callee service", withReport(set("calls.callee_service", nil)), jsonx.CodeMissingField, "calls[0].callee_service"},
-		{"negative errors", withReport(set("calls.errors", -3)), jsonx.CodeOutOfRange, "calls[0].errors"},
-		{"errors above requests", withReport(set("calls.errors", 5000)), jsonx.CodeOutOfRange, "calls[0].errors"},
-		{"timeouts above requests", withReport(set("calls.timeouts", 5000)), jsonx.CodeOutOfRange, "calls[0].timeouts"},
-		{"negative latency", withReport(set("calls.latency_ms_avg", -1)), jsonx.CodeOutOfRange, "calls[0].latency_ms_avg"},
-		{"negative denial count", withReport(set("dry_run_denials.count", -4)), jsonx.CodeOutOfRange, "dry_run_denials[0].count"},
-		{"denial without rule", withReport(set("dry_run_denials.rule", "")), jsonx.CodeMissingField, "dry_run_denials[0].rule"},
+		{"empty body", raw(""), api.CodeMalformedJSON, ""},
+		{"not json", raw("hello"), api.CodeMalformedJSON, ""},
+		{"truncated", raw(`{"reporter":{"service":"a"`), api.CodeMalformedJSON, ""},
+		{"trailing garbage", append(withReport(), '}'), api.CodeMalformedJSON, ""},
+		{"scalar", raw(`42`), api.CodeMalformedJSON, ""},
+		{"empty array", raw(`[]`), api.CodeInvalidValue, ""},
+		{"too many reports", encode(t, []any{validReport(), validReport(), validReport()}), api.CodeTooMany, ""},
+		{"unknown top-level field", withReport(set("extra", 1)), api.CodeUnknownField, "extra"},
+		{"unknown nested field", withReport(set("server.cpu", 0.5)), api.CodeUnknownField, "server.cpu"},
+		{"unknown field in call", withReport(set("calls.rps", 1)), api.CodeUnknownField, "calls[0].rps"},
+		{"missing reporter", withReport(set("reporter", nil)), api.CodeMissingField, "reporter"},
+		{"reporter not an object", withReport(set("reporter", "feed-api")), api.CodeInvalidType, "reporter"},
+		{"missing service", withReport(set("reporter.service", nil)), api.CodeMissingField, "reporter.service"},
+		{"missing instance", withReport(set("reporter.instance", "")), api.CodeMissingField, "reporter.instance"},
+		{"service with space", withReport(set("reporter.service", "feed api")), api.CodeInvalidValue, "reporter.service"},
+		{"service too long", withReport(set("reporter.service", strings.Repeat("s", 300))), api.CodeOutOfRange, "reporter.service"},
+		{"missing window", withReport(set("window_ms", nil)), api.CodeMissingField, "window_ms"},
+		{"window too short", withReport(set("window_ms", 5)), api.CodeOutOfRange, "window_ms"},
+		{"window too long", withReport(set("window_ms", 3_600_000)), api.CodeOutOfRange, "window_ms"},
+		{"negative window", withReport(set("window_ms", -1000)), api.CodeOutOfRange, "window_ms"},
+		{"window as string", withReport(set("window_ms", "1000")), api.CodeInvalidType, "window_ms"},
+		{"missing timestamp", withReport(set("timestamp_ms", nil)), api.CodeMissingField, "timestamp_ms"},
+		{"timestamp in the future", withReport(set("timestamp_ms", now.Add(time.Hour).UnixMilli())), api.CodeOutOfRange, "timestamp_ms"},
+		{"timestamp too old", withReport(set("timestamp_ms", now.Add(-2*time.Hour).UnixMilli())), api.CodeOutOfRange, "timestamp_ms"},
+		{"timestamp as float", withReport(set("timestamp_ms", 1.5)), api.CodeInvalidType, "timestamp_ms"},
+		{"negative requests", withReport(set("server.requests", -1)), api.CodeOutOfRange, "server.requests"},
+		{"requests as string", withReport(set("server.requests", "5400")), api.CodeInvalidType, "server.requests"},
+		{"requests overflow int64", raw(strings.Replace(string(withReport()), `"requests":5400`, `"requests":99999999999999999999`, 1)), api.CodeOutOfRange, "server.requests"},
+		{"requests fractional", withReport(set("server.requests", 1.5)), api.CodeInvalidType, "server.requests"},
+		{"cpu above 1", withReport(set("server.cpu_util", 1.5)), api.CodeOutOfRange, "server.cpu_util"},
+		{"negative cpu", withReport(set("server.cpu_util", -0.1)), api.CodeOutOfRange, "server.cpu_util"},
+		{"NaN as string", withReport(set("server.cpu_util", "NaN")), api.CodeInvalidType, "server.cpu_util"},
+		{"Inf as string", withReport(set("calls.latency_ms_avg", "Infinity")), api.CodeInvalidType, "calls[0].latency_ms_avg"},
+		{"huge number rounds to Inf", raw(strings.Replace(string(withReport()), `"latency_ms_p99":31`, `"latency_ms_p99":1e400`, 1)), api.CodeOutOfRange, "calls[0].latency_ms_p99"},
+		{"bare NaN literal", raw(strings.Replace(string(withReport()), `"cpu_util":0.63`, `"cpu_util":NaN`, 1)), api.CodeMalformedJSON, ""},
+		{"negative queue time", withReport(set("server.queue_time_ms_avg", -4)), api.CodeOutOfRange, "server.queue_time_ms_avg"},
+		{"negative inflight", withReport(set("server.inflight", -2)), api.CodeOutOfRange, "server.inflight"},
+		{"priority out of range", withReport(set("server.requests_by_priority", map[string]any{"200": 1})), api.CodeOutOfRange, "server.requests_by_priority.200"},
+		{"priority not a number", withReport(set("server.requests_by_priority", map[string]any{"high": 1})), api.CodeInvalidType, "server.requests_by_priority.high"},
+		{"negative priority count", withReport(set("server.requests_by_priority", map[string]any{"3": -1})), api.CodeOutOfRange, "server.requests_by_priority.3"},
+		{"calls not an array", withReport(set("calls", map[string]any{})), api.CodeInvalidType, "calls"},
+		{"too many calls", withReport(calls(4)), api.CodeTooMany, "calls"},
+		{"missing callee service", withReport(set("calls.callee_service", nil)), api.CodeMissingField, "calls[0].callee_service"},
+		{"negative errors", withReport(set("calls.errors", -3)), api.CodeOutOfRange, "calls[0].errors"},
+		{"errors above requests", withReport(set("calls.errors", 5000)), api.CodeOutOfRange, "calls[0].errors"},
+		{"timeouts above requests", withReport(set("calls.timeouts", 5000)), api.CodeOutOfRange, "calls[0].timeouts"},
+		{"negative latency", withReport(set("calls.latency_ms_avg", -1)), api.CodeOutOfRange, "calls[0].latency_ms_avg"},
+		{"negative denial count", withReport(set("dry_run_denials.count", -4)), api.CodeOutOfRange, "dry_run_denials[0].count"},
+		{"denial without rule", withReport(set("dry_run_denials.rule", "")), api.CodeMissingField, "dry_run_denials[0].rule"},
 		{"second report bad", encode(t, []any{validReport(), func() map[string]any {
 			r := validReport()
 			r["server"].(map[string]any)["requests"] = -5
 			return r
-		}()}), jsonx.CodeOutOfRange, "[1].server.requests"},
+		}()}), api.CodeOutOfRange, "[1].server.requests"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -187,7 +187,7 @@ func TestDecodeRejects(t *testing.T) {
 }
 
 func TestValidateRejectsNaNFromGoCallers(t *testing.T) {
-	var r telemetry.Report
+	var r api.Report
 	if err := json.Unmarshal(encode(t, validReport()), &r); err != nil {
 		t.Fatal(err)
 	}

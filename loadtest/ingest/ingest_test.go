@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
 )
@@ -126,7 +127,7 @@ func replaceValue(obj, field, value string) string {
 func BenchmarkDecode(b *testing.B) {
 	body := makeBodies(1, 10, 50, 7)[0]
 	lim := telemetry.DefaultLimits()
-	var decoded []telemetry.Report
+	var decoded []api.Report
 	if fe := jsonx.Decode(body, &decoded); fe != nil {
 		b.Fatal(fe)
 	}
@@ -141,12 +142,12 @@ func BenchmarkDecode(b *testing.B) {
 	}
 	run("sextant-decode+validate", func() error { _, fe := telemetry.Decode(body, lim, time.Now()); return asErr(fe) })
 	run("std-decode+validate", func() error { _, err := decodeStd(bytes.NewReader(body), lim, time.Now()); return err })
-	run("sonic-decode-only", func() error { var r []telemetry.Report; return asErr(jsonx.Decode(body, &r)) })
+	run("sonic-decode-only", func() error { var r []api.Report; return asErr(jsonx.Decode(body, &r)) })
 	run("validate-only", func() error { return validateAll(decoded, true, lim, time.Now()) })
 }
 
 // asErr keeps a nil *FieldError from becoming a non-nil error.
-func asErr(fe *jsonx.FieldError) error {
+func asErr(fe *api.FieldError) error {
 	if fe == nil {
 		return nil
 	}

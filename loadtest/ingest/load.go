@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/telemetry"
+	"github.com/sextant-mesh/sextant/api"
 )
 
 // makeBodies encodes n distinct request bodies up front, so that the load
@@ -24,7 +24,7 @@ func makeBodies(n, reportsPerReq, edges int, seed uint64) [][]byte {
 	now := time.Now().UnixMilli()
 	bodies := make([][]byte, n)
 	for i := range bodies {
-		batch := make([]telemetry.Report, reportsPerReq)
+		batch := make([]api.Report, reportsPerReq)
 		for j := range batch {
 			batch[j] = makeReport(rng, i*reportsPerReq+j, edges, now)
 		}
@@ -39,10 +39,10 @@ func makeBodies(n, reportsPerReq, edges int, seed uint64) [][]byte {
 
 // makeReport is one data plane's window: a server part and edges to
 // different callee instances, with plausible, varied values.
-func makeReport(rng *rand.Rand, id, edges int, now int64) telemetry.Report {
+func makeReport(rng *rand.Rand, id, edges int, now int64) api.Report {
 	req := 1000 + rng.Int64N(9000)
-	r := telemetry.Report{
-		Reporter: &telemetry.Reporter{
+	r := api.Report{
+		Reporter: &api.Reporter{
 			Service:  fmt.Sprintf("svc-%03d", id%200),
 			Instance: fmt.Sprintf("10.%d.%d.%d:8080", id%250, rng.IntN(250), rng.IntN(250)),
 			Cluster:  fmt.Sprintf("c%d", id%3),
@@ -50,16 +50,16 @@ func makeReport(rng *rand.Rand, id, edges int, now int64) telemetry.Report {
 		},
 		WindowMs:    1000,
 		TimestampMs: now - rng.Int64N(2000),
-		Server: &telemetry.ServerStats{
+		Server: &api.ServerStats{
 			Requests: req, CPUUtil: round2(rng.Float64()), Inflight: rng.Int64N(64), ClientTimeouts: rng.Int64N(5),
 			QueueTimeMsAvg: round2(rng.Float64() * 10), QueueTimeMsP99: round2(10 + rng.Float64()*40),
 			RequestsByPriority: map[int32]int64{0: req / 10, 64: req * 8 / 10, 127: req - req/10 - req*8/10},
 		},
-		Calls: make([]telemetry.Call, edges),
+		Calls: make([]api.Call, edges),
 	}
 	for k := range r.Calls {
 		calls := 10 + rng.Int64N(2000)
-		r.Calls[k] = telemetry.Call{
+		r.Calls[k] = api.Call{
 			CalleeService:  fmt.Sprintf("svc-%03d", (id+k+1)%200),
 			CalleeInstance: fmt.Sprintf("10.%d.%d.%d:9000", k%250, rng.IntN(250), rng.IntN(250)),
 			Requests:       calls, Errors: rng.Int64N(calls/100 + 1), Timeouts: rng.Int64N(calls/200 + 1),

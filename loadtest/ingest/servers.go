@@ -15,8 +15,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/httpx"
-	"github.com/sextant-mesh/sextant/internal/jsonx"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixer"
 )
@@ -36,7 +36,7 @@ type countingSink struct {
 var _ mixer.Sink = (*countingSink)(nil)
 
 // Offer counts and drops; it never refuses.
-func (s *countingSink) Offer(reports []telemetry.Report) error {
+func (s *countingSink) Offer(reports []api.Report) error {
 	n := 0
 	for i := range reports {
 		n += reports[i].Records()
@@ -109,7 +109,7 @@ type baselineIngest struct {
 
 func (b *baselineIngest) handle(c *gin.Context) {
 	if ct := c.GetHeader("Content-Type"); ct != "" && !strings.Contains(ct, "json") {
-		reject(c, http.StatusUnsupportedMediaType, jsonx.Errorf("Content-Type", "unsupported_media_type",
+		reject(c, http.StatusUnsupportedMediaType, api.Errorf("Content-Type", "unsupported_media_type",
 			"want application/json, got %q", ct))
 		return
 	}
@@ -119,7 +119,7 @@ func (b *baselineIngest) handle(c *gin.Context) {
 	}
 	body := http.MaxBytesReader(c.Writer, c.Request.Body, maxBody)
 	reports, err := decodeStd(body, b.limits, time.Now())
-	var fe *jsonx.FieldError
+	var fe *api.FieldError
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
@@ -129,11 +129,11 @@ func (b *baselineIngest) handle(c *gin.Context) {
 		reject(c, http.StatusBadRequest, fe)
 		return
 	case err != nil:
-		reject(c, http.StatusBadRequest, jsonx.Errorf("", "unreadable_body", "reading the body: %v", err))
+		reject(c, http.StatusBadRequest, api.Errorf("", "unreadable_body", "reading the body: %v", err))
 		return
 	}
 	if err := b.sink.Offer(reports); err != nil {
-		reject(c, http.StatusServiceUnavailable, jsonx.Errorf("", "unavailable", "%v", err))
+		reject(c, http.StatusServiceUnavailable, api.Errorf("", "unavailable", "%v", err))
 		return
 	}
 	c.JSON(http.StatusAccepted, gin.H{"accepted": len(reports)})
@@ -141,11 +141,11 @@ func (b *baselineIngest) handle(c *gin.Context) {
 
 func tooLarge(c *gin.Context) {
 	c.Header("Connection", "close") // the rest of the body stays unread
-	reject(c, http.StatusRequestEntityTooLarge, jsonx.Errorf("", "body_too_large",
+	reject(c, http.StatusRequestEntityTooLarge, api.Errorf("", "body_too_large",
 		"request body exceeds %d bytes", maxBody))
 }
 
-func reject(c *gin.Context, status int, fe *jsonx.FieldError) {
+func reject(c *gin.Context, status int, fe *api.FieldError) {
 	c.JSON(status, httpx.ErrorBody{Error: fe})
 }
 
@@ -153,24 +153,24 @@ func reject(c *gin.Context, status int, fe *jsonx.FieldError) {
 // Decoder: one report object or an array of them, unknown fields and
 // trailing data refused, then telemetry.Validate on each report. An
 // oversized body comes back as the *http.MaxBytesError.
-func decodeStd(r io.Reader, lim telemetry.Limits, now time.Time) ([]telemetry.Report, error) {
+func decodeStd(r io.Reader, lim telemetry.Limits, now time.Time) ([]api.Report, error) {
 	br := bufio.NewReader(r)
 	first, err := peekNonSpace(br)
 	if errors.Is(err, io.EOF) {
-		return nil, jsonx.Errorf("", jsonx.CodeMalformedJSON, "empty body")
+		return nil, api.Errorf("", api.CodeMalformedJSON, "empty body")
 	}
 	dec := json.NewDecoder(br)
 	dec.DisallowUnknownFields()
-	var reports []telemetry.Report
+	var reports []api.Report
 	switch {
 	case err != nil:
 	case first == '[':
 		err = dec.Decode(&reports)
 	case first == '{':
-		reports = make([]telemetry.Report, 1)
+		reports = make([]api.Report, 1)
 		err = dec.Decode(&reports[0])
 	default:
-		return nil, jsonx.Errorf("", jsonx.CodeMalformedJSON, "want a report object or an array of reports")
+		return nil, api.Errorf("", api.CodeMalformedJSON, "want a report object or an array of reports")
 	}
 	if err == nil {
 		if _, err = dec.Token(); err == nil {
@@ -183,23 +183,23 @@ func decodeStd(r io.Reader, lim telemetry.Limits, now time.Time) ([]telemetry.Re
 	if errors.As(err, &mbe) {
 		return nil, err
 	} else if err != nil {
-		return nil, jsonx.Errorf("", jsonx.CodeMalformedJSON, "%v", err)
+		return nil, api.Errorf("", api.CodeMalformedJSON, "%v", err)
 	}
 	return reports, validateAll(reports, first == '[', lim, now)
 }
 
 // validateAll applies telemetry.Decode's checks to decoded reports.
-func validateAll(reports []telemetry.Report, array bool, lim telemetry.Limits, now time.Time) error {
+func validateAll(reports []api.Report, array bool, lim telemetry.Limits, now time.Time) error {
 	if len(reports) == 0 {
-		return jsonx.Errorf("", jsonx.CodeInvalidValue, "empty array: send at least one report")
+		return api.Errorf("", api.CodeInvalidValue, "empty array: send at least one report")
 	}
 	if len(reports) > lim.MaxReportsPerRequest {
-		return jsonx.Errorf("", jsonx.CodeTooMany, "%d reports in one request, at most %d", len(reports), lim.MaxReportsPerRequest)
+		return api.Errorf("", api.CodeTooMany, "%d reports in one request, at most %d", len(reports), lim.MaxReportsPerRequest)
 	}
 	for i := range reports {
 		path := ""
 		if array {
-			path = jsonx.Index("", i)
+			path = api.Index("", i)
 		}
 		if fe := telemetry.Validate(&reports[i], lim, now, path); fe != nil {
 			return fe

@@ -12,6 +12,7 @@ import (
 	"github.com/cloudwego/kitex/pkg/loadbalance"
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/sdk"
 )
 
@@ -121,7 +122,7 @@ func (t *target) apply(insts []discovery.Instance) {
 		return
 	}
 	t.version++
-	snap := &sdk.Snapshot{Version: t.version, Instances: make([]sdk.Instance, 0, len(insts))}
+	snap := &sdk.Snapshot{Discovery: api.Discovery{Version: t.version, Instances: make([]sdk.Instance, 0, len(insts))}}
 	byID := make(map[string]discovery.Instance, len(insts))
 	for _, in := range insts {
 		id := instanceID(in)

@@ -51,7 +51,58 @@ const (
 // WithPriority sets the business priority (0..127) of the calls made with
 // ctx, keeping the user priority ctx carries (the highest when none).
 func WithPriority(ctx context.Context, p int32) context.Context {
-	return sdk.WithBusinessPriority(ctx, p)
+	ctx = sdk.WithBusinessPriority(PriorityContext(ctx), p)
+	pr, _ := sdk.PriorityFrom(ctx)
+	return ContextWithPriority(ctx, pr)
+}
+
+// ContextWithPriority is sdk.ContextWithPriority that also carries p as
+// persistent Kitex metainfo, which Kitex clients send over TTHeader and
+// Kitex servers pass on with the handler's ctx, with or without Sextant.
+func ContextWithPriority(ctx context.Context, p sdk.Priority) context.Context {
+	ctx = sdk.ContextWithPriority(ctx, p)
+	ctx = metainfo.WithPersistentValue(ctx, sdk.PriorityKey, strconv.Itoa(int(p.Business)))
+	return metainfo.WithPersistentValue(ctx, sdk.UserPriorityKey, strconv.Itoa(int(p.User)))
+}
+
+// PriorityContext makes the priority a Kitex request carries as metainfo
+// readable with sdk.PriorityFrom (and ctx unchanged when it carries none, or
+// already a priority value).
+func PriorityContext(ctx context.Context) context.Context {
+	if _, ok := sdk.PriorityFrom(ctx); ok {
+		return ctx
+	}
+	if p, ok := sdk.ParsePriorities(metainfoValue(ctx, sdk.PriorityKey), metainfoValue(ctx, sdk.UserPriorityKey)); ok {
+		return sdk.ContextWithPriority(ctx, p)
+	}
+	return ctx
+}
+
+// carryPriority puts the priority ctx carries on the wire as metainfo: a
+// priority set without this package (by the Hertz adapter, or
+// sdk.ContextWithPriority) travels on Kitex calls too. The context value
+// wins over older metainfo.
+func carryPriority(ctx context.Context) context.Context {
+	p, ok := sdk.PriorityFrom(ctx)
+	if !ok {
+		return ctx
+	}
+	if b, _ := metainfo.GetPersistentValue(ctx, sdk.PriorityKey); b == strconv.Itoa(int(p.Business)) {
+		if u, _ := metainfo.GetPersistentValue(ctx, sdk.UserPriorityKey); u == strconv.Itoa(int(p.User)) {
+			return ctx
+		}
+	}
+	return ContextWithPriority(ctx, p)
+}
+
+// metainfoValue is key's Kitex metainfo value in ctx: persistent (passed
+// along the chain) or, failing that, transient (from the caller alone).
+func metainfoValue(ctx context.Context, key string) string {
+	v, ok := metainfo.GetPersistentValue(ctx, key)
+	if !ok {
+		v, _ = metainfo.GetValue(ctx, key)
+	}
+	return v
 }
 
 // Resolver resolves a Kitex service name to the instances mesh-core lists,
@@ -158,6 +209,7 @@ func WithLoadBalancer(lb loadbalance.Loadbalancer) Option {
 func Admission(service string, d *sdk.Discovery, downstreams *sdk.Downstreams) endpoint.Middleware {
 	return func(next endpoint.Endpoint) endpoint.Endpoint {
 		return func(ctx context.Context, req, resp any) error {
+			ctx = carryPriority(PriorityContext(ctx))
 			if err := downstreams.BeforeSending(ctx, service, d); err != nil {
 				return kerrors.NewBizStatusError(ShedCode, err.Error())
 			}
@@ -247,9 +299,10 @@ func (s ServerSuite) admit(next endpoint.Endpoint) endpoint.Endpoint {
 				}
 			}
 		}
+		ctx = PriorityContext(ctx)
 		p, ok := sdk.PriorityFrom(ctx)
 		if !ok {
-			p = s.edge.Assign(sdk.PriorityFeatures{Method: method, Header: func(k string) string { return sdk.MetainfoValue(ctx, k) }}, now)
+			p = s.edge.Assign(sdk.PriorityFeatures{Method: method, Header: func(k string) string { return metainfoValue(ctx, k) }}, now)
 		}
 		enterCtx := ctx
 		if ri := rpcinfo.GetRPCInfo(ctx); ri != nil && ri.Config() != nil && ri.Config().RPCTimeout() > 0 {
@@ -271,7 +324,8 @@ func (s ServerSuite) admit(next endpoint.Endpoint) endpoint.Endpoint {
 			return err
 		}
 		defer a.Done()
-		return next(a.Context(ctx), req, resp)
+		// An assigned priority goes on with the handler's calls as metainfo.
+		return next(carryPriority(a.Context(ctx)), req, resp)
 	}
 }
 

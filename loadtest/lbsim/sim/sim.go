@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/reportbatch"
-	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 	"github.com/sextant-mesh/sextant/sdk"
@@ -400,12 +400,12 @@ func (s *simulation) flushInstance(in *instance) {
 	s.forward(rep)
 }
 
-func (s *simulation) forward(rep *telemetry.Report) {
+func (s *simulation) forward(rep *api.Report) {
 	if rep == nil {
 		return
 	}
 	// Map order is random; sorted, the calculator sums in the same order every run.
-	slices.SortFunc(rep.Calls, func(a, b telemetry.Call) int { return cmp.Compare(a.CalleeInstance, b.CalleeInstance) })
+	slices.SortFunc(rep.Calls, func(a, b api.Call) int { return cmp.Compare(a.CalleeInstance, b.CalleeInstance) })
 	s.push(event{at: s.now + int64(s.o.Delays.IngestDelay), kind: evIngest, batch: reportbatch.Batch(rep)})
 }
 
@@ -425,7 +425,7 @@ func (s *simulation) registry() []sdk.Instance {
 // median of its weights (not ejected) for the others.
 func (s *simulation) snapshot() *sdk.Snapshot {
 	s.snapVer++
-	snap := &sdk.Snapshot{Service: ServiceName, Version: s.snapVer, Instances: s.registry()}
+	snap := &sdk.Snapshot{Discovery: api.Discovery{Service: ServiceName, Version: s.snapVer, Instances: s.registry()}}
 	if !s.st.Central || s.policy == nil || len(s.policy.Weights) == 0 {
 		return snap
 	}

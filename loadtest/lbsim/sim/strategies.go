@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/sdk"
 )
 
@@ -126,7 +127,7 @@ func (a *a58) refresh(now time.Time) {
 		best = max(best, weights[i])
 	}
 	a.ver++
-	snap := &sdk.Snapshot{Version: a.ver, Instances: make([]sdk.Instance, len(a.reg))}
+	snap := &sdk.Snapshot{Discovery: api.Discovery{Version: a.ver, Instances: make([]sdk.Instance, len(a.reg))}}
 	for i, in := range a.reg {
 		in.Healthy = true
 		in.Weight = int32(max(1, 10000*weights[i]/best))

@@ -12,12 +12,12 @@ import (
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/httpx"
-	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
 
 // api serves /v1/configs, /v1/pins and /v1/audit.
-type api struct {
+type configAPI struct {
 	store   *store
 	view    *view
 	maxBody int
@@ -32,7 +32,7 @@ type configRequest struct {
 
 var actions = map[string]bool{"history": true, "status": true, "rollback": true, "promote": true, "abort": true}
 
-func parseConfigPath(kind, rest string) (configRequest, *jsonx.FieldError) {
+func parseConfigPath(kind, rest string) (configRequest, *api.FieldError) {
 	parts := splitScope(rest)
 	req := configRequest{}
 	if n := len(parts); n > 1 && actions[parts[n-1]] {
@@ -44,10 +44,10 @@ func parseConfigPath(kind, rest string) (configRequest, *jsonx.FieldError) {
 		if Kinds[kind] == nil {
 			field = "kind"
 		}
-		return req, jsonx.Errorf(field, jsonx.CodeInvalidValue, "%v", err)
+		return req, api.Errorf(field, api.CodeInvalidValue, "%v", err)
 	}
 	for i, name := range parts {
-		if fe := jsonx.Name(jsonx.Index("scope", i), name, true); fe != nil {
+		if fe := api.Name(api.Index("scope", i), name, true); fe != nil {
 			return req, fe
 		}
 	}
@@ -55,7 +55,7 @@ func parseConfigPath(kind, rest string) (configRequest, *jsonx.FieldError) {
 	return req, nil
 }
 
-func (a *api) configs(ctx context.Context, c *app.RequestContext) {
+func (a *configAPI) configs(ctx context.Context, c *app.RequestContext) {
 	req, fe := parseConfigPath(c.Param("kind"), c.Param("scope"))
 	if fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
@@ -80,11 +80,11 @@ func (a *api) configs(ctx context.Context, c *app.RequestContext) {
 	case method == "POST" && req.action == "abort":
 		a.abort(ctx, c, req.ref)
 	default:
-		httpx.WriteError(c, consts.StatusMethodNotAllowed, jsonx.Errorf("", "method_not_allowed", "%s is not served on this path", method))
+		httpx.WriteError(c, consts.StatusMethodNotAllowed, api.Errorf("", "method_not_allowed", "%s is not served on this path", method))
 	}
 }
 
-func (a *api) get(ctx context.Context, c *app.RequestContext, r Ref) {
+func (a *configAPI) get(ctx context.Context, c *app.RequestContext, r Ref) {
 	e, err := a.store.Get(ctx, r)
 	if err != nil {
 		a.fail(c, r, err)
@@ -94,7 +94,7 @@ func (a *api) get(ctx context.Context, c *app.RequestContext, r Ref) {
 	c.JSON(consts.StatusOK, e)
 }
 
-func (a *api) history(ctx context.Context, c *app.RequestContext, r Ref) {
+func (a *configAPI) history(ctx context.Context, c *app.RequestContext, r Ref) {
 	h, err := a.store.History(ctx, r)
 	if err != nil {
 		a.fail(c, r, err)
@@ -109,7 +109,7 @@ func (a *api) history(ctx context.Context, c *app.RequestContext, r Ref) {
 
 // put writes a new document: at once, or staged to ?rollout=P percent of
 // the instances.
-func (a *api) put(ctx context.Context, c *app.RequestContext, r Ref) {
+func (a *configAPI) put(ctx context.Context, c *app.RequestContext, r Ref) {
 	var body bytes.Buffer
 	if fe := httpx.ReadBody(c, &body, a.maxBody); fe != nil {
 		httpx.WriteError(c, statusOfBodyError(fe), fe)
@@ -125,18 +125,18 @@ func (a *api) put(ctx context.Context, c *app.RequestContext, r Ref) {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
-	next := &Entry{Document: json.RawMessage(compact(doc)), UpdatedBy: whoOf(c), UpdatedAtMs: time.Now().UnixMilli()}
-	audit := AuditEntry{Who: whoOf(c), Action: "put", Kind: r.Kind, Scope: r.Scope()}
+	next := &api.Entry{Document: json.RawMessage(compact(doc)), UpdatedBy: whoOf(c), UpdatedAtMs: time.Now().UnixMilli()}
+	audit := api.AuditEntry{Who: whoOf(c), Action: "put", Kind: r.Kind, Scope: r.Scope()}
 	if p := string(c.Query("rollout")); p != "" {
 		percent, err := strconv.Atoi(p)
 		if err != nil || percent < 1 || percent > 99 {
-			httpx.WriteError(c, consts.StatusBadRequest, jsonx.Errorf("rollout", jsonx.CodeOutOfRange, "want a percentage in [1, 99], got %q", p))
+			httpx.WriteError(c, consts.StatusBadRequest, api.Errorf("rollout", api.CodeOutOfRange, "want a percentage in [1, 99], got %q", p))
 			return
 		}
 		cur, err := a.store.Get(ctx, r)
 		if err != nil {
 			if errors.Is(err, ErrNotFound) {
-				httpx.WriteError(c, consts.StatusConflict, jsonx.Errorf("rollout", "nothing_to_roll_from", "%s does not exist yet: write it without rollout first", r))
+				httpx.WriteError(c, consts.StatusConflict, api.Errorf("rollout", "nothing_to_roll_from", "%s does not exist yet: write it without rollout first", r))
 				return
 			}
 			a.fail(c, r, err)
@@ -146,19 +146,19 @@ func (a *api) put(ctx context.Context, c *app.RequestContext, r Ref) {
 		if cur.Rollout != nil { // a new canary over a canary starts from the same base
 			prevDoc, prevRev = cur.Rollout.Previous, cur.Rollout.PreviousRevision
 		}
-		next.Rollout = &Rollout{Percent: percent, Previous: prevDoc, PreviousRevision: prevRev}
+		next.Rollout = &api.Rollout{Percent: percent, Previous: prevDoc, PreviousRevision: prevRev}
 		audit.Action, audit.Detail = "rollout", "percent="+p
 	}
 	a.write(ctx, c, r, ifMatch, next, audit, consts.StatusOK)
 }
 
-func (a *api) remove(ctx context.Context, c *app.RequestContext, r Ref) {
+func (a *configAPI) remove(ctx context.Context, c *app.RequestContext, r Ref) {
 	ifMatch, fe := ifMatchOf(c)
 	if fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
-	rev, err := a.store.Write(ctx, r, ifMatch, nil, AuditEntry{Who: whoOf(c), Action: "delete", Kind: r.Kind, Scope: r.Scope()})
+	rev, err := a.store.Write(ctx, r, ifMatch, nil, api.AuditEntry{Who: whoOf(c), Action: "delete", Kind: r.Kind, Scope: r.Scope()})
 	if err != nil {
 		a.fail(c, r, err)
 		return
@@ -167,35 +167,35 @@ func (a *api) remove(ctx context.Context, c *app.RequestContext, r Ref) {
 }
 
 // rollback writes the document of revision ?to=R again, as a new version.
-func (a *api) rollback(ctx context.Context, c *app.RequestContext, r Ref) {
+func (a *configAPI) rollback(ctx context.Context, c *app.RequestContext, r Ref) {
 	to, err := strconv.ParseInt(string(c.Query("to")), 10, 64)
 	if err != nil || to <= 0 {
-		httpx.WriteError(c, consts.StatusBadRequest, jsonx.Errorf("to", jsonx.CodeInvalidValue, "want the revision to roll back to: ?to=R"))
+		httpx.WriteError(c, consts.StatusBadRequest, api.Errorf("to", api.CodeInvalidValue, "want the revision to roll back to: ?to=R"))
 		return
 	}
 	old, err := a.store.Version(ctx, r, to)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			httpx.WriteError(c, consts.StatusNotFound, jsonx.Errorf("to", "not_found", "%s has no version at revision %d", r, to))
+			httpx.WriteError(c, consts.StatusNotFound, api.Errorf("to", "not_found", "%s has no version at revision %d", r, to))
 			return
 		}
 		a.fail(c, r, err)
 		return
 	}
-	next := &Entry{Document: old.Document, UpdatedBy: whoOf(c), UpdatedAtMs: time.Now().UnixMilli()}
-	a.write(ctx, c, r, a.currentRevision(ctx, r), next, AuditEntry{Who: whoOf(c), Action: "rollback", Kind: r.Kind, Scope: r.Scope(),
+	next := &api.Entry{Document: old.Document, UpdatedBy: whoOf(c), UpdatedAtMs: time.Now().UnixMilli()}
+	a.write(ctx, c, r, a.currentRevision(ctx, r), next, api.AuditEntry{Who: whoOf(c), Action: "rollback", Kind: r.Kind, Scope: r.Scope(),
 		Detail: "to=" + strconv.FormatInt(to, 10)}, consts.StatusOK)
 }
 
 // promote widens a rollout to ?percent=P; at 100 the new document is everyone's.
-func (a *api) promote(ctx context.Context, c *app.RequestContext, r Ref) {
+func (a *configAPI) promote(ctx context.Context, c *app.RequestContext, r Ref) {
 	cur, ok := a.rolloutOf(ctx, c, r)
 	if !ok {
 		return
 	}
 	p, err := strconv.Atoi(string(c.Query("percent")))
 	if err != nil || p <= cur.Rollout.Percent || p > 100 {
-		httpx.WriteError(c, consts.StatusBadRequest, jsonx.Errorf("percent", jsonx.CodeOutOfRange,
+		httpx.WriteError(c, consts.StatusBadRequest, api.Errorf("percent", api.CodeOutOfRange,
 			"want a percentage above the current %d and at most 100", cur.Rollout.Percent))
 		return
 	}
@@ -208,42 +208,42 @@ func (a *api) promote(ctx context.Context, c *app.RequestContext, r Ref) {
 		ro.Percent = p
 		next.Rollout = &ro
 	}
-	a.write(ctx, c, r, cur.Revision, &next, AuditEntry{Who: whoOf(c), Action: "promote", Kind: r.Kind, Scope: r.Scope(),
+	a.write(ctx, c, r, cur.Revision, &next, api.AuditEntry{Who: whoOf(c), Action: "promote", Kind: r.Kind, Scope: r.Scope(),
 		Detail: "percent=" + strconv.Itoa(p)}, consts.StatusOK)
 }
 
 // abort ends a rollout: everyone goes back to the previous document.
-func (a *api) abort(ctx context.Context, c *app.RequestContext, r Ref) {
+func (a *configAPI) abort(ctx context.Context, c *app.RequestContext, r Ref) {
 	cur, ok := a.rolloutOf(ctx, c, r)
 	if !ok {
 		return
 	}
-	next := &Entry{Document: cur.Rollout.Previous, UpdatedBy: whoOf(c), UpdatedAtMs: time.Now().UnixMilli()}
-	a.write(ctx, c, r, cur.Revision, next, AuditEntry{Who: whoOf(c), Action: "abort", Kind: r.Kind, Scope: r.Scope()}, consts.StatusOK)
+	next := &api.Entry{Document: cur.Rollout.Previous, UpdatedBy: whoOf(c), UpdatedAtMs: time.Now().UnixMilli()}
+	a.write(ctx, c, r, cur.Revision, next, api.AuditEntry{Who: whoOf(c), Action: "abort", Kind: r.Kind, Scope: r.Scope()}, consts.StatusOK)
 }
 
-func (a *api) rolloutOf(ctx context.Context, c *app.RequestContext, r Ref) (*Entry, bool) {
+func (a *configAPI) rolloutOf(ctx context.Context, c *app.RequestContext, r Ref) (*api.Entry, bool) {
 	cur, err := a.store.Get(ctx, r)
 	if err != nil {
 		a.fail(c, r, err)
 		return nil, false
 	}
 	if cur.Rollout == nil {
-		httpx.WriteError(c, consts.StatusConflict, jsonx.Errorf("", "no_rollout", "%s has no rollout in progress", r))
+		httpx.WriteError(c, consts.StatusConflict, api.Errorf("", "no_rollout", "%s has no rollout in progress", r))
 		return nil, false
 	}
 	return cur, true
 }
 
 // currentRevision is the revision to write over (0 when r does not exist).
-func (a *api) currentRevision(ctx context.Context, r Ref) int64 {
+func (a *configAPI) currentRevision(ctx context.Context, r Ref) int64 {
 	if cur, err := a.store.Get(ctx, r); err == nil {
 		return cur.Revision
 	}
 	return 0
 }
 
-func (a *api) write(ctx context.Context, c *app.RequestContext, r Ref, ifMatch int64, next *Entry, audit AuditEntry, status int) {
+func (a *configAPI) write(ctx context.Context, c *app.RequestContext, r Ref, ifMatch int64, next *api.Entry, audit api.AuditEntry, status int) {
 	rev, err := a.store.Write(ctx, r, ifMatch, next, audit)
 	if err != nil {
 		a.fail(c, r, err)
@@ -255,25 +255,25 @@ func (a *api) write(ctx context.Context, c *app.RequestContext, r Ref, ifMatch i
 }
 
 // fail maps store errors to answers.
-func (a *api) fail(c *app.RequestContext, r Ref, err error) {
+func (a *configAPI) fail(c *app.RequestContext, r Ref, err error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
-		httpx.WriteError(c, consts.StatusNotFound, jsonx.Errorf("scope", "not_found", "no %s config for %s", r.Kind, r.Scope()))
+		httpx.WriteError(c, consts.StatusNotFound, api.Errorf("scope", "not_found", "no %s config for %s", r.Kind, r.Scope()))
 	case errors.Is(err, ErrRevisionRequired):
-		httpx.WriteError(c, consts.StatusPreconditionRequired, jsonx.Errorf("If-Match", "revision_required",
+		httpx.WriteError(c, consts.StatusPreconditionRequired, api.Errorf("If-Match", "revision_required",
 			"%s exists: send If-Match with the revision you read (GET it for its ETag)", r))
 	case errors.Is(err, ErrRevisionMismatch):
-		httpx.WriteError(c, consts.StatusPreconditionFailed, jsonx.Errorf("If-Match", "revision_mismatch",
+		httpx.WriteError(c, consts.StatusPreconditionFailed, api.Errorf("If-Match", "revision_mismatch",
 			"%s changed since the revision you read: GET it again", r))
 	default:
 		c.Response.Header.Set("Retry-After", "1")
-		httpx.WriteError(c, consts.StatusServiceUnavailable, jsonx.Errorf("", "unavailable", "the config store (etcd) is unreachable: %v", err))
+		httpx.WriteError(c, consts.StatusServiceUnavailable, api.Errorf("", "unavailable", "the config store (etcd) is unreachable: %v", err))
 	}
 }
 
 // ifMatchOf reads If-Match: -1 when absent, the revision otherwise ("*" or
 // a quoted ETag are accepted too).
-func ifMatchOf(c *app.RequestContext) (int64, *jsonx.FieldError) {
+func ifMatchOf(c *app.RequestContext) (int64, *api.FieldError) {
 	v := strings.Trim(string(c.GetHeader("If-Match")), `" `)
 	switch v {
 	case "":
@@ -283,30 +283,30 @@ func ifMatchOf(c *app.RequestContext) (int64, *jsonx.FieldError) {
 	}
 	rev, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || rev < 0 {
-		return 0, jsonx.Errorf("If-Match", jsonx.CodeInvalidValue, "want the revision (ETag) you read, got %q", v)
+		return 0, api.Errorf("If-Match", api.CodeInvalidValue, "want the revision (ETag) you read, got %q", v)
 	}
 	return rev, nil
 }
 
-func (a *api) list(_ context.Context, c *app.RequestContext) {
+func (a *configAPI) list(_ context.Context, c *app.RequestContext) {
 	service := string(c.Query("service"))
-	if fe := jsonx.Name("service", service, true); fe != nil {
+	if fe := api.Name("service", service, true); fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
 	entries := a.view.Involving(service)
 	if entries == nil {
-		entries = []Entry{}
+		entries = []api.Entry{}
 	}
 	c.JSON(consts.StatusOK, map[string]any{"service": service, "configs": entries, "pins": a.view.PinsOf(service)})
 }
 
-func (a *api) audit(ctx context.Context, c *app.RequestContext) {
+func (a *configAPI) audit(ctx context.Context, c *app.RequestContext) {
 	limit := int64(100)
 	if l := string(c.Query("limit")); l != "" {
 		n, err := strconv.ParseInt(l, 10, 64)
 		if err != nil || n < 1 || n > 1000 {
-			httpx.WriteError(c, consts.StatusBadRequest, jsonx.Errorf("limit", jsonx.CodeOutOfRange, "want 1..1000"))
+			httpx.WriteError(c, consts.StatusBadRequest, api.Errorf("limit", api.CodeOutOfRange, "want 1..1000"))
 			return
 		}
 		limit = n
@@ -319,7 +319,7 @@ func (a *api) audit(ctx context.Context, c *app.RequestContext) {
 	c.JSON(consts.StatusOK, map[string]any{"entries": entries})
 }
 
-func statusOfBodyError(fe *jsonx.FieldError) int {
+func statusOfBodyError(fe *api.FieldError) int {
 	if fe.Code == httpx.CodeBodyTooLarge {
 		return consts.StatusRequestEntityTooLarge
 	}

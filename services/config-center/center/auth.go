@@ -10,6 +10,7 @@ import (
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
@@ -90,11 +91,11 @@ func (t *tokens) require(write bool) app.HandlerFunc {
 			return
 		case !ok:
 			c.Response.Header.Set("WWW-Authenticate", `Bearer realm="sextant"`)
-			httpx.WriteError(c, consts.StatusUnauthorized, jsonx.Errorf("Authorization", "unauthorized", "a valid bearer token is required"))
+			httpx.WriteError(c, consts.StatusUnauthorized, api.Errorf("Authorization", "unauthorized", "a valid bearer token is required"))
 			c.Abort()
 			return
 		case write && tok.Role != RoleWriter:
-			httpx.WriteError(c, consts.StatusForbidden, jsonx.Errorf("Authorization", "forbidden", "token %q may read, not write", tok.Name))
+			httpx.WriteError(c, consts.StatusForbidden, api.Errorf("Authorization", "forbidden", "token %q may read, not write", tok.Name))
 			c.Abort()
 			return
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/cloudwego/hertz/pkg/common/config"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/shard"
@@ -52,14 +53,15 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	if err != nil {
 		return nil, err
 	}
+	keys := api.Keys{Prefix: cfg.EtcdPrefix}
 	v := newView()
 	cc := &Center{cfg: cfg, log: log, etcd: cli, view: v, stopping: make(chan struct{}),
 		shards: shard.NewMembership(cli, cfg.EtcdPrefix, log),
-		health: etcdx.NewHealth(cli, cfg.EtcdPrefix+"config/", time.Second)}
+		health: etcdx.NewHealth(cli, keys.Configs(), time.Second)}
 	cc.mirrors = []*etcdx.Mirror{
-		etcdx.NewMirror(cli, cfg.EtcdPrefix+"config/", mirrorOf{v, putConfig}, log),
-		etcdx.NewMirror(cli, cfg.EtcdPrefix+"pins/", mirrorOf{v, putPins}, log),
-		etcdx.NewMirror(cli, cfg.EtcdPrefix+"policy/", mirrorOf{v, putPolicy}, log),
+		etcdx.NewMirror(cli, keys.Configs(), mirrorOf{v, putConfig}, log),
+		etcdx.NewMirror(cli, keys.Pins(), mirrorOf{v, putPins}, log),
+		etcdx.NewMirror(cli, keys.Policies(), mirrorOf{v, putPolicy}, log),
 	}
 
 	opts := []config.Option{server.WithStreamBody(true), server.WithSenseClientDisconnection(true)}
@@ -80,9 +82,9 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 
 	cc.series = tsdb.New(cfg.TSDB, "config-center", log)
 	cc.series.Register(reg, "sextant_configcenter")
-	st := &store{etcd: cli, prefix: cfg.EtcdPrefix, kitexPrefix: cfg.KitexPrefix, timeout: 5 * time.Second, pinsOf: v.PinsOf, series: cc.series}
+	st := &store{etcd: cli, keys: keys, kitexPrefix: cfg.KitexPrefix, timeout: 5 * time.Second, pinsOf: v.PinsOf, series: cc.series}
 	status := newStatusBook(cfg.StatusTTL)
-	a := &api{store: st, view: v, maxBody: cfg.MaxBodyBytes, status: status}
+	a := &configAPI{store: st, view: v, maxBody: cfg.MaxBodyBytes, status: status}
 	w := &watcher{view: v, status: status, maxWait: cfg.MaxWait, defaultWait: cfg.DefaultWait, stopping: cc.stopping}
 	d := &dryRun{shards: cc.shards, view: v, client: &http.Client{}}
 

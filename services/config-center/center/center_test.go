@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/services/config-center/center"
 )
@@ -102,15 +103,15 @@ var validDocs = map[string]struct{ scope, doc string }{
 }
 
 func TestEveryKindRoundTrips(t *testing.T) {
-	_, _, api := setup(t, nil)
+	_, _, cc := setup(t, nil)
 	for kind, v := range validDocs {
 		t.Run(kind, func(t *testing.T) {
 			path := "/v1/configs/" + kind + "/" + v.scope
-			put := api.do("PUT", path, v.doc)
+			put := cc.do("PUT", path, v.doc)
 			if put.status != 200 || put.header.Get("ETag") == "" {
 				t.Fatalf("PUT: %s", put)
 			}
-			got := api.do("GET", path, "")
+			got := cc.do("GET", path, "")
 			if got.status != 200 || got.header.Get("ETag") != put.header.Get("ETag") {
 				t.Fatalf("GET: %s (ETag %q, PUT gave %q)", got, got.header.Get("ETag"), put.header.Get("ETag"))
 			}
@@ -120,15 +121,15 @@ func TestEveryKindRoundTrips(t *testing.T) {
 		})
 	}
 	// Everything that applies to comment-svc, as server or client.
-	r := api.do("GET", "/v1/configs?service=comment-svc", "")
+	r := cc.do("GET", "/v1/configs?service=comment-svc", "")
 	var list struct {
-		Configs []center.Entry `json:"configs"`
+		Configs []api.Entry `json:"configs"`
 	}
 	if json.Unmarshal(r.body, &list); r.status != 200 {
 		t.Fatalf("list: %s", r)
 	}
 	testenv.Eventually(t, 10*time.Second, func() error {
-		r = api.do("GET", "/v1/configs?service=comment-svc", "")
+		r = cc.do("GET", "/v1/configs?service=comment-svc", "")
 		_ = json.Unmarshal(r.body, &list)
 		if len(list.Configs) != 6 { // 4 client kinds + limit + unit_routing
 			return fmt.Errorf("%d configs list comment-svc: %s", len(list.Configs), r.body)
@@ -138,7 +139,7 @@ func TestEveryKindRoundTrips(t *testing.T) {
 }
 
 func TestInvalidDocumentsAreRefusedAndNothingWritten(t *testing.T) {
-	_, _, api := setup(t, nil)
+	_, _, cc := setup(t, nil)
 	for _, tc := range []struct {
 		name, path, doc, code, field string
 	}{
@@ -161,31 +162,31 @@ func TestInvalidDocumentsAreRefusedAndNothingWritten(t *testing.T) {
 		{"server kind with two names", "/v1/configs/limit/a/b", `{}`, "invalid_value", "scope"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := api.do("PUT", tc.path, tc.doc)
+			r := cc.do("PUT", tc.path, tc.doc)
 			code, field := r.errorField()
 			if r.status != 400 || code != tc.code || field != tc.field {
 				t.Fatalf("%s: want 400 %s on %q", r, tc.code, tc.field)
 			}
-			if g := api.do("GET", tc.path, ""); g.status != 404 && g.status != 400 {
+			if g := cc.do("GET", tc.path, ""); g.status != 404 && g.status != 400 {
 				t.Fatalf("after a refused write: %s", g)
 			}
 		})
 	}
-	if r := api.do("GET", "/v1/audit", ""); !strings.Contains(string(r.body), `"entries":[]`) {
+	if r := cc.do("GET", "/v1/audit", ""); !strings.Contains(string(r.body), `"entries":[]`) {
 		t.Fatalf("refused writes were audited: %s", r)
 	}
 }
 
 func TestConcurrentWritersAndHistory(t *testing.T) {
-	_, _, api := setup(t, nil)
+	_, _, cc := setup(t, nil)
 	path := "/v1/configs/limit/comment-svc"
 	v1 := `{"connection_limit": 100, "qps_limit": 1000}`
-	first := api.do("PUT", path, v1)
+	first := cc.do("PUT", path, v1)
 	if first.status != 200 {
 		t.Fatalf("create: %s", first)
 	}
 	rev1 := first.header.Get("ETag")
-	if r := api.do("PUT", path, `{"qps_limit": 5}`); r.status != 428 {
+	if r := cc.do("PUT", path, `{"qps_limit": 5}`); r.status != 428 {
 		t.Fatalf("overwrite without If-Match: %s", r)
 	}
 
@@ -196,7 +197,7 @@ func TestConcurrentWritersAndHistory(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = api.do("PUT", path, fmt.Sprintf(`{"connection_limit": 100, "qps_limit": %d}`, 2000+i), "If-Match", rev1)
+			results[i] = cc.do("PUT", path, fmt.Sprintf(`{"connection_limit": 100, "qps_limit": %d}`, 2000+i), "If-Match", rev1)
 		}()
 	}
 	wg.Wait()
@@ -208,14 +209,14 @@ func TestConcurrentWritersAndHistory(t *testing.T) {
 	if codes[1] == 200 {
 		winner = results[1]
 	}
-	if r := api.do("PUT", path, `{"qps_limit": 9}`, "If-Match", rev1); r.status != 412 {
+	if r := cc.do("PUT", path, `{"qps_limit": 9}`, "If-Match", rev1); r.status != 412 {
 		t.Fatalf("write on a stale revision: %s", r)
 	}
 
 	// History keeps every version; rollback restores the exact old document.
-	hist := api.do("GET", path+"/history", "")
+	hist := cc.do("GET", path+"/history", "")
 	var h struct {
-		Versions []center.Entry `json:"versions"`
+		Versions []api.Entry `json:"versions"`
 	}
 	if err := json.Unmarshal(hist.body, &h); err != nil || len(h.Versions) != 2 {
 		t.Fatalf("history: %s", hist)
@@ -223,40 +224,40 @@ func TestConcurrentWritersAndHistory(t *testing.T) {
 	if fmt.Sprint(h.Versions[1].Revision) != rev1 || !sameJSON(t, h.Versions[1].Document, []byte(v1)) {
 		t.Fatalf("oldest version %+v, want rev %s with %s", h.Versions[1], rev1, v1)
 	}
-	rb := api.do("POST", path+"/rollback?to="+rev1, "")
+	rb := cc.do("POST", path+"/rollback?to="+rev1, "")
 	if rb.status != 200 {
 		t.Fatalf("rollback: %s", rb)
 	}
-	if got := api.do("GET", path, ""); !sameJSON(t, documentOf(t, got), []byte(v1)) || got.header.Get("ETag") == winner.header.Get("ETag") {
+	if got := cc.do("GET", path, ""); !sameJSON(t, documentOf(t, got), []byte(v1)) || got.header.Get("ETag") == winner.header.Get("ETag") {
 		t.Fatalf("after rollback: %s", got)
 	}
-	if r := api.do("POST", path+"/rollback?to=999999", ""); r.status != 404 {
+	if r := cc.do("POST", path+"/rollback?to=999999", ""); r.status != 404 {
 		t.Fatalf("rollback to nothing: %s", r)
 	}
 	// Every write is audited, newest first, with who and the revisions.
 	var audit struct {
-		Entries []center.AuditEntry `json:"entries"`
+		Entries []api.AuditEntry `json:"entries"`
 	}
-	_ = json.Unmarshal(api.do("GET", "/v1/audit", "").body, &audit)
+	_ = json.Unmarshal(cc.do("GET", "/v1/audit", "").body, &audit)
 	if len(audit.Entries) != 3 || audit.Entries[0].Action != "rollback" || audit.Entries[0].Who != "admin" ||
 		audit.Entries[2].Action != "put" || audit.Entries[1].OldRevision == 0 {
 		t.Fatalf("audit: %+v", audit.Entries)
 	}
 	// Delete needs the revision too.
-	cur := api.do("GET", path, "").header.Get("ETag")
-	if r := api.do("DELETE", path, ""); r.status != 428 {
+	cur := cc.do("GET", path, "").header.Get("ETag")
+	if r := cc.do("DELETE", path, ""); r.status != 428 {
 		t.Fatalf("delete without If-Match: %s", r)
 	}
-	if r := api.do("DELETE", path, "", "If-Match", cur); r.status != 200 {
+	if r := cc.do("DELETE", path, "", "If-Match", cur); r.status != 200 {
 		t.Fatalf("delete: %s", r)
 	}
-	if r := api.do("GET", path, ""); r.status != 404 {
+	if r := cc.do("GET", path, ""); r.status != 404 {
 		t.Fatalf("after delete: %s", r)
 	}
 }
 
 func TestWritesNeedAWriterToken(t *testing.T) {
-	_, _, api := setup(t, func(c *center.Config) {
+	_, _, cc := setup(t, func(c *center.Config) {
 		c.TokensFile = writeTokens(t, `{"tokens": [{"token": "r-token", "name": "viewer", "role": "reader"}]}`)
 	})
 	path := "/v1/configs/limit/comment-svc"
@@ -264,7 +265,7 @@ func TestWritesNeedAWriterToken(t *testing.T) {
 		token  string
 		status int
 	}{{"", 401}, {"r-token", 403}, {"wrong", 401}} {
-		c := api
+		c := cc
 		c.token = tc.token
 		for _, m := range []string{"PUT", "DELETE"} {
 			if r := c.do(m, path, `{"qps_limit": 1}`); r.status != tc.status {
@@ -275,11 +276,11 @@ func TestWritesNeedAWriterToken(t *testing.T) {
 			t.Fatalf("pin with token %q: %s", tc.token, r)
 		}
 	}
-	if r := api.do("GET", path, ""); r.status != 404 {
+	if r := cc.do("GET", path, ""); r.status != 404 {
 		t.Fatalf("refused writes changed something: %s", r)
 	}
 	// Reads are open by default.
-	c := api
+	c := cc
 	c.token = ""
 	if r := c.do("GET", "/v1/configs?service=comment-svc", ""); r.status != 200 {
 		t.Fatalf("open read: %s", r)
@@ -287,11 +288,11 @@ func TestWritesNeedAWriterToken(t *testing.T) {
 }
 
 func TestReadsCanNeedAToken(t *testing.T) {
-	_, _, api := setup(t, func(c *center.Config) {
+	_, _, cc := setup(t, func(c *center.Config) {
 		c.ReadAuth = true
 		c.TokensFile = writeTokens(t, `{"tokens": [{"token": "r-token", "name": "viewer", "role": "reader"}]}`)
 	})
-	c := api
+	c := cc
 	c.token = ""
 	if r := c.do("GET", "/v1/configs?service=s", ""); r.status != 401 {
 		t.Fatalf("read without token: %s", r)

@@ -4,7 +4,7 @@ import (
 	"flag"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
@@ -38,8 +38,8 @@ func DefaultConfig() Config {
 		TSDB:          tsdb.DefaultConfig(),
 		HTTPAddr:      "127.0.0.1:7704",
 		EtcdEndpoints: "127.0.0.1:7790",
-		EtcdPrefix:    etcdx.DefaultPrefix,
-		KitexPrefix:   "/KitexConfig",
+		EtcdPrefix:    api.DefaultPrefix,
+		KitexPrefix:   api.KitexConfigPrefix,
 		MaxWait:       60 * time.Second,
 		DefaultWait:   30 * time.Second,
 		MaxBodyBytes:  256 << 10,

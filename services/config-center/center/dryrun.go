@@ -10,8 +10,8 @@ import (
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/httpx"
-	"github.com/sextant-mesh/sextant/internal/jsonx"
 	"github.com/sextant-mesh/sextant/internal/shard"
 )
 
@@ -27,21 +27,21 @@ type dryRun struct {
 
 // DryRunAnswer lists would-be denials per caller and rule.
 type DryRunAnswer struct {
-	Service string          `json:"service"`
-	Shard   string          `json:"shard"`
-	Rules   []AccessRule    `json:"dry_run_rules"`
-	Denials json.RawMessage `json:"denials"`
+	Service string           `json:"service"`
+	Shard   string           `json:"shard"`
+	Rules   []api.AccessRule `json:"dry_run_rules"`
+	Denials json.RawMessage  `json:"denials"`
 }
 
 func (d *dryRun) report(ctx context.Context, c *app.RequestContext) {
 	service := string(c.Query("service"))
-	if fe := jsonx.Name("service", service, true); fe != nil {
+	if fe := api.Name("service", service, true); fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
 	owner, ok := d.shards.View().Owner(service)
 	if !ok || owner.AdminAddr == "" {
-		httpx.WriteError(c, consts.StatusServiceUnavailable, jsonx.Errorf("", "unavailable", "no weight-calculator shard holds telemetry now"))
+		httpx.WriteError(c, consts.StatusServiceUnavailable, api.Errorf("", "unavailable", "no weight-calculator shard holds telemetry now"))
 		return
 	}
 	var got struct {
@@ -49,7 +49,7 @@ func (d *dryRun) report(ctx context.Context, c *app.RequestContext) {
 		Denials json.RawMessage `json:"denials"`
 	}
 	if err := d.fetch(ctx, fmt.Sprintf("http://%s/v1/dry-run?service=%s", owner.AdminAddr, service), &got); err != nil {
-		httpx.WriteError(c, consts.StatusBadGateway, jsonx.Errorf("", "unavailable", "asking shard %q: %v", owner.ID, err))
+		httpx.WriteError(c, consts.StatusBadGateway, api.Errorf("", "unavailable", "asking shard %q: %v", owner.ID, err))
 		return
 	}
 	c.JSON(consts.StatusOK, DryRunAnswer{Service: service, Shard: got.Shard, Rules: d.dryRunRules(service), Denials: got.Denials})
@@ -75,13 +75,13 @@ func (d *dryRun) fetch(ctx context.Context, url string, v any) error {
 
 // dryRunRules are the service's access rules in dry_run mode, to read the
 // denials against.
-func (d *dryRun) dryRunRules(service string) []AccessRule {
-	out := []AccessRule{}
+func (d *dryRun) dryRunRules(service string) []api.AccessRule {
+	out := []api.AccessRule{}
 	for _, e := range d.view.Applying(service) {
 		if e.Kind != "access_control" {
 			continue
 		}
-		var ac AccessControl
+		var ac api.AccessControl
 		if json.Unmarshal(e.Document, &ac) == nil {
 			for _, r := range ac.Rules {
 				if r.Mode == "dry_run" {

@@ -34,7 +34,7 @@ func (*slowServer) Ingest(context.Context, *aggregator.ReportBatch) (*aggregator
 // the config restores Kitex's default (1 s), so they succeed again.
 func TestStockKitexClientFollowsRPCTimeout(t *testing.T) {
 	var kitexPrefix string
-	etcd, _, api := setup(t, func(c *center.Config) { kitexPrefix = c.KitexPrefix })
+	etcd, _, cc := setup(t, func(c *center.Config) { kitexPrefix = c.KitexPrefix })
 
 	ln, err := kitexx.Listen("127.0.0.1:0")
 	if err != nil {
@@ -62,7 +62,7 @@ func TestStockKitexClientFollowsRPCTimeout(t *testing.T) {
 	}
 
 	path := "/v1/configs/rpc_timeout/feed-api/comment-svc"
-	put := api.do("PUT", path, `{"*": {"rpc_timeout_ms": 100, "conn_timeout_ms": 50}}`)
+	put := cc.do("PUT", path, `{"*": {"rpc_timeout_ms": 100, "conn_timeout_ms": 50}}`)
 	if put.status != 200 {
 		t.Fatalf("PUT: %s", put)
 	}
@@ -73,7 +73,7 @@ func TestStockKitexClientFollowsRPCTimeout(t *testing.T) {
 		return nil
 	})
 
-	if r := api.do("DELETE", path, "", "If-Match", put.header.Get("ETag")); r.status != 200 {
+	if r := cc.do("DELETE", path, "", "If-Match", put.header.Get("ETag")); r.status != 200 {
 		t.Fatalf("DELETE: %s", r)
 	}
 	testenv.Eventually(t, 20*time.Second, func() error {

@@ -10,9 +10,9 @@ const overloadV1 = `{"queue_time_ms": 50, "cpu": 0.9, "shed_step": 0.1, "user_id
 // Every bad overload document answers 400 naming the field and stores
 // nothing; a good one is stored with history.
 func TestOverloadKnobsRefusedWithTheField(t *testing.T) {
-	_, _, api := setup(t, nil)
+	_, _, cc := setup(t, nil)
 	path := "/v1/configs/overload/comment-svc"
-	put := api.do("PUT", path, overloadV1)
+	put := cc.do("PUT", path, overloadV1)
 	if put.status != 200 {
 		t.Fatalf("PUT a good document: %s", put)
 	}
@@ -32,28 +32,28 @@ func TestOverloadKnobsRefusedWithTheField(t *testing.T) {
 		{"key with a space", `{"request_id_key": "x request"}`, "invalid_value", "request_id_key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := api.do("PUT", path, tc.doc, "If-Match", rev)
+			r := cc.do("PUT", path, tc.doc, "If-Match", rev)
 			if code, field := r.errorField(); r.status != 400 || code != tc.code || field != tc.field {
 				t.Fatalf("%s: want 400 %s on %q", r, tc.code, tc.field)
 			}
-			g := api.do("GET", path, "")
+			g := cc.do("GET", path, "")
 			if g.status != 200 || g.header.Get("ETag") != rev || !sameJSON(t, documentOf(t, g), []byte(overloadV1)) {
 				t.Fatalf("after a refused write: %s", g)
 			}
-			if n := historyLen(t, api, path); n != 1 {
+			if n := historyLen(t, cc, path); n != 1 {
 				t.Fatalf("%d versions after a refused write", n)
 			}
 		})
 	}
 	v2 := `{"cpu": 0.8}`
-	if r := api.do("PUT", path, v2, "If-Match", rev); r.status != 200 {
+	if r := cc.do("PUT", path, v2, "If-Match", rev); r.status != 200 {
 		t.Fatalf("PUT v2: %s", r)
 	}
-	if n := historyLen(t, api, path); n != 2 {
+	if n := historyLen(t, cc, path); n != 2 {
 		t.Fatalf("%d versions, want 2", n)
 	}
 	var got map[string]any
-	if err := json.Unmarshal(documentOf(t, api.do("GET", path, "")), &got); err != nil || got["cpu"] != 0.8 {
+	if err := json.Unmarshal(documentOf(t, cc.do("GET", path, "")), &got); err != nil || got["cpu"] != 0.8 {
 		t.Fatalf("document %v", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
@@ -24,13 +25,13 @@ type pinRequest struct {
 }
 
 // pinsKey holds the pins of a service, as one JSON list.
-func (s *store) pinsKey(service string) string { return s.prefix + "pins/" + service }
+func (s *store) pinsKey(service string) string { return s.keys.PinsOf(service) }
 
 // pin holds service to a version of a config until it is unpinned: no
 // rollout, promote or new write changes what its instances apply.
-func (a *api) pin(ctx context.Context, c *app.RequestContext) {
+func (a *configAPI) pin(ctx context.Context, c *app.RequestContext) {
 	service := c.Param("service")
-	if fe := jsonx.Name("service", service, true); fe != nil {
+	if fe := api.Name("service", service, true); fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
@@ -47,7 +48,7 @@ func (a *api) pin(ctx context.Context, c *app.RequestContext) {
 	r, fe := parseConfigPath(req.Kind, req.Scope)
 	if fe != nil || r.action != "" {
 		if fe == nil {
-			fe = jsonx.Errorf("scope", jsonx.CodeInvalidValue, "not a scope: %q", req.Scope)
+			fe = api.Errorf("scope", api.CodeInvalidValue, "not a scope: %q", req.Scope)
 		}
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
@@ -55,22 +56,22 @@ func (a *api) pin(ctx context.Context, c *app.RequestContext) {
 	version, err := a.store.Version(ctx, r.ref, req.Revision)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			httpx.WriteError(c, consts.StatusNotFound, jsonx.Errorf("revision", "not_found", "%s has no version at revision %d", r.ref, req.Revision))
+			httpx.WriteError(c, consts.StatusNotFound, api.Errorf("revision", "not_found", "%s has no version at revision %d", r.ref, req.Revision))
 			return
 		}
 		a.fail(c, r.ref, err)
 		return
 	}
-	p := Pin{Kind: r.ref.Kind, Scope: r.ref.Scope(), Revision: req.Revision, Document: version.Document,
+	p := api.Pin{Kind: r.ref.Kind, Scope: r.ref.Scope(), Revision: req.Revision, Document: version.Document,
 		PinnedBy: whoOf(c), AtMs: time.Now().UnixMilli()}
-	a.updatePins(ctx, c, service, r.ref, "pin", func(pins []Pin) []Pin {
-		pins = slices.DeleteFunc(pins, func(q Pin) bool { return q.Kind == p.Kind && q.Scope == p.Scope })
+	a.updatePins(ctx, c, service, r.ref, "pin", func(pins []api.Pin) []api.Pin {
+		pins = slices.DeleteFunc(pins, func(q api.Pin) bool { return q.Kind == p.Kind && q.Scope == p.Scope })
 		return append(pins, p)
 	})
 }
 
 // unpin releases ?kind=K&scope=S of service.
-func (a *api) unpin(ctx context.Context, c *app.RequestContext) {
+func (a *configAPI) unpin(ctx context.Context, c *app.RequestContext) {
 	service := c.Param("service")
 	r, fe := parseConfigPath(string(c.Query("kind")), string(c.Query("scope")))
 	if fe != nil {
@@ -78,8 +79,8 @@ func (a *api) unpin(ctx context.Context, c *app.RequestContext) {
 		return
 	}
 	found := false
-	a.updatePins(ctx, c, service, r.ref, "unpin", func(pins []Pin) []Pin {
-		return slices.DeleteFunc(pins, func(q Pin) bool {
+	a.updatePins(ctx, c, service, r.ref, "unpin", func(pins []api.Pin) []api.Pin {
+		return slices.DeleteFunc(pins, func(q api.Pin) bool {
 			hit := q.Kind == r.ref.Kind && q.Scope == r.ref.Scope()
 			found = found || hit
 			return hit
@@ -87,19 +88,19 @@ func (a *api) unpin(ctx context.Context, c *app.RequestContext) {
 	}, &found)
 }
 
-func (a *api) pins(_ context.Context, c *app.RequestContext) {
+func (a *configAPI) pins(_ context.Context, c *app.RequestContext) {
 	service := c.Param("service")
 	pins := a.view.PinsOf(service)
 	if pins == nil {
-		pins = []Pin{}
+		pins = []api.Pin{}
 	}
 	c.JSON(consts.StatusOK, map[string]any{"service": service, "pins": pins})
 }
 
 // updatePins changes a service's pins in one transaction with the copy the
 // Kitex suite reads of the config concerned, and an audit record.
-func (a *api) updatePins(ctx context.Context, c *app.RequestContext, service string, r Ref, action string,
-	change func([]Pin) []Pin, mustFind ...*bool) {
+func (a *configAPI) updatePins(ctx context.Context, c *app.RequestContext, service string, r Ref, action string,
+	change func([]api.Pin) []api.Pin, mustFind ...*bool) {
 	s := a.store
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
@@ -109,7 +110,7 @@ func (a *api) updatePins(ctx context.Context, c *app.RequestContext, service str
 		a.fail(c, r, err)
 		return
 	}
-	var pins []Pin
+	var pins []api.Pin
 	cond := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
 	if len(cur.Kvs) > 0 {
 		_ = json.Unmarshal(cur.Kvs[0].Value, &pins)
@@ -117,7 +118,7 @@ func (a *api) updatePins(ctx context.Context, c *app.RequestContext, service str
 	}
 	pins = change(pins)
 	if len(mustFind) > 0 && !*mustFind[0] {
-		httpx.WriteError(c, consts.StatusNotFound, jsonx.Errorf("scope", "not_found", "%s is not pinned for %q", r, service))
+		httpx.WriteError(c, consts.StatusNotFound, api.Errorf("scope", "not_found", "%s is not pinned for %q", r, service))
 		return
 	}
 	ops := []clientv3.Op{}
@@ -133,7 +134,7 @@ func (a *api) updatePins(ctx context.Context, c *app.RequestContext, service str
 			ops = append(ops, clientv3.OpPut(kk, string(kitexDocument(r, e, pins))))
 		}
 	}
-	audit := AuditEntry{AtMs: time.Now().UnixMilli(), Who: whoOf(c), Action: action, Kind: r.Kind, Scope: r.Scope(), Service: service}
+	audit := api.AuditEntry{AtMs: time.Now().UnixMilli(), Who: whoOf(c), Action: action, Kind: r.Kind, Scope: r.Scope(), Service: service}
 	ops = append(ops, s.auditOp(audit))
 	resp, err := s.etcd.Txn(ctx).If(cond).Then(ops...).Commit()
 	if err != nil {
@@ -146,7 +147,7 @@ func (a *api) updatePins(ctx context.Context, c *app.RequestContext, service str
 	}
 	s.annotate(audit, resp.Header.Revision)
 	if pins == nil {
-		pins = []Pin{}
+		pins = []api.Pin{}
 	}
 	c.JSON(consts.StatusOK, map[string]any{"service": service, "pins": pins})
 }

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/sdk"
-	"github.com/sextant-mesh/sextant/services/config-center/center"
 )
 
 const (
@@ -21,14 +21,14 @@ const (
 		{"name": "user-posts", "priority": 90, "match": {"http": {"method": "POST", "path": "/api/users/:id/posts"}}}]}`
 )
 
-func historyLen(t *testing.T, api apiClient, path string) int {
+func historyLen(t *testing.T, cc apiClient, path string) int {
 	t.Helper()
-	r := api.do("GET", path+"/history", "")
+	r := cc.do("GET", path+"/history", "")
 	if r.status == 404 {
 		return 0
 	}
 	var h struct {
-		Versions []center.Entry `json:"versions"`
+		Versions []api.Entry `json:"versions"`
 	}
 	if err := json.Unmarshal(r.body, &h); err != nil || r.status != 200 {
 		t.Fatalf("history: %s", r)
@@ -40,9 +40,9 @@ func historyLen(t *testing.T, api apiClient, path string) int {
 // nothing is stored: neither over a stored document (its revision,
 // document and history stay) nor where there is none.
 func TestPriorityRulesRefusedWithTheField(t *testing.T) {
-	_, _, api := setup(t, nil)
+	_, _, cc := setup(t, nil)
 	stored := "/v1/configs/priority_rules/feed-api"
-	put := api.do("PUT", stored, priorityV1)
+	put := cc.do("PUT", stored, priorityV1)
 	if put.status != 200 {
 		t.Fatalf("PUT a good document: %s", put)
 	}
@@ -80,7 +80,7 @@ func TestPriorityRulesRefusedWithTheField(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Over the stored document, with the right revision.
-			r := api.do("PUT", stored, tc.doc, "If-Match", rev)
+			r := cc.do("PUT", stored, tc.doc, "If-Match", rev)
 			if code, field := r.errorField(); r.status != 400 || code != tc.code || field != tc.field {
 				t.Fatalf("%s: want 400 %s on %q", r, tc.code, tc.field)
 			}
@@ -90,34 +90,34 @@ func TestPriorityRulesRefusedWithTheField(t *testing.T) {
 			if err := json.Unmarshal(r.body, &body); err != nil || body.Error.Message == "" {
 				t.Fatalf("error body %s", r.body)
 			}
-			g := api.do("GET", stored, "")
+			g := cc.do("GET", stored, "")
 			if g.status != 200 || g.header.Get("ETag") != rev || !sameJSON(t, documentOf(t, g), []byte(priorityV1)) {
 				t.Fatalf("after a refused write: %s (ETag %s, want %s)", g, g.header.Get("ETag"), rev)
 			}
-			if n := historyLen(t, api, stored); n != 1 {
+			if n := historyLen(t, cc, stored); n != 1 {
 				t.Fatalf("%d versions after a refused write", n)
 			}
 			// Where there is no document: still none.
 			fresh := "/v1/configs/priority_rules/comment-svc"
-			r = api.do("PUT", fresh, tc.doc)
+			r = cc.do("PUT", fresh, tc.doc)
 			if code, field := r.errorField(); r.status != 400 || code != tc.code || field != tc.field {
 				t.Fatalf("new config: %s: want 400 %s on %q", r, tc.code, tc.field)
 			}
-			if g := api.do("GET", fresh, ""); g.status != 404 {
+			if g := cc.do("GET", fresh, ""); g.status != 404 {
 				t.Fatalf("after a refused first write: %s", g)
 			}
 		})
 	}
 	// Only the good write was audited.
 	var audit struct {
-		Entries []center.AuditEntry `json:"entries"`
+		Entries []api.AuditEntry `json:"entries"`
 	}
-	_ = json.Unmarshal(api.do("GET", "/v1/audit", "").body, &audit)
+	_ = json.Unmarshal(cc.do("GET", "/v1/audit", "").body, &audit)
 	if len(audit.Entries) != 1 || audit.Entries[0].Kind != "priority_rules" {
 		t.Fatalf("audit: %+v", audit.Entries)
 	}
 	// priority_rules is a server kind: one name in its scope.
-	if r := api.do("PUT", "/v1/configs/priority_rules/a/b", priorityV1); r.status != 400 {
+	if r := cc.do("PUT", "/v1/configs/priority_rules/a/b", priorityV1); r.status != 400 {
 		t.Fatalf("client scope: %s", r)
 	} else if _, field := r.errorField(); field != "scope" {
 		t.Fatalf("client scope: %s", r)
@@ -128,17 +128,17 @@ func TestPriorityRulesRefusedWithTheField(t *testing.T) {
 // watcher (PriorityRules.Follow gives requests their priority from it) and
 // leaves it when deleted.
 func TestPriorityRulesStoredAndWatched(t *testing.T) {
-	_, _, api := setup(t, nil)
+	_, _, cc := setup(t, nil)
 	path := "/v1/configs/priority_rules/feed-api"
-	v1 := api.do("PUT", path, priorityV1)
+	v1 := cc.do("PUT", path, priorityV1)
 	if v1.status != 200 {
 		t.Fatalf("PUT v1: %s", v1)
 	}
-	if g := api.do("GET", path, ""); g.status != 200 || !sameJSON(t, documentOf(t, g), []byte(priorityV1)) {
+	if g := cc.do("GET", path, ""); g.status != 200 || !sameJSON(t, documentOf(t, g), []byte(priorityV1)) {
 		t.Fatalf("GET v1: %s", g)
 	}
 
-	host := strings.TrimPrefix(api.base, "http://")
+	host := strings.TrimPrefix(cc.base, "http://")
 	w := sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: host, Service: "feed-api", Instance: "10.0.0.1:8080", Wait: 2 * time.Second})
 	w.Start()
 	defer w.Close()
@@ -167,17 +167,17 @@ func TestPriorityRulesStoredAndWatched(t *testing.T) {
 	rev1 := v1.header.Get("ETag")
 	expect("v1", rev1, map[*sdk.PriorityFeatures]int32{&feed: 100, &batch: 20, &posts: 64})
 
-	v2 := api.do("PUT", path, priorityV2, "If-Match", rev1)
+	v2 := cc.do("PUT", path, priorityV2, "If-Match", rev1)
 	if v2.status != 200 {
 		t.Fatalf("PUT v2: %s", v2)
 	}
 	expect("v2", v2.header.Get("ETag"), map[*sdk.PriorityFeatures]int32{&feed: 120, &batch: 30, &posts: 90})
-	if n := historyLen(t, api, path); n != 2 {
+	if n := historyLen(t, cc, path); n != 2 {
 		t.Fatalf("%d versions, want 2", n)
 	}
 
 	// The watch answer carries the document as stored.
-	_, a := api.watch("feed-api", "10.0.0.2:8080", 0, 0, "0s")
+	_, a := cc.watch("feed-api", "10.0.0.2:8080", 0, 0, "0s")
 	found := false
 	for _, c := range a.Configs {
 		if c.Kind == "priority_rules" && c.Scope == "feed-api" {
@@ -189,15 +189,15 @@ func TestPriorityRulesStoredAndWatched(t *testing.T) {
 	}
 
 	// Rollback writes v1 again as a new revision; the SDK follows.
-	rb := api.do("POST", path+"/rollback?to="+rev1, "")
+	rb := cc.do("POST", path+"/rollback?to="+rev1, "")
 	if rb.status != 200 {
 		t.Fatalf("rollback: %s", rb)
 	}
-	cur := api.do("GET", path, "").header.Get("ETag")
+	cur := cc.do("GET", path, "").header.Get("ETag")
 	expect("rollback", cur, map[*sdk.PriorityFeatures]int32{&feed: 100, &batch: 20, &posts: 64})
 
 	// Deleted: the SDK has no rules left.
-	if r := api.do("DELETE", path, "", "If-Match", cur); r.status != 200 {
+	if r := cc.do("DELETE", path, "", "If-Match", cur); r.status != 200 {
 		t.Fatalf("delete: %s", r)
 	}
 	testenv.Eventually(t, 10*time.Second, func() error {

@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
@@ -32,48 +33,6 @@ func (r Ref) Scope() string {
 
 func (r Ref) String() string { return r.Kind + "/" + r.Scope() }
 
-// path is the ref's place under config/ and config-history/.
-func (r Ref) path() string {
-	if r.Client == "" {
-		return r.Server + "/" + r.Kind
-	}
-	return r.Server + "/" + r.Kind + "/" + r.Client
-}
-
-// Entry is a stored config: the document in force and, during a rollout,
-// the one it replaces.
-type Entry struct {
-	Kind        string          `json:"kind"`
-	Scope       string          `json:"scope"`
-	Revision    int64           `json:"revision"` // etcd mod revision while current
-	Document    json.RawMessage `json:"document"`
-	Rollout     *Rollout        `json:"rollout,omitempty"`
-	UpdatedBy   string          `json:"updated_by"`
-	UpdatedAtMs int64           `json:"updated_at_ms"`
-	Deleted     bool            `json:"deleted,omitempty"` // in history: the config was deleted after this
-}
-
-// Rollout is a staged change: Percent of the instances (by a stable hash of
-// their id) get Document, the others Previous.
-type Rollout struct {
-	Percent          int             `json:"percent"`
-	Previous         json.RawMessage `json:"previous"`
-	PreviousRevision int64           `json:"previous_revision"`
-}
-
-// AuditEntry records one write.
-type AuditEntry struct {
-	AtMs        int64  `json:"at_ms"`
-	Who         string `json:"who"`
-	Action      string `json:"action"` // put, delete, rollback, rollout, promote, abort, pin, unpin
-	Kind        string `json:"kind,omitempty"`
-	Scope       string `json:"scope,omitempty"`
-	Service     string `json:"service,omitempty"` // for pins
-	OldRevision int64  `json:"old_revision"`
-	NewRevision int64  `json:"new_revision"`
-	Detail      string `json:"detail,omitempty"`
-}
-
 // Errors of the store, mapped to HTTP statuses by the API.
 var (
 	ErrNotFound         = errors.New("not found")
@@ -87,16 +46,16 @@ var (
 // kitex-contrib/config-etcd suite reads.
 type store struct {
 	etcd        *clientv3.Client
-	prefix      string
+	keys        api.Keys
 	kitexPrefix string
 	timeout     time.Duration
-	pinsOf      func(service string) []Pin
+	pinsOf      func(service string) []api.Pin
 	series      *tsdb.Writer
 }
 
 // annotate writes a config change to the time series as an annotation
 // (measurement `config_change`, docs/timeseries.md).
-func (s *store) annotate(a AuditEntry, newRevision int64) {
+func (s *store) annotate(a api.AuditEntry, newRevision int64) {
 	if s.series == nil || !s.series.Enabled() {
 		return
 	}
@@ -109,8 +68,8 @@ func (s *store) annotate(a AuditEntry, newRevision int64) {
 			"new_revision": newRevision, "text": text}, time.UnixMilli(a.AtMs))
 }
 
-func (s *store) key(r Ref) string           { return s.prefix + "config/" + r.path() }
-func (s *store) historyPrefix(r Ref) string { return s.prefix + "config-history/" + r.path() + "/" }
+func (s *store) key(r Ref) string           { return s.keys.Config(r.Server, r.Kind, r.Client) }
+func (s *store) historyPrefix(r Ref) string { return s.keys.ConfigHistory(r.Server, r.Kind, r.Client) }
 
 // kitexKey is where the config-etcd suite reads r, or "" when it does not.
 func (s *store) kitexKey(r Ref) string {
@@ -118,15 +77,13 @@ func (s *store) kitexKey(r Ref) string {
 	switch {
 	case k.KitexCategory == "":
 		return ""
-	case k.Scope == ClientScope:
-		return s.kitexPrefix + "/" + r.Client + "/" + r.Server + "/" + k.KitexCategory
 	default:
-		return s.kitexPrefix + "/" + r.Server + "/" + k.KitexCategory
+		return api.KitexConfigKey(s.kitexPrefix, r.Server, r.Client, k.KitexCategory)
 	}
 }
 
 // Get reads the entry of r.
-func (s *store) Get(ctx context.Context, r Ref) (*Entry, error) {
+func (s *store) Get(ctx context.Context, r Ref) (*api.Entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	resp, err := s.etcd.Get(ctx, s.key(r))
@@ -136,7 +93,7 @@ func (s *store) Get(ctx context.Context, r Ref) (*Entry, error) {
 	if len(resp.Kvs) == 0 {
 		return nil, ErrNotFound
 	}
-	var e Entry
+	var e api.Entry
 	if err := json.Unmarshal(resp.Kvs[0].Value, &e); err != nil {
 		return nil, fmt.Errorf("stored %s: %w", r, err)
 	}
@@ -147,7 +104,7 @@ func (s *store) Get(ctx context.Context, r Ref) (*Entry, error) {
 // Write replaces r's entry with next (nil deletes it) if the stored one is at
 // revision ifMatch (0: the config must not exist; -1: no If-Match given).
 // It returns the new revision.
-func (s *store) Write(ctx context.Context, r Ref, ifMatch int64, next *Entry, audit AuditEntry) (int64, error) {
+func (s *store) Write(ctx context.Context, r Ref, ifMatch int64, next *api.Entry, audit api.AuditEntry) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	key := s.key(r)
@@ -155,9 +112,9 @@ func (s *store) Write(ctx context.Context, r Ref, ifMatch int64, next *Entry, au
 	if err != nil {
 		return 0, err
 	}
-	var prev *Entry
+	var prev *api.Entry
 	if len(cur.Kvs) > 0 {
-		prev = &Entry{}
+		prev = &api.Entry{}
 		if err := json.Unmarshal(cur.Kvs[0].Value, prev); err != nil {
 			return 0, fmt.Errorf("stored %s: %w", r, err)
 		}
@@ -179,7 +136,7 @@ func (s *store) Write(ctx context.Context, r Ref, ifMatch int64, next *Entry, au
 		kept := *prev
 		kept.Deleted = next == nil
 		b, _ := json.Marshal(kept)
-		ops = append(ops, clientv3.OpPut(fmt.Sprintf("%s%020d", s.historyPrefix(r), prev.Revision), string(b)))
+		ops = append(ops, clientv3.OpPut(s.keys.ConfigVersion(r.Server, r.Kind, r.Client, prev.Revision), string(b)))
 		audit.OldRevision = prev.Revision
 	}
 	kitexKey := s.kitexKey(r)
@@ -210,15 +167,15 @@ func (s *store) Write(ctx context.Context, r Ref, ifMatch int64, next *Entry, au
 }
 
 // auditOp appends an audit record; the revision it creates is the write's own.
-func (s *store) auditOp(a AuditEntry) clientv3.Op {
+func (s *store) auditOp(a api.AuditEntry) clientv3.Op {
 	b, _ := json.Marshal(a)
-	return clientv3.OpPut(fmt.Sprintf("%saudit/%020d-%04x", s.prefix, time.Now().UnixNano(), rand.IntN(1<<16)), string(b))
+	return clientv3.OpPut(s.keys.AuditRecord(time.Now(), uint16(rand.UintN(1<<16))), string(b))
 }
 
 // kitexDocument is what a stock Kitex client gets: it knows no canary, so
 // during a rollout it keeps the previous document until the rollout is
 // promoted to 100 %; a pin of the service that applies r wins.
-func kitexDocument(r Ref, e *Entry, pins []Pin) json.RawMessage {
+func kitexDocument(r Ref, e *api.Entry, pins []api.Pin) json.RawMessage {
 	for _, p := range pins {
 		if p.Kind == r.Kind && p.Scope == r.Scope() && p.Document != nil {
 			return p.Document
@@ -240,31 +197,31 @@ func (r Ref) appliedBy() string {
 }
 
 // History lists r's versions, newest first: the current one, then those it replaced.
-func (s *store) History(ctx context.Context, r Ref) ([]Entry, error) {
+func (s *store) History(ctx context.Context, r Ref) ([]api.Entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	resp, err := s.etcd.Get(ctx, s.historyPrefix(r), clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
-	var out []Entry
+	var out []api.Entry
 	if cur, err := s.Get(ctx, r); err == nil {
 		out = append(out, *cur)
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
 	for _, kv := range resp.Kvs {
-		var e Entry
+		var e api.Entry
 		if json.Unmarshal(kv.Value, &e) == nil {
 			out = append(out, e)
 		}
 	}
-	slices.SortFunc(out, func(a, b Entry) int { return int(b.Revision - a.Revision) })
+	slices.SortFunc(out, func(a, b api.Entry) int { return int(b.Revision - a.Revision) })
 	return out, nil
 }
 
 // Version finds r's version at revision rev (current or in history).
-func (s *store) Version(ctx context.Context, r Ref, rev int64) (*Entry, error) {
+func (s *store) Version(ctx context.Context, r Ref, rev int64) (*api.Entry, error) {
 	hist, err := s.History(ctx, r)
 	if err != nil {
 		return nil, err
@@ -278,17 +235,17 @@ func (s *store) Version(ctx context.Context, r Ref, rev int64) (*Entry, error) {
 }
 
 // Audit lists the newest audit records, newest first.
-func (s *store) Audit(ctx context.Context, limit int64) ([]AuditEntry, error) {
+func (s *store) Audit(ctx context.Context, limit int64) ([]api.AuditEntry, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	resp, err := s.etcd.Get(ctx, s.prefix+"audit/", clientv3.WithPrefix(),
+	resp, err := s.etcd.Get(ctx, s.keys.Audit(), clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(limit))
 	if err != nil {
 		return nil, err
 	}
-	out := make([]AuditEntry, 0, len(resp.Kvs))
+	out := make([]api.AuditEntry, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		var a AuditEntry
+		var a api.AuditEntry
 		if json.Unmarshal(kv.Value, &a) == nil {
 			out = append(out, a)
 		}

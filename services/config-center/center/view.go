@@ -7,32 +7,23 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 )
-
-// Pin holds a service to one version of one config, whatever rollout runs.
-type Pin struct {
-	Kind     string          `json:"kind"`
-	Scope    string          `json:"scope"`
-	Revision int64           `json:"revision"`
-	Document json.RawMessage `json:"document"`
-	PinnedBy string          `json:"pinned_by"`
-	AtMs     int64           `json:"at_ms"`
-}
 
 // view is the in-memory copy of configs, pins and dynamic policies, mirrored
 // from etcd, that the list, the watch and the Kitex copies are computed from.
 // Every change closes the current changed channel and opens a new one.
 type view struct {
 	mu       sync.RWMutex
-	configs  map[string]Entry           // by path under config/
-	pins     map[string][]Pin           // by service
+	configs  map[string]api.Entry       // by path under config/
+	pins     map[string][]api.Pin       // by service
 	policies map[string]json.RawMessage // by service
 	changed  chan struct{}
 }
 
 func newView() *view {
-	return &view{configs: map[string]Entry{}, pins: map[string][]Pin{}, policies: map[string]json.RawMessage{}, changed: make(chan struct{})}
+	return &view{configs: map[string]api.Entry{}, pins: map[string][]api.Pin{}, policies: map[string]json.RawMessage{}, changed: make(chan struct{})}
 }
 
 // Changed is closed at the next change.
@@ -48,30 +39,27 @@ func (v *view) notify() {
 }
 
 // PinsOf returns the pins of service.
-func (v *view) PinsOf(service string) []Pin {
+func (v *view) PinsOf(service string) []api.Pin {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return slices.Clone(v.pins[service])
 }
 
-// refOf parses a path under config/: {server}/{kind}[/{client}].
+// refOf parses a path under the config directory (api.ConfigPath).
 func refOf(path string) (Ref, bool) {
-	parts := strings.Split(path, "/")
-	switch {
-	case len(parts) == 2 && Kinds[parts[1]] != nil:
-		return Ref{Server: parts[0], Kind: parts[1]}, true
-	case len(parts) == 3 && Kinds[parts[1]] != nil:
-		return Ref{Server: parts[0], Kind: parts[1], Client: parts[2]}, true
+	server, kind, client, ok := api.ParseConfigPath(path)
+	if !ok || Kinds[kind] == nil {
+		return Ref{}, false
 	}
-	return Ref{}, false
+	return Ref{Server: server, Kind: kind, Client: client}, true
 }
 
 // Applying lists the configs that apply to service: server-scoped ones of
 // which it is the server, client-scoped ones of which it is the client.
-func (v *view) Applying(service string) []Entry {
+func (v *view) Applying(service string) []api.Entry {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	var out []Entry
+	var out []api.Entry
 	for path, e := range v.configs {
 		r, ok := refOf(path)
 		if !ok {
@@ -81,21 +69,21 @@ func (v *view) Applying(service string) []Entry {
 			out = append(out, e)
 		}
 	}
-	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Kind+"/"+a.Scope, b.Kind+"/"+b.Scope) })
+	slices.SortFunc(out, func(a, b api.Entry) int { return strings.Compare(a.Kind+"/"+a.Scope, b.Kind+"/"+b.Scope) })
 	return out
 }
 
 // Involving lists the configs that name service as server or client.
-func (v *view) Involving(service string) []Entry {
+func (v *view) Involving(service string) []api.Entry {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	var out []Entry
+	var out []api.Entry
 	for path, e := range v.configs {
 		if r, ok := refOf(path); ok && (r.Server == service || r.Client == service) {
 			out = append(out, e)
 		}
 	}
-	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Kind+"/"+a.Scope, b.Kind+"/"+b.Scope) })
+	slices.SortFunc(out, func(a, b api.Entry) int { return strings.Compare(a.Kind+"/"+a.Scope, b.Kind+"/"+b.Scope) })
 	return out
 }
 
@@ -136,11 +124,11 @@ func (m mirrorOf) Apply(events []etcdx.Event, _ int64) {
 func putConfig(v *view, ev etcdx.Event) {
 	switch {
 	case ev.Key == "":
-		v.configs = map[string]Entry{}
+		v.configs = map[string]api.Entry{}
 	case ev.Deleted:
 		delete(v.configs, ev.Key)
 	default:
-		var e Entry
+		var e api.Entry
 		if json.Unmarshal(ev.Value, &e) == nil {
 			e.Revision = ev.ModRevision
 			v.configs[ev.Key] = e
@@ -151,11 +139,11 @@ func putConfig(v *view, ev etcdx.Event) {
 func putPins(v *view, ev etcdx.Event) {
 	switch {
 	case ev.Key == "":
-		v.pins = map[string][]Pin{}
+		v.pins = map[string][]api.Pin{}
 	case ev.Deleted:
 		delete(v.pins, ev.Key)
 	default:
-		var ps []Pin
+		var ps []api.Pin
 		if json.Unmarshal(ev.Value, &ps) == nil {
 			v.pins[ev.Key] = ps
 		}
@@ -181,27 +169,18 @@ func bucket(instance string) int {
 	return int(h.Sum32() % 100)
 }
 
-// Effective is one config as one instance applies it.
-type Effective struct {
-	Kind     string          `json:"kind"`
-	Scope    string          `json:"scope"`
-	Revision int64           `json:"revision"`
-	Source   string          `json:"source"` // current, canary, previous (outside a canary), pinned
-	Document json.RawMessage `json:"document"`
-}
-
 // effective decides what instance of service applies of e.
-func effective(e Entry, service, instance string, pins []Pin) Effective {
+func effective(e api.Entry, service, instance string, pins []api.Pin) api.Effective {
 	for _, p := range pins {
 		if p.Kind == e.Kind && p.Scope == e.Scope {
-			return Effective{Kind: e.Kind, Scope: e.Scope, Revision: p.Revision, Source: "pinned", Document: p.Document}
+			return api.Effective{Kind: e.Kind, Scope: e.Scope, Revision: p.Revision, Source: "pinned", Document: p.Document}
 		}
 	}
 	if ro := e.Rollout; ro != nil {
 		if bucket(instance) < ro.Percent {
-			return Effective{Kind: e.Kind, Scope: e.Scope, Revision: e.Revision, Source: "canary", Document: e.Document}
+			return api.Effective{Kind: e.Kind, Scope: e.Scope, Revision: e.Revision, Source: "canary", Document: e.Document}
 		}
-		return Effective{Kind: e.Kind, Scope: e.Scope, Revision: ro.PreviousRevision, Source: "previous", Document: ro.Previous}
+		return api.Effective{Kind: e.Kind, Scope: e.Scope, Revision: ro.PreviousRevision, Source: "previous", Document: ro.Previous}
 	}
-	return Effective{Kind: e.Kind, Scope: e.Scope, Revision: e.Revision, Source: "current", Document: e.Document}
+	return api.Effective{Kind: e.Kind, Scope: e.Scope, Revision: e.Revision, Source: "current", Document: e.Document}
 }

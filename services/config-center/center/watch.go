@@ -13,20 +13,9 @@ import (
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/httpx"
-	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
-
-// WatchAnswer is what an SDK instance applies: every config that applies
-// to its service as this instance sees it (rollout and pins applied), and the
-// dynamic policies of the services it calls.
-type WatchAnswer struct {
-	Service  string                     `json:"service"`
-	Instance string                     `json:"instance"`
-	Version  int64                      `json:"version"`
-	Configs  []Effective                `json:"configs"`
-	Policies map[string]json.RawMessage `json:"policies"`
-}
 
 // watcher serves GET /v1/watch.
 type watcher struct {
@@ -38,8 +27,8 @@ type watcher struct {
 }
 
 // answer computes what instance of service applies now.
-func (w *watcher) answer(service, instance string, calls []string) WatchAnswer {
-	a := WatchAnswer{Service: service, Instance: instance, Configs: []Effective{}, Policies: map[string]json.RawMessage{}}
+func (w *watcher) answer(service, instance string, calls []string) api.WatchAnswer {
+	a := api.WatchAnswer{Service: service, Instance: instance, Configs: []api.Effective{}, Policies: map[string]json.RawMessage{}}
 	pins := w.view.PinsOf(service)
 	callees := map[string]bool{}
 	for _, c := range calls {
@@ -63,7 +52,7 @@ func (w *watcher) answer(service, instance string, calls []string) WatchAnswer {
 	}
 	h := fnv.New64a()
 	b, _ := json.Marshal(struct {
-		C []Effective
+		C []api.Effective
 		P map[string]json.RawMessage
 	}{a.Configs, a.Policies})
 	h.Write(b)
@@ -71,18 +60,18 @@ func (w *watcher) answer(service, instance string, calls []string) WatchAnswer {
 	return a
 }
 
-func parseScopeOf(e Entry) (Ref, bool) {
+func parseScopeOf(e api.Entry) (Ref, bool) {
 	r, err := parseRef(e.Kind, splitScope(e.Scope))
 	return r, err == nil
 }
 
 func (w *watcher) watch(ctx context.Context, c *app.RequestContext) {
 	service, instance := string(c.Query("service")), string(c.Query("instance"))
-	if fe := jsonx.Name("service", service, true); fe != nil {
+	if fe := api.Name("service", service, true); fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
-	if fe := jsonx.Name("instance", instance, true); fe != nil {
+	if fe := api.Name("instance", instance, true); fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
@@ -90,7 +79,7 @@ func (w *watcher) watch(ctx context.Context, c *app.RequestContext) {
 	if cs := string(c.Query("calls")); cs != "" {
 		calls = strings.Split(cs, ",")
 		for i, name := range calls {
-			if fe := jsonx.Name(jsonx.Index("calls", i), name, true); fe != nil {
+			if fe := api.Name(api.Index("calls", i), name, true); fe != nil {
 				httpx.WriteError(c, consts.StatusBadRequest, fe)
 				return
 			}
@@ -110,7 +99,7 @@ func (w *watcher) watch(ctx context.Context, c *app.RequestContext) {
 	if s := string(c.Query("wait")); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d < 0 || d > w.maxWait {
-			httpx.WriteError(c, consts.StatusBadRequest, jsonx.Errorf("wait", jsonx.CodeOutOfRange, "want a duration in [0, %s], got %q", w.maxWait, s))
+			httpx.WriteError(c, consts.StatusBadRequest, api.Errorf("wait", api.CodeOutOfRange, "want a duration in [0, %s], got %q", w.maxWait, s))
 			return
 		}
 		wait = d
@@ -144,14 +133,14 @@ func (w *watcher) watch(ctx context.Context, c *app.RequestContext) {
 	}
 }
 
-func int64Query(c *app.RequestContext, name string) (int64, *jsonx.FieldError) {
+func int64Query(c *app.RequestContext, name string) (int64, *api.FieldError) {
 	s := string(c.Query(name))
 	if s == "" {
 		return 0, nil
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return 0, jsonx.Errorf(name, jsonx.CodeInvalidType, "want an integer, got %q", s)
+		return 0, api.Errorf(name, api.CodeInvalidType, "want an integer, got %q", s)
 	}
 	return n, nil
 }
@@ -183,7 +172,7 @@ func newStatusBook(ttl time.Duration) *statusBook {
 	return &statusBook{ttl: ttl, sentTo: map[instanceKey]sentAnswer{}, applied: map[instanceKey]appliedState{}}
 }
 
-func (b *statusBook) sent(service, instance string, a WatchAnswer) {
+func (b *statusBook) sent(service, instance string, a api.WatchAnswer) {
 	revs := make(map[string]int64, len(a.Configs))
 	for _, e := range a.Configs {
 		revs[e.Kind+"/"+e.Scope] = e.Revision
@@ -214,18 +203,10 @@ func (b *statusBook) seen(service, instance string) {
 	}
 }
 
-// ConfigStatus tells how many instances run which revision of a config.
-type ConfigStatus struct {
-	Kind       string         `json:"kind"`
-	Scope      string         `json:"scope"`
-	Instances  int            `json:"instances"`
-	ByRevision map[string]int `json:"by_revision"`
-}
-
-func (b *statusBook) of(r Ref) ConfigStatus {
+func (b *statusBook) of(r Ref) api.ConfigStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	st := ConfigStatus{Kind: r.Kind, Scope: r.Scope(), ByRevision: map[string]int{}}
+	st := api.ConfigStatus{Kind: r.Kind, Scope: r.Scope(), ByRevision: map[string]int{}}
 	cutoff := time.Now().Add(-b.ttl)
 	for k, a := range b.applied {
 		if a.at.Before(cutoff) {

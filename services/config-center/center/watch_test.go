@@ -10,20 +10,20 @@ import (
 
 	"github.com/cloudwego/kitex/client"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
 	aggregatorsvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator/aggregator"
-	"github.com/sextant-mesh/sextant/services/config-center/center"
 )
 
-func (c apiClient) watch(service, instance string, version, applied int64, wait string) (int, center.WatchAnswer) {
+func (c apiClient) watch(service, instance string, version, applied int64, wait string) (int, api.WatchAnswer) {
 	c.t.Helper()
 	q := url.Values{"service": {service}, "instance": {instance}, "version": {fmt.Sprint(version)}, "wait": {wait}}
 	if applied > 0 {
 		q.Set("applied", fmt.Sprint(applied))
 	}
 	r := c.do("GET", "/v1/watch?"+q.Encode(), "")
-	var a center.WatchAnswer
+	var a api.WatchAnswer
 	if r.status == 200 {
 		if err := json.Unmarshal(r.body, &a); err != nil {
 			c.t.Fatalf("watch answer %s: %v", r.body, err)
@@ -33,7 +33,7 @@ func (c apiClient) watch(service, instance string, version, applied int64, wait 
 }
 
 // limitOf is the qps_limit an instance applies.
-func limitOf(t testing.TB, a center.WatchAnswer) (int64, string) {
+func limitOf(t testing.TB, a api.WatchAnswer) (int64, string) {
 	for _, e := range a.Configs {
 		if e.Kind == "limit" {
 			var l struct {
@@ -50,13 +50,13 @@ func limitOf(t testing.TB, a center.WatchAnswer) (int64, string) {
 // document, the same ones stay in at 50 %, promote to 100 % gives it to all,
 // and a pin beats any rollout until it is removed.
 func TestRolloutPinsAndStatus(t *testing.T) {
-	_, _, api := setup(t, nil)
+	_, _, cc := setup(t, nil)
 	path := "/v1/configs/limit/comment-svc"
-	v1 := api.do("PUT", path, `{"qps_limit": 100}`)
+	v1 := cc.do("PUT", path, `{"qps_limit": 100}`)
 	if v1.status != 200 {
 		t.Fatalf("v1: %s", v1)
 	}
-	v2 := api.do("PUT", path+"?rollout=10", `{"qps_limit": 200}`, "If-Match", v1.header.Get("ETag"))
+	v2 := cc.do("PUT", path+"?rollout=10", `{"qps_limit": 200}`, "If-Match", v1.header.Get("ETag"))
 	if v2.status != 200 {
 		t.Fatalf("rollout: %s", v2)
 	}
@@ -70,7 +70,7 @@ func TestRolloutPinsAndStatus(t *testing.T) {
 		testenv.Eventually(t, 10*time.Second, func() error {
 			clear(in)
 			for _, id := range instances {
-				_, a := api.watch("comment-svc", id, 0, 0, "0s")
+				_, a := cc.watch("comment-svc", id, 0, 0, "0s")
 				if qps, _ := limitOf(t, a); qps == 200 {
 					in[id] = true
 				} else if qps != 100 {
@@ -85,7 +85,7 @@ func TestRolloutPinsAndStatus(t *testing.T) {
 		return in
 	}
 	at10 := canary(100)
-	prom := api.do("POST", path+"/promote?percent=50", "")
+	prom := cc.do("POST", path+"/promote?percent=50", "")
 	if prom.status != 200 {
 		t.Fatalf("promote: %s", prom)
 	}
@@ -98,29 +98,29 @@ func TestRolloutPinsAndStatus(t *testing.T) {
 
 	// Pin comment-svc to v1: every instance applies it, canary or not.
 	rev1 := v1.header.Get("ETag")
-	if r := api.do("POST", "/v1/pins/comment-svc", `{"kind": "limit", "scope": "comment-svc", "revision": `+rev1+`}`); r.status != 200 {
+	if r := cc.do("POST", "/v1/pins/comment-svc", `{"kind": "limit", "scope": "comment-svc", "revision": `+rev1+`}`); r.status != 200 {
 		t.Fatalf("pin: %s", r)
 	}
 	testenv.Eventually(t, 10*time.Second, func() error {
 		for id := range at50 {
-			if qps, src := limitOf(t, mustWatch(api, id)); qps != 100 || src != "pinned" {
+			if qps, src := limitOf(t, mustWatch(cc, id)); qps != 100 || src != "pinned" {
 				return fmt.Errorf("pinned canary instance %s applies %d (%s)", id, qps, src)
 			}
 		}
 		return nil
 	})
-	if r := api.do("POST", path+"/promote?percent=100", ""); r.status != 200 {
+	if r := cc.do("POST", path+"/promote?percent=100", ""); r.status != 200 {
 		t.Fatalf("promote to 100: %s", r)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if qps, src := limitOf(t, mustWatch(api, instances[0])); qps != 100 || src != "pinned" {
+	if qps, src := limitOf(t, mustWatch(cc, instances[0])); qps != 100 || src != "pinned" {
 		t.Fatalf("the pin lost to a promotion: %d (%s)", qps, src)
 	}
-	if r := api.do("DELETE", "/v1/pins/comment-svc?kind=limit&scope=comment-svc", ""); r.status != 200 {
+	if r := cc.do("DELETE", "/v1/pins/comment-svc?kind=limit&scope=comment-svc", ""); r.status != 200 {
 		t.Fatalf("unpin: %s", r)
 	}
 	testenv.Eventually(t, 10*time.Second, func() error {
-		if qps, src := limitOf(t, mustWatch(api, instances[0])); qps != 200 || src != "current" {
+		if qps, src := limitOf(t, mustWatch(cc, instances[0])); qps != 200 || src != "current" {
 			return fmt.Errorf("after unpin: %d (%s)", qps, src)
 		}
 		return nil
@@ -128,30 +128,30 @@ func TestRolloutPinsAndStatus(t *testing.T) {
 
 	// Status: instances report what they applied on their next poll.
 	for _, id := range instances[:20] {
-		_, a := api.watch("comment-svc", id, 0, 0, "0s")
-		api.watch("comment-svc", id, a.Version, a.Version, "0s")
+		_, a := cc.watch("comment-svc", id, 0, 0, "0s")
+		cc.watch("comment-svc", id, a.Version, a.Version, "0s")
 	}
-	var st center.ConfigStatus
-	_ = json.Unmarshal(api.do("GET", path+"/status", "").body, &st)
-	cur := api.do("GET", path, "").header.Get("ETag")
+	var st api.ConfigStatus
+	_ = json.Unmarshal(cc.do("GET", path+"/status", "").body, &st)
+	cur := cc.do("GET", path, "").header.Get("ETag")
 	if st.Instances != 20 || st.ByRevision[cur] != 20 {
 		t.Fatalf("status %+v, want 20 instances on revision %s", st, cur)
 	}
 }
 
-func mustWatch(api apiClient, instance string) center.WatchAnswer {
-	_, a := api.watch("comment-svc", instance, 0, 0, "0s")
+func mustWatch(cc apiClient, instance string) api.WatchAnswer {
+	_, a := cc.watch("comment-svc", instance, 0, 0, "0s")
 	return a
 }
 
 // A watcher is released by a change that applies to it, and not by one
 // that does not.
 func TestWatchReleasedOnlyByRelevantChanges(t *testing.T) {
-	_, _, api := setup(t, nil)
-	api.do("PUT", "/v1/configs/limit/comment-svc", `{"qps_limit": 100}`)
-	var a center.WatchAnswer
+	_, _, cc := setup(t, nil)
+	cc.do("PUT", "/v1/configs/limit/comment-svc", `{"qps_limit": 100}`)
+	var a api.WatchAnswer
 	testenv.Eventually(t, 10*time.Second, func() error {
-		_, a = api.watch("comment-svc", "10.0.0.1:80", 0, 0, "0s")
+		_, a = cc.watch("comment-svc", "10.0.0.1:80", 0, 0, "0s")
 		if qps, _ := limitOf(t, a); qps != 100 {
 			return fmt.Errorf("not yet: %+v", a)
 		}
@@ -159,17 +159,17 @@ func TestWatchReleasedOnlyByRelevantChanges(t *testing.T) {
 	})
 	type result struct {
 		status int
-		a      center.WatchAnswer
+		a      api.WatchAnswer
 		at     time.Time
 	}
 	released := make(chan result, 1)
 	go func() {
-		s, got := api.watch("comment-svc", "10.0.0.1:80", a.Version, 0, "20s")
+		s, got := cc.watch("comment-svc", "10.0.0.1:80", a.Version, 0, "20s")
 		released <- result{s, got, time.Now()}
 	}()
 	time.Sleep(200 * time.Millisecond)
 	// Another service's config: not this watcher's business.
-	if r := api.do("PUT", "/v1/configs/limit/other-svc", `{"qps_limit": 7}`); r.status != 200 {
+	if r := cc.do("PUT", "/v1/configs/limit/other-svc", `{"qps_limit": 7}`); r.status != 200 {
 		t.Fatal(r)
 	}
 	select {
@@ -177,8 +177,8 @@ func TestWatchReleasedOnlyByRelevantChanges(t *testing.T) {
 		t.Fatalf("released by another service's change: %d %+v", r.status, r.a)
 	case <-time.After(500 * time.Millisecond):
 	}
-	cur := api.do("GET", "/v1/configs/limit/comment-svc", "").header.Get("ETag")
-	if r := api.do("PUT", "/v1/configs/limit/comment-svc", `{"qps_limit": 300}`, "If-Match", cur); r.status != 200 {
+	cur := cc.do("GET", "/v1/configs/limit/comment-svc", "").header.Get("ETag")
+	if r := cc.do("PUT", "/v1/configs/limit/comment-svc", `{"qps_limit": 300}`, "If-Match", cur); r.status != 200 {
 		t.Fatal(r)
 	}
 	changedAt := time.Now()
@@ -192,7 +192,7 @@ func TestWatchReleasedOnlyByRelevantChanges(t *testing.T) {
 		t.Fatal("the watcher was not released by its own config's change")
 	}
 	// Without a change the watch answers 304 after its wait.
-	if s, _ := api.watch("comment-svc", "10.0.0.1:80", 0, 0, "0s"); s != 200 {
+	if s, _ := cc.watch("comment-svc", "10.0.0.1:80", 0, 0, "0s"); s != 200 {
 		t.Fatalf("fresh watch: %d", s)
 	}
 }
@@ -203,9 +203,9 @@ func TestDryRunReport(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
 	calc := testenv.StartCalculator(t, etcd, prefix, "calc-1", nil)
-	cc := testenv.StartConfigCenter(t, etcd, prefix, nil)
-	api := apiClient{t: t, base: "http://" + cc.Addr(), token: testenv.AdminToken}
-	api.do("PUT", "/v1/configs/access_control/pay-svc", `{"rules": [{"name": "allow-list", "type": "allow", "callers": ["feed-api"], "mode": "dry_run"}]}`)
+	srv := testenv.StartConfigCenter(t, etcd, prefix, nil)
+	cc := apiClient{t: t, base: "http://" + srv.Addr(), token: testenv.AdminToken}
+	cc.do("PUT", "/v1/configs/access_control/pay-svc", `{"rules": [{"name": "allow-list", "type": "allow", "callers": ["feed-api"], "mode": "dry_run"}]}`)
 
 	kc, err := aggregatorsvc.NewClient("weight-calculator", client.WithHostPorts(calc.KitexAddr()))
 	if err != nil {
@@ -221,7 +221,7 @@ func TestDryRunReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got struct {
-		Rules   []center.AccessRule `json:"dry_run_rules"`
+		Rules   []api.AccessRule `json:"dry_run_rules"`
 		Denials []struct {
 			CallerService string `json:"caller_service"`
 			Rule          string `json:"rule"`
@@ -230,7 +230,7 @@ func TestDryRunReport(t *testing.T) {
 		} `json:"denials"`
 	}
 	testenv.Eventually(t, 10*time.Second, func() error {
-		r := api.do("GET", "/v1/access/dry-run?service=pay-svc", "")
+		r := cc.do("GET", "/v1/access/dry-run?service=pay-svc", "")
 		if r.status != 200 {
 			return fmt.Errorf("%s", r)
 		}

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
-	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 )
 
 // ErrTooManyServices: the cache holds --max-services services already.
@@ -26,9 +26,9 @@ type Cache struct {
 	onSnapshot  func() // a snapshot changed version; for metrics
 
 	mu       sync.Mutex // serializes changes
-	regs     map[string]map[string]Registration
-	kitex    map[string]map[string]Registration // from kitex-contrib/registry-etcd
-	policies map[string]*meshcore.Policy
+	regs     map[string]map[string]api.Registration
+	kitex    map[string]map[string]api.Registration // from kitex-contrib/registry-etcd
+	policies map[string]*api.Policy
 
 	smu   sync.RWMutex
 	snaps map[string]*Snapshot
@@ -38,7 +38,7 @@ type Cache struct {
 func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache {
 	return &Cache{
 		policyTTL: policyTTL, maxServices: maxServices, log: log, now: time.Now, onSnapshot: func() {},
-		regs: map[string]map[string]Registration{}, kitex: map[string]map[string]Registration{}, policies: map[string]*meshcore.Policy{},
+		regs: map[string]map[string]api.Registration{}, kitex: map[string]map[string]api.Registration{}, policies: map[string]*api.Policy{},
 		snaps: map[string]*Snapshot{},
 	}
 }
@@ -74,7 +74,7 @@ func (c *Cache) Services() int {
 }
 
 // Instances returns the registrations of service (a copy).
-func (c *Cache) Instances(service string) map[string]Registration {
+func (c *Cache) Instances(service string) map[string]api.Registration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.instances(service)
@@ -82,8 +82,8 @@ func (c *Cache) Instances(service string) map[string]Registration {
 
 // instances merges both registries; Sextant's own registration of an
 // instance wins over the Kitex registry's. mu is held.
-func (c *Cache) instances(service string) map[string]Registration {
-	out := make(map[string]Registration, len(c.regs[service])+len(c.kitex[service]))
+func (c *Cache) instances(service string) map[string]api.Registration {
+	out := make(map[string]api.Registration, len(c.regs[service])+len(c.kitex[service]))
 	for k, v := range c.kitex[service] {
 		out[k] = v
 	}
@@ -147,7 +147,7 @@ func (m registryMirror) Reset(kvs []etcdx.Event, _ int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.regs
-	c.regs = map[string]map[string]Registration{}
+	c.regs = map[string]map[string]api.Registration{}
 	for _, kv := range kvs {
 		m.put(kv.Key, kv.Value, false)
 	}
@@ -188,13 +188,13 @@ func (m registryMirror) put(key string, value []byte, deleted bool) string {
 		}
 		return service
 	}
-	var r Registration
+	var r api.Registration
 	if err := json.Unmarshal(value, &r); err != nil {
 		m.c.log.Warn("ignoring a malformed registration", "key", key, "err", err)
 		return ""
 	}
 	if regs == nil {
-		regs = map[string]Registration{}
+		regs = map[string]api.Registration{}
 		m.c.regs[service] = regs
 	}
 	regs[instance] = r
@@ -206,7 +206,7 @@ func (m policyMirror) Reset(kvs []etcdx.Event, _ int64) {
 	c := m.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.policies = map[string]*meshcore.Policy{}
+	c.policies = map[string]*api.Policy{}
 	for _, kv := range kvs {
 		m.put(kv.Key, kv.Value, false)
 	}
@@ -229,7 +229,7 @@ func (m policyMirror) put(service string, value []byte, deleted bool) {
 		delete(m.c.policies, service)
 		return
 	}
-	var p meshcore.Policy
+	var p api.Policy
 	if err := json.Unmarshal(value, &p); err != nil {
 		m.c.log.Warn("ignoring a malformed policy", "service", service, "err", err)
 		return
@@ -238,7 +238,7 @@ func (m policyMirror) put(service string, value []byte, deleted bool) {
 }
 
 // rebuildAll rebuilds every service known now or before; mu is held.
-func (c *Cache) rebuildAll(before map[string]map[string]Registration) {
+func (c *Cache) rebuildAll(before map[string]map[string]api.Registration) {
 	services := map[string]bool{}
 	for s := range c.regs {
 		services[s] = true
@@ -282,7 +282,7 @@ func (m kitexRegistryMirror) Reset(kvs []etcdx.Event, _ int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	before := c.kitex
-	c.kitex = map[string]map[string]Registration{}
+	c.kitex = map[string]map[string]api.Registration{}
 	for _, kv := range kvs {
 		m.put(kv)
 	}
@@ -312,9 +312,9 @@ func (m kitexRegistryMirror) put(ev etcdx.Event) string {
 		return ""
 	}
 	if m.c.kitex[service] == nil {
-		m.c.kitex[service] = map[string]Registration{}
+		m.c.kitex[service] = map[string]api.Registration{}
 	}
-	m.c.kitex[service][addr] = Registration{Service: service, Instance: addr, Addr: ki.Address,
+	m.c.kitex[service][addr] = api.Registration{Service: service, Instance: addr, Addr: ki.Address,
 		StaticWeight: int32(min(max(ki.Weight, 1), 1000)), Metadata: ki.Tags}
 	return service
 }

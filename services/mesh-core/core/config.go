@@ -7,7 +7,7 @@ import (
 	"flag"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
@@ -45,7 +45,7 @@ func DefaultConfig() Config {
 		HTTPAddr:            "127.0.0.1:7703",
 		KitexAddr:           "127.0.0.1:7713",
 		EtcdEndpoints:       "127.0.0.1:7790",
-		EtcdPrefix:          etcdx.DefaultPrefix,
+		EtcdPrefix:          api.DefaultPrefix,
 		PolicyTTL:           2 * time.Minute,
 		MaxWait:             60 * time.Second,
 		DefaultWait:         30 * time.Second,
@@ -54,7 +54,7 @@ func DefaultConfig() Config {
 		DefaultTTL:          30 * time.Second,
 		MaxBodyBytes:        64 << 10,
 		ShutdownGrace:       5 * time.Second,
-		KitexRegistryPrefix: "kitex/registry-etcd",
+		KitexRegistryPrefix: api.KitexRegistryPrefix,
 	}
 }
 

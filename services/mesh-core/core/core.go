@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
@@ -55,16 +56,17 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	if err != nil {
 		return nil, err
 	}
+	keys := api.Keys{Prefix: cfg.EtcdPrefix}
 	mc := &MeshCore{
 		cfg: cfg, log: log, etcd: cli,
 		cache:    NewCache(cfg.PolicyTTL, cfg.MaxServices, log),
-		health:   etcdx.NewHealth(cli, cfg.EtcdPrefix+"registry/", cfg.HealthProbe),
+		health:   etcdx.NewHealth(cli, keys.Registry(), cfg.HealthProbe),
 		stopping: make(chan struct{}),
 	}
 	mc.cache.onSnapshot = m.snapshots.Inc
 	mc.mirrors = []*etcdx.Mirror{
-		etcdx.NewMirror(cli, cfg.EtcdPrefix+"registry/", registryMirror{mc.cache}, log),
-		etcdx.NewMirror(cli, cfg.EtcdPrefix+"policy/", policyMirror{mc.cache}, log),
+		etcdx.NewMirror(cli, keys.Registry(), registryMirror{mc.cache}, log),
+		etcdx.NewMirror(cli, keys.Policies(), policyMirror{mc.cache}, log),
 	}
 	if cfg.KitexRegistryPrefix != "" {
 		mc.mirrors = append(mc.mirrors, etcdx.NewMirror(cli, strings.TrimSuffix(cfg.KitexRegistryPrefix, "/")+"/", kitexRegistryMirror{mc.cache}, log))
@@ -80,7 +82,7 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 		return nil, err
 	}
 	mc.kitexAddr = ln.Addr().String()
-	mc.kitex = meshcoresvc.NewServer(&policyStore{etcd: cli, prefix: cfg.EtcdPrefix, cache: mc.cache, metrics: m},
+	mc.kitex = meshcoresvc.NewServer(&policyStore{etcd: cli, keys: api.Keys{Prefix: cfg.EtcdPrefix}, cache: mc.cache, metrics: m},
 		kitexx.ServerOptions("mesh-core", ln)...)
 
 	// Bodies are streamed so an oversized registration gets a JSON 413;
@@ -92,7 +94,7 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 		cli.Close()
 		return nil, err
 	}
-	r := &registry{etcd: cli, prefix: cfg.EtcdPrefix, defaultTTL: int64(cfg.DefaultTTL.Seconds()), maxBody: cfg.MaxBodyBytes, metrics: m, log: log}
+	r := &registry{etcd: cli, keys: api.Keys{Prefix: cfg.EtcdPrefix}, defaultTTL: int64(cfg.DefaultTTL.Seconds()), maxBody: cfg.MaxBodyBytes, metrics: m, log: log}
 	d := &discovery{cache: mc.cache, stale: mc.Stale, maxWait: cfg.MaxWait, defaultWait: cfg.DefaultWait, stopping: mc.stopping, metrics: m}
 	mc.http.POST("/v1/instances", r.register)
 	mc.http.PUT("/v1/instances/:service/:instance/heartbeat", r.heartbeat)

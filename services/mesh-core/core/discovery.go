@@ -12,8 +12,8 @@ import (
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/httpx"
-	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
 
 // MaxServicesPerPoll bounds GET /v1/discovery?services=...
@@ -36,12 +36,12 @@ type pollArgs struct {
 	wait    time.Duration
 }
 
-func (d *discovery) args(c *app.RequestContext) (pollArgs, *jsonx.FieldError) {
+func (d *discovery) args(c *app.RequestContext) (pollArgs, *api.FieldError) {
 	a := pollArgs{wait: d.defaultWait}
 	if v := string(c.Query("version")); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return a, jsonx.Errorf("version", jsonx.CodeInvalidType, "want an integer, got %q", v)
+			return a, api.Errorf("version", api.CodeInvalidType, "want an integer, got %q", v)
 		}
 		a.version = n
 	}
@@ -50,12 +50,12 @@ func (d *discovery) args(c *app.RequestContext) (pollArgs, *jsonx.FieldError) {
 		if err != nil {
 			secs, serr := strconv.Atoi(w)
 			if serr != nil {
-				return a, jsonx.Errorf("wait", jsonx.CodeInvalidType, "want a duration such as 30s, got %q", w)
+				return a, api.Errorf("wait", api.CodeInvalidType, "want a duration such as 30s, got %q", w)
 			}
 			dur = time.Duration(secs) * time.Second
 		}
 		if dur < 0 || dur > d.maxWait {
-			return a, jsonx.Errorf("wait", jsonx.CodeOutOfRange, "%s is outside [0, %s]", dur, d.maxWait)
+			return a, api.Errorf("wait", api.CodeOutOfRange, "%s is outside [0, %s]", dur, d.maxWait)
 		}
 		a.wait = dur
 	}
@@ -66,7 +66,7 @@ func (d *discovery) args(c *app.RequestContext) (pollArgs, *jsonx.FieldError) {
 // version differs from ?version, else when it changes, else 304 after ?wait.
 func (d *discovery) one(ctx context.Context, c *app.RequestContext) {
 	service := c.Param("service")
-	if fe := keyName("service", service); fe != nil {
+	if fe := api.KeyName("service", service); fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
@@ -100,15 +100,15 @@ func (d *discovery) one(ctx context.Context, c *app.RequestContext) {
 func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
 	names := strings.Split(string(c.Query("services")), ",")
 	if len(names) == 1 && names[0] == "" {
-		httpx.WriteError(c, consts.StatusBadRequest, jsonx.Errorf("services", jsonx.CodeMissingField, "name the services: ?services=a,b,c"))
+		httpx.WriteError(c, consts.StatusBadRequest, api.Errorf("services", api.CodeMissingField, "name the services: ?services=a,b,c"))
 		return
 	}
 	if len(names) > MaxServicesPerPoll {
-		httpx.WriteError(c, consts.StatusBadRequest, jsonx.Errorf("services", jsonx.CodeTooMany, "%d services, at most %d", len(names), MaxServicesPerPoll))
+		httpx.WriteError(c, consts.StatusBadRequest, api.Errorf("services", api.CodeTooMany, "%d services, at most %d", len(names), MaxServicesPerPoll))
 		return
 	}
 	for i, n := range names {
-		if fe := keyName(jsonx.Index("services", i), n); fe != nil {
+		if fe := api.KeyName(api.Index("services", i), n); fe != nil {
 			httpx.WriteError(c, consts.StatusBadRequest, fe)
 			return
 		}
@@ -219,10 +219,10 @@ func (d *discovery) notModified(c *app.RequestContext, version int64) {
 
 func (d *discovery) tooMany(c *app.RequestContext, err error) {
 	if errors.Is(err, ErrTooManyServices) {
-		httpx.WriteError(c, consts.StatusTooManyRequests, jsonx.Errorf("service", "too_many_services", "mesh-core holds --max-services services already"))
+		httpx.WriteError(c, consts.StatusTooManyRequests, api.Errorf("service", "too_many_services", "mesh-core holds --max-services services already"))
 		return
 	}
-	httpx.WriteError(c, consts.StatusInternalServerError, jsonx.Errorf("", "internal", "%v", err))
+	httpx.WriteError(c, consts.StatusInternalServerError, api.Errorf("", "internal", "%v", err))
 }
 
 func (d *discovery) buf() *[]byte {

@@ -5,13 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 )
 
@@ -22,14 +21,12 @@ const (
 	RejectUnknownInstance = "unknown_instance"
 )
 
-var validStates = map[string]bool{"normal": true, "overloaded": true, "recovering": true}
-
 // policyStore serves MeshCore.PublishPolicy: it validates a policy and
 // writes it to etcd, comparing the revision it read so that two publishers
 // never lose an update.
 type policyStore struct {
 	etcd    *clientv3.Client
-	prefix  string
+	keys    api.Keys
 	cache   *Cache
 	metrics *metrics
 }
@@ -41,11 +38,11 @@ func reject(code, field, format string, args ...any) *meshcore.PolicyRejected {
 }
 
 // validatePolicy checks p against the registrations of its service.
-func validatePolicy(p *meshcore.Policy, regs map[string]Registration) *meshcore.PolicyRejected {
+func validatePolicy(p *meshcore.Policy, regs map[string]api.Registration) *meshcore.PolicyRejected {
 	if p == nil {
 		return reject(RejectInvalid, "policy", "policy is required")
 	}
-	if fe := keyName("service", p.Service); fe != nil {
+	if fe := api.KeyName("service", p.Service); fe != nil {
 		return reject(RejectInvalid, fe.Field, "%s", fe.Message)
 	}
 	if p.Version <= 0 {
@@ -60,7 +57,7 @@ func validatePolicy(p *meshcore.Policy, regs map[string]Registration) *meshcore.
 	seen := map[string]bool{}
 	positive := 0
 	for i, w := range p.Weights {
-		field := jsonx.Index("weights", i)
+		field := api.Index("weights", i)
 		switch {
 		case w == nil:
 			return reject(RejectInvalid, field, "null weight")
@@ -84,9 +81,9 @@ func validatePolicy(p *meshcore.Policy, regs map[string]Registration) *meshcore.
 	}
 	for id, o := range p.InstanceOverload {
 		if _, ok := regs[id]; !ok {
-			return reject(RejectUnknownInstance, jsonx.Join("instance_overload", id), "%q is not a registered instance of %q", id, p.Service)
+			return reject(RejectUnknownInstance, api.Join("instance_overload", id), "%q is not a registered instance of %q", id, p.Service)
 		}
-		if fe := checkOverload(jsonx.Join("instance_overload", id), o); fe != nil {
+		if fe := checkOverload(api.Join("instance_overload", id), o); fe != nil {
 			return fe
 		}
 	}
@@ -97,16 +94,34 @@ func checkOverload(field string, o *meshcore.Overload) *meshcore.PolicyRejected 
 	if o == nil {
 		return reject(RejectInvalid, field, "null overload")
 	}
-	if !validStates[o.State] {
-		return reject(RejectInvalid, field+".state", "state %q is not normal, overloaded or recovering", o.State)
-	}
-	if o.AdmitMinPriority < 0 || o.AdmitMinPriority > telemetry.MaxPriority {
-		return reject(RejectInvalid, field+".admit_min_priority", "%d is outside [0, %d]", o.AdmitMinPriority, telemetry.MaxPriority)
-	}
-	if o.AdmitMinLevel < 0 || o.AdmitMinLevel > telemetry.MaxLevel {
-		return reject(RejectInvalid, field+".admit_min_level", "%d is outside [0, %d]", o.AdmitMinLevel, telemetry.MaxLevel)
+	if fe := api.Under(field, storedOverload(o).Validate()); fe != nil {
+		return reject(RejectInvalid, fe.Field, "%s", fe.Message)
 	}
 	return nil
+}
+
+// storedPolicy is p as stored in etcd and read by every reader of policies:
+// the contract's type, not the IDL's.
+func storedPolicy(p *meshcore.Policy) *api.Policy {
+	out := &api.Policy{Service: p.Service, Version: p.Version, Weights: make([]api.InstanceWeight, len(p.Weights)),
+		Overload: storedOverload(p.Overload), ComputedAtMs: p.ComputedAtMs, CalculatorID: p.CalculatorId}
+	for i, w := range p.Weights {
+		out.Weights[i] = api.InstanceWeight{Instance: w.Instance, Weight: w.Weight, Ejected: w.Ejected, Reason: w.Reason}
+	}
+	if len(p.InstanceOverload) > 0 {
+		out.InstanceOverload = make(map[string]*api.Overload, len(p.InstanceOverload))
+		for id, o := range p.InstanceOverload {
+			out.InstanceOverload[id] = storedOverload(o)
+		}
+	}
+	return out
+}
+
+func storedOverload(o *meshcore.Overload) *api.Overload {
+	if o == nil {
+		return nil
+	}
+	return &api.Overload{State: o.State, AdmitMinPriority: o.AdmitMinPriority, AdmitMinLevel: o.AdmitMinLevel}
 }
 
 // PublishPolicy implements meshcore.MeshCore.
@@ -126,11 +141,11 @@ func (s *policyStore) PublishPolicy(ctx context.Context, req *meshcore.PublishPo
 		s.metrics.policies.WithLabelValues(rej.Code).Inc()
 		return nil, rej
 	}
-	value, err := json.Marshal(p)
+	value, err := json.Marshal(storedPolicy(p))
 	if err != nil {
 		return nil, err
 	}
-	key := s.prefix + "policy/" + p.Service
+	key := s.keys.Policy(p.Service)
 	// Read, compare the version, write if the key has not moved since.
 	for attempt := 0; attempt < 5; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -142,7 +157,7 @@ func (s *policyStore) PublishPolicy(ctx context.Context, req *meshcore.PublishPo
 		}
 		cond := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
 		if len(cur.Kvs) > 0 {
-			var stored meshcore.Policy
+			var stored api.Policy
 			if err := json.Unmarshal(cur.Kvs[0].Value, &stored); err == nil && p.Version <= stored.Version {
 				cancel()
 				s.metrics.policies.WithLabelValues(RejectStaleVersion).Inc()
@@ -169,17 +184,17 @@ func (s *policyStore) PublishPolicy(ctx context.Context, req *meshcore.PublishPo
 }
 
 // registrations reads a service's registrations from etcd.
-func (s *policyStore) registrations(ctx context.Context, service string) (map[string]Registration, error) {
+func (s *policyStore) registrations(ctx context.Context, service string) (map[string]api.Registration, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	prefix := s.prefix + "registry/" + service + "/"
+	prefix := s.keys.ServiceRegistry(service)
 	resp, err := s.etcd.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
-	regs := make(map[string]Registration, len(resp.Kvs))
+	regs := make(map[string]api.Registration, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		var r Registration
+		var r api.Registration
 		if json.Unmarshal(kv.Value, &r) == nil {
 			regs[strings.TrimPrefix(string(kv.Key), prefix)] = r
 		}

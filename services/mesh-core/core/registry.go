@@ -11,6 +11,7 @@ import (
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
@@ -20,7 +21,7 @@ import (
 // heartbeating disappears when its TTL runs out.
 type registry struct {
 	etcd       *clientv3.Client
-	prefix     string
+	keys       api.Keys
 	defaultTTL int64
 	maxBody    int
 	metrics    *metrics
@@ -28,12 +29,12 @@ type registry struct {
 }
 
 func (r *registry) key(service, instance string) string {
-	return r.prefix + "registry/" + service + "/" + instance
+	return r.keys.Instance(service, instance)
 }
 
 // registered is the answer to a registration.
 type registered struct {
-	Registration
+	api.Registration
 	LeaseID int64 `json:"lease_id"`
 }
 
@@ -43,7 +44,7 @@ func (r *registry) register(ctx context.Context, c *app.RequestContext) {
 		r.fail(c, "register", fe)
 		return
 	}
-	var reg Registration
+	var reg api.Registration
 	if fe := jsonx.Decode(body.Bytes(), &reg); fe != nil {
 		r.fail(c, "register", fe)
 		return
@@ -120,7 +121,7 @@ func (r *registry) deregister(ctx context.Context, c *app.RequestContext) {
 	c.Status(consts.StatusNoContent)
 }
 
-func (r *registry) fail(c *app.RequestContext, op string, fe *jsonx.FieldError) {
+func (r *registry) fail(c *app.RequestContext, op string, fe *api.FieldError) {
 	status := consts.StatusBadRequest
 	if fe.Code == httpx.CodeBodyTooLarge {
 		status = consts.StatusRequestEntityTooLarge
@@ -131,7 +132,7 @@ func (r *registry) fail(c *app.RequestContext, op string, fe *jsonx.FieldError) 
 
 func (r *registry) notFound(c *app.RequestContext, op, service, instance string) {
 	r.metrics.registrations.WithLabelValues(op, "not_found").Inc()
-	httpx.WriteError(c, consts.StatusNotFound, jsonx.Errorf("instance", "not_found",
+	httpx.WriteError(c, consts.StatusNotFound, api.Errorf("instance", "not_found",
 		"instance %q of %q is not registered (or its lease expired): register it again", instance, service))
 }
 
@@ -139,5 +140,5 @@ func (r *registry) unavailable(c *app.RequestContext, op string, err error) {
 	r.metrics.registrations.WithLabelValues(op, "unavailable").Inc()
 	r.log.Warn("registry write failed", "op", op, "err", err)
 	c.Response.Header.Set("Retry-After", "1")
-	httpx.WriteError(c, consts.StatusServiceUnavailable, jsonx.Errorf("", "unavailable", "the registry store (etcd) is unreachable: %v", err))
+	httpx.WriteError(c, consts.StatusServiceUnavailable, api.Errorf("", "unavailable", "the registry store (etcd) is unreachable: %v", err))
 }

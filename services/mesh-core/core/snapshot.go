@@ -9,7 +9,7 @@ import (
 
 	"github.com/bytedance/sonic"
 
-	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
+	"github.com/sextant-mesh/sextant/api"
 )
 
 // Snapshot is what data planes get for one service: its instances merged
@@ -34,29 +34,16 @@ type Snapshot struct {
 	built time.Time
 }
 
-// discoveryInstance is one instance in a discovery answer (DESIGN.md).
-type discoveryInstance struct {
-	Instance     string             `json:"instance"`
-	Addr         string             `json:"addr"`
-	Zone         string             `json:"zone,omitempty"`
-	Cluster      string             `json:"cluster,omitempty"`
-	Weight       int32              `json:"weight"`
-	StaticWeight int32              `json:"static_weight"`
-	Healthy      bool               `json:"healthy"`
-	Metadata     map[string]string  `json:"metadata"`
-	Overload     *meshcore.Overload `json:"overload,omitempty"`
-}
-
 var canonical = sonic.Config{SortMapKeys: true}.Froze()
 
 // normalOverload is the decision of a service without a policy.
-var normalOverload = &meshcore.Overload{State: "normal", AdmitMinPriority: 0}
+var normalOverload = &api.Overload{State: api.StateNormal}
 
 // buildSnapshot merges a service's registrations with its policy (nil when
 // none applies). An instance the policy leaves out gets the median of the
 // policy's weights: a neutral share, not a static weight on another scale.
-func buildSnapshot(service string, regs map[string]Registration, pol *meshcore.Policy) *Snapshot {
-	dynamic := map[string]*meshcore.InstanceWeight{}
+func buildSnapshot(service string, regs map[string]api.Registration, pol *api.Policy) *Snapshot {
+	dynamic := map[string]api.InstanceWeight{}
 	neutral := int32(0)
 	if pol != nil && len(pol.Weights) > 0 {
 		ws := make([]int32, 0, len(pol.Weights))
@@ -76,10 +63,10 @@ func buildSnapshot(service string, regs map[string]Registration, pol *meshcore.P
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	instances := make([]discoveryInstance, 0, len(ids))
+	instances := make([]api.Instance, 0, len(ids))
 	for _, id := range ids {
 		r := regs[id]
-		in := discoveryInstance{Instance: id, Addr: r.Addr, Zone: r.Zone, Cluster: r.Cluster,
+		in := api.Instance{Instance: id, Addr: r.Addr, Zone: r.Zone, Cluster: r.Cluster,
 			Weight: r.StaticWeight, StaticWeight: r.StaticWeight, Healthy: true, Metadata: r.Metadata}
 		if in.Metadata == nil {
 			in.Metadata = map[string]string{}

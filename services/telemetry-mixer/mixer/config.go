@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
@@ -54,7 +54,7 @@ func DefaultConfig() Config {
 		ID:            host + "-" + strconv.Itoa(os.Getpid()),
 		HTTPAddr:      "127.0.0.1:7701",
 		EtcdEndpoints: "127.0.0.1:7790",
-		EtcdPrefix:    etcdx.DefaultPrefix,
+		EtcdPrefix:    api.DefaultPrefix,
 		MaxBodyBytes:  4 << 20,
 		Limits:        telemetry.DefaultLimits(),
 		Forward: ForwardConfig{

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/telemetry"
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
 )
 
@@ -27,7 +27,7 @@ func newTraffic() *traffic {
 	return &traffic{edges: map[string]int64{}, edgeRequests: map[string]int64{}, servers: map[string]int64{}}
 }
 
-func (tr *traffic) add(r telemetry.Report) {
+func (tr *traffic) add(r api.Report) {
 	tr.reports++
 	tr.records += r.Records()
 	if r.Server != nil {
@@ -56,18 +56,18 @@ func (tr *traffic) services() []string {
 
 // reports makes n reports from caller services front-0.. to callee services
 // svc-0..svc-(callees-1), each with a server part and one call per callee.
-func reports(n, callees int, seed int) []telemetry.Report {
+func reports(n, callees int, seed int) []api.Report {
 	now := time.Now().UnixMilli()
-	out := make([]telemetry.Report, n)
+	out := make([]api.Report, n)
 	for i := range out {
-		r := telemetry.Report{
-			Reporter:    &telemetry.Reporter{Service: fmt.Sprintf("front-%d", i%3), Instance: fmt.Sprintf("10.0.%d.%d:8080", seed%250, i%250)},
+		r := api.Report{
+			Reporter:    &api.Reporter{Service: fmt.Sprintf("front-%d", i%3), Instance: fmt.Sprintf("10.0.%d.%d:8080", seed%250, i%250)},
 			WindowMs:    1000,
 			TimestampMs: now,
-			Server:      &telemetry.ServerStats{Requests: int64(100 + i), CPUUtil: 0.5, QueueTimeMsAvg: 1, RequestsByPriority: map[int32]int64{64: int64(100 + i)}},
+			Server:      &api.ServerStats{Requests: int64(100 + i), CPUUtil: 0.5, QueueTimeMsAvg: 1, RequestsByPriority: map[int32]int64{64: int64(100 + i)}},
 		}
 		for c := 0; c < callees; c++ {
-			r.Calls = append(r.Calls, telemetry.Call{
+			r.Calls = append(r.Calls, api.Call{
 				CalleeService: fmt.Sprintf("svc-%d", c), CalleeInstance: fmt.Sprintf("10.1.%d.%d:9000", c, i%4),
 				Requests: int64(10 + (i+c)%7), Errors: int64((i + c) % 2), LatencyMsAvg: 5, LatencyMsP99: 20,
 			})
@@ -116,7 +116,7 @@ func do(t testing.TB, req *http.Request) answer {
 }
 
 // postAll posts reports in requests of batch, all of which must be accepted.
-func postAll(t testing.TB, addr string, rs []telemetry.Report, batch int, tr *traffic) {
+func postAll(t testing.TB, addr string, rs []api.Report, batch int, tr *traffic) {
 	t.Helper()
 	for i := 0; i < len(rs); i += batch {
 		chunk := rs[i:min(i+batch, len(rs))]

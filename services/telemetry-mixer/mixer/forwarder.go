@@ -10,17 +10,17 @@ import (
 
 	"github.com/cloudwego/kitex/client/callopt"
 
-	"github.com/sextant-mesh/sextant/internal/backoff"
+	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/sdk/backoff"
 	"github.com/sextant-mesh/sextant/internal/reportbatch"
 	"github.com/sextant-mesh/sextant/internal/shard"
-	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
 	aggregatorsvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator/aggregator"
 )
 
 // Sink takes accepted reports. Offer takes all of them or none.
 type Sink interface {
-	Offer(reports []telemetry.Report) error
+	Offer(reports []api.Report) error
 }
 
 var (
@@ -85,7 +85,7 @@ func NewForwarder(cfg ForwardConfig, mixerID string, router Router, client aggre
 func (f *Forwarder) Queued() int64 { return f.used.Load() }
 
 // Offer implements Sink.
-func (f *Forwarder) Offer(reports []telemetry.Report) error {
+func (f *Forwarder) Offer(reports []api.Report) error {
 	n := 0
 	for i := range reports {
 		n += reports[i].Records()
@@ -121,7 +121,7 @@ func (f *Forwarder) Offer(reports []telemetry.Report) error {
 }
 
 // appendRecords splits a report into what each calculator shard receives.
-func appendRecords(recs []record, r *telemetry.Report, now time.Time) []record {
+func appendRecords(recs []record, r *api.Report, now time.Time) []record {
 	reportbatch.Split(r, func(rec reportbatch.Record) {
 		recs = append(recs, record{key: rec.Key, firstTry: now, server: rec.Server, edge: rec.Edge, denial: rec.Denial})
 	})

@@ -17,9 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
-	"github.com/sextant-mesh/sextant/internal/jsonx"
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
@@ -163,7 +163,7 @@ func (in *Ingest) Routes(s *httpx.Server) { s.POST("/v1/telemetry", in.Handle) }
 // Handle serves one ingest request.
 func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
 	if ct := string(c.ContentType()); ct != "" && !isJSON(ct) {
-		in.reject(c, consts.StatusUnsupportedMediaType, jsonx.Errorf("Content-Type", "unsupported_media_type",
+		in.reject(c, consts.StatusUnsupportedMediaType, api.Errorf("Content-Type", "unsupported_media_type",
 			"want application/json, got %q", ct))
 		return
 	}
@@ -191,14 +191,14 @@ func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
 	switch err := in.sink.Offer(reports); {
 	case errors.Is(err, ErrQueueFull):
 		c.Response.Header.Set("Retry-After", "1")
-		in.reject(c, consts.StatusTooManyRequests, jsonx.Errorf("", "queue_full",
+		in.reject(c, consts.StatusTooManyRequests, api.Errorf("", "queue_full",
 			"the mixer is forwarding at capacity; retry after 1s"))
 		return
 	case errors.Is(err, ErrTooManyRecords):
-		in.reject(c, consts.StatusRequestEntityTooLarge, jsonx.Errorf("", "too_many_records", "%v; split the request", err))
+		in.reject(c, consts.StatusRequestEntityTooLarge, api.Errorf("", "too_many_records", "%v; split the request", err))
 		return
 	case err != nil:
-		in.reject(c, consts.StatusServiceUnavailable, jsonx.Errorf("", "unavailable", "%v", err))
+		in.reject(c, consts.StatusServiceUnavailable, api.Errorf("", "unavailable", "%v", err))
 		return
 	}
 	in.metrics.accepted.Add(float64(len(reports)))
@@ -214,7 +214,7 @@ func isJSON(contentType string) bool {
 	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
 }
 
-func (in *Ingest) reject(c *app.RequestContext, status int, fe *jsonx.FieldError) {
+func (in *Ingest) reject(c *app.RequestContext, status int, fe *api.FieldError) {
 	in.metrics.rejected.WithLabelValues(fe.Code).Inc()
 	httpx.WriteError(c, status, fe)
 }

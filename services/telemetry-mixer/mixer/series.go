@@ -3,7 +3,7 @@ package mixer
 import (
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/telemetry"
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
@@ -17,7 +17,7 @@ type seriesSink struct {
 	series *tsdb.Writer
 }
 
-func (s seriesSink) Offer(reports []telemetry.Report) error {
+func (s seriesSink) Offer(reports []api.Report) error {
 	if err := s.next.Offer(reports); err != nil {
 		return err
 	}
@@ -30,7 +30,7 @@ func (s seriesSink) Offer(reports []telemetry.Report) error {
 	return nil
 }
 
-func writeReport(w *tsdb.Writer, r *telemetry.Report) {
+func writeReport(w *tsdb.Writer, r *api.Report) {
 	at := time.UnixMilli(r.TimestampMs)
 	rep := r.Reporter
 	if s := r.Server; s != nil {

@@ -16,9 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
-	"github.com/sextant-mesh/sextant/internal/jsonx"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
@@ -86,7 +86,7 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	}
 	c.members = shard.NewMembership(c.etcd, cfg.EtcdPrefix, log)
 	c.knobs = NewKnobStore(log)
-	c.knobMirror = etcdx.NewMirror(c.etcd, cfg.EtcdPrefix+"config/", c.knobs, log)
+	c.knobMirror = etcdx.NewMirror(c.etcd, api.Keys{Prefix: cfg.EtcdPrefix}.Configs(), c.knobs, log)
 	mc, err := meshcoresvc.NewClient("mesh-core", client.WithConnectTimeout(time.Second), client.WithRPCTimeout(cfg.RPCTimeout))
 	if err != nil {
 		c.admin.Stop(context.Background())
@@ -317,7 +317,7 @@ func (c *Calculator) debugWindows(_ context.Context, rc *app.RequestContext) {
 	}
 	view, ok := c.store.Service(name)
 	if !ok {
-		httpx.WriteError(rc, consts.StatusNotFound, jsonx.Errorf("service", "not_found", "no windows for service %q on shard %q", name, c.cfg.ID))
+		httpx.WriteError(rc, consts.StatusNotFound, api.Errorf("service", "not_found", "no windows for service %q on shard %q", name, c.cfg.ID))
 		return
 	}
 	owner, _ := c.members.View().Owner(name)
@@ -333,7 +333,7 @@ func (c *Calculator) debugPolicy(_ context.Context, rc *app.RequestContext) {
 	d, ok := c.engine.decision(name)
 	if !ok {
 		owner, _ := c.members.View().Owner(name)
-		httpx.WriteError(rc, consts.StatusNotFound, jsonx.Errorf("service", "not_found",
+		httpx.WriteError(rc, consts.StatusNotFound, api.Errorf("service", "not_found",
 			"shard %q computes no policy for %q (its owner is %q)", c.cfg.ID, name, owner.ID))
 		return
 	}
@@ -350,7 +350,7 @@ type DryRunReport struct {
 
 func (c *Calculator) dryRun(_ context.Context, rc *app.RequestContext) {
 	name := string(rc.Query("service"))
-	if fe := jsonx.Name("service", name, true); fe != nil {
+	if fe := api.Name("service", name, true); fe != nil {
 		httpx.WriteError(rc, consts.StatusBadRequest, fe)
 		return
 	}

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
@@ -47,7 +47,7 @@ func DefaultConfig() Config {
 		KitexAddr:     "127.0.0.1:7702",
 		AdminAddr:     "127.0.0.1:7712",
 		EtcdEndpoints: "127.0.0.1:7790",
-		EtcdPrefix:    etcdx.DefaultPrefix,
+		EtcdPrefix:    api.DefaultPrefix,
 		LeaseTTL:      10 * time.Second,
 		Window:        time.Second,
 		Windows:       10,

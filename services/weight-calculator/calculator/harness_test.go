@@ -12,6 +12,7 @@ import (
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/client/callopt"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
@@ -109,7 +110,7 @@ func newScenario(t *testing.T, knobs map[string]calculator.Knobs) *scenario {
 	cli := etcd.Client(t)
 	for service, k := range knobs {
 		b, _ := json.Marshal(k)
-		if _, err := cli.Put(context.Background(), prefix+"config/"+service+"/"+calculator.KnobsKind, string(b)); err != nil {
+		if _, err := cli.Put(context.Background(), api.Keys{Prefix: prefix}.Config(service, calculator.KnobsKind, ""), string(b)); err != nil {
 			t.Fatal(err)
 		}
 	}

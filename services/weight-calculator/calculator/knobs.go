@@ -3,13 +3,13 @@ package calculator
 import (
 	"encoding/json"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 
+	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/api/overloadconf"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
-	"github.com/sextant-mesh/sextant/internal/overloadconf"
 )
 
 // Knobs tune the weight and overload computation of one service. They are
@@ -115,7 +115,7 @@ func DefaultKnobs() Knobs {
 }
 
 // Validate names the first knob out of its range.
-func (k *Knobs) Validate() *jsonx.FieldError {
+func (k *Knobs) Validate() *api.FieldError {
 	type rng struct {
 		field    string
 		v        float64
@@ -153,14 +153,14 @@ func (k *Knobs) Validate() *jsonx.FieldError {
 		{"recover_step", k.RecoverStep, 0.001, 1},
 	} {
 		if !(r.v >= r.min && r.v <= r.max) { // also catches NaN
-			return jsonx.Errorf(r.field, jsonx.CodeOutOfRange, "%g is outside [%g, %g]", r.v, r.min, r.max)
+			return api.Errorf(r.field, api.CodeOutOfRange, "%g is outside [%g, %g]", r.v, r.min, r.max)
 		}
 	}
 	return nil
 }
 
 // ParseKnobs decodes a service's knobs over the defaults.
-func ParseKnobs(data []byte) (Knobs, *jsonx.FieldError) {
+func ParseKnobs(data []byte) (Knobs, *api.FieldError) {
 	k := DefaultKnobs()
 	if fe := jsonx.Decode(data, &k); fe != nil {
 		return DefaultKnobs(), fe
@@ -171,8 +171,8 @@ func ParseKnobs(data []byte) (Knobs, *jsonx.FieldError) {
 	return k, nil
 }
 
-// KnobsKind is the config kind, in etcd at config/{service}/{kind}.
-const KnobsKind = "calculator"
+// KnobsKind is the config kind of a service's knobs (api.Keys.Config).
+const KnobsKind = api.KindCalculator
 
 // KnobStore follows every service's knobs in etcd: the calculator kind (raw
 // knobs) and the config-center's overload kind (its document in force
@@ -225,11 +225,11 @@ func (s *KnobStore) Apply(events []etcdx.Event, _ int64) {
 
 // put takes a key relative to config/: {service}/calculator or {service}/overload.
 func (s *KnobStore) put(key string, value []byte, deleted bool) {
-	service, kind, ok := strings.Cut(key, "/")
-	if !ok {
+	service, kind, client, ok := api.ParseConfigPath(key)
+	if !ok || client != "" {
 		return
 	}
-	if kind == overloadconf.Kind {
+	if kind == api.KindOverload {
 		s.putOverload(service, value, deleted)
 		return
 	}

@@ -4,7 +4,7 @@ import (
 	"math"
 	"sort"
 
-	"github.com/sextant-mesh/sextant/internal/telemetry"
+	"github.com/sextant-mesh/sextant/api"
 )
 
 // Overload states (docs/overload.md).
@@ -37,11 +37,11 @@ type overloadControl struct {
 	Reason       string  `json:"reason,omitempty"`
 
 	round    int64
-	seenAt   [telemetry.MaxPriority + 1]int64 // the last round each business priority arrived
-	everSeen [telemetry.MaxPriority + 1]bool
+	seenAt   [api.MaxPriority + 1]int64 // the last round each business priority arrived
+	everSeen [api.MaxPriority + 1]bool
 	// A priority whose requests came with user priorities (not only at
 	// its top level, as from a data plane that sends no levels).
-	levelled [telemetry.MaxPriority + 1]bool
+	levelled [api.MaxPriority + 1]bool
 }
 
 // seenRounds is how long a business priority that stopped arriving (shed
@@ -86,7 +86,7 @@ func (c *overloadControl) step(sig overloadSignals, k *Knobs) {
 	load := sig.load
 	c.round++
 	for p := range c.seenAt {
-		lo, top := p*telemetry.UserLevels, (p+1)*telemetry.UserLevels-1
+		lo, top := p*api.UserLevels, (p+1)*api.UserLevels-1
 		if load.below[top+1] > load.below[lo] {
 			c.seenAt[p], c.everSeen[p] = c.round, true
 			// Only what the threshold lets through arrives: a priority is
@@ -110,7 +110,7 @@ func (c *overloadControl) step(sig overloadSignals, k *Knobs) {
 		c.AdmitMinLevel = c.lower(c.AdmitMinLevel, recoverLevels(k))
 	}
 	c.ShedTarget = load.shedShare(c.AdmitMinLevel)
-	c.AdmitMinPriority = c.AdmitMinLevel / telemetry.UserLevels
+	c.AdmitMinPriority = c.AdmitMinLevel / api.UserLevels
 	if c.State == StateRecovering && c.AdmitMinLevel == 0 {
 		c.State, c.ShedTarget = StateNormal, 0
 	}
@@ -121,8 +121,8 @@ func (c *overloadControl) step(sig overloadSignals, k *Knobs) {
 // priority that arrived lately, and to 0 when there is none. A priority
 // whose requests carry no user priorities is one step.
 func (c *overloadControl) lower(cur, n int32) int32 {
-	class := cur / telemetry.UserLevels
-	bottom := class * telemetry.UserLevels
+	class := cur / api.UserLevels
+	bottom := class * api.UserLevels
 	if cur > bottom {
 		if !c.levelled[class] {
 			return bottom
@@ -132,9 +132,9 @@ func (c *overloadControl) lower(cur, n int32) int32 {
 	for p := class - 1; p >= 0; p-- {
 		if c.everSeen[p] && c.round-c.seenAt[p] <= seenRounds {
 			if !c.levelled[p] {
-				return p * telemetry.UserLevels
+				return p * api.UserLevels
 			}
-			return p*telemetry.UserLevels + telemetry.UserLevels - 1
+			return p*api.UserLevels + api.UserLevels - 1
 		}
 	}
 	return 0
@@ -142,13 +142,13 @@ func (c *overloadControl) lower(cur, n int32) int32 {
 
 // recoverLevels is how many levels the threshold comes down per round.
 func recoverLevels(k *Knobs) int32 {
-	return max(1, int32(math.Round(k.RecoverStep*telemetry.UserLevels)))
+	return max(1, int32(math.Round(k.RecoverStep*api.UserLevels)))
 }
 
 // loadByLevel is one window's arrivals by admission level, as cumulative
 // counts, so that shares and thresholds take no scan.
 type loadByLevel struct {
-	below [telemetry.MaxLevel + 2]int64 // below[l]: arrivals under level l
+	below [api.MaxLevel + 2]int64 // below[l]: arrivals under level l
 	total int64
 	top   int32 // the highest level present
 }
@@ -170,7 +170,7 @@ func (b *loadByLevel) shedShare(threshold int32) float64 {
 	if b.total == 0 {
 		return 0
 	}
-	return float64(b.below[min(max(threshold, 0), telemetry.MaxLevel+1)]) / float64(b.total)
+	return float64(b.below[min(max(threshold, 0), api.MaxLevel+1)]) / float64(b.total)
 }
 
 // shedMore is the lowest threshold at or above cur that sheds step more of

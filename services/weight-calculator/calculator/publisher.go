@@ -10,7 +10,7 @@ import (
 	"github.com/cloudwego/kitex/client/callopt"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sextant-mesh/sextant/internal/backoff"
+	"github.com/sextant-mesh/sextant/sdk/backoff"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
 )

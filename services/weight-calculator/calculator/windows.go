@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/telemetry"
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
 )
 
@@ -157,7 +157,7 @@ func (s *Store) AddServer(r *aggregator.ServerRecord, now time.Time) Outcome {
 		}
 		if len(r.RequestsByLevel) == 0 {
 			for p, n := range r.RequestsByPriority {
-				a.RequestsByLevel[telemetry.Level(p, telemetry.UserLevels-1)] += n
+				a.RequestsByLevel[api.Level(p, api.UserLevels-1)] += n
 			}
 		}
 	})
@@ -310,8 +310,8 @@ func (s *Store) Expire(cutoff time.Time) int {
 // WindowIndex is the index of the window that holds t.
 func (s *Store) WindowIndex(t time.Time) int64 { return t.UnixMilli() / s.window.Milliseconds() }
 
-// LevelHistogram counts requests by admission level (telemetry.Level).
-type LevelHistogram [telemetry.MaxLevel + 1]int64
+// LevelHistogram counts requests by admission level (api.Level).
+type LevelHistogram [api.MaxLevel + 1]int64
 
 // InstanceStats sums one instance's windows over a range of window indexes.
 type InstanceStats struct {
@@ -361,7 +361,7 @@ func (s *Store) Stats(dst []InstanceStats, service string, from, to int64, byLev
 				st.ClientTimeouts += w.Server.ClientTimeouts
 				if byLevel != nil {
 					for l, n := range w.Server.RequestsByLevel {
-						if l >= 0 && l <= telemetry.MaxLevel {
+						if l >= 0 && l <= api.MaxLevel {
 							byLevel[l] += n
 						}
 					}

@@ -18,6 +18,7 @@ import (
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	"github.com/cloudwego/kitex/server"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/demo"
@@ -72,7 +73,7 @@ func deadAddr(t *testing.T) string {
 // answers snap, and holds it.
 func discovery(t *testing.T, instances []sdk.Instance) *sdk.Discovery {
 	t.Helper()
-	snap := sdk.Snapshot{Service: service, Version: 7, Instances: instances, Overload: sdk.Overload{State: "normal"}}
+	snap := sdk.Snapshot{Discovery: api.Discovery{Service: service, Version: 7, Instances: instances, Overload: sdk.Overload{State: "normal"}}}
 	mc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("version") == strconv.FormatInt(snap.Version, 10) {
 			select { // the long poll: nothing new

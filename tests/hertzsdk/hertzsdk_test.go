@@ -10,6 +10,7 @@ import (
 	"github.com/cloudwego/hertz/pkg/protocol"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/sdk"
 	"github.com/sextant-mesh/sextant/sdk/hertzsdk"
@@ -22,7 +23,7 @@ import (
 func TestAdmissionOverHTTP(t *testing.T) {
 	var threshold atomic.Int32
 	threshold.Store(sdk.Priority{Business: 64}.Level()) // all of priority 64 and above
-	rules := &sdk.AccessRules{Rules: []sdk.AccessRule{
+	rules := &sdk.AccessRules{Rules: []api.AccessRule{
 		{Name: "no-batch", Type: "deny", Callers: []string{"batch-job"}, Mode: "enforce"},
 		{Name: "trial", Type: "deny", Callers: []string{"feed-api"}, Mode: "dry_run"},
 	}}

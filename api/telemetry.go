@@ -1,7 +1,24 @@
-// Package telemetry holds the telemetry report that data planes send to the
-// telemetry-mixer (the wire contract of DESIGN.md), its decoding and its
-// validation.
-package telemetry
+package api
+
+// POST /v1/telemetry on the telemetry-mixer takes one Report (a JSON object)
+// or several (a JSON array), answers 202 when it accepted all of them, 400
+// naming the first bad field (and keeps none), 429 when its queue is full
+// (send the same reports again later). docs/telemetry.md explains each field.
+
+// MaxPriority is the highest business priority of a request; 0 is the lowest.
+const MaxPriority = 127
+
+// UserLevels is how many user priorities divide each business priority
+// (DAGOR's compound admission level).
+const UserLevels = 64
+
+// MaxLevel is the highest admission level.
+const MaxLevel = (MaxPriority+1)*UserLevels - 1
+
+// Level is the admission level of a request of business priority p and
+// user priority u: requests are admitted from the highest level down, the
+// business priority first, the user priority within it.
+func Level(p, u int32) int32 { return p*UserLevels + u }
 
 // Report is what one data plane sends for one window.
 type Report struct {

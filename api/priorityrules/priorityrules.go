@@ -19,7 +19,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/api"
 )
 
 // Priorities are integers in [MinPriority, MaxPriority], higher is more
@@ -79,9 +79,9 @@ type HTTPMatch struct {
 // Decode decodes a document strictly (a JSON object, unknown fields and
 // wrong types refused) and validates it. Errors name the field by its path,
 // such as rules[1].match.http.path.
-func Decode(doc []byte) (*Document, *jsonx.FieldError) {
+func Decode(doc []byte) (*Document, *api.FieldError) {
 	var d Document
-	if fe := jsonx.DecodeObject(doc, &d); fe != nil {
+	if fe := api.DecodeObject(doc, &d); fe != nil {
 		return nil, fe
 	}
 	if _, fe := compile(&d); fe != nil {
@@ -91,13 +91,13 @@ func Decode(doc []byte) (*Document, *jsonx.FieldError) {
 }
 
 // Validate decodes and validates a document; nil when it is good.
-func Validate(doc []byte) *jsonx.FieldError {
+func Validate(doc []byte) *api.FieldError {
 	_, fe := Decode(doc)
 	return fe
 }
 
 // Parse decodes, validates and compiles a document.
-func Parse(doc []byte) (*Rules, *jsonx.FieldError) {
+func Parse(doc []byte) (*Rules, *api.FieldError) {
 	d, fe := Decode(doc)
 	if fe != nil {
 		return nil, fe
@@ -106,13 +106,13 @@ func Parse(doc []byte) (*Rules, *jsonx.FieldError) {
 }
 
 // Validate checks the document's values; nil when it is good.
-func (d *Document) Validate() *jsonx.FieldError {
+func (d *Document) Validate() *api.FieldError {
 	_, fe := compile(d)
 	return fe
 }
 
 // Compile validates d and compiles it for matching. A bad document is
-// refused with a *jsonx.FieldError.
+// refused with a *api.FieldError.
 //
 // Path patterns start with "/" and are made of segments separated by "/":
 //
@@ -133,9 +133,9 @@ func Compile(d *Document) (*Rules, error) {
 	return r, nil
 }
 
-func compile(d *Document) (*Rules, *jsonx.FieldError) {
+func compile(d *Document) (*Rules, *api.FieldError) {
 	if d == nil {
-		return nil, jsonx.Errorf("", jsonx.CodeMissingField, "no document")
+		return nil, api.Errorf("", api.CodeMissingField, "no document")
 	}
 	r := &Rules{def: DefaultPriority}
 	if d.Default != nil {
@@ -145,38 +145,38 @@ func compile(d *Document) (*Rules, *jsonx.FieldError) {
 		r.def = *d.Default
 	}
 	if len(d.Rules) > MaxRules {
-		return nil, jsonx.Errorf("rules", jsonx.CodeTooMany, "%d rules, at most %d", len(d.Rules), MaxRules)
+		return nil, api.Errorf("rules", api.CodeTooMany, "%d rules, at most %d", len(d.Rules), MaxRules)
 	}
 	r.rules = make([]rule, 0, len(d.Rules))
 	names := make(map[string]bool, len(d.Rules))
 	for i := range d.Rules {
 		c, fe := compileRule(&d.Rules[i], names)
 		if fe != nil {
-			return nil, jsonx.Under(jsonx.Index("rules", i), fe)
+			return nil, api.Under(api.Index("rules", i), fe)
 		}
 		r.rules = append(r.rules, c)
 	}
 	return r, nil
 }
 
-func checkPriority(field string, p int32) *jsonx.FieldError {
+func checkPriority(field string, p int32) *api.FieldError {
 	if p < MinPriority || p > MaxPriority {
-		return jsonx.Errorf(field, jsonx.CodeOutOfRange, "%d is outside [%d, %d]", p, MinPriority, MaxPriority)
+		return api.Errorf(field, api.CodeOutOfRange, "%d is outside [%d, %d]", p, MinPriority, MaxPriority)
 	}
 	return nil
 }
 
 // compileRule compiles one rule; error fields are relative to the rule.
-func compileRule(ru *Rule, names map[string]bool) (rule, *jsonx.FieldError) {
-	if fe := jsonx.Name("name", ru.Name, true); fe != nil {
+func compileRule(ru *Rule, names map[string]bool) (rule, *api.FieldError) {
+	if fe := api.Name("name", ru.Name, true); fe != nil {
 		return rule{}, fe
 	}
 	if names[ru.Name] {
-		return rule{}, jsonx.Errorf("name", jsonx.CodeInvalidValue, "rule %q appears twice", ru.Name)
+		return rule{}, api.Errorf("name", api.CodeInvalidValue, "rule %q appears twice", ru.Name)
 	}
 	names[ru.Name] = true
 	if ru.Priority == nil {
-		return rule{}, jsonx.Errorf("priority", jsonx.CodeMissingField, "priority is required")
+		return rule{}, api.Errorf("priority", api.CodeMissingField, "priority is required")
 	}
 	if fe := checkPriority("priority", *ru.Priority); fe != nil {
 		return rule{}, fe
@@ -184,11 +184,11 @@ func compileRule(ru *Rule, names map[string]bool) (rule, *jsonx.FieldError) {
 	c := rule{name: ru.Name, priority: *ru.Priority}
 	m := &ru.Match
 	if m.HTTP == nil && m.Method == "" && len(m.Headers) == 0 {
-		return rule{}, jsonx.Errorf("match", jsonx.CodeMissingField, "a rule matches on http, method or headers (the priority of every other request is default)")
+		return rule{}, api.Errorf("match", api.CodeMissingField, "a rule matches on http, method or headers (the priority of every other request is default)")
 	}
 	if h := m.HTTP; h != nil {
 		if (h.Method == "" || h.Method == "*") && h.Path == "" {
-			return rule{}, jsonx.Errorf("match.http", jsonx.CodeMissingField, "http matches on method or path; leave http out to match any request")
+			return rule{}, api.Errorf("match.http", api.CodeMissingField, "http matches on method or path; leave http out to match any request")
 		}
 		if h.Method != "*" {
 			if fe := checkHTTPMethod("match.http.method", h.Method); fe != nil {
@@ -211,7 +211,7 @@ func compileRule(ru *Rule, names map[string]bool) (rule, *jsonx.FieldError) {
 		c.method = m.Method
 	}
 	if len(m.Headers) > MaxHeaders {
-		return rule{}, jsonx.Errorf("match.headers", jsonx.CodeTooMany, "%d headers, at most %d", len(m.Headers), MaxHeaders)
+		return rule{}, api.Errorf("match.headers", api.CodeTooMany, "%d headers, at most %d", len(m.Headers), MaxHeaders)
 	}
 	// In key order, so that the field refused first and the order of
 	// look-ups are the same between runs.
@@ -221,15 +221,15 @@ func compileRule(ru *Rule, names map[string]bool) (rule, *jsonx.FieldError) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		v, field := m.Headers[k], jsonx.Join("match.headers", k)
+		v, field := m.Headers[k], api.Join("match.headers", k)
 		if fe := checkHeaderKey(field, k); fe != nil {
 			return rule{}, fe
 		}
 		if v == "" {
-			return rule{}, jsonx.Errorf(field, jsonx.CodeMissingField, "a header condition needs the exact value to match")
+			return rule{}, api.Errorf(field, api.CodeMissingField, "a header condition needs the exact value to match")
 		}
 		if len(v) > MaxValueLen {
-			return rule{}, jsonx.Errorf(field, jsonx.CodeOutOfRange, "%d bytes long, at most %d", len(v), MaxValueLen)
+			return rule{}, api.Errorf(field, api.CodeOutOfRange, "%d bytes long, at most %d", len(v), MaxValueLen)
 		}
 		c.headers = append(c.headers, header{key: k, value: v})
 	}
@@ -248,20 +248,20 @@ func isTchar(b byte) bool {
 // checkHTTPMethod accepts an HTTP method token without lower-case letters:
 // methods are case-sensitive and every registered one is upper case, so
 // "get" would never match a request.
-func checkHTTPMethod(field, m string) *jsonx.FieldError {
+func checkHTTPMethod(field, m string) *api.FieldError {
 	if m == "" {
 		return nil
 	}
 	if len(m) > 32 {
-		return jsonx.Errorf(field, jsonx.CodeOutOfRange, "%d bytes long, at most 32", len(m))
+		return api.Errorf(field, api.CodeOutOfRange, "%d bytes long, at most 32", len(m))
 	}
 	for i := 0; i < len(m); i++ {
 		b := m[i]
 		if 'a' <= b && b <= 'z' {
-			return jsonx.Errorf(field, jsonx.CodeInvalidValue, "HTTP methods are case-sensitive and upper case: want %q, got %q", strings.ToUpper(m), m)
+			return api.Errorf(field, api.CodeInvalidValue, "HTTP methods are case-sensitive and upper case: want %q, got %q", strings.ToUpper(m), m)
 		}
 		if !isTchar(b) || b == '*' {
-			return jsonx.Errorf(field, jsonx.CodeInvalidValue, "%q is not an HTTP method (a token such as GET or POST, or \"*\" for any)", m)
+			return api.Errorf(field, api.CodeInvalidValue, "%q is not an HTTP method (a token such as GET or POST, or \"*\" for any)", m)
 		}
 	}
 	return nil
@@ -269,15 +269,15 @@ func checkHTTPMethod(field, m string) *jsonx.FieldError {
 
 // checkRPCMethod accepts a Thrift identifier: a letter or "_", then
 // letters, digits, "_" and ".".
-func checkRPCMethod(field, m string) *jsonx.FieldError {
-	if len(m) > jsonx.MaxNameLen {
-		return jsonx.Errorf(field, jsonx.CodeOutOfRange, "%d bytes long, at most %d", len(m), jsonx.MaxNameLen)
+func checkRPCMethod(field, m string) *api.FieldError {
+	if len(m) > api.MaxNameLen {
+		return api.Errorf(field, api.CodeOutOfRange, "%d bytes long, at most %d", len(m), api.MaxNameLen)
 	}
 	for i := 0; i < len(m); i++ {
 		b := m[i]
 		letter := 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || b == '_'
 		if !letter && (i == 0 || !('0' <= b && b <= '9' || b == '.')) {
-			return jsonx.Errorf(field, jsonx.CodeInvalidValue, "%q is not a method name (a letter or _, then letters, digits, _ and .)", m)
+			return api.Errorf(field, api.CodeInvalidValue, "%q is not a method name (a letter or _, then letters, digits, _ and .)", m)
 		}
 	}
 	return nil
@@ -286,20 +286,20 @@ func checkRPCMethod(field, m string) *jsonx.FieldError {
 // checkHeaderKey accepts a lower-case HTTP token: HTTP header names are
 // case-insensitive, Kitex metainfo keys are not, and the SDK sends its own
 // keys (x-sextant-priority) in lower case.
-func checkHeaderKey(field, k string) *jsonx.FieldError {
+func checkHeaderKey(field, k string) *api.FieldError {
 	if k == "" {
-		return jsonx.Errorf(field, jsonx.CodeInvalidValue, "empty header name")
+		return api.Errorf(field, api.CodeInvalidValue, "empty header name")
 	}
-	if len(k) > jsonx.MaxNameLen {
-		return jsonx.Errorf(field, jsonx.CodeOutOfRange, "%d bytes long, at most %d", len(k), jsonx.MaxNameLen)
+	if len(k) > api.MaxNameLen {
+		return api.Errorf(field, api.CodeOutOfRange, "%d bytes long, at most %d", len(k), api.MaxNameLen)
 	}
 	for i := 0; i < len(k); i++ {
 		b := k[i]
 		if 'A' <= b && b <= 'Z' {
-			return jsonx.Errorf(field, jsonx.CodeInvalidValue, "header names are written in lower case: want %q, got %q", strings.ToLower(k), k)
+			return api.Errorf(field, api.CodeInvalidValue, "header names are written in lower case: want %q, got %q", strings.ToLower(k), k)
 		}
 		if !isTchar(b) {
-			return jsonx.Errorf(field, jsonx.CodeInvalidValue, "%q is not a header name (letters, digits and !#$%%&'*+-.^_`|~)", k)
+			return api.Errorf(field, api.CodeInvalidValue, "%q is not a header name (letters, digits and !#$%%&'*+-.^_`|~)", k)
 		}
 	}
 	return nil

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sextant-mesh/sextant/internal/jsonx"
-	"github.com/sextant-mesh/sextant/internal/priorityrules"
+	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/api/priorityrules"
 )
 
 const example = `{"default": 50, "rules": [
@@ -203,54 +203,54 @@ func TestInvalidDocuments(t *testing.T) {
 	for _, tc := range []struct {
 		name, doc, code, field string
 	}{
-		{"malformed", `{"rules": [`, jsonx.CodeMalformedJSON, ""},
-		{"not an object", `[1]`, jsonx.CodeInvalidType, ""},
-		{"null", `null`, jsonx.CodeInvalidType, ""},
-		{"empty", ``, jsonx.CodeInvalidType, ""},
-		{"unknown top field", `{"defualt": 3}`, jsonx.CodeUnknownField, "defualt"},
-		{"unknown rule field", `{"rules": [{"name": "r", "priority": 1, "match": {"method": "M"}, "mode": "enforce"}]}`, jsonx.CodeUnknownField, "rules[0].mode"},
-		{"unknown match field", rule(`{"caller": "x"}`), jsonx.CodeUnknownField, "rules[1].match.caller"},
-		{"unknown http field", rule(`{"http": {"host": "x"}}`), jsonx.CodeUnknownField, "rules[1].match.http.host"},
-		{"priority type", `{"rules": [{"name": "r", "priority": "high", "match": {"method": "M"}}]}`, jsonx.CodeInvalidType, "rules[0].priority"},
-		{"priority fraction", `{"rules": [{"name": "r", "priority": 1.5, "match": {"method": "M"}}]}`, jsonx.CodeInvalidType, "rules[0].priority"},
-		{"priority too high", `{"rules": [{"name": "r", "priority": 128, "match": {"method": "M"}}]}`, jsonx.CodeOutOfRange, "rules[0].priority"},
-		{"priority negative", `{"rules": [{"name": "r", "priority": -1, "match": {"method": "M"}}]}`, jsonx.CodeOutOfRange, "rules[0].priority"},
-		{"priority huge", `{"rules": [{"name": "r", "priority": 99999999999, "match": {"method": "M"}}]}`, jsonx.CodeOutOfRange, "rules[0].priority"},
-		{"priority missing", `{"rules": [{"name": "r", "match": {"method": "M"}}]}`, jsonx.CodeMissingField, "rules[0].priority"},
-		{"default too high", `{"default": 200}`, jsonx.CodeOutOfRange, "default"},
-		{"default negative", `{"default": -3}`, jsonx.CodeOutOfRange, "default"},
-		{"name missing", `{"rules": [{"priority": 1, "match": {"method": "M"}}]}`, jsonx.CodeMissingField, "rules[0].name"},
-		{"name with space", `{"rules": [{"name": "my rule", "priority": 1, "match": {"method": "M"}}]}`, jsonx.CodeInvalidValue, "rules[0].name"},
-		{"duplicate names", `{"rules": [{"name": "r", "priority": 1, "match": {"method": "M"}}, {"name": "r", "priority": 2, "match": {"method": "N"}}]}`, jsonx.CodeInvalidValue, "rules[1].name"},
-		{"empty match", rule(`{}`), jsonx.CodeMissingField, "rules[1].match"},
-		{"no match", `{"rules": [{"name": "r", "priority": 1}]}`, jsonx.CodeMissingField, "rules[0].match"},
-		{"empty http", rule(`{"http": {}}`), jsonx.CodeMissingField, "rules[1].match.http"},
-		{"any http method only", rule(`{"http": {"method": "*"}}`), jsonx.CodeMissingField, "rules[1].match.http"},
-		{"empty headers", rule(`{"headers": {}}`), jsonx.CodeMissingField, "rules[1].match"},
-		{"lower-case http method", rule(`{"http": {"method": "get"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.method"},
-		{"http method with space", rule(`{"http": {"method": "GET POST"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.method"},
-		{"http method list", rule(`{"http": {"method": "GET,POST"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.method"},
-		{"http method star inside", rule(`{"http": {"method": "G*"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.method"},
-		{"path without slash", rule(`{"http": {"path": "api/feed"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.path"},
-		{"path trailing slash", rule(`{"http": {"path": "/api/feed/"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.path"},
-		{"path empty segment", rule(`{"http": {"path": "/api//feed"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.path"},
-		{"path double star", rule(`{"http": {"path": "/api/**"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.path"},
-		{"path star in the middle", rule(`{"http": {"path": "/api/*/feed"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.path"},
-		{"path star in a segment", rule(`{"http": {"path": "/api/feed*"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.path"},
-		{"path param without name", rule(`{"http": {"path": "/api/:/x"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.path"},
-		{"path param bad name", rule(`{"http": {"path": "/api/:a-b"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.path"},
-		{"path with query", rule(`{"http": {"path": "/api/feed?x=1"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.path"},
-		{"path with space", rule(`{"http": {"path": "/api/my feed"}}`), jsonx.CodeInvalidValue, "rules[1].match.http.path"},
-		{"path too long", rule(`{"http": {"path": "/` + strings.Repeat("a", 1024) + `"}}`), jsonx.CodeOutOfRange, "rules[1].match.http.path"},
-		{"rpc method with dash", rule(`{"method": "Post-Comment"}`), jsonx.CodeInvalidValue, "rules[1].match.method"},
-		{"rpc method starting with a digit", rule(`{"method": "1Post"}`), jsonx.CodeInvalidValue, "rules[1].match.method"},
-		{"rpc method star", rule(`{"method": "*"}`), jsonx.CodeInvalidValue, "rules[1].match.method"},
-		{"upper-case header", rule(`{"headers": {"X-Client": "batch"}}`), jsonx.CodeInvalidValue, "rules[1].match.headers.X-Client"},
-		{"header with space", rule(`{"headers": {"x client": "batch"}}`), jsonx.CodeInvalidValue, "rules[1].match.headers.x client"},
-		{"header without value", rule(`{"headers": {"x-client": ""}}`), jsonx.CodeMissingField, "rules[1].match.headers.x-client"},
-		{"header value type", rule(`{"headers": {"x-client": 1}}`), jsonx.CodeInvalidType, "rules[1].match.headers.x-client"},
-		{"first bad header by name", rule(`{"headers": {"z-ok": "", "a-ok": ""}}`), jsonx.CodeMissingField, "rules[1].match.headers.a-ok"},
-		{"rules not an array", `{"rules": {}}`, jsonx.CodeInvalidType, "rules"},
+		{"malformed", `{"rules": [`, api.CodeMalformedJSON, ""},
+		{"not an object", `[1]`, api.CodeInvalidType, ""},
+		{"null", `null`, api.CodeInvalidType, ""},
+		{"empty", ``, api.CodeInvalidType, ""},
+		{"unknown top field", `{"defualt": 3}`, api.CodeUnknownField, "defualt"},
+		{"unknown rule field", `{"rules": [{"name": "r", "priority": 1, "match": {"method": "M"}, "mode": "enforce"}]}`, api.CodeUnknownField, "rules[0].mode"},
+		{"unknown match field", rule(`{"caller": "x"}`), api.CodeUnknownField, "rules[1].match.caller"},
+		{"unknown http field", rule(`{"http": {"host": "x"}}`), api.CodeUnknownField, "rules[1].match.http.host"},
+		{"priority type", `{"rules": [{"name": "r", "priority": "high", "match": {"method": "M"}}]}`, api.CodeInvalidType, "rules[0].priority"},
+		{"priority fraction", `{"rules": [{"name": "r", "priority": 1.5, "match": {"method": "M"}}]}`, api.CodeInvalidType, "rules[0].priority"},
+		{"priority too high", `{"rules": [{"name": "r", "priority": 128, "match": {"method": "M"}}]}`, api.CodeOutOfRange, "rules[0].priority"},
+		{"priority negative", `{"rules": [{"name": "r", "priority": -1, "match": {"method": "M"}}]}`, api.CodeOutOfRange, "rules[0].priority"},
+		{"priority huge", `{"rules": [{"name": "r", "priority": 99999999999, "match": {"method": "M"}}]}`, api.CodeOutOfRange, "rules[0].priority"},
+		{"priority missing", `{"rules": [{"name": "r", "match": {"method": "M"}}]}`, api.CodeMissingField, "rules[0].priority"},
+		{"default too high", `{"default": 200}`, api.CodeOutOfRange, "default"},
+		{"default negative", `{"default": -3}`, api.CodeOutOfRange, "default"},
+		{"name missing", `{"rules": [{"priority": 1, "match": {"method": "M"}}]}`, api.CodeMissingField, "rules[0].name"},
+		{"name with space", `{"rules": [{"name": "my rule", "priority": 1, "match": {"method": "M"}}]}`, api.CodeInvalidValue, "rules[0].name"},
+		{"duplicate names", `{"rules": [{"name": "r", "priority": 1, "match": {"method": "M"}}, {"name": "r", "priority": 2, "match": {"method": "N"}}]}`, api.CodeInvalidValue, "rules[1].name"},
+		{"empty match", rule(`{}`), api.CodeMissingField, "rules[1].match"},
+		{"no match", `{"rules": [{"name": "r", "priority": 1}]}`, api.CodeMissingField, "rules[0].match"},
+		{"empty http", rule(`{"http": {}}`), api.CodeMissingField, "rules[1].match.http"},
+		{"any http method only", rule(`{"http": {"method": "*"}}`), api.CodeMissingField, "rules[1].match.http"},
+		{"empty headers", rule(`{"headers": {}}`), api.CodeMissingField, "rules[1].match"},
+		{"lower-case http method", rule(`{"http": {"method": "get"}}`), api.CodeInvalidValue, "rules[1].match.http.method"},
+		{"http method with space", rule(`{"http": {"method": "GET POST"}}`), api.CodeInvalidValue, "rules[1].match.http.method"},
+		{"http method list", rule(`{"http": {"method": "GET,POST"}}`), api.CodeInvalidValue, "rules[1].match.http.method"},
+		{"http method star inside", rule(`{"http": {"method": "G*"}}`), api.CodeInvalidValue, "rules[1].match.http.method"},
+		{"path without slash", rule(`{"http": {"path": "api/feed"}}`), api.CodeInvalidValue, "rules[1].match.http.path"},
+		{"path trailing slash", rule(`{"http": {"path": "/api/feed/"}}`), api.CodeInvalidValue, "rules[1].match.http.path"},
+		{"path empty segment", rule(`{"http": {"path": "/api//feed"}}`), api.CodeInvalidValue, "rules[1].match.http.path"},
+		{"path double star", rule(`{"http": {"path": "/api/**"}}`), api.CodeInvalidValue, "rules[1].match.http.path"},
+		{"path star in the middle", rule(`{"http": {"path": "/api/*/feed"}}`), api.CodeInvalidValue, "rules[1].match.http.path"},
+		{"path star in a segment", rule(`{"http": {"path": "/api/feed*"}}`), api.CodeInvalidValue, "rules[1].match.http.path"},
+		{"path param without name", rule(`{"http": {"path": "/api/:/x"}}`), api.CodeInvalidValue, "rules[1].match.http.path"},
+		{"path param bad name", rule(`{"http": {"path": "/api/:a-b"}}`), api.CodeInvalidValue, "rules[1].match.http.path"},
+		{"path with query", rule(`{"http": {"path": "/api/feed?x=1"}}`), api.CodeInvalidValue, "rules[1].match.http.path"},
+		{"path with space", rule(`{"http": {"path": "/api/my feed"}}`), api.CodeInvalidValue, "rules[1].match.http.path"},
+		{"path too long", rule(`{"http": {"path": "/` + strings.Repeat("a", 1024) + `"}}`), api.CodeOutOfRange, "rules[1].match.http.path"},
+		{"rpc method with dash", rule(`{"method": "Post-Comment"}`), api.CodeInvalidValue, "rules[1].match.method"},
+		{"rpc method starting with a digit", rule(`{"method": "1Post"}`), api.CodeInvalidValue, "rules[1].match.method"},
+		{"rpc method star", rule(`{"method": "*"}`), api.CodeInvalidValue, "rules[1].match.method"},
+		{"upper-case header", rule(`{"headers": {"X-Client": "batch"}}`), api.CodeInvalidValue, "rules[1].match.headers.X-Client"},
+		{"header with space", rule(`{"headers": {"x client": "batch"}}`), api.CodeInvalidValue, "rules[1].match.headers.x client"},
+		{"header without value", rule(`{"headers": {"x-client": ""}}`), api.CodeMissingField, "rules[1].match.headers.x-client"},
+		{"header value type", rule(`{"headers": {"x-client": 1}}`), api.CodeInvalidType, "rules[1].match.headers.x-client"},
+		{"first bad header by name", rule(`{"headers": {"z-ok": "", "a-ok": ""}}`), api.CodeMissingField, "rules[1].match.headers.a-ok"},
+		{"rules not an array", `{"rules": {}}`, api.CodeInvalidType, "rules"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fe := priorityrules.Validate([]byte(tc.doc))
@@ -277,7 +277,7 @@ func TestTooManyRules(t *testing.T) {
 		fmt.Fprintf(&b, `{"name": "r%d", "priority": 1, "match": {"method": "M"}}`, i)
 	}
 	b.WriteString("]}")
-	if fe := priorityrules.Validate([]byte(b.String())); fe == nil || fe.Code != jsonx.CodeTooMany || fe.Field != "rules" {
+	if fe := priorityrules.Validate([]byte(b.String())); fe == nil || fe.Code != api.CodeTooMany || fe.Field != "rules" {
 		t.Fatalf("%d rules: %v", priorityrules.MaxRules+1, fe)
 	}
 }
@@ -299,7 +299,7 @@ func TestCompileValidatesAGoDocument(t *testing.T) {
 		{Name: "b", Priority: p(1), Match: priorityrules.Match{HTTP: &priorityrules.HTTPMatch{Path: "/a/**"}}},
 	}}
 	r, err = priorityrules.Compile(bad)
-	fe, ok := err.(*jsonx.FieldError)
+	fe, ok := err.(*api.FieldError)
 	if r != nil || !ok || fe.Field != "rules[1].match.http.path" {
 		t.Fatalf("compile a bad document: %v %v", r, err)
 	}

@@ -9,11 +9,8 @@ package overloadconf
 import (
 	"math"
 
-	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/api"
 )
-
-// Kind is the config kind's name.
-const Kind = "overload"
 
 // Config is the document.
 type Config struct {
@@ -32,9 +29,9 @@ type Config struct {
 }
 
 // Parse decodes doc strictly and validates it; the error names the field.
-func Parse(doc []byte) (*Config, *jsonx.FieldError) {
+func Parse(doc []byte) (*Config, *api.FieldError) {
 	var c Config
-	if fe := jsonx.DecodeObject(doc, &c); fe != nil {
+	if fe := api.DecodeObject(doc, &c); fe != nil {
 		return nil, fe
 	}
 	if fe := c.Validate(); fe != nil {
@@ -44,7 +41,7 @@ func Parse(doc []byte) (*Config, *jsonx.FieldError) {
 }
 
 // Validate names the first field out of its range.
-func (c *Config) Validate() *jsonx.FieldError {
+func (c *Config) Validate() *api.FieldError {
 	for _, r := range []struct {
 		field    string
 		v        *float64
@@ -57,19 +54,19 @@ func (c *Config) Validate() *jsonx.FieldError {
 		{"recover_step", c.RecoverStep, 0.001, 1},
 	} {
 		if r.v != nil && !(*r.v >= r.min && *r.v <= r.max) || r.v != nil && math.IsNaN(*r.v) {
-			return jsonx.Errorf(r.field, jsonx.CodeOutOfRange, "%g is outside [%g, %g]", *r.v, r.min, r.max)
+			return api.Errorf(r.field, api.CodeOutOfRange, "%g is outside [%g, %g]", *r.v, r.min, r.max)
 		}
 	}
 	for _, k := range []struct{ field, v string }{{"user_id_key", c.UserIDKey}, {"request_id_key", c.RequestIDKey}} {
 		if k.v == "" {
 			continue
 		}
-		if fe := jsonx.Name(k.field, k.v, true); fe != nil {
+		if fe := api.Name(k.field, k.v, true); fe != nil {
 			return fe
 		}
 		for _, b := range []byte(k.v) {
 			if b >= 'A' && b <= 'Z' {
-				return jsonx.Errorf(k.field, jsonx.CodeInvalidValue, "%q: keys are lower case", k.v)
+				return api.Errorf(k.field, api.CodeInvalidValue, "%q: keys are lower case", k.v)
 			}
 		}
 	}

@@ -5,7 +5,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/api"
 )
 
 // Features are what rules match a request on. An HTTP request gives
@@ -154,12 +154,12 @@ func (p *pathPattern) match(path string) bool {
 }
 
 // compilePath compiles a path pattern (syntax: Compile).
-func compilePath(field, pat string) (*pathPattern, *jsonx.FieldError) {
-	bad := func(format string, args ...any) (*pathPattern, *jsonx.FieldError) {
-		return nil, jsonx.Errorf(field, jsonx.CodeInvalidValue, "path pattern %q: "+format, append([]any{pat}, args...)...)
+func compilePath(field, pat string) (*pathPattern, *api.FieldError) {
+	bad := func(format string, args ...any) (*pathPattern, *api.FieldError) {
+		return nil, api.Errorf(field, api.CodeInvalidValue, "path pattern %q: "+format, append([]any{pat}, args...)...)
 	}
 	if len(pat) > MaxPathPatternLen {
-		return nil, jsonx.Errorf(field, jsonx.CodeOutOfRange, "%d bytes long, at most %d", len(pat), MaxPathPatternLen)
+		return nil, api.Errorf(field, api.CodeOutOfRange, "%d bytes long, at most %d", len(pat), MaxPathPatternLen)
 	}
 	if pat[0] != '/' {
 		return bad("does not start with /")

@@ -128,3 +128,21 @@ func TestPriorityTravelsAndShedsBeforeSending(t *testing.T) {
 func metainfoUser(ctx context.Context, user string) context.Context {
 	return metainfo.WithValue(ctx, sdk.DefaultUserIDKey, user)
 }
+
+// A priority set with the Kitex adapter travels as persistent metainfo, which
+// a Kitex server's ctx carries on, and reads back from it; one set by a
+// caller that sends only a business priority gets the highest user priority.
+func TestPriorityTravelsAsMetainfo(t *testing.T) {
+	p := sdk.Priority{Business: 100, User: 7}
+	ctx := kitexsdk.ContextWithPriority(context.Background(), p)
+	v, _ := metainfo.GetPersistentValue(ctx, sdk.PriorityKey)
+	u, _ := metainfo.GetPersistentValue(ctx, sdk.UserPriorityKey)
+	server := metainfo.WithPersistentValue(metainfo.WithPersistentValue(context.Background(), sdk.PriorityKey, v), sdk.UserPriorityKey, u)
+	if got, ok := sdk.PriorityFrom(kitexsdk.PriorityContext(server)); !ok || got != p {
+		t.Fatalf("from metainfo: %+v %v", got, ok)
+	}
+	old := metainfo.WithValue(context.Background(), sdk.PriorityKey, "20")
+	if got, ok := sdk.PriorityFrom(kitexsdk.PriorityContext(old)); !ok || got != (sdk.Priority{Business: 20, User: sdk.UserPriorities - 1}) {
+		t.Fatalf("business only: %+v %v", got, ok)
+	}
+}

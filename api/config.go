@@ -1,0 +1,282 @@
+package api
+
+import (
+	"encoding/json"
+	"slices"
+)
+
+// The config-center's API (docs/config-center.md) stores governance config
+// documents of these kinds. A server-scoped kind has one document per
+// service ({server}); a client-scoped one, one per caller and callee
+// ({client}/{server}).
+const (
+	KindRPCTimeout    = "rpc_timeout"    // client-scoped, Kitex's rpctimeout.RPCTimeout per method
+	KindRetry         = "retry"          // client-scoped, Kitex's retry.Policy per method
+	KindCircuitBreak  = "circuit_break"  // client-scoped, Kitex's circuitbreak.CBConfig per method
+	KindDegradation   = "degradation"    // client-scoped, Degradation
+	KindLimit         = "limit"          // server-scoped, Kitex's limiter.LimiterConfig
+	KindAccessControl = "access_control" // server-scoped, AccessControl
+	KindUnitRouting   = "unit_routing"   // server-scoped, UnitRouting
+	KindOverload      = "overload"       // server-scoped, overloadconf.Config
+	KindPriorityRules = "priority_rules" // server-scoped, priorityrules.Document
+	// KindCalculator holds the weight-calculator's knobs for one service
+	// (docs/weights.md); it is written to etcd directly, not through the API.
+	KindCalculator = "calculator"
+)
+
+// Entry is a stored config (at Keys.Config, and as the config-center's API
+// answers it): the document in force and, during a rollout, the one it
+// replaces.
+type Entry struct {
+	Kind        string          `json:"kind"`
+	Scope       string          `json:"scope"`
+	Revision    int64           `json:"revision"` // etcd mod revision while current
+	Document    json.RawMessage `json:"document"`
+	Rollout     *Rollout        `json:"rollout,omitempty"`
+	UpdatedBy   string          `json:"updated_by"`
+	UpdatedAtMs int64           `json:"updated_at_ms"`
+	Deleted     bool            `json:"deleted,omitempty"` // in history: the config was deleted after this
+}
+
+// Rollout is a staged change: Percent of the instances (by a stable hash of
+// their id) get Entry.Document, the others Previous.
+type Rollout struct {
+	Percent          int             `json:"percent"`
+	Previous         json.RawMessage `json:"previous"`
+	PreviousRevision int64           `json:"previous_revision"`
+}
+
+// AuditEntry records one write (at Keys.Audit).
+type AuditEntry struct {
+	AtMs        int64  `json:"at_ms"`
+	Who         string `json:"who"`
+	Action      string `json:"action"` // put, delete, rollback, rollout, promote, abort, pin, unpin
+	Kind        string `json:"kind,omitempty"`
+	Scope       string `json:"scope,omitempty"`
+	Service     string `json:"service,omitempty"` // for pins
+	OldRevision int64  `json:"old_revision"`
+	NewRevision int64  `json:"new_revision"`
+	Detail      string `json:"detail,omitempty"`
+}
+
+// Pin holds a service to one version of one config, whatever rollout runs
+// (a list of them per service at Keys.Pins).
+type Pin struct {
+	Kind     string          `json:"kind"`
+	Scope    string          `json:"scope"`
+	Revision int64           `json:"revision"`
+	Document json.RawMessage `json:"document"`
+	PinnedBy string          `json:"pinned_by"`
+	AtMs     int64           `json:"at_ms"`
+}
+
+// Effective sources: which version of a config an instance applies.
+const (
+	SourceCurrent  = "current"
+	SourceCanary   = "canary"
+	SourcePrevious = "previous"
+	SourcePinned   = "pinned"
+)
+
+// Effective is one config as one instance applies it.
+type Effective struct {
+	Kind     string          `json:"kind"`
+	Scope    string          `json:"scope"`
+	Revision int64           `json:"revision"`
+	Source   string          `json:"source"` // current, canary, previous (outside a canary), pinned
+	Document json.RawMessage `json:"document"`
+}
+
+// WatchAnswer is the config-center's answer to an SDK's long poll
+// (GET /v1/watch?service=S&instance=I&version=V&applied=A): every config
+// that applies to S as I sees it (rollout and pins applied), and the dynamic
+// policies (Policy) of the services it calls, by service.
+type WatchAnswer struct {
+	Service  string                     `json:"service"`
+	Instance string                     `json:"instance"`
+	Version  int64                      `json:"version"`
+	Configs  []Effective                `json:"configs"`
+	Policies map[string]json.RawMessage `json:"policies"`
+}
+
+// Find returns the config of kind and scope, if any applies.
+func (a *WatchAnswer) Find(kind, scope string) (Effective, bool) {
+	i := slices.IndexFunc(a.Configs, func(c Effective) bool { return c.Kind == kind && c.Scope == scope })
+	if i < 0 {
+		return Effective{}, false
+	}
+	return a.Configs[i], true
+}
+
+// ConfigStatus tells how many instances run which revision of a config.
+type ConfigStatus struct {
+	Kind       string         `json:"kind"`
+	Scope      string         `json:"scope"`
+	Instances  int            `json:"instances"`
+	ByRevision map[string]int `json:"by_revision"`
+}
+
+// Degradation is the document of the degradation kind, as Kitex's
+// config-etcd suite reads it: drop percentage of the client's requests when
+// enabled.
+type Degradation struct {
+	Enable     bool `json:"enable"`
+	Percentage int  `json:"percentage"`
+}
+
+// Validate checks the percentage.
+func (d *Degradation) Validate() *FieldError {
+	if d.Percentage < 0 || d.Percentage > 100 {
+		return Errorf("percentage", CodeOutOfRange, "%d is outside [0, 100]", d.Percentage)
+	}
+	return nil
+}
+
+// Access rule types and modes.
+const (
+	AccessAllow = "allow"
+	AccessDeny  = "deny"
+	ModeEnforce = "enforce"
+	ModeDryRun  = "dry_run"
+	ModeObserve = "observe"
+)
+
+// AccessControl decides which callers may call a service. Deny rules block
+// the callers they list; when any allow rule exists, callers no allow rule
+// lists are blocked. A rule in dry_run mode blocks nothing: data planes
+// count what it would have blocked and report it (Report.DryRunDenials).
+type AccessControl struct {
+	Rules []AccessRule `json:"rules"`
+}
+
+// AccessRule is one allow or deny list.
+type AccessRule struct {
+	Name    string   `json:"name"`
+	Type    string   `json:"type"` // allow | deny
+	Callers []string `json:"callers"`
+	Methods []string `json:"methods,omitempty"` // empty: every method
+	Mode    string   `json:"mode"`              // enforce | dry_run
+}
+
+// Validate names the first bad field of the rules.
+func (ac *AccessControl) Validate() *FieldError {
+	names := uniqueNames{}
+	for i, r := range ac.Rules {
+		at := func(f string) string { return Join(Index("rules", i), f) }
+		if fe := names.add(at("name"), r.Name); fe != nil {
+			return fe
+		}
+		if r.Type != AccessAllow && r.Type != AccessDeny {
+			return Errorf(at("type"), CodeInvalidValue, "want allow or deny, got %q", r.Type)
+		}
+		if r.Mode != ModeEnforce && r.Mode != ModeDryRun {
+			return Errorf(at("mode"), CodeInvalidValue, "want enforce or dry_run, got %q", r.Mode)
+		}
+		if len(r.Callers) == 0 {
+			return Errorf(at("callers"), CodeMissingField, "a rule lists at least one caller service")
+		}
+		for j, c := range r.Callers {
+			if fe := Name(Index(at("callers"), j), c, true); fe != nil {
+				return fe
+			}
+		}
+		for j, m := range r.Methods {
+			if fe := Name(Index(at("methods"), j), m, true); fe != nil {
+				return fe
+			}
+		}
+	}
+	return nil
+}
+
+// Check tells whether caller calling method is denied, by which rule, and
+// whether that rule is only a dry run. Enforced rules are checked before
+// dry-run ones.
+func (ac *AccessControl) Check(caller, method string) (denied bool, rule string, dryRun bool) {
+	for _, mode := range []string{ModeEnforce, ModeDryRun} {
+		allowSeen, allowed, allowRule := false, false, ""
+		for _, ru := range ac.Rules {
+			if ru.Mode != mode || (len(ru.Methods) > 0 && !slices.Contains(ru.Methods, method)) {
+				continue
+			}
+			listed := slices.Contains(ru.Callers, caller)
+			switch ru.Type {
+			case AccessDeny:
+				if listed {
+					return true, ru.Name, mode == ModeDryRun
+				}
+			case AccessAllow:
+				allowSeen, allowRule = true, ru.Name
+				allowed = allowed || listed
+			}
+		}
+		if allowSeen && !allowed {
+			return true, allowRule, mode == ModeDryRun
+		}
+	}
+	return false, "", false
+}
+
+// UnitRouting sends requests that match a rule to a named unit (a cluster or
+// an instance group). It is stored and validated; no data plane applies it
+// yet (docs/config-center.md).
+type UnitRouting struct {
+	Rules []UnitRule `json:"rules"`
+}
+
+// UnitRule is one routing rule; every condition given must match.
+type UnitRule struct {
+	Name  string    `json:"name"`
+	Match UnitMatch `json:"match"`
+	Unit  string    `json:"unit"`
+	Mode  string    `json:"mode"` // enforce | observe
+}
+
+// UnitMatch are the request features a rule matches on.
+type UnitMatch struct {
+	Headers map[string]string `json:"headers,omitempty"` // HTTP headers or Kitex metainfo keys
+	Caller  string            `json:"caller,omitempty"`
+}
+
+// Validate names the first bad field of the rules.
+func (ur *UnitRouting) Validate() *FieldError {
+	names := uniqueNames{}
+	for i, r := range ur.Rules {
+		at := func(f string) string { return Join(Index("rules", i), f) }
+		if fe := names.add(at("name"), r.Name); fe != nil {
+			return fe
+		}
+		if fe := Name(at("unit"), r.Unit, true); fe != nil {
+			return fe
+		}
+		if r.Mode != ModeEnforce && r.Mode != ModeObserve {
+			return Errorf(at("mode"), CodeInvalidValue, "want enforce or observe, got %q", r.Mode)
+		}
+		if len(r.Match.Headers) == 0 && r.Match.Caller == "" {
+			return Errorf(at("match"), CodeMissingField, "match on headers or caller")
+		}
+		for k := range r.Match.Headers {
+			if fe := Name(Join(at("match.headers"), k), k, true); fe != nil {
+				return fe
+			}
+		}
+		if fe := Name(at("match.caller"), r.Match.Caller, false); fe != nil {
+			return fe
+		}
+	}
+	return nil
+}
+
+// uniqueNames checks that rule names are valid and distinct.
+type uniqueNames map[string]bool
+
+func (u uniqueNames) add(field, name string) *FieldError {
+	if fe := Name(field, name, true); fe != nil {
+		return fe
+	}
+	if u[name] {
+		return Errorf(field, CodeInvalidValue, "rule %q appears twice", name)
+	}
+	u[name] = true
+	return nil
+}

@@ -1,0 +1,28 @@
+package api
+
+// Policy is a service's dynamic policy as mesh-core stores it in etcd (at
+// Keys.Policy) and the config-center hands it to SDKs (WatchAnswer.Policies):
+// the weight-calculator's weights and admission decisions. The calculator
+// publishes it over Kitex (idl/meshcore.thrift); mesh-core converts it to
+// this type before storing, so the stored schema does not follow the IDL.
+type Policy struct {
+	Service string `json:"service"`
+	// Version grows with every publication; mesh-core refuses older ones.
+	Version int64            `json:"version"`
+	Weights []InstanceWeight `json:"weights"`
+	// Overload is the service's decision.
+	Overload *Overload `json:"overload"`
+	// InstanceOverload are the decisions of single instances, by instance.
+	InstanceOverload map[string]*Overload `json:"instance_overload"`
+	ComputedAtMs     int64                `json:"computed_at_ms"`
+	CalculatorID     string               `json:"calculator_id"`
+}
+
+// InstanceWeight is one instance's dynamic weight: 1..1000, or 0 with
+// Ejected set, Reason saying why.
+type InstanceWeight struct {
+	Instance string `json:"instance"`
+	Weight   int32  `json:"weight"`
+	Ejected  bool   `json:"ejected"`
+	Reason   string `json:"reason"`
+}
