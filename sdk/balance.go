@@ -36,24 +36,30 @@ func (p *Picker) Update(snap *Snapshot) {
 	}
 	p.version = snap.Version
 	p.nodes = p.nodes[:0]
-	for in, w := range eligible(snap) {
+	for in, w := range Eligible(snap) {
 		p.nodes = append(p.nodes, pickNode{inst: in, weight: w})
 	}
 }
 
-// eligible yields the instances of snap a request may go to, with their
-// weights: those with a positive weight, healthy unless the snapshot is the
-// static fallback (version 0). When none is, every instance, equal: a
-// balancer never picks from nothing.
-func eligible(snap *Snapshot) iter.Seq2[Instance, int64] {
+// Eligible yields the instances of snap a request may go to, with their
+// weights: from mesh-core, the healthy ones with a positive weight; from the
+// static fallback (version 0), every instance, those given without a weight
+// at weight 1. When none is eligible, every instance, equal: a balancer
+// never picks from nothing. Every SDK balancer (and the Kitex resolver)
+// picks by this one rule.
+func Eligible(snap *Snapshot) iter.Seq2[Instance, int64] {
 	return func(yield func(Instance, int64) bool) {
 		any := false
 		for _, in := range snap.Instances {
-			if in.Weight <= 0 || !in.Healthy && snap.Version != 0 {
+			w := int64(in.Weight)
+			if snap.Version == 0 && w <= 0 {
+				w = 1 // a static instance without a weight
+			}
+			if w <= 0 || !in.Healthy && snap.Version != 0 {
 				continue // ejected
 			}
 			any = true
-			if !yield(in, int64(in.Weight)) {
+			if !yield(in, w) {
 				return
 			}
 		}

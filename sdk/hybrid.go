@@ -116,7 +116,7 @@ func (p *HybridPicker) Update(snap *Snapshot) {
 	p.cands = p.cands[:0]
 	p.total = 0
 	seen := make(map[string]bool, len(snap.Instances))
-	for in, w := range eligible(snap) {
+	for in, w := range Eligible(snap) {
 		l := p.local[in.Instance]
 		if l == nil {
 			l = &localLoad{}

@@ -85,3 +85,29 @@ func TestParsePriority(t *testing.T) {
 		}
 	}
 }
+
+// One rule of eligibility for every balancer: static instances given without
+// a weight count as weight 1; from mesh-core, ejected (weight 0, unhealthy)
+// instances are left out; with nothing eligible, every instance, equal.
+func TestEligibleIsOneRule(t *testing.T) {
+	collect := func(s *sdk.Snapshot) map[string]int64 {
+		out := map[string]int64{}
+		for in, w := range sdk.Eligible(s) {
+			out[in.Instance] = w
+		}
+		return out
+	}
+	static := &sdk.Snapshot{Discovery: api.Discovery{Instances: []sdk.Instance{{Instance: "a"}, {Instance: "b", Weight: 3}}}}
+	if got := collect(static); len(got) != 2 || got["a"] != 1 || got["b"] != 3 {
+		t.Fatalf("static fallback: %v", got)
+	}
+	central := &sdk.Snapshot{Discovery: api.Discovery{Version: 5, Instances: []sdk.Instance{
+		{Instance: "a", Weight: 0, Healthy: false}, {Instance: "b", Weight: 2, Healthy: true}, {Instance: "c", Weight: 4, Healthy: false}}}}
+	if got := collect(central); len(got) != 1 || got["b"] != 2 {
+		t.Fatalf("from mesh-core: %v", got)
+	}
+	allOut := &sdk.Snapshot{Discovery: api.Discovery{Version: 5, Instances: []sdk.Instance{{Instance: "a"}, {Instance: "b"}}}}
+	if got := collect(allOut); len(got) != 2 || got["a"] != 1 || got["b"] != 1 {
+		t.Fatalf("nothing eligible: %v", got)
+	}
+}

@@ -134,20 +134,8 @@ func (r *Resolver) Resolve(_ context.Context, desc string) (discovery.Result, er
 		return discovery.Result{}, kerrors.ErrNoMoreInstance
 	}
 	res := discovery.Result{Cacheable: true, CacheKey: desc}
-	for _, in := range snap.Instances {
-		w := int(in.Weight)
-		if snap.Version == 0 && w <= 0 { // static instances without a weight: equal
-			w = 1
-		}
-		if w <= 0 || (snap.Version != 0 && !in.Healthy) {
-			continue
-		}
-		res.Instances = append(res.Instances, discovery.NewInstance("tcp", in.Addr, w, map[string]string{InstanceTag: in.Instance}))
-	}
-	if len(res.Instances) == 0 {
-		for _, in := range snap.Instances { // never nothing: all, equal
-			res.Instances = append(res.Instances, discovery.NewInstance("tcp", in.Addr, 1, map[string]string{InstanceTag: in.Instance}))
-		}
+	for in, w := range sdk.Eligible(snap) {
+		res.Instances = append(res.Instances, discovery.NewInstance("tcp", in.Addr, int(w), map[string]string{InstanceTag: in.Instance}))
 	}
 	return res, nil
 }
