@@ -25,8 +25,9 @@ func (c apiClient) watch(service, instance string, version, applied int64, wait 
 	r := c.do("GET", "/v1/watch?"+q.Encode(), "")
 	var a api.WatchAnswer
 	if r.status == 200 {
-		if err := json.Unmarshal(r.body, &a); err != nil {
-			c.t.Fatalf("watch answer %s: %v", r.body, err)
+		// Strictly: the answer is the contract's type, field for field.
+		if fe := api.Decode(r.body, &a); fe != nil {
+			c.t.Fatalf("watch answer %s: %v", r.body, fe)
 		}
 	}
 	return r.status, a

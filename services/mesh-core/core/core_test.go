@@ -14,31 +14,16 @@ import (
 
 	"github.com/cloudwego/kitex/client"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
 )
 
-type answer struct {
-	Service   string `json:"service"`
-	Version   int64  `json:"version"`
-	Instances []struct {
-		Instance     string            `json:"instance"`
-		Addr         string            `json:"addr"`
-		Zone         string            `json:"zone"`
-		Weight       int32             `json:"weight"`
-		StaticWeight int32             `json:"static_weight"`
-		Healthy      bool              `json:"healthy"`
-		Metadata     map[string]string `json:"metadata"`
-	} `json:"instances"`
-	Overload struct {
-		AdmitMinPriority int32  `json:"admit_min_priority"`
-		State            string `json:"state"`
-	} `json:"overload"`
-	PolicyAgeMs int64 `json:"policy_age_ms"`
-	Stale       bool  `json:"stale"`
-}
+// answer is a discovery answer, decoded strictly into the contract's type:
+// a field the server writes that api.Discovery does not hold fails the test.
+type answer struct{ api.Discovery }
 
 func (a answer) weights() map[string]int32 {
 	out := map[string]int32{}
@@ -88,8 +73,8 @@ func poll(t testing.TB, mc *core.MeshCore, service string, version int64, wait s
 	r := call(t, "GET", fmt.Sprintf("http://%s/v1/discovery/%s?version=%d&wait=%s", mc.Addr(), service, version, wait), nil)
 	var a answer
 	if r.status == http.StatusOK {
-		if err := json.Unmarshal(r.body, &a); err != nil {
-			t.Fatalf("discovery answer %s: %v", r.body, err)
+		if fe := api.Decode(r.body, &a.Discovery); fe != nil {
+			t.Fatalf("discovery answer %s: %v", r.body, fe)
 		}
 	}
 	return r.status, a
