@@ -26,3 +26,14 @@ type InstanceWeight struct {
 	Ejected  bool   `json:"ejected"`
 	Reason   string `json:"reason"`
 }
+
+// Shard is one weight-calculator shard as it registers itself in etcd (at
+// Keys.Shard, under its lease); the mixer and the config-center read the
+// live set to route by service.
+type Shard struct {
+	ID string `json:"id"`
+	// Addr is the Kitex address that serves Aggregator.Ingest.
+	Addr string `json:"addr"`
+	// AdminAddr is the admin HTTP address (/debug, /metrics).
+	AdminAddr string `json:"admin_addr,omitempty"`
+}

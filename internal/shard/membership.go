@@ -18,14 +18,8 @@ import (
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 )
 
-// Shard is one weight-calculator as registered in etcd.
-type Shard struct {
-	ID string `json:"id"`
-	// Kitex address that serves Aggregator.Ingest.
-	Addr string `json:"addr"`
-	// Admin HTTP address (/debug, /metrics).
-	AdminAddr string `json:"admin_addr,omitempty"`
-}
+// Shard is one weight-calculator as registered in etcd (the contract's type).
+type Shard = api.Shard
 
 // Membership is the live set of shards, mirrored from etcd. It keeps the last
 // set it saw while etcd is away.
