@@ -207,7 +207,7 @@ func (s *Snapshot) Threshold(instance string) int32 {
 		return 0
 	}
 	t := s.Overload.Level()
-	if s.Overload.State != "" && s.Overload.State != "normal" {
+	if s.Overload.State != "" && s.Overload.State != api.StateNormal {
 		return t // the service's control governs every instance
 	}
 	for i := range s.Instances {

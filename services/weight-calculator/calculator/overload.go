@@ -9,9 +9,9 @@ import (
 
 // Overload states (docs/overload.md).
 const (
-	StateNormal     = "normal"
-	StateOverloaded = "overloaded"
-	StateRecovering = "recovering"
+	StateNormal     = api.StateNormal
+	StateOverloaded = api.StateOverloaded
+	StateRecovering = api.StateRecovering
 )
 
 // overloadControl is the admission state of a service or an instance, after
