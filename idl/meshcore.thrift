@@ -23,9 +23,9 @@ struct Overload {
     3: i32 admit_min_level
 }
 
-// The dynamic policy of one service. Instances absent from weights keep
-// their static weight (from their registration); an empty list returns the
-// whole service to static weights.
+// The dynamic policy of one service. Instances absent from weights get the
+// median of the policy's weights; an empty list returns the whole service to
+// static weights.
 struct Policy {
     1: string service
     // Monotonically increasing per service; mesh-core rejects a version not
@@ -49,7 +49,7 @@ struct PublishPolicyResponse {
 }
 
 exception PolicyRejected {
-    // invalid | stale_version | unknown_instance | unavailable
+    // invalid | stale_version | unknown_instance
     1: string code
     2: string message
     3: string field
@@ -58,6 +58,28 @@ exception PolicyRejected {
     4: i64 current_version
 }
 
+// Several services' policies at once: one call, and one etcd transaction for
+// all the policies that pass validation.
+struct PublishPoliciesRequest {
+    1: list<Policy> policies
+}
+
+// The outcome of one policy of a batch: stored (rejected unset) or rejected.
+struct PolicyOutcome {
+    1: string service
+    2: i64 stored_version
+    3: i64 etcd_revision
+    4: optional PolicyRejected rejected
+}
+
+struct PublishPoliciesResponse {
+    // In the order of the request's policies.
+    1: list<PolicyOutcome> results
+}
+
 service MeshCore {
     PublishPolicyResponse PublishPolicy(1: PublishPolicyRequest req) throws (1: PolicyRejected err)
+    // An error (etcd unreachable, too many concurrent writers) means nothing
+    // of the batch was stored; retry it.
+    PublishPoliciesResponse PublishPolicies(1: PublishPoliciesRequest req)
 }

@@ -278,6 +278,129 @@ var fieldIDToName_PublishPolicyResponse = map[int16]string{
 	2: "etcd_revision",
 }
 
+type PublishPoliciesRequest struct {
+	Policies []*Policy `thrift:"policies,1" frugal:"1,default,list<Policy>" json:"policies"`
+}
+
+func NewPublishPoliciesRequest() *PublishPoliciesRequest {
+	return &PublishPoliciesRequest{}
+}
+
+func (p *PublishPoliciesRequest) InitDefault() {
+}
+
+func (p *PublishPoliciesRequest) GetPolicies() (v []*Policy) {
+	return p.Policies
+}
+func (p *PublishPoliciesRequest) SetPolicies(val []*Policy) {
+	p.Policies = val
+}
+
+func (p *PublishPoliciesRequest) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("PublishPoliciesRequest(%+v)", *p)
+}
+
+var fieldIDToName_PublishPoliciesRequest = map[int16]string{
+	1: "policies",
+}
+
+type PolicyOutcome struct {
+	Service       string          `thrift:"service,1" frugal:"1,default,string" json:"service"`
+	StoredVersion int64           `thrift:"stored_version,2" frugal:"2,default,i64" json:"stored_version"`
+	EtcdRevision  int64           `thrift:"etcd_revision,3" frugal:"3,default,i64" json:"etcd_revision"`
+	Rejected      *PolicyRejected `thrift:"rejected,4,optional" frugal:"4,optional,PolicyRejected" json:"rejected,omitempty"`
+}
+
+func NewPolicyOutcome() *PolicyOutcome {
+	return &PolicyOutcome{}
+}
+
+func (p *PolicyOutcome) InitDefault() {
+}
+
+func (p *PolicyOutcome) GetService() (v string) {
+	return p.Service
+}
+
+func (p *PolicyOutcome) GetStoredVersion() (v int64) {
+	return p.StoredVersion
+}
+
+func (p *PolicyOutcome) GetEtcdRevision() (v int64) {
+	return p.EtcdRevision
+}
+
+var PolicyOutcome_Rejected_DEFAULT *PolicyRejected
+
+func (p *PolicyOutcome) GetRejected() (v *PolicyRejected) {
+	if !p.IsSetRejected() {
+		return PolicyOutcome_Rejected_DEFAULT
+	}
+	return p.Rejected
+}
+func (p *PolicyOutcome) SetService(val string) {
+	p.Service = val
+}
+func (p *PolicyOutcome) SetStoredVersion(val int64) {
+	p.StoredVersion = val
+}
+func (p *PolicyOutcome) SetEtcdRevision(val int64) {
+	p.EtcdRevision = val
+}
+func (p *PolicyOutcome) SetRejected(val *PolicyRejected) {
+	p.Rejected = val
+}
+
+func (p *PolicyOutcome) IsSetRejected() bool {
+	return p.Rejected != nil
+}
+
+func (p *PolicyOutcome) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("PolicyOutcome(%+v)", *p)
+}
+
+var fieldIDToName_PolicyOutcome = map[int16]string{
+	1: "service",
+	2: "stored_version",
+	3: "etcd_revision",
+	4: "rejected",
+}
+
+type PublishPoliciesResponse struct {
+	Results []*PolicyOutcome `thrift:"results,1" frugal:"1,default,list<PolicyOutcome>" json:"results"`
+}
+
+func NewPublishPoliciesResponse() *PublishPoliciesResponse {
+	return &PublishPoliciesResponse{}
+}
+
+func (p *PublishPoliciesResponse) InitDefault() {
+}
+
+func (p *PublishPoliciesResponse) GetResults() (v []*PolicyOutcome) {
+	return p.Results
+}
+func (p *PublishPoliciesResponse) SetResults(val []*PolicyOutcome) {
+	p.Results = val
+}
+
+func (p *PublishPoliciesResponse) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("PublishPoliciesResponse(%+v)", *p)
+}
+
+var fieldIDToName_PublishPoliciesResponse = map[int16]string{
+	1: "results",
+}
+
 type PolicyRejected struct {
 	Code           string `thrift:"code,1" frugal:"1,default,string" json:"code"`
 	Message        string `thrift:"message,2" frugal:"2,default,string" json:"message"`
@@ -339,6 +462,8 @@ var fieldIDToName_PolicyRejected = map[int16]string{
 
 type MeshCore interface {
 	PublishPolicy(ctx context.Context, req *PublishPolicyRequest) (r *PublishPolicyResponse, err error)
+
+	PublishPolicies(ctx context.Context, req *PublishPoliciesRequest) (r *PublishPoliciesResponse, err error)
 }
 
 type MeshCorePublishPolicyArgs struct {
@@ -433,6 +558,82 @@ func (p *MeshCorePublishPolicyResult) String() string {
 var fieldIDToName_MeshCorePublishPolicyResult = map[int16]string{
 	0: "success",
 	1: "err",
+}
+
+type MeshCorePublishPoliciesArgs struct {
+	Req *PublishPoliciesRequest `thrift:"req,1" frugal:"1,default,PublishPoliciesRequest" json:"req"`
+}
+
+func NewMeshCorePublishPoliciesArgs() *MeshCorePublishPoliciesArgs {
+	return &MeshCorePublishPoliciesArgs{}
+}
+
+func (p *MeshCorePublishPoliciesArgs) InitDefault() {
+}
+
+var MeshCorePublishPoliciesArgs_Req_DEFAULT *PublishPoliciesRequest
+
+func (p *MeshCorePublishPoliciesArgs) GetReq() (v *PublishPoliciesRequest) {
+	if !p.IsSetReq() {
+		return MeshCorePublishPoliciesArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *MeshCorePublishPoliciesArgs) SetReq(val *PublishPoliciesRequest) {
+	p.Req = val
+}
+
+func (p *MeshCorePublishPoliciesArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *MeshCorePublishPoliciesArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("MeshCorePublishPoliciesArgs(%+v)", *p)
+}
+
+var fieldIDToName_MeshCorePublishPoliciesArgs = map[int16]string{
+	1: "req",
+}
+
+type MeshCorePublishPoliciesResult struct {
+	Success *PublishPoliciesResponse `thrift:"success,0,optional" frugal:"0,optional,PublishPoliciesResponse" json:"success,omitempty"`
+}
+
+func NewMeshCorePublishPoliciesResult() *MeshCorePublishPoliciesResult {
+	return &MeshCorePublishPoliciesResult{}
+}
+
+func (p *MeshCorePublishPoliciesResult) InitDefault() {
+}
+
+var MeshCorePublishPoliciesResult_Success_DEFAULT *PublishPoliciesResponse
+
+func (p *MeshCorePublishPoliciesResult) GetSuccess() (v *PublishPoliciesResponse) {
+	if !p.IsSetSuccess() {
+		return MeshCorePublishPoliciesResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *MeshCorePublishPoliciesResult) SetSuccess(x interface{}) {
+	p.Success = x.(*PublishPoliciesResponse)
+}
+
+func (p *MeshCorePublishPoliciesResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *MeshCorePublishPoliciesResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("MeshCorePublishPoliciesResult(%+v)", *p)
+}
+
+var fieldIDToName_MeshCorePublishPoliciesResult = map[int16]string{
+	0: "success",
 }
 
 // exceptions of methods in MeshCore.

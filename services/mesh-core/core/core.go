@@ -119,7 +119,7 @@ func replicaName(addr string) string {
 // Addr is the HTTP address (registry, discovery).
 func (mc *MeshCore) Addr() string { return mc.http.Addr() }
 
-// KitexAddr is the address MeshCore.PublishPolicy is served on.
+// KitexAddr is the address MeshCore.PublishPolicy and PublishPolicies are served on.
 func (mc *MeshCore) KitexAddr() string { return mc.kitexAddr }
 
 // Stale tells whether mesh-core serves from memory without a live etcd.
@@ -238,7 +238,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"op", "result"}),
 		policies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sextant_meshcore_policies_total",
-			Help: "PublishPolicy calls, by result (stored, stale_version, invalid, unknown_instance, unavailable, conflict).",
+			Help: "Policies published (PublishPolicy, PublishPolicies), by result (stored, stale_version, invalid, unknown_instance, unavailable, conflict).",
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.push, m.polls, m.waiting, m.snapshots, m.registrations, m.policies)

@@ -439,3 +439,57 @@ func TestFailStaticWhileEtcdIsAway(t *testing.T) {
 		t.Fatal("the change after etcd returned did not reach the poller")
 	}
 }
+
+// A batch is validated policy by policy, and the valid ones are written in
+// one etcd transaction: they share one revision. Bad, stale and duplicate
+// policies are answered one by one and keep nothing of theirs.
+func TestPublishPoliciesInOneTransaction(t *testing.T) {
+	etcd := testenv.StartEtcd(t)
+	prefix := testenv.Prefix(t)
+	mc := testenv.StartMeshCore(t, etcd, prefix, nil)
+	for _, s := range []string{"a-svc", "b-svc", "c-svc"} {
+		register(t, mc, s, "10.0.0.1:9000", 30)
+	}
+	pub := publisher(t, mc)
+	if _, err := pub.PublishPolicy(context.Background(), &meshcore.PublishPolicyRequest{Policy: policy("c-svc", 50, map[string]int32{"10.0.0.1:9000": 100})}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := pub.PublishPolicies(context.Background(), &meshcore.PublishPoliciesRequest{Policies: []*meshcore.Policy{
+		policy("a-svc", 10, map[string]int32{"10.0.0.1:9000": 700}),
+		policy("b-svc", 10, map[string]int32{"10.0.0.1:9000": 300}),
+		policy("c-svc", 40, map[string]int32{"10.0.0.1:9000": 200}),  // stale
+		policy("b-svc", 11, map[string]int32{"10.0.0.1:9000": 900}),  // twice
+		policy("a-svc", 12, map[string]int32{"10.9.9.9:1": 900}),     // unknown instance (and a twice)
+		policy("d-svc", 10, map[string]int32{"10.0.0.1:9000": 1001}), // out of range
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := resp.Results
+	if len(r) != 6 || r[0].Rejected != nil || r[1].Rejected != nil || r[0].EtcdRevision == 0 || r[0].EtcdRevision != r[1].EtcdRevision {
+		t.Fatalf("valid policies not stored in one transaction: %+v", r)
+	}
+	for i, code := range map[int]string{2: core.RejectStaleVersion, 3: core.RejectInvalid, 4: core.RejectUnknownInstance, 5: core.RejectInvalid} {
+		if r[i].Rejected == nil || r[i].Rejected.Code != code {
+			t.Errorf("policy %d: want %s, got %+v", i, code, r[i])
+		}
+	}
+	if r[2].Rejected.CurrentVersion != 50 {
+		t.Errorf("stale: current version %d", r[2].Rejected.CurrentVersion)
+	}
+	waitFor(t, mc, "a-svc", func(a answer) error {
+		if w := a.weights(); w["10.0.0.1:9000"] != 700 {
+			return fmt.Errorf("weights %v", w)
+		}
+		return nil
+	})
+	waitFor(t, mc, "c-svc", func(a answer) error {
+		if w := a.weights(); w["10.0.0.1:9000"] != 100 {
+			return fmt.Errorf("the stale policy changed weights: %v", w)
+		}
+		return nil
+	})
+	if _, err := pub.PublishPolicies(context.Background(), &meshcore.PublishPoliciesRequest{Policies: make([]*meshcore.Policy, core.MaxPoliciesPerBatch+1)}); err == nil {
+		t.Fatal("an oversized batch was taken")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -124,63 +125,141 @@ func storedOverload(o *meshcore.Overload) *api.Overload {
 	return &api.Overload{State: o.State, AdmitMinPriority: o.AdmitMinPriority, AdmitMinLevel: o.AdmitMinLevel}
 }
 
+// MaxPoliciesPerBatch bounds PublishPolicies: its transaction holds a
+// compare and a put per policy, within etcd's --max-txn-ops (128).
+const MaxPoliciesPerBatch = 64
+
 // PublishPolicy implements meshcore.MeshCore.
 func (s *policyStore) PublishPolicy(ctx context.Context, req *meshcore.PublishPolicyRequest) (*meshcore.PublishPolicyResponse, error) {
-	p := req.GetPolicy()
-	rej := validatePolicy(p, s.cache.Instances(p.GetService()))
-	if rej != nil && rej.Code == RejectUnknownInstance {
-		// The cache follows etcd a moment behind: ask etcd before refusing.
-		regs, err := s.registrations(ctx, p.Service)
-		if err != nil {
-			s.metrics.policies.WithLabelValues("unavailable").Inc()
-			return nil, fmt.Errorf("policy store unavailable: %w", err)
-		}
-		rej = validatePolicy(p, regs)
-	}
-	if rej != nil {
-		s.metrics.policies.WithLabelValues(rej.Code).Inc()
-		return nil, rej
-	}
-	value, err := json.Marshal(storedPolicy(p))
+	results, err := s.store(ctx, []*meshcore.Policy{req.GetPolicy()})
 	if err != nil {
 		return nil, err
 	}
-	key := s.keys.Policy(p.Service)
-	// Read, compare the version, write if the key has not moved since.
-	for attempt := 0; attempt < 5; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		cur, err := s.etcd.Get(cctx, key)
-		if err != nil {
-			cancel()
-			s.metrics.policies.WithLabelValues("unavailable").Inc()
-			return nil, fmt.Errorf("policy store unavailable: %w", err)
-		}
-		cond := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
-		if len(cur.Kvs) > 0 {
-			var stored api.Policy
-			if err := json.Unmarshal(cur.Kvs[0].Value, &stored); err == nil && p.Version <= stored.Version {
-				cancel()
-				s.metrics.policies.WithLabelValues(RejectStaleVersion).Inc()
-				rej := reject(RejectStaleVersion, "version", "version %d is not above the stored %d", p.Version, stored.Version)
-				rej.CurrentVersion = stored.Version
-				return nil, rej
+	if r := results[0]; r.Rejected != nil {
+		return nil, r.Rejected
+	}
+	return &meshcore.PublishPolicyResponse{StoredVersion: results[0].StoredVersion, EtcdRevision: results[0].EtcdRevision}, nil
+}
+
+// PublishPolicies implements meshcore.MeshCore: every policy is validated on
+// its own, and the valid ones are written in one etcd transaction.
+func (s *policyStore) PublishPolicies(ctx context.Context, req *meshcore.PublishPoliciesRequest) (*meshcore.PublishPoliciesResponse, error) {
+	if n := len(req.GetPolicies()); n > MaxPoliciesPerBatch {
+		return nil, fmt.Errorf("%d policies in one batch, at most %d", n, MaxPoliciesPerBatch)
+	}
+	results, err := s.store(ctx, req.GetPolicies())
+	if err != nil {
+		return nil, err
+	}
+	return &meshcore.PublishPoliciesResponse{Results: results}, nil
+}
+
+// store validates policies and writes the valid ones at once, comparing the
+// revision of every key it read so that two publishers never lose an
+// update. A policy whose version is not above the stored one is rejected
+// as stale. An error means nothing was written.
+func (s *policyStore) store(ctx context.Context, policies []*meshcore.Policy) ([]*meshcore.PolicyOutcome, error) {
+	results := make([]*meshcore.PolicyOutcome, len(policies))
+	var valid []int // indexes of the policies to write
+	for i, p := range policies {
+		results[i] = &meshcore.PolicyOutcome{Service: p.GetService()}
+		rej := validatePolicy(p, s.cache.Instances(p.GetService()))
+		if rej != nil && rej.Code == RejectUnknownInstance {
+			// The cache follows etcd a moment behind: ask etcd before refusing.
+			regs, err := s.registrations(ctx, p.Service)
+			if err != nil {
+				s.metrics.policies.WithLabelValues("unavailable").Add(float64(len(policies)))
+				return nil, fmt.Errorf("policy store unavailable: %w", err)
 			}
-			cond = clientv3.Compare(clientv3.ModRevision(key), "=", cur.Kvs[0].ModRevision)
+			rej = validatePolicy(p, regs)
 		}
-		resp, err := s.etcd.Txn(cctx).If(cond).Then(clientv3.OpPut(key, string(value))).Commit()
-		cancel()
+		if rej != nil {
+			s.metrics.policies.WithLabelValues(rej.Code).Inc()
+			results[i].Rejected = rej
+			continue
+		}
+		if slices.ContainsFunc(valid, func(j int) bool { return policies[j].Service == p.Service }) {
+			results[i].Rejected = reject(RejectInvalid, "policy.service", "%q appears twice in one batch", p.Service)
+			s.metrics.policies.WithLabelValues(RejectInvalid).Inc()
+			continue
+		}
+		valid = append(valid, i)
+	}
+	for attempt := 0; attempt < 5 && len(valid) > 0; attempt++ {
+		done, err := s.write(ctx, policies, valid, results)
 		if err != nil {
-			s.metrics.policies.WithLabelValues("unavailable").Inc()
+			s.metrics.policies.WithLabelValues("unavailable").Add(float64(len(valid)))
 			return nil, fmt.Errorf("policy store unavailable: %w", err)
 		}
-		if resp.Succeeded {
-			s.metrics.policies.WithLabelValues("stored").Inc()
-			return &meshcore.PublishPolicyResponse{StoredVersion: p.Version, EtcdRevision: resp.Header.Revision}, nil
+		if done {
+			return results, nil
 		}
 		// Another publisher wrote in between: read again.
 	}
-	s.metrics.policies.WithLabelValues("conflict").Inc()
+	if len(valid) == 0 {
+		return results, nil
+	}
+	s.metrics.policies.WithLabelValues("conflict").Add(float64(len(valid)))
 	return nil, errors.New("policy store: too many concurrent writers, retry")
+}
+
+// write reads the stored versions of the valid policies, rejects the stale
+// ones, and writes the others if none of their keys moved since the read;
+// false when one did.
+func (s *policyStore) write(ctx context.Context, policies []*meshcore.Policy, valid []int, results []*meshcore.PolicyOutcome) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	reads := make([]clientv3.Op, len(valid))
+	for n, i := range valid {
+		reads[n] = clientv3.OpGet(s.keys.Policy(policies[i].Service))
+	}
+	cur, err := s.etcd.Txn(ctx).Then(reads...).Commit()
+	if err != nil {
+		return false, err
+	}
+	var cmps []clientv3.Cmp
+	var puts []clientv3.Op
+	var written []int
+	for n, i := range valid {
+		p, key := policies[i], s.keys.Policy(policies[i].Service)
+		cond := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		if kvs := cur.Responses[n].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			var stored api.Policy
+			if err := json.Unmarshal(kvs[0].Value, &stored); err == nil && p.Version <= stored.Version {
+				rej := reject(RejectStaleVersion, "version", "version %d is not above the stored %d", p.Version, stored.Version)
+				rej.CurrentVersion = stored.Version
+				results[i].Rejected = rej
+				s.metrics.policies.WithLabelValues(RejectStaleVersion).Inc()
+				continue
+			}
+			cond = clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision)
+		}
+		value, err := json.Marshal(storedPolicy(p))
+		if err != nil {
+			return false, err
+		}
+		cmps = append(cmps, cond)
+		puts = append(puts, clientv3.OpPut(key, string(value)))
+		written = append(written, i)
+	}
+	if len(puts) == 0 {
+		return true, nil
+	}
+	resp, err := s.etcd.Txn(ctx).If(cmps...).Then(puts...).Commit()
+	if err != nil {
+		return false, err
+	}
+	if !resp.Succeeded {
+		for _, i := range valid {
+			results[i].Rejected = nil // decided again on the next read
+		}
+		return false, nil
+	}
+	for _, i := range written {
+		results[i].StoredVersion, results[i].EtcdRevision = policies[i].Version, resp.Header.Revision
+		s.metrics.policies.WithLabelValues("stored").Inc()
+	}
+	return true, nil
 }
 
 // registrations reads a service's registrations from etcd.

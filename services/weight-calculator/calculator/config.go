@@ -71,7 +71,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Window, "window", c.Window, "length of one aggregation window")
 	fs.IntVar(&c.Windows, "windows", c.Windows, "number of windows kept per (service, instance)")
 	fs.DurationVar(&c.StaleAfter, "stale-after", c.StaleAfter, "forget an instance not reported for this long")
-	fs.StringVar(&c.MeshCoreAddr, "mesh-core-addr", c.MeshCoreAddr, "Kitex address of mesh-core (MeshCore.PublishPolicy); a Kubernetes Service name works")
-	fs.DurationVar(&c.RPCTimeout, "rpc-timeout", c.RPCTimeout, "timeout of one PublishPolicy call")
+	fs.StringVar(&c.MeshCoreAddr, "mesh-core-addr", c.MeshCoreAddr, "Kitex address of mesh-core (MeshCore.PublishPolicies); a Kubernetes Service name works")
+	fs.DurationVar(&c.RPCTimeout, "rpc-timeout", c.RPCTimeout, "timeout of one MeshCore.PublishPolicies call (a batch of up to 64 services)")
 	fs.IntVar(&c.MaxSeries, "max-series", c.MaxSeries, "most (service, instance) series kept; records of new series beyond it are refused and counted")
 }

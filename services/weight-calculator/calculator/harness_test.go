@@ -63,6 +63,21 @@ func (s *policySink) PublishPolicy(_ context.Context, req *meshcore.PublishPolic
 	return &meshcore.PublishPolicyResponse{StoredVersion: p.Version}, nil
 }
 
+// PublishPolicies holds each policy of the batch to the same contract.
+func (s *policySink) PublishPolicies(ctx context.Context, req *meshcore.PublishPoliciesRequest) (*meshcore.PublishPoliciesResponse, error) {
+	resp := &meshcore.PublishPoliciesResponse{}
+	for _, p := range req.GetPolicies() {
+		out := &meshcore.PolicyOutcome{Service: p.Service}
+		if r, err := s.PublishPolicy(ctx, &meshcore.PublishPolicyRequest{Policy: p}); err != nil {
+			out.Rejected = err.(*meshcore.PolicyRejected)
+		} else {
+			out.StoredVersion = r.StoredVersion
+		}
+		resp.Results = append(resp.Results, out)
+	}
+	return resp, nil
+}
+
 func (s *policySink) latest(service string) *meshcore.Policy {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -2,22 +2,24 @@ package calculator
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/cloudwego/kitex/client/callopt"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sextant-mesh/sextant/sdk/backoff"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
+	"github.com/sextant-mesh/sextant/sdk/backoff"
 )
 
-// Publisher sends policies to mesh-core with MeshCore.PublishPolicy. Per
-// service only the newest policy waits: a newer one replaces an older one
-// not yet delivered. Failed calls are retried with backoff; versions are
+// Publisher sends policies to mesh-core with MeshCore.PublishPolicies, in
+// batches of up to core's MaxPoliciesPerBatch (one call and one etcd
+// transaction each), a few batches at a time. Per service only the newest
+// policy waits: a newer one replaces an older one not yet delivered. Failed calls are retried with backoff; versions are
 // assigned at send time, increasing per service, and a stale_version answer
 // moves the next version above the one mesh-core holds.
 type Publisher struct {
@@ -27,6 +29,9 @@ type Publisher struct {
 	retry   backoff.Policy
 	log     *slog.Logger
 	metrics *publishMetrics
+
+	// batch and parallel bound what one call carries and how many calls run at once.
+	batch, parallel int
 
 	kick    chan struct{}
 	mu      sync.Mutex
@@ -56,7 +61,7 @@ type publishMetrics struct {
 func newPublishMetrics(reg prometheus.Registerer) *publishMetrics {
 	m := &publishMetrics{published: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sextant_calculator_publish_total",
-		Help: "MeshCore.PublishPolicy calls, by result (ok, retry, stale_version, rejected).",
+		Help: "Policies sent to mesh-core (MeshCore.PublishPolicies), by result (ok, retry, stale_version, rejected).",
 	}, []string{"result"})}
 	reg.MustRegister(m.published)
 	return m
@@ -66,7 +71,8 @@ func newPublishMetrics(reg prometheus.Registerer) *publishMetrics {
 func NewPublisher(client meshcoresvc.Client, addr string, timeout time.Duration, m *publishMetrics, log *slog.Logger) *Publisher {
 	return &Publisher{
 		client: client, addr: addr, timeout: timeout, log: log, metrics: m,
-		retry:   backoff.Policy{Base: 100 * time.Millisecond, Max: 5 * time.Second},
+		retry: backoff.Policy{Base: 100 * time.Millisecond, Max: 5 * time.Second},
+		batch: 64, parallel: 4,
 		kick:    make(chan struct{}, 1),
 		pending: map[string]*pendingPolicy{},
 		status:  map[string]*PublishStatus{},
@@ -123,9 +129,7 @@ func (p *Publisher) Run(ctx context.Context) {
 		case <-t.C:
 		case <-p.kick:
 		}
-		for _, service := range p.due(time.Now()) {
-			p.send(ctx, service)
-		}
+		p.sendDue(ctx, p.due(time.Now()))
 	}
 }
 
@@ -141,39 +145,85 @@ func (p *Publisher) due(now time.Time) []string {
 	return out
 }
 
-func (p *Publisher) send(ctx context.Context, service string) {
+// sendDue sends the due services' policies in batches, at most
+// p.parallel calls at a time, and returns when every batch is answered.
+func (p *Publisher) sendDue(ctx context.Context, due []string) {
+	sem := make(chan struct{}, p.parallel)
+	var wg sync.WaitGroup
+	for batch := range slices.Chunk(due, p.batch) {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			p.send(ctx, batch)
+		})
+	}
+	wg.Wait()
+}
+
+// send publishes the policies waiting for services in one call.
+func (p *Publisher) send(ctx context.Context, services []string) {
+	type sent struct {
+		pp  *pendingPolicy
+		pol meshcore.Policy
+	}
+	var batch []sent
+	req := &meshcore.PublishPoliciesRequest{}
 	p.mu.Lock()
-	pp := p.pending[service]
-	if pp == nil {
-		p.mu.Unlock()
+	for _, service := range services {
+		pp := p.pending[service]
+		if pp == nil {
+			continue
+		}
+		pol := *pp.policy
+		pol.Version = max(p.statusOf(service).Version+1, time.Now().UnixMilli())
+		batch = append(batch, sent{pp, pol})
+	}
+	p.mu.Unlock()
+	if len(batch) == 0 {
 		return
 	}
-	st := p.statusOf(service)
-	pol := *pp.policy
-	pol.Version = max(st.Version+1, time.Now().UnixMilli())
-	p.mu.Unlock()
+	for i := range batch {
+		req.Policies = append(req.Policies, &batch[i].pol)
+	}
 
 	cctx, cancel := context.WithTimeout(ctx, p.timeout)
-	resp, err := p.client.PublishPolicy(cctx, &meshcore.PublishPolicyRequest{Policy: &pol}, callopt.WithHostPort(p.addr))
+	resp, err := p.client.PublishPolicies(cctx, req, callopt.WithHostPort(p.addr))
 	cancel()
+	if err == nil && len(resp.GetResults()) != len(batch) {
+		err = fmt.Errorf("mesh-core answered %d results for %d policies", len(resp.GetResults()), len(batch))
+	}
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var rejected *meshcore.PolicyRejected
+	for i, b := range batch {
+		var r *meshcore.PolicyOutcome
+		if err == nil {
+			r = resp.Results[i]
+		}
+		p.settle(b.pp, &b.pol, r, err)
+	}
+}
+
+// settle records what became of one sent policy: stored (r without a
+// rejection), rejected, or to retry after err. p.mu is held.
+func (p *Publisher) settle(pp *pendingPolicy, pol *meshcore.Policy, r *meshcore.PolicyOutcome, err error) {
+	service := pol.Service
+	st := p.statusOf(service)
+	rejected := r.GetRejected()
 	switch {
-	case err == nil:
+	case err == nil && rejected == nil:
 		p.metrics.published.WithLabelValues("ok").Inc()
-		st.Version = max(pol.Version, resp.GetStoredVersion())
+		st.Version = max(pol.Version, r.GetStoredVersion())
 		st.AcceptedAtMs, st.LastError, st.Attempts = time.Now().UnixMilli(), "", 0
 		if p.pending[service] == pp { // no newer policy arrived meanwhile
 			delete(p.pending, service)
 			st.Pending = false
 		}
-	case errors.As(err, &rejected) && rejected.Code == "stale_version":
+	case err == nil && rejected.Code == "stale_version":
 		p.metrics.published.WithLabelValues("stale_version").Inc()
 		st.Version = max(st.Version, rejected.CurrentVersion)
 		st.LastError = rejected.Message
-	case errors.As(err, &rejected):
+	case err == nil:
 		p.metrics.published.WithLabelValues("rejected").Inc()
 		// The same rejection round after round (say, instances that report
 		// telemetry but are not registered) is logged once.

@@ -12,6 +12,7 @@ import (
 // Client is designed to provide IDL-compatible methods with call-option parameter for kitex framework.
 type Client interface {
 	PublishPolicy(ctx context.Context, req *meshcore.PublishPolicyRequest, callOptions ...callopt.Option) (r *meshcore.PublishPolicyResponse, err error)
+	PublishPolicies(ctx context.Context, req *meshcore.PublishPoliciesRequest, callOptions ...callopt.Option) (r *meshcore.PublishPoliciesResponse, err error)
 }
 
 // NewClient creates a client for the service defined in IDL.
@@ -46,4 +47,9 @@ type kMeshCoreClient struct {
 func (p *kMeshCoreClient) PublishPolicy(ctx context.Context, req *meshcore.PublishPolicyRequest, callOptions ...callopt.Option) (r *meshcore.PublishPolicyResponse, err error) {
 	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
 	return p.kClient.PublishPolicy(ctx, req)
+}
+
+func (p *kMeshCoreClient) PublishPolicies(ctx context.Context, req *meshcore.PublishPoliciesRequest, callOptions ...callopt.Option) (r *meshcore.PublishPoliciesResponse, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.PublishPolicies(ctx, req)
 }

@@ -20,6 +20,13 @@ var serviceMethods = map[string]kitex.MethodInfo{
 		false,
 		kitex.WithStreamingMode(kitex.StreamingNone),
 	),
+	"PublishPolicies": kitex.NewMethodInfo(
+		publishPoliciesHandler,
+		newMeshCorePublishPoliciesArgs,
+		newMeshCorePublishPoliciesResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
 }
 
 var (
@@ -110,6 +117,24 @@ func newMeshCorePublishPolicyResult() interface{} {
 	return meshcore.NewMeshCorePublishPolicyResult()
 }
 
+func publishPoliciesHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*meshcore.MeshCorePublishPoliciesArgs)
+	realResult := result.(*meshcore.MeshCorePublishPoliciesResult)
+	success, err := handler.(meshcore.MeshCore).PublishPolicies(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newMeshCorePublishPoliciesArgs() interface{} {
+	return meshcore.NewMeshCorePublishPoliciesArgs()
+}
+
+func newMeshCorePublishPoliciesResult() interface{} {
+	return meshcore.NewMeshCorePublishPoliciesResult()
+}
+
 type kClient struct {
 	c client.Client
 }
@@ -130,6 +155,16 @@ func (p *kClient) PublishPolicy(ctx context.Context, req *meshcore.PublishPolicy
 	switch {
 	case _result.Err != nil:
 		return r, _result.Err
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) PublishPolicies(ctx context.Context, req *meshcore.PublishPoliciesRequest) (r *meshcore.PublishPoliciesResponse, err error) {
+	var _args meshcore.MeshCorePublishPoliciesArgs
+	_args.Req = req
+	var _result meshcore.MeshCorePublishPoliciesResult
+	if err = p.c.Call(ctx, "PublishPolicies", &_args, &_result); err != nil {
+		return
 	}
 	return _result.GetSuccess(), nil
 }
