@@ -82,7 +82,7 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 
 	cc.series = tsdb.New(cfg.TSDB, "config-center", log)
 	cc.series.Register(reg, "sextant_configcenter")
-	st := &store{etcd: cli, keys: keys, kitexPrefix: cfg.KitexPrefix, timeout: 5 * time.Second, pinsOf: v.PinsOf, series: cc.series}
+	st := &store{etcd: cli, keys: keys, kitexPrefix: cfg.KitexPrefix, timeout: 5 * time.Second, pinsOf: v.PinsOf, series: cc.series, retention: cfg.Retention}
 	status := newStatusBook(cfg.StatusTTL)
 	a := &configAPI{store: st, view: v, maxBody: cfg.MaxBodyBytes, status: status}
 	w := &watcher{view: v, status: status, maxWait: cfg.MaxWait, defaultWait: cfg.DefaultWait, stopping: cc.stopping}

@@ -2,6 +2,7 @@ package center_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -312,3 +313,55 @@ func writeTokens(t *testing.T, doc string) string {
 }
 
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+// History and audit are bounded: past versions per config by count, audit
+// records by count and by age; what is kept is the newest.
+func TestHistoryAndAuditAreBounded(t *testing.T) {
+	etcd, prefix, cc := setup(t, func(c *center.Config) {
+		c.Retention = center.Retention{HistoryKeep: 3, AuditKeep: 4, AuditMaxAge: time.Hour}
+	})
+	// An audit record two hours old, as an earlier run would have left it.
+	old, _ := json.Marshal(api.AuditEntry{AtMs: time.Now().Add(-2 * time.Hour).UnixMilli(), Who: "old", Action: "put"})
+	if _, err := etcd.Client(t).Put(context.Background(), api.Keys{Prefix: prefix}.AuditRecord(time.Now().Add(-2*time.Hour), 1), string(old)); err != nil {
+		t.Fatal(err)
+	}
+	path := "/v1/configs/limit/comment-svc"
+	etag := ""
+	for i := 1; i <= 6; i++ {
+		var r reply
+		if etag == "" {
+			r = cc.do("PUT", path, fmt.Sprintf(`{"qps_limit": %d}`, i))
+		} else {
+			r = cc.do("PUT", path, fmt.Sprintf(`{"qps_limit": %d}`, i), "If-Match", etag)
+		}
+		if r.status != 200 {
+			t.Fatalf("write %d: %s", i, r)
+		}
+		etag = r.header.Get("ETag")
+	}
+	var h struct {
+		Versions []api.Entry `json:"versions"`
+	}
+	if err := json.Unmarshal(cc.do("GET", path+"/history", "").body, &h); err != nil {
+		t.Fatal(err)
+	}
+	var limits []string
+	for _, v := range h.Versions {
+		limits = append(limits, string(v.Document))
+	}
+	if len(h.Versions) != 4 || !strings.Contains(limits[0], "6") || !strings.Contains(limits[3], "3") {
+		t.Fatalf("history kept %d versions (the current and 3 past ones wanted): %v", len(h.Versions), limits)
+	}
+	var audit struct {
+		Entries []api.AuditEntry `json:"entries"`
+	}
+	_ = json.Unmarshal(cc.do("GET", "/v1/audit?limit=100", "").body, &audit)
+	if len(audit.Entries) != 4 || audit.Entries[0].NewRevision == 0 && audit.Entries[0].OldRevision == 0 {
+		t.Fatalf("audit kept %d records (4 wanted): %+v", len(audit.Entries), audit.Entries)
+	}
+	for _, e := range audit.Entries {
+		if e.Who == "old" {
+			t.Fatalf("a record older than the maximum age is kept: %+v", e)
+		}
+	}
+}

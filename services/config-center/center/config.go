@@ -30,6 +30,8 @@ type Config struct {
 	StatusTTL time.Duration
 	// TSDB is where the service writes its time series (InfluxDB).
 	TSDB tsdb.Config
+	// Retention bounds history and audit in etcd.
+	Retention Retention
 }
 
 // DefaultConfig is the configuration `sextant dev` runs with.
@@ -44,6 +46,7 @@ func DefaultConfig() Config {
 		DefaultWait:   30 * time.Second,
 		MaxBodyBytes:  256 << 10,
 		StatusTTL:     5 * time.Minute,
+		Retention:     Retention{HistoryKeep: 100, AuditKeep: 100_000, AuditMaxAge: 90 * 24 * time.Hour},
 	}
 }
 
@@ -63,4 +66,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DefaultWait, "default-wait", c.DefaultWait, "wait of a watch that names none")
 	fs.IntVar(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest request body; 413 beyond")
 	fs.DurationVar(&c.StatusTTL, "status-ttl", c.StatusTTL, "how long an instance counts in /status after its last watch")
+	fs.IntVar(&c.Retention.HistoryKeep, "history-keep", c.Retention.HistoryKeep, "past versions kept per config (0: all)")
+	fs.IntVar(&c.Retention.AuditKeep, "audit-keep", c.Retention.AuditKeep, "audit records kept, the newest (0: all)")
+	fs.DurationVar(&c.Retention.AuditMaxAge, "audit-max-age", c.Retention.AuditMaxAge, "audit records older than this are dropped (0: kept)")
 }

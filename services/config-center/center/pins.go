@@ -146,6 +146,7 @@ func (a *configAPI) updatePins(ctx context.Context, c *app.RequestContext, servi
 		return
 	}
 	s.annotate(audit, resp.Header.Revision)
+	s.prune(ctx, nil)
 	if pins == nil {
 		pins = []api.Pin{}
 	}

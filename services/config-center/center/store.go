@@ -51,6 +51,51 @@ type store struct {
 	timeout     time.Duration
 	pinsOf      func(service string) []api.Pin
 	series      *tsdb.Writer
+	retention   Retention
+}
+
+// Retention bounds what the config-center keeps in etcd besides the configs
+// in force: past versions per config, and audit records by count and age.
+type Retention struct {
+	HistoryKeep int           // past versions kept per config
+	AuditKeep   int           // audit records kept, newest first
+	AuditMaxAge time.Duration // audit records older than this go
+}
+
+// prune drops what Retention no longer keeps after a write: r's oldest past
+// versions (r nil: none) and the oldest audit records. It runs after the
+// write's transaction, not in it, so a failure leaves more kept than asked
+// and the next write prunes again.
+func (s *store) prune(ctx context.Context, r *Ref) {
+	if r != nil && s.retention.HistoryKeep > 0 {
+		s.dropOldest(ctx, s.historyPrefix(*r), s.retention.HistoryKeep)
+	}
+	audit := s.keys.Audit()
+	if s.retention.AuditMaxAge > 0 {
+		// Audit keys sort by time: everything below the cutoff's key is older.
+		cutoff := s.keys.AuditRecord(time.Now().Add(-s.retention.AuditMaxAge), 0)
+		_, _ = s.etcd.Delete(ctx, audit, clientv3.WithRange(cutoff))
+	}
+	if s.retention.AuditKeep > 0 {
+		s.dropOldest(ctx, audit, s.retention.AuditKeep)
+	}
+}
+
+// dropOldest deletes the first keys under prefix (in key order, which is
+// age order for history and audit) so that at most keep remain.
+func (s *store) dropOldest(ctx context.Context, prefix string, keep int) {
+	n, err := s.etcd.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || n.Count <= int64(keep) {
+		return
+	}
+	extra := n.Count - int64(keep)
+	last, err := s.etcd.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(extra))
+	if err != nil || len(last.Kvs) == 0 {
+		return
+	}
+	end := string(last.Kvs[len(last.Kvs)-1].Key) + "\x00"
+	_, _ = s.etcd.Delete(ctx, prefix, clientv3.WithRange(end))
 }
 
 // annotate writes a config change to the time series as an annotation
@@ -163,6 +208,7 @@ func (s *store) Write(ctx context.Context, r Ref, ifMatch int64, next *api.Entry
 		return 0, ErrRevisionMismatch
 	}
 	s.annotate(audit, resp.Header.Revision)
+	s.prune(ctx, &r)
 	return resp.Header.Revision, nil
 }
 
