@@ -149,18 +149,30 @@ func int64Query(c *app.RequestContext, name string) (int64, *api.FieldError) {
 // one it reported applying, so that /status can tell how many instances run
 // which revision of a config. It is per config-center replica: behind a
 // load balancer, ask each, or pin SDKs to one.
+//
+// It is bounded: an instance not heard from for ttl is forgotten (swept at
+// most once per half ttl, as instances poll), and at most max instances
+// are tracked at once; beyond that, new instances are not counted until
+// others are forgotten.
 type statusBook struct {
-	ttl     time.Duration
-	mu      sync.Mutex
-	sentTo  map[instanceKey]sentAnswer
-	applied map[instanceKey]appliedState
+	ttl       time.Duration
+	max       int
+	now       func() time.Time
+	mu        sync.Mutex
+	sentTo    map[instanceKey]sentAnswer
+	applied   map[instanceKey]appliedState
+	lastSweep time.Time
 }
+
+// maxTrackedInstances bounds the status book.
+const maxTrackedInstances = 200_000
 
 type instanceKey struct{ service, instance string }
 
 type sentAnswer struct {
 	version int64
 	revs    map[string]int64 // "kind/scope" -> revision
+	at      time.Time
 }
 
 type appliedState struct {
@@ -169,7 +181,8 @@ type appliedState struct {
 }
 
 func newStatusBook(ttl time.Duration) *statusBook {
-	return &statusBook{ttl: ttl, sentTo: map[instanceKey]sentAnswer{}, applied: map[instanceKey]appliedState{}}
+	return &statusBook{ttl: ttl, max: maxTrackedInstances, now: time.Now,
+		sentTo: map[instanceKey]sentAnswer{}, applied: map[instanceKey]appliedState{}}
 }
 
 func (b *statusBook) sent(service, instance string, a api.WatchAnswer) {
@@ -179,7 +192,32 @@ func (b *statusBook) sent(service, instance string, a api.WatchAnswer) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.sentTo[instanceKey{service, instance}] = sentAnswer{version: a.Version, revs: revs}
+	now := b.now()
+	b.sweep(now)
+	k := instanceKey{service, instance}
+	if _, known := b.sentTo[k]; !known && len(b.sentTo) >= b.max {
+		return
+	}
+	b.sentTo[k] = sentAnswer{version: a.Version, revs: revs, at: now}
+}
+
+// sweep forgets the instances not heard from for ttl, at most once per half
+// ttl. b.mu is held.
+func (b *statusBook) sweep(now time.Time) {
+	if now.Sub(b.lastSweep) < b.ttl/2 {
+		return
+	}
+	b.lastSweep = now
+	cutoff := now.Add(-b.ttl)
+	for k, s := range b.sentTo {
+		if a, ok := b.applied[k]; ok && a.at.After(s.at) {
+			s.at = a.at
+		}
+		if s.at.Before(cutoff) {
+			delete(b.sentTo, k)
+			delete(b.applied, k)
+		}
+	}
 }
 
 // reportApplied records that an instance applied the answer with version.
@@ -188,7 +226,7 @@ func (b *statusBook) reportApplied(service, instance string, version int64) {
 	defer b.mu.Unlock()
 	k := instanceKey{service, instance}
 	if s, ok := b.sentTo[k]; ok && s.version == version {
-		b.applied[k] = appliedState{revs: s.revs, at: time.Now()}
+		b.applied[k] = appliedState{revs: s.revs, at: b.now()}
 	}
 }
 
@@ -197,9 +235,14 @@ func (b *statusBook) seen(service, instance string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	k := instanceKey{service, instance}
+	now := b.now()
 	if st, ok := b.applied[k]; ok {
-		st.at = time.Now()
+		st.at = now
 		b.applied[k] = st
+	}
+	if s, ok := b.sentTo[k]; ok {
+		s.at = now
+		b.sentTo[k] = s
 	}
 }
 
@@ -207,7 +250,7 @@ func (b *statusBook) of(r Ref) api.ConfigStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := api.ConfigStatus{Kind: r.Kind, Scope: r.Scope(), ByRevision: map[string]int{}}
-	cutoff := time.Now().Add(-b.ttl)
+	cutoff := b.now().Add(-b.ttl)
 	for k, a := range b.applied {
 		if a.at.Before(cutoff) {
 			delete(b.applied, k)
