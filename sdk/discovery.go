@@ -78,7 +78,45 @@ type Discovery struct {
 type watched struct {
 	snap      atomic.Pointer[Snapshot]
 	static    []Instance
-	listeners []func(*Snapshot)
+	listeners []*listener // under Discovery.mu
+}
+
+// listener hands snapshots to one callback in the order they were queued,
+// one call at a time, with no lock of the Discovery held (a callback may
+// call Get or Watch). Snapshots are queued under Discovery.mu, in the order
+// they are stored.
+type listener struct {
+	f       func(*Snapshot)
+	mu      sync.Mutex
+	queue   []*Snapshot
+	running bool // a goroutine is calling f
+}
+
+func (l *listener) push(s *Snapshot) {
+	l.mu.Lock()
+	l.queue = append(l.queue, s)
+	l.mu.Unlock()
+}
+
+// deliver calls f with every queued snapshot, unless another goroutine is
+// doing so already: that one delivers what was queued here too.
+func (l *listener) deliver() {
+	l.mu.Lock()
+	if l.running {
+		l.mu.Unlock()
+		return
+	}
+	l.running = true
+	for len(l.queue) > 0 {
+		s := l.queue[0]
+		l.queue[0] = nil
+		l.queue = l.queue[1:]
+		l.mu.Unlock()
+		l.f(s)
+		l.mu.Lock()
+	}
+	l.running = false
+	l.mu.Unlock()
 }
 
 // DiscoveryOptions configure a Discovery.
@@ -112,11 +150,12 @@ func NewDiscovery(o DiscoveryOptions) *Discovery {
 }
 
 // Watch starts following service; static are the instances to use until
-// mesh-core has answered once. onChange, if not nil, is called with every
-// new snapshot. Watching a service twice adds the listener.
+// mesh-core has answered once. onChange, if not nil, is called with the
+// snapshot in hand (if any) and then with every new snapshot, in order, one
+// call at a time and with no lock held, so it may call Get or Watch.
+// Watching a service twice adds the listener.
 func (d *Discovery) Watch(service string, static []Instance, onChange func(*Snapshot)) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	w, ok := d.services[service]
 	if !ok {
 		w = &watched{static: static}
@@ -124,11 +163,17 @@ func (d *Discovery) Watch(service string, static []Instance, onChange func(*Snap
 		d.wg.Add(1)
 		go d.follow(service, w)
 	}
+	var l *listener
 	if onChange != nil {
-		w.listeners = append(w.listeners, onChange)
+		l = &listener{f: onChange}
+		w.listeners = append(w.listeners, l)
 		if s := w.snap.Load(); s != nil {
-			onChange(s)
+			l.push(s)
 		}
+	}
+	d.mu.Unlock()
+	if l != nil {
+		l.deliver()
 	}
 }
 
@@ -173,12 +218,17 @@ func (d *Discovery) follow(service string, w *watched) {
 		case snap == nil: // 304: nothing new
 		default:
 			version = snap.Version
-			w.snap.Store(snap)
+			// Stored and queued under the lock, so that a listener Watch
+			// adds gets each snapshot once: the one in hand, or queued here.
 			d.mu.Lock()
-			listeners := append([]func(*Snapshot){}, w.listeners...)
+			w.snap.Store(snap)
+			listeners := append([]*listener{}, w.listeners...)
+			for _, l := range listeners {
+				l.push(snap)
+			}
 			d.mu.Unlock()
 			for _, l := range listeners {
-				l(snap)
+				l.deliver()
 			}
 		}
 		failures = 0
