@@ -75,18 +75,22 @@ func (d *discovery) one(ctx context.Context, c *app.RequestContext) {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
-	snap, err := d.cache.Get(service)
-	if err != nil {
-		d.tooMany(c, err)
-		return
-	}
+	snap := d.cache.Get(service)
 	if snap.Version == a.version {
-		if snap = d.wait(ctx, a.wait, snap); snap == nil {
-			d.notModified(c, a.version)
+		held, release, err := d.cache.Hold(service)
+		if err != nil {
+			d.tooMany(c, err)
 			return
 		}
-		// A poller released by a change: how long after the change it is answered.
-		d.metrics.push.Observe(time.Since(snap.built).Seconds())
+		defer release()
+		if snap = held; snap.Version == a.version {
+			if snap = d.wait(ctx, a.wait, snap); snap == nil {
+				d.notModified(c, a.version)
+				return
+			}
+			// A poller released by a change: how long after the change it is answered.
+			d.metrics.push.Observe(time.Since(snap.built).Seconds())
+		}
 	}
 	d.metrics.polls.WithLabelValues("changed").Inc()
 	buf := d.buf()
@@ -118,10 +122,18 @@ func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
-	snaps, version, err := d.collect(names)
-	if err != nil {
-		d.tooMany(c, err)
-		return
+	snaps, version := d.collect(names)
+	if version == a.version {
+		// Wait on held snapshots (a service only polled for has none otherwise).
+		for _, n := range names {
+			_, release, err := d.cache.Hold(n)
+			if err != nil {
+				d.tooMany(c, err)
+				return
+			}
+			defer release()
+		}
+		snaps, version = d.collect(names)
 	}
 	if version == a.version {
 		wctx, cancel := context.WithTimeout(ctx, a.wait)
@@ -143,7 +155,7 @@ func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
 		}
 		d.metrics.waiting.Dec()
 		cancel()
-		if snaps, version, err = d.collect(names); err != nil || version == a.version {
+		if snaps, version = d.collect(names); version == a.version {
 			d.notModified(c, a.version)
 			return
 		}
@@ -168,23 +180,21 @@ func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
 	d.write(c, b)
 }
 
-func (d *discovery) collect(names []string) ([]*Snapshot, int64, error) {
+func (d *discovery) collect(names []string) ([]*Snapshot, int64) {
 	snaps := make([]*Snapshot, len(names))
 	h := fnv.New64a()
 	for i, n := range names {
-		s, err := d.cache.Get(n)
-		if err != nil {
-			return nil, 0, err
-		}
+		s := d.cache.Get(n)
 		snaps[i] = s
 		h.Write(strconv.AppendInt(nil, s.Version, 10))
 		h.Write([]byte{0})
 	}
-	return snaps, max(1, int64(h.Sum64()&(1<<53-1))), nil
+	return snaps, max(1, int64(h.Sum64()&(1<<53-1)))
 }
 
 // wait holds a poll until snap is replaced (returning the new snapshot), the
-// wait ends, the client goes, or mesh-core stops (returning nil).
+// wait ends, the client goes, or mesh-core stops (returning nil). The
+// caller holds snap's service (Cache.Hold).
 func (d *discovery) wait(ctx context.Context, wait time.Duration, snap *Snapshot) *Snapshot {
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -193,10 +203,7 @@ func (d *discovery) wait(ctx context.Context, wait time.Duration, snap *Snapshot
 	for {
 		select {
 		case <-snap.Changed():
-			next, err := d.cache.Get(snap.Service)
-			if err != nil {
-				return nil
-			}
+			next := d.cache.Get(snap.Service)
 			if next.Version != snap.Version {
 				return next
 			}
