@@ -203,10 +203,10 @@ func (d *Discovery) Close() {
 
 func (d *Discovery) follow(service string, w *watched) {
 	defer d.wg.Done()
-	version := int64(0)
+	version, etag := int64(0), ""
 	failures := 0
 	for d.ctx.Err() == nil {
-		snap, err := d.poll(service, version)
+		snap, err := d.poll(service, version, &etag)
 		switch {
 		case err != nil:
 			failures++
@@ -236,14 +236,15 @@ func (d *Discovery) follow(service string, w *watched) {
 }
 
 // poll runs one long poll; a nil snapshot without error means unchanged.
-func (d *Discovery) poll(service string, version int64) (*Snapshot, error) {
+// etag is the ETag of the answer held, sent back as it came.
+func (d *Discovery) poll(service string, version int64, etag *string) (*Snapshot, error) {
 	u := fmt.Sprintf("%s/v1/discovery/%s?version=%d&wait=%s", d.base, url.PathEscape(service), version, d.wait)
 	req, err := http.NewRequestWithContext(d.ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
 	var snap Snapshot
-	changed, err := longPoll(d.client, req, &snap)
+	changed, err := longPoll(d.client, req, &snap, etag)
 	if err != nil || !changed {
 		return nil, err
 	}
@@ -252,8 +253,14 @@ func (d *Discovery) poll(service string, version int64) (*Snapshot, error) {
 }
 
 // longPoll runs one long poll of the control plane: it decodes a 200 into
-// v and reports true, reports false for a 304, and an error otherwise.
-func longPoll(c *http.Client, req *http.Request, v any) (bool, error) {
+// v and reports true, reports false for a 304, and an error otherwise. It
+// sends *etag, the ETag of the answer held, as If-None-Match, exactly as the
+// server sent it (the query's version says the same to a server that reads
+// no If-None-Match), and keeps a 200's ETag in it.
+func longPoll(c *http.Client, req *http.Request, v any, etag *string) (bool, error) {
+	if *etag != "" {
+		req.Header.Set("If-None-Match", *etag)
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return false, err
@@ -267,6 +274,7 @@ func longPoll(c *http.Client, req *http.Request, v any) (bool, error) {
 		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 			return false, fmt.Errorf("%s: %w", req.URL.Path, err)
 		}
+		*etag = resp.Header.Get("ETag")
 		return true, nil
 	default:
 		return false, fmt.Errorf("%s answered %d", req.URL.Host, resp.StatusCode)

@@ -97,7 +97,7 @@ func TestRolloutPinsAndStatus(t *testing.T) {
 	}
 
 	// Pin comment-svc to v1: every instance applies it, canary or not.
-	rev1 := v1.header.Get("ETag")
+	rev1 := mustUnquote(t, v1.header.Get("ETag"))
 	if r := api.do("POST", "/v1/pins/comment-svc", `{"kind": "limit", "scope": "comment-svc", "revision": `+rev1+`}`); r.status != 200 {
 		t.Fatalf("pin: %s", r)
 	}
@@ -133,7 +133,7 @@ func TestRolloutPinsAndStatus(t *testing.T) {
 	}
 	var st center.ConfigStatus
 	_ = json.Unmarshal(api.do("GET", path+"/status", "").body, &st)
-	cur := api.do("GET", path, "").header.Get("ETag")
+	cur := mustUnquote(t, api.do("GET", path, "").header.Get("ETag"))
 	if st.Instances != 20 || st.ByRevision[cur] != 20 {
 		t.Fatalf("status %+v, want 20 instances on revision %s", st, cur)
 	}

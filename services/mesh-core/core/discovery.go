@@ -44,6 +44,9 @@ func (d *discovery) args(c *app.RequestContext) (pollArgs, *jsonx.FieldError) {
 			return a, jsonx.Errorf("version", jsonx.CodeInvalidType, "want an integer, got %q", v)
 		}
 		a.version = n
+	} else {
+		// The ETag of the answer held, as a standard conditional request sends it.
+		a.version, _ = httpx.IfNoneMatch(string(c.GetHeader("If-None-Match")))
 	}
 	if w := string(c.Query("wait")); w != "" {
 		dur, err := time.ParseDuration(w)
@@ -96,7 +99,7 @@ func (d *discovery) one(ctx context.Context, c *app.RequestContext) {
 	buf := d.buf()
 	defer d.bufs.Put(buf)
 	*buf = snap.AppendJSON((*buf)[:0], time.Now(), d.stale())
-	d.write(c, *buf)
+	d.write(c, snap.Version, *buf)
 }
 
 // many serves GET /v1/discovery?services=a,b,c: one answer for several
@@ -177,7 +180,7 @@ func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
 	b = strconv.AppendBool(b, stale)
 	b = append(b, '}')
 	*buf = b
-	d.write(c, b)
+	d.write(c, version, b)
 }
 
 func (d *discovery) collect(names []string) ([]*Snapshot, int64) {
@@ -221,6 +224,7 @@ func (d *discovery) wait(ctx context.Context, wait time.Duration, snap *Snapshot
 func (d *discovery) notModified(c *app.RequestContext, version int64) {
 	d.metrics.polls.WithLabelValues("not_modified").Inc()
 	c.Response.Header.Set("X-Sextant-Version", strconv.FormatInt(version, 10))
+	c.Response.Header.Set("ETag", httpx.ETag(version))
 	c.Status(consts.StatusNotModified)
 }
 
@@ -240,8 +244,9 @@ func (d *discovery) buf() *[]byte {
 	return &b
 }
 
-func (d *discovery) write(c *app.RequestContext, body []byte) {
+func (d *discovery) write(c *app.RequestContext, version int64, body []byte) {
 	c.Response.Header.SetContentType("application/json; charset=utf-8")
+	c.Response.Header.Set("ETag", httpx.ETag(version))
 	c.Response.SetStatusCode(consts.StatusOK)
 	// The response copies the body: the buffer goes back to the pool.
 	c.Response.SetBody(body)
