@@ -97,9 +97,10 @@ func (w *ConfigWatcher) Close() {
 func (w *ConfigWatcher) run(ctx context.Context) {
 	defer close(w.done)
 	var version int64
+	var etag string
 	failures := 0
 	for ctx.Err() == nil {
-		a, err := w.poll(ctx, version)
+		a, err := w.poll(ctx, version, &etag)
 		if err != nil {
 			failures++
 			if failures == 1 || failures%30 == 0 {
@@ -135,7 +136,8 @@ func (w *ConfigWatcher) apply(a *WatchAnswer) {
 	}
 }
 
-func (w *ConfigWatcher) poll(ctx context.Context, version int64) (*WatchAnswer, error) {
+// poll runs one long poll; etag is the ETag of the answer held (longPoll).
+func (w *ConfigWatcher) poll(ctx context.Context, version int64, etag *string) (*WatchAnswer, error) {
 	q := url.Values{"service": {w.o.Service}, "instance": {w.o.Instance},
 		"version": {fmt.Sprint(version)}, "wait": {w.o.Wait.String()}}
 	if version != 0 {
@@ -152,7 +154,7 @@ func (w *ConfigWatcher) poll(ctx context.Context, version int64) (*WatchAnswer, 
 		req.Header.Set("Authorization", "Bearer "+w.o.Token)
 	}
 	var a WatchAnswer
-	changed, err := longPoll(w.client, req, &a)
+	changed, err := longPoll(w.client, req, &a, etag)
 	if err != nil || !changed {
 		return nil, err
 	}

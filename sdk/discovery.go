@@ -51,7 +51,45 @@ type Discovery struct {
 type watched struct {
 	snap      atomic.Pointer[Snapshot]
 	static    []Instance
-	listeners []func(*Snapshot)
+	listeners []*listener // under Discovery.mu
+}
+
+// listener hands snapshots to one callback in the order they were queued,
+// one call at a time, with no lock of the Discovery held (a callback may
+// call Get or Watch). Snapshots are queued under Discovery.mu, in the order
+// they are stored.
+type listener struct {
+	f       func(*Snapshot)
+	mu      sync.Mutex
+	queue   []*Snapshot
+	running bool // a goroutine is calling f
+}
+
+func (l *listener) push(s *Snapshot) {
+	l.mu.Lock()
+	l.queue = append(l.queue, s)
+	l.mu.Unlock()
+}
+
+// deliver calls f with every queued snapshot, unless another goroutine is
+// doing so already: that one delivers what was queued here too.
+func (l *listener) deliver() {
+	l.mu.Lock()
+	if l.running {
+		l.mu.Unlock()
+		return
+	}
+	l.running = true
+	for len(l.queue) > 0 {
+		s := l.queue[0]
+		l.queue[0] = nil
+		l.queue = l.queue[1:]
+		l.mu.Unlock()
+		l.f(s)
+		l.mu.Lock()
+	}
+	l.running = false
+	l.mu.Unlock()
 }
 
 // DiscoveryOptions configure a Discovery.
@@ -88,11 +126,12 @@ func NewDiscovery(o DiscoveryOptions) *Discovery {
 }
 
 // Watch starts following service; static are the instances to use until
-// mesh-core has answered once. onChange, if not nil, is called with every
-// new snapshot. Watching a service twice adds the listener.
+// mesh-core has answered once. onChange, if not nil, is called with the
+// snapshot in hand (if any) and then with every new snapshot, in order, one
+// call at a time and with no lock held, so it may call Get or Watch.
+// Watching a service twice adds the listener.
 func (d *Discovery) Watch(service string, static []Instance, onChange func(*Snapshot)) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	w, ok := d.services[service]
 	if !ok {
 		w = &watched{static: static}
@@ -100,11 +139,17 @@ func (d *Discovery) Watch(service string, static []Instance, onChange func(*Snap
 		d.wg.Add(1)
 		go d.follow(service, w)
 	}
+	var l *listener
 	if onChange != nil {
-		w.listeners = append(w.listeners, onChange)
+		l = &listener{f: onChange}
+		w.listeners = append(w.listeners, l)
 		if s := w.snap.Load(); s != nil {
-			onChange(s)
+			l.push(s)
 		}
+	}
+	d.mu.Unlock()
+	if l != nil {
+		l.deliver()
 	}
 }
 
@@ -134,10 +179,10 @@ func (d *Discovery) Close() {
 
 func (d *Discovery) follow(service string, w *watched) {
 	defer d.wg.Done()
-	version := int64(0)
+	version, etag := int64(0), ""
 	failures := 0
 	for d.ctx.Err() == nil {
-		snap, err := d.poll(service, version)
+		snap, err := d.poll(service, version, &etag)
 		switch {
 		case err != nil:
 			failures++
@@ -149,12 +194,17 @@ func (d *Discovery) follow(service string, w *watched) {
 		case snap == nil: // 304: nothing new
 		default:
 			version = snap.Version
-			w.snap.Store(snap)
+			// Stored and queued under the lock, so that a listener Watch
+			// adds gets each snapshot once: the one in hand, or queued here.
 			d.mu.Lock()
-			listeners := append([]func(*Snapshot){}, w.listeners...)
+			w.snap.Store(snap)
+			listeners := append([]*listener{}, w.listeners...)
+			for _, l := range listeners {
+				l.push(snap)
+			}
 			d.mu.Unlock()
 			for _, l := range listeners {
-				l(snap)
+				l.deliver()
 			}
 		}
 		failures = 0
@@ -162,14 +212,15 @@ func (d *Discovery) follow(service string, w *watched) {
 }
 
 // poll runs one long poll; a nil snapshot without error means unchanged.
-func (d *Discovery) poll(service string, version int64) (*Snapshot, error) {
+// etag is the ETag of the answer held, sent back as it came.
+func (d *Discovery) poll(service string, version int64, etag *string) (*Snapshot, error) {
 	u := fmt.Sprintf("%s/v1/discovery/%s?version=%d&wait=%s", d.base, url.PathEscape(service), version, d.wait)
 	req, err := http.NewRequestWithContext(d.ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
 	var snap Snapshot
-	changed, err := longPoll(d.client, req, &snap)
+	changed, err := longPoll(d.client, req, &snap, etag)
 	if err != nil || !changed {
 		return nil, err
 	}
@@ -178,8 +229,14 @@ func (d *Discovery) poll(service string, version int64) (*Snapshot, error) {
 }
 
 // longPoll runs one long poll of the control plane: it decodes a 200 into
-// v and reports true, reports false for a 304, and an error otherwise.
-func longPoll(c *http.Client, req *http.Request, v any) (bool, error) {
+// v and reports true, reports false for a 304, and an error otherwise. It
+// sends *etag, the ETag of the answer held, as If-None-Match, exactly as the
+// server sent it (the query's version says the same to a server that reads
+// no If-None-Match), and keeps a 200's ETag in it.
+func longPoll(c *http.Client, req *http.Request, v any, etag *string) (bool, error) {
+	if *etag != "" {
+		req.Header.Set("If-None-Match", *etag)
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return false, err
@@ -193,6 +250,7 @@ func longPoll(c *http.Client, req *http.Request, v any) (bool, error) {
 		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 			return false, fmt.Errorf("%s: %w", req.URL.Path, err)
 		}
+		*etag = resp.Header.Get("ETag")
 		return true, nil
 	default:
 		return false, fmt.Errorf("%s answered %d", req.URL.Host, resp.StatusCode)

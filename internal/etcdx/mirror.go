@@ -8,6 +8,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/sextant-mesh/sextant/sdk/backoff"
 )
@@ -38,8 +39,10 @@ type Mirror struct {
 	prefix  string
 	handler MirrorHandler
 	log     *slog.Logger
-	synced  atomic.Bool
-	rev     atomic.Int64
+	// watching: etcd answered the creation of the watch that follows a
+	// listing, and the watch has not failed since.
+	watching atomic.Bool
+	rev      atomic.Int64
 }
 
 var retryPolicy = backoff.Policy{Base: 200 * time.Millisecond, Max: 5 * time.Second}
@@ -49,8 +52,15 @@ func NewMirror(cli *clientv3.Client, prefix string, h MirrorHandler, log *slog.L
 	return &Mirror{cli: cli, prefix: prefix, handler: h, log: log.With("prefix", prefix)}
 }
 
-// Synced tells whether the mirror has a listing and a live watch.
-func (m *Mirror) Synced() bool { return m.synced.Load() }
+// Synced tells whether the mirror follows etcd now: its listing succeeded,
+// etcd answered the creation of the watch that follows it, and the client
+// is connected to etcd. The client resumes a broken watch underneath
+// without a word, so while etcd is unreachable the watch is still open but
+// the connection is not; a member that loses its leader fails the watch
+// (it requires one).
+func (m *Mirror) Synced() bool {
+	return m.watching.Load() && m.cli.ActiveConnection().GetState() == connectivity.Ready
+}
 
 // Revision is the last etcd revision the handler was given.
 func (m *Mirror) Revision() int64 { return m.rev.Load() }
@@ -60,7 +70,6 @@ func (m *Mirror) Run(ctx context.Context) {
 	failures := 0
 	for ctx.Err() == nil {
 		if err := m.list(ctx); err != nil {
-			m.synced.Store(false)
 			failures++
 			m.log.Warn("etcd listing failed; keeping the last state", "err", err, "failures", failures)
 			retryPolicy.Sleep(ctx, failures)
@@ -68,7 +77,6 @@ func (m *Mirror) Run(ctx context.Context) {
 		}
 		failures = 0
 		m.watch(ctx)
-		m.synced.Store(false)
 	}
 }
 
@@ -93,14 +101,13 @@ func (m *Mirror) list(ctx context.Context) error {
 func (m *Mirror) watch(ctx context.Context) {
 	for ctx.Err() == nil {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		ch := m.cli.Watch(wctx, m.prefix, clientv3.WithPrefix(), clientv3.WithRev(m.rev.Load()+1))
-		m.synced.Store(true)
+		ch := m.cli.Watch(wctx, m.prefix, clientv3.WithPrefix(), clientv3.WithRev(m.rev.Load()+1), clientv3.WithCreatedNotify())
 		relist := m.consume(ch)
+		m.watching.Store(false)
 		cancel()
 		if relist {
 			return
 		}
-		m.synced.Store(false)
 		retryPolicy.Sleep(ctx, 1)
 	}
 }
@@ -109,6 +116,9 @@ func (m *Mirror) watch(ctx context.Context) {
 // reports whether the revision it resumes from is gone (compacted).
 func (m *Mirror) consume(ch clientv3.WatchChan) (relist bool) {
 	for resp := range ch {
+		if resp.Created && resp.Err() == nil {
+			m.watching.Store(true) // etcd answered
+		}
 		if resp.CompactRevision != 0 {
 			m.log.Info("watch revision compacted; listing again", "compact_revision", resp.CompactRevision)
 			return true

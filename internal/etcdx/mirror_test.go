@@ -121,3 +121,69 @@ func TestMirrorRelistsAfterCompaction(t *testing.T) {
 		return nil
 	})
 }
+
+// Synced follows etcd itself, not the watch's creation: true once the
+// listing succeeded and etcd confirmed the watch, false while the etcd server
+// is stopped (the client retries the watch underneath without a word), and
+// true again when it is back, with what changed meanwhile.
+func TestMirrorSyncedFollowsEtcd(t *testing.T) {
+	dir, clientAddr, peerAddr := t.TempDir(), freeAddr(t), freeAddr(t)
+	e, err := StartEmbedded(dir, clientAddr, peerAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if e != nil {
+			e.Close()
+		}
+	}()
+	cli, err := NewClient(e.ClientURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Put(context.Background(), "/p/a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	m := NewMirror(cli, "/p/", rec, logx.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	synced := func(want bool) func() error {
+		return func() error {
+			if m.Synced() != want {
+				return fmt.Errorf("Synced() is %v, want %v", !want, want)
+			}
+			return nil
+		}
+	}
+	eventually(t, synced(true))
+	if kvs, _ := rec.snapshot(); kvs["a"] != "1" {
+		t.Fatalf("mirror holds %v", kvs)
+	}
+
+	stopped := time.Now()
+	e.Close()
+	e = nil
+	eventually(t, synced(false))
+	t.Logf("not synced %s after etcd stopped", time.Since(stopped).Round(time.Millisecond))
+	if kvs, _ := rec.snapshot(); kvs["a"] != "1" {
+		t.Fatalf("the mirror lost its state while etcd was away: %v", kvs)
+	}
+
+	if e, err = StartEmbedded(dir, clientAddr, peerAddr); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, synced(true))
+	if _, err := cli.Put(context.Background(), "/p/b", "2"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() error {
+		if kvs, _ := rec.snapshot(); kvs["a"] != "1" || kvs["b"] != "2" {
+			return fmt.Errorf("mirror holds %v after etcd came back", kvs)
+		}
+		return nil
+	})
+}

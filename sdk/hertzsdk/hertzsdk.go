@@ -18,6 +18,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -111,11 +113,31 @@ func CallReporter(caller, callee string, rep *sdk.Reporter) client.Middleware {
 				instance = string(req.Host())
 			}
 			status := resp.StatusCode()
-			timedOut := errors.Is(err, errs.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
-			rep.RecordCall(callee, instance, time.Since(start), err != nil || status >= 500, timedOut)
+			// A timeout counts as a timeout only (RecordCall), not also as an error.
+			rep.RecordCall(callee, instance, time.Since(start), err != nil || status >= 500, timedOut(err))
 			return err
 		}
 	}
+}
+
+// timedOut tells whether a Hertz client call failed by timing out. Hertz
+// answers a request or read timeout with its own errors.ErrTimeout, not
+// context.DeadlineExceeded; a connect timeout is the dialer's: the standard
+// one's is a net.Error that says so, netpoll's a *net.OpError around a plain
+// "i/o timeout" error that does not.
+func timedOut(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, errs.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Err != nil && oe.Err.Error() == "i/o timeout"
 }
 
 // picked carries the instance Balance picked to a CallReporter before or

@@ -90,7 +90,7 @@ func (a *configAPI) get(ctx context.Context, c *app.RequestContext, r Ref) {
 		a.fail(c, r, err)
 		return
 	}
-	c.Response.Header.Set("ETag", strconv.FormatInt(e.Revision, 10))
+	c.Response.Header.Set("ETag", httpx.ETag(e.Revision))
 	c.JSON(consts.StatusOK, e)
 }
 
@@ -250,7 +250,7 @@ func (a *configAPI) write(ctx context.Context, c *app.RequestContext, r Ref, ifM
 		return
 	}
 	next.Revision = rev
-	c.Response.Header.Set("ETag", strconv.FormatInt(rev, 10))
+	c.Response.Header.Set("ETag", httpx.ETag(rev))
 	c.JSON(status, next)
 }
 
@@ -271,19 +271,17 @@ func (a *configAPI) fail(c *app.RequestContext, r Ref, err error) {
 	}
 }
 
-// ifMatchOf reads If-Match: -1 when absent, the revision otherwise ("*" or
-// a quoted ETag are accepted too).
+// ifMatchOf reads If-Match: -1 when absent, else the revision of the ETag
+// it holds, quoted as the config-center sends it or bare as it did before
+// (0: the config must not exist yet). A weak tag never matches a write.
 func ifMatchOf(c *app.RequestContext) (int64, *api.FieldError) {
-	v := strings.Trim(string(c.GetHeader("If-Match")), `" `)
-	switch v {
-	case "":
+	v := strings.TrimSpace(string(c.GetHeader("If-Match")))
+	if v == "" {
 		return -1, nil
-	case "0":
-		return 0, nil
 	}
-	rev, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || rev < 0 {
-		return 0, api.Errorf("If-Match", api.CodeInvalidValue, "want the revision (ETag) you read, got %q", v)
+	rev, weak, ok := httpx.ParseETag(v)
+	if !ok || weak {
+		return 0, api.Errorf("If-Match", api.CodeInvalidValue, "want the ETag you read (a revision such as \"42\"), got %q", v)
 	}
 	return rev, nil
 }

@@ -222,10 +222,10 @@ func TestConcurrentWritersAndHistory(t *testing.T) {
 	if err := json.Unmarshal(hist.body, &h); err != nil || len(h.Versions) != 2 {
 		t.Fatalf("history: %s", hist)
 	}
-	if fmt.Sprint(h.Versions[1].Revision) != rev1 || !sameJSON(t, h.Versions[1].Document, []byte(v1)) {
+	if fmt.Sprint(h.Versions[1].Revision) != mustUnquote(t, rev1) || !sameJSON(t, h.Versions[1].Document, []byte(v1)) {
 		t.Fatalf("oldest version %+v, want rev %s with %s", h.Versions[1], rev1, v1)
 	}
-	rb := cc.do("POST", path+"/rollback?to="+rev1, "")
+	rb := cc.do("POST", path+"/rollback?to="+mustUnquote(t, rev1), "")
 	if rb.status != 200 {
 		t.Fatalf("rollback: %s", rb)
 	}

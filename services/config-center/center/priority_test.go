@@ -153,7 +153,7 @@ func TestPriorityRulesStoredAndWatched(t *testing.T) {
 	expect := func(what string, rev string, want map[*sdk.PriorityFeatures]int32) {
 		t.Helper()
 		testenv.Eventually(t, 10*time.Second, func() error {
-			if got := fmt.Sprint(rules.Revision()); got != rev {
+			if got := fmt.Sprint(rules.Revision()); got != mustUnquote(t, rev) {
 				return fmt.Errorf("%s: the SDK applies revision %s, want %s", what, got, rev)
 			}
 			for f, p := range want {
@@ -181,7 +181,7 @@ func TestPriorityRulesStoredAndWatched(t *testing.T) {
 	found := false
 	for _, c := range a.Configs {
 		if c.Kind == "priority_rules" && c.Scope == "feed-api" {
-			found = sameJSON(t, c.Document, []byte(priorityV2)) && fmt.Sprint(c.Revision) == v2.header.Get("ETag")
+			found = sameJSON(t, c.Document, []byte(priorityV2)) && fmt.Sprint(c.Revision) == mustUnquote(t, v2.header.Get("ETag"))
 		}
 	}
 	if !found {
@@ -189,7 +189,7 @@ func TestPriorityRulesStoredAndWatched(t *testing.T) {
 	}
 
 	// Rollback writes v1 again as a new revision; the SDK follows.
-	rb := cc.do("POST", path+"/rollback?to="+rev1, "")
+	rb := cc.do("POST", path+"/rollback?to="+mustUnquote(t, rev1), "")
 	if rb.status != 200 {
 		t.Fatalf("rollback: %s", rb)
 	}

@@ -90,6 +90,10 @@ func (w *watcher) watch(ctx context.Context, c *app.RequestContext) {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
+	if len(c.Query("version")) == 0 {
+		// The ETag of the answer held, as a standard conditional request sends it.
+		version, _ = httpx.IfNoneMatch(string(c.GetHeader("If-None-Match")))
+	}
 	applied, fe := int64Query(c, "applied")
 	if fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
@@ -114,6 +118,7 @@ func (w *watcher) watch(ctx context.Context, c *app.RequestContext) {
 		a := w.answer(service, instance, calls)
 		if a.Version != version {
 			w.status.sent(service, instance, a)
+			c.Response.Header.Set("ETag", httpx.ETag(a.Version))
 			c.JSON(consts.StatusOK, a)
 			return
 		}
@@ -122,11 +127,13 @@ func (w *watcher) watch(ctx context.Context, c *app.RequestContext) {
 		case <-changed: // something changed: does it change this answer?
 		case <-timer.C:
 			c.Response.Header.Set("X-Sextant-Version", strconv.FormatInt(version, 10))
+			c.Response.Header.Set("ETag", httpx.ETag(version))
 			c.Status(consts.StatusNotModified)
 			return
 		case <-ctx.Done():
 			return
 		case <-w.stopping:
+			c.Response.Header.Set("ETag", httpx.ETag(version))
 			c.Status(consts.StatusNotModified)
 			return
 		}

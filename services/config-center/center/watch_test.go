@@ -98,7 +98,7 @@ func TestRolloutPinsAndStatus(t *testing.T) {
 	}
 
 	// Pin comment-svc to v1: every instance applies it, canary or not.
-	rev1 := v1.header.Get("ETag")
+	rev1 := mustUnquote(t, v1.header.Get("ETag"))
 	if r := cc.do("POST", "/v1/pins/comment-svc", `{"kind": "limit", "scope": "comment-svc", "revision": `+rev1+`}`); r.status != 200 {
 		t.Fatalf("pin: %s", r)
 	}
@@ -134,7 +134,7 @@ func TestRolloutPinsAndStatus(t *testing.T) {
 	}
 	var st api.ConfigStatus
 	_ = json.Unmarshal(cc.do("GET", path+"/status", "").body, &st)
-	cur := cc.do("GET", path, "").header.Get("ETag")
+	cur := mustUnquote(t, cc.do("GET", path, "").header.Get("ETag"))
 	if st.Instances != 20 || st.ByRevision[cur] != 20 {
 		t.Fatalf("status %+v, want 20 instances on revision %s", st, cur)
 	}

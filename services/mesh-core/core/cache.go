@@ -29,6 +29,7 @@ type Cache struct {
 	regs     map[string]map[string]api.Registration
 	kitex    map[string]map[string]api.Registration // from kitex-contrib/registry-etcd
 	policies map[string]*api.Policy
+	holds    map[string]int // pollers waiting, by service
 
 	smu   sync.RWMutex
 	snaps map[string]*Snapshot
@@ -39,34 +40,67 @@ func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache
 	return &Cache{
 		policyTTL: policyTTL, maxServices: maxServices, log: log, now: time.Now, onSnapshot: func() {},
 		regs: map[string]map[string]api.Registration{}, kitex: map[string]map[string]api.Registration{}, policies: map[string]*api.Policy{},
-		snaps: map[string]*Snapshot{},
+		holds: map[string]int{}, snaps: map[string]*Snapshot{},
 	}
 }
 
-// Get returns the snapshot of service, making an empty one for a service
-// nobody registered yet so that pollers can wait for it.
-func (c *Cache) Get(service string) (*Snapshot, error) {
+// Get returns the snapshot of service. A service with no instances and no
+// policy answers with an empty snapshot made for the moment: it holds no
+// slot, and nobody can wait on it (Hold).
+func (c *Cache) Get(service string) *Snapshot {
 	c.smu.RLock()
 	s := c.snaps[service]
 	c.smu.RUnlock()
 	if s != nil {
-		return s, nil
+		return s
 	}
+	return buildSnapshot(service, nil, nil)
+}
+
+// Hold returns the snapshot of service and keeps it, and the ones that
+// replace it, until release is called, so that a poller can wait on it:
+// for a service with no instances and no policy this takes one of the
+// --max-services slots (ErrTooManyServices when none is free), given back
+// by the last release.
+func (c *Cache) Hold(service string) (snap *Snapshot, release func(), err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.smu.RLock()
 	s, n := c.snaps[service], len(c.snaps)
 	c.smu.RUnlock()
-	if s != nil {
-		return s, nil
+	if s == nil && n >= c.maxServices {
+		return nil, nil, ErrTooManyServices
 	}
-	if n >= c.maxServices {
-		return nil, ErrTooManyServices
+	c.holds[service]++
+	if s == nil {
+		s = c.rebuild(service)
 	}
-	return c.rebuild(service), nil
+	var once sync.Once
+	return s, func() { once.Do(func() { c.release(service) }) }, nil
 }
 
-// Services is how many services have a snapshot.
+func (c *Cache) release(service string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.holds[service]--; c.holds[service] > 0 {
+		return
+	}
+	delete(c.holds, service)
+	if !c.keeps(service) {
+		c.smu.Lock()
+		delete(c.snaps, service) // nobody waits on it
+		c.smu.Unlock()
+	}
+}
+
+// keeps tells whether service's snapshot is kept: it has instances or a
+// policy, or pollers wait on it. mu is held.
+func (c *Cache) keeps(service string) bool {
+	return len(c.regs[service]) > 0 || len(c.kitex[service]) > 0 || c.policies[service] != nil || c.holds[service] > 0
+}
+
+// Services is how many services have a snapshot held: those with instances
+// or a policy, and the others while pollers wait on them.
 func (c *Cache) Services() int {
 	c.smu.RLock()
 	defer c.smu.RUnlock()
@@ -93,7 +127,9 @@ func (c *Cache) instances(service string) map[string]api.Registration {
 	return out
 }
 
-// rebuild makes service's snapshot from what the cache holds; mu is held.
+// rebuild makes service's snapshot from what the cache holds, and keeps it
+// only while keeps says so: a service that lost its last instance and has
+// no policy and no poller waiting is evicted. mu is held.
 func (c *Cache) rebuild(service string) *Snapshot {
 	pol := c.policies[service]
 	if pol != nil && c.now().Sub(time.UnixMilli(pol.ComputedAtMs)) > c.policyTTL {
@@ -113,7 +149,11 @@ func (c *Cache) rebuild(service string) *Snapshot {
 		close(prev.done)
 		c.onSnapshot()
 	}
-	c.snaps[service] = next
+	if c.keeps(service) {
+		c.snaps[service] = next
+	} else {
+		delete(c.snaps, service)
+	}
 	return next
 }
 

@@ -24,7 +24,8 @@ type Config struct {
 	// Longest and default wait of a discovery long poll.
 	MaxWait     time.Duration
 	DefaultWait time.Duration
-	// Most services held, counting those only polled for.
+	// Most service snapshots held: services with instances or a policy, and
+	// others while polls wait on them.
 	MaxServices   int
 	HealthProbe   time.Duration
 	DefaultTTL    time.Duration
@@ -68,7 +69,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PolicyTTL, "policy-ttl", c.PolicyTTL, "a dynamic policy older than this no longer applies (static weights)")
 	fs.DurationVar(&c.MaxWait, "max-wait", c.MaxWait, "longest wait of a discovery long poll")
 	fs.DurationVar(&c.DefaultWait, "default-wait", c.DefaultWait, "wait of a discovery long poll that names none")
-	fs.IntVar(&c.MaxServices, "max-services", c.MaxServices, "most services held, counting those only polled for")
+	fs.IntVar(&c.MaxServices, "max-services", c.MaxServices, "most service snapshots held: services with instances or a policy, and others while polls wait on them (a wait beyond answers 429)")
 	fs.DurationVar(&c.HealthProbe, "etcd-probe-interval", c.HealthProbe, "how often etcd is probed; answers are marked stale while it fails")
 	fs.DurationVar(&c.DefaultTTL, "default-ttl", c.DefaultTTL, "lease TTL of a registration that names none")
 	fs.IntVar(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest registration body accepted; 413 beyond")

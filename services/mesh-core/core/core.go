@@ -249,7 +249,7 @@ func (m *metrics) observe(reg prometheus.Registerer, mc *MeshCore) {
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sextant_meshcore_services",
-			Help: "Services with a snapshot.",
+			Help: "Services with a snapshot held: with instances or a policy, or with polls waiting.",
 		}, func() float64 { return float64(mc.cache.Services()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sextant_meshcore_stale",

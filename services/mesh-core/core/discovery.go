@@ -44,6 +44,9 @@ func (d *discovery) args(c *app.RequestContext) (pollArgs, *api.FieldError) {
 			return a, api.Errorf("version", api.CodeInvalidType, "want an integer, got %q", v)
 		}
 		a.version = n
+	} else {
+		// The ETag of the answer held, as a standard conditional request sends it.
+		a.version, _ = httpx.IfNoneMatch(string(c.GetHeader("If-None-Match")))
 	}
 	if w := string(c.Query("wait")); w != "" {
 		dur, err := time.ParseDuration(w)
@@ -75,24 +78,28 @@ func (d *discovery) one(ctx context.Context, c *app.RequestContext) {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
-	snap, err := d.cache.Get(service)
-	if err != nil {
-		d.tooMany(c, err)
-		return
-	}
+	snap := d.cache.Get(service)
 	if snap.Version == a.version {
-		if snap = d.wait(ctx, a.wait, snap); snap == nil {
-			d.notModified(c, a.version)
+		held, release, err := d.cache.Hold(service)
+		if err != nil {
+			d.tooMany(c, err)
 			return
 		}
-		// A poller released by a change: how long after the change it is answered.
-		d.metrics.push.Observe(time.Since(snap.built).Seconds())
+		defer release()
+		if snap = held; snap.Version == a.version {
+			if snap = d.wait(ctx, a.wait, snap); snap == nil {
+				d.notModified(c, a.version)
+				return
+			}
+			// A poller released by a change: how long after the change it is answered.
+			d.metrics.push.Observe(time.Since(snap.built).Seconds())
+		}
 	}
 	d.metrics.polls.WithLabelValues("changed").Inc()
 	buf := d.buf()
 	defer d.bufs.Put(buf)
 	*buf = snap.AppendJSON((*buf)[:0], time.Now(), d.stale())
-	d.write(c, *buf)
+	d.write(c, snap.Version, *buf)
 }
 
 // many serves GET /v1/discovery?services=a,b,c: one answer for several
@@ -118,10 +125,18 @@ func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
-	snaps, version, err := d.collect(names)
-	if err != nil {
-		d.tooMany(c, err)
-		return
+	snaps, version := d.collect(names)
+	if version == a.version {
+		// Wait on held snapshots (a service only polled for has none otherwise).
+		for _, n := range names {
+			_, release, err := d.cache.Hold(n)
+			if err != nil {
+				d.tooMany(c, err)
+				return
+			}
+			defer release()
+		}
+		snaps, version = d.collect(names)
 	}
 	if version == a.version {
 		wctx, cancel := context.WithTimeout(ctx, a.wait)
@@ -143,7 +158,7 @@ func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
 		}
 		d.metrics.waiting.Dec()
 		cancel()
-		if snaps, version, err = d.collect(names); err != nil || version == a.version {
+		if snaps, version = d.collect(names); version == a.version {
 			d.notModified(c, a.version)
 			return
 		}
@@ -165,26 +180,24 @@ func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
 	b = strconv.AppendBool(b, stale)
 	b = append(b, '}')
 	*buf = b
-	d.write(c, b)
+	d.write(c, version, b)
 }
 
-func (d *discovery) collect(names []string) ([]*Snapshot, int64, error) {
+func (d *discovery) collect(names []string) ([]*Snapshot, int64) {
 	snaps := make([]*Snapshot, len(names))
 	h := fnv.New64a()
 	for i, n := range names {
-		s, err := d.cache.Get(n)
-		if err != nil {
-			return nil, 0, err
-		}
+		s := d.cache.Get(n)
 		snaps[i] = s
 		h.Write(strconv.AppendInt(nil, s.Version, 10))
 		h.Write([]byte{0})
 	}
-	return snaps, max(1, int64(h.Sum64()&(1<<53-1))), nil
+	return snaps, max(1, int64(h.Sum64()&(1<<53-1)))
 }
 
 // wait holds a poll until snap is replaced (returning the new snapshot), the
-// wait ends, the client goes, or mesh-core stops (returning nil).
+// wait ends, the client goes, or mesh-core stops (returning nil). The
+// caller holds snap's service (Cache.Hold).
 func (d *discovery) wait(ctx context.Context, wait time.Duration, snap *Snapshot) *Snapshot {
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -193,10 +206,7 @@ func (d *discovery) wait(ctx context.Context, wait time.Duration, snap *Snapshot
 	for {
 		select {
 		case <-snap.Changed():
-			next, err := d.cache.Get(snap.Service)
-			if err != nil {
-				return nil
-			}
+			next := d.cache.Get(snap.Service)
 			if next.Version != snap.Version {
 				return next
 			}
@@ -214,6 +224,7 @@ func (d *discovery) wait(ctx context.Context, wait time.Duration, snap *Snapshot
 func (d *discovery) notModified(c *app.RequestContext, version int64) {
 	d.metrics.polls.WithLabelValues("not_modified").Inc()
 	c.Response.Header.Set("X-Sextant-Version", strconv.FormatInt(version, 10))
+	c.Response.Header.Set("ETag", httpx.ETag(version))
 	c.Status(consts.StatusNotModified)
 }
 
@@ -233,8 +244,9 @@ func (d *discovery) buf() *[]byte {
 	return &b
 }
 
-func (d *discovery) write(c *app.RequestContext, body []byte) {
+func (d *discovery) write(c *app.RequestContext, version int64, body []byte) {
 	c.Response.Header.SetContentType("application/json; charset=utf-8")
+	c.Response.Header.Set("ETag", httpx.ETag(version))
 	c.Response.SetStatusCode(consts.StatusOK)
 	// The response copies the body: the buffer goes back to the pool.
 	c.Response.SetBody(body)

@@ -11,11 +11,11 @@ import (
 	"github.com/cloudwego/kitex/client/callopt"
 
 	"github.com/sextant-mesh/sextant/api"
-	"github.com/sextant-mesh/sextant/sdk/backoff"
 	"github.com/sextant-mesh/sextant/internal/reportbatch"
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
 	aggregatorsvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator/aggregator"
+	"github.com/sextant-mesh/sextant/sdk/backoff"
 )
 
 // Sink takes accepted reports. Offer takes all of them or none.

@@ -133,8 +133,10 @@ func (mx *Mixer) readiness() []string {
 	if len(mx.members.View().Shards) == 0 {
 		reasons = append(reasons, "no weight-calculator shard registered")
 	}
+	// Synced is false while etcd is unreachable, not only before the
+	// first listing.
 	if !mx.members.Synced() {
-		reasons = append(reasons, "shard membership not synced with etcd (routing by the last known)")
+		reasons = append(reasons, "shard membership not following etcd (unreachable or watch down): routing by the last shards seen")
 	}
 	return reasons
 }
