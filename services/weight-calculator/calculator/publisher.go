@@ -209,7 +209,10 @@ func (p *Publisher) send(ctx context.Context, services []string) {
 func (p *Publisher) settle(pp *pendingPolicy, pol *meshcore.Policy, r *meshcore.PolicyOutcome, err error) {
 	service := pol.Service
 	st := p.statusOf(service)
-	rejected := r.GetRejected()
+	var rejected *meshcore.PolicyRejected
+	if r != nil { // nil with err: the call failed
+		rejected = r.Rejected
+	}
 	switch {
 	case err == nil && rejected == nil:
 		p.metrics.published.WithLabelValues("ok").Inc()
