@@ -29,9 +29,11 @@ build:
 run: influxd-if-possible
 	$(GO) run ./cmd/sextant dev
 
-## demo: `make run` plus the demo service, front and load driver.
+## demo: `make run` plus the demo service, front and load driver: a command of
+## its own (examples/demo/cmd/demo-dev), so that the sextant binary does not
+## link the demo. It takes the flags of `sextant dev` and --demo-addr.
 demo: influxd-if-possible
-	$(GO) run ./cmd/sextant dev --demo
+	$(GO) run ./examples/demo/cmd/demo-dev
 
 # influxd is a nice-to-have for `make run`: a failed build leaves it off.
 .PHONY: influxd-if-possible

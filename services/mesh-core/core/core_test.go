@@ -18,6 +18,7 @@ import (
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
+	"github.com/sextant-mesh/sextant/services/mesh-core/coretest"
 )
 
 type answer struct {
@@ -133,7 +134,7 @@ func policy(service string, version int64, weights map[string]int32) *meshcore.P
 func TestRegisterPublishDiscover(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	mc := testenv.StartMeshCore(t, etcd, prefix, nil)
+	mc := coretest.Start(t, etcd, prefix, nil)
 	register(t, mc, "comment-svc", "10.0.0.1:9000", 30)
 	register(t, mc, "comment-svc", "10.0.0.2:9000", 30)
 	a := waitFor(t, mc, "comment-svc", func(a answer) error {
@@ -218,7 +219,7 @@ func TestRegisterPublishDiscover(t *testing.T) {
 func TestPolicyValidation(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	mc := testenv.StartMeshCore(t, etcd, prefix, nil)
+	mc := coretest.Start(t, etcd, prefix, nil)
 	register(t, mc, "svc", "10.0.0.1:9000", 30)
 	register(t, mc, "svc", "10.0.0.2:9000", 30)
 	waitFor(t, mc, "svc", func(a answer) error {
@@ -271,7 +272,7 @@ func TestPolicyValidation(t *testing.T) {
 func TestRegistrationValidationAndLifecycle(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	mc := testenv.StartMeshCore(t, etcd, prefix, func(c *core.Config) { c.MaxBodyBytes = 4096 })
+	mc := coretest.Start(t, etcd, prefix, func(c *core.Config) { c.MaxBodyBytes = 4096 })
 	base := "http://" + mc.Addr()
 	for _, tc := range []struct {
 		name   string
@@ -362,8 +363,8 @@ func TestRegistrationValidationAndLifecycle(t *testing.T) {
 func TestReplicasAgreeOnVersions(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	m1 := testenv.StartMeshCore(t, etcd, prefix, nil)
-	m2 := testenv.StartMeshCore(t, etcd, prefix, nil)
+	m1 := coretest.Start(t, etcd, prefix, nil)
+	m2 := coretest.Start(t, etcd, prefix, nil)
 	register(t, m1, "svc", "10.0.0.1:9000", 30)
 	register(t, m2, "svc", "10.0.0.2:9000", 30)
 	if _, err := publisher(t, m2).PublishPolicy(context.Background(), &meshcore.PublishPolicyRequest{
@@ -389,7 +390,7 @@ func TestReplicasAgreeOnVersions(t *testing.T) {
 func TestFailStaticWhileEtcdIsAway(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	mc := testenv.StartMeshCore(t, etcd, prefix, nil)
+	mc := coretest.Start(t, etcd, prefix, nil)
 	register(t, mc, "svc", "10.0.0.1:9000", 60)
 	register(t, mc, "svc", "10.0.0.2:9000", 60)
 	if _, err := publisher(t, mc).PublishPolicy(context.Background(), &meshcore.PublishPolicyRequest{
