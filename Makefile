@@ -29,9 +29,11 @@ build:
 run: influxd-if-possible
 	$(GO) run ./cmd/sextant dev
 
-## demo: `make run` plus the demo service, front and load driver.
+## demo: `make run` plus the demo service, front and load driver: a command of
+## its own (examples/demo/cmd/demo-dev), so that the sextant binary does not
+## link the demo. It takes the flags of `sextant dev` and --demo-addr.
 demo: influxd-if-possible
-	$(GO) run ./cmd/sextant dev --demo
+	$(GO) run ./examples/demo/cmd/demo-dev
 
 # influxd is a nice-to-have for `make run`: a failed build leaves it off.
 .PHONY: influxd-if-possible
@@ -52,10 +54,12 @@ vet:
 unit: $(BIN)/influxd
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 
-## sdk-check: the SDK modules build for linux, darwin and windows, and a
-## throwaway module that imports them gets none of the control plane's
-## dependencies (go test ./tests/sdkgraph).
+## sdk-check: the contract and SDK modules build and vet alone (outside the
+## workspace: none of their code or tests imports the control plane), for
+## linux, darwin and windows, and a throwaway module that imports them gets
+## none of the control plane's dependencies (go test ./tests/sdkgraph).
 sdk-check:
+	for m in api sdk sdk/kitexsdk sdk/hertzsdk; do (cd $$m && GOWORK=off $(GO) vet ./...) || exit 1; done
 	GOOS=linux $(GO) build ./api/... $(SDK_PKGS)
 	GOOS=darwin $(GO) build ./api/... $(SDK_PKGS)
 	GOOS=windows $(GO) build ./api/... $(SDK_PKGS)

@@ -1,13 +1,20 @@
 // Command sextant is the Sextant command line. `sextant dev` runs the whole
 // control plane in one process for development: an embedded etcd and every
-// service on its default address, talking to each other over loopback.
+// service on its default address, talking to each other over loopback
+// (package devplane). The demo is not part of this binary: `make demo` runs
+// its own command, examples/demo/cmd/demo-dev.
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sextant-mesh/sextant/cmd/sextant/devplane"
 )
 
 const usage = `usage: sextant <command> [flags]
@@ -17,6 +24,11 @@ commands:
 
 Run "sextant <command> -h" for the flags of a command.
 `
+
+// errDemo answers `sextant dev --demo`, which ran the demo before it became a
+// command of its own.
+var errDemo = errors.New("the demo is not part of the sextant binary: run `make demo` " +
+	"(go run ./examples/demo/cmd/demo-dev, which takes the flags of sextant dev and --demo-addr)")
 
 func main() {
 	if len(os.Args) < 2 {
@@ -35,4 +47,20 @@ func main() {
 		fmt.Fprintf(os.Stderr, "unknown command %q\n\n%s", os.Args[1], usage)
 		os.Exit(2)
 	}
+}
+
+func dev(args []string) error {
+	var demo bool
+	cfg, err := devplane.Parse("sextant dev", args, os.Stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&demo, "demo", false, "the demo is a command of its own: prints how to run it (make demo)")
+	})
+	if err != nil {
+		return err
+	}
+	if demo {
+		return errDemo
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return cfg.Run(ctx)
 }

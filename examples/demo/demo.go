@@ -1,9 +1,10 @@
 // Package demo is Sextant's demo: a Kitex comment service whose instances
 // have different capacities, a front that calls it with mixed priorities
-// through the Sextant SDK, and a load driver. `sextant dev --demo` runs it
-// against the control plane and prints, once a second, each instance's
-// weight and share of traffic and the admission threshold. The end-to-end
-// tests drive the same pieces.
+// through the Sextant SDK, and a load driver. `make demo` (the command
+// examples/demo/cmd/demo-dev) runs it beside the control plane of `sextant
+// dev` and prints, once a second, each instance's weight and share of
+// traffic and the admission threshold. The end-to-end tests drive the same
+// pieces.
 package demo
 
 import (

@@ -13,8 +13,11 @@ import (
 	"github.com/sextant-mesh/sextant/internal/logx"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
+	"github.com/sextant-mesh/sextant/services/mesh-core/coretest"
 	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixer"
+	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixertest"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
+	"github.com/sextant-mesh/sextant/services/weight-calculator/calculatortest"
 )
 
 // plane is the whole control plane on fixed loopback ports, so that it can
@@ -42,9 +45,9 @@ func startPlane(t *testing.T, knobs calculator.Knobs) *plane {
 }
 
 func (p *plane) start() {
-	p.mc = testenv.StartMeshCore(p.t, p.etcd, p.prefix, func(c *core.Config) { c.HTTPAddr, c.KitexAddr = p.meshHTTP, p.meshKitex })
-	p.calc = testenv.StartCalculator(p.t, p.etcd, p.prefix, "calc-1", func(c *calculator.Config) { c.MeshCoreAddr = p.meshKitex })
-	p.mx = testenv.StartMixer(p.t, p.etcd, p.prefix, func(c *mixer.Config) { c.HTTPAddr = p.mixerHTTP })
+	p.mc = coretest.Start(p.t, p.etcd, p.prefix, func(c *core.Config) { c.HTTPAddr, c.KitexAddr = p.meshHTTP, p.meshKitex })
+	p.calc = calculatortest.Start(p.t, p.etcd, p.prefix, "calc-1", func(c *calculator.Config) { c.MeshCoreAddr = p.meshKitex })
+	p.mx = mixertest.Start(p.t, p.etcd, p.prefix, func(c *mixer.Config) { c.HTTPAddr = p.mixerHTTP })
 }
 
 // stop stops every Sextant service and etcd.

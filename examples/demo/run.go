@@ -44,7 +44,7 @@ func FrontHTTP(addr string, f *Front) (*httpx.Server, error) {
 	return srv, nil
 }
 
-// Run is the demo as `sextant dev --demo` runs it: five instances of the
+// Run is the demo as `make demo` (cmd/demo-dev) runs it: five instances of the
 // comment service, the fifth with a fifth of the others' capacity; a Hertz
 // front on frontAddr; a load driver sending mixed priorities to the front
 // over HTTP. Once a second it prints each instance's weight and share of

@@ -16,7 +16,10 @@ import (
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/sdk"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
+	"github.com/sextant-mesh/sextant/services/mesh-core/coretest"
+	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixertest"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
+	"github.com/sextant-mesh/sextant/services/weight-calculator/calculatortest"
 )
 
 // long lengthens the measured spans and adds the recovery after the three
@@ -72,9 +75,9 @@ const (
 func startPlane(t *testing.T) (overload.ControlPlane, *calculator.Calculator) {
 	etcd, prefix := testenv.StartEtcd(t), testenv.Prefix(t)
 	meshHTTP, meshKitex := testenv.FreeAddr(t), testenv.FreeAddr(t)
-	testenv.StartMeshCore(t, etcd, prefix, func(c *core.Config) { c.HTTPAddr, c.KitexAddr = meshHTTP, meshKitex })
-	calc := testenv.StartCalculator(t, etcd, prefix, "calc-1", func(c *calculator.Config) { c.MeshCoreAddr = meshKitex })
-	mx := testenv.StartMixer(t, etcd, prefix, nil)
+	coretest.Start(t, etcd, prefix, func(c *core.Config) { c.HTTPAddr, c.KitexAddr = meshHTTP, meshKitex })
+	calc := calculatortest.Start(t, etcd, prefix, "calc-1", func(c *calculator.Config) { c.MeshCoreAddr = meshKitex })
+	mx := mixertest.Start(t, etcd, prefix, nil)
 	return overload.ControlPlane{MeshCore: meshHTTP, Mixer: mx.Addr(), Window: time.Second}, calc
 }
 

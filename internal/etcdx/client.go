@@ -1,3 +1,7 @@
+// Package etcdx holds what every Sextant service needs from etcd: a client,
+// a health probe, and Mirror, an in-memory copy of one key prefix that follows
+// etcd's watch and survives etcd being away. It is client code only: the
+// embedded server of `sextant dev` and the tests is internal/etcdembed.
 package etcdx
 
 import (

@@ -47,7 +47,7 @@ func Find(dir string) (string, error) {
 	if p, err := exec.LookPath("influxd"); err == nil {
 		return p, nil
 	}
-	return "", errors.New("influxd not found: `make bin/influxd` installs it into bin/")
+	return "", errors.New("influxd not found in bin/ or on PATH")
 }
 
 func isFile(p string) bool {

@@ -1,6 +1,10 @@
-// Package testenv is the harness Sextant's integration tests share: real
-// servers (an embedded etcd, the services) on free loopback ports, each
-// stopped when its test ends.
+// Package testenv is the generic harness Sextant's integration tests share:
+// real servers (an embedded etcd, influxd) on free loopback ports, each
+// stopped when its test ends, and waiting for conditions and metrics. It
+// knows no service (tests/layers checks it): each service offers its own
+// helper to start it for a test, as net/http/httptest does (coretest,
+// centertest, mixertest, calculatortest), and scenarios across services live
+// in tests/.
 package testenv
 
 import (
@@ -13,6 +17,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sextant-mesh/sextant/internal/etcdembed"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/influxdev"
 )
@@ -31,7 +36,7 @@ func FreeAddr(t testing.TB) string {
 
 // Etcd is an embedded etcd server for one test.
 type Etcd struct {
-	*etcdx.Embedded
+	*etcdembed.Server
 	Endpoint          string
 	t                 testing.TB
 	dir, client, peer string
@@ -44,8 +49,8 @@ func StartEtcd(t testing.TB) *Etcd {
 	e := &Etcd{t: t, dir: t.TempDir(), client: FreeAddr(t), peer: FreeAddr(t)}
 	e.start()
 	t.Cleanup(func() {
-		if e.Embedded != nil {
-			e.Embedded.Close()
+		if e.Server != nil {
+			e.Server.Close()
 		}
 	})
 	return e
@@ -53,18 +58,18 @@ func StartEtcd(t testing.TB) *Etcd {
 
 func (e *Etcd) start() {
 	e.t.Helper()
-	emb, err := etcdx.StartEmbedded(e.dir, e.client, e.peer)
+	srv, err := etcdembed.Start(e.dir, e.client, e.peer)
 	if err != nil {
 		e.t.Fatalf("embedded etcd: %v", err)
 	}
-	e.Embedded, e.Endpoint = emb, emb.ClientURL
+	e.Server, e.Endpoint = srv, srv.ClientURL
 }
 
 // Stop stops the server, as an outage; Restart brings it back with its data
 // on the same address.
 func (e *Etcd) Stop() {
-	e.Embedded.Close()
-	e.Embedded = nil
+	e.Server.Close()
+	e.Server = nil
 }
 
 // Restart starts the server stopped by Stop.
@@ -112,13 +117,14 @@ func Context(t testing.TB) context.Context {
 
 // StartInfluxd starts a real influxd 1.8 (bin/influxd, which `make test`
 // installs) on free loopback ports with its data in a temporary folder; it
-// stops when the test ends.
+// stops when the test ends. Without one the test fails, naming the make
+// target that builds it: `go test ./...` on a fresh clone says what to run.
 func StartInfluxd(t testing.TB) *influxdev.Server {
 	t.Helper()
 	wd, _ := os.Getwd()
 	bin, err := influxdev.Find(wd)
 	if err != nil {
-		t.Fatalf("%v (run the tests with `make test`)", err)
+		t.Fatalf("%v: run `make bin/influxd` first (or `make test`, which builds it and runs every test)", err)
 	}
 	s, err := influxdev.Start(bin, t.TempDir(), FreeAddr(t), FreeAddr(t))
 	if err != nil {

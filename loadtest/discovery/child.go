@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/etcdembed"
 	"github.com/sextant-mesh/sextant/internal/logx"
 	"github.com/sextant-mesh/sextant/loadtest/internal/proc"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
@@ -36,7 +36,7 @@ func startStack(dir string, log *slog.Logger) (tg target, stop func(), err error
 		addrs[i] = ln.Addr().String()
 		ln.Close()
 	}
-	e, err := etcdx.StartEmbedded(dir, addrs[0], addrs[1])
+	e, err := etcdembed.Start(dir, addrs[0], addrs[1])
 	if err != nil {
 		return tg, nil, err
 	}

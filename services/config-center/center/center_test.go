@@ -16,6 +16,7 @@ import (
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/services/config-center/center"
+	"github.com/sextant-mesh/sextant/services/config-center/centertest"
 )
 
 type reply struct {
@@ -66,8 +67,8 @@ func (c apiClient) do(method, path, body string, headers ...string) reply {
 func setup(t *testing.T, tweak func(*center.Config)) (*testenv.Etcd, string, apiClient) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	cc := testenv.StartConfigCenter(t, etcd, prefix, tweak)
-	return etcd, prefix, apiClient{t: t, base: "http://" + cc.Addr(), token: testenv.AdminToken}
+	cc := centertest.Start(t, etcd, prefix, tweak)
+	return etcd, prefix, apiClient{t: t, base: "http://" + cc.Addr(), token: centertest.AdminToken}
 }
 
 // sameJSON compares two JSON documents by value.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/services/config-center/center"
+	"github.com/sextant-mesh/sextant/services/config-center/centertest"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key.
@@ -52,7 +53,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 func TestAPIOverTLS(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
 	etcd := testenv.StartEtcd(t)
-	cc := testenv.StartConfigCenter(t, etcd, testenv.Prefix(t), func(c *center.Config) { c.TLSCert, c.TLSKey = certFile, keyFile })
+	cc := centertest.Start(t, etcd, testenv.Prefix(t), func(c *center.Config) { c.TLSCert, c.TLSKey = certFile, keyFile })
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	resp, err := client.Get("https://" + cc.Addr() + "/v1/configs?service=s")
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
 	aggregatorsvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator/aggregator"
+	"github.com/sextant-mesh/sextant/services/config-center/centertest"
+	"github.com/sextant-mesh/sextant/services/weight-calculator/calculatortest"
 )
 
 func (c apiClient) watch(service, instance string, version, applied int64, wait string) (int, api.WatchAnswer) {
@@ -203,9 +205,9 @@ func TestWatchReleasedOnlyByRelevantChanges(t *testing.T) {
 func TestDryRunReport(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	calc := testenv.StartCalculator(t, etcd, prefix, "calc-1", nil)
-	srv := testenv.StartConfigCenter(t, etcd, prefix, nil)
-	cc := apiClient{t: t, base: "http://" + srv.Addr(), token: testenv.AdminToken}
+	calc := calculatortest.Start(t, etcd, prefix, "calc-1", nil)
+	srv := centertest.Start(t, etcd, prefix, nil)
+	cc := apiClient{t: t, base: "http://" + srv.Addr(), token: centertest.AdminToken}
 	cc.do("PUT", "/v1/configs/access_control/pay-svc", `{"rules": [{"name": "allow-list", "type": "allow", "callers": ["feed-api"], "mode": "dry_run"}]}`)
 
 	kc, err := aggregatorsvc.NewClient("weight-calculator", client.WithHostPorts(calc.KitexAddr()))

@@ -19,6 +19,7 @@ import (
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
+	"github.com/sextant-mesh/sextant/services/mesh-core/coretest"
 )
 
 // answer is a discovery answer, decoded strictly into the contract's type:
@@ -118,7 +119,7 @@ func policy(service string, version int64, weights map[string]int32) *meshcore.P
 func TestRegisterPublishDiscover(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	mc := testenv.StartMeshCore(t, etcd, prefix, nil)
+	mc := coretest.Start(t, etcd, prefix, nil)
 	register(t, mc, "comment-svc", "10.0.0.1:9000", 30)
 	register(t, mc, "comment-svc", "10.0.0.2:9000", 30)
 	a := waitFor(t, mc, "comment-svc", func(a answer) error {
@@ -203,7 +204,7 @@ func TestRegisterPublishDiscover(t *testing.T) {
 func TestPolicyValidation(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	mc := testenv.StartMeshCore(t, etcd, prefix, nil)
+	mc := coretest.Start(t, etcd, prefix, nil)
 	register(t, mc, "svc", "10.0.0.1:9000", 30)
 	register(t, mc, "svc", "10.0.0.2:9000", 30)
 	waitFor(t, mc, "svc", func(a answer) error {
@@ -256,7 +257,7 @@ func TestPolicyValidation(t *testing.T) {
 func TestRegistrationValidationAndLifecycle(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	mc := testenv.StartMeshCore(t, etcd, prefix, func(c *core.Config) { c.MaxBodyBytes = 4096 })
+	mc := coretest.Start(t, etcd, prefix, func(c *core.Config) { c.MaxBodyBytes = 4096 })
 	base := "http://" + mc.Addr()
 	for _, tc := range []struct {
 		name   string
@@ -347,8 +348,8 @@ func TestRegistrationValidationAndLifecycle(t *testing.T) {
 func TestReplicasAgreeOnVersions(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	m1 := testenv.StartMeshCore(t, etcd, prefix, nil)
-	m2 := testenv.StartMeshCore(t, etcd, prefix, nil)
+	m1 := coretest.Start(t, etcd, prefix, nil)
+	m2 := coretest.Start(t, etcd, prefix, nil)
 	register(t, m1, "svc", "10.0.0.1:9000", 30)
 	register(t, m2, "svc", "10.0.0.2:9000", 30)
 	if _, err := publisher(t, m2).PublishPolicy(context.Background(), &meshcore.PublishPolicyRequest{
@@ -374,7 +375,7 @@ func TestReplicasAgreeOnVersions(t *testing.T) {
 func TestFailStaticWhileEtcdIsAway(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	mc := testenv.StartMeshCore(t, etcd, prefix, nil)
+	mc := coretest.Start(t, etcd, prefix, nil)
 	register(t, mc, "svc", "10.0.0.1:9000", 60)
 	register(t, mc, "svc", "10.0.0.2:9000", 60)
 	if _, err := publisher(t, mc).PublishPolicy(context.Background(), &meshcore.PublishPolicyRequest{
@@ -446,7 +447,7 @@ func TestFailStaticWhileEtcdIsAway(t *testing.T) {
 func TestPublishPoliciesInOneTransaction(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	mc := testenv.StartMeshCore(t, etcd, prefix, nil)
+	mc := coretest.Start(t, etcd, prefix, nil)
 	for _, s := range []string{"a-svc", "b-svc", "c-svc"} {
 		register(t, mc, s, "10.0.0.1:9000", 30)
 	}

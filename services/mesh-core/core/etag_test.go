@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/sextant-mesh/sextant/internal/testenv"
+	"github.com/sextant-mesh/sextant/services/mesh-core/coretest"
 )
 
 // A discovery answer's ETag is its version as a quoted string (RFC 9110),
@@ -16,7 +17,7 @@ import (
 // a version is.
 func TestDiscoveryETags(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
-	mc := testenv.StartMeshCore(t, etcd, testenv.Prefix(t), nil)
+	mc := coretest.Start(t, etcd, testenv.Prefix(t), nil)
 	register(t, mc, "svc", "10.0.0.1:9000", 30)
 	a := waitFor(t, mc, "svc", func(a answer) error {
 		if len(a.Instances) != 1 {

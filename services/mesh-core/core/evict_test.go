@@ -9,6 +9,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
+	"github.com/sextant-mesh/sextant/services/mesh-core/coretest"
 )
 
 // Polls for services nobody registered answer empty and take no slot for
@@ -18,7 +19,7 @@ import (
 // pollers see it appear.
 func TestPollsForUnknownServicesHoldNoSlot(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
-	mc := testenv.StartMeshCore(t, etcd, testenv.Prefix(t), func(c *core.Config) { c.MaxServices = 3 })
+	mc := coretest.Start(t, etcd, testenv.Prefix(t), func(c *core.Config) { c.MaxServices = 3 })
 	services := func() float64 { return testenv.Metric(t, mc.Addr(), "sextant_meshcore_services") }
 	waitServices := func(want float64) {
 		t.Helper()

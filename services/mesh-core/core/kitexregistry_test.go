@@ -15,6 +15,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/demo"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/demo/comment"
+	"github.com/sextant-mesh/sextant/services/mesh-core/coretest"
 )
 
 type echo struct{}
@@ -28,7 +29,7 @@ func (*echo) Get(context.Context, *demo.GetRequest) (*demo.GetResponse, error) {
 // when it stops.
 func TestKitexRegistryEtcdInstancesAreDiscovered(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
-	mc := testenv.StartMeshCore(t, etcd, testenv.Prefix(t), nil)
+	mc := coretest.Start(t, etcd, testenv.Prefix(t), nil)
 	reg, err := etcdregistry.NewEtcdRegistry([]string{strings.TrimPrefix(etcd.Endpoint, "http://")})
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,9 @@ import (
 
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixer"
+	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixertest"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
+	"github.com/sextant-mesh/sextant/services/weight-calculator/calculatortest"
 )
 
 type errorBody struct {
@@ -40,8 +42,8 @@ func decodeError(t *testing.T, a answer) errorBody {
 func TestBadInputIsRefusedAndNothingForwarded(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	calc := testenv.StartCalculator(t, etcd, prefix, "calc-1", nil)
-	mx := testenv.StartMixer(t, etcd, prefix, func(c *mixer.Config) {
+	calc := calculatortest.Start(t, etcd, prefix, "calc-1", nil)
+	mx := mixertest.Start(t, etcd, prefix, func(c *mixer.Config) {
 		c.MaxBodyBytes = 64 << 10
 		c.Limits.MaxCallsPerReport = 20
 	})
@@ -165,8 +167,8 @@ func TestBadInputIsRefusedAndNothingForwarded(t *testing.T) {
 func TestCardinalityIsBounded(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	calc := testenv.StartCalculator(t, etcd, prefix, "calc-1", func(c *calculator.Config) { c.MaxSeries = 500 })
-	mx := testenv.StartMixer(t, etcd, prefix, nil)
+	calc := calculatortest.Start(t, etcd, prefix, "calc-1", func(c *calculator.Config) { c.MaxSeries = 500 })
+	mx := mixertest.Start(t, etcd, prefix, nil)
 	testenv.WaitMetric(t, mx.Addr(), "sextant_mixer_shards", 1)
 
 	rs := reports(20, 1, 1)
@@ -199,7 +201,7 @@ func TestBackpressureWhenShardStalls(t *testing.T) {
 	stalled := stallingShard(t)
 	reg := registerShardAt(t, etcd, prefix, "calc-stalled", stalled)
 	const capacity = 5000
-	mx := testenv.StartMixer(t, etcd, prefix, func(c *mixer.Config) {
+	mx := mixertest.Start(t, etcd, prefix, func(c *mixer.Config) {
 		c.Forward.QueueRecords = capacity
 		c.Forward.RPCTimeout = time.Minute
 	})
@@ -253,7 +255,7 @@ func TestBackpressureWhenShardStalls(t *testing.T) {
 
 	// Recovery: the stalled shard goes away, a live one registers.
 	reg.Close()
-	calc := testenv.StartCalculator(t, etcd, prefix, "calc-live", nil)
+	calc := calculatortest.Start(t, etcd, prefix, "calc-live", nil)
 	stalled.Close()
 	testenv.Eventually(t, 60*time.Second, func() error {
 		if q := testenv.Metric(t, mx.Addr(), "sextant_mixer_queue_records"); q != 0 {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/internal/testenv"
+	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixertest"
+	"github.com/sextant-mesh/sextant/services/weight-calculator/calculatortest"
 )
 
 // The mixer is ready while it follows the shard registrations in etcd, and
@@ -15,8 +17,8 @@ import (
 func TestReadinessFollowsEtcd(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	testenv.StartCalculator(t, etcd, prefix, "calc-1", nil)
-	mx := testenv.StartMixer(t, etcd, prefix, nil)
+	calculatortest.Start(t, etcd, prefix, "calc-1", nil)
+	mx := mixertest.Start(t, etcd, prefix, nil)
 	ready := func() error {
 		if r := testenv.Ready(t, mx.Addr()); len(r) > 0 {
 			return fmt.Errorf("not ready: %v", r)

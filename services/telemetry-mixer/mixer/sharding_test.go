@@ -16,7 +16,9 @@ import (
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixer"
+	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixertest"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
+	"github.com/sextant-mesh/sextant/services/weight-calculator/calculatortest"
 )
 
 const dropped = `sextant_mixer_records_dropped_total`
@@ -36,10 +38,10 @@ func droppedTotal(t testing.TB, addr string) float64 {
 func TestShardsOwnTheirServices(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	c1 := testenv.StartCalculator(t, etcd, prefix, "calc-1", nil)
-	c2 := testenv.StartCalculator(t, etcd, prefix, "calc-2", nil)
+	c1 := calculatortest.Start(t, etcd, prefix, "calc-1", nil)
+	c2 := calculatortest.Start(t, etcd, prefix, "calc-2", nil)
 	shards := []*calculator.Calculator{c1, c2}
-	mx := testenv.StartMixer(t, etcd, prefix, nil)
+	mx := mixertest.Start(t, etcd, prefix, nil)
 	testenv.WaitMetric(t, mx.Addr(), "sextant_mixer_shards", 2)
 
 	tr := newTraffic()
@@ -133,10 +135,10 @@ func TestShardsOwnTheirServices(t *testing.T) {
 func TestUndeliverableRecordsAreCountedAsDropped(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	c1 := testenv.StartCalculator(t, etcd, prefix, "calc-1", nil)
+	c1 := calculatortest.Start(t, etcd, prefix, "calc-1", nil)
 	dead := registerDeadShard(t, etcd, prefix, "calc-dead", 30*time.Second)
 	defer dead.Close()
-	mx := testenv.StartMixer(t, etcd, prefix, func(c *mixer.Config) {
+	mx := mixertest.Start(t, etcd, prefix, func(c *mixer.Config) {
 		c.Forward.RetryFor = 1500 * time.Millisecond
 		c.Forward.RetryBase = 50 * time.Millisecond
 		c.Forward.RetryMax = 200 * time.Millisecond
@@ -184,10 +186,10 @@ func TestUndeliverableRecordsAreCountedAsDropped(t *testing.T) {
 func TestRecordsMoveWhenDeadShardLeaseExpires(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	c1 := testenv.StartCalculator(t, etcd, prefix, "calc-1", nil)
+	c1 := calculatortest.Start(t, etcd, prefix, "calc-1", nil)
 	cli := etcd.Client(t)
 	dead := registerDeadShardWith(t, cli, prefix, "calc-dead", 2*time.Second)
-	mx := testenv.StartMixer(t, etcd, prefix, nil) // retries for 30 s
+	mx := mixertest.Start(t, etcd, prefix, nil) // retries for 30 s
 	testenv.WaitMetric(t, mx.Addr(), "sextant_mixer_shards", 2)
 
 	tr := newTraffic()

@@ -20,6 +20,7 @@ import (
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
+	"github.com/sextant-mesh/sextant/services/weight-calculator/calculatortest"
 )
 
 // fakeClock is the calculator's clock in scenario tests: each step is one
@@ -132,7 +133,7 @@ func newScenario(t *testing.T, knobs map[string]calculator.Knobs) *scenario {
 	sink, addr := startPolicySink(t)
 	clock := &fakeClock{}
 	clock.ms.Store(time.Date(2026, 11, 21, 12, 0, 0, 500_000_000, time.UTC).UnixMilli()) // mid-window
-	calc := testenv.StartCalculator(t, etcd, prefix, "calc-1", func(c *calculator.Config) {
+	calc := calculatortest.Start(t, etcd, prefix, "calc-1", func(c *calculator.Config) {
 		c.ManualRounds, c.Now, c.MeshCoreAddr = true, clock.Now, addr
 	})
 	kc, err := aggregatorsvc.NewClient("weight-calculator", client.WithHostPorts(calc.KitexAddr()))

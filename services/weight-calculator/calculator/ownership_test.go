@@ -13,6 +13,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	aggregatorsvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator/aggregator"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
+	"github.com/sextant-mesh/sextant/services/weight-calculator/calculatortest"
 )
 
 // Each shard computes only the services it owns. When the owner leaves, the
@@ -26,7 +27,7 @@ func TestOwnershipMovesWithAWarmup(t *testing.T) {
 	clock := &fakeClock{}
 	clock.ms.Store(time.Date(2026, 11, 21, 12, 0, 0, 500_000_000, time.UTC).UnixMilli())
 	start := func(id string) *calculator.Calculator {
-		return testenv.StartCalculator(t, etcd, prefix, id, func(c *calculator.Config) {
+		return calculatortest.Start(t, etcd, prefix, id, func(c *calculator.Config) {
 			c.ManualRounds, c.Now, c.MeshCoreAddr = true, clock.Now, addr
 		})
 	}

@@ -1,9 +1,10 @@
-package main
+package devplane
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,17 +22,12 @@ import (
 func TestDevRunsTheLoop(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan devAddrs, 1)
+	ready := make(chan Addrs, 1)
 	done := make(chan error, 1)
 	var logs bytes.Buffer
-	args := []string{
-		"-data-dir", t.TempDir(),
-		"-etcd-client-addr", testenv.FreeAddr(t), "-etcd-peer-addr", testenv.FreeAddr(t),
-		"-mixer-addr", "127.0.0.1:0", "-calculator-addr", "127.0.0.1:0", "-calculator-admin-addr", "127.0.0.1:0",
-		"-mesh-core-addr", "127.0.0.1:0", "-mesh-core-kitex-addr", "127.0.0.1:0", "-config-center-addr", "127.0.0.1:0", "-influxd", "",
-	}
-	go func() { done <- runDev(ctx, args, &syncWriter{w: &logs}, func(a devAddrs) { ready <- a }) }()
-	var addrs devAddrs
+	args := devArgs(t)
+	go func() { done <- runDev(ctx, args, &syncWriter{w: &logs}, func(a Addrs) { ready <- a }) }()
+	var addrs Addrs
 	select {
 	case addrs = <-ready:
 	case err := <-done:
@@ -76,7 +72,7 @@ func TestDevRunsTheLoop(t *testing.T) {
 }
 
 // shown checks that the calculator's /debug/windows holds requests for svc.
-func shown(addrs devAddrs, svc string, requests int64) error {
+func shown(addrs Addrs, svc string, requests int64) error {
 	resp, err := http.Get("http://" + addrs.CalculatorAdmin + "/debug/windows?service=" + svc)
 	if err != nil {
 		return err
@@ -102,6 +98,57 @@ func shown(addrs devAddrs, svc string, requests int64) error {
 		return fmt.Errorf("%s: %+v, want %d requests", svc, view, requests)
 	}
 	return nil
+}
+
+// devArgs are the flags of a control plane on free ports, without influxd.
+func devArgs(t *testing.T) []string {
+	return []string{
+		"-data-dir", t.TempDir(),
+		"-etcd-client-addr", testenv.FreeAddr(t), "-etcd-peer-addr", testenv.FreeAddr(t),
+		"-mixer-addr", "127.0.0.1:0", "-calculator-addr", "127.0.0.1:0", "-calculator-admin-addr", "127.0.0.1:0",
+		"-mesh-core-addr", "127.0.0.1:0", "-mesh-core-kitex-addr", "127.0.0.1:0", "-config-center-addr", "127.0.0.1:0", "-influxd", "",
+	}
+}
+
+// runDev runs the control plane as `sextant dev` with args does, logging to
+// stderr, and calls ready once everything runs.
+func runDev(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)) error {
+	cfg, err := Parse("sextant dev", args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	cfg.Ready = ready
+	return cfg.Run(ctx)
+}
+
+// What runs beside the control plane (the demo) gets its addresses; when it
+// fails, everything stops and Run returns its error rather than running on
+// without it.
+func TestBesideFailureStopsTheControlPlane(t *testing.T) {
+	var logs bytes.Buffer
+	cfg, err := Parse("demo-dev", devArgs(t), &syncWriter{w: &logs}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := errors.New("the demo failed")
+	var got Addrs
+	cfg.Beside = func(ctx context.Context, a Addrs) error {
+		got = a
+		return failed
+	}
+	done := make(chan error, 1)
+	go func() { done <- cfg.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, failed) {
+			t.Fatalf("Run returned %v, want the error of Beside\n%s", err, logs.String())
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("Run did not stop within 90s of Beside failing")
+	}
+	if got.MeshCore == "" || got.Mixer == "" || got.Etcd == "" {
+		t.Fatalf("Beside got %+v", got)
+	}
 }
 
 // syncWriter lets several services log into one buffer.

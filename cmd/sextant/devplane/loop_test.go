@@ -1,4 +1,4 @@
-package main
+package devplane
 
 import (
 	"bytes"
@@ -19,17 +19,12 @@ import (
 func TestDevLoopPublishesWeights(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan devAddrs, 1)
+	ready := make(chan Addrs, 1)
 	done := make(chan error, 1)
-	args := []string{
-		"-data-dir", t.TempDir(),
-		"-etcd-client-addr", testenv.FreeAddr(t), "-etcd-peer-addr", testenv.FreeAddr(t),
-		"-mixer-addr", "127.0.0.1:0", "-calculator-addr", "127.0.0.1:0", "-calculator-admin-addr", "127.0.0.1:0",
-		"-mesh-core-addr", "127.0.0.1:0", "-mesh-core-kitex-addr", "127.0.0.1:0", "-config-center-addr", "127.0.0.1:0", "-influxd", "",
-	}
+	args := devArgs(t)
 	var logs bytes.Buffer
-	go func() { done <- runDev(ctx, args, &syncWriter{w: &logs}, func(a devAddrs) { ready <- a }) }()
-	var addrs devAddrs
+	go func() { done <- runDev(ctx, args, &syncWriter{w: &logs}, func(a Addrs) { ready <- a }) }()
+	var addrs Addrs
 	select {
 	case addrs = <-ready:
 	case err := <-done:

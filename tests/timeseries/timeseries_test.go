@@ -1,4 +1,7 @@
-package tsdb_test
+// Package timeseries checks the time series of the whole control plane: every
+// service writing to a real influxd (bin/influxd), every documented
+// measurement and every dashboard panel's query.
+package timeseries
 
 import (
 	"bytes"
@@ -20,9 +23,13 @@ import (
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 	"github.com/sextant-mesh/sextant/services/config-center/center"
+	"github.com/sextant-mesh/sextant/services/config-center/centertest"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
+	"github.com/sextant-mesh/sextant/services/mesh-core/coretest"
 	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixer"
+	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixertest"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
+	"github.com/sextant-mesh/sextant/services/weight-calculator/calculatortest"
 )
 
 func series(influx *influxdev.Server, queue int) tsdb.Config {
@@ -90,12 +97,12 @@ func TestServicesWriteTheDocumentedSeries(t *testing.T) {
 	influx := testenv.StartInfluxd(t)
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	mc := testenv.StartMeshCore(t, etcd, prefix, func(c *core.Config) { c.TSDB = series(influx, 10_000) })
-	testenv.StartCalculator(t, etcd, prefix, "calc-1", func(c *calculator.Config) {
+	mc := coretest.Start(t, etcd, prefix, func(c *core.Config) { c.TSDB = series(influx, 10_000) })
+	calculatortest.Start(t, etcd, prefix, "calc-1", func(c *calculator.Config) {
 		c.TSDB, c.MeshCoreAddr = series(influx, 10_000), mc.KitexAddr()
 	})
-	mx := testenv.StartMixer(t, etcd, prefix, func(c *mixer.Config) { c.TSDB = series(influx, 50) })
-	cc := testenv.StartConfigCenter(t, etcd, prefix, func(c *center.Config) { c.TSDB = series(influx, 10_000) })
+	mx := mixertest.Start(t, etcd, prefix, func(c *mixer.Config) { c.TSDB = series(influx, 50) })
+	cc := centertest.Start(t, etcd, prefix, func(c *center.Config) { c.TSDB = series(influx, 10_000) })
 	testenv.WaitMetric(t, mx.Addr(), "sextant_mixer_shards", 1)
 
 	instances := []string{"10.0.0.1:9000", "10.0.0.2:9000"}
@@ -135,7 +142,7 @@ func TestServicesWriteTheDocumentedSeries(t *testing.T) {
 	// A config change, and a poller released by a change (push latency).
 	api := "http://" + cc.Addr() + "/v1/configs/limit/comment-svc"
 	req, _ := http.NewRequest("PUT", api, strings.NewReader(`{"qps_limit": 100}`))
-	req.Header.Set("Authorization", "Bearer "+testenv.AdminToken)
+	req.Header.Set("Authorization", "Bearer "+centertest.AdminToken)
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("config write: %v %v", resp, err)
 	}

@@ -1,4 +1,10 @@
-package main
+// Package devplane runs the whole control plane in one process, for
+// development: an embedded etcd, every service on its default address (the
+// ports of docs/design.md, on 127.0.0.1) talking to the others over loopback,
+// and influxd when one is found. `sextant dev` runs it; so does the demo's
+// own command (examples/demo/cmd/demo-dev), which runs the demo beside it, so
+// that the sextant binary does not link the demo.
+package devplane
 
 import (
 	"context"
@@ -11,14 +17,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 
-	"github.com/sextant-mesh/sextant/examples/demo"
-	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/etcdembed"
 	"github.com/sextant-mesh/sextant/internal/influxdev"
 	"github.com/sextant-mesh/sextant/internal/logx"
 	"github.com/sextant-mesh/sextant/internal/service"
@@ -30,14 +33,13 @@ import (
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
 )
 
-// devConfig is what `sextant dev` runs: the ports of docs/design.md on 127.0.0.1.
-type devConfig struct {
+// Config is what Run runs: its flags (see Parse) and the hooks of the
+// command that runs it.
+type Config struct {
 	dataDir     string
 	etcdClient  string
 	etcdPeer    string
 	calculators int
-	demo        bool
-	demoAddr    string
 	influxd     string
 	influxAddr  string
 	influx      *influxdev.Server
@@ -45,35 +47,37 @@ type devConfig struct {
 	calculator  calculator.Config
 	meshCore    core.Config
 	center      center.Config
-	ready       func(devAddrs) // called once everything runs; for tests
-	stderr      io.Writer
-	stdout      io.Writer
+
+	// Stderr receives the logs and the list of what runs.
+	Stderr io.Writer
+	// Ready, when set, is called once everything runs.
+	Ready func(Addrs)
+	// Beside, when set, runs beside the control plane once everything runs,
+	// until ctx ends (the demo). An error it returns stops the control plane
+	// and is Run's error.
+	Beside func(ctx context.Context, addrs Addrs) error
 }
 
-// devAddrs are where the running services are.
-type devAddrs struct {
+// Addrs are where the running services are.
+type Addrs struct {
 	Etcd, Mixer, CalculatorAdmin, MeshCore, ConfigCenter string
 	AdminToken                                           string
 }
 
-func dev(args []string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return runDev(ctx, args, os.Stderr, nil)
-}
-
-func runDev(ctx context.Context, args []string, stderr io.Writer, ready func(devAddrs)) error {
-	cfg := devConfig{mixer: mixer.DefaultConfig(), calculator: calculator.DefaultConfig(), meshCore: core.DefaultConfig(),
-		center: center.DefaultConfig(), stderr: stderr, stdout: os.Stdout, ready: ready}
-	fs := flag.NewFlagSet("sextant dev", flag.ContinueOnError)
+// Parse reads the control plane's flags from args, and from SEXTANT_*
+// environment variables as the services do, into a Config whose Stderr is
+// stderr. name names the command in usage and errors; more, when set, adds
+// the command's own flags to the same set.
+func Parse(name string, args []string, stderr io.Writer, more func(*flag.FlagSet)) (*Config, error) {
+	cfg := &Config{mixer: mixer.DefaultConfig(), calculator: calculator.DefaultConfig(), meshCore: core.DefaultConfig(),
+		center: center.DefaultConfig(), Stderr: stderr}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.dataDir, "data-dir", "", "keep etcd's data here (default: a temporary folder removed on exit)")
 	fs.StringVar(&cfg.etcdClient, "etcd-client-addr", "127.0.0.1:7790", "embedded etcd client address")
 	fs.StringVar(&cfg.etcdPeer, "etcd-peer-addr", "127.0.0.1:7791", "embedded etcd peer address")
 	fs.StringVar(&cfg.influxd, "influxd", "auto", `influxd binary for the time series: "auto" finds bin/influxd (make run builds it) or one on PATH; "" runs without`)
 	fs.StringVar(&cfg.influxAddr, "influx-addr", "127.0.0.1:7786", "HTTP address of the influxd it runs")
-	fs.BoolVar(&cfg.demo, "demo", false, "also run the demo: a Kitex service of five instances (one slower), a Hertz front and a load driver, printing weights, shares and the admission threshold every second")
-	fs.StringVar(&cfg.demoAddr, "demo-addr", "127.0.0.1:7705", "the demo's Hertz front address")
 	fs.IntVar(&cfg.calculators, "calculators", 1, "weight-calculator shards to run (the first on its default ports, the others on free ports)")
 	fs.StringVar(&cfg.mixer.HTTPAddr, "mixer-addr", cfg.mixer.HTTPAddr, "telemetry-mixer HTTP address")
 	fs.StringVar(&cfg.calculator.KitexAddr, "calculator-addr", cfg.calculator.KitexAddr, "weight-calculator Kitex address")
@@ -82,14 +86,19 @@ func runDev(ctx context.Context, args []string, stderr io.Writer, ready func(dev
 	fs.StringVar(&cfg.meshCore.KitexAddr, "mesh-core-kitex-addr", cfg.meshCore.KitexAddr, "mesh-core Kitex address (PublishPolicy)")
 	fs.StringVar(&cfg.center.HTTPAddr, "config-center-addr", cfg.center.HTTPAddr, "config-center HTTP address")
 	fs.StringVar(&cfg.center.AdminToken, "admin-token", "", "config-center admin (writer) token (SEXTANT_ADMIN_TOKEN; default: generated and printed)")
-	if err := settings.Parse(fs, args); err != nil {
-		return err
+	if more != nil {
+		more(fs)
 	}
-	return cfg.run(ctx)
+	if err := settings.Parse(fs, args); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
-func (cfg devConfig) run(ctx context.Context) error {
-	log := logx.NewTo(cfg.stderr, "sextant-dev")
+// Run starts etcd, influxd when it finds one, and every service, and runs
+// them until ctx ends; then it stops them all.
+func (cfg *Config) Run(ctx context.Context) error {
+	log := logx.NewTo(cfg.Stderr, "sextant-dev")
 	dir := cfg.dataDir
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "sextant-dev-etcd-")
@@ -99,7 +108,7 @@ func (cfg devConfig) run(ctx context.Context) error {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	etcd, err := etcdx.StartEmbedded(dir, cfg.etcdClient, cfg.etcdPeer)
+	etcd, err := etcdembed.Start(dir, cfg.etcdClient, cfg.etcdPeer)
 	if err != nil {
 		return err
 	}
@@ -138,7 +147,7 @@ func (cfg devConfig) run(ctx context.Context) error {
 	mc := cfg.meshCore
 	mc.EtcdEndpoints = cfg.etcdClient
 	withSeries(&mc.TSDB)
-	meshCore, err := core.New(mc, logx.NewTo(cfg.stderr, "mesh-core"))
+	meshCore, err := core.New(mc, logx.NewTo(cfg.Stderr, "mesh-core"))
 	if err := start("mesh-core", meshCore, err); err != nil {
 		return err
 	}
@@ -153,7 +162,7 @@ func (cfg devConfig) run(ctx context.Context) error {
 		if i > 0 {
 			c.KitexAddr, c.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
 		}
-		calc, err := calculator.New(c, logx.NewTo(cfg.stderr, "weight-calculator"))
+		calc, err := calculator.New(c, logx.NewTo(cfg.Stderr, "weight-calculator"))
 		if err := start(c.ID, calc, err); err != nil {
 			return err
 		}
@@ -168,7 +177,7 @@ func (cfg devConfig) run(ctx context.Context) error {
 	if generated {
 		cc.AdminToken = randomToken()
 	}
-	configCenter, err := center.New(cc, logx.NewTo(cfg.stderr, "config-center"))
+	configCenter, err := center.New(cc, logx.NewTo(cfg.Stderr, "config-center"))
 	if err := start("config-center", configCenter, err); err != nil {
 		return err
 	}
@@ -177,12 +186,12 @@ func (cfg devConfig) run(ctx context.Context) error {
 	m.ID = "dev-mixer"
 	withSeries(&m.TSDB)
 	m.EtcdEndpoints = cfg.etcdClient
-	mx, err := mixer.New(m, logx.NewTo(cfg.stderr, "telemetry-mixer"))
+	mx, err := mixer.New(m, logx.NewTo(cfg.Stderr, "telemetry-mixer"))
 	if err := start("telemetry-mixer", mx, err); err != nil {
 		return err
 	}
 
-	fmt.Fprintf(cfg.stderr, `
+	fmt.Fprintf(cfg.Stderr, `
 Sextant is running (Ctrl-C stops it):
   telemetry-mixer    POST http://%s/v1/telemetry
   weight-calculator  http://%s/debug/windows, /debug/policy (%d shard(s))
@@ -191,30 +200,37 @@ Sextant is running (Ctrl-C stops it):
   etcd               %s
 `, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), configCenter.Addr(), etcd.ClientURL)
 	if generated {
-		fmt.Fprintf(cfg.stderr, "\nadmin token (generated; set SEXTANT_ADMIN_TOKEN to choose one):\n  export SEXTANT_ADMIN_TOKEN=%s\n", cc.AdminToken)
+		fmt.Fprintf(cfg.Stderr, "\nadmin token (generated; set SEXTANT_ADMIN_TOKEN to choose one):\n  export SEXTANT_ADMIN_TOKEN=%s\n", cc.AdminToken)
 	}
-	if cfg.ready != nil {
-		cfg.ready(devAddrs{Etcd: etcd.ClientURL, Mixer: mx.Addr(), CalculatorAdmin: firstAdmin, MeshCore: meshCore.Addr(),
-			ConfigCenter: configCenter.Addr(), AdminToken: cc.AdminToken})
+	addrs := Addrs{Etcd: etcd.ClientURL, Mixer: mx.Addr(), CalculatorAdmin: firstAdmin, MeshCore: meshCore.Addr(),
+		ConfigCenter: configCenter.Addr(), AdminToken: cc.AdminToken}
+	if cfg.Ready != nil {
+		cfg.Ready(addrs)
 	}
-	demoDone := make(chan error, 1)
-	if cfg.demo {
-		cp := demo.ControlPlane{MeshCore: meshCore.Addr(), Mixer: mx.Addr(), Window: time.Second}
-		go func() { demoDone <- demo.Run(ctx, cp, cfg.demoAddr, cfg.stdout, logx.Discard()) }()
+	var besideErr error
+	if cfg.Beside != nil {
+		bctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- cfg.Beside(bctx, addrs) }()
+		select {
+		case <-ctx.Done():
+			besideErr = <-done
+		case besideErr = <-done:
+			if besideErr == nil {
+				<-ctx.Done()
+			}
+		}
+		cancel()
 	} else {
-		demoDone <- nil
-	}
-	<-ctx.Done()
-	if err := <-demoDone; err != nil {
-		log.Error("demo", "err", err)
+		<-ctx.Done()
 	}
 	log.Info("stopping")
-	return stopAll()
+	return errors.Join(besideErr, stopAll())
 }
 
 // startInfluxd runs influxd with its data under dir, when a binary can be
 // found; it returns its URL, or "" after saying once that the time series are off.
-func (cfg *devConfig) startInfluxd(dir string, log *slog.Logger) string {
+func (cfg *Config) startInfluxd(dir string, log *slog.Logger) string {
 	bin := cfg.influxd
 	if bin == "auto" {
 		wd, _ := os.Getwd()
@@ -249,7 +265,7 @@ func (cfg *devConfig) startInfluxd(dir string, log *slog.Logger) string {
 	return s.URL()
 }
 
-func (cfg *devConfig) stopInfluxd() {
+func (cfg *Config) stopInfluxd() {
 	if cfg.influx != nil {
 		cfg.influx.Stop()
 	}

@@ -1,7 +1,8 @@
-// Package etcdx holds what every Sextant service needs from etcd: a client,
-// an embedded server for `sextant dev` and tests, and Mirror, an in-memory copy
-// of one key prefix that follows etcd's watch and survives etcd being away.
-package etcdx
+// Package etcdembed runs an etcd server inside the process, for `sextant dev`
+// and the tests. It is a package of its own so that only they link etcd's
+// server (raft, bbolt, its gRPC gateway): the services are etcd clients only
+// (internal/etcdx), and tests/layers checks that their binaries stay so.
+package etcdembed
 
 import (
 	"fmt"
@@ -14,16 +15,16 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// Embedded is an etcd server running inside this process.
-type Embedded struct {
+// Server is an etcd server running inside this process.
+type Server struct {
 	etcd      *embed.Etcd
 	ClientURL string
 }
 
-// StartEmbedded starts a single-member etcd with its data in dir, serving
+// Start starts a single-member etcd with its data in dir, serving
 // clients on clientAddr and peers on peerAddr (host:port each), and waits until
 // it is ready.
-func StartEmbedded(dir, clientAddr, peerAddr string) (*Embedded, error) {
+func Start(dir, clientAddr, peerAddr string) (*Server, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = "sextant-dev"
 	cfg.Dir = dir
@@ -45,7 +46,7 @@ func StartEmbedded(dir, clientAddr, peerAddr string) (*Embedded, error) {
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd on %s not ready after 30s", clientAddr)
 	}
-	return &Embedded{etcd: e, ClientURL: clientURL.String()}, nil
+	return &Server{etcd: e, ClientURL: clientURL.String()}, nil
 }
 
 // quietLogger logs etcd's errors to stderr, except the ones every Close
@@ -70,4 +71,4 @@ func (f closingFilter) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore
 }
 
 // Close stops the server.
-func (e *Embedded) Close() { e.etcd.Close() }
+func (e *Server) Close() { e.etcd.Close() }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/sdk"
+	"github.com/sextant-mesh/sextant/services/mesh-core/coretest"
 )
 
 // recording is a Watch callback that keeps what it was given, and calls
@@ -54,7 +55,7 @@ func (r *recording) inOrder(want int) error {
 func TestWatchCallbackMayCallGet(t *testing.T) {
 	const svc = "comment-svc"
 	etcd := testenv.StartEtcd(t)
-	mc := testenv.StartMeshCore(t, etcd, testenv.Prefix(t), nil)
+	mc := coretest.Start(t, etcd, testenv.Prefix(t), nil)
 	register := func(i int) {
 		addr := fmt.Sprintf("10.0.0.%d:9000", i)
 		r := sdk.NewRegistrar(mc.Addr(), sdk.Registration{Service: svc, Instance: addr, Addr: addr}, nil)

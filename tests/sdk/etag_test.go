@@ -13,6 +13,8 @@ import (
 
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/sdk"
+	"github.com/sextant-mesh/sextant/services/config-center/centertest"
+	"github.com/sextant-mesh/sextant/services/mesh-core/coretest"
 )
 
 // exchange is one long poll as a proxy between the SDK and a real server
@@ -77,8 +79,8 @@ func (p *recordingProxy) sentBack() error {
 func TestLongPollsSendTheETagBack(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
-	mc := testenv.StartMeshCore(t, etcd, prefix, nil)
-	cc := testenv.StartConfigCenter(t, etcd, prefix, nil)
+	mc := coretest.Start(t, etcd, prefix, nil)
+	cc := centertest.Start(t, etcd, prefix, nil)
 
 	var discovery, config recordingProxy
 	d := sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: discovery.start(t, mc.Addr()), Wait: 200 * time.Millisecond})
@@ -93,7 +95,7 @@ func TestLongPollsSendTheETagBack(t *testing.T) {
 	r := sdk.NewRegistrar(mc.Addr(), sdk.Registration{Service: "comment-svc", Instance: "10.0.0.1:9000", Addr: "10.0.0.1:9000"}, nil)
 	defer r.Close()
 	req, _ := http.NewRequest("PUT", "http://"+cc.Addr()+"/v1/configs/limit/comment-svc", strings.NewReader(`{"qps_limit": 100}`))
-	req.Header.Set("Authorization", "Bearer "+testenv.AdminToken)
+	req.Header.Set("Authorization", "Bearer "+centertest.AdminToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("PUT a config: %v %v", resp, err)
