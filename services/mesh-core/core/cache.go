@@ -24,12 +24,20 @@ type Cache struct {
 	log         *slog.Logger
 	now         func() time.Time
 	onSnapshot  func() // a snapshot changed version; for metrics
+	// coalesce is the shortest time between two versions of one service:
+	// the first change after a quiet spell is published at once, the
+	// changes that follow within the window together, at its end.
+	coalesce time.Duration
 
 	mu       sync.Mutex // serializes changes
 	regs     map[string]map[string]api.Registration
 	kitex    map[string]map[string]api.Registration // from kitex-contrib/registry-etcd
 	policies map[string]*api.Policy
 	holds    map[string]int // pollers waiting, by service
+	// published is when each service last got a new version; deferred
+	// holds the rebuilds waiting for the end of their window.
+	published map[string]time.Time
+	deferred  map[string]*time.Timer
 
 	smu   sync.RWMutex
 	snaps map[string]*Snapshot
@@ -41,7 +49,36 @@ func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache
 		policyTTL: policyTTL, maxServices: maxServices, log: log, now: time.Now, onSnapshot: func() {},
 		regs: map[string]map[string]api.Registration{}, kitex: map[string]map[string]api.Registration{}, policies: map[string]*api.Policy{},
 		holds: map[string]int{}, snaps: map[string]*Snapshot{},
+		published: map[string]time.Time{}, deferred: map[string]*time.Timer{},
 	}
+}
+
+// SetCoalesce sets the shortest time between two versions of a service (0:
+// every change makes a version).
+func (c *Cache) SetCoalesce(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.coalesce = d
+}
+
+// changed rebuilds service after a change, at once when its last version is
+// older than the coalescing window, else once at the window's end with
+// every change made meanwhile. mu is held.
+func (c *Cache) changed(service string) {
+	if c.deferred[service] != nil {
+		return // a rebuild is due and will see this change too
+	}
+	wait := c.coalesce - c.now().Sub(c.published[service])
+	if wait <= 0 {
+		c.rebuild(service)
+		return
+	}
+	c.deferred[service] = time.AfterFunc(wait, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.deferred, service)
+		c.rebuild(service)
+	})
 }
 
 // Get returns the snapshot of service. A service with no instances and no
@@ -148,11 +185,13 @@ func (c *Cache) rebuild(service string) *Snapshot {
 	default:
 		close(prev.done)
 		c.onSnapshot()
+		c.published[service] = c.now()
 	}
 	if c.keeps(service) {
 		c.snaps[service] = next
 	} else {
 		delete(c.snaps, service)
+		delete(c.published, service)
 	}
 	return next
 }
@@ -211,7 +250,7 @@ func (c *Cache) applyRegistrations(events []etcdx.Event, put func(etcdx.Event) s
 		}
 	}
 	for s := range touched {
-		c.rebuild(s)
+		c.changed(s)
 	}
 }
 
@@ -260,7 +299,7 @@ func (m policyMirror) Apply(events []etcdx.Event, _ int64) {
 	defer c.mu.Unlock()
 	for _, ev := range events {
 		m.put(ev.Key, ev.Value, ev.Deleted)
-		c.rebuild(ev.Key)
+		c.changed(ev.Key)
 	}
 }
 

@@ -26,7 +26,11 @@ type Config struct {
 	DefaultWait time.Duration
 	// Most service snapshots held: services with instances or a policy, and
 	// others while polls wait on them.
-	MaxServices   int
+	MaxServices int
+	// Coalesce is the shortest time between two versions of one service:
+	// changes within it make one version, so a burst of registrations
+	// wakes pollers once or twice, not once per registration.
+	Coalesce      time.Duration
 	HealthProbe   time.Duration
 	DefaultTTL    time.Duration
 	MaxBodyBytes  int
@@ -51,6 +55,7 @@ func DefaultConfig() Config {
 		MaxWait:             60 * time.Second,
 		DefaultWait:         30 * time.Second,
 		MaxServices:         100_000,
+		Coalesce:            50 * time.Millisecond,
 		HealthProbe:         time.Second,
 		DefaultTTL:          30 * time.Second,
 		MaxBodyBytes:        64 << 10,
@@ -69,6 +74,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PolicyTTL, "policy-ttl", c.PolicyTTL, "a dynamic policy older than this no longer applies (static weights)")
 	fs.DurationVar(&c.MaxWait, "max-wait", c.MaxWait, "longest wait of a discovery long poll")
 	fs.DurationVar(&c.DefaultWait, "default-wait", c.DefaultWait, "wait of a discovery long poll that names none")
+	fs.DurationVar(&c.Coalesce, "coalesce", c.Coalesce, "shortest time between two versions of one service: changes within it make one version (0: every change)")
 	fs.IntVar(&c.MaxServices, "max-services", c.MaxServices, "most service snapshots held: services with instances or a policy, and others while polls wait on them (a wait beyond answers 429)")
 	fs.DurationVar(&c.HealthProbe, "etcd-probe-interval", c.HealthProbe, "how often etcd is probed; answers are marked stale while it fails")
 	fs.DurationVar(&c.DefaultTTL, "default-ttl", c.DefaultTTL, "lease TTL of a registration that names none")

@@ -64,6 +64,7 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 		stopping: make(chan struct{}),
 	}
 	mc.cache.onSnapshot = m.snapshots.Inc
+	mc.cache.SetCoalesce(cfg.Coalesce)
 	mc.mirrors = []*etcdx.Mirror{
 		etcdx.NewMirror(cli, keys.Registry(), registryMirror{mc.cache}, log),
 		etcdx.NewMirror(cli, keys.Policies(), policyMirror{mc.cache}, log),
