@@ -12,6 +12,7 @@ import (
 
 	"github.com/cloudwego/hertz/pkg/app/server"
 	"github.com/cloudwego/hertz/pkg/common/config"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/api"
@@ -85,7 +86,10 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	st := &store{etcd: cli, keys: keys, kitexPrefix: cfg.KitexPrefix, timeout: 5 * time.Second, pinsOf: v.PinsOf, series: cc.series, retention: cfg.Retention}
 	status := newStatusBook(cfg.StatusTTL)
 	a := &configAPI{store: st, view: v, maxBody: cfg.MaxBodyBytes, status: status}
-	w := &watcher{view: v, status: status, maxWait: cfg.MaxWait, defaultWait: cfg.DefaultWait, stopping: cc.stopping}
+	w := &watcher{view: v, status: status, maxWait: cfg.MaxWait, defaultWait: cfg.DefaultWait, stopping: cc.stopping,
+		answers: prometheus.NewCounter(prometheus.CounterOpts{Name: "sextant_configcenter_watch_answers_computed_total",
+			Help: "Watch answers computed: once when a watch arrives, then once per change that concerns it."})}
+	reg.MustRegister(w.answers)
 	d := &dryRun{shards: cc.shards, view: v, client: &http.Client{}}
 
 	read, write := toks.require(false), toks.require(true)

@@ -13,29 +13,66 @@ import (
 
 // view is the in-memory copy of configs, pins and dynamic policies, mirrored
 // from etcd, that the list, the watch and the Kitex copies are computed from.
-// Every change closes the current changed channel and opens a new one.
+//
+// A change wakes only the watches it concerns, as etcd's watch fan-out
+// does: each watch subscribes to topics (what applies to its service, the
+// policy of each service it calls) with a channel of its own, and a change
+// sends to the subscribers of its topics without blocking.
 type view struct {
 	mu       sync.RWMutex
-	configs  map[string]api.Entry       // by path under config/
-	pins     map[string][]api.Pin       // by service
-	policies map[string]json.RawMessage // by service
-	changed  chan struct{}
+	configs  map[string]api.Entry                // by path under config/
+	applying map[string]map[string]bool          // service -> paths of the configs that apply to it
+	pins     map[string][]api.Pin                // by service
+	policies map[string]json.RawMessage          // by service
+	subs     map[string]map[chan<- struct{}]bool // topic -> subscribers
 }
 
 func newView() *view {
-	return &view{configs: map[string]api.Entry{}, pins: map[string][]api.Pin{}, policies: map[string]json.RawMessage{}, changed: make(chan struct{})}
+	return &view{configs: map[string]api.Entry{}, applying: map[string]map[string]bool{}, pins: map[string][]api.Pin{},
+		policies: map[string]json.RawMessage{}, subs: map[string]map[chan<- struct{}]bool{}}
 }
 
-// Changed is closed at the next change.
-func (v *view) Changed() <-chan struct{} {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	return v.changed
+// Topics of changes: what applies to a service (its configs and pins), and
+// a service's dynamic policy.
+func appliesTopic(service string) string { return "applies/" + service }
+func policyTopic(service string) string  { return "policy/" + service }
+
+// Subscribe makes ch receive (without blocking: give it room for one) at
+// the next change of any of topics, until cancel.
+func (v *view) Subscribe(topics []string, ch chan<- struct{}) (cancel func()) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, t := range topics {
+		if v.subs[t] == nil {
+			v.subs[t] = map[chan<- struct{}]bool{}
+		}
+		v.subs[t][ch] = true
+	}
+	return func() {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		for _, t := range topics {
+			delete(v.subs[t], ch)
+			if len(v.subs[t]) == 0 {
+				delete(v.subs, t)
+			}
+		}
+	}
 }
 
-func (v *view) notify() {
-	close(v.changed)
-	v.changed = make(chan struct{})
+// wake tells the subscribers of topics (every subscriber when all); mu is held.
+func (v *view) wake(topics map[string]bool, all bool) {
+	for t, subs := range v.subs {
+		if !all && !topics[t] {
+			continue
+		}
+		for ch := range subs {
+			select {
+			case ch <- struct{}{}:
+			default: // already told
+			}
+		}
+	}
 }
 
 // PinsOf returns the pins of service.
@@ -59,15 +96,9 @@ func refOf(path string) (Ref, bool) {
 func (v *view) Applying(service string) []api.Entry {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	var out []api.Entry
-	for path, e := range v.configs {
-		r, ok := refOf(path)
-		if !ok {
-			continue
-		}
-		if (r.Client == "" && r.Server == service) || r.Client == service {
-			out = append(out, e)
-		}
+	out := make([]api.Entry, 0, len(v.applying[service]))
+	for path := range v.applying[service] {
+		out = append(out, v.configs[path])
 	}
 	slices.SortFunc(out, func(a, b api.Entry) int { return strings.Compare(a.Kind+"/"+a.Scope, b.Kind+"/"+b.Scope) })
 	return out
@@ -96,8 +127,10 @@ func (v *view) Policy(service string) json.RawMessage {
 
 // mirrorOf adapts one etcd prefix to the view.
 type mirrorOf struct {
-	v   *view
-	put func(v *view, ev etcdx.Event) // an empty key clears
+	v *view
+	// put applies one event (an empty key clears everything) and names the
+	// topic it changed ("" for none).
+	put func(v *view, ev etcdx.Event) string
 }
 
 var _ etcdx.MirrorHandler = mirrorOf{}
@@ -109,56 +142,79 @@ func (m mirrorOf) Reset(kvs []etcdx.Event, _ int64) {
 	for _, kv := range kvs {
 		m.put(m.v, kv)
 	}
-	m.v.notify()
+	m.v.wake(nil, true)
 }
 
 func (m mirrorOf) Apply(events []etcdx.Event, _ int64) {
 	m.v.mu.Lock()
 	defer m.v.mu.Unlock()
+	topics := map[string]bool{}
 	for _, ev := range events {
-		m.put(m.v, ev)
-	}
-	m.v.notify()
-}
-
-func putConfig(v *view, ev etcdx.Event) {
-	switch {
-	case ev.Key == "":
-		v.configs = map[string]api.Entry{}
-	case ev.Deleted:
-		delete(v.configs, ev.Key)
-	default:
-		var e api.Entry
-		if json.Unmarshal(ev.Value, &e) == nil {
-			e.Revision = ev.ModRevision
-			v.configs[ev.Key] = e
+		if t := m.put(m.v, ev); t != "" {
+			topics[t] = true
 		}
 	}
+	m.v.wake(topics, false)
 }
 
-func putPins(v *view, ev etcdx.Event) {
+func putConfig(v *view, ev etcdx.Event) string {
+	if ev.Key == "" {
+		v.configs, v.applying = map[string]api.Entry{}, map[string]map[string]bool{}
+		return ""
+	}
+	r, ok := refOf(ev.Key)
+	if !ok {
+		return ""
+	}
+	service := r.appliedBy()
+	if ev.Deleted {
+		delete(v.configs, ev.Key)
+		if delete(v.applying[service], ev.Key); len(v.applying[service]) == 0 {
+			delete(v.applying, service)
+		}
+		return appliesTopic(service)
+	}
+	var e api.Entry
+	if json.Unmarshal(ev.Value, &e) != nil {
+		return ""
+	}
+	e.Revision = ev.ModRevision
+	v.configs[ev.Key] = e
+	if v.applying[service] == nil {
+		v.applying[service] = map[string]bool{}
+	}
+	v.applying[service][ev.Key] = true
+	return appliesTopic(service)
+}
+
+func putPins(v *view, ev etcdx.Event) string {
 	switch {
 	case ev.Key == "":
 		v.pins = map[string][]api.Pin{}
+		return ""
 	case ev.Deleted:
 		delete(v.pins, ev.Key)
 	default:
 		var ps []api.Pin
-		if json.Unmarshal(ev.Value, &ps) == nil {
-			v.pins[ev.Key] = ps
+		if json.Unmarshal(ev.Value, &ps) != nil {
+			return ""
 		}
+		v.pins[ev.Key] = ps
 	}
+	return appliesTopic(ev.Key)
 }
 
-func putPolicy(v *view, ev etcdx.Event) {
+func putPolicy(v *view, ev etcdx.Event) string {
 	switch {
 	case ev.Key == "":
 		v.policies = map[string]json.RawMessage{}
+		return ""
 	case ev.Deleted:
 		delete(v.policies, ev.Key)
 	default:
 		v.policies[ev.Key] = json.RawMessage(ev.Value)
 	}
+	return policyTopic(ev.Key)
 }
 
 // bucket places an instance in [0, 100) by a stable hash of its id, so that

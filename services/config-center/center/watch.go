@@ -12,6 +12,7 @@ import (
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/httpx"
@@ -24,10 +25,12 @@ type watcher struct {
 	maxWait     time.Duration
 	defaultWait time.Duration
 	stopping    <-chan struct{}
+	answers     prometheus.Counter
 }
 
-// answer computes what instance of service applies now.
-func (w *watcher) answer(service, instance string, calls []string) api.WatchAnswer {
+// answer computes what instance of service applies now, and the services
+// whose policies it carries or would carry (the callees).
+func (w *watcher) answer(service, instance string, calls []string) (api.WatchAnswer, []string) {
 	a := api.WatchAnswer{Service: service, Instance: instance, Configs: []api.Effective{}, Policies: map[string]json.RawMessage{}}
 	pins := w.view.PinsOf(service)
 	callees := map[string]bool{}
@@ -57,7 +60,16 @@ func (w *watcher) answer(service, instance string, calls []string) api.WatchAnsw
 	}{a.Configs, a.Policies})
 	h.Write(b)
 	a.Version = max(1, int64(h.Sum64()&(1<<53-1)))
-	return a
+	return a, names
+}
+
+// topicsOf are the changes an answer for service with callees depends on.
+func topicsOf(service string, callees []string) []string {
+	out := []string{appliesTopic(service)}
+	for _, c := range callees {
+		out = append(out, policyTopic(c))
+	}
+	return out
 }
 
 func parseScopeOf(e api.Entry) (Ref, bool) {
@@ -113,9 +125,22 @@ func (w *watcher) watch(ctx context.Context, c *app.RequestContext) {
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	// Subscribed before each answer is computed, so that no change between
+	// the two is missed; the answer may name more callees than subscribed
+	// (a new client-scoped config), and then it subscribes again.
+	changed := make(chan struct{}, 1)
+	topics := topicsOf(service, calls)
+	cancel := w.view.Subscribe(topics, changed)
+	defer func() { cancel() }()
 	for {
-		changed := w.view.Changed()
-		a := w.answer(service, instance, calls)
+		a, callees := w.answer(service, instance, calls)
+		w.answers.Inc()
+		if want := topicsOf(service, callees); !subset(want, topics) {
+			cancel()
+			topics = want
+			cancel = w.view.Subscribe(topics, changed)
+			continue
+		}
 		if a.Version != version {
 			w.status.sent(service, instance, a)
 			c.Response.Header.Set("ETag", httpx.ETag(a.Version))
@@ -270,4 +295,14 @@ func (b *statusBook) of(r Ref) api.ConfigStatus {
 		}
 	}
 	return st
+}
+
+// subset tells whether every topic of a is in b.
+func subset(a, b []string) bool {
+	for _, t := range a {
+		if !slices.Contains(b, t) {
+			return false
+		}
+	}
+	return true
 }

@@ -245,3 +245,48 @@ func TestDryRunReport(t *testing.T) {
 		return nil
 	})
 }
+
+// A change wakes only the watches it concerns: 20 writes for one service
+// compute no answer for the watches of another; one write for theirs
+// computes each of their answers once.
+func TestChangesWakeOnlyTheirWatches(t *testing.T) {
+	etcd := testenv.StartEtcd(t)
+	srv := centertest.Start(t, etcd, testenv.Prefix(t), nil)
+	cc := apiClient{t: t, base: "http://" + srv.Addr(), token: centertest.AdminToken}
+	computed := func() float64 {
+		return testenv.Metric(t, srv.Addr(), "sextant_configcenter_watch_answers_computed_total")
+	}
+	_, first := cc.watch("a-svc", "10.0.0.1:80", 0, 0, "0s")
+	const watches = 30
+	answered := make(chan int, watches)
+	for i := range watches {
+		go func() {
+			s, _ := cc.watch("a-svc", fmt.Sprintf("10.0.1.%d:80", i), first.Version, 0, "60s")
+			answered <- s
+		}()
+	}
+	testenv.WaitMetric(t, srv.Addr(), "sextant_configcenter_watch_answers_computed_total", 1+watches)
+	for i := range 20 {
+		if r := cc.do("PUT", fmt.Sprintf("/v1/configs/limit/b-svc-%d", i), `{"qps_limit": 10}`); r.status != 200 {
+			t.Fatalf("write for another service: %s", r)
+		}
+	}
+	if r := cc.do("PUT", "/v1/configs/limit/a-svc", `{"qps_limit": 10}`); r.status != 200 {
+		t.Fatalf("write: %s", r)
+	}
+	for range watches {
+		select {
+		case s := <-answered:
+			if s != 200 {
+				t.Fatalf("a watch answered %d", s)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a watch was not released by its service's change")
+		}
+	}
+	// The b-svc events were applied before a-svc's (one watch, in order), so
+	// every answer they would have computed is counted by now.
+	if got := computed(); got != 1+2*watches {
+		t.Fatalf("%v answers computed, want %d: changes to other services woke these watches", got, 1+2*watches)
+	}
+}
