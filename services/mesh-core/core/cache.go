@@ -151,6 +151,14 @@ func (c *Cache) Instances(service string) map[string]api.Registration {
 	return c.instances(service)
 }
 
+// registration is service's instance as Sextant's own registry holds it.
+func (c *Cache) registration(service, instance string) (api.Registration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.regs[service][instance]
+	return r, ok
+}
+
 // instances merges both registries; Sextant's own registration of an
 // instance wins over the Kitex registry's. mu is held.
 func (c *Cache) instances(service string) map[string]api.Registration {

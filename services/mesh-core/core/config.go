@@ -30,8 +30,12 @@ type Config struct {
 	// Coalesce is the shortest time between two versions of one service:
 	// changes within it make one version, so a burst of registrations
 	// wakes pollers once or twice, not once per registration.
-	Coalesce      time.Duration
-	HealthProbe   time.Duration
+	Coalesce    time.Duration
+	HealthProbe time.Duration
+	// SessionTTL is the TTL of this replica's etcd session lease, under
+	// which it writes the instances it keeps alive: when the replica dies
+	// they go after this long, unless they heartbeat another replica first.
+	SessionTTL    time.Duration
 	DefaultTTL    time.Duration
 	MaxBodyBytes  int
 	ShutdownGrace time.Duration
@@ -57,6 +61,7 @@ func DefaultConfig() Config {
 		MaxServices:         100_000,
 		Coalesce:            50 * time.Millisecond,
 		HealthProbe:         time.Second,
+		SessionTTL:          15 * time.Second,
 		DefaultTTL:          30 * time.Second,
 		MaxBodyBytes:        64 << 10,
 		ShutdownGrace:       5 * time.Second,
@@ -75,6 +80,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxWait, "max-wait", c.MaxWait, "longest wait of a discovery long poll")
 	fs.DurationVar(&c.DefaultWait, "default-wait", c.DefaultWait, "wait of a discovery long poll that names none")
 	fs.DurationVar(&c.Coalesce, "coalesce", c.Coalesce, "shortest time between two versions of one service: changes within it make one version (0: every change)")
+	fs.DurationVar(&c.SessionTTL, "session-ttl", c.SessionTTL, "TTL of this replica's etcd session lease, under which the instances it keeps alive are written (they go this long after the replica dies, unless another replica adopts them)")
 	fs.IntVar(&c.MaxServices, "max-services", c.MaxServices, "most service snapshots held: services with instances or a policy, and others while polls wait on them (a wait beyond answers 429)")
 	fs.DurationVar(&c.HealthProbe, "etcd-probe-interval", c.HealthProbe, "how often etcd is probed; answers are marked stale while it fails")
 	fs.DurationVar(&c.DefaultTTL, "default-ttl", c.DefaultTTL, "lease TTL of a registration that names none")

@@ -37,6 +37,7 @@ type MeshCore struct {
 
 	http      *httpx.Server
 	kitex     kserver.Server
+	live      *liveness
 	kitexAddr string
 	kitexDone <-chan error
 
@@ -95,7 +96,8 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 		cli.Close()
 		return nil, err
 	}
-	r := &registry{etcd: cli, keys: api.Keys{Prefix: cfg.EtcdPrefix}, defaultTTL: int64(cfg.DefaultTTL.Seconds()), maxBody: cfg.MaxBodyBytes, metrics: m, log: log}
+	mc.live = newLiveness(cli, cfg.SessionTTL, log)
+	r := &registry{etcd: cli, live: mc.live, cache: mc.cache, keys: api.Keys{Prefix: cfg.EtcdPrefix}, defaultTTL: int64(cfg.DefaultTTL.Seconds()), maxBody: cfg.MaxBodyBytes, metrics: m, log: log}
 	d := &discovery{cache: mc.cache, stale: mc.Stale, maxWait: cfg.MaxWait, defaultWait: cfg.DefaultWait, stopping: mc.stopping, metrics: m}
 	mc.http.POST("/v1/instances", r.register)
 	mc.http.PUT("/v1/instances/:service/:instance/heartbeat", r.heartbeat)
@@ -145,6 +147,7 @@ func (mc *MeshCore) Start() error {
 	}
 	mc.wg.Go(func() { mc.health.Run(ctx) })
 	mc.wg.Go(func() { mc.expirePolicies(ctx) })
+	mc.wg.Go(func() { mc.live.Run(ctx, time.Second) })
 	mc.wg.Go(func() {
 		mc.series.Export(ctx, mc.reg, "sextant_meshcore", "sextant_meshcore_", map[string]string{"replica": replicaName(mc.http.Addr())})
 	})

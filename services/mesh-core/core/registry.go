@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -16,11 +17,14 @@ import (
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
 
-// registry serves POST /v1/instances, PUT .../heartbeat and DELETE: every
-// instance is a key under its own lease, so an instance that stops
-// heartbeating disappears when its TTL runs out.
+// registry serves POST /v1/instances, PUT .../heartbeat and DELETE. An
+// instance's key is written when it registers, under this replica's session
+// lease; its heartbeats are kept in memory (liveness), and the key is
+// deleted when it deregisters or misses its TTL.
 type registry struct {
 	etcd       *clientv3.Client
+	live       *liveness
+	cache      *Cache
 	keys       api.Keys
 	defaultTTL int64
 	maxBody    int
@@ -56,49 +60,57 @@ func (r *registry) register(ctx context.Context, c *app.RequestContext) {
 	value, _ := json.Marshal(reg)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	key := r.key(reg.Service, reg.Instance)
-	prev, err := r.etcd.Get(ctx, key)
+	lease, err := r.live.put(ctx, r.key(reg.Service, reg.Instance), string(value), time.Duration(reg.TTLSeconds)*time.Second)
 	if err != nil {
 		r.unavailable(c, "register", err)
 		return
-	}
-	lease, err := r.etcd.Grant(ctx, reg.TTLSeconds)
-	if err != nil {
-		r.unavailable(c, "register", err)
-		return
-	}
-	if _, err := r.etcd.Put(ctx, key, string(value), clientv3.WithLease(lease.ID)); err != nil {
-		r.unavailable(c, "register", err)
-		return
-	}
-	// A registration again (a restart): its old lease goes.
-	if len(prev.Kvs) > 0 && prev.Kvs[0].Lease != 0 {
-		_, _ = r.etcd.Revoke(ctx, clientv3.LeaseID(prev.Kvs[0].Lease))
 	}
 	r.metrics.registrations.WithLabelValues("register", "ok").Inc()
-	c.JSON(consts.StatusCreated, registered{Registration: reg, LeaseID: int64(lease.ID)})
+	c.JSON(consts.StatusCreated, registered{Registration: reg, LeaseID: int64(lease)})
 }
 
 func (r *registry) heartbeat(ctx context.Context, c *app.RequestContext) {
 	service, instance := c.Param("service"), c.Param("instance")
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	cur, err := r.etcd.Get(ctx, r.key(service, instance))
-	if err != nil {
-		r.unavailable(c, "heartbeat", err)
-		return
+	key := r.key(service, instance)
+	ttl, err := r.live.heartbeat(key)
+	if errors.Is(err, errNotAlive) {
+		ttl, err = r.adopt(ctx, service, instance)
 	}
-	if len(cur.Kvs) == 0 || cur.Kvs[0].Lease == 0 {
+	switch {
+	case errors.Is(err, errNotAlive):
 		r.notFound(c, "heartbeat", service, instance)
 		return
-	}
-	resp, err := r.etcd.KeepAliveOnce(ctx, clientv3.LeaseID(cur.Kvs[0].Lease))
-	if err != nil {
+	case err != nil:
 		r.unavailable(c, "heartbeat", err)
 		return
 	}
 	r.metrics.registrations.WithLabelValues("heartbeat", "ok").Inc()
-	c.JSON(consts.StatusOK, map[string]any{"service": service, "instance": instance, "ttl_s": resp.TTL})
+	c.JSON(consts.StatusOK, map[string]any{"service": service, "instance": instance, "ttl_s": int64(ttl.Seconds())})
+}
+
+// adopt keeps alive an instance registered through another replica (or
+// before this one restarted) that heartbeats here: its key is written again
+// under this replica's lease. errNotAlive when it is registered nowhere.
+func (r *registry) adopt(ctx context.Context, service, instance string) (time.Duration, error) {
+	reg, ok := r.cache.registration(service, instance)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if !ok { // the cache follows etcd a moment behind: ask etcd
+		cur, err := r.etcd.Get(ctx, r.key(service, instance))
+		if err != nil {
+			return 0, err
+		}
+		if len(cur.Kvs) == 0 || json.Unmarshal(cur.Kvs[0].Value, &reg) != nil {
+			return 0, errNotAlive
+		}
+	}
+	value, _ := json.Marshal(reg)
+	ttl := time.Duration(reg.TTLSeconds) * time.Second
+	if _, err := r.live.put(ctx, r.key(service, instance), string(value), ttl); err != nil {
+		return 0, err
+	}
+	r.metrics.registrations.WithLabelValues("adopt", "ok").Inc()
+	return ttl, nil
 }
 
 func (r *registry) deregister(ctx context.Context, c *app.RequestContext) {
@@ -114,9 +126,7 @@ func (r *registry) deregister(ctx context.Context, c *app.RequestContext) {
 		r.notFound(c, "deregister", service, instance)
 		return
 	}
-	if l := resp.PrevKvs[0].Lease; l != 0 {
-		_, _ = r.etcd.Revoke(ctx, clientv3.LeaseID(l))
-	}
+	r.live.forget(r.key(service, instance))
 	r.metrics.registrations.WithLabelValues("deregister", "ok").Inc()
 	c.Status(consts.StatusNoContent)
 }
