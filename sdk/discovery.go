@@ -3,11 +3,13 @@ package sdk
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +36,11 @@ type Snapshot struct {
 // serves, and keeps the last good answer of each. It never blocks a request:
 // Get returns what it has, at once; with no answer ever received it returns
 // the static instances it was given (fail static).
+//
+// It follows every service with one long poll (GET /v1/discovery?services=
+// a,b,c), one connection, for up to MaxServicesPerPoll services; each
+// further group of that many has its own. Watching a new service restarts
+// its group's poll with the service added.
 type Discovery struct {
 	base   string
 	client *http.Client
@@ -43,9 +50,19 @@ type Discovery struct {
 
 	mu       sync.Mutex
 	services map[string]*watched
+	groups   []*pollGroup
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+}
+
+// MaxServicesPerPoll is how many services one long poll follows (mesh-core's bound).
+const MaxServicesPerPoll = 100
+
+// pollGroup is the services one long poll follows; under Discovery.mu.
+type pollGroup struct {
+	names     []string
+	restarted chan struct{} // closed when names grows: the poll in flight is out of date
 }
 
 type watched struct {
@@ -136,8 +153,7 @@ func (d *Discovery) Watch(service string, static []Instance, onChange func(*Snap
 	if !ok {
 		w = &watched{static: static}
 		d.services[service] = w
-		d.wg.Add(1)
-		go d.follow(service, w)
+		d.join(service)
 	}
 	var l *listener
 	if onChange != nil {
@@ -177,55 +193,117 @@ func (d *Discovery) Close() {
 	d.wg.Wait()
 }
 
-func (d *Discovery) follow(service string, w *watched) {
+// join adds service to the last group with room, or to a new group with
+// its own poll; mu is held.
+func (d *Discovery) join(service string) {
+	if n := len(d.groups); n > 0 && len(d.groups[n-1].names) < MaxServicesPerPoll {
+		g := d.groups[n-1]
+		g.names = append(g.names, service)
+		close(g.restarted)
+		g.restarted = make(chan struct{})
+		return
+	}
+	g := &pollGroup{names: []string{service}, restarted: make(chan struct{})}
+	d.groups = append(d.groups, g)
+	d.wg.Add(1)
+	go d.follow(g)
+}
+
+// follow runs g's long poll until Close.
+func (d *Discovery) follow(g *pollGroup) {
 	defer d.wg.Done()
-	version, etag := int64(0), ""
+	version, etag, held := int64(0), "", 0
 	failures := 0
 	for d.ctx.Err() == nil {
-		snap, err := d.poll(service, version, &etag)
+		d.mu.Lock()
+		names, restarted := append([]string{}, g.names...), g.restarted
+		d.mu.Unlock()
+		if len(names) != held { // a new service: the held version no longer says anything
+			version, etag, held = 0, "", len(names)
+		}
+		batch, err := d.poll(names, version, &etag, restarted)
 		switch {
+		case errors.Is(err, errRestarted):
+			continue
 		case err != nil:
 			failures++
 			if failures == 1 || failures%30 == 0 {
-				d.log.Warn("mesh-core unreachable; keeping the last discovery answer", "service", service, "err", err, "failures", failures)
+				d.log.Warn("mesh-core unreachable; keeping the last discovery answers", "services", len(names), "err", err, "failures", failures)
 			}
 			d.retry.Sleep(d.ctx, failures)
 			continue
-		case snap == nil: // 304: nothing new
+		case batch == nil: // 304: nothing new
 		default:
-			version = snap.Version
-			// Stored and queued under the lock, so that a listener Watch
-			// adds gets each snapshot once: the one in hand, or queued here.
-			d.mu.Lock()
-			w.snap.Store(snap)
-			listeners := append([]*listener{}, w.listeners...)
-			for _, l := range listeners {
-				l.push(snap)
-			}
-			d.mu.Unlock()
-			for _, l := range listeners {
-				l.deliver()
+			version = batch.Version
+			for i := range batch.Services {
+				d.store(&Snapshot{Discovery: batch.Services[i], ReceivedAt: time.Now()})
 			}
 		}
 		failures = 0
 	}
 }
 
-// poll runs one long poll; a nil snapshot without error means unchanged.
-// etag is the ETag of the answer held, sent back as it came.
-func (d *Discovery) poll(service string, version int64, etag *string) (*Snapshot, error) {
-	u := fmt.Sprintf("%s/v1/discovery/%s?version=%d&wait=%s", d.base, url.PathEscape(service), version, d.wait)
-	req, err := http.NewRequestWithContext(d.ctx, http.MethodGet, u, nil)
+// store keeps snap as its service's answer when it is new, and hands it to
+// the service's listeners.
+func (d *Discovery) store(snap *Snapshot) {
+	// Stored and queued under the lock, so that a listener Watch adds gets
+	// each snapshot once: the one in hand, or queued here.
+	d.mu.Lock()
+	w := d.services[snap.Service]
+	if w == nil {
+		d.mu.Unlock()
+		return
+	}
+	if old := w.snap.Load(); old != nil && old.Version == snap.Version && old.Stale == snap.Stale {
+		d.mu.Unlock()
+		return // this service did not change; another of the poll did
+	}
+	w.snap.Store(snap)
+	listeners := append([]*listener{}, w.listeners...)
+	for _, l := range listeners {
+		l.push(snap)
+	}
+	d.mu.Unlock()
+	for _, l := range listeners {
+		l.deliver()
+	}
+}
+
+// errRestarted: the poll's group grew while it was in flight.
+var errRestarted = errors.New("the services followed changed")
+
+// poll runs one long poll for names; a nil answer without error means
+// unchanged. etag is the ETag of the answer held, sent back as it came.
+func (d *Discovery) poll(names []string, version int64, etag *string, restarted <-chan struct{}) (*api.DiscoveryBatch, error) {
+	escaped := make([]string, len(names))
+	for i, n := range names {
+		escaped[i] = url.QueryEscape(n)
+	}
+	u := fmt.Sprintf("%s/v1/discovery?services=%s&version=%d&wait=%s", d.base, strings.Join(escaped, ","), version, d.wait)
+	ctx, cancel := context.WithCancel(d.ctx)
+	defer cancel()
+	go func() { // ends with the poll (the deferred cancel)
+		select {
+		case <-restarted:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
-	var snap Snapshot
-	changed, err := longPoll(d.client, req, &snap, etag)
+	var batch api.DiscoveryBatch
+	changed, err := longPoll(d.client, req, &batch, etag)
+	select {
+	case <-restarted:
+		return nil, errRestarted
+	default:
+	}
 	if err != nil || !changed {
 		return nil, err
 	}
-	snap.ReceivedAt = time.Now()
-	return &snap, nil
+	return &batch, nil
 }
 
 // longPoll runs one long poll of the control plane: it decodes a 200 into

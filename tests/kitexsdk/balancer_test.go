@@ -83,6 +83,10 @@ func discovery(t *testing.T, instances []sdk.Instance) *sdk.Discovery {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
+		if r.URL.Path == "/v1/discovery" { // the poll for several services
+			_ = json.NewEncoder(w).Encode(api.DiscoveryBatch{Version: snap.Version, Services: []api.Discovery{snap.Discovery}})
+			return
+		}
 		_ = json.NewEncoder(w).Encode(snap)
 	}))
 	t.Cleanup(mc.Close)

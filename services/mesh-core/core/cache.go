@@ -41,6 +41,45 @@ type Cache struct {
 
 	smu   sync.RWMutex
 	snaps map[string]*Snapshot
+
+	// Subscribers to new versions, by service: one non-blocking send each,
+	// so that a poll for many services waits on one channel.
+	subMu sync.Mutex
+	subs  map[string]map[chan<- struct{}]bool
+}
+
+// Subscribe makes ch receive (without blocking: give it room for one) when
+// any of services gets a new version, until cancel.
+func (c *Cache) Subscribe(services []string, ch chan<- struct{}) (cancel func()) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	for _, s := range services {
+		if c.subs[s] == nil {
+			c.subs[s] = map[chan<- struct{}]bool{}
+		}
+		c.subs[s][ch] = true
+	}
+	return func() {
+		c.subMu.Lock()
+		defer c.subMu.Unlock()
+		for _, s := range services {
+			if delete(c.subs[s], ch); len(c.subs[s]) == 0 {
+				delete(c.subs, s)
+			}
+		}
+	}
+}
+
+// notify tells service's subscribers of a new version.
+func (c *Cache) notify(service string) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	for ch := range c.subs[service] {
+		select {
+		case ch <- struct{}{}:
+		default: // already told
+		}
+	}
 }
 
 // NewCache makes an empty cache.
@@ -50,6 +89,7 @@ func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache
 		regs: map[string]map[string]api.Registration{}, kitex: map[string]map[string]api.Registration{}, policies: map[string]*api.Policy{},
 		holds: map[string]int{}, snaps: map[string]*Snapshot{},
 		published: map[string]time.Time{}, deferred: map[string]*time.Timer{},
+		subs: map[string]map[chan<- struct{}]bool{},
 	}
 }
 
@@ -194,6 +234,7 @@ func (c *Cache) rebuild(service string) *Snapshot {
 		close(prev.done)
 		c.onSnapshot()
 		c.published[service] = c.now()
+		defer c.notify(service) // after the new snapshot is in place
 	}
 	if c.keeps(service) {
 		c.snaps[service] = next

@@ -55,3 +55,37 @@ func TestBurstsMakeFewVersions(t *testing.T) {
 		t.Fatalf("20 registrations without coalescing made %d versions", n)
 	}
 }
+
+// A poll for several services waits on one subscription and is released by
+// a new version of any one of them.
+func TestSubscribersHearOfNewVersions(t *testing.T) {
+	c := NewCache(time.Minute, 100, slog.New(slog.DiscardHandler))
+	mirror := registryMirror{c}
+	put := func(service, id string) {
+		b, _ := json.Marshal(api.Registration{Service: service, Instance: id, Addr: id, StaticWeight: 100})
+		mirror.Apply([]etcdx.Event{{Key: service + "/" + id, Value: b}}, 1)
+	}
+	put("a", "10.0.0.1:80")
+	put("b", "10.0.0.2:80")
+	changed := make(chan struct{}, 1)
+	cancel := c.Subscribe([]string{"a", "b"}, changed)
+	put("c", "10.0.0.3:80") // not followed
+	select {
+	case <-changed:
+		t.Fatal("told of a service not subscribed to")
+	default:
+	}
+	put("b", "10.0.0.4:80")
+	select {
+	case <-changed:
+	default:
+		t.Fatal("not told of a new version of b")
+	}
+	cancel()
+	put("a", "10.0.0.5:80")
+	select {
+	case <-changed:
+		t.Fatal("told after cancel")
+	default:
+	}
+}

@@ -139,26 +139,28 @@ func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
 		snaps, version = d.collect(names)
 	}
 	if version == a.version {
-		wctx, cancel := context.WithTimeout(ctx, a.wait)
-		changed := make(chan struct{}, len(snaps))
-		for _, s := range snaps {
-			go func() {
-				select {
-				case <-s.Changed():
-					changed <- struct{}{}
-				case <-wctx.Done():
-				}
-			}()
-		}
+		// One channel for every service named, told by the cache: no
+		// goroutine per service per held poll.
+		changed := make(chan struct{}, 1)
+		cancel := d.cache.Subscribe(names, changed)
+		snaps, version = d.collect(names) // after subscribing: no change is missed
+		t := time.NewTimer(a.wait)
 		d.metrics.waiting.Inc()
-		select {
-		case <-changed:
-		case <-wctx.Done():
-		case <-d.stopping:
+		for version == a.version {
+			select {
+			case <-changed:
+				snaps, version = d.collect(names)
+				continue
+			case <-t.C:
+			case <-ctx.Done():
+			case <-d.stopping:
+			}
+			break
 		}
 		d.metrics.waiting.Dec()
+		t.Stop()
 		cancel()
-		if snaps, version = d.collect(names); version == a.version {
+		if version == a.version {
 			d.notModified(c, a.version)
 			return
 		}
