@@ -123,17 +123,7 @@ func (s *Server) startErr() error {
 // stops it within lifecycle.StopContext(ctx). It returns an error when the
 // server cannot start or stops by itself.
 func (s *Server) Run(ctx context.Context) error {
-	var err error
-	if ctx.Err() == nil {
-		if err = s.Start(); err == nil {
-			select {
-			case <-s.done:
-				err = s.startErr()
-			case <-ctx.Done():
-			}
-		}
-	}
-	return errors.Join(err, s.Stop(lifecycle.StopContext(ctx)))
+	return lifecycle.Serve(ctx, s.Start, s.done, s.startErr, s.Stop)
 }
 
 // Stop finishes the requests in hand (for at most ctx and the exit wait

@@ -147,17 +147,7 @@ func (s *Server) startErr() error {
 // stops it. It returns an error when the server cannot start or stops by
 // itself.
 func (s *Server) Run(ctx context.Context) error {
-	var err error
-	if ctx.Err() == nil {
-		if err = s.Start(); err == nil {
-			select {
-			case <-s.done:
-				err = s.startErr()
-			case <-ctx.Done():
-			}
-		}
-	}
-	return errors.Join(err, s.Stop())
+	return lifecycle.Serve(ctx, s.Start, s.done, s.startErr, func(context.Context) error { return s.Stop() })
 }
 
 // Stop finishes the calls in hand (for at most the exit wait time), closes

@@ -289,3 +289,21 @@ func (g *Group) cancelPart(ctx context.Context, i int) *part {
 	p.cancel()
 	return p
 }
+
+// Serve is the Run of a server component: it starts the server unless ctx
+// has ended, serves until ctx ends or the server ends by itself (ended is
+// closed; why says why), then stops it with the stop context. It returns
+// the error that kept the server from starting or ended it, with stop's.
+func Serve(ctx context.Context, start func() error, ended <-chan struct{}, why func() error, stop func(context.Context) error) error {
+	var err error
+	if ctx.Err() == nil {
+		if err = start(); err == nil {
+			select {
+			case <-ended:
+				err = why()
+			case <-ctx.Done():
+			}
+		}
+	}
+	return errors.Join(err, stop(StopContext(ctx)))
+}
