@@ -79,7 +79,7 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	g.Add("etcd health", lifecycle.Loop(mc.health.Run))
 	g.Add("policy expiry", lifecycle.Loop(mc.expirePolicies))
 	mc.live = newLiveness(cli, cfg.SessionTTL, log)
-	g.Add("liveness", lifecycle.Loop(func(ctx context.Context) { mc.live.Run(ctx, time.Second) }))
+	g.Add("liveness", lifecycle.Loop(func(ctx context.Context) { mc.live.Run(ctx, 500*time.Millisecond) }))
 	m.observe(reg, mc)
 
 	ln, err := kitexx.Listen(cfg.KitexAddr)
