@@ -46,6 +46,7 @@ type report struct {
 	window                time.Duration
 	cpuSec, clientCPUSec  float64
 	otherCPUSec, stealSec float64
+	quietAfter            time.Duration // from the last change's watches holding it until the config-center was idle
 	counts                longpoll.Counts
 	computed              float64 // answers the config-center computed in the window
 	concerned             int     // watches the changes concerned, summed
@@ -133,10 +134,20 @@ func runLoad(o options, addr string, pid int) (*report, error) {
 		return nil, err
 	}
 	// A watch is held once its second poll was computed (the first, with
-	// version 0, is answered at once).
-	held := func() bool { return pr.sample().computed-rep.idle.computed >= float64(2*o.watches) }
+	// version 0, is answered at once). A config-center without the counter
+	// (before fd120cf) holds a goroutine per held watch.
+	counted := !math.IsNaN(rep.idle.computed)
+	held := func() bool {
+		s := pr.sample()
+		if counted {
+			return s.computed-rep.idle.computed >= float64(2*o.watches)
+		}
+		return s.goroutines-rep.idle.goroutines >= float64(o.watches)
+	}
 	if !longpoll.WaitUntil(30*time.Second, held) {
-		return nil, fmt.Errorf("the config-center computed %.0f answers for %d watches, want %d", pr.sample().computed-rep.idle.computed, o.watches, 2*o.watches)
+		s := pr.sample()
+		return nil, fmt.Errorf("watches not held after 30s: the config-center computed %.0f answers (want %d), runs %.0f goroutines (%.0f before)",
+			s.computed-rep.idle.computed, 2*o.watches, s.goroutines, rep.idle.goroutines)
 	}
 	rep.busy = pr.sample()
 
@@ -168,7 +179,13 @@ func runLoad(o options, addr string, pid int) (*report, error) {
 	last := int64(len(o.concernedBy(o.changed(o.changes))))
 	longpoll.WaitUntil(o.interval+10*time.Second, func() bool { return f.Held(o.changes) == last })
 	// The answered watches poll again, and that poll is computed too.
-	longpoll.WaitUntil(2*time.Second, func() bool { return pr.sample().computed-computed0 >= float64(2*rep.concerned) })
+	if counted {
+		longpoll.WaitUntil(2*time.Second, func() bool { return pr.sample().computed-computed0 >= float64(2*rep.concerned) })
+	}
+	// Work a change causes may go on after its watches are answered (before
+	// fd120cf every held watch recomputed its answer): measure until the
+	// config-center is back to its idle rate.
+	rep.quietAfter = longpoll.UntilQuiet(func() float64 { return cpuSeconds(pid) }, rep.idleCPUPerSec)
 	rep.window = time.Since(writes[0].start)
 	rep.cpuSec, rep.clientCPUSec = cpuSeconds(pid)-cpu0, longpoll.SelfCPU()-cli0
 	busy1, steal1 := proc.MachineCPU()

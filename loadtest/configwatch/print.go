@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/sextant-mesh/sextant/loadtest/internal/longpoll"
 )
@@ -29,14 +30,18 @@ func (r *report) print() {
 		(r.busy.goroutines-r.idle.goroutines)/n)
 	fmt.Printf("idle, every watch held, no change (%.0f s): config-center process %.3f CPU-s/s, load generator %.3f CPU-s/s\n",
 		idleFor.Seconds(), r.idleCPUPerSec, r.idleCliPerSec)
-	fmt.Printf("answers computed by the config-center during the changes: %.0f for %d concerned watches (%.2f per concerned watch; 2 = woken once, polled once)\n",
-		r.computed, r.concerned, r.computed/float64(r.concerned))
+	if math.IsNaN(r.computed) {
+		fmt.Printf("answers computed by the config-center: not counted (no %s in its /metrics)\n", computedMetric)
+	} else {
+		fmt.Printf("answers computed by the config-center during the changes: %.0f for %d concerned watches (%.2f per concerned watch; 2 = woken once, polled once)\n",
+			r.computed, r.concerned, r.computed/float64(r.concerned))
+	}
 	fmt.Printf("answers read during the changes: %d (%d without news: watches answered that no change concerned), %d not modified, %d errors\n",
 		r.counts.Answers, r.counts.NoNews, r.counts.NotModified, r.counts.Errors)
 	k := float64(len(r.changes))
 	idle := r.window.Seconds() / k
-	fmt.Printf("CPU from the first write until the last change's watches held it (%.1f s): config-center process %.3f s, load generator %.3f s (%.2f of the config-center's), other processes %.2f s, steal %.2f s\n",
-		r.window.Seconds(), r.cpuSec, r.clientCPUSec, r.clientCPUSec/r.cpuSec, r.otherCPUSec, r.stealSec)
+	fmt.Printf("CPU from the first write until the last change's watches held it and the config-center was idle again (%.1f s, idle %.1f s after): config-center process %.3f s, load generator %.3f s (%.2f of the config-center's), other processes %.2f s, steal %.2f s\n",
+		r.window.Seconds(), r.quietAfter.Seconds(), r.cpuSec, r.clientCPUSec, r.clientCPUSec/r.cpuSec, r.otherCPUSec, r.stealSec)
 	fmt.Printf("per change: config-center %.1f ms CPU (%.1f ms above idle), load generator %.1f ms (%.1f ms above idle); per concerned watch: config-center %.1f µs, load generator %.1f µs\n",
 		r.cpuSec/k*1e3, (r.cpuSec/k-r.idleCPUPerSec*idle)*1e3, r.clientCPUSec/k*1e3, (r.clientCPUSec/k-r.idleCliPerSec*idle)*1e3,
 		r.cpuSec/float64(r.concerned)*1e6, r.clientCPUSec/float64(r.concerned)*1e6)

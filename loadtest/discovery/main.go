@@ -145,8 +145,8 @@ func (r *report) print() {
 	fmt.Printf("idle, every poll held, no change (%.0f s): mesh-core process %.3f CPU-s/s, load generator %.3f CPU-s/s\n",
 		r.idleFor.Seconds(), r.idleCPUPerSec, r.idleCliPerSec)
 	k := float64(len(r.changes))
-	fmt.Printf("CPU from the first publish until every poller held the last change (%.1f s): mesh-core process %.2f s, load generator %.2f s (user %.2f, system %.2f; %.2f of mesh-core's), other processes %.2f s, steal %.2f s\n",
-		r.window.Seconds(), r.cpuSec, r.clientCPUSec, r.clientUser, r.clientSys, r.clientCPUSec/r.cpuSec, r.otherCPUSec, r.stealSec)
+	fmt.Printf("CPU from the first publish until every poller held the last change and mesh-core was idle again (%.1f s, idle %.1f s after): mesh-core process %.2f s, load generator %.2f s (user %.2f, system %.2f; %.2f of mesh-core's), other processes %.2f s, steal %.2f s\n",
+		r.window.Seconds(), r.quietAfter.Seconds(), r.cpuSec, r.clientCPUSec, r.clientUser, r.clientSys, r.clientCPUSec/r.cpuSec, r.otherCPUSec, r.stealSec)
 	idle := r.window.Seconds() / k
 	fmt.Printf("per change: mesh-core %.0f ms CPU (%.0f ms above idle), load generator %.0f ms (%.0f ms above idle); per answer: mesh-core %.1f µs, load generator %.1f µs\n",
 		r.cpuSec/k*1e3, (r.cpuSec/k-r.idleCPUPerSec*idle)*1e3, r.clientCPUSec/k*1e3, (r.clientCPUSec/k-r.idleCliPerSec*idle)*1e3,

@@ -34,8 +34,9 @@ type report struct {
 	// Over idleFor with every poll held and no change: CPU per second.
 	idleFor                      time.Duration
 	idleCPUPerSec, idleCliPerSec float64
-	// From the first publish until every poller held the last change.
-	window                time.Duration
+	// From the first publish until every poller held the last change and
+	// mesh-core was back to its idle rate (quietAfter after that).
+	window, quietAfter    time.Duration
 	cpuSec, clientCPUSec  float64
 	clientUser, clientSys float64
 	otherCPUSec, stealSec float64 // other processes' CPU and steal: noise
@@ -110,6 +111,8 @@ func runLoad(o options, tg target, pid int) (*report, error) {
 	}
 	n := int64(o.pollers)
 	longpoll.WaitUntil(o.interval+10*time.Second, func() bool { return f.Held(o.changes) == n })
+	// The answered pollers poll again, and mesh-core reads those polls too.
+	rep.quietAfter = longpoll.UntilQuiet(func() float64 { return cpuSeconds(pid) }, rep.idleCPUPerSec)
 	rep.window = time.Since(pubs[0].start)
 	rep.cpuSec, rep.clientCPUSec = cpuSeconds(pid)-cpu0, longpoll.SelfCPU()-cli0
 	user1, sys1 := longpoll.SelfUserSys()

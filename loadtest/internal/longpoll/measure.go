@@ -115,3 +115,24 @@ func (m *Metrics) Read(names ...string) []float64 {
 	}
 	return out
 }
+
+// UntilQuiet waits until a process, whose CPU time so far cpu reads, spends
+// over half a second at most twice its idle rate plus one clock tick (at
+// most 5 minutes), and returns how long that took; 0 when cpu is NaN (no
+// process to read).
+func UntilQuiet(cpu func() float64, idlePerSec float64) time.Duration {
+	const slice = 500 * time.Millisecond
+	t0, prev := time.Now(), cpu()
+	if math.IsNaN(prev) {
+		return 0
+	}
+	for time.Since(t0) < 5*time.Minute {
+		time.Sleep(slice)
+		cur := cpu()
+		if cur-prev <= 2*idlePerSec*slice.Seconds()+0.01 {
+			break
+		}
+		prev = cur
+	}
+	return time.Since(t0)
+}
