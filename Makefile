@@ -17,7 +17,7 @@ PKGS       := ./... ./api/... $(SDK_PKGS)
 FUZZTIME   ?= 15s
 TEST_FLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build run demo test test-long vet sdk-check unit fuzz gen check-gen bench-ingest lbsim clean
+.PHONY: all build run demo test test-long vet sdk-check unit fuzz gen check-gen bench-ingest bench-discovery bench-configwatch lbsim clean
 
 all: build
 
@@ -96,6 +96,16 @@ lbsim:
 ## bench-ingest: the ingest benchmark, Sextant's mixer against a Gin baseline.
 bench-ingest:
 	$(GO) run ./loadtest/ingest -compare
+
+## bench-discovery: mesh-core's long-poll fan-out to 10,000 data planes
+## (docs/benchmarks.md); about 40 s.
+bench-discovery:
+	$(GO) run ./loadtest/discovery -pollers 10000
+
+## bench-configwatch: one config change among 10,000 configs and 10,000 held
+## watches (docs/benchmarks.md); about 40 s.
+bench-configwatch:
+	$(GO) run ./loadtest/configwatch -configs 10000 -watches 10000 -watch-services 1000
 
 clean:
 	rm -rf $(BIN)

@@ -4,16 +4,20 @@
 // One child process runs an embedded etcd and one mesh-core (GOMAXPROCS from
 // -gomaxprocs); this process registers -instances instances of comment-svc
 // and starts -pollers simulated data planes, each looping on
-// GET /v1/discovery/comment-svc?version=<last seen>&wait=<-wait>. Once every
+// GET /v1/discovery/comment-svc?wait=<-wait>&version=<last seen> over its
+// own keep-alive connection. The client is loadtest/internal/longpoll's:
+// raw HTTP/1.1, a request built once per poller, answers read into a reused
+// buffer and scanned for three integers, never decoded, so that it costs
+// less CPU than mesh-core and the figures are mesh-core's. Once every
 // poller holds the current snapshot and waits, it publishes -changes new
 // policies through Kitex PublishPolicy, one every -interval. For each change
 // it reports how long after PublishPolicy returned 50 %, 99 % and 100 % of
 // the pollers had read it (or something newer), how many missed it (held it
 // only after the next change was published), and, from each answer's
-// policy_age_ms, when mesh-core had built those answers: the first figure
-// includes this process's own time to read 10,000 answers, the second does
-// not. It also reports the child's memory and goroutines while every poller
-// waits, and its CPU time across the changes. See docs/benchmarks.md.
+// policy_age_ms, when mesh-core had built those answers. It also reports the
+// child's memory and goroutines per held poll, and the CPU time of the child
+// and of this process (the load generator), side by side, both idle with
+// every poll held and across the changes. See docs/benchmarks.md.
 //
 //	go run ./loadtest/discovery -pollers 10000
 package main
@@ -22,20 +26,21 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"syscall"
 	"time"
+
+	"github.com/sextant-mesh/sextant/loadtest/internal/longpoll"
 )
 
 const service = "comment-svc"
 
 type options struct {
 	pollers, instances, changes, procs int
+	cpuProfile                         string
 	interval, wait                     time.Duration
 }
 
@@ -54,6 +59,7 @@ func main() {
 	flag.DurationVar(&o.interval, "interval", time.Second, "time between two changes")
 	flag.IntVar(&o.procs, "gomaxprocs", 1, "GOMAXPROCS of the mesh-core process; this one takes the remaining cores")
 	flag.DurationVar(&o.wait, "wait", 30*time.Second, "wait of each long poll (mesh-core allows up to 60s)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the load generator) over the changes to this file")
 	flag.Parse()
 	exit(run(o))
 }
@@ -80,6 +86,9 @@ func (o options) check() error {
 
 func run(o options) error {
 	if err := o.check(); err != nil {
+		return err
+	}
+	if err := longpoll.CheckFiles(o.pollers); err != nil {
 		return err
 	}
 	// The load generator keeps the cores the child does not get, and spends
@@ -120,30 +129,35 @@ func (r *report) print() {
 	}
 	var m [7]float64
 	for j, col := range cols {
-		slices.Sort(col) // +Inf (never reached) sorts last
-		m[j] = col[len(col)/2]
+		m[j] = longpoll.Median(col)
 	}
+	n := float64(r.pollers)
 	fmt.Printf("median of %d changes: %s, missed %.0f (mesh-core built the answers: %s)\n",
 		len(r.changes), quantiles{m[0], m[1], m[2]}, m[3], quantiles{m[4], m[5], m[6]})
 	fmt.Printf("ramp: %d pollers started in %.1f s, all held %.1f s after the first\n", r.pollers, r.ramp.Seconds(), r.settled.Seconds())
-	fmt.Printf("mesh-core process (with etcd), before the pollers: VmRSS %.1f MiB, %.0f goroutines\n", r.idle.rssMiB, r.idle.goroutines)
-	fmt.Printf("mesh-core process, %.0f polls held: VmRSS %.1f MiB, %.0f goroutines; VmHWM at the end %.1f MiB\n",
-		r.busy.waiting, r.busy.rssMiB, r.busy.goroutines, r.peakMiB)
-	fmt.Printf("CPU from the first publish until every poller held the last change (%.1f s): mesh-core process %.2f s, load generator %.2f s, other processes %.2f s, steal %.2f s\n",
-		r.window.Seconds(), r.cpuSec, r.clientCPUSec, r.otherCPUSec, r.stealSec)
+	fmt.Printf("mesh-core process (with etcd), before the pollers: VmRSS %.1f MiB, Go heap in use %.1f MiB, stacks %.1f MiB, %.0f goroutines\n",
+		r.idle.rssMiB, r.idle.heapMiB, r.idle.stackMiB, r.idle.goroutines)
+	fmt.Printf("mesh-core process, %.0f polls held: VmRSS %.1f MiB, Go heap in use %.1f MiB, stacks %.1f MiB, %.0f goroutines; VmHWM at the end %.1f MiB\n",
+		r.busy.waiting, r.busy.rssMiB, r.busy.heapMiB, r.busy.stackMiB, r.busy.goroutines, r.peakMiB)
+	fmt.Printf("per held poll: VmRSS %.1f KiB, heap %.1f KiB, stack %.1f KiB, %.2f goroutines\n",
+		(r.busy.rssMiB-r.idle.rssMiB)*1024/n, (r.busy.heapMiB-r.idle.heapMiB)*1024/n, (r.busy.stackMiB-r.idle.stackMiB)*1024/n,
+		(r.busy.goroutines-r.idle.goroutines)/n)
+	fmt.Printf("idle, every poll held, no change (%.0f s): mesh-core process %.3f CPU-s/s, load generator %.3f CPU-s/s\n",
+		r.idleFor.Seconds(), r.idleCPUPerSec, r.idleCliPerSec)
+	k := float64(len(r.changes))
+	fmt.Printf("CPU from the first publish until every poller held the last change and mesh-core was idle again (%.1f s, idle %.1f s after): mesh-core process %.2f s, load generator %.2f s (user %.2f, system %.2f; %.2f of mesh-core's), other processes %.2f s, steal %.2f s\n",
+		r.window.Seconds(), r.quietAfter.Seconds(), r.cpuSec, r.clientCPUSec, r.clientUser, r.clientSys, r.clientCPUSec/r.cpuSec, r.otherCPUSec, r.stealSec)
+	idle := r.window.Seconds() / k
+	fmt.Printf("per change: mesh-core %.0f ms CPU (%.0f ms above idle), load generator %.0f ms (%.0f ms above idle); per answer: mesh-core %.1f µs, load generator %.1f µs\n",
+		r.cpuSec/k*1e3, (r.cpuSec/k-r.idleCPUPerSec*idle)*1e3, r.clientCPUSec/k*1e3, (r.clientCPUSec/k-r.idleCliPerSec*idle)*1e3,
+		r.cpuSec/float64(r.counts.Answers)*1e6, r.clientCPUSec/float64(r.counts.Answers)*1e6)
+	fmt.Printf("answers during the changes: %d (%d without news), %d not modified, %d errors\n",
+		r.counts.Answers, r.counts.NoNews, r.counts.NotModified, r.counts.Errors)
 	if r.errors != "" {
 		fmt.Println(r.errors)
 	}
 }
 
 func (q quantiles) String() string {
-	return fmt.Sprintf("p50 %s ms, p99 %s ms, p100 %s ms", ms(q.p50), ms(q.p99), ms(q.p100))
-}
-
-// ms formats milliseconds; "-" when never reached.
-func ms(v float64) string {
-	if math.IsInf(v, 1) {
-		return "-"
-	}
-	return fmt.Sprintf("%.1f", v)
+	return longpoll.Quantiles{P50: q.p50, P99: q.p99, P100: q.p100}.String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,15 +9,15 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"slices"
-	"strconv"
-	"strings"
+	"runtime/pprof"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudwego/kitex/client"
 
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
+	"github.com/sextant-mesh/sextant/loadtest/internal/longpoll"
 	"github.com/sextant-mesh/sextant/loadtest/internal/proc"
 )
 
@@ -27,14 +26,21 @@ const maxChanges = 998
 
 // report is one run's figures; the /proc ones are NaN without a child.
 type report struct {
-	pollers               int
-	changes               []changeStats
-	ramp, settled         time.Duration
-	window                time.Duration // first publish to the last change everywhere
-	idle, busy            procStats
-	peakMiB               float64
+	pollers       int
+	changes       []changeStats
+	ramp, settled time.Duration
+	idle, busy    procStats // before the pollers; with every poll held
+	peakMiB       float64
+	// Over idleFor with every poll held and no change: CPU per second.
+	idleFor                      time.Duration
+	idleCPUPerSec, idleCliPerSec float64
+	// From the first publish until every poller held the last change and
+	// mesh-core was back to its idle rate (quietAfter after that).
+	window, quietAfter    time.Duration
 	cpuSec, clientCPUSec  float64
+	clientUser, clientSys float64
 	otherCPUSec, stealSec float64 // other processes' CPU and steal: noise
+	counts                longpoll.Counts
 	errors                string
 }
 
@@ -50,8 +56,16 @@ type changeStats struct {
 // pollers (+Inf: never).
 type quantiles struct{ p50, p99, p100 float64 }
 
+func quantilesOf(ms []float64) quantiles {
+	q := longpoll.QuantilesOf(ms)
+	return quantiles{q.P50, q.P99, q.P100}
+}
+
 // procStats is the mesh-core process at one moment.
-type procStats struct{ rssMiB, goroutines, waiting float64 }
+type procStats struct{ rssMiB, goroutines, waiting, heapMiB, stackMiB float64 }
+
+// idleFor is how long CPU is measured with every poll held, before the changes.
+const idleFor = 2 * time.Second
 
 // runLoad measures the mesh-core at tg; pid, when not 0, is its process.
 func runLoad(o options, tg target, pid int) (*report, error) {
@@ -59,37 +73,57 @@ func runLoad(o options, tg target, pid int) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	pr := probe{pid: pid, addr: tg.http, hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}}
-	defer pr.hc.CloseIdleConnections() // or they hold mesh-core's graceful stop
-	if err := setup(pr.hc, pub, tg.http, o.instances); err != nil {
+	pr := probe{pid: pid, m: longpoll.NewMetrics(tg.http)}
+	defer pr.m.Close()
+	if err := setup(pr.m.HC, pub, tg.http, o.instances); err != nil {
 		return nil, err
 	}
-	rep := &report{pollers: o.pollers, idle: pr.sample()}
-	f := newFanout(tg.http, o)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer f.stop(cancel)
-	if rep.ramp, rep.settled, err = f.start(ctx); err != nil {
+	rep := &report{pollers: o.pollers, idle: pr.sample(), idleFor: idleFor}
+	computedAt := make([]atomic.Int64, o.changes+1)
+	f := newFanout(tg.http, o, computedAt)
+	defer f.Stop()
+	if rep.ramp, rep.settled, err = f.Start(60*time.Second + time.Duration(o.pollers)*time.Millisecond); err != nil {
 		return nil, err
 	}
 	// An answered poller is not yet waiting again: measure once all are held.
-	waitUntil(30*time.Second, func() bool { return pr.sample().waiting >= float64(o.pollers) })
+	longpoll.WaitUntil(30*time.Second, func() bool { return pr.sample().waiting >= float64(o.pollers) })
 	rep.busy = pr.sample()
-	cpu0, cli0 := cpuSeconds(pid), cpuSeconds(os.Getpid())
+
+	cpu0, cli0 := cpuSeconds(pid), longpoll.SelfCPU()
+	time.Sleep(idleFor)
+	rep.idleCPUPerSec = (cpuSeconds(pid) - cpu0) / idleFor.Seconds()
+	rep.idleCliPerSec = (longpoll.SelfCPU() - cli0) / idleFor.Seconds()
+
+	if o.cpuProfile != "" {
+		stop, err := startProfile(o.cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+	}
+	counts0 := f.Counts()
+	cpu0, cli0 = cpuSeconds(pid), longpoll.SelfCPU()
+	user0, sys0 := longpoll.SelfUserSys()
 	busy0, steal0 := proc.MachineCPU()
-	pubs, err := f.publishChanges(pub, o)
+	pubs, err := publishChanges(pub, o, computedAt)
 	if err != nil {
 		return nil, err
 	}
 	n := int64(o.pollers)
-	waitUntil(o.interval+10*time.Second, func() bool { return f.held[o.changes].Load() == n })
+	longpoll.WaitUntil(o.interval+10*time.Second, func() bool { return f.Held(o.changes) == n })
+	// The answered pollers poll again, and mesh-core reads those polls too.
+	rep.quietAfter = longpoll.UntilQuiet(func() float64 { return cpuSeconds(pid) }, rep.idleCPUPerSec)
 	rep.window = time.Since(pubs[0].start)
-	rep.cpuSec, rep.clientCPUSec = cpuSeconds(pid)-cpu0, cpuSeconds(os.Getpid())-cli0
+	rep.cpuSec, rep.clientCPUSec = cpuSeconds(pid)-cpu0, longpoll.SelfCPU()-cli0
+	user1, sys1 := longpoll.SelfUserSys()
+	rep.clientUser, rep.clientSys = user1-user0, sys1-sys0
 	busy1, steal1 := proc.MachineCPU()
 	rep.otherCPUSec, rep.stealSec = busy1-busy0-rep.cpuSec-rep.clientCPUSec, steal1-steal0
+	rep.counts = f.Counts().Sub(counts0)
 	rep.peakMiB = statusMiB(pid, "VmHWM")
-	f.stop(cancel)
-	rep.changes = f.stats(pubs, pubs[len(pubs)-1].at.Add(o.interval))
-	rep.errors = f.errors()
+	f.Stop()
+	rep.changes = stats(f, o.pollers, pubs, pubs[len(pubs)-1].at.Add(o.interval))
+	rep.errors = f.Errors()
 	return rep, nil
 }
 
@@ -97,7 +131,7 @@ func runLoad(o options, tg target, pid int) (*report, error) {
 type published struct{ start, at time.Time }
 
 // publishChanges publishes changes 1..n, the first at once, then one every interval.
-func (f *fanout) publishChanges(pub meshcoresvc.Client, o options) ([]published, error) {
+func publishChanges(pub meshcoresvc.Client, o options, computedAt []atomic.Int64) ([]published, error) {
 	t := time.NewTicker(o.interval)
 	defer t.Stop()
 	pubs := make([]published, o.changes)
@@ -106,7 +140,7 @@ func (f *fanout) publishChanges(pub meshcoresvc.Client, o options) ([]published,
 			<-t.C
 		}
 		start := time.Now()
-		f.computedAt[k].Store(start.UnixMilli())
+		computedAt[k].Store(start.UnixMilli())
 		if err := publish(pub, k, o.instances, start.UnixMilli()); err != nil {
 			return nil, fmt.Errorf("change %d: %w", k, err)
 		}
@@ -117,36 +151,30 @@ func (f *fanout) publishChanges(pub meshcoresvc.Client, o options) ([]published,
 
 // stats computes each change's figures. A poller missed a change if it did
 // not hold it before the next was published (before end, for the last).
-func (f *fanout) stats(pubs []published, end time.Time) []changeStats {
+func stats(f *longpoll.Fanout, pollers int, pubs []published, end time.Time) []changeStats {
 	out := make([]changeStats, len(pubs))
+	read, built := make([]float64, pollers), make([]float64, pollers)
 	for i, p := range pubs {
 		deadline := end
 		if i+1 < len(pubs) {
 			deadline = pubs[i+1].at
 		}
-		read, built := make([]float64, len(f.pollers)), make([]float64, len(f.pollers))
-		for j, pl := range f.pollers {
-			seen, b := pl.seen[i+1], pl.built[i+1]
+		for j := range pollers {
+			seen, b, ok := f.Seen(j, i+1)
 			read[j], built[j] = math.Inf(1), math.Inf(1)
-			if !seen.IsZero() {
+			if ok {
 				read[j] = float64(seen.Sub(p.at)) / 1e6
 			}
 			if b != 0 { // whole ms (policy_age_ms): take the middle of it
 				built[j] = float64(b) + 0.5 - float64(p.at.UnixMicro())/1e3
 			}
-			if seen.IsZero() || !seen.Before(deadline) {
+			if !ok || !seen.Before(deadline) {
 				out[i].missed++
 			}
 		}
 		out[i].read, out[i].built, out[i].publish = quantilesOf(read), quantilesOf(built), p.at.Sub(p.start)
 	}
 	return out
-}
-
-func quantilesOf(ms []float64) quantiles {
-	slices.Sort(ms)
-	pct := func(p float64) float64 { return ms[max(0, int(math.Ceil(p/100*float64(len(ms))))-1)] }
-	return quantiles{pct(50), pct(99), pct(100)}
 }
 
 // instanceID names the j-th registered instance (and is its address).
@@ -188,7 +216,7 @@ func setup(hc *http.Client, pub meshcoresvc.Client, addr string, instances int) 
 		}
 	}
 	shows := func(cond func([]byte) bool) bool {
-		return waitUntil(20*time.Second, func() bool {
+		return longpoll.WaitUntil(20*time.Second, func() bool {
 			resp, err := hc.Get("http://" + addr + "/v1/discovery/" + service + "?version=0&wait=0s")
 			if err != nil {
 				return false
@@ -212,27 +240,24 @@ func setup(hc *http.Client, pub meshcoresvc.Client, addr string, instances int) 
 
 // probe reads the mesh-core process: /proc when pid is not 0, /metrics always.
 type probe struct {
-	pid  int
-	addr string
-	hc   *http.Client
+	pid int
+	m   *longpoll.Metrics
 }
 
 func (p probe) sample() procStats {
-	return procStats{rssMiB: statusMiB(p.pid, "VmRSS"), goroutines: p.metric("go_goroutines"), waiting: p.metric("sextant_meshcore_pollers_waiting")}
+	v := p.m.Read("go_goroutines", "sextant_meshcore_pollers_waiting", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes")
+	return procStats{rssMiB: statusMiB(p.pid, "VmRSS"), goroutines: v[0], waiting: v[1], heapMiB: v[2] / (1 << 20), stackMiB: v[3] / (1 << 20)}
 }
 
-// metric scrapes one unlabelled series from mesh-core's /metrics; NaN if absent.
-func (p probe) metric(name string) float64 {
-	resp, err := p.hc.Get("http://" + p.addr + "/metrics")
+// startProfile writes a CPU profile of this process to path until stop.
+func startProfile(path string) (stop func(), err error) {
+	out, err := os.Create(path)
 	if err != nil {
-		return math.NaN()
+		return nil, err
 	}
-	defer resp.Body.Close()
-	v := math.NaN()
-	for s := bufio.NewScanner(resp.Body); s.Scan(); {
-		if f, ok := strings.CutPrefix(s.Text(), name+" "); ok {
-			v, _ = strconv.ParseFloat(strings.TrimSpace(f), 64)
-		}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return nil, err
 	}
-	return v
+	return func() { pprof.StopCPUProfile(); out.Close() }, nil
 }
