@@ -37,6 +37,7 @@ type MeshCore struct {
 
 	http      *httpx.Server
 	kitex     kserver.Server
+	poll      *PollServer // nil when --poll-addr is empty
 	live      *liveness
 	kitexAddr string
 	kitexDone <-chan error
@@ -104,6 +105,12 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	mc.http.DELETE("/v1/instances/:service/:instance", r.deregister)
 	mc.http.GET("/v1/discovery/:service", d.one)
 	mc.http.GET("/v1/discovery", d.many)
+	if err := mc.listenPoll(cfg, m); err != nil {
+		mc.http.Stop(context.Background())
+		ln.Close()
+		cli.Close()
+		return nil, err
+	}
 	httpx.HealthRoutes(mc.http, mc.readiness)
 	httpx.MetricsRoute(mc.http, reg)
 	return mc, nil
@@ -151,9 +158,10 @@ func (mc *MeshCore) Start() error {
 	mc.wg.Go(func() {
 		mc.series.Export(ctx, mc.reg, "sextant_meshcore", "sextant_meshcore_", map[string]string{"replica": replicaName(mc.http.Addr())})
 	})
+	mc.wg.Go(func() { mc.runPoll(ctx) })
 	mc.kitexDone = kitexx.Serve(mc.kitex)
 	mc.http.Start()
-	mc.log.Info("mesh-core started", "http", mc.http.Addr(), "kitex", mc.kitexAddr)
+	mc.log.Info("mesh-core started", "http", mc.http.Addr(), "kitex", mc.kitexAddr, "poll", mc.PollAddr())
 	return nil
 }
 
