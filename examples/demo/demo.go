@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,6 @@ import (
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	"github.com/cloudwego/kitex/server"
 
-	"github.com/sextant-mesh/sextant/internal/kitexx"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/demo"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/demo/comment"
 	"github.com/sextant-mesh/sextant/sdk"
@@ -47,8 +47,7 @@ type Backend struct {
 	cost      atomic.Int64
 	errRate   atomic.Uint64 // math.Float64bits of the share of requests that fail
 	errSeq    atomic.Uint64 // requests numbered while an error rate is set
-	srv       server.Server
-	done      <-chan error
+	srv       *KitexServer
 	disc      *sdk.Discovery
 	rep       *sdk.Reporter
 	registrar *sdk.Registrar
@@ -56,7 +55,7 @@ type Backend struct {
 
 // StartBackend starts an instance on a free port, registered in mesh-core.
 func StartBackend(cp ControlPlane, cost time.Duration, concurrency int, log *slog.Logger) (*Backend, error) {
-	ln, err := kitexx.Listen("127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
@@ -75,9 +74,9 @@ func StartBackend(cp ControlPlane, cost time.Duration, concurrency int, log *slo
 			return 0
 		},
 	})
-	opts := append(kitexx.ServerOptions(Service, ln), server.WithSuite(kitexsdk.NewServerSuite(gate, nil)))
-	b.srv = comment.NewServer(&handler{b: b}, opts...)
-	b.done = kitexx.Serve(b.srv)
+	b.srv = ServeKitex(ln, Service, func(opts ...server.Option) server.Server {
+		return comment.NewServer(&handler{b: b}, opts...)
+	}, server.WithSuite(kitexsdk.NewServerSuite(gate, nil)))
 	b.rep.Start()
 	b.registrar = sdk.NewRegistrar(cp.MeshCore, sdk.Registration{Service: Service, Instance: b.ID, Addr: b.ID, TTLSeconds: 10}, log)
 	return b, nil
@@ -98,7 +97,6 @@ var ErrInjected = errors.New("demo: injected failure")
 func (b *Backend) Close() {
 	b.registrar.Close()
 	_ = b.srv.Stop()
-	<-b.done
 	b.rep.Close()
 	b.disc.Close()
 }

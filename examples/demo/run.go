@@ -6,42 +6,43 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/cloudwego/hertz/pkg/app"
+	"github.com/cloudwego/hertz/pkg/app/server"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
-	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/sdk"
 	"github.com/sextant-mesh/sextant/sdk/hertzsdk"
 )
 
 // FrontHTTP serves GET /comment on Hertz: it reads the request's priority
 // from x-sextant-priority and calls the comment service with it.
-func FrontHTTP(addr string, f *Front) (*httpx.Server, error) {
-	srv, err := httpx.Listen(addr)
+func FrontHTTP(addr string, f *Front) (*HertzServer, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	srv.Use(hertzsdk.Admission(sdk.NewGate(sdk.GateOptions{}), nil))
-	srv.GET("/comment", func(ctx context.Context, c *app.RequestContext) {
-		p := sdk.ParsePriority(string(c.GetHeader(sdk.PriorityKey)), 64)
-		instance, err := f.Call(ctx, p)
-		if err != nil {
-			status := consts.StatusBadGateway
-			if isShed(err) {
-				status = consts.StatusServiceUnavailable
-				c.Header("Retry-After", "1")
+	return ServeHertz(ln, func(h *server.Hertz) {
+		h.Use(hertzsdk.Admission(sdk.NewGate(sdk.GateOptions{}), nil))
+		h.GET("/comment", func(ctx context.Context, c *app.RequestContext) {
+			p := sdk.ParsePriority(string(c.GetHeader(sdk.PriorityKey)), 64)
+			instance, err := f.Call(ctx, p)
+			if err != nil {
+				status := consts.StatusBadGateway
+				if isShed(err) {
+					status = consts.StatusServiceUnavailable
+					c.Header("Retry-After", "1")
+				}
+				c.JSON(status, map[string]any{"error": map[string]string{"code": "upstream", "message": err.Error()}})
+				return
 			}
-			c.JSON(status, map[string]any{"error": map[string]string{"code": "upstream", "message": err.Error()}})
-			return
-		}
-		c.JSON(consts.StatusOK, map[string]string{"instance": instance})
-	})
-	srv.Start()
-	return srv, nil
+			c.JSON(consts.StatusOK, map[string]string{"instance": instance})
+		})
+	}), nil
 }
 
 // Run is the demo as `make demo` (cmd/demo-dev) runs it: five instances of the

@@ -14,21 +14,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/cloudwego/hertz/pkg/app"
+	hserver "github.com/cloudwego/hertz/pkg/app/server"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/pkg/endpoint"
 	"github.com/cloudwego/kitex/pkg/kerrors"
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	"github.com/cloudwego/kitex/server"
+	example "github.com/sextant-mesh/sextant/examples/demo"
 
-	"github.com/sextant-mesh/sextant/internal/httpx"
-	"github.com/sextant-mesh/sextant/internal/kitexx"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/demo"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/demo/comment"
 	"github.com/sextant-mesh/sextant/sdk"
@@ -240,21 +241,19 @@ func (c *caller) close() { _ = c.c.(interface{ Close() error }).Close() }
 // kitexServer is one Kitex service of the chain.
 type kitexServer struct {
 	*node
-	srv  server.Server
-	done <-chan error
+	srv *example.KitexServer
 }
 
 func startKitex(cp ControlPlane, service string, concurrency int, ownUtilization bool, h func(n *node) demo.Comment, log *slog.Logger) (*kitexServer, error) {
-	ln, err := kitexx.Listen("127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	n := newNode(cp, service, ln.Addr().String(), concurrency, ownUtilization, log)
-	opts := append(kitexx.ServerOptions(service, ln),
+	srv := example.ServeKitex(ln, service, func(opts ...server.Option) server.Server { return comment.NewServer(h(n), opts...) },
 		server.WithMiddleware(stampEntered), // outside the suite's admission
 		server.WithSuite(kitexsdk.NewServerSuite(n.gate, nil)))
-	k := &kitexServer{node: n, srv: comment.NewServer(h(n), opts...)}
-	k.done = kitexx.Serve(k.srv)
+	k := &kitexServer{node: n, srv: srv}
 	n.register(cp, log)
 	return k, nil
 }
@@ -263,7 +262,6 @@ func (k *kitexServer) close() {
 	k.reg.Close()
 	k.reg = nil
 	_ = k.srv.Stop()
-	<-k.done
 	k.node.close()
 }
 
@@ -339,7 +337,7 @@ type Chain struct {
 	aToB   *caller
 	front  *node
 	fToA   *caller
-	http   *httpx.Server
+	http   *example.HertzServer
 }
 
 // Start starts B, A and the front on free loopback ports, registered in
@@ -376,20 +374,21 @@ func Start(cp ControlPlane, cfg Config) (_ *Chain, err error) {
 		return nil, fmt.Errorf("A: %w", err)
 	}
 
-	srv, err := httpx.Listen("127.0.0.1:0", hertzsdk.ServerOptions()...)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("front: %w", err)
 	}
-	ch.http = srv
-	ch.front = newNode(cp, FrontService, srv.Addr(), 0, true, log)
+	ch.front = newNode(cp, FrontService, ln.Addr().String(), 0, true, log)
 	if ch.fToA, err = newCaller(FrontService, AService, ch.front.disc, ch.front.rep, cfg.FrontTimeout); err != nil {
+		ln.Close()
 		return nil, fmt.Errorf("front: %w", err)
 	}
-	srv.Use(hertzsdk.Admission(ch.front.gate, &sdk.Edge{Rules: rules}))
-	for _, prefix := range []string{"/feed/*rest", "/comments/*rest", "/batch/*rest"} {
-		srv.GET(prefix, ch.serveFront)
-	}
-	srv.Start()
+	ch.http = example.ServeHertz(ln, func(h *hserver.Hertz) {
+		h.Use(hertzsdk.Admission(ch.front.gate, &sdk.Edge{Rules: rules}))
+		for _, prefix := range []string{"/feed/*rest", "/comments/*rest", "/batch/*rest"} {
+			h.GET(prefix, ch.serveFront)
+		}
+	}, hertzsdk.ServerOptions()...)
 	ch.front.register(cp, log)
 	return ch, nil
 }

@@ -1,5 +1,5 @@
-// Package httpx is what every Sextant HTTP port shares: a Hertz server with a
-// start/stop lifecycle, JSON errors, /healthz, /readyz and /metrics.
+// Package httpx is what every Sextant HTTP port shares: a Hertz server that is
+// a lifecycle component, JSON errors, /healthz, /readyz and /metrics.
 package httpx
 
 import (
@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/cloudwego/hertz/pkg/app"
@@ -20,16 +21,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/lifecycle"
 	"github.com/sextant-mesh/sextant/internal/logx"
 )
 
 // Server is a Hertz server bound to its listener before it starts, so that
-// its address is known (and a port of 0 works) before the first request.
+// its address is known (and a port of 0 works) before the first request. It
+// is a lifecycle.Starter: Start returns Hertz's start error, Run serves until
+// its context is cancelled.
 type Server struct {
 	*server.Hertz
-	ln   net.Listener
-	done chan error
+	ln net.Listener
+
+	mu      sync.Mutex
+	started bool
+	done    chan struct{} // closed when Hertz's Run returned
+	runErr  error         // what it returned, read after done
+	stopped bool
+	stopErr error
 }
+
+var _ lifecycle.Starter = (*Server)(nil)
 
 // Listen binds addr and prepares a Hertz server on it; register routes, then Start.
 func Listen(addr string, opts ...config.Option) (*Server, error) {
@@ -45,31 +57,109 @@ func Listen(addr string, opts ...config.Option) (*Server, error) {
 	}, opts...)
 	h := server.New(opts...)
 	h.Use(recovery.Recovery())
-	return &Server{Hertz: h, ln: ln, done: make(chan error, 1)}, nil
+	return &Server{Hertz: h, ln: ln, done: make(chan struct{})}, nil
 }
 
 // Addr is the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Start serves in the background and returns once the server runs.
-func (s *Server) Start() {
-	go func() { s.done <- s.Run() }()
+// Start serves in the background and returns once the server runs, or with
+// the error that kept Hertz from running (an OnRun hook, its protocol
+// servers, a panic of its transport). Only the first call starts.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	switch {
+	case s.stopped:
+		s.mu.Unlock()
+		return fmt.Errorf("http server on %s: stopped", s.Addr())
+	case s.started:
+		s.mu.Unlock()
+		return s.startErr()
+	}
+	s.started = true
+	s.mu.Unlock()
+	go func() {
+		defer close(s.done)
+		s.runErr = s.run()
+	}()
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
 	for !s.IsRunning() {
 		select {
-		case err := <-s.done:
-			s.done <- err
-			return
-		case <-time.After(time.Millisecond):
+		case <-s.done:
+			return s.startErr()
+		case <-t.C:
 		}
+	}
+	return nil
+}
+
+// run is Hertz's Run, with a panic of its transport (netpoll panics when its
+// event loop cannot serve the listener) turned into an error.
+func (s *Server) run() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("hertz panicked: %v", r)
+		}
+	}()
+	return s.Hertz.Run()
+}
+
+// startErr is the error of a server that is not serving: the one its Run
+// ended with, if it ended.
+func (s *Server) startErr() error {
+	select {
+	case <-s.done:
+		if s.runErr != nil {
+			return fmt.Errorf("http server on %s: %w", s.Addr(), s.runErr)
+		}
+		return fmt.Errorf("http server on %s: stopped", s.Addr())
+	default:
+		return nil
 	}
 }
 
-// Stop finishes the requests in hand and closes the server.
+// Run starts the server unless it runs, serves until ctx is cancelled, then
+// stops it within lifecycle.StopContext(ctx). It returns an error when the
+// server cannot start or stops by itself.
+func (s *Server) Run(ctx context.Context) error {
+	return lifecycle.Serve(ctx, s.Start, s.done, s.startErr, s.Stop)
+}
+
+// Stop finishes the requests in hand (for at most ctx and the exit wait
+// time), closes the server and waits for it; a server never started only
+// closes its listener. Once stopped, it returns the same error again.
 func (s *Server) Stop(ctx context.Context) error {
-	if !s.IsRunning() {
-		return s.ln.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return s.stopErr
 	}
-	return s.Shutdown(ctx)
+	s.stopped = true
+	if !s.started {
+		s.stopErr = ignoreClosed(s.ln.Close())
+		return s.stopErr
+	}
+	if !s.IsRunning() {
+		// Hertz's Run failed, or is still starting; either way it ends once
+		// its listener is closed.
+		s.stopErr = ignoreClosed(s.ln.Close())
+	} else {
+		s.stopErr = s.Shutdown(ctx)
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		s.stopErr = errors.Join(s.stopErr, fmt.Errorf("http server on %s: not stopped: %w", s.Addr(), context.Cause(ctx)))
+	}
+	return s.stopErr
+}
+
+func ignoreClosed(err error) error {
+	if IsClosed(err) {
+		return nil
+	}
+	return err
 }
 
 // ErrorBody is the JSON error shape of every Sextant API.

@@ -106,3 +106,32 @@ func goList(t *testing.T, args ...string) string {
 	}
 	return string(out)
 }
+
+// The examples are what users copy: their packages (not their tests, nor the
+// command that runs the demo beside a dev control plane) import the SDK and
+// the frameworks, nothing of the control plane's own.
+func TestExamplesImportNoControlPlane(t *testing.T) {
+	out := goList(t, "-f", "{{.ImportPath}}|{{join .Imports \" \"}}", "./examples/...")
+	n := 0
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		pkg, imports, _ := strings.Cut(line, "|")
+		if strings.HasSuffix(pkg, "/cmd/demo-dev") {
+			continue
+		}
+		n++
+		for _, imp := range strings.Fields(imports) {
+			rest, ok := strings.CutPrefix(imp, module)
+			if !ok {
+				continue
+			}
+			for _, cp := range []string{"internal/", "services/", "cmd/"} {
+				if strings.HasPrefix(rest, cp) {
+					t.Errorf("example %s imports %s: users cannot copy it", pkg, imp)
+				}
+			}
+		}
+	}
+	if n < 2 {
+		t.Fatalf("go list found only %d example packages:\n%s", n, out)
+	}
+}

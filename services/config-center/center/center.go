@@ -7,17 +7,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/cloudwego/hertz/pkg/app/server"
 	"github.com/cloudwego/hertz/pkg/common/config"
 	"github.com/prometheus/client_golang/prometheus"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
+	"github.com/sextant-mesh/sextant/internal/lifecycle"
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
@@ -26,7 +25,6 @@ import (
 type Center struct {
 	cfg     Config
 	log     *slog.Logger
-	etcd    *clientv3.Client
 	view    *view
 	mirrors []*etcdx.Mirror
 	shards  *shard.Membership
@@ -35,10 +33,7 @@ type Center struct {
 	series  *tsdb.Writer
 
 	stopping chan struct{}
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	stopOnce sync.Once
-	stopErr  error
+	parts    *lifecycle.Group
 }
 
 // New binds the API port and connects to etcd; Start serves.
@@ -56,32 +51,46 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	}
 	keys := api.Keys{Prefix: cfg.EtcdPrefix}
 	v := newView()
-	cc := &Center{cfg: cfg, log: log, etcd: cli, view: v, stopping: make(chan struct{}),
+	cc := &Center{cfg: cfg, log: log, view: v, stopping: make(chan struct{}), parts: lifecycle.NewGroup(),
 		shards: shard.NewMembership(cli, cfg.EtcdPrefix, log),
 		health: etcdx.NewHealth(cli, keys.Configs(), time.Second)}
-	cc.mirrors = []*etcdx.Mirror{
-		etcdx.NewMirror(cli, keys.Configs(), mirrorOf{v, putConfig}, log),
-		etcdx.NewMirror(cli, keys.Pins(), mirrorOf{v, putPins}, log),
-		etcdx.NewMirror(cli, keys.Policies(), mirrorOf{v, putPolicy}, log),
+	// The config-center's parts, in the order they start; they stop in the
+	// reverse: the waiting watches are answered (304) first, then the port
+	// stops, then the loops, and the time series and the etcd client close
+	// last.
+	g := cc.parts
+	g.Add("etcd client", lifecycle.Closer(cli))
+	cc.series = tsdb.New(cfg.TSDB, "config-center", log)
+	g.Add("time series", cc.series.Closer())
+	mirror := func(name, prefix string, h etcdx.MirrorHandler) {
+		m := etcdx.NewMirror(cli, prefix, h, log)
+		cc.mirrors = append(cc.mirrors, m)
+		g.Add(name, lifecycle.Loop(m.Run))
 	}
+	mirror("config mirror", keys.Configs(), mirrorOf{v, putConfig})
+	mirror("pin mirror", keys.Pins(), mirrorOf{v, putPins})
+	mirror("policy mirror", keys.Policies(), mirrorOf{v, putPolicy})
+	g.Add("shard membership", lifecycle.Loop(cc.shards.Run))
+	g.Add("etcd health", lifecycle.Loop(cc.health.Run))
 
 	opts := []config.Option{server.WithStreamBody(true), server.WithSenseClientDisconnection(true)}
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
-			cli.Close()
-			return nil, fmt.Errorf("TLS: %w", err)
+			return nil, errors.Join(fmt.Errorf("TLS: %w", err), g.Stop(context.Background()))
 		}
 		opts = append(opts, server.WithTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}))
 	}
 	cc.http, err = httpx.Listen(cfg.HTTPAddr, opts...)
 	if err != nil {
-		cli.Close()
-		return nil, err
+		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
+	g.Add("http", cc.http)
+	g.Add("watches", lifecycle.OnStop(func(context.Context) error {
+		close(cc.stopping)
+		return nil
+	}))
 	reg := httpx.NewRegistry()
-
-	cc.series = tsdb.New(cfg.TSDB, "config-center", log)
 	cc.series.Register(reg, "sextant_configcenter")
 	st := &store{etcd: cli, keys: keys, kitexPrefix: cfg.KitexPrefix, timeout: 5 * time.Second, pinsOf: v.PinsOf, series: cc.series, retention: cfg.Retention}
 	status := newStatusBook(cfg.StatusTTL)
@@ -113,37 +122,29 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 // Addr is the API address.
 func (cc *Center) Addr() string { return cc.http.Addr() }
 
-// Start follows etcd and serves.
+// Start follows etcd and serves. It returns the first start error, once what
+// had started is stopped.
 func (cc *Center) Start() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	cc.cancel = cancel
-	for _, m := range cc.mirrors {
-		cc.wg.Go(func() { m.Run(ctx) })
+	if err := cc.parts.Start(); err != nil {
+		return err
 	}
-	cc.wg.Go(func() { cc.shards.Run(ctx) })
-	cc.wg.Go(func() { cc.health.Run(ctx) })
-	cc.http.Start()
 	cc.log.Info("config-center started", "http", cc.http.Addr(), "tls", cc.cfg.TLSCert != "")
 	return nil
 }
 
 // Stop answers the waiting watches (304) and stops.
 func (cc *Center) Stop(ctx context.Context) error {
-	cc.stopOnce.Do(func() {
-		close(cc.stopping)
-		err := cc.http.Stop(ctx)
-		if cc.cancel != nil {
-			cc.cancel()
-		}
-		cc.wg.Wait()
-		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
-		cc.series.Close(sctx)
-		scancel()
-		cc.stopErr = errors.Join(err, cc.etcd.Close())
-		cc.log.Info("config-center stopped")
-	})
-	return cc.stopErr
+	err := cc.parts.Stop(ctx)
+	cc.log.Info("config-center stopped")
+	return err
 }
+
+// Failed is closed when a part of the config-center fails after it started;
+// Err says which and why.
+func (cc *Center) Failed() <-chan struct{} { return cc.parts.Failed() }
+
+// Err is the failure Failed reports, or nil.
+func (cc *Center) Err() error { return cc.parts.Err() }
 
 func (cc *Center) readiness() []string {
 	var reasons []string

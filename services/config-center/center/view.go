@@ -34,8 +34,8 @@ func newView() *view {
 
 // Topics of changes: what applies to a service (its configs and pins), and
 // a service's dynamic policy.
-func appliesTopic(service string) string { return "applies/" + service }
-func policyTopic(service string) string  { return "policy/" + service }
+func appliesTopic(service string) string { return "applies " + service }
+func policyTopic(service string) string  { return "policy " + service }
 
 // Subscribe makes ch receive (without blocking: give it room for one) at
 // the next change of any of topics, until cancel.

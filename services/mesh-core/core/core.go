@@ -8,18 +8,17 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cloudwego/hertz/pkg/app/server"
 	kserver "github.com/cloudwego/kitex/server"
 	"github.com/prometheus/client_golang/prometheus"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
+	"github.com/sextant-mesh/sextant/internal/lifecycle"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
 )
@@ -28,25 +27,17 @@ import (
 type MeshCore struct {
 	cfg     Config
 	log     *slog.Logger
-	etcd    *clientv3.Client
 	cache   *Cache
 	health  *etcdx.Health
 	mirrors []*etcdx.Mirror
 	series  *tsdb.Writer
-	reg     *prometheus.Registry
 
-	http      *httpx.Server
-	kitex     kserver.Server
-	poll      *PollServer // nil when --poll-addr is empty
-	live      *liveness
-	kitexAddr string
-	kitexDone <-chan error
-
+	http     *httpx.Server
+	kitex    *kitexx.Server
 	stopping chan struct{}
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	stopOnce sync.Once
-	stopErr  error
+	parts    *lifecycle.Group
+	live     *liveness
+	poll     *PollServer // nil when --poll-addr is empty
 }
 
 // New binds mesh-core's ports and connects to etcd; Start serves.
@@ -60,59 +51,81 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	}
 	keys := api.Keys{Prefix: cfg.EtcdPrefix}
 	mc := &MeshCore{
-		cfg: cfg, log: log, etcd: cli,
+		cfg: cfg, log: log,
 		cache:    NewCache(cfg.PolicyTTL, cfg.MaxServices, log),
 		health:   etcdx.NewHealth(cli, keys.Registry(), cfg.HealthProbe),
 		stopping: make(chan struct{}),
+		parts:    lifecycle.NewGroup(),
 	}
-	mc.cache.onSnapshot = m.snapshots.Inc
-	mc.cache.SetCoalesce(cfg.Coalesce)
-	mc.mirrors = []*etcdx.Mirror{
-		etcdx.NewMirror(cli, keys.Registry(), registryMirror{mc.cache}, log),
-		etcdx.NewMirror(cli, keys.Policies(), policyMirror{mc.cache}, log),
-	}
-	if cfg.KitexRegistryPrefix != "" {
-		mc.mirrors = append(mc.mirrors, etcdx.NewMirror(cli, strings.TrimSuffix(cfg.KitexRegistryPrefix, "/")+"/", kitexRegistryMirror{mc.cache}, log))
-	}
-	m.observe(reg, mc)
+	// mesh-core's parts, in the order they start; they stop in the reverse:
+	// the waiting long polls are released (304) first, then the ports stop,
+	// then the loops, and the time series and the etcd client close last.
+	g := mc.parts
+	g.Add("etcd client", lifecycle.Closer(cli))
 	mc.series = tsdb.New(cfg.TSDB, "mesh-core", log)
 	mc.series.Register(reg, "sextant_meshcore")
-	mc.reg = reg
+	g.Add("time series", mc.series.Closer())
+	mc.cache.onSnapshot = m.snapshots.Inc
+	mc.cache.SetCoalesce(cfg.Coalesce)
+	mirror := func(name, prefix string, h etcdx.MirrorHandler) {
+		mr := etcdx.NewMirror(cli, prefix, h, log)
+		mc.mirrors = append(mc.mirrors, mr)
+		g.Add(name, lifecycle.Loop(mr.Run))
+	}
+	mirror("registry mirror", keys.Registry(), registryMirror{mc.cache})
+	mirror("policy mirror", keys.Policies(), policyMirror{mc.cache})
+	if cfg.KitexRegistryPrefix != "" {
+		mirror("kitex registry mirror", strings.TrimSuffix(cfg.KitexRegistryPrefix, "/")+"/", kitexRegistryMirror{mc.cache})
+	}
+	g.Add("etcd health", lifecycle.Loop(mc.health.Run))
+	g.Add("policy expiry", lifecycle.Loop(mc.expirePolicies))
+	mc.live = newLiveness(cli, cfg.SessionTTL, log)
+	g.Add("liveness", lifecycle.Loop(func(ctx context.Context) { mc.live.Run(ctx, 500*time.Millisecond) }))
+	m.observe(reg, mc)
 
 	ln, err := kitexx.Listen(cfg.KitexAddr)
 	if err != nil {
-		cli.Close()
-		return nil, err
+		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
-	mc.kitexAddr = ln.Addr().String()
-	mc.kitex = meshcoresvc.NewServer(&policyStore{etcd: cli, keys: api.Keys{Prefix: cfg.EtcdPrefix}, cache: mc.cache, metrics: m},
-		kitexx.ServerOptions("mesh-core", ln)...)
+	policies := &policyStore{etcd: cli, keys: keys, cache: mc.cache, metrics: m}
+	mc.kitex = kitexx.NewServer("mesh-core", ln, func(opts ...kserver.Option) kserver.Server {
+		return meshcoresvc.NewServer(policies, opts...)
+	})
+	g.Add("kitex", mc.kitex)
 
 	// Bodies are streamed so an oversized registration gets a JSON 413;
 	// the request context ends when a long-polling client goes away.
 	mc.http, err = httpx.Listen(cfg.HTTPAddr, server.WithStreamBody(true), server.WithSenseClientDisconnection(true),
 		server.WithExitWaitTime(cfg.ShutdownGrace))
 	if err != nil {
-		ln.Close()
-		cli.Close()
-		return nil, err
+		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
-	mc.live = newLiveness(cli, cfg.SessionTTL, log)
-	r := &registry{etcd: cli, live: mc.live, cache: mc.cache, keys: api.Keys{Prefix: cfg.EtcdPrefix}, defaultTTL: int64(cfg.DefaultTTL.Seconds()), maxBody: cfg.MaxBodyBytes, metrics: m, log: log}
+	r := &registry{etcd: cli, live: mc.live, cache: mc.cache, keys: keys, defaultTTL: int64(cfg.DefaultTTL.Seconds()), maxBody: cfg.MaxBodyBytes, metrics: m, log: log}
 	d := &discovery{cache: mc.cache, stale: mc.Stale, maxWait: cfg.MaxWait, defaultWait: cfg.DefaultWait, stopping: mc.stopping, metrics: m}
 	mc.http.POST("/v1/instances", r.register)
 	mc.http.PUT("/v1/instances/:service/:instance/heartbeat", r.heartbeat)
 	mc.http.DELETE("/v1/instances/:service/:instance", r.deregister)
 	mc.http.GET("/v1/discovery/:service", d.one)
 	mc.http.GET("/v1/discovery", d.many)
-	if err := mc.listenPoll(cfg, m); err != nil {
-		mc.http.Stop(context.Background())
-		ln.Close()
-		cli.Close()
-		return nil, err
-	}
 	httpx.HealthRoutes(mc.http, mc.readiness)
 	httpx.MetricsRoute(mc.http, reg)
+	g.Add("time series export", mc.series.Exporter(reg, "sextant_meshcore", "sextant_meshcore_",
+		map[string]string{"replica": replicaName(mc.http.Addr())}))
+	g.Add("http", mc.http)
+	if cfg.PollAddr != "" {
+		mc.poll, err = ListenPoll(cfg.PollAddr, mc.cache, PollOptions{
+			MaxWait: cfg.MaxWait, DefaultWait: cfg.DefaultWait, IdleTimeout: cfg.PollIdleTimeout,
+			MaxRequestsPerSecond: cfg.PollRateLimit, Stale: mc.Stale, metrics: m,
+		})
+		if err != nil {
+			return nil, errors.Join(err, g.Stop(context.Background()))
+		}
+		g.Add("poll port", mc.poll)
+	}
+	g.Add("long polls", lifecycle.OnStop(func(context.Context) error {
+		close(mc.stopping)
+		return nil
+	}))
 	return mc, nil
 }
 
@@ -130,7 +143,7 @@ func replicaName(addr string) string {
 func (mc *MeshCore) Addr() string { return mc.http.Addr() }
 
 // KitexAddr is the address MeshCore.PublishPolicy and PublishPolicies are served on.
-func (mc *MeshCore) KitexAddr() string { return mc.kitexAddr }
+func (mc *MeshCore) KitexAddr() string { return mc.kitex.Addr() }
 
 // Stale tells whether mesh-core serves from memory without a live etcd.
 func (mc *MeshCore) Stale() bool {
@@ -145,23 +158,13 @@ func (mc *MeshCore) Stale() bool {
 	return false
 }
 
-// Start follows etcd and serves.
+// Start follows etcd and serves. It returns the first start error, once what
+// had started is stopped.
 func (mc *MeshCore) Start() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	mc.cancel = cancel
-	for _, m := range mc.mirrors {
-		mc.wg.Go(func() { m.Run(ctx) })
+	if err := mc.parts.Start(); err != nil {
+		return err
 	}
-	mc.wg.Go(func() { mc.health.Run(ctx) })
-	mc.wg.Go(func() { mc.expirePolicies(ctx) })
-	mc.wg.Go(func() { mc.live.Run(ctx, time.Second) })
-	mc.wg.Go(func() {
-		mc.series.Export(ctx, mc.reg, "sextant_meshcore", "sextant_meshcore_", map[string]string{"replica": replicaName(mc.http.Addr())})
-	})
-	mc.wg.Go(func() { mc.runPoll(ctx) })
-	mc.kitexDone = kitexx.Serve(mc.kitex)
-	mc.http.Start()
-	mc.log.Info("mesh-core started", "http", mc.http.Addr(), "kitex", mc.kitexAddr, "poll", mc.PollAddr())
+	mc.log.Info("mesh-core started", "http", mc.http.Addr(), "kitex", mc.kitex.Addr(), "poll", mc.PollAddr())
 	return nil
 }
 
@@ -180,25 +183,17 @@ func (mc *MeshCore) expirePolicies(ctx context.Context) {
 
 // Stop releases the waiting long polls (304), then stops serving.
 func (mc *MeshCore) Stop(ctx context.Context) error {
-	mc.stopOnce.Do(func() {
-		close(mc.stopping)
-		err := mc.http.Stop(ctx)
-		err = errors.Join(err, mc.kitex.Stop())
-		if mc.kitexDone != nil {
-			<-mc.kitexDone
-		}
-		if mc.cancel != nil {
-			mc.cancel()
-		}
-		mc.wg.Wait()
-		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
-		mc.series.Close(sctx)
-		scancel()
-		mc.stopErr = errors.Join(err, mc.etcd.Close())
-		mc.log.Info("mesh-core stopped")
-	})
-	return mc.stopErr
+	err := mc.parts.Stop(ctx)
+	mc.log.Info("mesh-core stopped")
+	return err
 }
+
+// Failed is closed when a part of mesh-core fails after it started; Err says
+// which and why.
+func (mc *MeshCore) Failed() <-chan struct{} { return mc.parts.Failed() }
+
+// Err is the failure Failed reports, or nil.
+func (mc *MeshCore) Err() error { return mc.parts.Err() }
 
 // readiness: mesh-core is healthy while it serves from memory, but not ready
 // (degraded) while etcd is out of reach.
@@ -250,7 +245,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"op", "result"}),
 		policies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sextant_meshcore_policies_total",
-			Help: "Policies published (PublishPolicy, PublishPolicies), by result (stored, stale_version, invalid, unknown_instance, unavailable, conflict).",
+			Help: "PublishPolicy calls, by result (stored, stale_version, invalid, unknown_instance, unavailable, conflict).",
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.push, m.polls, m.waiting, m.snapshots, m.registrations, m.policies)
@@ -261,7 +256,7 @@ func (m *metrics) observe(reg prometheus.Registerer, mc *MeshCore) {
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sextant_meshcore_services",
-			Help: "Services with a snapshot held: with instances or a policy, or with polls waiting.",
+			Help: "Services with a snapshot.",
 		}, func() float64 { return float64(mc.cache.Services()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sextant_meshcore_stale",

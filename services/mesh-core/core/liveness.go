@@ -30,9 +30,13 @@ type liveness struct {
 	log        *slog.Logger
 	now        func() time.Time
 
+	making  sync.Mutex // held while a session is made
 	mu      sync.Mutex
 	session *concurrency.Session
 	alive   map[string]*liveInstance // by etcd key
+	// renewing: the session was lost and not every instance is written
+	// again under the new one yet.
+	renewing bool
 }
 
 type liveInstance struct {
@@ -49,33 +53,56 @@ func newLiveness(cli *clientv3.Client, sessionTTL time.Duration, log *slog.Logge
 }
 
 // lease is the current session's lease, making a session when there is
-// none or the last one ended. mu is held.
-func (l *liveness) lease() (clientv3.LeaseID, error) {
-	if l.session != nil {
-		select {
-		case <-l.session.Done():
-			l.session = nil
-		default:
-			return l.session.Lease(), nil
-		}
+// none or the last one ended. No lock is held across etcd calls: while etcd
+// is away, heartbeats are answered from memory and do not wait on it.
+func (l *liveness) lease(ctx context.Context) (clientv3.LeaseID, error) {
+	if s := l.current(); s != nil {
+		return s.Lease(), nil
+	}
+	l.making.Lock() // one session made at a time
+	defer l.making.Unlock()
+	if s := l.current(); s != nil {
+		return s.Lease(), nil
+	}
+	ttl := max(1, int(l.sessionTTL.Seconds()))
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	g, err := l.etcd.Grant(gctx, int64(ttl))
+	if err != nil {
+		return 0, err
 	}
 	// The session's keep-alive lives until Run orphans it, not as long as
 	// the request that happened to make it.
-	s, err := concurrency.NewSession(l.etcd, concurrency.WithTTL(max(1, int(l.sessionTTL.Seconds()))),
+	s, err := concurrency.NewSession(l.etcd, concurrency.WithLease(g.ID), concurrency.WithTTL(ttl),
 		concurrency.WithContext(context.Background()))
 	if err != nil {
 		return 0, err
 	}
+	l.mu.Lock()
 	l.session = s
+	l.mu.Unlock()
 	return s.Lease(), nil
+}
+
+// current is the session while it lasts, else nil.
+func (l *liveness) current() *concurrency.Session {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.session == nil {
+		return nil
+	}
+	select {
+	case <-l.session.Done():
+		return nil
+	default:
+		return l.session
+	}
 }
 
 // put writes key under the session's lease and keeps it alive for ttl from
 // now; the lease is returned.
 func (l *liveness) put(ctx context.Context, key, value string, ttl time.Duration) (clientv3.LeaseID, error) {
-	l.mu.Lock()
-	lease, err := l.lease()
-	l.mu.Unlock()
+	lease, err := l.lease(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -167,27 +194,41 @@ func (l *liveness) reap(ctx context.Context) {
 // instance still alive under its lease.
 func (l *liveness) renew(ctx context.Context) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.session == nil {
-		return // nothing registered here yet
+	lost := l.session != nil && l.renewing
+	if s := l.session; s != nil {
+		select {
+		case <-s.Done():
+			lost = true
+		default:
+		}
 	}
-	select {
-	case <-l.session.Done():
-	default:
+	l.mu.Unlock()
+	if !lost {
 		return
 	}
-	lease, err := l.lease()
+	l.mu.Lock()
+	l.renewing = true // until every instance is written again
+	l.mu.Unlock()
+	lease, err := l.lease(ctx)
 	if err != nil {
 		return // etcd away: try again at the next tick
 	}
+	l.mu.Lock()
+	alive := make(map[string]string, len(l.alive))
 	for key, in := range l.alive {
+		alive[key] = in.value
+	}
+	l.mu.Unlock()
+	for key, value := range alive {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := l.etcd.Put(cctx, key, in.value, clientv3.WithLease(lease))
+		_, err := l.etcd.Put(cctx, key, value, clientv3.WithLease(lease))
 		cancel()
 		if err != nil {
-			l.session = nil // write them all again next time
-			return
+			return // write them all again at the next tick
 		}
 	}
-	l.log.Info("etcd session renewed; instances written again", "instances", len(l.alive))
+	l.mu.Lock()
+	l.renewing = false
+	l.mu.Unlock()
+	l.log.Info("etcd session renewed; instances written again", "instances", len(alive))
 }

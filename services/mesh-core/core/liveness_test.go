@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
 	"github.com/sextant-mesh/sextant/services/mesh-core/coretest"
@@ -118,5 +120,43 @@ func TestAnotherReplicaAdoptsAnInstance(t *testing.T) {
 	}
 	if _, ans := poll(t, b, "s", 0, "0s"); len(ans.Instances) != 1 {
 		t.Fatalf("the adopted instance went with the stopped replica's lease: %+v", ans)
+	}
+}
+
+// While etcd is away longer than the replica's session TTL, heartbeats are
+// still answered from memory, and the instances are still registered once
+// etcd is back.
+func TestInstancesOutliveAnEtcdOutage(t *testing.T) {
+	etcd := testenv.StartEtcd(t)
+	mc := coretest.Start(t, etcd, testenv.Prefix(t), func(c *core.Config) { c.SessionTTL = 5 * time.Second })
+	register(t, mc, "s", "10.0.0.1:80", 30)
+	etcd.Stop()
+	outage := time.Now().Add(8 * time.Second)
+	for time.Now().Before(outage) {
+		if s := heartbeat(t, mc, "s", "10.0.0.1:80"); s != http.StatusOK {
+			t.Fatalf("heartbeat while etcd is away: %d", s)
+		}
+		time.Sleep(time.Second)
+	}
+	etcd.Restart()
+	waitFor(t, mc, "s", func(a answer) error {
+		if a.Stale || len(a.Instances) != 1 {
+			return fmt.Errorf("stale %v, %d instances", a.Stale, len(a.Instances))
+		}
+		return nil
+	})
+	// And it stays: past another session TTL, still there, still alive.
+	for range 7 {
+		if s := heartbeat(t, mc, "s", "10.0.0.1:80"); s != http.StatusOK {
+			t.Fatalf("heartbeat after the outage: %d", s)
+		}
+		time.Sleep(time.Second)
+	}
+	resp, err := etcd.Client(t).Get(context.Background(), "", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, a := poll(t, mc, "s", 0, "0s"); len(a.Instances) != 1 || resp.Count == 0 {
+		t.Fatalf("after the outage: %+v (%d keys in etcd)", a, resp.Count)
 	}
 }

@@ -826,25 +826,3 @@ func (mc *MeshCore) PollAddr() string {
 	}
 	return mc.poll.Addr()
 }
-
-// listenPoll prepares mesh-core's poll port, when cfg names one.
-func (mc *MeshCore) listenPoll(cfg Config, m *metrics) (err error) {
-	if cfg.PollAddr == "" {
-		return nil
-	}
-	mc.poll, err = ListenPoll(cfg.PollAddr, mc.cache, PollOptions{
-		MaxWait: cfg.MaxWait, DefaultWait: cfg.DefaultWait, IdleTimeout: cfg.PollIdleTimeout,
-		MaxRequestsPerSecond: cfg.PollRateLimit, Stale: mc.Stale, metrics: m,
-	})
-	return err
-}
-
-// runPoll serves the poll port until ctx ends.
-func (mc *MeshCore) runPoll(ctx context.Context) {
-	if mc.poll == nil {
-		return
-	}
-	if err := mc.poll.Run(ctx); err != nil {
-		mc.log.Error("poll port", "addr", mc.poll.Addr(), "err", err)
-	}
-}

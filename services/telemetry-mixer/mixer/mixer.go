@@ -15,11 +15,11 @@ import (
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 	"github.com/cloudwego/kitex/client"
 	"github.com/prometheus/client_golang/prometheus"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
+	"github.com/sextant-mesh/sextant/internal/lifecycle"
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
@@ -34,13 +34,8 @@ type Mixer struct {
 	ingest    *Ingest
 	forwarder *Forwarder
 	members   *shard.Membership
-	etcd      *clientv3.Client
 	series    *tsdb.Writer
-	reg       *prometheus.Registry
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	stopOnce  sync.Once
-	stopErr   error
+	parts     *lifecycle.Group
 }
 
 // New binds the mixer's port and connects to etcd; Start serves.
@@ -52,25 +47,42 @@ func New(cfg Config, log *slog.Logger) (*Mixer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The mixer's parts, in the order they start; they stop in the reverse:
+	// the port stops taking reports, the forwarder sends what it holds, then
+	// the loops stop, and the time series and the etcd client close last.
+	g := lifecycle.NewGroup()
+	g.Add("etcd client", lifecycle.Closer(cli))
+	series := tsdb.New(cfg.TSDB, "telemetry-mixer", log)
+	series.Register(reg, "sextant_mixer")
+	g.Add("time series", series.Closer())
+	g.Add("time series export", series.Exporter(reg, "sextant_mixer", "sextant_mixer_", map[string]string{"mixer": cfg.ID}))
 	members := shard.NewMembership(cli, cfg.EtcdPrefix, log)
+	g.Add("shard membership", lifecycle.Loop(members.Run))
 	kc, err := aggregatorsvc.NewClient("weight-calculator",
 		client.WithConnectTimeout(time.Second),
 		client.WithRPCTimeout(cfg.Forward.RPCTimeout))
 	if err != nil {
-		cli.Close()
-		return nil, err
+		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
 	fwd := NewForwarder(cfg.Forward, cfg.ID, members, kc, m, log)
 	m.observeForwarder(reg, fwd, members, cfg.Forward.QueueRecords)
+	g.Add("forwarder", lifecycle.Func(func(ctx context.Context) error {
+		if ctx.Err() == nil {
+			fwd.Run(ctx)
+		}
+		// What is held is sent for up to the shutdown grace.
+		dctx, cancel := context.WithTimeout(lifecycle.StopContext(ctx), cfg.Forward.ShutdownGrace)
+		defer cancel()
+		fwd.Drain(dctx)
+		return nil
+	}))
 
 	srv, err := Listen(cfg.HTTPAddr, cfg.MaxBodyBytes)
 	if err != nil {
-		cli.Close()
-		return nil, err
+		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
-	series := tsdb.New(cfg.TSDB, "telemetry-mixer", log)
-	series.Register(reg, "sextant_mixer")
-	mx := &Mixer{cfg: cfg, log: log, http: srv, forwarder: fwd, members: members, etcd: cli, series: series, reg: reg,
+	g.Add("http", srv)
+	mx := &Mixer{cfg: cfg, log: log, http: srv, forwarder: fwd, members: members, series: series, parts: g,
 		ingest: NewIngest(seriesSink{next: fwd, series: series}, cfg.Limits, cfg.MaxBodyBytes, m)}
 	mx.ingest.Routes(srv)
 	httpx.HealthRoutes(srv, mx.readiness)
@@ -87,16 +99,12 @@ func Listen(addr string, maxBody int) (*httpx.Server, error) {
 // Addr is the ingest HTTP address.
 func (mx *Mixer) Addr() string { return mx.http.Addr() }
 
-// Start serves ingest and starts forwarding.
+// Start serves ingest and starts forwarding. It returns the first start
+// error, once what had started is stopped.
 func (mx *Mixer) Start() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	mx.cancel = cancel
-	mx.wg.Go(func() { mx.members.Run(ctx) })
-	mx.wg.Go(func() { mx.forwarder.Run(ctx) })
-	mx.wg.Go(func() {
-		mx.series.Export(ctx, mx.reg, "sextant_mixer", "sextant_mixer_", map[string]string{"mixer": mx.cfg.ID})
-	})
-	mx.http.Start()
+	if err := mx.parts.Start(); err != nil {
+		return err
+	}
 	mx.log.Info("telemetry-mixer started", "http", mx.http.Addr())
 	return nil
 }
@@ -104,26 +112,17 @@ func (mx *Mixer) Start() error {
 // Stop stops taking reports, forwards what it holds for up to the shutdown
 // grace, and stops.
 func (mx *Mixer) Stop(ctx context.Context) error {
-	mx.stopOnce.Do(func() { mx.stopErr = mx.stop(ctx) })
-	return mx.stopErr
-}
-
-func (mx *Mixer) stop(ctx context.Context) error {
-	err := mx.http.Stop(ctx)
-	if mx.cancel != nil {
-		mx.cancel()
-	}
-	mx.wg.Wait()
-	dctx, cancel := context.WithTimeout(ctx, mx.cfg.Forward.ShutdownGrace)
-	mx.forwarder.Drain(dctx)
-	cancel()
-	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
-	mx.series.Close(sctx)
-	scancel()
-	err = errors.Join(err, mx.etcd.Close())
+	err := mx.parts.Stop(ctx)
 	mx.log.Info("telemetry-mixer stopped")
 	return err
 }
+
+// Failed is closed when a part of the mixer fails after it started; Err says
+// which and why.
+func (mx *Mixer) Failed() <-chan struct{} { return mx.parts.Failed() }
+
+// Err is the failure Failed reports, or nil.
+func (mx *Mixer) Err() error { return mx.parts.Err() }
 
 // readiness: a full queue is not a reason to be unready; every mixer would
 // leave the Service at once and data planes would get connection refused

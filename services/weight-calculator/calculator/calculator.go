@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudwego/hertz/pkg/app"
@@ -20,6 +20,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
+	"github.com/sextant-mesh/sextant/internal/lifecycle"
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
@@ -34,23 +35,15 @@ type Calculator struct {
 	store   *Store
 	metrics *metrics
 
-	etcd       *clientv3.Client
-	members    *shard.Membership
-	knobs      *KnobStore
-	series     *tsdb.Writer
-	promReg    *prometheus.Registry
-	knobMirror *etcdx.Mirror
-	publisher  *Publisher
-	engine     *engine
-	reg        *shard.Registration
-	kitex      server.Server
-	kitexAddr  string
-	kitexDone  <-chan error
-	admin      *httpx.Server
-	cancel     context.CancelFunc
-	background sync.WaitGroup
-	stopOnce   sync.Once
-	stopErr    error
+	members      *shard.Membership
+	knobs        *KnobStore
+	series       *tsdb.Writer
+	publisher    *Publisher
+	engine       *engine
+	registration *registration
+	kitex        *kitexx.Server
+	admin        *httpx.Server
+	parts        *lifecycle.Group
 }
 
 var _ aggregator.Aggregator = (*ingestHandler)(nil)
@@ -68,38 +61,56 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	reg := httpx.NewRegistry()
 	c.metrics = newMetrics(reg, c.store)
 
-	var err error
-	if c.etcd, err = etcdx.NewClient(cfg.EtcdEndpoints); err != nil {
+	cli, err := etcdx.NewClient(cfg.EtcdEndpoints)
+	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
-	ln, err := kitexx.Listen(cfg.KitexAddr)
-	if err != nil {
-		c.etcd.Close()
-		return nil, err
-	}
-	c.kitexAddr = ln.Addr().String()
-	c.kitex = aggregatorsvc.NewServer(&ingestHandler{c: c}, kitexx.ServerOptions("weight-calculator", ln)...)
-	if c.admin, err = httpx.Listen(cfg.AdminAddr); err != nil {
-		ln.Close()
-		c.etcd.Close()
-		return nil, err
-	}
-	c.members = shard.NewMembership(c.etcd, cfg.EtcdPrefix, log)
-	c.knobs = NewKnobStore(log)
-	c.knobMirror = etcdx.NewMirror(c.etcd, api.Keys{Prefix: cfg.EtcdPrefix}.Configs(), c.knobs, log)
-	mc, err := meshcoresvc.NewClient("mesh-core", client.WithConnectTimeout(time.Second), client.WithRPCTimeout(cfg.RPCTimeout))
-	if err != nil {
-		c.admin.Stop(context.Background())
-		ln.Close()
-		c.etcd.Close()
-		return nil, err
-	}
-	c.publisher = NewPublisher(mc, cfg.MeshCoreAddr, cfg.RPCTimeout, newPublishMetrics(reg), log)
-	c.engine = newEngine(cfg.ID, c.store, c.knobs, c.owns, c.publisher, cfg.Window)
+	// The shard's parts, in the order they start; they stop in the reverse:
+	// the shard deregisters first, so that mixers move its services to the
+	// other shards, then the ports finish the calls in hand, then the loops
+	// stop, and the time series and the etcd client close last.
+	g := lifecycle.NewGroup()
+	c.parts = g
+	g.Add("etcd client", lifecycle.Closer(cli))
 	c.series = tsdb.New(cfg.TSDB, "weight-calculator", log)
 	c.series.Register(reg, "sextant_calculator")
+	g.Add("time series", c.series.Closer())
+	c.members = shard.NewMembership(cli, cfg.EtcdPrefix, log)
+	g.Add("shard membership", lifecycle.Loop(c.members.Run))
+	c.knobs = NewKnobStore(log)
+	g.Add("knob mirror", lifecycle.Loop(etcdx.NewMirror(cli, api.Keys{Prefix: cfg.EtcdPrefix}.Configs(), c.knobs, log).Run))
+	g.Add("series expiry", lifecycle.Loop(c.expire))
+	mc, err := meshcoresvc.NewClient("mesh-core", client.WithConnectTimeout(time.Second), client.WithRPCTimeout(cfg.RPCTimeout))
+	if err != nil {
+		return nil, errors.Join(err, g.Stop(context.Background()))
+	}
+	c.publisher = NewPublisher(mc, cfg.MeshCoreAddr, cfg.RPCTimeout, newPublishMetrics(reg), log)
+	g.Add("publisher", lifecycle.Loop(c.publisher.Run))
+	g.Add("time series export", c.series.Exporter(reg, "sextant_calculator", "sextant_calculator_", map[string]string{"shard": cfg.ID}))
+	c.engine = newEngine(cfg.ID, c.store, c.knobs, c.owns, c.publisher, cfg.Window)
 	c.engine.series = c.series
-	c.promReg = reg
+	if !cfg.ManualRounds {
+		g.Add("rounds", lifecycle.Loop(c.rounds))
+	}
+
+	if c.admin, err = httpx.Listen(cfg.AdminAddr); err != nil {
+		return nil, errors.Join(err, g.Stop(context.Background()))
+	}
+	g.Add("admin http", c.admin)
+	ln, err := kitexx.Listen(cfg.KitexAddr)
+	if err != nil {
+		return nil, errors.Join(err, g.Stop(context.Background()))
+	}
+	c.kitex = kitexx.NewServer("weight-calculator", ln, func(opts ...server.Option) server.Server {
+		return aggregatorsvc.NewServer(&ingestHandler{c: c}, opts...)
+	})
+	g.Add("kitex", c.kitex)
+	// Registered once Ingest is served, so mixers never route to a shard
+	// that cannot answer yet.
+	c.registration = &registration{cli: cli, prefix: cfg.EtcdPrefix, ttl: cfg.LeaseTTL, log: log,
+		shard: shard.Shard{ID: cfg.ID, AdminAddr: c.admin.Addr()}, advertise: cfg.AdvertiseAddr, listen: c.kitex.Addr()}
+	g.Add("shard registration", c.registration)
+
 	httpx.HealthRoutes(c.admin, c.readiness)
 	httpx.MetricsRoute(c.admin, reg)
 	c.admin.GET("/debug/windows", c.debugWindows)
@@ -121,41 +132,81 @@ func (c *Calculator) KnobsFor(service string) Knobs { return c.knobs.For(service
 func (c *Calculator) ID() string { return c.cfg.ID }
 
 // KitexAddr is the address Aggregator.Ingest is served on.
-func (c *Calculator) KitexAddr() string { return c.kitexAddr }
+func (c *Calculator) KitexAddr() string { return c.kitex.Addr() }
 
 // AdminAddr is the address of the admin HTTP port.
 func (c *Calculator) AdminAddr() string { return c.admin.Addr() }
 
 // Start serves Ingest and the admin port, and registers the shard in etcd.
+// It returns the first start error, once what had started is stopped.
 func (c *Calculator) Start() error {
-	advertise, err := advertiseAddr(c.cfg.AdvertiseAddr, c.kitexAddr)
-	if err != nil {
+	if err := c.parts.Start(); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
-	c.kitexDone = kitexx.Serve(c.kitex)
-	// Registered once Ingest is served, so mixers never route to a shard
-	// that cannot answer yet.
-	c.reg, err = shard.Register(c.etcd, c.cfg.EtcdPrefix,
-		shard.Shard{ID: c.cfg.ID, Addr: advertise, AdminAddr: c.admin.Addr()}, c.cfg.LeaseTTL, c.log)
-	if err != nil {
-		cancel()
-		return err
-	}
-	c.admin.Start()
-	c.background.Go(func() { c.members.Run(ctx) })
-	c.background.Go(func() { c.expire(ctx) })
-	c.background.Go(func() { c.knobMirror.Run(ctx) })
-	c.background.Go(func() { c.publisher.Run(ctx) })
-	c.background.Go(func() {
-		c.series.Export(ctx, c.promReg, "sextant_calculator", "sextant_calculator_", map[string]string{"shard": c.cfg.ID})
-	})
-	if !c.cfg.ManualRounds {
-		c.background.Go(func() { c.rounds(ctx) })
-	}
-	c.log.Info("weight-calculator started", "id", c.cfg.ID, "kitex", c.kitexAddr, "admin", c.admin.Addr())
+	c.log.Info("weight-calculator started", "id", c.cfg.ID, "kitex", c.kitex.Addr(), "admin", c.admin.Addr())
 	return nil
+}
+
+// Stop deregisters the shard first, so that mixers move its services to the
+// other shards, then finishes the calls in hand and stops.
+func (c *Calculator) Stop(ctx context.Context) error {
+	err := c.parts.Stop(ctx)
+	c.log.Info("weight-calculator stopped", "id", c.cfg.ID)
+	return err
+}
+
+// Failed is closed when a part of the shard fails after it started; Err says
+// which and why.
+func (c *Calculator) Failed() <-chan struct{} { return c.parts.Failed() }
+
+// Err is the failure Failed reports, or nil.
+func (c *Calculator) Err() error { return c.parts.Err() }
+
+// registration keeps the shard registered in etcd while it runs.
+type registration struct {
+	cli       *clientv3.Client
+	prefix    string
+	ttl       time.Duration
+	log       *slog.Logger
+	shard     shard.Shard
+	advertise string // the configured address to advertise, if any
+	listen    string // the Kitex listen address
+
+	reg atomic.Pointer[shard.Registration]
+}
+
+var _ lifecycle.Starter = (*registration)(nil)
+
+// Start registers the shard under the address mixers dial.
+func (r *registration) Start() error {
+	addr, err := advertiseAddr(r.advertise, r.listen)
+	if err != nil {
+		return err
+	}
+	s := r.shard
+	s.Addr = addr
+	reg, err := shard.Register(r.cli, r.prefix, s, r.ttl, r.log)
+	if err != nil {
+		return err
+	}
+	r.reg.Store(reg)
+	return nil
+}
+
+// Run keeps the shard registered until ctx ends, then revokes its lease, so
+// that its services move to the other shards at once.
+func (r *registration) Run(ctx context.Context) error {
+	<-ctx.Done()
+	if reg := r.reg.Load(); reg != nil {
+		reg.Close()
+	}
+	return nil
+}
+
+// Registered tells whether the shard's key is in etcd under a live lease.
+func (r *registration) Registered() bool {
+	reg := r.reg.Load()
+	return reg != nil && reg.Registered()
 }
 
 // advertiseAddr is the address mixers dial: the configured one, else the
@@ -182,34 +233,6 @@ func advertiseAddr(configured, listen string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("listening on %s and no non-loopback address found: set --advertise-addr", listen)
-}
-
-// Stop deregisters the shard first, so that mixers move its services to the
-// other shards, then finishes the calls in hand and stops.
-func (c *Calculator) Stop(ctx context.Context) error {
-	c.stopOnce.Do(func() { c.stopErr = c.stop(ctx) })
-	return c.stopErr
-}
-
-func (c *Calculator) stop(ctx context.Context) error {
-	if c.reg != nil {
-		c.reg.Close()
-	}
-	err := c.kitex.Stop()
-	if c.kitexDone != nil {
-		<-c.kitexDone
-	}
-	err = errors.Join(err, c.admin.Stop(ctx))
-	if c.cancel != nil {
-		c.cancel()
-	}
-	c.background.Wait()
-	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
-	c.series.Close(sctx)
-	scancel()
-	err = errors.Join(err, c.etcd.Close())
-	c.log.Info("weight-calculator stopped", "id", c.cfg.ID)
-	return err
 }
 
 func (c *Calculator) expire(ctx context.Context) {
@@ -263,7 +286,7 @@ func (c *Calculator) rounds(ctx context.Context) {
 
 func (c *Calculator) readiness() []string {
 	var reasons []string
-	if c.reg == nil || !c.reg.Registered() {
+	if !c.registration.Registered() {
 		reasons = append(reasons, "shard not registered in etcd")
 	}
 	if !c.members.Synced() {

@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,7 +23,6 @@ import (
 
 	"github.com/sextant-mesh/sextant/cmd/sextant/devplane"
 	"github.com/sextant-mesh/sextant/examples/demo"
-	"github.com/sextant-mesh/sextant/internal/logx"
 )
 
 func main() {
@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Beside = func(ctx context.Context, a devplane.Addrs) error {
 		cp := demo.ControlPlane{MeshCore: a.MeshCore, Mixer: a.Mixer, Window: time.Second}
-		if err := demo.Run(ctx, cp, frontAddr, stdout, logx.Discard()); err != nil {
+		if err := demo.Run(ctx, cp, frontAddr, stdout, slog.New(slog.DiscardHandler)); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
 		return nil
