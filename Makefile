@@ -67,6 +67,7 @@ sdk-check:
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./internal/telemetry
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./internal/httphead
 
 ## gen: regenerate the Kitex code in kitex_gen/ from idl/.
 gen: $(BIN)/kitex

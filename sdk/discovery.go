@@ -111,8 +111,10 @@ func (l *listener) deliver() {
 
 // DiscoveryOptions configure a Discovery.
 type DiscoveryOptions struct {
-	// MeshCore is mesh-core's HTTP address: host:port (e.g. 127.0.0.1:7703)
-	// for plain HTTP, or a URL such as https://mesh-core:7703.
+	// MeshCore is mesh-core's address for discovery: host:port for plain
+	// HTTP, or a URL such as https://mesh-core:7703. Give it mesh-core's poll
+	// port (127.0.0.1:7733 by default), where a waiting poll costs mesh-core
+	// no goroutine; its HTTP port (7703) answers the same.
 	MeshCore string
 	// Wait is the long-poll wait asked of mesh-core (default 30 s).
 	Wait time.Duration

@@ -1238,7 +1238,7 @@ func TestSchemaSettingsAreFlags(t *testing.T) {
 	}
 	// Flags the chart sets itself, as arguments or in the settings ConfigMap.
 	chartSet := map[string]bool{
-		"http-addr": true, "kitex-addr": true, "admin-addr": true, "advertise-addr": true, "id": true,
+		"http-addr": true, "kitex-addr": true, "poll-addr": true, "admin-addr": true, "advertise-addr": true, "id": true,
 		"etcd-endpoints": true, "etcd-prefix": true, "mesh-core-addr": true,
 		"tokens-file": true, "admin-token": true, "read-auth": true, "tls-cert": true, "tls-key": true,
 		"influx-url": true, "influx-db": true, "influx-rp": true, "influx-token": true,

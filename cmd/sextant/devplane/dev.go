@@ -61,7 +61,9 @@ type Config struct {
 // Addrs are where the running services are.
 type Addrs struct {
 	Etcd, Mixer, CalculatorAdmin, MeshCore, ConfigCenter string
-	AdminToken                                           string
+	// MeshCorePoll is mesh-core's poll port, for discovery ("" when off).
+	MeshCorePoll string
+	AdminToken   string
 }
 
 // Parse reads the control plane's flags from args, and from SEXTANT_*
@@ -84,6 +86,7 @@ func Parse(name string, args []string, stderr io.Writer, more func(*flag.FlagSet
 	fs.StringVar(&cfg.calculator.AdminAddr, "calculator-admin-addr", cfg.calculator.AdminAddr, "weight-calculator admin HTTP address")
 	fs.StringVar(&cfg.meshCore.HTTPAddr, "mesh-core-addr", cfg.meshCore.HTTPAddr, "mesh-core HTTP address (registry, discovery)")
 	fs.StringVar(&cfg.meshCore.KitexAddr, "mesh-core-kitex-addr", cfg.meshCore.KitexAddr, "mesh-core Kitex address (PublishPolicy)")
+	fs.StringVar(&cfg.meshCore.PollAddr, "mesh-core-poll-addr", cfg.meshCore.PollAddr, `mesh-core poll port, discovery long polls only: the address to give data planes ("": off)`)
 	fs.StringVar(&cfg.center.HTTPAddr, "config-center-addr", cfg.center.HTTPAddr, "config-center HTTP address")
 	fs.StringVar(&cfg.center.AdminToken, "admin-token", "", "config-center admin (writer) token (SEXTANT_ADMIN_TOKEN; default: generated and printed)")
 	if more != nil {
@@ -196,14 +199,15 @@ Sextant is running (Ctrl-C stops it):
   telemetry-mixer    POST http://%s/v1/telemetry
   weight-calculator  http://%s/debug/windows, /debug/policy (%d shard(s))
   mesh-core          POST http://%s/v1/instances, GET .../v1/discovery/{service} (Kitex %s)
+                     poll port (discovery for data planes): %s
   config-center      http://%s/v1/configs (writes: Authorization: Bearer $SEXTANT_ADMIN_TOKEN)
   etcd               %s
-`, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), configCenter.Addr(), etcd.ClientURL)
+`, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), pollLine(meshCore.PollAddr()), configCenter.Addr(), etcd.ClientURL)
 	if generated {
 		fmt.Fprintf(cfg.Stderr, "\nadmin token (generated; set SEXTANT_ADMIN_TOKEN to choose one):\n  export SEXTANT_ADMIN_TOKEN=%s\n", cc.AdminToken)
 	}
 	addrs := Addrs{Etcd: etcd.ClientURL, Mixer: mx.Addr(), CalculatorAdmin: firstAdmin, MeshCore: meshCore.Addr(),
-		ConfigCenter: configCenter.Addr(), AdminToken: cc.AdminToken}
+		MeshCorePoll: meshCore.PollAddr(), ConfigCenter: configCenter.Addr(), AdminToken: cc.AdminToken}
 	if cfg.Ready != nil {
 		cfg.Ready(addrs)
 	}
@@ -276,4 +280,12 @@ func randomToken() string {
 	b := make([]byte, 18)
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// pollLine says where data planes poll for discovery.
+func pollLine(addr string) string {
+	if addr == "" {
+		return "off (--mesh-core-poll-addr)"
+	}
+	return "GET http://" + addr + "/v1/discovery?services=a,b"
 }

@@ -46,6 +46,8 @@ type Cache struct {
 	// so that a poll for many services waits on one channel.
 	subMu sync.Mutex
 	subs  map[string]map[chan<- struct{}]bool
+	// Callbacks on new versions, by service (OnChange).
+	calls map[string]map[*func(string)]bool
 }
 
 // Subscribe makes ch receive (without blocking: give it room for one) when
@@ -70,6 +72,32 @@ func (c *Cache) Subscribe(services []string, ch chan<- struct{}) (cancel func())
 	}
 }
 
+// OnChange calls f with the service's name when any of services gets a new
+// version (after the new snapshot is in place), until cancel. f is called by
+// the goroutine that made the change, with the cache locked: it must return
+// at once and not call the cache. The poll port is told this way, without a
+// goroutine waiting on a channel.
+func (c *Cache) OnChange(services []string, f func(service string)) (cancel func()) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	key := &f
+	for _, s := range services {
+		if c.calls[s] == nil {
+			c.calls[s] = map[*func(string)]bool{}
+		}
+		c.calls[s][key] = true
+	}
+	return func() {
+		c.subMu.Lock()
+		defer c.subMu.Unlock()
+		for _, s := range services {
+			if delete(c.calls[s], key); len(c.calls[s]) == 0 {
+				delete(c.calls, s)
+			}
+		}
+	}
+}
+
 // notify tells service's subscribers of a new version.
 func (c *Cache) notify(service string) {
 	c.subMu.Lock()
@@ -80,6 +108,9 @@ func (c *Cache) notify(service string) {
 		default: // already told
 		}
 	}
+	for f := range c.calls[service] {
+		(*f)(service)
+	}
 }
 
 // NewCache makes an empty cache.
@@ -89,7 +120,7 @@ func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache
 		regs: map[string]map[string]api.Registration{}, kitex: map[string]map[string]api.Registration{}, policies: map[string]*api.Policy{},
 		holds: map[string]int{}, snaps: map[string]*Snapshot{},
 		published: map[string]time.Time{}, deferred: map[string]*time.Timer{},
-		subs: map[string]map[chan<- struct{}]bool{},
+		subs: map[string]map[chan<- struct{}]bool{}, calls: map[string]map[*func(string)]bool{},
 	}
 }
 

@@ -45,6 +45,15 @@ type Config struct {
 	KitexRegistryPrefix string
 	// TSDB is where the service writes its time series (InfluxDB).
 	TSDB tsdb.Config
+
+	// PollAddr is the poll port: discovery long polls only, parked without
+	// a goroutine each (docs/discovery.md). Empty turns it off.
+	PollAddr string
+	// A connection of the poll port without a poll in hand this long is
+	// closed; one that sends more than PollRateLimit requests within a
+	// second is answered 429 and closed.
+	PollIdleTimeout time.Duration
+	PollRateLimit   int
 }
 
 // DefaultConfig is the configuration `sextant dev` runs with.
@@ -53,6 +62,9 @@ func DefaultConfig() Config {
 		TSDB:                tsdb.DefaultConfig(),
 		HTTPAddr:            "127.0.0.1:7703",
 		KitexAddr:           "127.0.0.1:7713",
+		PollAddr:            "127.0.0.1:7733",
+		PollIdleTimeout:     time.Minute,
+		PollRateLimit:       20,
 		EtcdEndpoints:       "127.0.0.1:7790",
 		EtcdPrefix:          api.DefaultPrefix,
 		PolicyTTL:           2 * time.Minute,
@@ -74,6 +86,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.TSDB.RegisterFlags(fs)
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "listen address of the HTTP port (registry, discovery)")
 	fs.StringVar(&c.KitexAddr, "kitex-addr", c.KitexAddr, "listen address of the Kitex server (MeshCore.PublishPolicy, PublishPolicies)")
+	fs.StringVar(&c.PollAddr, "poll-addr", c.PollAddr, `listen address of the poll port, discovery long polls only, where a waiting poll holds no goroutine: the address to give data planes ("": off)`)
+	fs.DurationVar(&c.PollIdleTimeout, "poll-idle-timeout", c.PollIdleTimeout, "a connection of the poll port without a poll in hand this long is closed")
+	fs.IntVar(&c.PollRateLimit, "poll-rate-limit", c.PollRateLimit, "most requests in a second on one connection of the poll port; beyond, 429 and the connection is closed")
 	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "comma-separated etcd endpoints")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "prefix of every Sextant key in etcd")
 	fs.DurationVar(&c.PolicyTTL, "policy-ttl", c.PolicyTTL, "a dynamic policy older than this no longer applies (static weights)")

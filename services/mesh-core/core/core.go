@@ -37,6 +37,7 @@ type MeshCore struct {
 	stopping chan struct{}
 	parts    *lifecycle.Group
 	live     *liveness
+	poll     *PollServer // nil when --poll-addr is empty
 }
 
 // New binds mesh-core's ports and connects to etcd; Start serves.
@@ -111,6 +112,16 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	g.Add("time series export", mc.series.Exporter(reg, "sextant_meshcore", "sextant_meshcore_",
 		map[string]string{"replica": replicaName(mc.http.Addr())}))
 	g.Add("http", mc.http)
+	if cfg.PollAddr != "" {
+		mc.poll, err = ListenPoll(cfg.PollAddr, mc.cache, PollOptions{
+			MaxWait: cfg.MaxWait, DefaultWait: cfg.DefaultWait, IdleTimeout: cfg.PollIdleTimeout,
+			MaxRequestsPerSecond: cfg.PollRateLimit, Stale: mc.Stale, metrics: m,
+		})
+		if err != nil {
+			return nil, errors.Join(err, g.Stop(context.Background()))
+		}
+		g.Add("poll port", mc.poll)
+	}
 	g.Add("long polls", lifecycle.OnStop(func(context.Context) error {
 		close(mc.stopping)
 		return nil
@@ -153,7 +164,7 @@ func (mc *MeshCore) Start() error {
 	if err := mc.parts.Start(); err != nil {
 		return err
 	}
-	mc.log.Info("mesh-core started", "http", mc.http.Addr(), "kitex", mc.kitex.Addr())
+	mc.log.Info("mesh-core started", "http", mc.http.Addr(), "kitex", mc.kitex.Addr(), "poll", mc.PollAddr())
 	return nil
 }
 

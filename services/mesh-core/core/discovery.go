@@ -37,23 +37,29 @@ type pollArgs struct {
 }
 
 func (d *discovery) args(c *app.RequestContext) (pollArgs, *api.FieldError) {
+	return d.parseArgs(string(c.Query("version")), string(c.Query("wait")), string(c.GetHeader("If-None-Match")))
+}
+
+// parseArgs reads a poll's ?version and ?wait, and its If-None-Match header
+// when it names no version: the same on both ports (Hertz and poll).
+func (d *discovery) parseArgs(version, wait, ifNoneMatch string) (pollArgs, *api.FieldError) {
 	a := pollArgs{wait: d.defaultWait}
-	if v := string(c.Query("version")); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
+	if version != "" {
+		n, err := strconv.ParseInt(version, 10, 64)
 		if err != nil {
-			return a, api.Errorf("version", api.CodeInvalidType, "want an integer, got %q", v)
+			return a, api.Errorf("version", api.CodeInvalidType, "want an integer, got %q", version)
 		}
 		a.version = n
 	} else {
 		// The ETag of the answer held, as a standard conditional request sends it.
-		a.version, _ = httpx.IfNoneMatch(string(c.GetHeader("If-None-Match")))
+		a.version, _ = httpx.IfNoneMatch(ifNoneMatch)
 	}
-	if w := string(c.Query("wait")); w != "" {
-		dur, err := time.ParseDuration(w)
+	if wait != "" {
+		dur, err := time.ParseDuration(wait)
 		if err != nil {
-			secs, serr := strconv.Atoi(w)
+			secs, serr := strconv.Atoi(wait)
 			if serr != nil {
-				return a, api.Errorf("wait", api.CodeInvalidType, "want a duration such as 30s, got %q", w)
+				return a, api.Errorf("wait", api.CodeInvalidType, "want a duration such as 30s, got %q", wait)
 			}
 			dur = time.Duration(secs) * time.Second
 		}
@@ -63,6 +69,23 @@ func (d *discovery) args(c *app.RequestContext) (pollArgs, *api.FieldError) {
 		a.wait = dur
 	}
 	return a, nil
+}
+
+// pollNames reads the ?services of a poll for several services.
+func pollNames(services string) ([]string, *api.FieldError) {
+	names := strings.Split(services, ",")
+	if len(names) == 1 && names[0] == "" {
+		return nil, api.Errorf("services", api.CodeMissingField, "name the services: ?services=a,b,c")
+	}
+	if len(names) > MaxServicesPerPoll {
+		return nil, api.Errorf("services", api.CodeTooMany, "%d services, at most %d", len(names), MaxServicesPerPoll)
+	}
+	for i, n := range names {
+		if fe := api.KeyName(api.Index("services", i), n); fe != nil {
+			return nil, fe
+		}
+	}
+	return names, nil
 }
 
 // one serves GET /v1/discovery/{service}: at once when the snapshot's
@@ -105,20 +128,10 @@ func (d *discovery) one(ctx context.Context, c *app.RequestContext) {
 // many serves GET /v1/discovery?services=a,b,c: one answer for several
 // services, whose version is a hash of theirs.
 func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
-	names := strings.Split(string(c.Query("services")), ",")
-	if len(names) == 1 && names[0] == "" {
-		httpx.WriteError(c, consts.StatusBadRequest, api.Errorf("services", api.CodeMissingField, "name the services: ?services=a,b,c"))
+	names, fe := pollNames(string(c.Query("services")))
+	if fe != nil {
+		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
-	}
-	if len(names) > MaxServicesPerPoll {
-		httpx.WriteError(c, consts.StatusBadRequest, api.Errorf("services", api.CodeTooMany, "%d services, at most %d", len(names), MaxServicesPerPoll))
-		return
-	}
-	for i, n := range names {
-		if fe := api.KeyName(api.Index("services", i), n); fe != nil {
-			httpx.WriteError(c, consts.StatusBadRequest, fe)
-			return
-		}
 	}
 	a, fe := d.args(c)
 	if fe != nil {
@@ -169,7 +182,30 @@ func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
 	now, stale := time.Now(), d.stale()
 	buf := d.buf()
 	defer d.bufs.Put(buf)
-	b := append((*buf)[:0], `{"version":`...)
+	b := appendBatch((*buf)[:0], snaps, version, now, stale)
+	*buf = b
+	d.write(c, version, b)
+}
+
+func (d *discovery) collect(names []string) ([]*Snapshot, int64) { return collect(d.cache, names) }
+
+// collect gets the snapshots of names and their combined version, a hash of theirs.
+func collect(cache *Cache, names []string) ([]*Snapshot, int64) {
+	snaps := make([]*Snapshot, len(names))
+	h := fnv.New64a()
+	var num [24]byte
+	for i, n := range names {
+		s := cache.Get(n)
+		snaps[i] = s
+		h.Write(strconv.AppendInt(num[:0], s.Version, 10))
+		h.Write([]byte{0})
+	}
+	return snaps, max(1, int64(h.Sum64()&(1<<53-1)))
+}
+
+// appendBatch appends the answer of a poll for several services.
+func appendBatch(b []byte, snaps []*Snapshot, version int64, now time.Time, stale bool) []byte {
+	b = append(b, `{"version":`...)
 	b = strconv.AppendInt(b, version, 10)
 	b = append(b, `,"services":[`...)
 	for i, s := range snaps {
@@ -180,21 +216,7 @@ func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
 	}
 	b = append(b, `],"stale":`...)
 	b = strconv.AppendBool(b, stale)
-	b = append(b, '}')
-	*buf = b
-	d.write(c, version, b)
-}
-
-func (d *discovery) collect(names []string) ([]*Snapshot, int64) {
-	snaps := make([]*Snapshot, len(names))
-	h := fnv.New64a()
-	for i, n := range names {
-		s := d.cache.Get(n)
-		snaps[i] = s
-		h.Write(strconv.AppendInt(nil, s.Version, 10))
-		h.Write([]byte{0})
-	}
-	return snaps, max(1, int64(h.Sum64()&(1<<53-1)))
+	return append(b, '}')
 }
 
 // wait holds a poll until snap is replaced (returning the new snapshot), the
@@ -231,11 +253,16 @@ func (d *discovery) notModified(c *app.RequestContext, version int64) {
 }
 
 func (d *discovery) tooMany(c *app.RequestContext, err error) {
+	status, fe := holdError(err)
+	httpx.WriteError(c, status, fe)
+}
+
+// holdError is the answer to a poll whose Cache.Hold failed.
+func holdError(err error) (int, *api.FieldError) {
 	if errors.Is(err, ErrTooManyServices) {
-		httpx.WriteError(c, consts.StatusTooManyRequests, api.Errorf("service", "too_many_services", "mesh-core holds --max-services services already"))
-		return
+		return consts.StatusTooManyRequests, api.Errorf("service", "too_many_services", "mesh-core holds --max-services services already")
 	}
-	httpx.WriteError(c, consts.StatusInternalServerError, api.Errorf("", "internal", "%v", err))
+	return consts.StatusInternalServerError, api.Errorf("", "internal", "%v", err)
 }
 
 func (d *discovery) buf() *[]byte {

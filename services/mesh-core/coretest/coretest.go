@@ -17,7 +17,7 @@ import (
 func Start(t testing.TB, etcd *testenv.Etcd, prefix string, tweak func(*core.Config)) *core.MeshCore {
 	t.Helper()
 	cfg := core.DefaultConfig()
-	cfg.HTTPAddr, cfg.KitexAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.HTTPAddr, cfg.KitexAddr, cfg.PollAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.EtcdEndpoints, cfg.EtcdPrefix = etcd.Endpoint, prefix
 	cfg.HealthProbe = 200 * time.Millisecond
 	cfg.ShutdownGrace = time.Second

@@ -77,6 +77,8 @@ mesh-core:
       containerPort: 7703
     - name: kitex
       containerPort: 7713
+    - name: poll
+      containerPort: 7733
 config-center:
   key: configCenter
   httpPort: 7704
