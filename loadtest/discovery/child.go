@@ -22,7 +22,15 @@ import (
 // goroutines are its own, apart from the pollers' client side.
 
 // target is where a running mesh-core answers.
-type target struct{ http, kitex string }
+type target struct{ http, kitex, poll string }
+
+// pollAddr is where data planes poll: port "poll" or "http".
+func (tg target) pollAddr(port string) string {
+	if port == "http" {
+		return tg.http
+	}
+	return tg.poll
+}
 
 // startStack starts an embedded etcd with its data in dir and one mesh-core
 // over it, on free loopback ports; stop stops both.
@@ -41,7 +49,7 @@ func startStack(dir string, log *slog.Logger) (tg target, stop func(), err error
 		return tg, nil, err
 	}
 	cfg := core.DefaultConfig()
-	cfg.HTTPAddr, cfg.KitexAddr, cfg.EtcdEndpoints = "127.0.0.1:0", "127.0.0.1:0", e.ClientURL
+	cfg.HTTPAddr, cfg.KitexAddr, cfg.PollAddr, cfg.EtcdEndpoints = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", e.ClientURL
 	cfg.ShutdownGrace = 2 * time.Second
 	mc, err := core.New(cfg, log)
 	if err == nil {
@@ -51,7 +59,7 @@ func startStack(dir string, log *slog.Logger) (tg target, stop func(), err error
 		e.Close()
 		return tg, nil, err
 	}
-	return target{http: mc.Addr(), kitex: mc.KitexAddr()}, func() {
+	return target{http: mc.Addr(), kitex: mc.KitexAddr(), poll: mc.PollAddr()}, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = mc.Stop(ctx)
@@ -74,7 +82,7 @@ func serve() error {
 	if err != nil {
 		return err
 	}
-	fmt.Println("serving", tg.http, tg.kitex)
+	fmt.Println("serving", tg.http, tg.kitex, tg.poll)
 	<-sigs
 	stop()
 	return nil
@@ -94,8 +102,8 @@ func spawn(procs int) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f := strings.Fields(c.FirstLine); len(f) == 3 && f[0] == "serving" {
-		return &child{Child: c, target: target{http: f[1], kitex: f[2]}}, nil
+	if f := strings.Fields(c.FirstLine); len(f) == 4 && f[0] == "serving" {
+		return &child{Child: c, target: target{http: f[1], kitex: f[2], poll: f[3]}}, nil
 	}
 	c.Stop()
 	return nil, fmt.Errorf("mesh-core child did not start: first line %q", c.FirstLine)

@@ -13,25 +13,29 @@ import (
 // every poller must see every change, or the tool's figures mean nothing.
 // No timing is asserted.
 func TestEveryPollerSeesEveryChange(t *testing.T) {
-	tg, stop, err := startStack(t.TempDir(), logx.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	o := options{pollers: 20, instances: 5, changes: 3, interval: 300 * time.Millisecond, wait: 10 * time.Second, procs: 1}
-	rep, err := runLoad(o, tg, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.changes) != o.changes || rep.errors != "" || rep.busy.waiting != float64(o.pollers) {
-		t.Fatalf("%d changes (want %d), %v polls held (want %d), %s",
-			len(rep.changes), o.changes, rep.busy.waiting, o.pollers, rep.errors)
-	}
-	for i, c := range rep.changes {
-		t.Logf("change %d: %s, missed %d (built: %s)", i+1, c.read, c.missed, c.built)
-		if c.missed != 0 || math.IsInf(c.read.p100, 1) || math.IsInf(c.built.p100, 1) {
-			t.Errorf("change %d: %d of %d pollers missed it", i+1, c.missed, o.pollers)
-		}
+	for _, port := range []string{"poll", "http"} {
+		t.Run(port, func(t *testing.T) {
+			tg, stop, err := startStack(t.TempDir(), logx.Discard())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(stop)
+			o := options{pollers: 20, instances: 5, changes: 3, interval: 300 * time.Millisecond, wait: 10 * time.Second, procs: 1, port: port}
+			rep, err := runLoad(o, tg, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.changes) != o.changes || rep.errors != "" || rep.busy.waiting != float64(o.pollers) {
+				t.Fatalf("%d changes (want %d), %v polls held (want %d), %s",
+					len(rep.changes), o.changes, rep.busy.waiting, o.pollers, rep.errors)
+			}
+			for i, c := range rep.changes {
+				t.Logf("change %d: %s, missed %d (built: %s)", i+1, c.read, c.missed, c.built)
+				if c.missed != 0 || math.IsInf(c.read.p100, 1) || math.IsInf(c.built.p100, 1) {
+					t.Errorf("change %d: %d of %d pollers missed it", i+1, c.missed, o.pollers)
+				}
+			}
+		})
 	}
 }
 

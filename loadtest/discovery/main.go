@@ -40,7 +40,7 @@ const service = "comment-svc"
 
 type options struct {
 	pollers, instances, changes, procs int
-	cpuProfile                         string
+	cpuProfile, port                   string
 	interval, wait                     time.Duration
 }
 
@@ -59,6 +59,7 @@ func main() {
 	flag.DurationVar(&o.interval, "interval", time.Second, "time between two changes")
 	flag.IntVar(&o.procs, "gomaxprocs", 1, "GOMAXPROCS of the mesh-core process; this one takes the remaining cores")
 	flag.DurationVar(&o.wait, "wait", 30*time.Second, "wait of each long poll (mesh-core allows up to 60s)")
+	flag.StringVar(&o.port, "port", "poll", `mesh-core port the data planes poll: "poll" (the poll port, --poll-addr) or "http" (the Hertz HTTP port)`)
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the load generator) over the changes to this file")
 	flag.Parse()
 	exit(run(o))
@@ -78,6 +79,8 @@ func (o options) check() error {
 		return errors.New("-pollers, -instances, -changes and -gomaxprocs must be positive")
 	case o.changes > maxChanges:
 		return fmt.Errorf("-changes: at most %d (a change is told by a weight)", maxChanges)
+	case o.port != "poll" && o.port != "http":
+		return errors.New(`-port must be "poll" or "http"`)
 	case o.interval <= 0 || o.wait <= 0 || o.wait > 60*time.Second:
 		return errors.New("-interval must be positive, -wait in (0, 60s]")
 	}
@@ -107,8 +110,8 @@ func run(o options) error {
 		ch.Stop() // no orphan mesh-core on Ctrl-C
 		os.Exit(130)
 	}()
-	fmt.Printf("%s: %d instances, %d pollers (wait=%s), %d changes every %s; mesh-core+etcd GOMAXPROCS=%d, load generator GOMAXPROCS=%d, %d cores\n",
-		service, o.instances, o.pollers, o.wait, o.changes, o.interval, o.procs, runtime.GOMAXPROCS(0), runtime.NumCPU())
+	fmt.Printf("%s: %d instances, %d pollers on the %s port (wait=%s), %d changes every %s; mesh-core+etcd GOMAXPROCS=%d, load generator GOMAXPROCS=%d, %d cores\n",
+		service, o.instances, o.pollers, o.port, o.wait, o.changes, o.interval, o.procs, runtime.GOMAXPROCS(0), runtime.NumCPU())
 	rep, err := runLoad(o, ch.target, ch.Pid())
 	if err != nil {
 		return err

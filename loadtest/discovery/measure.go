@@ -80,7 +80,7 @@ func runLoad(o options, tg target, pid int) (*report, error) {
 	}
 	rep := &report{pollers: o.pollers, idle: pr.sample(), idleFor: idleFor}
 	computedAt := make([]atomic.Int64, o.changes+1)
-	f := newFanout(tg.http, o, computedAt)
+	f := newFanout(tg.pollAddr(o.port), o, computedAt)
 	defer f.Stop()
 	if rep.ramp, rep.settled, err = f.Start(60*time.Second + time.Duration(o.pollers)*time.Millisecond); err != nil {
 		return nil, err
