@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"testing"
 	"time"
@@ -132,4 +133,22 @@ func StartInfluxd(t testing.TB) *influxdev.Server {
 	}
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// AdminToken is the operators' token of every service a test starts with the
+// per-service test helpers (coretest, centertest, mixertest, calculatortest).
+const AdminToken = "test-admin-token"
+
+// HTTP is a client for tests that call Sextant's APIs as an operator: it
+// sends AdminToken with every request that carries no credential of its own.
+var HTTP = &http.Client{Transport: operatorTransport{}}
+
+type operatorTransport struct{}
+
+func (operatorTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("Authorization") == "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", "Bearer "+AdminToken)
+	}
+	return http.DefaultTransport.RoundTrip(req)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
+	"github.com/sextant-mesh/sextant/internal/testenv"
 )
 
 // The comparison is only fair if both servers answer alike; these tests hold
@@ -47,7 +48,7 @@ func startBoth(t *testing.T) map[string]running {
 // post returns the status and the accepted count (-1 when the answer has none).
 func post(t *testing.T, url string, body []byte) (int, int) {
 	t.Helper()
-	resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+	resp, err := testenv.HTTP.Post(url, "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("POST: %v", err)
 	}

@@ -96,7 +96,7 @@ func TestLongPollsSendTheETagBack(t *testing.T) {
 	defer r.Close()
 	req, _ := http.NewRequest("PUT", "http://"+cc.Addr()+"/v1/configs/limit/comment-svc", strings.NewReader(`{"qps_limit": 100}`))
 	req.Header.Set("Authorization", "Bearer "+centertest.AdminToken)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testenv.HTTP.Do(req)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("PUT a config: %v %v", resp, err)
 	}

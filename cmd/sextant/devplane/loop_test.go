@@ -42,7 +42,7 @@ func TestDevLoopPublishesWeights(t *testing.T) {
 	slow := instances[2]
 	for _, in := range instances {
 		body, _ := json.Marshal(map[string]any{"service": "comment-svc", "instance": in, "ttl_s": 60})
-		resp, err := http.Post("http://"+addrs.MeshCore+"/v1/instances", "application/json", bytes.NewReader(body))
+		resp, err := testenv.HTTP.Post("http://"+addrs.MeshCore+"/v1/instances", "application/json", bytes.NewReader(body))
 		if err != nil || resp.StatusCode != http.StatusCreated {
 			t.Fatalf("register %s: %v %v", in, resp, err)
 		}
@@ -71,7 +71,7 @@ func TestDevLoopPublishesWeights(t *testing.T) {
 
 	var last map[string]int32
 	testenv.Eventually(t, 60*time.Second, func() error {
-		resp, err := http.Get("http://" + addrs.MeshCore + "/v1/discovery/comment-svc")
+		resp, err := testenv.HTTP.Get("http://" + addrs.MeshCore + "/v1/discovery/comment-svc")
 		if err != nil {
 			return err
 		}
@@ -124,7 +124,7 @@ func report(mixer string, instances []string, slow string) error {
 		"reporter": map[string]any{"service": "front", "instance": "10.9.0.1:80"}, "window_ms": 200, "timestamp_ms": now, "calls": calls,
 	})
 	body, _ := json.Marshal(reports)
-	resp, err := http.Post("http://"+mixer+"/v1/telemetry", "application/json", bytes.NewReader(body))
+	resp, err := testenv.HTTP.Post("http://"+mixer+"/v1/telemetry", "application/json", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"mime"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/lifecycle"
@@ -58,6 +60,11 @@ func New(cfg Config, log *slog.Logger) (*Mixer, error) {
 	g.Add("time series export", series.Exporter(reg, "sextant_mixer", "sextant_mixer_", map[string]string{"mixer": cfg.ID}))
 	members := shard.NewMembership(cli, cfg.EtcdPrefix, log)
 	g.Add("shard membership", lifecycle.Loop(members.Run))
+	verifier, tokenMirror, err := authn.Follow(cfg.Auth, cli, api.Keys{Prefix: cfg.EtcdPrefix}, log)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("tokens: %w", err), g.Stop(context.Background()))
+	}
+	g.Add("token mirror", lifecycle.Loop(tokenMirror.Run))
 	kc, err := aggregatorsvc.NewClient("weight-calculator",
 		client.WithConnectTimeout(time.Second),
 		client.WithRPCTimeout(cfg.Forward.RPCTimeout))
@@ -84,6 +91,7 @@ func New(cfg Config, log *slog.Logger) (*Mixer, error) {
 	g.Add("http", srv)
 	mx := &Mixer{cfg: cfg, log: log, http: srv, forwarder: fwd, members: members, series: series, parts: g,
 		ingest: NewIngest(seriesSink{next: fwd, series: series}, cfg.Limits, cfg.MaxBodyBytes, m)}
+	mx.ingest.authenticate = verifier.Authenticate()
 	mx.ingest.Routes(srv)
 	httpx.HealthRoutes(srv, mx.readiness)
 	httpx.MetricsRoute(srv, reg)
@@ -147,6 +155,9 @@ type Ingest struct {
 	maxBody int
 	metrics *metrics
 	bufs    sync.Pool
+	// authenticate checks the credential of every report; a data plane may
+	// report only for its own service. Nil (the edge benchmark) checks none.
+	authenticate app.HandlerFunc
 }
 
 // NewIngest makes the handler; m may be nil (no metrics).
@@ -159,7 +170,13 @@ func NewIngest(sink Sink, limits telemetry.Limits, maxBody int, m *metrics) *Ing
 }
 
 // Routes registers POST /v1/telemetry.
-func (in *Ingest) Routes(s *httpx.Server) { s.POST("/v1/telemetry", in.Handle) }
+func (in *Ingest) Routes(s *httpx.Server) {
+	if in.authenticate != nil {
+		s.POST("/v1/telemetry", in.authenticate, in.Handle)
+		return
+	}
+	s.POST("/v1/telemetry", in.Handle)
+}
 
 // Handle serves one ingest request.
 func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
@@ -188,6 +205,16 @@ func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
 	if fe != nil {
 		in.reject(c, consts.StatusBadRequest, fe)
 		return
+	}
+	if in.authenticate != nil {
+		id := authn.From(c)
+		for i := range reports {
+			if service := reports[i].Reporter.Service; !id.MayActFor(service) {
+				in.metrics.rejected.WithLabelValues(api.CodeForbidden).Inc()
+				authn.Forbid(c, "%s may not report for %s (reporter.service of report %d)", id.Name(), service, i)
+				return
+			}
+		}
 	}
 	switch err := in.sink.Offer(reports); {
 	case errors.Is(err, ErrQueueFull):

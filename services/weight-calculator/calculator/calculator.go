@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
@@ -80,6 +81,11 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	c.knobs = NewKnobStore(log)
 	g.Add("knob mirror", lifecycle.Loop(etcdx.NewMirror(cli, api.Keys{Prefix: cfg.EtcdPrefix}.Configs(), c.knobs, log).Run))
 	g.Add("series expiry", lifecycle.Loop(c.expire))
+	verifier, tokenMirror, err := authn.Follow(cfg.Auth, cli, api.Keys{Prefix: cfg.EtcdPrefix}, log)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("tokens: %w", err), g.Stop(context.Background()))
+	}
+	g.Add("token mirror", lifecycle.Loop(tokenMirror.Run))
 	mc, err := meshcoresvc.NewClient("mesh-core", client.WithConnectTimeout(time.Second), client.WithRPCTimeout(cfg.RPCTimeout))
 	if err != nil {
 		return nil, errors.Join(err, g.Stop(context.Background()))
@@ -113,9 +119,12 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 
 	httpx.HealthRoutes(c.admin, c.readiness)
 	httpx.MetricsRoute(c.admin, reg)
-	c.admin.GET("/debug/windows", c.debugWindows)
-	c.admin.GET("/debug/policy", c.debugPolicy)
-	c.admin.GET("/v1/dry-run", c.dryRun)
+	// The debug views are the operators'; the dry-run report also answers
+	// the config-center, which forwards its caller's credential.
+	authenticate, operator := verifier.Authenticate(), authn.RequireOperator(false)
+	c.admin.GET("/debug/windows", authenticate, operator, c.debugWindows)
+	c.admin.GET("/debug/policy", authenticate, operator, c.debugPolicy)
+	c.admin.GET("/v1/dry-run", authenticate, c.dryRun)
 	return c, nil
 }
 

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sextant-mesh/sextant/api"
+)
+
+const tokenUsage = `usage: sextant token <create|list|revoke> [flags]
+
+  create --service S [--namespace N] [--ttl 720h]   issue a data-plane token; prints it on stdout
+  list [--service S]                                 list tokens (never their secrets)
+  revoke ID                                          revoke a token at once
+
+Every command asks the config-center (--config-center, default
+$SEXTANT_CONFIG_CENTER or 127.0.0.1:7704) with an operator token
+(--token, default $SEXTANT_ADMIN_TOKEN).
+`
+
+// token runs `sextant token ...`: data-plane credentials, through the
+// config-center's /v1/tokens.
+func token(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, tokenUsage)
+		return flag.ErrHelp
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet("sextant token "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	center := fs.String("config-center", envOr("SEXTANT_CONFIG_CENTER", "127.0.0.1:7704"), "config-center address: host:port or a URL")
+	operator := fs.String("token", os.Getenv("SEXTANT_ADMIN_TOKEN"), "operator token (default $SEXTANT_ADMIN_TOKEN)")
+	var req api.TokenRequest
+	switch cmd {
+	case "create":
+		fs.StringVar(&req.Service, "service", "", "the service whose data planes use the token (required)")
+		fs.StringVar(&req.Namespace, "namespace", "", "the service's namespace (recorded with the token)")
+		fs.StringVar(&req.TTL, "ttl", "", "lifetime (default 720h, at most 8784h)")
+	case "list":
+		fs.StringVar(&req.Service, "service", "", "only this service's tokens")
+	case "revoke":
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, tokenUsage)
+		return nil
+	default:
+		fmt.Fprint(stderr, tokenUsage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *operator == "" {
+		return errors.New("no operator token: set SEXTANT_ADMIN_TOKEN (sextant dev prints it) or pass --token")
+	}
+	base := *center
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	c := &tokenClient{base: strings.TrimSuffix(base, "/"), token: *operator}
+	switch cmd {
+	case "create":
+		var issued api.TokenIssued
+		if err := c.do(http.MethodPost, "/v1/tokens", req, &issued); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "token %s for service %s, expires %s; give it to the data planes as SEXTANT_TOKEN\n",
+			issued.ID, issued.Service, time.UnixMilli(issued.ExpiresAtMs).UTC().Format(time.RFC3339))
+		fmt.Fprintln(stdout, issued.Token)
+	case "list":
+		var out struct {
+			Tokens []api.TokenInfo `json:"tokens"`
+		}
+		if err := c.do(http.MethodGet, "/v1/tokens?service="+url.QueryEscape(req.Service), nil, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%-18s %-24s %-20s %-20s %s\n", "ID", "SERVICE", "CREATED", "EXPIRES", "BY")
+		for _, t := range out.Tokens {
+			fmt.Fprintf(stdout, "%-18s %-24s %-20s %-20s %s\n", t.ID, t.Service,
+				time.UnixMilli(t.CreatedAtMs).UTC().Format(time.DateTime), time.UnixMilli(t.ExpiresAtMs).UTC().Format(time.DateTime), t.CreatedBy)
+		}
+	case "revoke":
+		if fs.NArg() != 1 {
+			return errors.New("usage: sextant token revoke ID")
+		}
+		if err := c.do(http.MethodDelete, "/v1/tokens/"+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "token %s revoked\n", fs.Arg(0))
+	}
+	return nil
+}
+
+type tokenClient struct{ base, token string }
+
+// do sends one request; an error answer comes back as its JSON message.
+func (c *tokenClient) do(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, _ := json.Marshal(in)
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set(api.AuthorizationHeader, api.BearerPrefix+c.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode >= 300 {
+		var eb api.ErrorBody
+		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
+			return fmt.Errorf("%s: %v", resp.Status, eb.Error)
+		}
+		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
