@@ -78,7 +78,11 @@ func startPlane(t *testing.T) (overload.ControlPlane, *calculator.Calculator) {
 	coretest.Start(t, etcd, prefix, func(c *core.Config) { c.HTTPAddr, c.KitexAddr = meshHTTP, meshKitex })
 	calc := calculatortest.Start(t, etcd, prefix, "calc-1", func(c *calculator.Config) { c.MeshCoreAddr = meshKitex })
 	mx := mixertest.Start(t, etcd, prefix, nil)
-	return overload.ControlPlane{MeshCore: meshHTTP, Mixer: mx.Addr(), Window: time.Second}, calc
+	tokens := map[string]string{}
+	for _, s := range []string{overload.FrontService, overload.AService, overload.BService} {
+		tokens[s] = testenv.ServiceToken(t, etcd, prefix, s)
+	}
+	return overload.ControlPlane{MeshCore: meshHTTP, Mixer: mx.Addr(), Window: time.Second, Tokens: tokens}, calc
 }
 
 // Overload end to end over real Kitex and Hertz services: front (Hertz,

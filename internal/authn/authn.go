@@ -8,6 +8,7 @@
 package authn
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -208,4 +209,19 @@ func decodeStored(b []byte) (api.StoredToken, bool) {
 func HashSecret(secret string) string {
 	sum := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(sum[:])
+}
+
+// NewToken makes a data-plane token of service: the record to keep at
+// api.Keys.Token(record.ID) and the token to hand out once.
+func NewToken(service, namespace, createdBy string, ttl time.Duration, now time.Time) (record api.StoredToken, token string) {
+	id, secret := randomHex(8), randomHex(24)
+	record = api.StoredToken{TokenInfo: api.TokenInfo{ID: id, Service: service, Namespace: namespace, CreatedBy: createdBy,
+		CreatedAtMs: now.UnixMilli(), ExpiresAtMs: now.Add(ttl).UnixMilli()}, SecretSHA256: HashSecret(secret)}
+	return record, api.TokenPrefix + id + "." + secret
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

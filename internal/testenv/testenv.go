@@ -9,6 +9,7 @@ package testenv
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -18,6 +19,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/etcdembed"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/influxdev"
@@ -151,4 +154,18 @@ func (operatorTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.Header.Set("Authorization", "Bearer "+AdminToken)
 	}
 	return http.DefaultTransport.RoundTrip(req)
+}
+
+// ServiceToken issues a data-plane token of service as the config-center
+// does (the record it writes in etcd under prefix) and returns it. Services
+// learn it from their mirror of etcd a moment later; the SDK's clients
+// retry until then.
+func ServiceToken(t testing.TB, etcd *Etcd, prefix, service string) string {
+	t.Helper()
+	record, token := authn.NewToken(service, "", "test", time.Hour, time.Now())
+	b, _ := json.Marshal(record)
+	if _, err := etcd.Client(t).Put(context.Background(), api.Keys{Prefix: prefix}.Token(record.ID), string(b)); err != nil {
+		t.Fatalf("token of %s: %v", service, err)
+	}
+	return token
 }

@@ -3,8 +3,6 @@ package center
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"time"
 
@@ -46,23 +44,22 @@ func (t *tokenAPI) create(ctx context.Context, c *app.RequestContext) {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
-	id, secret := randomHex(8), randomHex(24)
 	now := time.Now()
-	info := api.TokenInfo{ID: id, Service: req.Service, Namespace: req.Namespace, CreatedBy: authn.From(c).Name(),
-		CreatedAtMs: now.UnixMilli(), ExpiresAtMs: now.Add(ttl).UnixMilli()}
-	stored, _ := json.Marshal(api.StoredToken{TokenInfo: info, SecretSHA256: authn.HashSecret(secret)})
+	record, token := authn.NewToken(req.Service, req.Namespace, authn.From(c).Name(), ttl, now)
+	info := record.TokenInfo
+	stored, _ := json.Marshal(record)
 	audit := api.AuditEntry{AtMs: now.UnixMilli(), Who: info.CreatedBy, Action: "token-create", Service: req.Service,
-		Detail: "token " + id + " expires " + time.UnixMilli(info.ExpiresAtMs).UTC().Format(time.RFC3339)}
+		Detail: "token " + info.ID + " expires " + time.UnixMilli(info.ExpiresAtMs).UTC().Format(time.RFC3339)}
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	key := t.keys.Token(id)
+	key := t.keys.Token(info.ID)
 	resp, err := t.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, string(stored)), t.store.auditOp(audit)).Commit()
 	if err != nil || !resp.Succeeded {
 		unavailable(c, err)
 		return
 	}
-	c.JSON(consts.StatusCreated, api.TokenIssued{TokenInfo: info, Token: api.TokenPrefix + id + "." + secret})
+	c.JSON(consts.StatusCreated, api.TokenIssued{TokenInfo: info, Token: token})
 }
 
 func (t *tokenAPI) list(ctx context.Context, c *app.RequestContext) {
@@ -121,10 +118,4 @@ func unavailable(c *app.RequestContext, err error) {
 		msg = "the token store (etcd) is unreachable: " + err.Error()
 	}
 	httpx.WriteError(c, consts.StatusServiceUnavailable, api.Errorf("", "unavailable", "%s", msg))
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
