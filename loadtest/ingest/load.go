@@ -11,10 +11,43 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sextant-mesh/sextant/api"
 )
+
+// bodySource hands out the request bodies. They are encoded again every
+// half second with fresh timestamps (same services, instances and values):
+// a calculator counts records older than its windows as late and does not
+// aggregate them, which would flatter it on long runs.
+type bodySource struct {
+	cur  atomic.Pointer[[][]byte]
+	done chan struct{}
+}
+
+func newBodies(n, reportsPerReq, edges int, seed uint64) *bodySource {
+	b := &bodySource{done: make(chan struct{})}
+	first := makeBodies(n, reportsPerReq, edges, seed)
+	b.cur.Store(&first)
+	go func() {
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.done:
+				return
+			case <-t.C:
+				next := makeBodies(n, reportsPerReq, edges, seed)
+				b.cur.Store(&next)
+			}
+		}
+	}()
+	return b
+}
+
+func (b *bodySource) get() [][]byte { return *b.cur.Load() }
+func (b *bodySource) stop()         { close(b.done) }
 
 // makeBodies encodes n distinct request bodies up front, so that the load
 // generator spends its CPU on HTTP rather than on JSON. Timestamps are taken
@@ -102,7 +135,7 @@ func (r loadResult) errorCount() int {
 }
 
 // load keeps conns requests in flight for d, cycling through bodies.
-func load(client *http.Client, url string, bodies [][]byte, reportsPerReq, conns int, d time.Duration) loadResult {
+func load(client *http.Client, url string, bodies *bodySource, reportsPerReq, conns int, d time.Duration) loadResult {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	want := fmt.Appendf(nil, `"accepted":%d`, reportsPerReq)
@@ -127,10 +160,11 @@ func load(client *http.Client, url string, bodies [][]byte, reportsPerReq, conns
 
 // worker posts one body after another until ctx ends. A request cut off by
 // the deadline is neither counted nor an error.
-func worker(ctx context.Context, client *http.Client, url string, bodies [][]byte, w int, want []byte) loadResult {
+func worker(ctx context.Context, client *http.Client, url string, bodies *bodySource, w int, want []byte) loadResult {
 	res := loadResult{errors: map[string]int{}}
 	for i := w; ctx.Err() == nil; i++ {
-		body := bodies[i%len(bodies)]
+		pool := bodies.get()
+		body := pool[i%len(pool)]
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {
 			panic(err) // the URL was checked before the run
