@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/telemetry/telemetrytest"
 )
 
 // bodySource hands out the request bodies. They are encoded again every
@@ -59,7 +60,7 @@ func makeBodies(n, reportsPerReq, edges int, seed uint64) [][]byte {
 	for i := range bodies {
 		batch := make([]api.Report, reportsPerReq)
 		for j := range batch {
-			batch[j] = makeReport(rng, i*reportsPerReq+j, edges, now)
+			batch[j] = telemetrytest.Report(rng, i*reportsPerReq+j, edges, now)
 		}
 		b, err := json.Marshal(batch)
 		if err != nil {
@@ -70,39 +71,6 @@ func makeBodies(n, reportsPerReq, edges int, seed uint64) [][]byte {
 	return bodies
 }
 
-// makeReport is one data plane's window: a server part and edges to
-// different callee instances, with plausible, varied values.
-func makeReport(rng *rand.Rand, id, edges int, now int64) api.Report {
-	req := 1000 + rng.Int64N(9000)
-	r := api.Report{
-		Reporter: &api.Reporter{
-			Service:  fmt.Sprintf("svc-%03d", id%200),
-			Instance: fmt.Sprintf("10.%d.%d.%d:8080", id%250, rng.IntN(250), rng.IntN(250)),
-			Cluster:  fmt.Sprintf("c%d", id%3),
-			Zone:     fmt.Sprintf("z%d", id%4),
-		},
-		WindowMs:    1000,
-		TimestampMs: now - rng.Int64N(2000),
-		Server: &api.ServerStats{
-			Requests: req, CPUUtil: round2(rng.Float64()), Inflight: rng.Int64N(64), ClientTimeouts: rng.Int64N(5),
-			QueueTimeMsAvg: round2(rng.Float64() * 10), QueueTimeMsP99: round2(10 + rng.Float64()*40),
-			RequestsByPriority: map[int32]int64{0: req / 10, 64: req * 8 / 10, 127: req - req/10 - req*8/10},
-		},
-		Calls: make([]api.Call, edges),
-	}
-	for k := range r.Calls {
-		calls := 10 + rng.Int64N(2000)
-		r.Calls[k] = api.Call{
-			CalleeService:  fmt.Sprintf("svc-%03d", (id+k+1)%200),
-			CalleeInstance: fmt.Sprintf("10.%d.%d.%d:9000", k%250, rng.IntN(250), rng.IntN(250)),
-			Requests:       calls, Errors: rng.Int64N(calls/100 + 1), Timeouts: rng.Int64N(calls/200 + 1),
-			LatencyMsAvg: round2(1 + rng.Float64()*20), LatencyMsP99: round2(20 + rng.Float64()*200),
-		}
-	}
-	return r
-}
-
-func round2(f float64) float64 { return math.Round(f*100) / 100 }
 
 // newClient keeps exactly conns keep-alive connections open to one host.
 func newClient(conns int) *http.Client {

@@ -147,11 +147,11 @@ func (c column) reportsPerSec() float64 { return c.reports / c.res.elapsed.Secon
 
 // counters is what is read of a deployment before and after the measured time.
 type counters struct {
-	cpu                            map[string]float64
-	client                         float64
-	allocs, gcs                    float64
-	delivered, accepted            float64
-	points, dropped                float64
+	cpu                 map[string]float64
+	client              float64
+	allocs, gcs         float64
+	delivered, accepted float64
+	points, dropped     float64
 }
 
 func readCounters(d *deployment) (counters, error) {
