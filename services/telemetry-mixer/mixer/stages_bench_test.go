@@ -6,12 +6,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudwego/gopkg/protocol/thrift"
+	"log/slog"
+
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	"github.com/influxdata/influxdb-client-go/v2/api/write"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/reportbatch"
+	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/telemetry/telemetrytest"
 )
 
@@ -20,25 +23,36 @@ func stageReport() api.Report {
 }
 
 // BenchmarkStageRouteEncode is what the forwarder does with one report until
-// its records are bytes on the way to a shard.
+// its records are bytes on the way to a shard: routed (three shards) and
+// encoded into the shards' batches.
 func BenchmarkStageRouteEncode(b *testing.B) {
 	r := stageReport()
-	var buf []byte
+	router := staticRouter{shard.NewView([]shard.Shard{{ID: "a", Addr: "127.0.0.1:1"}, {ID: "b", Addr: "127.0.0.1:2"}, {ID: "c", Addr: "127.0.0.1:3"}})}
+	f := NewForwarder(DefaultConfig().Forward, "m", router, nil, newMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
+	f.cfg.QueueRecords = 1 << 40
+	f.cfg.MaxBatchRecords = 1 << 40
+	reports := []api.Report{r}
+	var size int
 	for b.Loop() {
-		recs := appendRecords(nil, &r, time.Now())
-		batch := reportbatch.Batch()
-		for _, rec := range recs {
-			switch {
-			case rec.server != nil:
-				batch.Servers = append(batch.Servers, rec.server)
-			case rec.edge != nil:
-				batch.Edges = append(batch.Edges, rec.edge)
-			}
+		if err := f.Offer(reports); err != nil {
+			b.Fatal(err)
 		}
-		buf = thrift.FastMarshal(batch)
+		// what a send does with the bytes once the call returned
+		f.mu.Lock()
+		size = 0
+		for _, q := range f.queues {
+			size += len(q.open.parts)
+			q.open.parts, q.open.count, q.open.records = q.open.parts[:0], 0, reportbatch.Counts{}
+		}
+		f.mu.Unlock()
+		f.used.Store(0)
 	}
-	b.SetBytes(int64(len(buf)))
+	b.SetBytes(int64(size))
 }
+
+type staticRouter struct{ v *shard.View }
+
+func (s staticRouter) View() *shard.View { return s.v }
 
 // BenchmarkStageLineProtocol is what writing one report's time series costs
 // the mixer until it is line protocol.
