@@ -436,6 +436,29 @@ func (s *Store) Expire(cutoff time.Time) int {
 	return removed
 }
 
+// EachCallerWindow calls f with each instance of service that its callers
+// reported about in window index, and their sum (LatencyMsAvg filled in).
+// f runs under the service's lock.
+func (s *Store) EachCallerWindow(service string, index int64, f func(instance string, a CallerAgg)) {
+	sw := s.service(service, false)
+	if sw == nil {
+		return
+	}
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	for id, iw := range sw.instances {
+		w := &iw.ring[index%int64(s.count)]
+		if w.index != index || w.Callers.Records == 0 {
+			continue
+		}
+		a := w.Callers
+		if a.Requests > 0 {
+			a.LatencyMsAvg = a.latencySum / float64(a.Requests)
+		}
+		f(id, a)
+	}
+}
+
 // WindowIndex is the index of the window that holds t.
 func (s *Store) WindowIndex(t time.Time) int64 { return t.UnixMilli() / s.window.Milliseconds() }
 
