@@ -60,14 +60,15 @@ type Forwarder struct {
 	kick    chan struct{}
 	sends   sync.WaitGroup
 
-	mu      sync.Mutex
-	view    *shard.View       // the view owners was filled from
-	owners  map[string]int32  // service -> index in view.Shards, of this view
-	queues  map[string]*queue // by shard address
-	retries []*batch          // failed, waiting for notBefore
-	route   reportbatch.Owners
-	seen    []int32
-	free    []*batch // sent batches, their buffers kept for reuse
+	mu       sync.Mutex
+	view     *shard.View       // the view owners was filled from
+	owners   map[string]int32  // service -> index in view.Shards, of this view
+	queues   map[string]*queue // by shard address
+	retries  []*batch          // failed, waiting for notBefore
+	route    reportbatch.Owners
+	seen     []int32
+	rerouted map[int32]*batch // by shard index, while a batch is routed again
+	free     []*batch         // sent batches, their buffers kept for reuse
 }
 
 var _ Sink = (*Forwarder)(nil)
@@ -163,15 +164,18 @@ func (f *Forwarder) place(r *api.Report, view *shard.View, now time.Time, from *
 		}
 		b := q.open
 		if from != nil {
-			b = f.newBatch(from)
+			// A batch routed again makes one batch per shard, not one per report.
+			if b = f.rerouted[o]; b == nil {
+				b = f.newBatch(from)
+				f.rerouted[o] = b
+				q.ready = append(q.ready, b)
+			}
 		} else if b == nil {
 			b = f.newBatch(&batch{firstTry: now})
 			q.open = b
 		}
 		f.appendPart(b, r, o)
-		if from != nil {
-			q.ready = append(q.ready, b)
-		} else if b.records.Records() >= f.cfg.MaxBatchRecords {
+		if from == nil && b.records.Records() >= f.cfg.MaxBatchRecords {
 			q.ready = append(q.ready, b)
 			q.open = nil
 			full = true
@@ -336,6 +340,10 @@ func (f *Forwarder) flush(now time.Time) {
 func (f *Forwarder) reroute(b *batch, view *shard.View, now time.Time) {
 	var rd reportbatch.Reader
 	rd.Reset(b.parts, int(b.count))
+	if f.rerouted == nil {
+		f.rerouted = map[int32]*batch{}
+	}
+	clear(f.rerouted)
 	for {
 		r, err := rd.Next()
 		if err != nil {
