@@ -175,7 +175,10 @@ func TestServicesWriteTheDocumentedSeries(t *testing.T) {
 			return r["instance"] != nil && r["requests"] == 100.0 && r["cpu_util"] != nil && r["queue_time_ms_avg"] == 1.0
 		}},
 		{`SELECT * FROM "call" WHERE "callee_service"='comment-svc'`, func(r map[string]any) bool {
-			return r["caller_service"] == "front" && r["caller_instance"] == "10.9.0.1:80" && r["callee_instance"] != nil && r["requests"] == 100.0
+			// summed per callee instance and window by the calculator
+			req, _ := r["requests"].(float64)
+			recs, _ := r["records"].(float64)
+			return r["callee_instance"] != nil && recs >= 1 && req == 100*recs && r["source"] == "weight-calculator"
 		}},
 		{`SELECT * FROM "dry_run_denial"`, func(r map[string]any) bool {
 			return r["callee_service"] == "pay-svc" && r["caller_service"] == "front" && r["rule"] == "allow-list" && r["count"] == 2.0

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"mime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -150,11 +151,12 @@ func (mx *Mixer) readiness() []string {
 
 // Ingest is the POST /v1/telemetry handler: read, decode, validate, hand to a Sink.
 type Ingest struct {
-	sink    Sink
-	limits  telemetry.Limits
-	maxBody int
-	metrics *metrics
-	bufs    sync.Pool
+	sink     Sink
+	limits   telemetry.Limits
+	maxBody  int
+	metrics  *metrics
+	bufs     sync.Pool // of *bytes.Buffer
+	decoders sync.Pool // of *telemetry.Decoder
 	// authenticate checks the credential of every report; a data plane may
 	// report only for its own service. Nil (the edge benchmark) checks none.
 	authenticate app.HandlerFunc
@@ -166,7 +168,8 @@ func NewIngest(sink Sink, limits telemetry.Limits, maxBody int, m *metrics) *Ing
 		m = newMetrics(prometheus.NewRegistry())
 	}
 	return &Ingest{sink: sink, limits: limits, maxBody: maxBody, metrics: m,
-		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }}}
+		bufs:     sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		decoders: sync.Pool{New: func() any { return new(telemetry.Decoder) }}}
 }
 
 // Routes registers POST /v1/telemetry.
@@ -201,7 +204,14 @@ func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
 		in.reject(c, status, fe)
 		return
 	}
-	reports, fe := telemetry.Decode(buf.Bytes(), in.limits, time.Now())
+	// The reports point into buf: the sink copies what it keeps.
+	dec := in.decoders.Get().(*telemetry.Decoder)
+	defer func() {
+		if dec.Size() <= pooledDecoderMax {
+			in.decoders.Put(dec)
+		}
+	}()
+	reports, fe := dec.Decode(buf.Bytes(), in.limits, time.Now())
 	if fe != nil {
 		in.reject(c, consts.StatusBadRequest, fe)
 		return
@@ -230,11 +240,22 @@ func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
 		return
 	}
 	in.metrics.accepted.Add(float64(len(reports)))
-	c.JSON(consts.StatusAccepted, map[string]int{"accepted": len(reports)})
+	// {"accepted":N}, without a map to encode
+	c.SetStatusCode(consts.StatusAccepted)
+	c.SetContentType("application/json; charset=utf-8")
+	var num [20]byte
+	c.Response.AppendBodyString(`{"accepted":`)
+	c.Response.AppendBody(strconv.AppendInt(num[:0], int64(len(reports)), 10))
+	c.Response.AppendBodyString("}")
 }
 
-// pooledBufferMax is the largest body buffer kept for reuse.
-const pooledBufferMax = 1 << 20
+const (
+	// pooledBufferMax is the largest body buffer kept for reuse.
+	pooledBufferMax = 1 << 20
+	// pooledDecoderMax is the most call edges and denials a decoder kept
+	// for reuse has room for.
+	pooledDecoderMax = 100_000
+)
 
 // isJSON accepts application/json and the +json media types.
 func isJSON(contentType string) bool {

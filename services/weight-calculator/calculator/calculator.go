@@ -315,22 +315,18 @@ func (h *ingestHandler) Ingest(_ context.Context, batch *aggregator.ReportBatch)
 		return nil, &aggregator.IngestError{Code: "invalid", Message: "empty batch"}
 	}
 	c := h.c
-	now := c.cfg.Now()
-	resp := &aggregator.IngestResponse{}
-	c.store.Ingest(batch, now, func(kind string, o Outcome) {
-		c.metrics.records.WithLabelValues(kind, o.String()).Inc()
-		switch {
-		case o != Accepted:
-			resp.RecordsRefused++
-		case kind == "server":
-			resp.ServersAccepted++
-		case kind == "edge":
-			resp.EdgesAccepted++
-		default:
-			resp.DenialsAccepted++
-		}
-	})
-	return resp, nil
+	t, err := c.store.Ingest(batch, c.cfg.Now())
+	c.metrics.count(&t)
+	if err != nil {
+		// What was read before is merged and counted; the mixer drops the rest.
+		return nil, &aggregator.IngestError{Code: "malformed", Message: err.Error()}
+	}
+	return &aggregator.IngestResponse{
+		ServersAccepted: t[KindServer][Accepted],
+		EdgesAccepted:   t[KindEdge][Accepted],
+		DenialsAccepted: t[KindDenial][Accepted],
+		RecordsRefused:  t.NotAccepted(),
+	}, nil
 }
 
 // windowsAnswer is the JSON of GET /debug/windows?service=S.
@@ -411,7 +407,19 @@ func (o Outcome) String() string {
 
 type metrics struct {
 	records *prometheus.CounterVec
+	byTally [3][4]prometheus.Counter // records' children, looked up once
 	expired prometheus.Counter
+}
+
+// count adds a batch's tally to the records counter, once per batch.
+func (m *metrics) count(t *Tally) {
+	for k := range t {
+		for o, n := range t[k] {
+			if n > 0 {
+				m.byTally[k][o].Add(float64(n))
+			}
+		}
+	}
 }
 
 func newMetrics(reg prometheus.Registerer, store *Store) *metrics {
@@ -424,6 +432,11 @@ func newMetrics(reg prometheus.Registerer, store *Store) *metrics {
 			Name: "sextant_calculator_series_expired_total",
 			Help: "(service, instance) series forgotten after no report for --stale-after.",
 		}),
+	}
+	for k := range m.byTally {
+		for o := range m.byTally[k] {
+			m.byTally[k][o] = m.records.WithLabelValues(KindNames[k], Outcome(o).String())
+		}
 	}
 	reg.MustRegister(m.records, m.expired, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sextant_calculator_series",
