@@ -55,17 +55,21 @@ func token(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, tokenUsage)
 		return fmt.Errorf("unknown command %q", cmd)
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
+	// Flags may follow the ID too (revoke ID --token T).
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
 	}
 	if *operator == "" {
 		return errors.New("no operator token: set SEXTANT_ADMIN_TOKEN (sextant dev prints it) or pass --token")
 	}
-	base := *center
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	c := &tokenClient{base: strings.TrimSuffix(base, "/"), token: *operator}
+	c := newAPIClient(*center, *operator)
 	switch cmd {
 	case "create":
 		var issued api.TokenIssued
@@ -88,21 +92,36 @@ func token(args []string, stdout, stderr io.Writer) error {
 				time.UnixMilli(t.CreatedAtMs).UTC().Format(time.DateTime), time.UnixMilli(t.ExpiresAtMs).UTC().Format(time.DateTime), t.CreatedBy)
 		}
 	case "revoke":
-		if fs.NArg() != 1 {
+		if len(positional) != 1 {
 			return errors.New("usage: sextant token revoke ID")
 		}
-		if err := c.do(http.MethodDelete, "/v1/tokens/"+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
+		if err := c.do(http.MethodDelete, "/v1/tokens/"+url.PathEscape(positional[0]), nil, nil); err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "token %s revoked\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "token %s revoked\n", positional[0])
 	}
 	return nil
 }
 
-type tokenClient struct{ base, token string }
+// apiClient calls a Sextant API with one credential.
+type apiClient struct{ base, token string }
+
+func newAPIClient(addr, token string) *apiClient {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return &apiClient{base: strings.TrimSuffix(addr, "/"), token: token}
+}
+
+// raw sends a request without a body and returns the answer's body.
+func (c *apiClient) raw(method, path string) ([]byte, error) {
+	var out json.RawMessage
+	err := c.do(method, path, nil, &out)
+	return out, err
+}
 
 // do sends one request; an error answer comes back as its JSON message.
-func (c *tokenClient) do(method, path string, in, out any) error {
+func (c *apiClient) do(method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, _ := json.Marshal(in)

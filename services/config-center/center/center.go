@@ -122,6 +122,7 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	h.GET("/v1/audit", append(operator, a.audit)...)
 	h.GET("/v1/watch", append(read, w.watch)...)
 	h.GET("/v1/access/dry-run", append(read, d.report)...)
+	h.GET("/v1/access/inspection", append(read, d.inspect)...)
 	h.POST("/v1/tokens", append(write, tok.create)...)
 	h.GET("/v1/tokens", append(operator, tok.list)...)
 	h.DELETE("/v1/tokens/:id", append(write, tok.revoke)...)

@@ -80,17 +80,9 @@ func (d *dryRun) fetch(ctx context.Context, url, auth string, v any) error {
 // denials against.
 func (d *dryRun) dryRunRules(service string) []api.AccessRule {
 	out := []api.AccessRule{}
-	for _, e := range d.view.Applying(service) {
-		if e.Kind != "access_control" {
-			continue
-		}
-		var ac api.AccessControl
-		if json.Unmarshal(e.Document, &ac) == nil {
-			for _, r := range ac.Rules {
-				if r.Mode == "dry_run" {
-					out = append(out, r)
-				}
-			}
+	for _, r := range d.accessRules(service).Rules {
+		if r.Mode == api.ModeDryRun {
+			out = append(out, r)
 		}
 	}
 	return out

@@ -125,6 +125,7 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	c.admin.GET("/debug/windows", authenticate, operator, c.debugWindows)
 	c.admin.GET("/debug/policy", authenticate, operator, c.debugPolicy)
 	c.admin.GET("/v1/dry-run", authenticate, c.dryRun)
+	c.admin.GET("/v1/callers", authenticate, c.callers)
 	return c, nil
 }
 
@@ -385,6 +386,26 @@ func (c *Calculator) dryRun(_ context.Context, rc *app.RequestContext) {
 	r := DryRunReport{Service: name, Shard: c.cfg.ID, Denials: []DenialView{}}
 	if v, ok := c.store.Service(name); ok {
 		r.Denials = v.DryRunDenials
+	}
+	rc.JSON(consts.StatusOK, r)
+}
+
+// CallersReport lists the services a shard saw calling a service it owns.
+type CallersReport struct {
+	Service string       `json:"service"`
+	Shard   string       `json:"shard"`
+	Callers []CallerView `json:"callers"`
+}
+
+func (c *Calculator) callers(_ context.Context, rc *app.RequestContext) {
+	name := string(rc.Query("service"))
+	if fe := api.Name("service", name, true); fe != nil {
+		httpx.WriteError(rc, consts.StatusBadRequest, fe)
+		return
+	}
+	r := CallersReport{Service: name, Shard: c.cfg.ID, Callers: []CallerView{}}
+	if v, ok := c.store.Service(name); ok {
+		r.Callers = v.Callers
 	}
 	rc.JSON(consts.StatusOK, r)
 }

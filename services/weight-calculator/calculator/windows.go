@@ -35,7 +35,18 @@ type serviceWindows struct {
 	removed   bool // taken out of the store: writers must look it up again
 	instances map[string]*instanceWindows
 	denials   map[denialKey]*denialCount
+	// callers are the services that reported calls to this one: what the
+	// access inspection compares with the access rules.
+	callers map[string]*callerCount
 }
+
+type callerCount struct {
+	requests int64
+	lastSeen time.Time
+}
+
+// maxCallers bounds the callers kept per service.
+const maxCallers = 1000
 
 type denialCount struct {
 	count    int64
@@ -145,8 +156,9 @@ type ingestScratch struct {
 }
 
 type edgeRef struct {
-	tsMs int64
-	call api.Call
+	tsMs   int64
+	caller string // the reporter's service; "" when unknown
+	call   api.Call
 }
 
 // Ingest merges every record of a batch received at now. The call edges of
@@ -180,7 +192,7 @@ func (s *Store) Ingest(b *aggregator.ReportBatch, now time.Time) (Tally, error) 
 			t[KindServer][s.addServer(r.Reporter, r.TimestampMs, r.Server, now)]++
 		}
 		for i := range r.Calls {
-			sc.edges = append(sc.edges, edgeRef{tsMs: r.TimestampMs, call: r.Calls[i]})
+			sc.edges = append(sc.edges, edgeRef{tsMs: r.TimestampMs, caller: r.Reporter.Service, call: r.Calls[i]})
 		}
 		for i := range r.DryRunDenials {
 			t[KindDenial][s.addDenial(&r.DryRunDenials[i], now)]++
@@ -262,7 +274,11 @@ func (s *Store) addServer(rep *api.Reporter, tsMs int64, r *api.ServerStats, now
 // AddEdge merges what one caller reported about a callee instance.
 func (s *Store) AddEdge(e *aggregator.CallEdge, now time.Time) Outcome {
 	var t Tally
-	s.addEdges([]edgeRef{{tsMs: e.TimestampMs, call: api.Call{CalleeService: e.CalleeService, CalleeInstance: e.CalleeInstance,
+	var caller string
+	if e.Caller != nil {
+		caller = e.Caller.Service
+	}
+	s.addEdges([]edgeRef{{tsMs: e.TimestampMs, caller: caller, call: api.Call{CalleeService: e.CalleeService, CalleeInstance: e.CalleeInstance,
 		Requests: e.Requests, Errors: e.Errors, Timeouts: e.Timeouts, LatencyMsAvg: e.LatencyMsAvg, LatencyMsP99: e.LatencyMsP99}}}, now, &t)
 	for o, n := range t[KindEdge] {
 		if n > 0 {
@@ -283,7 +299,14 @@ func (s *Store) addEdges(edges []edgeRef, now time.Time, t *Tally) {
 	}
 	sw := s.lockedService(edges[0].call.CalleeService)
 	defer sw.mu.Unlock()
+	var cc *callerCount
 	for i := range edges {
+		switch c := edges[i].caller; {
+		case c == "":
+			cc = nil
+		case i == 0 || c != edges[i-1].caller || cc == nil:
+			cc = sw.caller(c, now)
+		}
 		e := &edges[i].call
 		if !finite(e.LatencyMsAvg, e.LatencyMsP99) || e.Requests < 0 || e.Errors < 0 || e.Timeouts < 0 {
 			t[KindEdge][Invalid]++
@@ -298,6 +321,9 @@ func (s *Store) addEdges(edges []edgeRef, now time.Time, t *Tally) {
 		iw.totals.EdgeRequests += e.Requests
 		iw.totals.EdgeErrors += e.Errors
 		iw.totals.EdgeTimeouts += e.Timeouts
+		if cc != nil {
+			cc.requests += e.Requests
+		}
 		a := &w.Callers
 		a.Records++
 		a.Requests += e.Requests
@@ -306,6 +332,24 @@ func (s *Store) addEdges(edges []edgeRef, now time.Time, t *Tally) {
 		a.latencySum += e.LatencyMsAvg * float64(e.Requests)
 		a.LatencyMsP99 = max(a.LatencyMsP99, e.LatencyMsP99)
 	}
+}
+
+// caller is the counter of caller, seen now; nil when the service already
+// counts maxCallers others. sw is locked.
+func (sw *serviceWindows) caller(name string, now time.Time) *callerCount {
+	cc := sw.callers[name]
+	if cc == nil {
+		if len(sw.callers) >= maxCallers {
+			return nil
+		}
+		if sw.callers == nil {
+			sw.callers = map[string]*callerCount{}
+		}
+		cc = &callerCount{}
+		sw.callers[strings.Clone(name)] = cc // the key outlives the batch
+	}
+	cc.lastSeen = now
+	return cc
 }
 
 // maxDenialKeys bounds the dry-run denial counters kept per service.
@@ -602,11 +646,20 @@ type DenialView struct {
 	LastSeenMs    int64  `json:"last_seen_ms"`
 }
 
+// CallerView is a service seen calling another, since the calculator
+// first saw it (requests summed over the windows it accepted).
+type CallerView struct {
+	Service    string `json:"service"`
+	Requests   int64  `json:"requests"`
+	LastSeenMs int64  `json:"last_seen_ms"`
+}
+
 // ServiceView is everything kept about one service.
 type ServiceView struct {
 	Service       string         `json:"service"`
 	Instances     []InstanceView `json:"instances"`
 	DryRunDenials []DenialView   `json:"dry_run_denials"`
+	Callers       []CallerView   `json:"callers"`
 }
 
 // Service returns a copy of what is kept about name, false when nothing is.
@@ -617,7 +670,11 @@ func (s *Store) Service(name string) (ServiceView, bool) {
 	}
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
-	v := ServiceView{Service: name, Instances: []InstanceView{}, DryRunDenials: []DenialView{}}
+	v := ServiceView{Service: name, Instances: []InstanceView{}, DryRunDenials: []DenialView{}, Callers: []CallerView{}}
+	for c, cc := range sw.callers {
+		v.Callers = append(v.Callers, CallerView{Service: c, Requests: cc.requests, LastSeenMs: cc.lastSeen.UnixMilli()})
+	}
+	slices.SortFunc(v.Callers, func(a, b CallerView) int { return strings.Compare(a.Service, b.Service) })
 	for id, iw := range sw.instances {
 		iv := InstanceView{Instance: id, LastReportMs: iw.lastSeen.UnixMilli(), Totals: iw.totals, Windows: []Window{}}
 		for _, w := range iw.ring {
