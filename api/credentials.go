@@ -28,19 +28,53 @@ const (
 	MaxTokenTTL     = 366 * 24 * time.Hour
 )
 
-// TokenRequest asks the config-center for a data-plane token (POST
-// /v1/tokens, by an operator that may write).
+// Operator roles.
+const (
+	RoleReader = "reader"
+	RoleWriter = "writer"
+)
+
+// TokenRequest asks the config-center for a token (POST /v1/tokens): a data
+// plane's token of Service, or an operator's token (Operator, Role and the
+// Services it may act on; "*" for all of them).
 type TokenRequest struct {
-	Service   string `json:"service"`
+	Service   string `json:"service,omitempty"`
 	Namespace string `json:"namespace,omitempty"`
 	// TTL is a Go duration ("720h"); DefaultTokenTTL when empty.
 	TTL string `json:"ttl,omitempty"`
+
+	Operator string   `json:"operator,omitempty"`
+	Role     string   `json:"role,omitempty"`
+	Services []string `json:"services,omitempty"`
 }
 
 // Validate checks r and returns its lifetime.
 func (r TokenRequest) Validate() (time.Duration, *FieldError) {
-	if fe := Name("service", r.Service, true); fe != nil {
-		return 0, fe
+	switch {
+	case r.Operator == "" && r.Role == "" && r.Services == nil:
+		if fe := Name("service", r.Service, true); fe != nil {
+			return 0, fe
+		}
+	case r.Service != "":
+		return 0, Errorf("service", CodeInvalidValue, "a token is a data plane's (service) or an operator's (operator, role, services), not both")
+	default:
+		if fe := Name("operator", r.Operator, true); fe != nil {
+			return 0, fe
+		}
+		if r.Role != RoleReader && r.Role != RoleWriter {
+			return 0, Errorf("role", CodeInvalidValue, "want reader or writer, got %q", r.Role)
+		}
+		if len(r.Services) == 0 {
+			return 0, Errorf("services", CodeMissingField, `list the services the operator may act on, or ["*"] for all`)
+		}
+		for i, s := range r.Services {
+			if s == "*" {
+				continue
+			}
+			if fe := Name(Index("services", i), s, true); fe != nil {
+				return 0, fe
+			}
+		}
 	}
 	if fe := Name("namespace", r.Namespace, false); fe != nil {
 		return 0, fe
@@ -61,12 +95,15 @@ func (r TokenRequest) Validate() (time.Duration, *FieldError) {
 // TokenInfo describes a data-plane token without its secret: what GET
 // /v1/tokens lists.
 type TokenInfo struct {
-	ID          string `json:"id"`
-	Service     string `json:"service"`
-	Namespace   string `json:"namespace,omitempty"`
-	CreatedBy   string `json:"created_by"`
-	CreatedAtMs int64  `json:"created_at_ms"`
-	ExpiresAtMs int64  `json:"expires_at_ms"`
+	ID          string   `json:"id"`
+	Service     string   `json:"service,omitempty"`
+	Operator    string   `json:"operator,omitempty"`
+	Role        string   `json:"role,omitempty"`
+	Services    []string `json:"services,omitempty"`
+	Namespace   string   `json:"namespace,omitempty"`
+	CreatedBy   string   `json:"created_by"`
+	CreatedAtMs int64    `json:"created_at_ms"`
+	ExpiresAtMs int64    `json:"expires_at_ms"`
 }
 
 // TokenIssued answers a TokenRequest; Token is shown this once and stored

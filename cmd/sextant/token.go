@@ -19,6 +19,8 @@ import (
 const tokenUsage = `usage: sextant token <create|list|revoke> [flags]
 
   create --service S [--namespace N] [--ttl 720h]   issue a data-plane token; prints it on stdout
+  create --operator NAME --role reader|writer --services S1,S2|*
+                                                     issue an operator's token bound to those services
   list [--service S]                                 list tokens (never their secrets)
   revoke ID                                          revoke a token at once
 
@@ -45,6 +47,12 @@ func token(args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&req.Service, "service", "", "the service whose data planes use the token (required)")
 		fs.StringVar(&req.Namespace, "namespace", "", "the service's namespace (recorded with the token)")
 		fs.StringVar(&req.TTL, "ttl", "", "lifetime (default 720h, at most 8784h)")
+		fs.StringVar(&req.Operator, "operator", "", "issue an operator's token for this person or tool (with --role and --services)")
+		fs.StringVar(&req.Role, "role", "", "the operator's role: reader or writer")
+		fs.Func("services", `comma-separated services the operator may act on ("*": all)`, func(v string) error {
+			req.Services = strings.Split(v, ",")
+			return nil
+		})
 	case "list":
 		fs.StringVar(&req.Service, "service", "", "only this service's tokens")
 	case "revoke":
@@ -76,8 +84,14 @@ func token(args []string, stdout, stderr io.Writer) error {
 		if err := c.do(http.MethodPost, "/v1/tokens", req, &issued); err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "token %s for service %s, expires %s; give it to the data planes as SEXTANT_TOKEN\n",
-			issued.ID, issued.Service, time.UnixMilli(issued.ExpiresAtMs).UTC().Format(time.RFC3339))
+		expires := time.UnixMilli(issued.ExpiresAtMs).UTC().Format(time.RFC3339)
+		if issued.Operator != "" {
+			fmt.Fprintf(stderr, "token %s for operator %s (%s of %s), expires %s\n",
+				issued.ID, issued.Operator, issued.Role, strings.Join(issued.Services, ","), expires)
+		} else {
+			fmt.Fprintf(stderr, "token %s for service %s, expires %s; give it to the data planes as SEXTANT_TOKEN\n",
+				issued.ID, issued.Service, expires)
+		}
 		fmt.Fprintln(stdout, issued.Token)
 	case "list":
 		var out struct {
@@ -86,9 +100,13 @@ func token(args []string, stdout, stderr io.Writer) error {
 		if err := c.do(http.MethodGet, "/v1/tokens?service="+url.QueryEscape(req.Service), nil, &out); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%-18s %-24s %-20s %-20s %s\n", "ID", "SERVICE", "CREATED", "EXPIRES", "BY")
+		fmt.Fprintf(stdout, "%-18s %-24s %-20s %-20s %s\n", "ID", "HOLDER", "CREATED", "EXPIRES", "BY")
 		for _, t := range out.Tokens {
-			fmt.Fprintf(stdout, "%-18s %-24s %-20s %-20s %s\n", t.ID, t.Service,
+			holder := t.Service
+			if t.Operator != "" {
+				holder = "operator " + t.Operator + " (" + t.Role + " of " + strings.Join(t.Services, ",") + ")"
+			}
+			fmt.Fprintf(stdout, "%-18s %-24s %-20s %-20s %s\n", t.ID, holder,
 				time.UnixMilli(t.CreatedAtMs).UTC().Format(time.DateTime), time.UnixMilli(t.ExpiresAtMs).UTC().Format(time.DateTime), t.CreatedBy)
 		}
 	case "revoke":

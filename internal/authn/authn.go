@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,8 +30,8 @@ import (
 
 // Roles of operator tokens.
 const (
-	RoleReader = "reader"
-	RoleWriter = "writer"
+	RoleReader = api.RoleReader
+	RoleWriter = api.RoleWriter
 )
 
 // Identity is who a request comes from: an operator (Operator and Role set)
@@ -38,6 +39,10 @@ const (
 type Identity struct {
 	Operator string
 	Role     string
+	// Services bound an operator issued by the config-center to these
+	// services ("*": all); nil for the operators of the flags, who are not
+	// bound.
+	Services []string
 	Service  string
 	// Namespace and TokenID are a data plane's, for logs and audit.
 	Namespace string
@@ -55,13 +60,30 @@ func (id Identity) Name() string {
 // IsOperator tells an operator's token from a data plane's.
 func (id Identity) IsOperator() bool { return id.Operator != "" }
 
-// MayWrite tells an operator who may change things everywhere.
-func (id Identity) MayWrite() bool { return id.Operator != "" && id.Role == RoleWriter }
+// everywhere tells an operator bound to no service.
+func (id Identity) everywhere() bool {
+	return id.Operator != "" && (id.Services == nil || slices.Contains(id.Services, "*"))
+}
+
+// MayWrite tells an operator who may change things everywhere (issue
+// operators' tokens, for one).
+func (id Identity) MayWrite() bool { return id.Role == RoleWriter && id.everywhere() }
+
+// MayWriteFor tells an operator who may change what belongs to service:
+// its configs, pins, tokens and instances.
+func (id Identity) MayWriteFor(service string) bool {
+	return id.Role == RoleWriter && (id.everywhere() || (id.Operator != "" && slices.Contains(id.Services, service)))
+}
+
+// MayReadFor tells an operator who may read what belongs to service.
+func (id Identity) MayReadFor(service string) bool {
+	return id.everywhere() || (id.Operator != "" && slices.Contains(id.Services, service))
+}
 
 // MayActFor tells whether the identity may register, report and change
-// state for service: its own data planes, or an operator who may write.
+// state for service: its own data planes, or an operator who may write for it.
 func (id Identity) MayActFor(service string) bool {
-	return id.MayWrite() || (id.Service != "" && id.Service == service)
+	return id.MayWriteFor(service) || (id.Service != "" && id.Service == service)
 }
 
 // Operator is one operator token.
@@ -167,6 +189,9 @@ func (v *Verifier) verifyToken(id, secret string) (Identity, *api.FieldError) {
 		return Identity{}, api.Errorf(api.AuthorizationHeader, api.CodeExpired,
 			"token %s of service %s expired at %s", t.ID, t.Service, time.UnixMilli(t.ExpiresAtMs).UTC().Format(time.RFC3339))
 	}
+	if t.Operator != "" {
+		return Identity{Operator: t.Operator, Role: t.Role, Services: t.Services, TokenID: t.ID}, nil
+	}
 	return Identity{Service: t.Service, Namespace: t.Namespace, TokenID: t.ID}, nil
 }
 
@@ -202,7 +227,7 @@ func (v *Verifier) Apply(events []etcdx.Event, _ int64) {
 func decodeStored(b []byte) (api.StoredToken, bool) {
 	var t api.StoredToken
 	err := json.Unmarshal(b, &t)
-	return t, err == nil && t.ID != "" && t.Service != "" && t.SecretSHA256 != ""
+	return t, err == nil && t.ID != "" && (t.Service != "" || (t.Operator != "" && len(t.Services) > 0)) && t.SecretSHA256 != ""
 }
 
 // HashSecret is what a StoredToken keeps of a secret.
@@ -211,13 +236,18 @@ func HashSecret(secret string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// NewToken makes a data-plane token of service: the record to keep at
+// NewToken makes a token of info's holder (a data plane's service, or an
+// operator), living ttl from now: the record to keep at
 // api.Keys.Token(record.ID) and the token to hand out once.
-func NewToken(service, namespace, createdBy string, ttl time.Duration, now time.Time) (record api.StoredToken, token string) {
+func NewToken(info api.TokenInfo, ttl time.Duration, now time.Time) (record api.StoredToken, token string) {
 	id, secret := randomHex(8), randomHex(24)
-	record = api.StoredToken{TokenInfo: api.TokenInfo{ID: id, Service: service, Namespace: namespace, CreatedBy: createdBy,
-		CreatedAtMs: now.UnixMilli(), ExpiresAtMs: now.Add(ttl).UnixMilli()}, SecretSHA256: HashSecret(secret)}
-	return record, api.TokenPrefix + id + "." + secret
+	info.ID, info.CreatedAtMs, info.ExpiresAtMs = id, now.UnixMilli(), now.Add(ttl).UnixMilli()
+	return api.StoredToken{TokenInfo: info, SecretSHA256: HashSecret(secret)}, api.TokenPrefix + id + "." + secret
+}
+
+// DataPlane is the TokenInfo of a data plane's token of service.
+func DataPlane(service, createdBy string) api.TokenInfo {
+	return api.TokenInfo{Service: service, CreatedBy: createdBy}
 }
 
 func randomHex(n int) string {

@@ -34,7 +34,8 @@ func (v *Verifier) Authenticate() app.HandlerFunc {
 }
 
 // RequireOperator is middleware after Authenticate: only operators pass,
-// and only writers when write is set.
+// and only writers when write is set. The handler checks the operator's
+// services (Identity.MayWriteFor).
 func RequireOperator(write bool) app.HandlerFunc {
 	return func(ctx context.Context, c *app.RequestContext) {
 		id := From(c)
@@ -42,7 +43,7 @@ func RequireOperator(write bool) app.HandlerFunc {
 		case !id.IsOperator():
 			Forbid(c, "an operator token is required, %s is a data plane's", id.Name())
 			return
-		case write && !id.MayWrite():
+		case write && id.Role != RoleWriter:
 			Forbid(c, "%s may read, not write", id.Name())
 			return
 		}

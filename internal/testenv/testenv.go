@@ -162,7 +162,7 @@ func (operatorTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // retry until then.
 func ServiceToken(t testing.TB, etcd *Etcd, prefix, service string) string {
 	t.Helper()
-	record, token := authn.NewToken(service, "", "test", time.Hour, time.Now())
+	record, token := authn.NewToken(authn.DataPlane(service, "test"), time.Hour, time.Now())
 	b, _ := json.Marshal(record)
 	if _, err := etcd.Client(t).Put(context.Background(), api.Keys{Prefix: prefix}.Token(record.ID), string(b)); err != nil {
 		t.Fatalf("token of %s: %v", service, err)

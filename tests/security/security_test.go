@@ -91,7 +91,7 @@ func (p *plane) issue(t *testing.T, service, ttl string) api.TokenIssued {
 
 // expired writes a token of service whose lifetime has passed.
 func (p *plane) expired(t *testing.T, service string) string {
-	record, token := authn.NewToken(service, "", "test", time.Minute, time.Now().Add(-time.Hour))
+	record, token := authn.NewToken(authn.DataPlane(service, "test"), time.Minute, time.Now().Add(-time.Hour))
 	b, _ := json.Marshal(record)
 	if _, err := p.etcd.Client(t).Put(context.Background(), api.Keys{Prefix: p.prefix}.Token(record.ID), string(b)); err != nil {
 		t.Fatal(err)
@@ -275,4 +275,51 @@ func equal(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// Operators bound to services: a writer of payments changes payments'
+// configs, pins, tokens and instances and nothing else, and issues no
+// operator's token; a reader of payments writes nothing.
+func TestOperatorsBoundToServices(t *testing.T) {
+	p := start(t)
+	issueOperator := func(name, role string, services ...string) string {
+		body, _ := json.Marshal(api.TokenRequest{Operator: name, Role: role, Services: services})
+		a := call(t, "POST", "http://"+p.center+"/v1/tokens", testenv.AdminToken, string(body))
+		var issued api.TokenIssued
+		if a.status != 201 || json.Unmarshal(a.body, &issued) != nil {
+			t.Fatalf("token of %s: %s", name, a)
+		}
+		return issued.Token
+	}
+	alice := issueOperator("alice", api.RoleWriter, victim)
+	bob := issueOperator("bob", api.RoleReader, victim)
+	cc := "http://" + p.center
+	for _, tc := range []struct {
+		name, cred, method, url, body string
+		status                        int
+	}{
+		{"alice writes payments' config", alice, "PUT", cc + "/v1/configs/limit/" + victim, `{"qps_limit": 5}`, 200},
+		{"alice writes orders' config", alice, "PUT", cc + "/v1/configs/limit/orders", `{"qps_limit": 5}`, 403},
+		{"alice writes a config whose server is orders", alice, "PUT", cc + "/v1/configs/rpc_timeout/" + victim + "/orders", `{"*": {"rpc_timeout_ms": 100}}`, 403},
+		{"alice pins orders", alice, "POST", cc + "/v1/pins/orders", `{"kind":"limit","scope":"orders","revision":1}`, 403},
+		{"alice issues a token of payments", alice, "POST", cc + "/v1/tokens", `{"service":"` + victim + `"}`, 201},
+		{"alice issues a token of orders", alice, "POST", cc + "/v1/tokens", `{"service":"orders"}`, 403},
+		{"alice issues an operator's token", alice, "POST", cc + "/v1/tokens", `{"operator":"mallory","role":"writer","services":["*"]}`, 403},
+		{"alice registers into payments", alice, "POST", "http://" + p.meshCore + "/v1/instances", `{"service":"` + victim + `","instance":"10.0.0.1:80"}`, 201},
+		{"alice registers into orders", alice, "POST", "http://" + p.meshCore + "/v1/instances", `{"service":"orders","instance":"10.0.0.1:80"}`, 403},
+		{"bob reads payments' config", bob, "GET", cc + "/v1/configs/limit/" + victim, "", 200},
+		{"bob writes payments' config", bob, "PUT", cc + "/v1/configs/limit/" + victim, `{"qps_limit": 6}`, 403},
+	} {
+		testenv.Eventually(t, 10*time.Second, func() error { // the services learn the tokens from etcd
+			if a := call(t, tc.method, tc.url, tc.cred, tc.body); a.status != tc.status {
+				return fmt.Errorf("%s: %s, want %d", tc.name, a, tc.status)
+			}
+			return nil
+		})
+	}
+	// The audit names who changed what.
+	a := call(t, "GET", cc+"/v1/audit", testenv.AdminToken, "")
+	if !bytes.Contains(a.body, []byte(`"who":"alice"`)) {
+		t.Errorf("the audit does not name alice: %s", a)
+	}
 }

@@ -3,10 +3,14 @@ package devplane
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/testenv"
 )
 
 // bearer is a client that sends one credential with every request.
@@ -35,5 +39,25 @@ func dataPlane(t *testing.T, a Addrs, service string) *http.Client {
 	if err := json.NewDecoder(resp.Body).Decode(&issued); err != nil || resp.StatusCode != http.StatusCreated {
 		t.Fatalf("token of %s: %d %v", service, resp.StatusCode, err)
 	}
-	return &http.Client{Transport: bearer{issued.Token}}
+	c := &http.Client{Transport: bearer{issued.Token}}
+	// Each service learns the token from etcd a moment later.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for _, probe := range []struct{ method, url, body string }{
+			{"GET", "http://" + a.MeshCore + "/v1/discovery/" + service + "?wait=0s", ""},
+			{"POST", "http://" + a.Mixer + "/v1/telemetry", "{}"},
+			{"GET", "http://" + a.ConfigCenter + "/v1/configs?service=" + service, ""},
+		} {
+			req, _ := http.NewRequest(probe.method, probe.url, strings.NewReader(probe.body))
+			resp, err := c.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusUnauthorized {
+				return fmt.Errorf("%s does not know the token of %s yet", probe.url, service)
+			}
+		}
+		return nil
+	})
+	return c
 }

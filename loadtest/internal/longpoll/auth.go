@@ -32,7 +32,7 @@ func IssueTokens(endpoint, prefix string, services ...string) ([]string, error) 
 	keys := api.Keys{Prefix: prefix}
 	out := make([]string, len(services))
 	for i, s := range services {
-		record, token := authn.NewToken(s, "", "loadtest", 24*time.Hour, time.Now())
+		record, token := authn.NewToken(authn.DataPlane(s, "loadtest"), 24*time.Hour, time.Now())
 		b, _ := json.Marshal(record)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err = cli.Put(ctx, keys.Token(record.ID), string(b))

@@ -63,6 +63,10 @@ func (a *configAPI) configs(ctx context.Context, c *app.RequestContext) {
 		return
 	}
 	method := string(c.Method())
+	if id := authn.From(c); method != "GET" && !id.MayWriteFor(req.ref.Server) {
+		authn.Forbid(c, "%s may not change the configs of %s", id.Name(), req.ref.Server)
+		return
+	}
 	switch {
 	case method == "GET" && req.action == "":
 		a.get(ctx, c, req.ref)

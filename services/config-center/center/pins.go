@@ -36,6 +36,10 @@ func (a *configAPI) pin(ctx context.Context, c *app.RequestContext) {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
+	if id := authn.From(c); !id.MayWriteFor(service) {
+		authn.Forbid(c, "%s may not pin configs of %s", id.Name(), service)
+		return
+	}
 	var body bytes.Buffer
 	if fe := httpx.ReadBody(c, &body, a.maxBody); fe != nil {
 		httpx.WriteError(c, statusOfBodyError(fe), fe)
@@ -74,6 +78,10 @@ func (a *configAPI) pin(ctx context.Context, c *app.RequestContext) {
 // unpin releases ?kind=K&scope=S of service.
 func (a *configAPI) unpin(ctx context.Context, c *app.RequestContext) {
 	service := c.Param("service")
+	if id := authn.From(c); !id.MayWriteFor(service) {
+		authn.Forbid(c, "%s may not unpin configs of %s", id.Name(), service)
+		return
+	}
 	r, fe := parseConfigPath(string(c.Query("kind")), string(c.Query("scope")))
 	if fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)

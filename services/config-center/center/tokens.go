@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/cloudwego/hertz/pkg/app"
@@ -44,12 +45,27 @@ func (t *tokenAPI) create(ctx context.Context, c *app.RequestContext) {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
+	id := authn.From(c)
+	holder := api.TokenInfo{Service: req.Service, Namespace: req.Namespace, CreatedBy: id.Name()}
+	detail := "service " + req.Service
+	if req.Operator != "" {
+		// An operator's token: only an operator bound to no service issues one.
+		if !id.MayWrite() {
+			authn.Forbid(c, "%s may not issue operators' tokens", id.Name())
+			return
+		}
+		holder = api.TokenInfo{Operator: req.Operator, Role: req.Role, Services: req.Services, CreatedBy: id.Name()}
+		detail = "operator " + req.Operator + " (" + req.Role + " of " + strings.Join(req.Services, ",") + ")"
+	} else if !id.MayWriteFor(req.Service) {
+		authn.Forbid(c, "%s may not issue tokens of %s", id.Name(), req.Service)
+		return
+	}
 	now := time.Now()
-	record, token := authn.NewToken(req.Service, req.Namespace, authn.From(c).Name(), ttl, now)
+	record, token := authn.NewToken(holder, ttl, now)
 	info := record.TokenInfo
 	stored, _ := json.Marshal(record)
 	audit := api.AuditEntry{AtMs: now.UnixMilli(), Who: info.CreatedBy, Action: "token-create", Service: req.Service,
-		Detail: "token " + info.ID + " expires " + time.UnixMilli(info.ExpiresAtMs).UTC().Format(time.RFC3339)}
+		Detail: "token " + info.ID + " of " + detail + ", expires " + time.UnixMilli(info.ExpiresAtMs).UTC().Format(time.RFC3339)}
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	key := t.keys.Token(info.ID)
@@ -75,10 +91,15 @@ func (t *tokenAPI) list(ctx context.Context, c *app.RequestContext) {
 		unavailable(c, err)
 		return
 	}
+	// An operator bound to some services sees their data planes' tokens.
+	who := authn.From(c)
 	out := []api.TokenInfo{}
 	for _, kv := range resp.Kvs {
 		var st api.StoredToken
-		if json.Unmarshal(kv.Value, &st) == nil && (service == "" || st.Service == service) {
+		if json.Unmarshal(kv.Value, &st) != nil || (service != "" && st.Service != service) {
+			continue
+		}
+		if (st.Operator != "" && who.MayReadFor("*")) || (st.Service != "" && who.MayReadFor(st.Service)) {
 			out = append(out, st.TokenInfo)
 		}
 	}
@@ -101,6 +122,10 @@ func (t *tokenAPI) revoke(ctx context.Context, c *app.RequestContext) {
 	}
 	var st api.StoredToken
 	_ = json.Unmarshal(got.Kvs[0].Value, &st)
+	if who := authn.From(c); (st.Operator != "" && !who.MayWrite()) || (st.Operator == "" && !who.MayWriteFor(st.Service)) {
+		authn.Forbid(c, "%s may not revoke token %s", who.Name(), id)
+		return
+	}
 	audit := api.AuditEntry{AtMs: time.Now().UnixMilli(), Who: authn.From(c).Name(), Action: "token-revoke", Service: st.Service, Detail: "token " + id}
 	resp, err := t.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", got.Kvs[0].ModRevision)).
 		Then(clientv3.OpDelete(key), t.store.auditOp(audit)).Commit()
