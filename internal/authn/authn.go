@@ -8,6 +8,7 @@
 package authn
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/time/rate"
 
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
@@ -137,10 +139,18 @@ func (c Config) Operators() ([]Operator, error) {
 type Verifier struct {
 	operators []Operator
 	now       func() time.Time
+	// lookup reads one token from etcd, for an ID the mirror does not hold
+	// yet (a token issued a moment ago); lookups bounds how often.
+	lookup  func(id string) (api.StoredToken, bool)
+	lookups *rate.Limiter
 
 	mu     sync.RWMutex
 	tokens map[string]api.StoredToken // by ID
 }
+
+// lookupsPerSecond bounds the etcd reads that unknown token IDs cause, so
+// that a flood of made-up tokens costs etcd little.
+const lookupsPerSecond = 20
 
 // NewVerifier verifies the operators' tokens and, once mirrored, the
 // data-plane tokens.
@@ -156,6 +166,16 @@ func Follow(cfg Config, cli *clientv3.Client, keys api.Keys, log *slog.Logger) (
 		return nil, nil, err
 	}
 	v := NewVerifier(ops)
+	v.lookups = rate.NewLimiter(lookupsPerSecond, lookupsPerSecond)
+	v.lookup = func(id string) (api.StoredToken, bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		resp, err := cli.Get(ctx, keys.Token(id))
+		if err != nil || len(resp.Kvs) == 0 {
+			return api.StoredToken{}, false
+		}
+		return decodeStored(resp.Kvs[0].Value)
+	}
 	return v, etcdx.NewMirror(cli, keys.Tokens(), v, log), nil
 }
 
@@ -182,6 +202,11 @@ func (v *Verifier) verifyToken(id, secret string) (Identity, *api.FieldError) {
 	v.mu.RLock()
 	t, ok := v.tokens[id]
 	v.mu.RUnlock()
+	if !ok && v.lookup != nil && v.lookups.Allow() {
+		// Issued a moment ago, before the mirror saw it: etcd knows. The
+		// mirror applies it (or its revocation) in turn.
+		t, ok = v.lookup(id)
+	}
 	if !ok || subtle.ConstantTimeCompare([]byte(HashSecret(secret)), []byte(t.SecretSHA256)) != 1 {
 		return Identity{}, api.Errorf(api.AuthorizationHeader, api.CodeUnauthenticated, "unknown or revoked token")
 	}
