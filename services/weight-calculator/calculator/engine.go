@@ -49,14 +49,21 @@ var _ policySink = (*Publisher)(nil)
 
 // serviceState is what the engine keeps about one owned service.
 type serviceState struct {
-	ownedSince  time.Time
-	weights     map[string]*instanceWeight
-	overload    overloadControl
-	instances   map[string]*overloadControl
-	lastPublish time.Time
-	published   *meshcore.Policy
-	decision    Decision
+	ownedSince time.Time
+	weights    map[string]*instanceWeight
+	overload   overloadControl
+	instances  map[string]*overloadControl
+	// silentRounds counts the rounds in a row whose newest window holds no
+	// server report of the service (see maxSilentRounds).
+	silentRounds int
+	lastPublish  time.Time
+	published    *meshcore.Policy
+	decision     Decision
 }
+
+// maxSilentRounds is how many rounds in a row an overloaded or recovering
+// service without server reports keeps its admission level.
+const maxSilentRounds = 3
 
 // Decision is the last round's outcome for a service, as /debug/policy shows it.
 type Decision struct {
@@ -227,7 +234,16 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	} else {
 		sig = overloadSignals{load: &e.load}
 	}
-	st.overload.step(sig, &k)
+	// A window without any server report says nothing of the load: reports
+	// late from starved data planes look the same as no traffic. A shedding
+	// service holds its level for a few such rounds rather than dropping it
+	// to 0 and taking the whole load at once; then it is idle.
+	if servers == 0 && st.overload.State != StateNormal && st.silentRounds < maxSilentRounds {
+		st.silentRounds++
+	} else {
+		st.silentRounds = 0
+		st.overload.step(sig, &k)
+	}
 	d.Overload = st.overload
 
 	policy := e.policy(name, st, now)

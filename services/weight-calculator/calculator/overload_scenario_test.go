@@ -107,3 +107,31 @@ func TestScenarioOverloadShedsLowPriorityFirstAndRecoversSlowly(t *testing.T) {
 	}
 	t.Logf("recovered to normal in %d windows", windows)
 }
+
+// A window without server reports (data planes starved, their reports
+// late) does not drop a shedding service's level to 0: it is held for a few
+// rounds, then the service is idle (normal, level 0).
+func TestOverloadHoldsItsLevelThroughMissingReports(t *testing.T) {
+	s := newScenario(t, map[string]calculator.Knobs{"hot-svc": testKnobs()})
+	h := &hotService{name: "hot-svc", instances: 4, perPriority: 20, capacity: 20 * 64}
+	threshold := int32(0)
+	for range 15 {
+		s.window(h.name, h.batch(threshold))
+		if p := s.sink.latest(h.name); p != nil {
+			threshold = p.Overload.AdmitMinPriority
+		}
+	}
+	d := s.window(h.name, h.batch(threshold))
+	level := d.Overload.AdmitMinLevel
+	if d.Overload.State == calculator.StateNormal || level == 0 {
+		t.Fatalf("not shedding after 16 windows at twice the capacity: %+v", d.Overload)
+	}
+	for i := range 3 {
+		if d := s.window(h.name, &aggregator.ReportBatch{}); d.Overload.AdmitMinLevel != level {
+			t.Fatalf("silent window %d: level %d, want %d held", i+1, d.Overload.AdmitMinLevel, level)
+		}
+	}
+	if d := s.window(h.name, &aggregator.ReportBatch{}); d.Overload.State != calculator.StateNormal || d.Overload.AdmitMinLevel != 0 {
+		t.Fatalf("after 4 silent windows: %+v, want normal at level 0", d.Overload)
+	}
+}
