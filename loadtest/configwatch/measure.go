@@ -123,7 +123,7 @@ func runLoad(o options, addr string, pid int) (*report, error) {
 	rep.idle = pr.sample()
 
 	f := longpoll.New(longpoll.Config{
-		Addr: addr, Pollers: o.watches, Changes: o.changes, BufSize: 1024,
+		Addr: addr, Pollers: o.watches, Changes: o.changes, BufSize: 1024, RampRate: o.ramp,
 		Target: func(i int) string {
 			return "/v1/watch?service=" + serviceName(o.watchedBy(i)) + "&instance=" + instanceName(i) + "&wait=" + o.wait.String() + "&version="
 		},
