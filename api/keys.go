@@ -21,6 +21,7 @@ const DefaultPrefix = "/sextant/v1/"
 //	audit/{unix ns, 20 digits}-{nonce}   AuditEntry
 //	pins/{service}                       []Pin
 //	shards/{id}                          a calculator shard's membership, under its lease
+//	tokens/{id}                          StoredToken: a data-plane token's hash (config-center)
 //
 // Services read and write these keys only through Keys.
 const (
@@ -31,6 +32,7 @@ const (
 	dirAudit    = "audit/"
 	dirPins     = "pins/"
 	dirShards   = "shards/"
+	dirTokens   = "tokens/"
 )
 
 // Keys builds the etcd keys of one Sextant installation.
@@ -144,3 +146,9 @@ func KitexConfigKey(prefix, server, client, category string) string {
 	}
 	return prefix + "/" + client + "/" + server + "/" + category
 }
+
+// Tokens is the prefix of the data-plane tokens.
+func (k Keys) Tokens() string { return k.Prefix + dirTokens }
+
+// Token is where the token with this ID is kept.
+func (k Keys) Token(id string) string { return k.Tokens() + id }

@@ -48,7 +48,7 @@ type ConfigWatcherOptions struct {
 	// Calls names the services this one calls, for their dynamic policies.
 	Calls  []string
 	Wait   time.Duration
-	Token  string // when the config-center needs a reader token
+	Token  string // credential (default: $SEXTANT_TOKEN): the service's data-plane token
 	Logger *slog.Logger
 	// HTTPClient carries the TLS configuration (nil: the default client).
 	HTTPClient *http.Client
@@ -59,6 +59,7 @@ func NewConfigWatcher(o ConfigWatcherOptions) *ConfigWatcher {
 	if o.Wait <= 0 {
 		o.Wait = 30 * time.Second
 	}
+	o.Token = tokenOf(o.Token)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -150,9 +151,7 @@ func (w *ConfigWatcher) poll(ctx context.Context, version int64, etag *string) (
 	if err != nil {
 		return nil, err
 	}
-	if w.o.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+w.o.Token)
-	}
+	authorize(req, w.o.Token)
 	var a WatchAnswer
 	changed, err := longPoll(w.client, req, &a, etag)
 	if err != nil || !changed {

@@ -43,6 +43,7 @@ type Snapshot struct {
 // its group's poll with the service added.
 type Discovery struct {
 	base   string
+	token  string
 	client *http.Client
 	wait   time.Duration
 	retry  backoff.Policy
@@ -122,6 +123,9 @@ type DiscoveryOptions struct {
 	Logger *slog.Logger
 	// HTTPClient carries the TLS configuration (nil: the default client).
 	HTTPClient *http.Client
+	// Token is the credential sent to the control plane (default:
+	// $SEXTANT_TOKEN): the service's data-plane token.
+	Token string
 }
 
 // NewDiscovery makes a Discovery; Watch adds services to it.
@@ -129,12 +133,14 @@ func NewDiscovery(o DiscoveryOptions) *Discovery {
 	if o.Wait <= 0 {
 		o.Wait = 30 * time.Second
 	}
+	o.Token = tokenOf(o.Token)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Discovery{
 		base:     baseURL(o.MeshCore),
+		token:    o.Token,
 		client:   httpClient(o.HTTPClient, o.Wait+10*time.Second),
 		wait:     o.Wait,
 		retry:    backoff.Policy{Base: 200 * time.Millisecond, Max: 10 * time.Second},
@@ -295,6 +301,7 @@ func (d *Discovery) poll(names []string, version int64, etag *string, restarted 
 	if err != nil {
 		return nil, err
 	}
+	authorize(req, d.token)
 	var batch api.DiscoveryBatch
 	changed, err := longPoll(d.client, req, &batch, etag)
 	select {

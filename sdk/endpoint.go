@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"net/http"
+	"os"
 	"strings"
 	"time"
 )
@@ -26,4 +27,24 @@ func httpClient(c *http.Client, timeout time.Duration) *http.Client {
 	}
 	out.Timeout = timeout
 	return out
+}
+
+// TokenEnv names the environment variable the SDK's clients take their
+// credential from when their options give none: the data-plane token of
+// the service (`sextant token create --service S`), or an operator token.
+const TokenEnv = "SEXTANT_TOKEN"
+
+// tokenOf is the credential to send: the option's, else $SEXTANT_TOKEN.
+func tokenOf(option string) string {
+	if option != "" {
+		return option
+	}
+	return os.Getenv(TokenEnv)
+}
+
+// authorize adds the credential to a request to the control plane.
+func authorize(req *http.Request, token string) {
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 }

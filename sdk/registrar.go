@@ -22,6 +22,7 @@ type Registration = api.Registration
 // lease, and deregisters on Close.
 type Registrar struct {
 	base   string
+	token  string
 	reg    Registration
 	client *http.Client
 	log    *slog.Logger
@@ -37,6 +38,9 @@ type RegistrarOptions struct {
 	Logger       *slog.Logger
 	// HTTPClient carries the TLS configuration (nil: the default client).
 	HTTPClient *http.Client
+	// Token is the credential sent to the control plane (default:
+	// $SEXTANT_TOKEN): the service's data-plane token.
+	Token string
 }
 
 // NewRegistrar registers reg with mesh-core at meshCore (host:port or a URL)
@@ -55,7 +59,7 @@ func StartRegistrar(o RegistrarOptions) *Registrar {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Registrar{base: baseURL(o.MeshCore), reg: reg, client: httpClient(o.HTTPClient, 5*time.Second),
+	r := &Registrar{base: baseURL(o.MeshCore), token: tokenOf(o.Token), reg: reg, client: httpClient(o.HTTPClient, 5*time.Second),
 		log: log, cancel: cancel, done: make(chan struct{})}
 	go r.run(ctx)
 	return r
@@ -121,6 +125,7 @@ func (r *Registrar) call(ctx context.Context, method, path string, body []byte, 
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	authorize(req, r.token)
 	resp, err := r.client.Do(req)
 	if err != nil {
 		return err

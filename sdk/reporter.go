@@ -41,7 +41,10 @@ type Reporter struct {
 
 // ReporterOptions configure a Reporter.
 type ReporterOptions struct {
-	Mixer    string // telemetry-mixer: host:port, or a URL such as https://host:port
+	Mixer string // telemetry-mixer: host:port, or a URL such as https://host:port
+	// Token is the credential sent to the control plane (default:
+	// $SEXTANT_TOKEN): the service's data-plane token.
+	Token    string
 	Service  string
 	Instance string
 	Zone     string
@@ -95,6 +98,7 @@ func NewReporter(o ReporterOptions) *Reporter {
 	if o.Window <= 0 {
 		o.Window = time.Second
 	}
+	o.Token = tokenOf(o.Token)
 	if o.MaxCallees <= 0 {
 		o.MaxCallees = 1000
 	}
@@ -304,6 +308,7 @@ func (r *Reporter) post(ctx context.Context, rep *api.Report) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	authorize(req, r.o.Token)
 	resp, err := r.client.Do(req)
 	if err != nil {
 		return err

@@ -21,6 +21,8 @@ const usage = `usage: sextant <command> [flags]
 
 commands:
   dev    run an embedded etcd and every Sextant service in one process (Ctrl-C stops)
+  token  create, list and revoke data planes' tokens (sextant token create --service S)
+  access inspect a service's callers against its access rules (sextant access inspect --service S)
 
 Run "sextant <command> -h" for the flags of a command.
 `
@@ -39,6 +41,16 @@ func main() {
 	case "dev":
 		if err := dev(os.Args[2:]); err != nil && !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "sextant dev:", err)
+			os.Exit(1)
+		}
+	case "token":
+		if err := token(os.Args[2:], os.Stdout, os.Stderr); err != nil && !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "sextant token:", err)
+			os.Exit(1)
+		}
+	case "access":
+		if err := access(os.Args[2:], os.Stdout, os.Stderr); err != nil && !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "sextant access:", err)
 			os.Exit(1)
 		}
 	case "-h", "-help", "--help", "help":

@@ -1240,7 +1240,7 @@ func TestSchemaSettingsAreFlags(t *testing.T) {
 	chartSet := map[string]bool{
 		"http-addr": true, "kitex-addr": true, "poll-addr": true, "admin-addr": true, "advertise-addr": true, "id": true,
 		"etcd-endpoints": true, "etcd-prefix": true, "mesh-core-addr": true,
-		"tokens-file": true, "admin-token": true, "read-auth": true, "tls-cert": true, "tls-key": true,
+		"tokens-file": true, "admin-token": true, "tls-cert": true, "tls-key": true,
 		"influx-url": true, "influx-db": true, "influx-rp": true, "influx-token": true,
 	}
 	keys := map[string]string{
@@ -1318,8 +1318,20 @@ func TestOptionValues(t *testing.T) {
 	if sm := r.find("ServiceMonitor", fullname+"-config-center"); sm == nil || sm.obj.(*serviceMonitor).Spec.Endpoints[0].Scheme != "https" {
 		t.Errorf("config-center: no ServiceMonitor scraping over https")
 	}
-	if cm := r.find("ConfigMap", fullname+"-config-center"); cm == nil || cm.obj.(*corev1.ConfigMap).Data["SEXTANT_READ_AUTH"] != "true" {
-		t.Errorf("config-center: SEXTANT_READ_AUTH is not true")
+	// Every service verifies operators' tokens: the admin token and the
+	// tokens file reach each of them.
+	for name, w := range ws {
+		c := &w.pod.Spec.Containers[0]
+		if flagArgs(t, name, c.Args)["tokens-file"] == "" {
+			t.Errorf("%s: no --tokens-file", name)
+		}
+		found := false
+		for _, e := range c.Env {
+			found = found || (e.Name == "SEXTANT_ADMIN_TOKEN" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil)
+		}
+		if !found {
+			t.Errorf("%s: no SEXTANT_ADMIN_TOKEN from the auth Secret", name)
+		}
 	}
 	if r.find("Secret", fullname+"-auth") != nil {
 		t.Errorf("auth.existingSecret set, yet the chart renders its own Secret")

@@ -30,14 +30,20 @@ import (
 	"github.com/sextant-mesh/sextant/sdk/kitexsdk"
 )
 
-// Service is the demo backend's service name.
-const Service = "comment-svc"
+// The demo's services: the backend, and the front that calls it.
+const (
+	Service      = "comment-svc"
+	FrontService = "front"
+)
 
 // ControlPlane is where the demo finds Sextant.
 type ControlPlane struct {
 	MeshCore string // HTTP host:port
 	Mixer    string // HTTP host:port
 	Window   time.Duration
+	// Tokens holds each service's data-plane token, by service: what
+	// `sextant token create --service S` prints (IssueTokens in the demo).
+	Tokens map[string]string
 }
 
 // Backend is one instance of the comment service: it serves at most
@@ -61,9 +67,9 @@ func StartBackend(cp ControlPlane, cost time.Duration, concurrency int, log *slo
 	}
 	b := &Backend{ID: ln.Addr().String()}
 	b.cost.Store(int64(cost))
-	b.disc = sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: cp.MeshCore, Logger: log})
+	b.disc = sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: cp.MeshCore, Token: cp.Tokens[Service], Logger: log})
 	b.disc.Watch(Service, nil, nil)
-	b.rep = sdk.NewReporter(sdk.ReporterOptions{Mixer: cp.Mixer, Service: Service, Instance: b.ID, Window: cp.Window, Logger: log})
+	b.rep = sdk.NewReporter(sdk.ReporterOptions{Mixer: cp.Mixer, Token: cp.Tokens[Service], Service: Service, Instance: b.ID, Window: cp.Window, Logger: log})
 	gate := sdk.NewGate(sdk.GateOptions{
 		Concurrency: concurrency,
 		Reporter:    b.rep,
@@ -78,7 +84,8 @@ func StartBackend(cp ControlPlane, cost time.Duration, concurrency int, log *slo
 		return comment.NewServer(&handler{b: b}, opts...)
 	}, server.WithSuite(kitexsdk.NewServerSuite(gate, nil)))
 	b.rep.Start()
-	b.registrar = sdk.NewRegistrar(cp.MeshCore, sdk.Registration{Service: Service, Instance: b.ID, Addr: b.ID, TTLSeconds: 10}, log)
+	b.registrar = sdk.StartRegistrar(sdk.RegistrarOptions{MeshCore: cp.MeshCore, Token: cp.Tokens[Service], Logger: log,
+		Registration: sdk.Registration{Service: Service, Instance: b.ID, Addr: b.ID, TTLSeconds: 10}})
 	return b, nil
 }
 
@@ -126,12 +133,13 @@ type Front struct {
 // NewFront makes the caller "front".
 func NewFront(cp ControlPlane, timeout time.Duration, log *slog.Logger) (*Front, error) {
 	f := &Front{
-		disc: sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: cp.MeshCore, Logger: log}),
-		rep:  sdk.NewReporter(sdk.ReporterOptions{Mixer: cp.Mixer, Service: "front", Instance: "front-1", Window: cp.Window, Logger: log}),
+		disc: sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: cp.MeshCore, Token: cp.Tokens[FrontService], Logger: log}),
+		rep: sdk.NewReporter(sdk.ReporterOptions{Mixer: cp.Mixer, Token: cp.Tokens[FrontService], Service: FrontService, Instance: "front-1",
+			Window: cp.Window, Logger: log}),
 	}
 	opts := append(kitexsdk.ClientOptions(Service, f.disc, f.rep, nil),
 		client.WithRPCTimeout(timeout),
-		client.WithClientBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: "front"}))
+		client.WithClientBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: FrontService}))
 	c, err := comment.NewClient(Service, opts...)
 	if err != nil {
 		return nil, err

@@ -67,7 +67,10 @@ func (p *plane) restart() {
 }
 
 func (p *plane) cp() demo.ControlPlane {
-	return demo.ControlPlane{MeshCore: p.meshHTTP, Mixer: p.mixerHTTP, Window: time.Second}
+	return demo.ControlPlane{MeshCore: p.meshHTTP, Mixer: p.mixerHTTP, Window: time.Second, Tokens: map[string]string{
+		demo.Service:      testenv.ServiceToken(p.t, p.etcd, p.prefix, demo.Service),
+		demo.FrontService: testenv.ServiceToken(p.t, p.etcd, p.prefix, demo.FrontService),
+	}}
 }
 
 func knobs() calculator.Knobs {

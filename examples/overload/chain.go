@@ -49,6 +49,9 @@ type ControlPlane struct {
 	MeshCore string // HTTP host:port
 	Mixer    string // HTTP host:port
 	Window   time.Duration
+	// Tokens holds each service's data-plane token, by service: what
+	// `sextant token create --service S` prints (IssueTokens in the demo).
+	Tokens map[string]string
 }
 
 // Config shapes the chain.
@@ -156,8 +159,8 @@ type node struct {
 
 func newNode(cp ControlPlane, service, addr string, concurrency int, ownUtilization bool, log *slog.Logger) *node {
 	n := &node{service: service, id: addr}
-	n.disc = sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: cp.MeshCore, Logger: log})
-	ro := sdk.ReporterOptions{Mixer: cp.Mixer, Service: service, Instance: addr, Window: cp.Window, Logger: log}
+	n.disc = sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: cp.MeshCore, Token: cp.Tokens[service], Logger: log})
+	ro := sdk.ReporterOptions{Mixer: cp.Mixer, Token: cp.Tokens[service], Service: service, Instance: addr, Window: cp.Window, Logger: log}
 	if ownUtilization {
 		// The reporter's default is the process's CPU, and every service
 		// of the chain, the load generator and the control plane share this
@@ -176,7 +179,8 @@ func newNode(cp ControlPlane, service, addr string, concurrency int, ownUtilizat
 }
 
 func (n *node) register(cp ControlPlane, log *slog.Logger) {
-	n.reg = sdk.NewRegistrar(cp.MeshCore, sdk.Registration{Service: n.service, Instance: n.id, Addr: n.id, TTLSeconds: 10}, log)
+	n.reg = sdk.StartRegistrar(sdk.RegistrarOptions{MeshCore: cp.MeshCore, Token: cp.Tokens[n.service], Logger: log,
+		Registration: sdk.Registration{Service: n.service, Instance: n.id, Addr: n.id, TTLSeconds: 10}})
 }
 
 func (n *node) close() {

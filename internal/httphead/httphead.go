@@ -42,6 +42,8 @@ type Head struct {
 	// IfNoneMatch is the first If-None-Match field ("" when none).
 	IfNoneMatch string
 	Host        string
+	// Authorization is the request's credential ("" when none).
+	Authorization string
 }
 
 // Error is a request refused: Status is the HTTP status to answer with.
@@ -112,6 +114,11 @@ func parse(b []byte, limit int) (h Head, n int, err *Error) {
 				return Head{}, 0, fail(400, "Host", CodeMalformedRequest, "Host given twice")
 			}
 			h.Host = string(value)
+		case equalFold(name, "Authorization"):
+			if h.Authorization != "" {
+				return Head{}, 0, fail(400, "Authorization", CodeMalformedRequest, "Authorization given twice")
+			}
+			h.Authorization = string(value)
 		case equalFold(name, "If-None-Match"):
 			if h.IfNoneMatch == "" {
 				h.IfNoneMatch = string(value)

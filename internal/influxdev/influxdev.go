@@ -123,6 +123,14 @@ reporting-disabled = true
 	return s.Query(fmt.Sprintf("CREATE DATABASE %q WITH DURATION %s NAME %q", Database, Retention, RetentionPolicy))
 }
 
+// Pid is influxd's process id (0 when it is not running).
+func (s *Server) Pid() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // URL is the HTTP address.
 func (s *Server) URL() string { return "http://" + s.HTTPAddr }
 

@@ -9,6 +9,7 @@ package jsonx
 
 import (
 	"strings"
+	"unsafe"
 
 	"github.com/bytedance/sonic"
 
@@ -17,6 +18,18 @@ import (
 
 // CopyString: decoded values outlive the request body, whose buffer is reused.
 var strict = sonic.Config{DisallowUnknownFields: true, CopyString: true}.Froze()
+
+// view leaves strings pointing into the body (DecodeView).
+var view = sonic.Config{DisallowUnknownFields: true}.Froze()
+
+// DecodeView is Decode for values that do not outlive data: their strings
+// point into it, without a copy of the body or of each string.
+func DecodeView(data []byte, v any) *api.FieldError {
+	if err := view.UnmarshalFromString(unsafe.String(unsafe.SliceData(data), len(data)), v); err == nil {
+		return nil
+	}
+	return Decode(data, v) // names the bad field, as Decode does
+}
 
 // Decode decodes data into v, which must be a pointer. Unknown fields, values
 // of the wrong type and numbers that do not fit their Go type are errors. Any

@@ -49,7 +49,13 @@ func (v *View) Owner(service string) (Shard, bool) {
 	return s, ok
 }
 
-// Has tells whether a shard with id is in the view.
+// ShardAt returns the shard at addr, if the view holds one there.
+func (v *View) ShardAt(addr string) (Shard, bool) {
+	s, ok := v.byAddr[addr]
+	return s, ok
+}
+
+// Has tells whether the view holds the shard with this id.
 func (v *View) Has(id string) bool {
 	_, ok := slices.BinarySearchFunc(v.Shards, id, func(s Shard, id string) int { return strings.Compare(s.ID, id) })
 	return ok

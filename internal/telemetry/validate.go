@@ -43,13 +43,54 @@ func DefaultLimits() Limits {
 // validates each. Either every report is good and returned, or the first bad
 // field is named and nothing is returned.
 func Decode(body []byte, lim Limits, now time.Time) ([]api.Report, *api.FieldError) {
-	var reports []api.Report
+	return decode(body, nil, jsonx.Decode, lim, now)
+}
+
+// Decoder decodes as Decode does into reports it keeps and reuses from one
+// body to the next (the reports, their call and denial slices), whose
+// strings point into the body: what it returns is valid until the next
+// Decode and as long as the body is. A Decoder is used by one goroutine at
+// a time.
+type Decoder struct {
+	reports []api.Report
+}
+
+// Decode is Decode into d's reports.
+func (d *Decoder) Decode(body []byte, lim Limits, now time.Time) ([]api.Report, *api.FieldError) {
+	// Each report is emptied, keeping the room of its slices: the JSON
+	// decoder fills what is within a slice's capacity in place.
+	all := d.reports[:cap(d.reports)]
+	for i := range all {
+		r := &all[i]
+		calls, denials := r.Calls[:cap(r.Calls)], r.DryRunDenials[:cap(r.DryRunDenials)]
+		clear(calls)
+		clear(denials)
+		*r = api.Report{Calls: calls[:0], DryRunDenials: denials[:0]}
+	}
+	reports, fe := decode(body, d.reports[:0], jsonx.DecodeView, lim, now)
+	if reports != nil {
+		d.reports = reports
+	}
+	return reports, fe
+}
+
+// Size is the number of call edges and denials d keeps room for: a pool of
+// decoders leaves out one grown by an outsized request.
+func (d *Decoder) Size() int {
+	n := cap(d.reports)
+	for _, r := range d.reports[:cap(d.reports)] {
+		n += cap(r.Calls) + cap(r.DryRunDenials)
+	}
+	return n
+}
+
+func decode(body []byte, reports []api.Report, unmarshal func([]byte, any) *api.FieldError, lim Limits, now time.Time) ([]api.Report, *api.FieldError) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	switch {
 	case len(trimmed) == 0:
 		return nil, api.Errorf("", api.CodeMalformedJSON, "empty body")
 	case trimmed[0] == '[':
-		if fe := jsonx.Decode(body, &reports); fe != nil {
+		if fe := unmarshal(body, &reports); fe != nil {
 			return nil, fe
 		}
 		if len(reports) == 0 {
@@ -64,8 +105,11 @@ func Decode(body []byte, lim Limits, now time.Time) ([]api.Report, *api.FieldErr
 			}
 		}
 	case trimmed[0] == '{':
-		reports = make([]api.Report, 1)
-		if fe := jsonx.Decode(body, &reports[0]); fe != nil {
+		if cap(reports) == 0 {
+			reports = make([]api.Report, 1)
+		}
+		reports = reports[:1]
+		if fe := unmarshal(body, &reports[0]); fe != nil {
 			return nil, fe
 		}
 		if fe := validate(&reports[0], lim, now); fe != nil {

@@ -9,14 +9,18 @@ package testenv
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/etcdembed"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/influxdev"
@@ -132,4 +136,36 @@ func StartInfluxd(t testing.TB) *influxdev.Server {
 	}
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// AdminToken is the operators' token of every service a test starts with the
+// per-service test helpers (coretest, centertest, mixertest, calculatortest).
+const AdminToken = "test-admin-token"
+
+// HTTP is a client for tests that call Sextant's APIs as an operator: it
+// sends AdminToken with every request that carries no credential of its own.
+var HTTP = &http.Client{Transport: operatorTransport{}}
+
+type operatorTransport struct{}
+
+func (operatorTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("Authorization") == "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", "Bearer "+AdminToken)
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// ServiceToken issues a data-plane token of service as the config-center
+// does (the record it writes in etcd under prefix) and returns it. Services
+// learn it from their mirror of etcd a moment later; the SDK's clients
+// retry until then.
+func ServiceToken(t testing.TB, etcd *Etcd, prefix, service string) string {
+	t.Helper()
+	record, token := authn.NewToken(authn.DataPlane(service, "test"), time.Hour, time.Now())
+	b, _ := json.Marshal(record)
+	if _, err := etcd.Client(t).Put(context.Background(), api.Keys{Prefix: prefix}.Token(record.ID), string(b)); err != nil {
+		t.Fatalf("token of %s: %v", service, err)
+	}
+	return token
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/loadtest/internal/longpoll"
 	"github.com/sextant-mesh/sextant/loadtest/internal/proc"
 )
@@ -109,8 +112,8 @@ func decode(body []byte) (longpoll.Answer, error) {
 func runLoad(o options, addr string, pid int) (*report, error) {
 	m := longpoll.NewMetrics(addr)
 	defer m.Close()
-	w := writer{addr: addr, hc: &http.Client{Timeout: 30 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: o.writers}}}
+	w := writer{addr: addr, hc: longpoll.WithToken(&http.Client{Timeout: 30 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: o.writers}}, adminToken)}
 	defer w.hc.CloseIdleConnections()
 	rep := &report{o: o}
 	t0 := time.Now()
@@ -121,9 +124,13 @@ func runLoad(o options, addr string, pid int) (*report, error) {
 	rep.setup = time.Since(t0)
 	pr := probe{pid: pid, m: m}
 	rep.idle = pr.sample()
+	sdkToken, err := w.issueToken("loadtest-sdk")
+	if err != nil {
+		return nil, err
+	}
 
 	f := longpoll.New(longpoll.Config{
-		Addr: addr, Pollers: o.watches, Changes: o.changes, BufSize: 1024, RampRate: o.ramp,
+		Addr: addr, Token: sdkToken, Pollers: o.watches, Changes: o.changes, BufSize: 1024, RampRate: o.ramp,
 		Target: func(i int) string {
 			return "/v1/watch?service=" + serviceName(o.watchedBy(i)) + "&instance=" + instanceName(i) + "&wait=" + o.wait.String() + "&version="
 		},
@@ -244,7 +251,6 @@ func (w writer) put(s, qps int, rev int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
 	req.Header.Set("Content-Type", "application/json")
 	if rev > 0 {
 		req.Header.Set("If-Match", strconv.Quote(strconv.FormatInt(rev, 10)))
@@ -318,4 +324,33 @@ type probe struct {
 func (p probe) sample() procStats {
 	v := p.m.Read("go_goroutines", computedMetric, "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes")
 	return procStats{rssMiB: statusMiB(p.pid, "VmRSS"), goroutines: v[0], computed: v[1], heapMiB: v[2] / (1 << 20), stackMiB: v[3] / (1 << 20)}
+}
+
+// issueToken asks the config-center for a data-plane token of service, as
+// `sextant token create` does; the simulated SDKs watch with it.
+func (w *writer) issueToken(service string) (string, error) {
+	body, _ := json.Marshal(api.TokenRequest{Service: service})
+	resp, err := w.hc.Post("http://"+w.addr+"/v1/tokens", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var issued api.TokenIssued
+	if err := json.NewDecoder(resp.Body).Decode(&issued); err != nil || resp.StatusCode != http.StatusCreated {
+		return "", fmt.Errorf("token of %s: HTTP %d", service, resp.StatusCode)
+	}
+	// The config-center verifies it from its mirror of etcd, a moment later.
+	if !longpoll.WaitUntil(10*time.Second, func() bool {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+w.addr+"/v1/configs?service="+service, nil)
+		req.Header.Set("Authorization", "Bearer "+issued.Token)
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == http.StatusOK
+	}) {
+		return "", fmt.Errorf("token of %s: not accepted after 10s", service)
+	}
+	return issued.Token, nil
 }

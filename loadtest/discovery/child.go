@@ -14,6 +14,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/internal/etcdembed"
 	"github.com/sextant-mesh/sextant/internal/logx"
+	"github.com/sextant-mesh/sextant/loadtest/internal/longpoll"
 	"github.com/sextant-mesh/sextant/loadtest/internal/proc"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
 )
@@ -22,7 +23,9 @@ import (
 // goroutines are its own, apart from the pollers' client side.
 
 // target is where a running mesh-core answers.
-type target struct{ http, kitex, poll string }
+// admin is the operators' token (it registers the instances); poller is a
+// data plane's, issued as the config-center would, which the pollers send.
+type target struct{ http, kitex, poll, admin, poller string }
 
 // pollAddr is where data planes poll: port "poll" or "http".
 func (tg target) pollAddr(port string) string {
@@ -51,6 +54,12 @@ func startStack(dir string, log *slog.Logger) (tg target, stop func(), err error
 	cfg := core.DefaultConfig()
 	cfg.HTTPAddr, cfg.KitexAddr, cfg.PollAddr, cfg.EtcdEndpoints = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", e.ClientURL
 	cfg.ShutdownGrace = 2 * time.Second
+	cfg.Auth.AdminToken = longpoll.RandomToken()
+	tokens, err := longpoll.IssueTokens(e.ClientURL, cfg.EtcdPrefix, "loadtest-poller")
+	if err != nil {
+		e.Close()
+		return tg, nil, err
+	}
 	mc, err := core.New(cfg, log)
 	if err == nil {
 		err = mc.Start()
@@ -59,7 +68,7 @@ func startStack(dir string, log *slog.Logger) (tg target, stop func(), err error
 		e.Close()
 		return tg, nil, err
 	}
-	return target{http: mc.Addr(), kitex: mc.KitexAddr(), poll: mc.PollAddr()}, func() {
+	return target{http: mc.Addr(), kitex: mc.KitexAddr(), poll: mc.PollAddr(), admin: cfg.Auth.AdminToken, poller: tokens[0]}, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = mc.Stop(ctx)
@@ -82,7 +91,7 @@ func serve() error {
 	if err != nil {
 		return err
 	}
-	fmt.Println("serving", tg.http, tg.kitex, tg.poll)
+	fmt.Println("serving", tg.http, tg.kitex, tg.poll, tg.admin, tg.poller)
 	<-sigs
 	stop()
 	return nil
@@ -102,8 +111,8 @@ func spawn(procs int) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f := strings.Fields(c.FirstLine); len(f) == 4 && f[0] == "serving" {
-		return &child{Child: c, target: target{http: f[1], kitex: f[2], poll: f[3]}}, nil
+	if f := strings.Fields(c.FirstLine); len(f) == 6 && f[0] == "serving" {
+		return &child{Child: c, target: target{http: f[1], kitex: f[2], poll: f[3], admin: f[4], poller: f[5]}}, nil
 	}
 	c.Stop()
 	return nil, fmt.Errorf("mesh-core child did not start: first line %q", c.FirstLine)

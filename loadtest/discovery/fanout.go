@@ -22,10 +22,10 @@ const answerBuf = 8 << 10
 // newFanout prepares o.pollers long pollers of service at addr.
 // computedAt[k] is when change k's policy was computed (Unix ms), to tell
 // from an answer's policy_age_ms when mesh-core built it.
-func newFanout(addr string, o options, computedAt []atomic.Int64) *longpoll.Fanout {
+func newFanout(addr, token string, o options, computedAt []atomic.Int64) *longpoll.Fanout {
 	target := "/v1/discovery/" + service + "?wait=" + o.wait.String() + "&version="
 	return longpoll.New(longpoll.Config{
-		Addr: addr, Pollers: o.pollers, Changes: o.changes, Cumulative: true, BufSize: answerBuf,
+		Addr: addr, Token: token, Pollers: o.pollers, Changes: o.changes, Cumulative: true, BufSize: answerBuf,
 		Target: func(int) string { return target },
 		Decode: func(_ int, body []byte) (longpoll.Answer, error) { return decode(body, computedAt) },
 	})

@@ -76,12 +76,12 @@ func runLoad(o options, tg target, pid int) (*report, error) {
 	}
 	pr := probe{pid: pid, m: longpoll.NewMetrics(tg.http)}
 	defer pr.m.Close()
-	if err := setup(pr.m.HC, pub, tg.http, o.instances); err != nil {
+	if err := setup(longpoll.WithToken(pr.m.HC, tg.admin), pub, tg.http, o.instances); err != nil {
 		return nil, err
 	}
 	rep := &report{pollers: o.pollers, idle: pr.sample(), idleFor: idleFor}
 	computedAt := make([]atomic.Int64, o.changes+1)
-	f := newFanout(tg.pollAddr(o.port), o, computedAt)
+	f := newFanout(tg.pollAddr(o.port), tg.poller, o, computedAt)
 	defer f.Stop()
 	if rep.ramp, rep.settled, err = f.Start(60*time.Second + time.Duration(o.pollers)*time.Millisecond); err != nil {
 		return nil, err

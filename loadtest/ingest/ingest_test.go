@@ -14,6 +14,7 @@ import (
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
+	"github.com/sextant-mesh/sextant/internal/testenv"
 )
 
 // The comparison is only fair if both servers answer alike; these tests hold
@@ -28,7 +29,7 @@ type running struct {
 func startBoth(t *testing.T) map[string]running {
 	t.Helper()
 	out := map[string]running{}
-	for _, kind := range []string{"sextant", "baseline"} {
+	for _, kind := range []string{"edge", "baseline"} {
 		sink := &countingSink{}
 		srv, err := startServer(kind, "127.0.0.1:0", sink)
 		if err != nil {
@@ -47,7 +48,7 @@ func startBoth(t *testing.T) map[string]running {
 // post returns the status and the accepted count (-1 when the answer has none).
 func post(t *testing.T, url string, body []byte) (int, int) {
 	t.Helper()
-	resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+	resp, err := testenv.HTTP.Post(url, "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("POST: %v", err)
 	}
@@ -98,7 +99,7 @@ func TestBothServersAnswerAlike(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			st, acc := post(t, srv["sextant"].url, []byte(tc.body))
+			st, acc := post(t, srv["edge"].url, []byte(tc.body))
 			bst, bacc := post(t, srv["baseline"].url, []byte(tc.body))
 			if st != tc.wantStatus || bst != st || bacc != acc {
 				t.Errorf("sextant %d accepted %d, baseline %d accepted %d; want status %d for both",
@@ -106,7 +107,7 @@ func TestBothServersAnswerAlike(t *testing.T) {
 			}
 		})
 	}
-	s, b := srv["sextant"].sink, srv["baseline"].sink
+	s, b := srv["edge"].sink, srv["baseline"].sink
 	if s.reports.Load() != 4 || b.reports.Load() != 4 || s.records.Load() != b.records.Load() {
 		t.Errorf("sinks: sextant %d reports %d records, baseline %d reports %d records; want 4 reports each, equal records",
 			s.reports.Load(), s.records.Load(), b.reports.Load(), b.records.Load())

@@ -9,12 +9,47 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/telemetry/telemetrytest"
 )
+
+// bodySource hands out the request bodies. They are encoded again every
+// half second with fresh timestamps (same services, instances and values):
+// a calculator counts records older than its windows as late and does not
+// aggregate them, which would flatter it on long runs.
+type bodySource struct {
+	cur  atomic.Pointer[[][]byte]
+	done chan struct{}
+}
+
+func newBodies(n, reportsPerReq, edges int, seed uint64) *bodySource {
+	b := &bodySource{done: make(chan struct{})}
+	first := makeBodies(n, reportsPerReq, edges, seed)
+	b.cur.Store(&first)
+	go func() {
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.done:
+				return
+			case <-t.C:
+				next := makeBodies(n, reportsPerReq, edges, seed)
+				b.cur.Store(&next)
+			}
+		}
+	}()
+	return b
+}
+
+func (b *bodySource) get() [][]byte { return *b.cur.Load() }
+func (b *bodySource) stop()         { close(b.done) }
 
 // makeBodies encodes n distinct request bodies up front, so that the load
 // generator spends its CPU on HTTP rather than on JSON. Timestamps are taken
@@ -26,7 +61,7 @@ func makeBodies(n, reportsPerReq, edges int, seed uint64) [][]byte {
 	for i := range bodies {
 		batch := make([]api.Report, reportsPerReq)
 		for j := range batch {
-			batch[j] = makeReport(rng, i*reportsPerReq+j, edges, now)
+			batch[j] = telemetrytest.Report(rng, i*reportsPerReq+j, edges, now)
 		}
 		b, err := json.Marshal(batch)
 		if err != nil {
@@ -36,40 +71,6 @@ func makeBodies(n, reportsPerReq, edges int, seed uint64) [][]byte {
 	}
 	return bodies
 }
-
-// makeReport is one data plane's window: a server part and edges to
-// different callee instances, with plausible, varied values.
-func makeReport(rng *rand.Rand, id, edges int, now int64) api.Report {
-	req := 1000 + rng.Int64N(9000)
-	r := api.Report{
-		Reporter: &api.Reporter{
-			Service:  fmt.Sprintf("svc-%03d", id%200),
-			Instance: fmt.Sprintf("10.%d.%d.%d:8080", id%250, rng.IntN(250), rng.IntN(250)),
-			Cluster:  fmt.Sprintf("c%d", id%3),
-			Zone:     fmt.Sprintf("z%d", id%4),
-		},
-		WindowMs:    1000,
-		TimestampMs: now - rng.Int64N(2000),
-		Server: &api.ServerStats{
-			Requests: req, CPUUtil: round2(rng.Float64()), Inflight: rng.Int64N(64), ClientTimeouts: rng.Int64N(5),
-			QueueTimeMsAvg: round2(rng.Float64() * 10), QueueTimeMsP99: round2(10 + rng.Float64()*40),
-			RequestsByPriority: map[int32]int64{0: req / 10, 64: req * 8 / 10, 127: req - req/10 - req*8/10},
-		},
-		Calls: make([]api.Call, edges),
-	}
-	for k := range r.Calls {
-		calls := 10 + rng.Int64N(2000)
-		r.Calls[k] = api.Call{
-			CalleeService:  fmt.Sprintf("svc-%03d", (id+k+1)%200),
-			CalleeInstance: fmt.Sprintf("10.%d.%d.%d:9000", k%250, rng.IntN(250), rng.IntN(250)),
-			Requests:       calls, Errors: rng.Int64N(calls/100 + 1), Timeouts: rng.Int64N(calls/200 + 1),
-			LatencyMsAvg: round2(1 + rng.Float64()*20), LatencyMsP99: round2(20 + rng.Float64()*200),
-		}
-	}
-	return r
-}
-
-func round2(f float64) float64 { return math.Round(f*100) / 100 }
 
 // newClient keeps exactly conns keep-alive connections open to one host.
 func newClient(conns int) *http.Client {
@@ -102,7 +103,7 @@ func (r loadResult) errorCount() int {
 }
 
 // load keeps conns requests in flight for d, cycling through bodies.
-func load(client *http.Client, url string, bodies [][]byte, reportsPerReq, conns int, d time.Duration) loadResult {
+func load(client *http.Client, url string, bodies *bodySource, reportsPerReq, conns int, d time.Duration) loadResult {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	want := fmt.Appendf(nil, `"accepted":%d`, reportsPerReq)
@@ -125,17 +126,22 @@ func load(client *http.Client, url string, bodies [][]byte, reportsPerReq, conns
 	return total
 }
 
+// tokenEnv holds the operators' token of the servers the tool starts.
+const tokenEnv = "SEXTANT_ADMIN_TOKEN"
+
 // worker posts one body after another until ctx ends. A request cut off by
 // the deadline is neither counted nor an error.
-func worker(ctx context.Context, client *http.Client, url string, bodies [][]byte, w int, want []byte) loadResult {
+func worker(ctx context.Context, client *http.Client, url string, bodies *bodySource, w int, want []byte) loadResult {
 	res := loadResult{errors: map[string]int{}}
 	for i := w; ctx.Err() == nil; i++ {
-		body := bodies[i%len(bodies)]
+		pool := bodies.get()
+		body := pool[i%len(pool)]
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {
 			panic(err) // the URL was checked before the run
 		}
 		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+os.Getenv(tokenEnv))
 		t0 := time.Now()
 		resp, err := client.Do(req)
 		if err != nil {

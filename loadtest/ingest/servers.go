@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cloudwego/hertz/pkg/app"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
 	"github.com/gin-gonic/gin"
 
 	"github.com/sextant-mesh/sextant/api"
@@ -55,17 +58,19 @@ type server interface {
 // startServer starts the named implementation on addr, feeding sink.
 func startServer(kind, addr string, sink *countingSink) (server, error) {
 	switch kind {
-	case "sextant":
-		return startSextant(addr, sink)
+	case "edge":
+		return startEdge(addr, sink)
 	case "baseline":
 		return startBaseline(addr, sink)
+	case "noop":
+		return startNoop(addr)
 	}
-	return nil, fmt.Errorf("unknown server %q (want sextant or baseline)", kind)
+	return nil, fmt.Errorf("unknown server %q (want edge, baseline or noop)", kind)
 }
 
-// startSextant is the telemetry-mixer's real HTTP path (Hertz, sonic, the
+// startEdge is the telemetry-mixer's real HTTP edge (Hertz, sonic, the
 // mixer's handler and limits) with the forwarder swapped for sink.
-func startSextant(addr string, sink *countingSink) (server, error) {
+func startEdge(addr string, sink *countingSink) (server, error) {
 	srv, err := mixer.Listen(addr, maxBody)
 	if err != nil {
 		return nil, err
@@ -74,6 +79,30 @@ func startSextant(addr string, sink *countingSink) (server, error) {
 	srv.Start()
 	return srv, nil
 }
+
+// startNoop is the floor: Hertz, configured as the mixer's port, reading the
+// body and answering as the mixer does for one report, without looking at
+// the body.
+func startNoop(addr string) (server, error) {
+	srv, err := mixer.Listen(addr, maxBody)
+	if err != nil {
+		return nil, err
+	}
+	srv.POST("/v1/telemetry", func(_ context.Context, c *app.RequestContext) {
+		var buf bytes.Buffer
+		if fe := httpx.ReadBody(c, &buf, maxBody); fe != nil {
+			httpx.WriteError(c, consts.StatusBadRequest, fe)
+			return
+		}
+		c.Data(consts.StatusAccepted, "application/json", noopAnswer)
+	})
+	srv.Start()
+	return srv, nil
+}
+
+// noopAnswer is what the no-op says to every request; the load generator
+// checks the accepted count, so it is told how many reports a request holds.
+var noopAnswer = []byte(`{"accepted":1}`)
 
 // ginServer is the baseline: net/http, Gin and encoding/json, the stack a
 // team would likely reach for first.

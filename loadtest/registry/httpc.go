@@ -32,7 +32,7 @@ var errChunked = errors.New("chunked answer: not supported by this client")
 // on a connection the server closed while idle is retried once on a new
 // one; any other failure closes the connection, and the next request dials
 // again.
-func (c *conn) do(method, path string, body []byte, timeout time.Duration) (status int, err error) {
+func (c *conn) do(method, path, token string, body []byte, timeout time.Duration) (status int, err error) {
 	for attempt := 0; ; attempt++ {
 		reused := c.nc != nil
 		if !reused {
@@ -47,7 +47,7 @@ func (c *conn) do(method, path string, body []byte, timeout time.Duration) (stat
 				c.r.Reset(nc)
 			}
 		}
-		status, err = c.roundTrip(method, path, body, timeout)
+		status, err = c.roundTrip(method, path, token, body, timeout)
 		if err == nil {
 			return status, nil
 		}
@@ -58,11 +58,16 @@ func (c *conn) do(method, path string, body []byte, timeout time.Duration) (stat
 	}
 }
 
-func (c *conn) roundTrip(method, path string, body []byte, timeout time.Duration) (int, error) {
+func (c *conn) roundTrip(method, path, token string, body []byte, timeout time.Duration) (int, error) {
 	b := append(c.req[:0], method...)
 	b = append(b, ' ')
 	b = append(b, path...)
 	b = append(b, " HTTP/1.1\r\nHost: mesh-core\r\n"...)
+	if token != "" {
+		b = append(b, "Authorization: Bearer "...)
+		b = append(b, token...)
+		b = append(b, "\r\n"...)
+	}
 	if body != nil {
 		b = append(b, "Content-Type: application/json\r\n"...)
 	}

@@ -32,6 +32,9 @@ type fleet struct {
 	registered    []atomic.Bool  // registered and not found lost since
 	stopped       []atomic.Bool  // a dead instance: no longer heartbeats
 	lastOK        []atomic.Int64 // unix ns of its last answered registration or heartbeat
+	// tokens[s] is service s's data-plane token: an instance registers and
+	// heartbeats with its own service's.
+	tokens []string
 }
 
 func newFleet(n, perService int, ttl int64) *fleet {
@@ -41,6 +44,16 @@ func newFleet(n, perService int, ttl int64) *fleet {
 
 func (f *fleet) service(j int) string  { return fmt.Sprintf("svc-%05d", j/f.perService) }
 func (f *fleet) instance(j int) string { return fmt.Sprintf("i-%07d", j) }
+func (f *fleet) token(j int) string    { return f.tokens[j/f.perService] }
+
+// services lists the fleet's services, in order.
+func (f *fleet) services() []string {
+	out := make([]string, 0, (f.n+f.perService-1)/f.perService)
+	for j := 0; j < f.n; j += f.perService {
+		out = append(out, f.service(j))
+	}
+	return out
+}
 
 // dead are the instances that stop heartbeating in phase p: spread evenly
 // over the fleet (so over services), a different one of each service in
@@ -98,7 +111,7 @@ func register(tg target, f *fleet, concurrency int) regReport {
 						time.Sleep(100 * time.Millisecond)
 					}
 					t := time.Now()
-					status, err := c.do("POST", "/v1/instances", body, requestTimeout)
+					status, err := c.do("POST", "/v1/instances", f.token(j), body, requestTimeout)
 					if err == nil && status == 201 {
 						now := time.Now()
 						mine = append(mine, float64(now.Sub(t))/1e6)
@@ -194,7 +207,7 @@ func (h *heartbeater) run(ctx context.Context, f *fleet, period time.Duration, t
 			path = append(path, f.instance(j)...)
 			path = append(path, "/heartbeat"...)
 			t := time.Now()
-			status, err := c.do("PUT", string(path), nil, requestTimeout)
+			status, err := c.do("PUT", string(path), f.token(j), nil, requestTimeout)
 			now := time.Now()
 			if err == nil && status == 200 {
 				f.lastOK[j].Store(now.UnixNano())
@@ -264,7 +277,7 @@ func (w *deadWatch) run(ctx context.Context, tg target, f *fleet) {
 	hi := min(f.n, lo+f.perService)
 	for ctx.Err() == nil && len(w.goneAt) < len(w.dead) {
 		path := "/v1/discovery/" + w.service + "?wait=2s&version=" + strconv.FormatInt(version, 10)
-		status, err := c.do("GET", path, nil, requestTimeout)
+		status, err := c.do("GET", path, f.token(lo), nil, requestTimeout)
 		now := time.Now()
 		if err != nil || (status != 200 && status != 304) {
 			w.errors++

@@ -34,6 +34,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/loadtest/internal/longpoll"
 )
 
 type options struct {
@@ -159,6 +162,12 @@ type report struct {
 // register), then measures each heartbeat period in turn.
 func runLoad(o options, tg target) (*report, error) {
 	f := newFleet(o.instances, o.perService, o.ttl)
+	// Each service's data-plane token, issued as the config-center would;
+	// mesh-core learns them from etcd a moment later.
+	var err error
+	if f.tokens, err = longpoll.IssueTokens(tg.etcdURL, api.DefaultPrefix, f.services()...); err != nil {
+		return nil, fmt.Errorf("tokens: %w", err)
+	}
 	conns := make([]*conn, o.conns)
 	for i := range conns {
 		conns[i] = newConn(tg.http)

@@ -55,14 +55,16 @@ func (r *recording) inOrder(want int) error {
 func TestWatchCallbackMayCallGet(t *testing.T) {
 	const svc = "comment-svc"
 	etcd := testenv.StartEtcd(t)
-	mc := coretest.Start(t, etcd, testenv.Prefix(t), nil)
+	prefix := testenv.Prefix(t)
+	mc := coretest.Start(t, etcd, prefix, nil)
+	token := testenv.ServiceToken(t, etcd, prefix, svc)
 	register := func(i int) {
 		addr := fmt.Sprintf("10.0.0.%d:9000", i)
-		r := sdk.NewRegistrar(mc.Addr(), sdk.Registration{Service: svc, Instance: addr, Addr: addr}, nil)
+		r := sdk.StartRegistrar(sdk.RegistrarOptions{MeshCore: mc.Addr(), Token: token, Registration: sdk.Registration{Service: svc, Instance: addr, Addr: addr}})
 		t.Cleanup(r.Close)
 	}
 	register(1)
-	d := sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: mc.Addr(), Wait: time.Second})
+	d := sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: mc.Addr(), Token: testenv.ServiceToken(t, etcd, prefix, "caller"), Wait: time.Second})
 	d.Watch(svc, nil, nil)
 	testenv.Eventually(t, 20*time.Second, func() error {
 		if s, ok := d.Get(svc); !ok || len(s.Instances) != 1 {

@@ -83,20 +83,22 @@ func TestLongPollsSendTheETagBack(t *testing.T) {
 	cc := centertest.Start(t, etcd, prefix, nil)
 
 	var discovery, config recordingProxy
-	d := sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: discovery.start(t, mc.Addr()), Wait: 200 * time.Millisecond})
+	token := testenv.ServiceToken(t, etcd, prefix, "comment-svc")
+	d := sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: discovery.start(t, mc.Addr()), Token: token, Wait: 200 * time.Millisecond})
 	defer d.Close()
 	d.Watch("comment-svc", nil, nil)
-	w := sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: config.start(t, cc.Addr()),
+	w := sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: config.start(t, cc.Addr()), Token: token,
 		Service: "comment-svc", Instance: "10.0.0.1:9000", Wait: 200 * time.Millisecond})
 	w.Start()
 	defer w.Close()
 
 	// A change on each side in between: a new answer, a new ETag.
-	r := sdk.NewRegistrar(mc.Addr(), sdk.Registration{Service: "comment-svc", Instance: "10.0.0.1:9000", Addr: "10.0.0.1:9000"}, nil)
+	r := sdk.StartRegistrar(sdk.RegistrarOptions{MeshCore: mc.Addr(), Token: token,
+		Registration: sdk.Registration{Service: "comment-svc", Instance: "10.0.0.1:9000", Addr: "10.0.0.1:9000"}})
 	defer r.Close()
 	req, _ := http.NewRequest("PUT", "http://"+cc.Addr()+"/v1/configs/limit/comment-svc", strings.NewReader(`{"qps_limit": 100}`))
 	req.Header.Set("Authorization", "Bearer "+centertest.AdminToken)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testenv.HTTP.Do(req)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("PUT a config: %v %v", resp, err)
 	}

@@ -16,15 +16,17 @@ import (
 // that registers after it is watched; registrations still go to the HTTP port.
 func TestDiscoveryOnThePollPort(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
-	mc := coretest.Start(t, etcd, testenv.Prefix(t), nil)
+	prefix := testenv.Prefix(t)
+	mc := coretest.Start(t, etcd, prefix, nil)
 	register := func(svc string, i int) {
 		addr := fmt.Sprintf("10.0.0.%d:9000", i)
-		r := sdk.NewRegistrar(mc.Addr(), sdk.Registration{Service: svc, Instance: addr, Addr: addr}, nil)
+		r := sdk.StartRegistrar(sdk.RegistrarOptions{MeshCore: mc.Addr(), Token: testenv.ServiceToken(t, etcd, prefix, svc),
+			Registration: sdk.Registration{Service: svc, Instance: addr, Addr: addr}})
 		t.Cleanup(r.Close)
 	}
 	register("a", 1)
 	register("b", 2)
-	d := sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: mc.PollAddr(), Wait: 5 * time.Second})
+	d := sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: mc.PollAddr(), Token: testenv.ServiceToken(t, etcd, prefix, "caller"), Wait: 5 * time.Second})
 	defer d.Close()
 	d.Watch("a", nil, nil)
 	d.Watch("b", nil, nil)

@@ -88,7 +88,7 @@ func Parse(name string, args []string, stderr io.Writer, more func(*flag.FlagSet
 	fs.StringVar(&cfg.meshCore.KitexAddr, "mesh-core-kitex-addr", cfg.meshCore.KitexAddr, "mesh-core Kitex address (PublishPolicy)")
 	fs.StringVar(&cfg.meshCore.PollAddr, "mesh-core-poll-addr", cfg.meshCore.PollAddr, `mesh-core poll port, discovery long polls only: the address to give data planes ("": off)`)
 	fs.StringVar(&cfg.center.HTTPAddr, "config-center-addr", cfg.center.HTTPAddr, "config-center HTTP address")
-	fs.StringVar(&cfg.center.AdminToken, "admin-token", "", "config-center admin (writer) token (SEXTANT_ADMIN_TOKEN; default: generated and printed)")
+	fs.StringVar(&cfg.center.Auth.AdminToken, "admin-token", "", "operators' admin token, accepted by every service (SEXTANT_ADMIN_TOKEN; default: generated and printed)")
 	if more != nil {
 		more(fs)
 	}
@@ -147,7 +147,15 @@ func (cfg *Config) Run(ctx context.Context) error {
 		return nil
 	}
 
+	// One admin token for every service: operators use it everywhere, and
+	// issue the data planes' tokens with it.
+	admin := cfg.center.Auth.AdminToken
+	generated := admin == ""
+	if generated {
+		admin = randomToken()
+	}
 	mc := cfg.meshCore
+	mc.Auth.AdminToken = admin
 	mc.EtcdEndpoints = cfg.etcdClient
 	withSeries(&mc.TSDB)
 	meshCore, err := core.New(mc, logx.NewTo(cfg.Stderr, "mesh-core"))
@@ -160,6 +168,7 @@ func (cfg *Config) Run(ctx context.Context) error {
 		c := cfg.calculator
 		c.ID = fmt.Sprintf("dev-calculator-%d", i)
 		c.EtcdEndpoints = cfg.etcdClient
+		c.Auth.AdminToken = admin
 		c.MeshCoreAddr = meshCore.KitexAddr()
 		withSeries(&c.TSDB)
 		if i > 0 {
@@ -176,10 +185,7 @@ func (cfg *Config) Run(ctx context.Context) error {
 	cc := cfg.center
 	cc.EtcdEndpoints = cfg.etcdClient
 	withSeries(&cc.TSDB)
-	generated := cc.AdminToken == ""
-	if generated {
-		cc.AdminToken = randomToken()
-	}
+	cc.Auth.AdminToken = admin
 	configCenter, err := center.New(cc, logx.NewTo(cfg.Stderr, "config-center"))
 	if err := start("config-center", configCenter, err); err != nil {
 		return err
@@ -189,6 +195,7 @@ func (cfg *Config) Run(ctx context.Context) error {
 	m.ID = "dev-mixer"
 	withSeries(&m.TSDB)
 	m.EtcdEndpoints = cfg.etcdClient
+	m.Auth.AdminToken = admin
 	mx, err := mixer.New(m, logx.NewTo(cfg.Stderr, "telemetry-mixer"))
 	if err := start("telemetry-mixer", mx, err); err != nil {
 		return err
@@ -200,14 +207,19 @@ Sextant is running (Ctrl-C stops it):
   weight-calculator  http://%s/debug/windows, /debug/policy (%d shard(s))
   mesh-core          POST http://%s/v1/instances, GET .../v1/discovery/{service} (Kitex %s)
                      poll port (discovery for data planes): %s
-  config-center      http://%s/v1/configs (writes: Authorization: Bearer $SEXTANT_ADMIN_TOKEN)
+  config-center      http://%s/v1/configs
   etcd               %s
+
+Every API needs a credential (Authorization: Bearer <token>). Operators use
+the admin token; a data plane uses its service's token:
+  go run ./cmd/sextant token create --service <service>
+and gives it to the SDK as SEXTANT_TOKEN.
 `, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), pollLine(meshCore.PollAddr()), configCenter.Addr(), etcd.ClientURL)
 	if generated {
-		fmt.Fprintf(cfg.Stderr, "\nadmin token (generated; set SEXTANT_ADMIN_TOKEN to choose one):\n  export SEXTANT_ADMIN_TOKEN=%s\n", cc.AdminToken)
+		fmt.Fprintf(cfg.Stderr, "\nadmin token (generated; set SEXTANT_ADMIN_TOKEN to choose one):\n  export SEXTANT_ADMIN_TOKEN=%s\n", admin)
 	}
 	addrs := Addrs{Etcd: etcd.ClientURL, Mixer: mx.Addr(), CalculatorAdmin: firstAdmin, MeshCore: meshCore.Addr(),
-		MeshCorePoll: meshCore.PollAddr(), ConfigCenter: configCenter.Addr(), AdminToken: cc.AdminToken}
+		MeshCorePoll: meshCore.PollAddr(), ConfigCenter: configCenter.Addr(), AdminToken: admin}
 	if cfg.Ready != nil {
 		cfg.Ready(addrs)
 	}

@@ -42,7 +42,7 @@ func TestDevRunsTheLoop(t *testing.T) {
 		"server":{"requests":5400,"cpu_util":0.63,"queue_time_ms_avg":4.1,"queue_time_ms_p99":12.5,"inflight":12,"client_timeouts":2},
 		"calls":[{"callee_service":"comment-svc","callee_instance":"10.0.0.9:9000","requests":1200,"errors":3,"timeouts":1,"latency_ms_avg":8.2,"latency_ms_p99":31.0}]}`,
 		time.Now().UnixMilli())
-	resp, err := http.Post("http://"+addrs.Mixer+"/v1/telemetry", "application/json", strings.NewReader(report))
+	resp, err := dataPlane(t, addrs, "feed-api").Post("http://"+addrs.Mixer+"/v1/telemetry", "application/json", strings.NewReader(report))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestDevRunsTheLoop(t *testing.T) {
 
 // shown checks that the calculator's /debug/windows holds requests for svc.
 func shown(addrs Addrs, svc string, requests int64) error {
-	resp, err := http.Get("http://" + addrs.CalculatorAdmin + "/debug/windows?service=" + svc)
+	resp, err := operator(addrs).Get("http://" + addrs.CalculatorAdmin + "/debug/windows?service=" + svc)
 	if err != nil {
 		return err
 	}

@@ -40,9 +40,10 @@ func TestDevLoopPublishesWeights(t *testing.T) {
 
 	instances := []string{"10.0.0.1:9000", "10.0.0.2:9000", "10.0.0.3:9000"}
 	slow := instances[2]
+	comments := dataPlane(t, addrs, "comment-svc")
 	for _, in := range instances {
 		body, _ := json.Marshal(map[string]any{"service": "comment-svc", "instance": in, "ttl_s": 60})
-		resp, err := http.Post("http://"+addrs.MeshCore+"/v1/instances", "application/json", bytes.NewReader(body))
+		resp, err := comments.Post("http://"+addrs.MeshCore+"/v1/instances", "application/json", bytes.NewReader(body))
 		if err != nil || resp.StatusCode != http.StatusCreated {
 			t.Fatalf("register %s: %v %v", in, resp, err)
 		}
@@ -61,7 +62,7 @@ func TestDevLoopPublishesWeights(t *testing.T) {
 				return
 			case <-time.After(200 * time.Millisecond):
 			}
-			if err := report(addrs.Mixer, instances, slow); err != nil {
+			if err := report(operator(addrs), addrs.Mixer, instances, slow); err != nil {
 				t.Errorf("report: %v", err)
 				return
 			}
@@ -71,7 +72,7 @@ func TestDevLoopPublishesWeights(t *testing.T) {
 
 	var last map[string]int32
 	testenv.Eventually(t, 60*time.Second, func() error {
-		resp, err := http.Get("http://" + addrs.MeshCore + "/v1/discovery/comment-svc")
+		resp, err := comments.Get("http://" + addrs.MeshCore + "/v1/discovery/comment-svc")
 		if err != nil {
 			return err
 		}
@@ -102,8 +103,9 @@ func TestDevLoopPublishesWeights(t *testing.T) {
 }
 
 // report posts one 200 ms window from a front service calling comment-svc,
-// and each comment-svc instance's own report; slow is five times slower.
-func report(mixer string, instances []string, slow string) error {
+// and each comment-svc instance's own report (one body for two services:
+// an operator's credential); slow is five times slower.
+func report(operator *http.Client, mixer string, instances []string, slow string) error {
 	now := time.Now().UnixMilli()
 	var reports []map[string]any
 	var calls []map[string]any
@@ -124,7 +126,7 @@ func report(mixer string, instances []string, slow string) error {
 		"reporter": map[string]any{"service": "front", "instance": "10.9.0.1:80"}, "window_ms": 200, "timestamp_ms": now, "calls": calls,
 	})
 	body, _ := json.Marshal(reports)
-	resp, err := http.Post("http://"+mixer+"/v1/telemetry", "application/json", bytes.NewReader(body))
+	resp, err := operator.Post("http://"+mixer+"/v1/telemetry", "application/json", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

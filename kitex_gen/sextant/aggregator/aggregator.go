@@ -393,12 +393,337 @@ var fieldIDToName_DryRunDenial = map[int16]string{
 	6: "count",
 }
 
+type ServerStats struct {
+	Requests           int64           `thrift:"requests,1" frugal:"1,default,i64" json:"requests"`
+	CpuUtil            float64         `thrift:"cpu_util,2" frugal:"2,default,double" json:"cpu_util"`
+	QueueTimeMsAvg     float64         `thrift:"queue_time_ms_avg,3" frugal:"3,default,double" json:"queue_time_ms_avg"`
+	QueueTimeMsP99     float64         `thrift:"queue_time_ms_p99,4" frugal:"4,default,double" json:"queue_time_ms_p99"`
+	Inflight           int64           `thrift:"inflight,5" frugal:"5,default,i64" json:"inflight"`
+	ClientTimeouts     int64           `thrift:"client_timeouts,6" frugal:"6,default,i64" json:"client_timeouts"`
+	RequestsByPriority map[int32]int64 `thrift:"requests_by_priority,7" frugal:"7,default,map<i32:i64>" json:"requests_by_priority"`
+	RequestsByLevel    map[int32]int64 `thrift:"requests_by_level,8" frugal:"8,default,map<i32:i64>" json:"requests_by_level"`
+}
+
+func NewServerStats() *ServerStats {
+	return &ServerStats{}
+}
+
+func (p *ServerStats) InitDefault() {
+}
+
+func (p *ServerStats) GetRequests() (v int64) {
+	return p.Requests
+}
+
+func (p *ServerStats) GetCpuUtil() (v float64) {
+	return p.CpuUtil
+}
+
+func (p *ServerStats) GetQueueTimeMsAvg() (v float64) {
+	return p.QueueTimeMsAvg
+}
+
+func (p *ServerStats) GetQueueTimeMsP99() (v float64) {
+	return p.QueueTimeMsP99
+}
+
+func (p *ServerStats) GetInflight() (v int64) {
+	return p.Inflight
+}
+
+func (p *ServerStats) GetClientTimeouts() (v int64) {
+	return p.ClientTimeouts
+}
+
+func (p *ServerStats) GetRequestsByPriority() (v map[int32]int64) {
+	return p.RequestsByPriority
+}
+
+func (p *ServerStats) GetRequestsByLevel() (v map[int32]int64) {
+	return p.RequestsByLevel
+}
+func (p *ServerStats) SetRequests(val int64) {
+	p.Requests = val
+}
+func (p *ServerStats) SetCpuUtil(val float64) {
+	p.CpuUtil = val
+}
+func (p *ServerStats) SetQueueTimeMsAvg(val float64) {
+	p.QueueTimeMsAvg = val
+}
+func (p *ServerStats) SetQueueTimeMsP99(val float64) {
+	p.QueueTimeMsP99 = val
+}
+func (p *ServerStats) SetInflight(val int64) {
+	p.Inflight = val
+}
+func (p *ServerStats) SetClientTimeouts(val int64) {
+	p.ClientTimeouts = val
+}
+func (p *ServerStats) SetRequestsByPriority(val map[int32]int64) {
+	p.RequestsByPriority = val
+}
+func (p *ServerStats) SetRequestsByLevel(val map[int32]int64) {
+	p.RequestsByLevel = val
+}
+
+func (p *ServerStats) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ServerStats(%+v)", *p)
+}
+
+var fieldIDToName_ServerStats = map[int16]string{
+	1: "requests",
+	2: "cpu_util",
+	3: "queue_time_ms_avg",
+	4: "queue_time_ms_p99",
+	5: "inflight",
+	6: "client_timeouts",
+	7: "requests_by_priority",
+	8: "requests_by_level",
+}
+
+type Call struct {
+	CalleeService  string  `thrift:"callee_service,1" frugal:"1,default,string" json:"callee_service"`
+	CalleeInstance string  `thrift:"callee_instance,2" frugal:"2,default,string" json:"callee_instance"`
+	Requests       int64   `thrift:"requests,3" frugal:"3,default,i64" json:"requests"`
+	Errors         int64   `thrift:"errors,4" frugal:"4,default,i64" json:"errors"`
+	Timeouts       int64   `thrift:"timeouts,5" frugal:"5,default,i64" json:"timeouts"`
+	LatencyMsAvg   float64 `thrift:"latency_ms_avg,6" frugal:"6,default,double" json:"latency_ms_avg"`
+	LatencyMsP99   float64 `thrift:"latency_ms_p99,7" frugal:"7,default,double" json:"latency_ms_p99"`
+}
+
+func NewCall() *Call {
+	return &Call{}
+}
+
+func (p *Call) InitDefault() {
+}
+
+func (p *Call) GetCalleeService() (v string) {
+	return p.CalleeService
+}
+
+func (p *Call) GetCalleeInstance() (v string) {
+	return p.CalleeInstance
+}
+
+func (p *Call) GetRequests() (v int64) {
+	return p.Requests
+}
+
+func (p *Call) GetErrors() (v int64) {
+	return p.Errors
+}
+
+func (p *Call) GetTimeouts() (v int64) {
+	return p.Timeouts
+}
+
+func (p *Call) GetLatencyMsAvg() (v float64) {
+	return p.LatencyMsAvg
+}
+
+func (p *Call) GetLatencyMsP99() (v float64) {
+	return p.LatencyMsP99
+}
+func (p *Call) SetCalleeService(val string) {
+	p.CalleeService = val
+}
+func (p *Call) SetCalleeInstance(val string) {
+	p.CalleeInstance = val
+}
+func (p *Call) SetRequests(val int64) {
+	p.Requests = val
+}
+func (p *Call) SetErrors(val int64) {
+	p.Errors = val
+}
+func (p *Call) SetTimeouts(val int64) {
+	p.Timeouts = val
+}
+func (p *Call) SetLatencyMsAvg(val float64) {
+	p.LatencyMsAvg = val
+}
+func (p *Call) SetLatencyMsP99(val float64) {
+	p.LatencyMsP99 = val
+}
+
+func (p *Call) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("Call(%+v)", *p)
+}
+
+var fieldIDToName_Call = map[int16]string{
+	1: "callee_service",
+	2: "callee_instance",
+	3: "requests",
+	4: "errors",
+	5: "timeouts",
+	6: "latency_ms_avg",
+	7: "latency_ms_p99",
+}
+
+type Denial struct {
+	CalleeService string `thrift:"callee_service,1" frugal:"1,default,string" json:"callee_service"`
+	CallerService string `thrift:"caller_service,2" frugal:"2,default,string" json:"caller_service"`
+	Rule          string `thrift:"rule,3" frugal:"3,default,string" json:"rule"`
+	Count         int64  `thrift:"count,4" frugal:"4,default,i64" json:"count"`
+}
+
+func NewDenial() *Denial {
+	return &Denial{}
+}
+
+func (p *Denial) InitDefault() {
+}
+
+func (p *Denial) GetCalleeService() (v string) {
+	return p.CalleeService
+}
+
+func (p *Denial) GetCallerService() (v string) {
+	return p.CallerService
+}
+
+func (p *Denial) GetRule() (v string) {
+	return p.Rule
+}
+
+func (p *Denial) GetCount() (v int64) {
+	return p.Count
+}
+func (p *Denial) SetCalleeService(val string) {
+	p.CalleeService = val
+}
+func (p *Denial) SetCallerService(val string) {
+	p.CallerService = val
+}
+func (p *Denial) SetRule(val string) {
+	p.Rule = val
+}
+func (p *Denial) SetCount(val int64) {
+	p.Count = val
+}
+
+func (p *Denial) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("Denial(%+v)", *p)
+}
+
+var fieldIDToName_Denial = map[int16]string{
+	1: "callee_service",
+	2: "caller_service",
+	3: "rule",
+	4: "count",
+}
+
+type ReportPart struct {
+	Reporter    *Reporter    `thrift:"reporter,1" frugal:"1,default,Reporter" json:"reporter"`
+	WindowMs    int64        `thrift:"window_ms,2" frugal:"2,default,i64" json:"window_ms"`
+	TimestampMs int64        `thrift:"timestamp_ms,3" frugal:"3,default,i64" json:"timestamp_ms"`
+	Server      *ServerStats `thrift:"server,4,optional" frugal:"4,optional,ServerStats" json:"server,omitempty"`
+	Calls       []*Call      `thrift:"calls,5" frugal:"5,default,list<Call>" json:"calls"`
+	Denials     []*Denial    `thrift:"denials,6" frugal:"6,default,list<Denial>" json:"denials"`
+}
+
+func NewReportPart() *ReportPart {
+	return &ReportPart{}
+}
+
+func (p *ReportPart) InitDefault() {
+}
+
+var ReportPart_Reporter_DEFAULT *Reporter
+
+func (p *ReportPart) GetReporter() (v *Reporter) {
+	if !p.IsSetReporter() {
+		return ReportPart_Reporter_DEFAULT
+	}
+	return p.Reporter
+}
+
+func (p *ReportPart) GetWindowMs() (v int64) {
+	return p.WindowMs
+}
+
+func (p *ReportPart) GetTimestampMs() (v int64) {
+	return p.TimestampMs
+}
+
+var ReportPart_Server_DEFAULT *ServerStats
+
+func (p *ReportPart) GetServer() (v *ServerStats) {
+	if !p.IsSetServer() {
+		return ReportPart_Server_DEFAULT
+	}
+	return p.Server
+}
+
+func (p *ReportPart) GetCalls() (v []*Call) {
+	return p.Calls
+}
+
+func (p *ReportPart) GetDenials() (v []*Denial) {
+	return p.Denials
+}
+func (p *ReportPart) SetReporter(val *Reporter) {
+	p.Reporter = val
+}
+func (p *ReportPart) SetWindowMs(val int64) {
+	p.WindowMs = val
+}
+func (p *ReportPart) SetTimestampMs(val int64) {
+	p.TimestampMs = val
+}
+func (p *ReportPart) SetServer(val *ServerStats) {
+	p.Server = val
+}
+func (p *ReportPart) SetCalls(val []*Call) {
+	p.Calls = val
+}
+func (p *ReportPart) SetDenials(val []*Denial) {
+	p.Denials = val
+}
+
+func (p *ReportPart) IsSetReporter() bool {
+	return p.Reporter != nil
+}
+
+func (p *ReportPart) IsSetServer() bool {
+	return p.Server != nil
+}
+
+func (p *ReportPart) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ReportPart(%+v)", *p)
+}
+
+var fieldIDToName_ReportPart = map[int16]string{
+	1: "reporter",
+	2: "window_ms",
+	3: "timestamp_ms",
+	4: "server",
+	5: "calls",
+	6: "denials",
+}
+
 type ReportBatch struct {
-	MixerId string          `thrift:"mixer_id,1" frugal:"1,default,string" json:"mixer_id"`
-	BatchId int64           `thrift:"batch_id,2" frugal:"2,default,i64" json:"batch_id"`
-	Servers []*ServerRecord `thrift:"servers,3" frugal:"3,default,list<ServerRecord>" json:"servers"`
-	Edges   []*CallEdge     `thrift:"edges,4" frugal:"4,default,list<CallEdge>" json:"edges"`
-	Denials []*DryRunDenial `thrift:"denials,5" frugal:"5,default,list<DryRunDenial>" json:"denials"`
+	MixerId   string          `thrift:"mixer_id,1" frugal:"1,default,string" json:"mixer_id"`
+	BatchId   int64           `thrift:"batch_id,2" frugal:"2,default,i64" json:"batch_id"`
+	Servers   []*ServerRecord `thrift:"servers,3" frugal:"3,default,list<ServerRecord>" json:"servers"`
+	Edges     []*CallEdge     `thrift:"edges,4" frugal:"4,default,list<CallEdge>" json:"edges"`
+	Denials   []*DryRunDenial `thrift:"denials,5" frugal:"5,default,list<DryRunDenial>" json:"denials"`
+	Parts     []byte          `thrift:"parts,6" frugal:"6,default,binary" json:"parts"`
+	PartCount int32           `thrift:"part_count,7" frugal:"7,default,i32" json:"part_count"`
 }
 
 func NewReportBatch() *ReportBatch {
@@ -427,6 +752,14 @@ func (p *ReportBatch) GetEdges() (v []*CallEdge) {
 func (p *ReportBatch) GetDenials() (v []*DryRunDenial) {
 	return p.Denials
 }
+
+func (p *ReportBatch) GetParts() (v []byte) {
+	return p.Parts
+}
+
+func (p *ReportBatch) GetPartCount() (v int32) {
+	return p.PartCount
+}
 func (p *ReportBatch) SetMixerId(val string) {
 	p.MixerId = val
 }
@@ -442,6 +775,12 @@ func (p *ReportBatch) SetEdges(val []*CallEdge) {
 func (p *ReportBatch) SetDenials(val []*DryRunDenial) {
 	p.Denials = val
 }
+func (p *ReportBatch) SetParts(val []byte) {
+	p.Parts = val
+}
+func (p *ReportBatch) SetPartCount(val int32) {
+	p.PartCount = val
+}
 
 func (p *ReportBatch) String() string {
 	if p == nil {
@@ -456,6 +795,8 @@ var fieldIDToName_ReportBatch = map[int16]string{
 	3: "servers",
 	4: "edges",
 	5: "denials",
+	6: "parts",
+	7: "part_count",
 }
 
 type IngestResponse struct {

@@ -29,7 +29,9 @@ import (
 // Config describes the pollers of one run.
 type Config struct {
 	// Addr is the server's host:port.
-	Addr    string
+	Addr string
+	// Token is the pollers' credential (the Authorization field), if any.
+	Token   string
 	Pollers int
 	// Changes is how many changes are measured, numbered 1..Changes; change
 	// 0 is the state before them, which every poller holds before they start.
@@ -101,7 +103,11 @@ func New(cfg Config) *Fanout {
 	if cfg.RampStep <= 0 {
 		cfg.RampStep = 100
 	}
-	f := &Fanout{cfg: cfg, suffix: []byte(" HTTP/1.1\r\nHost: " + cfg.Addr + "\r\n\r\n"),
+	head := " HTTP/1.1\r\nHost: " + cfg.Addr + "\r\n"
+	if cfg.Token != "" {
+		head += "Authorization: Bearer " + cfg.Token + "\r\n"
+	}
+	f := &Fanout{cfg: cfg, suffix: []byte(head + "\r\n"),
 		held: make([]atomic.Int64, cfg.Changes+1), pollers: make([]poller, cfg.Pollers)}
 	// Two arrays for all, sliced per poller: fewer objects for the collector.
 	seen, aux := make([]int64, cfg.Pollers*(cfg.Changes+1)), make([]int64, cfg.Pollers*(cfg.Changes+1))

@@ -13,6 +13,7 @@ import (
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 )
 
@@ -62,6 +63,10 @@ func (a *configAPI) configs(ctx context.Context, c *app.RequestContext) {
 		return
 	}
 	method := string(c.Method())
+	if id := authn.From(c); method != "GET" && !id.MayWriteFor(req.ref.Server) {
+		authn.Forbid(c, "%s may not change the configs of %s", id.Name(), req.ref.Server)
+		return
+	}
 	switch {
 	case method == "GET" && req.action == "":
 		a.get(ctx, c, req.ref)
@@ -125,8 +130,8 @@ func (a *configAPI) put(ctx context.Context, c *app.RequestContext, r Ref) {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
-	next := &api.Entry{Document: json.RawMessage(compact(doc)), UpdatedBy: whoOf(c), UpdatedAtMs: time.Now().UnixMilli()}
-	audit := api.AuditEntry{Who: whoOf(c), Action: "put", Kind: r.Kind, Scope: r.Scope()}
+	next := &api.Entry{Document: json.RawMessage(compact(doc)), UpdatedBy: authn.From(c).Name(), UpdatedAtMs: time.Now().UnixMilli()}
+	audit := api.AuditEntry{Who: authn.From(c).Name(), Action: "put", Kind: r.Kind, Scope: r.Scope()}
 	if p := string(c.Query("rollout")); p != "" {
 		percent, err := strconv.Atoi(p)
 		if err != nil || percent < 1 || percent > 99 {
@@ -158,7 +163,7 @@ func (a *configAPI) remove(ctx context.Context, c *app.RequestContext, r Ref) {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
-	rev, err := a.store.Write(ctx, r, ifMatch, nil, api.AuditEntry{Who: whoOf(c), Action: "delete", Kind: r.Kind, Scope: r.Scope()})
+	rev, err := a.store.Write(ctx, r, ifMatch, nil, api.AuditEntry{Who: authn.From(c).Name(), Action: "delete", Kind: r.Kind, Scope: r.Scope()})
 	if err != nil {
 		a.fail(c, r, err)
 		return
@@ -182,8 +187,8 @@ func (a *configAPI) rollback(ctx context.Context, c *app.RequestContext, r Ref) 
 		a.fail(c, r, err)
 		return
 	}
-	next := &api.Entry{Document: old.Document, UpdatedBy: whoOf(c), UpdatedAtMs: time.Now().UnixMilli()}
-	a.write(ctx, c, r, a.currentRevision(ctx, r), next, api.AuditEntry{Who: whoOf(c), Action: "rollback", Kind: r.Kind, Scope: r.Scope(),
+	next := &api.Entry{Document: old.Document, UpdatedBy: authn.From(c).Name(), UpdatedAtMs: time.Now().UnixMilli()}
+	a.write(ctx, c, r, a.currentRevision(ctx, r), next, api.AuditEntry{Who: authn.From(c).Name(), Action: "rollback", Kind: r.Kind, Scope: r.Scope(),
 		Detail: "to=" + strconv.FormatInt(to, 10)}, consts.StatusOK)
 }
 
@@ -200,7 +205,7 @@ func (a *configAPI) promote(ctx context.Context, c *app.RequestContext, r Ref) {
 		return
 	}
 	next := *cur
-	next.UpdatedBy, next.UpdatedAtMs = whoOf(c), time.Now().UnixMilli()
+	next.UpdatedBy, next.UpdatedAtMs = authn.From(c).Name(), time.Now().UnixMilli()
 	if p == 100 {
 		next.Rollout = nil
 	} else {
@@ -208,7 +213,7 @@ func (a *configAPI) promote(ctx context.Context, c *app.RequestContext, r Ref) {
 		ro.Percent = p
 		next.Rollout = &ro
 	}
-	a.write(ctx, c, r, cur.Revision, &next, api.AuditEntry{Who: whoOf(c), Action: "promote", Kind: r.Kind, Scope: r.Scope(),
+	a.write(ctx, c, r, cur.Revision, &next, api.AuditEntry{Who: authn.From(c).Name(), Action: "promote", Kind: r.Kind, Scope: r.Scope(),
 		Detail: "percent=" + strconv.Itoa(p)}, consts.StatusOK)
 }
 
@@ -218,8 +223,8 @@ func (a *configAPI) abort(ctx context.Context, c *app.RequestContext, r Ref) {
 	if !ok {
 		return
 	}
-	next := &api.Entry{Document: cur.Rollout.Previous, UpdatedBy: whoOf(c), UpdatedAtMs: time.Now().UnixMilli()}
-	a.write(ctx, c, r, cur.Revision, next, api.AuditEntry{Who: whoOf(c), Action: "abort", Kind: r.Kind, Scope: r.Scope()}, consts.StatusOK)
+	next := &api.Entry{Document: cur.Rollout.Previous, UpdatedBy: authn.From(c).Name(), UpdatedAtMs: time.Now().UnixMilli()}
+	a.write(ctx, c, r, cur.Revision, next, api.AuditEntry{Who: authn.From(c).Name(), Action: "abort", Kind: r.Kind, Scope: r.Scope()}, consts.StatusOK)
 }
 
 func (a *configAPI) rolloutOf(ctx context.Context, c *app.RequestContext, r Ref) (*api.Entry, bool) {

@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/app/server"
 	"github.com/cloudwego/hertz/pkg/common/config"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/lifecycle"
@@ -38,18 +40,19 @@ type Center struct {
 
 // New binds the API port and connects to etcd; Start serves.
 func New(cfg Config, log *slog.Logger) (*Center, error) {
-	toks, err := loadTokens(cfg.TokensFile, cfg.AdminToken, cfg.ReadAuth)
-	if err != nil {
-		return nil, fmt.Errorf("tokens: %w", err)
-	}
-	if len(toks.list) == 0 {
-		log.Warn("no API token configured: every write will be refused (set --admin-token or --tokens-file)")
-	}
 	cli, err := etcdx.NewClient(cfg.EtcdEndpoints)
 	if err != nil {
 		return nil, err
 	}
 	keys := api.Keys{Prefix: cfg.EtcdPrefix}
+	verifier, tokenMirror, err := authn.Follow(cfg.Auth, cli, keys, log)
+	if err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("tokens: %w", err)
+	}
+	if ops, _ := cfg.Auth.Operators(); len(ops) == 0 {
+		log.Warn("no operator token configured: every write will be refused (set --admin-token or --tokens-file)")
+	}
 	v := newView()
 	cc := &Center{cfg: cfg, log: log, view: v, stopping: make(chan struct{}), parts: lifecycle.NewGroup(),
 		shards: shard.NewMembership(cli, cfg.EtcdPrefix, log),
@@ -70,6 +73,8 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	mirror("config mirror", keys.Configs(), mirrorOf{v, putConfig})
 	mirror("pin mirror", keys.Pins(), mirrorOf{v, putPins})
 	mirror("policy mirror", keys.Policies(), mirrorOf{v, putPolicy})
+	cc.mirrors = append(cc.mirrors, tokenMirror)
+	g.Add("token mirror", lifecycle.Loop(tokenMirror.Run))
 	g.Add("shard membership", lifecycle.Loop(cc.shards.Run))
 	g.Add("etcd health", lifecycle.Loop(cc.health.Run))
 
@@ -101,19 +106,26 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	reg.MustRegister(w.answers)
 	d := &dryRun{shards: cc.shards, view: v, client: &http.Client{}}
 
-	read, write := toks.require(false), toks.require(true)
+	tok := &tokenAPI{etcd: cli, keys: keys, timeout: 5 * time.Second, store: st}
+	authenticate := verifier.Authenticate()
+	read, write := []app.HandlerFunc{authenticate}, []app.HandlerFunc{authenticate, authn.RequireOperator(true)}
+	operator := []app.HandlerFunc{authenticate, authn.RequireOperator(false)}
 	h := cc.http
-	h.GET("/v1/configs", read, a.list)
-	h.GET("/v1/configs/:kind/*scope", read, a.configs)
-	h.PUT("/v1/configs/:kind/*scope", write, a.configs)
-	h.DELETE("/v1/configs/:kind/*scope", write, a.configs)
-	h.POST("/v1/configs/:kind/*scope", write, a.configs)
-	h.GET("/v1/pins/:service", read, a.pins)
-	h.POST("/v1/pins/:service", write, a.pin)
-	h.DELETE("/v1/pins/:service", write, a.unpin)
-	h.GET("/v1/audit", read, a.audit)
-	h.GET("/v1/watch", read, w.watch)
-	h.GET("/v1/access/dry-run", read, d.report)
+	h.GET("/v1/configs", append(read, a.list)...)
+	h.GET("/v1/configs/:kind/*scope", append(read, a.configs)...)
+	h.PUT("/v1/configs/:kind/*scope", append(write, a.configs)...)
+	h.DELETE("/v1/configs/:kind/*scope", append(write, a.configs)...)
+	h.POST("/v1/configs/:kind/*scope", append(write, a.configs)...)
+	h.GET("/v1/pins/:service", append(read, a.pins)...)
+	h.POST("/v1/pins/:service", append(write, a.pin)...)
+	h.DELETE("/v1/pins/:service", append(write, a.unpin)...)
+	h.GET("/v1/audit", append(operator, a.audit)...)
+	h.GET("/v1/watch", append(read, w.watch)...)
+	h.GET("/v1/access/dry-run", append(read, d.report)...)
+	h.GET("/v1/access/inspection", append(read, d.inspect)...)
+	h.POST("/v1/tokens", append(write, tok.create)...)
+	h.GET("/v1/tokens", append(operator, tok.list)...)
+	h.DELETE("/v1/tokens/:id", append(write, tok.revoke)...)
 	httpx.HealthRoutes(h, cc.readiness)
 	httpx.MetricsRoute(h, reg)
 	return cc, nil

@@ -260,7 +260,7 @@ func TestConcurrentWritersAndHistory(t *testing.T) {
 
 func TestWritesNeedAWriterToken(t *testing.T) {
 	_, _, cc := setup(t, func(c *center.Config) {
-		c.TokensFile = writeTokens(t, `{"tokens": [{"token": "r-token", "name": "viewer", "role": "reader"}]}`)
+		c.Auth.TokensFile = writeTokens(t, `{"tokens": [{"token": "r-token", "name": "viewer", "role": "reader"}]}`)
 	})
 	path := "/v1/configs/limit/comment-svc"
 	for _, tc := range []struct {
@@ -281,19 +281,7 @@ func TestWritesNeedAWriterToken(t *testing.T) {
 	if r := cc.do("GET", path, ""); r.status != 404 {
 		t.Fatalf("refused writes changed something: %s", r)
 	}
-	// Reads are open by default.
-	c := cc
-	c.token = ""
-	if r := c.do("GET", "/v1/configs?service=comment-svc", ""); r.status != 200 {
-		t.Fatalf("open read: %s", r)
-	}
-}
-
-func TestReadsCanNeedAToken(t *testing.T) {
-	_, _, cc := setup(t, func(c *center.Config) {
-		c.ReadAuth = true
-		c.TokensFile = writeTokens(t, `{"tokens": [{"token": "r-token", "name": "viewer", "role": "reader"}]}`)
-	})
+	// Reads need a credential too, any operator's.
 	c := cc
 	c.token = ""
 	if r := c.do("GET", "/v1/configs?service=s", ""); r.status != 401 {

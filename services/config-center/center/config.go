@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
@@ -15,12 +16,8 @@ type Config struct {
 	EtcdPrefix    string
 	// Prefix of the keys the kitex-contrib/config-etcd suite watches.
 	KitexPrefix string
-	// TokensFile holds API tokens: {"tokens": [{"token", "name", "role": "writer"|"reader"}]}.
-	TokensFile string
-	// AdminToken is one more writer token (named "admin"), e.g. from SEXTANT_ADMIN_TOKEN.
-	AdminToken string
-	// ReadAuth makes reads need a reader or writer token too.
-	ReadAuth     bool
+	// Auth names the operators' tokens; data-plane tokens live in etcd.
+	Auth         authn.Config
 	TLSCert      string
 	TLSKey       string
 	MaxWait      time.Duration
@@ -57,9 +54,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "comma-separated etcd endpoints")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "prefix of every Sextant key in etcd")
 	fs.StringVar(&c.KitexPrefix, "kitex-prefix", c.KitexPrefix, "prefix of the keys the kitex-contrib/config-etcd suite reads")
-	fs.StringVar(&c.TokensFile, "tokens-file", c.TokensFile, `JSON file of API tokens: {"tokens": [{"token": "...", "name": "alice", "role": "writer"}]}`)
-	fs.StringVar(&c.AdminToken, "admin-token", c.AdminToken, "a writer token named admin (SEXTANT_ADMIN_TOKEN)")
-	fs.BoolVar(&c.ReadAuth, "read-auth", c.ReadAuth, "reads need a reader or writer token too")
+	c.Auth.RegisterFlags(fs)
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate: serve the API over TLS (with --tls-key)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM key of --tls-cert")
 	fs.DurationVar(&c.MaxWait, "max-wait", c.MaxWait, "longest watch long poll")

@@ -48,20 +48,23 @@ func (d *dryRun) report(ctx context.Context, c *app.RequestContext) {
 		Shard   string          `json:"shard"`
 		Denials json.RawMessage `json:"denials"`
 	}
-	if err := d.fetch(ctx, fmt.Sprintf("http://%s/v1/dry-run?service=%s", owner.AdminAddr, service), &got); err != nil {
+	// The shard checks the caller's own credential.
+	auth := string(c.GetHeader(api.AuthorizationHeader))
+	if err := d.fetch(ctx, fmt.Sprintf("http://%s/v1/dry-run?service=%s", owner.AdminAddr, service), auth, &got); err != nil {
 		httpx.WriteError(c, consts.StatusBadGateway, api.Errorf("", "unavailable", "asking shard %q: %v", owner.ID, err))
 		return
 	}
 	c.JSON(consts.StatusOK, DryRunAnswer{Service: service, Shard: got.Shard, Rules: d.dryRunRules(service), Denials: got.Denials})
 }
 
-func (d *dryRun) fetch(ctx context.Context, url string, v any) error {
+func (d *dryRun) fetch(ctx context.Context, url, auth string, v any) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
+	req.Header.Set(api.AuthorizationHeader, auth)
 	resp, err := d.client.Do(req)
 	if err != nil {
 		return err
@@ -77,17 +80,9 @@ func (d *dryRun) fetch(ctx context.Context, url string, v any) error {
 // denials against.
 func (d *dryRun) dryRunRules(service string) []api.AccessRule {
 	out := []api.AccessRule{}
-	for _, e := range d.view.Applying(service) {
-		if e.Kind != "access_control" {
-			continue
-		}
-		var ac api.AccessControl
-		if json.Unmarshal(e.Document, &ac) == nil {
-			for _, r := range ac.Rules {
-				if r.Mode == "dry_run" {
-					out = append(out, r)
-				}
-			}
+	for _, r := range d.accessRules(service).Rules {
+		if r.Mode == api.ModeDryRun {
+			out = append(out, r)
 		}
 	}
 	return out

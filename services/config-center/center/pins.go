@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
@@ -33,6 +34,10 @@ func (a *configAPI) pin(ctx context.Context, c *app.RequestContext) {
 	service := c.Param("service")
 	if fe := api.Name("service", service, true); fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
+		return
+	}
+	if id := authn.From(c); !id.MayWriteFor(service) {
+		authn.Forbid(c, "%s may not pin configs of %s", id.Name(), service)
 		return
 	}
 	var body bytes.Buffer
@@ -63,7 +68,7 @@ func (a *configAPI) pin(ctx context.Context, c *app.RequestContext) {
 		return
 	}
 	p := api.Pin{Kind: r.ref.Kind, Scope: r.ref.Scope(), Revision: req.Revision, Document: version.Document,
-		PinnedBy: whoOf(c), AtMs: time.Now().UnixMilli()}
+		PinnedBy: authn.From(c).Name(), AtMs: time.Now().UnixMilli()}
 	a.updatePins(ctx, c, service, r.ref, "pin", func(pins []api.Pin) []api.Pin {
 		pins = slices.DeleteFunc(pins, func(q api.Pin) bool { return q.Kind == p.Kind && q.Scope == p.Scope })
 		return append(pins, p)
@@ -73,6 +78,10 @@ func (a *configAPI) pin(ctx context.Context, c *app.RequestContext) {
 // unpin releases ?kind=K&scope=S of service.
 func (a *configAPI) unpin(ctx context.Context, c *app.RequestContext) {
 	service := c.Param("service")
+	if id := authn.From(c); !id.MayWriteFor(service) {
+		authn.Forbid(c, "%s may not unpin configs of %s", id.Name(), service)
+		return
+	}
 	r, fe := parseConfigPath(string(c.Query("kind")), string(c.Query("scope")))
 	if fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
@@ -134,7 +143,7 @@ func (a *configAPI) updatePins(ctx context.Context, c *app.RequestContext, servi
 			ops = append(ops, clientv3.OpPut(kk, string(kitexDocument(r, e, pins))))
 		}
 	}
-	audit := api.AuditEntry{AtMs: time.Now().UnixMilli(), Who: whoOf(c), Action: action, Kind: r.Kind, Scope: r.Scope(), Service: service}
+	audit := api.AuditEntry{AtMs: time.Now().UnixMilli(), Who: authn.From(c).Name(), Action: action, Kind: r.Kind, Scope: r.Scope(), Service: service}
 	ops = append(ops, s.auditOp(audit))
 	resp, err := s.etcd.Txn(ctx).If(cond).Then(ops...).Commit()
 	if err != nil {

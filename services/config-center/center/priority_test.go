@@ -10,6 +10,7 @@ import (
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/sdk"
+	"github.com/sextant-mesh/sextant/services/config-center/centertest"
 )
 
 const (
@@ -139,7 +140,7 @@ func TestPriorityRulesStoredAndWatched(t *testing.T) {
 	}
 
 	host := strings.TrimPrefix(cc.base, "http://")
-	w := sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: host, Service: "feed-api", Instance: "10.0.0.1:8080", Wait: 2 * time.Second})
+	w := sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: host, Token: centertest.AdminToken, Service: "feed-api", Instance: "10.0.0.1:8080", Wait: 2 * time.Second})
 	w.Start()
 	defer w.Close()
 	rules := sdk.NewPriorityRules()

@@ -55,7 +55,9 @@ func TestAPIOverTLS(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	cc := centertest.Start(t, etcd, testenv.Prefix(t), func(c *center.Config) { c.TLSCert, c.TLSKey = certFile, keyFile })
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	resp, err := client.Get("https://" + cc.Addr() + "/v1/configs?service=s")
+	req, _ := http.NewRequest(http.MethodGet, "https://"+cc.Addr()+"/v1/configs?service=s", nil)
+	req.Header.Set("Authorization", "Bearer "+centertest.AdminToken)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("HTTPS: %v", err)
 	}

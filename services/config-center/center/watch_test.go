@@ -256,6 +256,13 @@ func TestChangesWakeOnlyTheirWatches(t *testing.T) {
 	computed := func() float64 {
 		return testenv.Metric(t, srv.Addr(), "sextant_configcenter_watch_answers_computed_total")
 	}
+	// Every mirror has listed etcd once (a listing wakes every watch).
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if r := testenv.Ready(t, srv.Addr()); len(r) > 0 {
+			return fmt.Errorf("not ready: %v", r)
+		}
+		return nil
+	})
 	_, first := cc.watch("a-svc", "10.0.0.1:80", 0, 0, "0s")
 	const watches = 30
 	answered := make(chan int, watches)

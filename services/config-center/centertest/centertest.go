@@ -13,7 +13,7 @@ import (
 )
 
 // AdminToken is the writer token of config-centers started by Start.
-const AdminToken = "test-admin-token"
+const AdminToken = testenv.AdminToken
 
 // Start starts a config-center on a free port over etcd under prefix, with
 // AdminToken as its writer token and tweak (may be nil) applied to its
@@ -24,7 +24,7 @@ func Start(t testing.TB, etcd *testenv.Etcd, prefix string, tweak func(*center.C
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.EtcdEndpoints, cfg.EtcdPrefix = etcd.Endpoint, prefix
 	cfg.KitexPrefix = "/" + strings.Trim(prefix, "/") + "-kitex"
-	cfg.AdminToken = AdminToken
+	cfg.Auth.AdminToken = AdminToken
 	if tweak != nil {
 		tweak(&cfg)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
@@ -79,6 +80,12 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	}
 	g.Add("etcd health", lifecycle.Loop(mc.health.Run))
 	g.Add("policy expiry", lifecycle.Loop(mc.expirePolicies))
+	verifier, tokenMirror, err := authn.Follow(cfg.Auth, cli, keys, log)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("tokens: %w", err), g.Stop(context.Background()))
+	}
+	mc.mirrors = append(mc.mirrors, tokenMirror)
+	g.Add("token mirror", lifecycle.Loop(tokenMirror.Run))
 	mc.live = newLiveness(cli, cfg.SessionTTL, log)
 	g.Add("liveness", lifecycle.Loop(func(ctx context.Context) { mc.live.Run(ctx, 500*time.Millisecond) }))
 	m.observe(reg, mc)
@@ -102,11 +109,12 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	}
 	r := &registry{etcd: cli, live: mc.live, cache: mc.cache, keys: keys, defaultTTL: int64(cfg.DefaultTTL.Seconds()), maxBody: cfg.MaxBodyBytes, metrics: m, log: log}
 	d := &discovery{cache: mc.cache, stale: mc.Stale, maxWait: cfg.MaxWait, defaultWait: cfg.DefaultWait, stopping: mc.stopping, metrics: m}
-	mc.http.POST("/v1/instances", r.register)
-	mc.http.PUT("/v1/instances/:service/:instance/heartbeat", r.heartbeat)
-	mc.http.DELETE("/v1/instances/:service/:instance", r.deregister)
-	mc.http.GET("/v1/discovery/:service", d.one)
-	mc.http.GET("/v1/discovery", d.many)
+	authenticate := verifier.Authenticate()
+	mc.http.POST("/v1/instances", authenticate, r.register)
+	mc.http.PUT("/v1/instances/:service/:instance/heartbeat", authenticate, r.heartbeat)
+	mc.http.DELETE("/v1/instances/:service/:instance", authenticate, r.deregister)
+	mc.http.GET("/v1/discovery/:service", authenticate, d.one)
+	mc.http.GET("/v1/discovery", authenticate, d.many)
 	httpx.HealthRoutes(mc.http, mc.readiness)
 	httpx.MetricsRoute(mc.http, reg)
 	g.Add("time series export", mc.series.Exporter(reg, "sextant_meshcore", "sextant_meshcore_",
@@ -116,6 +124,7 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 		mc.poll, err = ListenPoll(cfg.PollAddr, mc.cache, PollOptions{
 			MaxWait: cfg.MaxWait, DefaultWait: cfg.DefaultWait, IdleTimeout: cfg.PollIdleTimeout,
 			MaxRequestsPerSecond: cfg.PollRateLimit, Stale: mc.Stale, metrics: m,
+			Authenticate: func(h string) *api.FieldError { _, fe := verifier.Verify(h); return fe },
 		})
 		if err != nil {
 			return nil, errors.Join(err, g.Stop(context.Background()))

@@ -48,7 +48,7 @@ func call(t testing.TB, method, url string, body any) reply {
 	}
 	req, _ := http.NewRequest(method, url, r)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testenv.HTTP.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
@@ -278,7 +278,7 @@ func TestRegistrationValidationAndLifecycle(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest("POST", base+"/v1/instances", strings.NewReader(tc.body))
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := testenv.HTTP.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -32,7 +32,7 @@ func TestDiscoveryETags(t *testing.T) {
 		if ifNoneMatch != "" {
 			req.Header.Set("If-None-Match", ifNoneMatch)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := testenv.HTTP.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +54,7 @@ func TestDiscoveryETags(t *testing.T) {
 
 	// Several services: the ETag is the combined version.
 	many := fmt.Sprintf("http://%s/v1/discovery?services=svc,other&wait=100ms", mc.Addr())
-	resp, err := http.Get(many)
+	resp, err := testenv.HTTP.Get(many)
 	if err != nil {
 		t.Fatal(err)
 	}

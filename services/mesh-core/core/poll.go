@@ -75,6 +75,9 @@ type PollOptions struct {
 	WriteTimeout time.Duration
 	// Stale tells whether answers are stale (mesh-core out of touch with etcd).
 	Stale func() bool
+	// Authenticate checks a request's Authorization field; a poll it refuses
+	// is answered 401. Nil lets every poll through (tests of the port alone).
+	Authenticate func(authorization string) *api.FieldError
 
 	metrics *metrics // mesh-core's, shared with the HTTP port; nil in tests
 }
@@ -586,6 +589,12 @@ func (pc *pconn) handle(h *httphead.Head) {
 		pc.keepAlive = false
 		pc.fail(429, api.Errorf("", "rate_limited", "more than %d requests in a second on one connection", s.o.MaxRequestsPerSecond), "Retry-After: 1\r\n")
 		return
+	}
+	if s.o.Authenticate != nil {
+		if fe := s.o.Authenticate(h.Authorization); fe != nil {
+			pc.fail(401, fe, "WWW-Authenticate: Bearer realm=\"sextant\"\r\n")
+			return
+		}
 	}
 	one := false
 	switch {

@@ -22,7 +22,10 @@ import (
 func TestPollPortAnswersAsTheHTTPPort(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	// Two slots: svc and other take them, so a wait on any other service is refused (429).
-	mc := coretest.Start(t, etcd, testenv.Prefix(t), func(c *core.Config) { c.MaxServices = 2 })
+	mc := coretest.Start(t, etcd, testenv.Prefix(t), func(c *core.Config) {
+		c.MaxServices = 2
+		c.PollRateLimit = 1000 // the table runs on one kept-alive connection
+	})
 	register(t, mc, "svc", "10.0.0.1:9000", 30)
 	register(t, mc, "svc", "10.0.0.2:9000", 30)
 	register(t, mc, "other", "10.0.0.3:9000", 30)
@@ -91,7 +94,7 @@ func TestPollPortAnswersAsTheHTTPPort(t *testing.T) {
 				if tc.ifNoneMatch != "" {
 					req.Header.Set("If-None-Match", tc.ifNoneMatch)
 				}
-				resp, err := http.DefaultClient.Do(req)
+				resp, err := testenv.HTTP.Do(req)
 				if err != nil {
 					t.Fatal(err)
 				}

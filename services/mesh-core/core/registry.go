@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
@@ -57,6 +58,9 @@ func (r *registry) register(ctx context.Context, c *app.RequestContext) {
 		r.fail(c, "register", fe)
 		return
 	}
+	if !r.mayActFor(c, "register", reg.Service) {
+		return
+	}
 	value, _ := json.Marshal(reg)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -71,6 +75,9 @@ func (r *registry) register(ctx context.Context, c *app.RequestContext) {
 
 func (r *registry) heartbeat(ctx context.Context, c *app.RequestContext) {
 	service, instance := c.Param("service"), c.Param("instance")
+	if !r.mayActFor(c, "heartbeat", service) {
+		return
+	}
 	key := r.key(service, instance)
 	ttl, err := r.live.heartbeat(key)
 	if errors.Is(err, errNotAlive) {
@@ -86,6 +93,18 @@ func (r *registry) heartbeat(ctx context.Context, c *app.RequestContext) {
 	}
 	r.metrics.registrations.WithLabelValues("heartbeat", "ok").Inc()
 	c.JSON(consts.StatusOK, map[string]any{"service": service, "instance": instance, "ttl_s": int64(ttl.Seconds())})
+}
+
+// mayActFor answers 403 unless the request's credential is service's own
+// (or an operator's that may write): a data plane registers, heartbeats and
+// deregisters only instances of its own service.
+func (r *registry) mayActFor(c *app.RequestContext, op, service string) bool {
+	if id := authn.From(c); !id.MayActFor(service) {
+		r.metrics.registrations.WithLabelValues(op, "forbidden").Inc()
+		authn.Forbid(c, "%s may not %s instances of %s", id.Name(), op, service)
+		return false
+	}
+	return true
 }
 
 // adopt keeps alive an instance registered through another replica (or
@@ -115,6 +134,9 @@ func (r *registry) adopt(ctx context.Context, service, instance string) (time.Du
 
 func (r *registry) deregister(ctx context.Context, c *app.RequestContext) {
 	service, instance := c.Param("service"), c.Param("instance")
+	if !r.mayActFor(c, "deregister", service) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	resp, err := r.etcd.Delete(ctx, r.key(service, instance), clientv3.WithPrevKV())

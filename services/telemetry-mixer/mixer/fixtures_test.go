@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
 )
 
@@ -106,7 +107,7 @@ func post(t testing.TB, addr string, body []byte) answer {
 
 func do(t testing.TB, req *http.Request) answer {
 	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testenv.HTTP.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +19,9 @@ import (
 	"github.com/sextant-mesh/sextant/sdk/backoff"
 )
 
-// Sink takes accepted reports. Offer takes all of them or none.
+// Sink takes accepted reports. Offer takes all of them or none, and keeps
+// nothing of them once it returns: their strings may point into a request
+// buffer that is reused.
 type Sink interface {
 	Offer(reports []api.Report) error
 }
@@ -35,12 +38,14 @@ type Router interface {
 	View() *shard.View
 }
 
-// Forwarder queues records, bounded, and sends them in one batch per shard
-// per flush to the shard that owns each record's service.
+// Forwarder routes each accepted report once, when it is offered, into the
+// batch being filled for each shard that owns some of its records, already
+// encoded (reportbatch.AppendPart); a flush sends the batches that are full
+// or due, without looking at their records again.
 //
 // Retries are done here rather than with Kitex's retry policy because the
-// owner of a record may change between attempts (a shard left): every retry
-// routes again.
+// owner of a record may change between attempts (a shard left): a batch that
+// failed is routed again, record by record, when it is retried.
 type Forwarder struct {
 	cfg     ForwardConfig
 	mixerID string
@@ -53,19 +58,34 @@ type Forwarder struct {
 	used    atomic.Int64 // records queued, in flight, or waiting to retry
 	batchID atomic.Int64
 	kick    chan struct{}
-	mu      sync.Mutex
-	pending []record
-	busy    map[string]int // shard address -> calls in flight
 	sends   sync.WaitGroup
+
+	mu       sync.Mutex
+	view     *shard.View       // the view owners was filled from
+	owners   map[string]int32  // service -> index in view.Shards, of this view
+	queues   map[string]*queue // by shard address
+	retries  []*batch          // failed, waiting for notBefore
+	route    reportbatch.Owners
+	seen     []int32
+	rerouted map[int32]*batch // by shard index, while a batch is routed again
+	free     []*batch         // sent batches, their buffers kept for reuse
 }
 
 var _ Sink = (*Forwarder)(nil)
 
-type record struct {
-	key       string // the service whose owner receives the record
-	server    *aggregator.ServerRecord
-	edge      *aggregator.CallEdge
-	denial    *aggregator.DryRunDenial
+// queue is what is held for one shard.
+type queue struct {
+	shard    shard.Shard
+	open     *batch   // being filled
+	ready    []*batch // full, or retries routed here: sent first
+	inflight int
+}
+
+// batch is what one Ingest call carries: encoded parts and their accounting.
+type batch struct {
+	parts     []byte
+	count     int32
+	records   reportbatch.Counts
 	firstTry  time.Time
 	notBefore time.Time
 	attempts  int
@@ -75,9 +95,9 @@ type record struct {
 func NewForwarder(cfg ForwardConfig, mixerID string, router Router, client aggregatorsvc.Client, m *metrics, log *slog.Logger) *Forwarder {
 	return &Forwarder{
 		cfg: cfg, mixerID: mixerID, router: router, client: client, metrics: m, log: log,
-		retry: backoff.Policy{Base: cfg.RetryBase, Max: cfg.RetryMax},
-		kick:  make(chan struct{}, 1),
-		busy:  map[string]int{},
+		retry:  backoff.Policy{Base: cfg.RetryBase, Max: cfg.RetryMax},
+		kick:   make(chan struct{}, 1),
+		queues: map[string]*queue{},
 	}
 }
 
@@ -103,13 +123,12 @@ func (f *Forwarder) Offer(reports []api.Report) error {
 		}
 	}
 	now := time.Now()
-	recs := make([]record, 0, n)
-	for i := range reports {
-		recs = appendRecords(recs, &reports[i], now)
-	}
+	view := f.router.View()
 	f.mu.Lock()
-	f.pending = append(f.pending, recs...)
-	full := len(f.pending) >= f.cfg.MaxBatchRecords
+	full := false
+	for i := range reports {
+		full = f.place(&reports[i], view, now, nil) || full
+	}
 	f.mu.Unlock()
 	if full {
 		select {
@@ -120,13 +139,118 @@ func (f *Forwarder) Offer(reports []api.Report) error {
 	return nil
 }
 
-// appendRecords splits a report into what each calculator shard receives.
-func appendRecords(recs []record, r *api.Report, now time.Time) []record {
-	reportbatch.Split(r, func(rec reportbatch.Record) {
-		recs = append(recs, record{key: rec.Key, firstTry: now, server: rec.Server, edge: rec.Edge, denial: rec.Denial})
-	})
-	return recs
+// noOwner marks a record no shard owns (no shard registered).
+const noOwner = -1
+
+// place routes r into the open batch of each shard that owns some of its
+// records; from, when set, is the batch r is retried from: its records go
+// into batches of their own, ready to send, that keep its retry state. It
+// tells whether a batch filled up. Records no shard owns are scheduled for
+// retry, or dropped once retried for long enough. f.mu is held.
+func (f *Forwarder) place(r *api.Report, view *shard.View, now time.Time, from *batch) bool {
+	f.route = f.route.Route(r, func(service string) int32 { return f.owner(view, service) })
+	full := false
+	f.seen = f.seen[:0]
+	for _, o := range f.route {
+		if o == noOwner || slices.Contains(f.seen, o) {
+			continue
+		}
+		f.seen = append(f.seen, o)
+		sh := view.Shards[o]
+		q := f.queues[sh.Addr]
+		if q == nil {
+			q = &queue{shard: sh}
+			f.queues[sh.Addr] = q
+		}
+		b := q.open
+		if from != nil {
+			// A batch routed again makes one batch per shard, not one per report.
+			if b = f.rerouted[o]; b == nil {
+				b = f.newBatch(from)
+				f.rerouted[o] = b
+				q.ready = append(q.ready, b)
+			}
+		} else if b == nil {
+			b = f.newBatch(&batch{firstTry: now})
+			q.open = b
+		}
+		f.appendPart(b, r, o)
+		if from == nil && b.records.Records() >= f.cfg.MaxBatchRecords {
+			q.ready = append(q.ready, b)
+			q.open = nil
+			full = true
+		}
+	}
+	if slices.Contains(f.route, noOwner) {
+		if from == nil {
+			from = &batch{firstTry: now}
+		}
+		b := f.newBatch(from)
+		f.appendPart(b, r, noOwner)
+		if f.scheduleRetry(b, now, "no_shard") {
+			f.retries = append(f.retries, b)
+		}
+	}
+	return full
 }
+
+func (f *Forwarder) appendPart(b *batch, r *api.Report, owner int32) {
+	var c reportbatch.Counts
+	if b.parts, c = reportbatch.AppendPart(b.parts, r, f.route, owner); c.Records() > 0 {
+		b.count++
+		b.records = b.records.Add(c)
+	}
+}
+
+// owner is the index in view.Shards of the shard that owns service, or
+// noOwner. Owners are remembered per view: a service's owner is computed
+// once per view change.
+func (f *Forwarder) owner(view *shard.View, service string) int32 {
+	if f.view != view {
+		f.view, f.owners = view, make(map[string]int32, len(f.owners))
+	}
+	if o, ok := f.owners[service]; ok {
+		return o
+	}
+	o := int32(noOwner)
+	if sh, ok := view.Owner(service); ok {
+		for i := range view.Shards {
+			if view.Shards[i].ID == sh.ID {
+				o = int32(i)
+			}
+		}
+	}
+	if len(f.owners) >= maxOwnersKept {
+		clear(f.owners)
+	}
+	f.owners[string([]byte(service))] = o // the name may point into a request buffer
+	return o
+}
+
+// maxOwnersKept bounds the owners remembered between view changes.
+const maxOwnersKept = 100_000
+
+// newBatch is an empty batch with the retry state of like.
+func (f *Forwarder) newBatch(like *batch) *batch {
+	b := &batch{}
+	if n := len(f.free); n > 0 {
+		b, f.free = f.free[n-1], f.free[:n-1]
+	}
+	*b = batch{parts: b.parts[:0], firstTry: like.firstTry, attempts: like.attempts}
+	return b
+}
+
+// release keeps a sent batch's buffer for another, unless it is outsized.
+func (f *Forwarder) release(b *batch) {
+	if cap(b.parts) <= maxKeptBatchBytes && len(f.free) < maxFreeBatches {
+		f.free = append(f.free, b)
+	}
+}
+
+const (
+	maxKeptBatchBytes = 4 << 20
+	maxFreeBatches    = 16
+)
 
 // Run flushes until ctx ends.
 func (f *Forwarder) Run(ctx context.Context) {
@@ -143,136 +267,152 @@ func (f *Forwarder) Run(ctx context.Context) {
 	}
 }
 
-type batch struct {
-	shard   shard.Shard
-	records []record
+type send struct {
+	shard shard.Shard
+	b     *batch
 }
 
-// flush sends what is due to every shard that has a call slot free; the rest
-// waits for the next flush.
+// flush routes the retries that are due again, and sends what is held for
+// every shard that has a call slot free: the full batches first, then the
+// one being filled. The rest waits for the next flush.
 func (f *Forwarder) flush(now time.Time) {
-	f.mu.Lock()
-	items := f.pending
-	f.pending = nil
-	inflight := make(map[string]int, len(f.busy))
-	for addr, n := range f.busy {
-		inflight[addr] = n
-	}
-	f.mu.Unlock()
-	if len(items) == 0 {
-		return
-	}
-
 	view := f.router.View()
-	owners := map[string]shard.Shard{}
-	batches := map[string][]*batch{}
-	keep := items[:0] // reuses items: keep never gets ahead of the loop
-	for _, r := range items {
-		if r.notBefore.After(now) {
-			keep = append(keep, r)
+	var sends []send
+	f.mu.Lock()
+	// Batches held for a shard that left are routed again, as retries are.
+	for addr, q := range f.queues {
+		if _, ok := view.ShardAt(addr); ok {
 			continue
 		}
-		owner, ok := owners[r.key]
-		if !ok {
-			if owner, ok = view.Owner(r.key); !ok {
-				if f.scheduleRetry(&r, now, "no_shard") {
-					keep = append(keep, r)
-				}
-				continue
-			}
-			owners[r.key] = owner
+		if q.open != nil {
+			q.ready = append(q.ready, q.open)
+			q.open = nil
 		}
-		bs := batches[owner.Addr]
-		if len(bs) == 0 || len(bs[len(bs)-1].records) >= f.cfg.MaxBatchRecords {
-			if inflight[owner.Addr] >= f.cfg.MaxInflightPerShard {
-				keep = append(keep, r)
-				continue
-			}
-			inflight[owner.Addr]++
-			bs = append(bs, &batch{shard: owner})
-			batches[owner.Addr] = bs
+		for _, b := range q.ready {
+			f.reroute(b, view, now)
 		}
-		b := bs[len(bs)-1]
-		b.records = append(b.records, r)
+		q.ready = nil
+		if q.inflight == 0 {
+			delete(f.queues, addr)
+		}
 	}
-
-	f.mu.Lock()
-	f.pending = append(keep, f.pending...)
-	for addr, bs := range batches {
-		f.busy[addr] += len(bs)
+	due := f.retries[:0]
+	var later []*batch
+	for _, b := range f.retries {
+		if b.notBefore.After(now) {
+			later = append(later, b)
+			continue
+		}
+		due = append(due, b)
+	}
+	f.retries = later
+	for _, b := range due {
+		f.reroute(b, view, now)
+	}
+	for _, q := range f.queues {
+		if _, ok := view.ShardAt(q.shard.Addr); !ok {
+			continue
+		}
+		for q.inflight < f.cfg.MaxInflightPerShard {
+			var b *batch
+			switch {
+			case len(q.ready) > 0:
+				b, q.ready = q.ready[0], q.ready[1:]
+			case q.open != nil && q.open.count > 0:
+				b, q.open = q.open, nil
+			}
+			if b == nil {
+				break
+			}
+			q.inflight++
+			sends = append(sends, send{shard: q.shard, b: b})
+		}
 	}
 	f.mu.Unlock()
-	for _, bs := range batches {
-		for _, b := range bs {
-			f.sends.Add(1)
-			go f.send(b)
-		}
+	for _, s := range sends {
+		f.sends.Add(1)
+		go f.send(s.shard, s.b)
 	}
 }
 
-func (f *Forwarder) send(b *batch) {
-	defer f.sends.Done()
-	req := &aggregator.ReportBatch{MixerId: f.mixerID, BatchId: f.batchID.Add(1)}
-	for i := range b.records {
-		r := &b.records[i]
-		switch {
-		case r.server != nil:
-			req.Servers = append(req.Servers, r.server)
-		case r.edge != nil:
-			req.Edges = append(req.Edges, r.edge)
-		default:
-			req.Denials = append(req.Denials, r.denial)
-		}
+// reroute routes a batch's records again, to the shards that own them now,
+// keeping its retry state. f.mu is held.
+func (f *Forwarder) reroute(b *batch, view *shard.View, now time.Time) {
+	var rd reportbatch.Reader
+	rd.Reset(b.parts, int(b.count))
+	if f.rerouted == nil {
+		f.rerouted = map[int32]*batch{}
 	}
+	clear(f.rerouted)
+	for {
+		r, err := rd.Next()
+		if err != nil {
+			// Our own encoding: cannot happen; counted rather than lost silently.
+			f.log.Error("re-reading a held batch failed", "err", err)
+			f.drop(b.records.Records(), "unreadable")
+			return
+		}
+		if r == nil {
+			break
+		}
+		f.place(r, view, now, b)
+	}
+	f.release(b)
+}
+
+func (f *Forwarder) send(sh shard.Shard, b *batch) {
+	defer f.sends.Done()
+	req := &aggregator.ReportBatch{MixerId: f.mixerID, BatchId: f.batchID.Add(1), Parts: b.parts, PartCount: b.count}
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.RPCTimeout)
 	start := time.Now()
-	resp, err := f.client.Ingest(ctx, req, callopt.WithHostPort(b.shard.Addr))
+	resp, err := f.client.Ingest(ctx, req, callopt.WithHostPort(sh.Addr))
 	cancel()
 	f.metrics.forwardSeconds.Observe(time.Since(start).Seconds())
 
-	var retry []record
+	n := b.records
 	var rejected *aggregator.IngestError
+	retry := false
 	switch {
 	case err == nil:
-		f.metrics.forwarded.WithLabelValues("server").Add(float64(len(req.Servers)))
-		f.metrics.forwarded.WithLabelValues("edge").Add(float64(len(req.Edges)))
-		f.metrics.forwarded.WithLabelValues("denial").Add(float64(len(req.Denials)))
+		f.metrics.forwardedServer.Add(float64(n.Servers))
+		f.metrics.forwardedEdge.Add(float64(n.Edges))
+		f.metrics.forwardedDenial.Add(float64(n.Denials))
 		if resp.RecordsRefused > 0 {
 			f.metrics.dropped.WithLabelValues("refused_by_calculator").Add(float64(resp.RecordsRefused))
 		}
-		f.used.Add(-int64(len(b.records)))
+		f.used.Add(-int64(n.Records()))
 	case errors.As(err, &rejected):
-		f.log.Warn("calculator rejected a batch", "shard", b.shard.ID, "code", rejected.Code, "message", rejected.Message)
-		f.drop(len(b.records), "rejected_by_calculator")
+		f.log.Warn("calculator rejected a batch", "shard", sh.ID, "code", rejected.Code, "message", rejected.Message)
+		f.drop(n.Records(), "rejected_by_calculator")
 	default:
-		f.log.Warn("forwarding to shard failed; will retry", "shard", b.shard.ID, "addr", b.shard.Addr,
-			"records", len(b.records), "err", err)
-		now := time.Now()
-		for i := range b.records {
-			if f.scheduleRetry(&b.records[i], now, "retries_exhausted") {
-				retry = append(retry, b.records[i])
-			}
-		}
+		f.log.Warn("forwarding to shard failed; will retry", "shard", sh.ID, "addr", sh.Addr,
+			"records", n.Records(), "err", err)
+		retry = true
 	}
 
 	f.mu.Lock()
-	if f.busy[b.shard.Addr]--; f.busy[b.shard.Addr] <= 0 {
-		delete(f.busy, b.shard.Addr)
+	defer f.mu.Unlock()
+	if q := f.queues[sh.Addr]; q != nil {
+		q.inflight--
 	}
-	f.pending = append(f.pending, retry...)
-	f.mu.Unlock()
+	if retry && f.scheduleRetry(b, time.Now(), "retries_exhausted") {
+		f.retries = append(f.retries, b)
+		return
+	}
+	f.release(b)
 }
 
-// scheduleRetry sets when r is tried again, or drops it when it has been
-// retried for RetryFor already; it reports whether r is to be retried.
-func (f *Forwarder) scheduleRetry(r *record, now time.Time, dropReason string) bool {
-	if now.Sub(r.firstTry) >= f.cfg.RetryFor {
-		f.drop(1, dropReason)
+// scheduleRetry sets when b is tried again, or drops it when it has been
+// retried for RetryFor already; it reports whether b is to be retried.
+func (f *Forwarder) scheduleRetry(b *batch, now time.Time, dropReason string) bool {
+	n := b.records.Records()
+	if now.Sub(b.firstTry) >= f.cfg.RetryFor {
+		f.drop(n, dropReason)
 		return false
 	}
-	r.attempts++
-	r.notBefore = now.Add(f.retry.Delay(r.attempts))
-	f.metrics.retried.Inc()
+	b.attempts++
+	b.notBefore = now.Add(f.retry.Delay(b.attempts))
+	f.metrics.retried.Add(float64(n))
 	return true
 }
 
@@ -290,9 +430,9 @@ func (f *Forwarder) Drain(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			f.sends.Wait()
+			left := int(f.used.Load())
 			f.mu.Lock()
-			left := len(f.pending)
-			f.pending = nil
+			f.queues, f.retries = map[string]*queue{}, nil
 			f.mu.Unlock()
 			if left > 0 {
 				f.log.Warn("mixer stopped with records undelivered", "records", left)

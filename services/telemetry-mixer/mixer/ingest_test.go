@@ -115,7 +115,7 @@ func TestBadInputIsRefusedAndNothingForwarded(t *testing.T) {
 		}
 		defer conn.Close()
 		chunk := "[" + strings.Repeat(" ", 70<<10)
-		fmt.Fprintf(conn, "POST /v1/telemetry HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(chunk), chunk)
+		fmt.Fprintf(conn, "POST /v1/telemetry HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+testenv.AdminToken+"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(chunk), chunk)
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err != nil {
 			t.Fatal(err)

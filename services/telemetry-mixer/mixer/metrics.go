@@ -10,12 +10,14 @@ import (
 // counted at the HTTP edge; past it a report is split into records (its server
 // part, each call edge, each dry-run denial), and forwarding counts records.
 type metrics struct {
-	accepted       prometheus.Counter
-	rejected       *prometheus.CounterVec
-	forwarded      *prometheus.CounterVec
-	retried        prometheus.Counter
-	dropped        *prometheus.CounterVec
-	forwardSeconds prometheus.Histogram
+	accepted  prometheus.Counter
+	rejected  *prometheus.CounterVec
+	forwarded *prometheus.CounterVec
+	// forwarded's children, looked up once
+	forwardedServer, forwardedEdge, forwardedDenial prometheus.Counter
+	retried                                         prometheus.Counter
+	dropped                                         *prometheus.CounterVec
+	forwardSeconds                                  prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -46,6 +48,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 	}
+	m.forwardedServer = m.forwarded.WithLabelValues("server")
+	m.forwardedEdge = m.forwarded.WithLabelValues("edge")
+	m.forwardedDenial = m.forwarded.WithLabelValues("denial")
 	reg.MustRegister(m.accepted, m.rejected, m.forwarded, m.retried, m.dropped, m.forwardSeconds)
 	return m
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"mime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/lifecycle"
@@ -58,6 +61,11 @@ func New(cfg Config, log *slog.Logger) (*Mixer, error) {
 	g.Add("time series export", series.Exporter(reg, "sextant_mixer", "sextant_mixer_", map[string]string{"mixer": cfg.ID}))
 	members := shard.NewMembership(cli, cfg.EtcdPrefix, log)
 	g.Add("shard membership", lifecycle.Loop(members.Run))
+	verifier, tokenMirror, err := authn.Follow(cfg.Auth, cli, api.Keys{Prefix: cfg.EtcdPrefix}, log)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("tokens: %w", err), g.Stop(context.Background()))
+	}
+	g.Add("token mirror", lifecycle.Loop(tokenMirror.Run))
 	kc, err := aggregatorsvc.NewClient("weight-calculator",
 		client.WithConnectTimeout(time.Second),
 		client.WithRPCTimeout(cfg.Forward.RPCTimeout))
@@ -84,6 +92,7 @@ func New(cfg Config, log *slog.Logger) (*Mixer, error) {
 	g.Add("http", srv)
 	mx := &Mixer{cfg: cfg, log: log, http: srv, forwarder: fwd, members: members, series: series, parts: g,
 		ingest: NewIngest(seriesSink{next: fwd, series: series}, cfg.Limits, cfg.MaxBodyBytes, m)}
+	mx.ingest.authenticate = verifier.Authenticate()
 	mx.ingest.Routes(srv)
 	httpx.HealthRoutes(srv, mx.readiness)
 	httpx.MetricsRoute(srv, reg)
@@ -142,11 +151,15 @@ func (mx *Mixer) readiness() []string {
 
 // Ingest is the POST /v1/telemetry handler: read, decode, validate, hand to a Sink.
 type Ingest struct {
-	sink    Sink
-	limits  telemetry.Limits
-	maxBody int
-	metrics *metrics
-	bufs    sync.Pool
+	sink     Sink
+	limits   telemetry.Limits
+	maxBody  int
+	metrics  *metrics
+	bufs     sync.Pool // of *bytes.Buffer
+	decoders sync.Pool // of *telemetry.Decoder
+	// authenticate checks the credential of every report; a data plane may
+	// report only for its own service. Nil (the edge benchmark) checks none.
+	authenticate app.HandlerFunc
 }
 
 // NewIngest makes the handler; m may be nil (no metrics).
@@ -155,11 +168,18 @@ func NewIngest(sink Sink, limits telemetry.Limits, maxBody int, m *metrics) *Ing
 		m = newMetrics(prometheus.NewRegistry())
 	}
 	return &Ingest{sink: sink, limits: limits, maxBody: maxBody, metrics: m,
-		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }}}
+		bufs:     sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		decoders: sync.Pool{New: func() any { return new(telemetry.Decoder) }}}
 }
 
 // Routes registers POST /v1/telemetry.
-func (in *Ingest) Routes(s *httpx.Server) { s.POST("/v1/telemetry", in.Handle) }
+func (in *Ingest) Routes(s *httpx.Server) {
+	if in.authenticate != nil {
+		s.POST("/v1/telemetry", in.authenticate, in.Handle)
+		return
+	}
+	s.POST("/v1/telemetry", in.Handle)
+}
 
 // Handle serves one ingest request.
 func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
@@ -184,10 +204,27 @@ func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
 		in.reject(c, status, fe)
 		return
 	}
-	reports, fe := telemetry.Decode(buf.Bytes(), in.limits, time.Now())
+	// The reports point into buf: the sink copies what it keeps.
+	dec := in.decoders.Get().(*telemetry.Decoder)
+	defer func() {
+		if dec.Size() <= pooledDecoderMax {
+			in.decoders.Put(dec)
+		}
+	}()
+	reports, fe := dec.Decode(buf.Bytes(), in.limits, time.Now())
 	if fe != nil {
 		in.reject(c, consts.StatusBadRequest, fe)
 		return
+	}
+	if in.authenticate != nil {
+		id := authn.From(c)
+		for i := range reports {
+			if service := reports[i].Reporter.Service; !id.MayActFor(service) {
+				in.metrics.rejected.WithLabelValues(api.CodeForbidden).Inc()
+				authn.Forbid(c, "%s may not report for %s (reporter.service of report %d)", id.Name(), service, i)
+				return
+			}
+		}
 	}
 	switch err := in.sink.Offer(reports); {
 	case errors.Is(err, ErrQueueFull):
@@ -203,11 +240,22 @@ func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
 		return
 	}
 	in.metrics.accepted.Add(float64(len(reports)))
-	c.JSON(consts.StatusAccepted, map[string]int{"accepted": len(reports)})
+	// {"accepted":N}, without a map to encode
+	c.SetStatusCode(consts.StatusAccepted)
+	c.SetContentType("application/json; charset=utf-8")
+	var num [20]byte
+	c.Response.AppendBodyString(`{"accepted":`)
+	c.Response.AppendBody(strconv.AppendInt(num[:0], int64(len(reports)), 10))
+	c.Response.AppendBodyString("}")
 }
 
-// pooledBufferMax is the largest body buffer kept for reuse.
-const pooledBufferMax = 1 << 20
+const (
+	// pooledBufferMax is the largest body buffer kept for reuse.
+	pooledBufferMax = 1 << 20
+	// pooledDecoderMax is the most call edges and denials a decoder kept
+	// for reuse has room for.
+	pooledDecoderMax = 100_000
+)
 
 // isJSON accepts application/json and the +json media types.
 func isJSON(contentType string) bool {

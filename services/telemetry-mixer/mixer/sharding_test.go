@@ -259,7 +259,7 @@ func ownersOf(ids []string, services []string) map[string]string {
 
 func getJSON(t testing.TB, url string, v any) {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := testenv.HTTP.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}

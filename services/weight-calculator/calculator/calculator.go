@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
@@ -80,6 +81,11 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	c.knobs = NewKnobStore(log)
 	g.Add("knob mirror", lifecycle.Loop(etcdx.NewMirror(cli, api.Keys{Prefix: cfg.EtcdPrefix}.Configs(), c.knobs, log).Run))
 	g.Add("series expiry", lifecycle.Loop(c.expire))
+	verifier, tokenMirror, err := authn.Follow(cfg.Auth, cli, api.Keys{Prefix: cfg.EtcdPrefix}, log)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("tokens: %w", err), g.Stop(context.Background()))
+	}
+	g.Add("token mirror", lifecycle.Loop(tokenMirror.Run))
 	mc, err := meshcoresvc.NewClient("mesh-core", client.WithConnectTimeout(time.Second), client.WithRPCTimeout(cfg.RPCTimeout))
 	if err != nil {
 		return nil, errors.Join(err, g.Stop(context.Background()))
@@ -113,9 +119,13 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 
 	httpx.HealthRoutes(c.admin, c.readiness)
 	httpx.MetricsRoute(c.admin, reg)
-	c.admin.GET("/debug/windows", c.debugWindows)
-	c.admin.GET("/debug/policy", c.debugPolicy)
-	c.admin.GET("/v1/dry-run", c.dryRun)
+	// The debug views are the operators'; the dry-run report also answers
+	// the config-center, which forwards its caller's credential.
+	authenticate, operator := verifier.Authenticate(), authn.RequireOperator(false)
+	c.admin.GET("/debug/windows", authenticate, operator, c.debugWindows)
+	c.admin.GET("/debug/policy", authenticate, operator, c.debugPolicy)
+	c.admin.GET("/v1/dry-run", authenticate, c.dryRun)
+	c.admin.GET("/v1/callers", authenticate, c.callers)
 	return c, nil
 }
 
@@ -306,22 +316,18 @@ func (h *ingestHandler) Ingest(_ context.Context, batch *aggregator.ReportBatch)
 		return nil, &aggregator.IngestError{Code: "invalid", Message: "empty batch"}
 	}
 	c := h.c
-	now := c.cfg.Now()
-	resp := &aggregator.IngestResponse{}
-	c.store.Ingest(batch, now, func(kind string, o Outcome) {
-		c.metrics.records.WithLabelValues(kind, o.String()).Inc()
-		switch {
-		case o != Accepted:
-			resp.RecordsRefused++
-		case kind == "server":
-			resp.ServersAccepted++
-		case kind == "edge":
-			resp.EdgesAccepted++
-		default:
-			resp.DenialsAccepted++
-		}
-	})
-	return resp, nil
+	t, err := c.store.Ingest(batch, c.cfg.Now())
+	c.metrics.count(&t)
+	if err != nil {
+		// What was read before is merged and counted; the mixer drops the rest.
+		return nil, &aggregator.IngestError{Code: "malformed", Message: err.Error()}
+	}
+	return &aggregator.IngestResponse{
+		ServersAccepted: t[KindServer][Accepted],
+		EdgesAccepted:   t[KindEdge][Accepted],
+		DenialsAccepted: t[KindDenial][Accepted],
+		RecordsRefused:  t.NotAccepted(),
+	}, nil
 }
 
 // windowsAnswer is the JSON of GET /debug/windows?service=S.
@@ -384,6 +390,26 @@ func (c *Calculator) dryRun(_ context.Context, rc *app.RequestContext) {
 	rc.JSON(consts.StatusOK, r)
 }
 
+// CallersReport lists the services a shard saw calling a service it owns.
+type CallersReport struct {
+	Service string       `json:"service"`
+	Shard   string       `json:"shard"`
+	Callers []CallerView `json:"callers"`
+}
+
+func (c *Calculator) callers(_ context.Context, rc *app.RequestContext) {
+	name := string(rc.Query("service"))
+	if fe := api.Name("service", name, true); fe != nil {
+		httpx.WriteError(rc, consts.StatusBadRequest, fe)
+		return
+	}
+	r := CallersReport{Service: name, Shard: c.cfg.ID, Callers: []CallerView{}}
+	if v, ok := c.store.Service(name); ok {
+		r.Callers = v.Callers
+	}
+	rc.JSON(consts.StatusOK, r)
+}
+
 // Decision returns the last round's decision for service, as /debug/policy shows it.
 func (c *Calculator) Decision(service string) (Decision, bool) { return c.engine.decision(service) }
 
@@ -402,7 +428,19 @@ func (o Outcome) String() string {
 
 type metrics struct {
 	records *prometheus.CounterVec
+	byTally [3][4]prometheus.Counter // records' children, looked up once
 	expired prometheus.Counter
+}
+
+// count adds a batch's tally to the records counter, once per batch.
+func (m *metrics) count(t *Tally) {
+	for k := range t {
+		for o, n := range t[k] {
+			if n > 0 {
+				m.byTally[k][o].Add(float64(n))
+			}
+		}
+	}
 }
 
 func newMetrics(reg prometheus.Registerer, store *Store) *metrics {
@@ -415,6 +453,11 @@ func newMetrics(reg prometheus.Registerer, store *Store) *metrics {
 			Name: "sextant_calculator_series_expired_total",
 			Help: "(service, instance) series forgotten after no report for --stale-after.",
 		}),
+	}
+	for k := range m.byTally {
+		for o := range m.byTally[k] {
+			m.byTally[k][o] = m.records.WithLabelValues(KindNames[k], Outcome(o).String())
+		}
 	}
 	reg.MustRegister(m.records, m.expired, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sextant_calculator_series",

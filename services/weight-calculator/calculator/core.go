@@ -47,12 +47,8 @@ func (c *Core) SetKnobs(service string, k Knobs) {
 
 // Ingest merges a batch received at now; it returns how many records were refused.
 func (c *Core) Ingest(b *aggregator.ReportBatch, now time.Time) (refused int) {
-	c.store.Ingest(b, now, func(_ string, o Outcome) {
-		if o != Accepted {
-			refused++
-		}
-	})
-	return refused
+	t, _ := c.store.Ingest(b, now) // the batches are Batch's own
+	return int(t.NotAccepted())
 }
 
 // Round runs the round of now, as the service does in the middle of every

@@ -133,6 +133,7 @@ func (e *engine) disown(name string) {
 func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	k := e.knobs.For(name)
 	last := e.store.WindowIndex(now) - 1 // the newest complete window
+	e.recordCalls(name, last)
 	warmup := time.Duration(k.EvalWindows+1) * e.window
 	d := Decision{Service: name, Shard: e.id, RoundAtMs: now.UnixMilli(), OwnedSinceMs: st.ownedSince.UnixMilli(), Knobs: k}
 
@@ -265,6 +266,24 @@ func (e *engine) policy(name string, st *serviceState, now time.Time) *meshcore.
 		}
 	}
 	return p
+}
+
+// recordCalls writes what the callers of service reported about each of its
+// instances in window index, summed over callers: measurement `call`
+// (docs/timeseries.md). Each round writes the window it just completed.
+func (e *engine) recordCalls(service string, index int64) {
+	if e.series == nil || !e.series.Enabled() {
+		return
+	}
+	windowMs := e.window.Milliseconds()
+	at := time.UnixMilli(index * windowMs)
+	e.store.EachCallerWindow(service, index, func(instance string, a CallerAgg) {
+		if l := e.series.Begin("call"); l != nil {
+			l.Tag("callee_instance", instance).Tag("callee_service", service).
+				Int("errors", a.Errors).Float("latency_ms_avg", a.LatencyMsAvg).Float("latency_ms_p99", a.LatencyMsP99).
+				Int("records", a.Records).Int("requests", a.Requests).Int("timeouts", a.Timeouts).Int("window_ms", windowMs).End(at)
+		}
+	})
 }
 
 // stateCodes let dashboards plot the overload state.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/reportbatch"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
 )
 
@@ -26,6 +27,7 @@ type Store struct {
 	mu       sync.RWMutex // guards services; never taken while holding a serviceWindows' mu
 	services map[string]*serviceWindows
 	series   atomic.Int64
+	scratch  sync.Pool // of *ingestScratch
 }
 
 type serviceWindows struct {
@@ -33,7 +35,18 @@ type serviceWindows struct {
 	removed   bool // taken out of the store: writers must look it up again
 	instances map[string]*instanceWindows
 	denials   map[denialKey]*denialCount
+	// callers are the services that reported calls to this one: what the
+	// access inspection compares with the access rules.
+	callers map[string]*callerCount
 }
+
+type callerCount struct {
+	requests int64
+	lastSeen time.Time
+}
+
+// maxCallers bounds the callers kept per service.
+const maxCallers = 1000
 
 type denialCount struct {
 	count    int64
@@ -109,70 +122,208 @@ const (
 
 // NewStore keeps count windows of length window, for at most maxSeries series.
 func NewStore(window time.Duration, count, maxSeries int) *Store {
-	return &Store{window: window, count: count, maxSeries: maxSeries, services: map[string]*serviceWindows{}}
+	return &Store{window: window, count: count, maxSeries: maxSeries, services: map[string]*serviceWindows{},
+		scratch: sync.Pool{New: func() any { return new(ingestScratch) }}}
 }
 
-// Ingest merges every record of a batch received at now, and tells count
-// what became of each, by kind (server, edge, denial).
-func (s *Store) Ingest(b *aggregator.ReportBatch, now time.Time, count func(kind string, o Outcome)) {
+// Tally counts what became of a batch's records, by kind and outcome.
+type Tally [3][4]int64
+
+// The kinds of records, as Tally indexes them.
+const (
+	KindServer = iota
+	KindEdge
+	KindDenial
+)
+
+// KindNames are the kinds as metrics label them.
+var KindNames = [3]string{"server", "edge", "denial"}
+
+// NotAccepted is how many records of the tally were not accepted.
+func (t *Tally) NotAccepted() int64 {
+	var n int64
+	for k := range t {
+		n += t[k][Late] + t[k][Refused] + t[k][Invalid]
+	}
+	return n
+}
+
+// ingestScratch is what one Ingest reuses: the parts reader and the call
+// edges of the batch, grouped by callee service before they are merged.
+type ingestScratch struct {
+	rd    reportbatch.Reader
+	edges []edgeRef
+}
+
+type edgeRef struct {
+	tsMs   int64
+	caller string // the reporter's service; "" when unknown
+	call   api.Call
+}
+
+// Ingest merges every record of a batch received at now. The call edges of
+// the batch are merged one callee service at a time, each under one lock.
+// It fails on parts it cannot read, having merged those before.
+func (s *Store) Ingest(b *aggregator.ReportBatch, now time.Time) (Tally, error) {
+	var t Tally
 	for _, r := range b.Servers {
-		count("server", s.AddServer(r, now))
+		t[KindServer][s.AddServer(r, now)]++
 	}
 	for _, e := range b.Edges {
-		count("edge", s.AddEdge(e, now))
+		t[KindEdge][s.AddEdge(e, now)]++
 	}
 	for _, d := range b.Denials {
-		count("denial", s.AddDenial(d, now))
+		t[KindDenial][s.AddDenial(d, now)]++
 	}
+	if len(b.Parts) == 0 {
+		return t, nil
+	}
+	sc := s.scratch.Get().(*ingestScratch)
+	defer s.scratch.Put(sc)
+	sc.edges = sc.edges[:0]
+	sc.rd.Reset(b.Parts, int(b.PartCount))
+	var err error
+	for {
+		var r *api.Report
+		if r, err = sc.rd.Next(); r == nil || err != nil {
+			break
+		}
+		if r.Server != nil {
+			t[KindServer][s.addServer(r.Reporter, r.TimestampMs, r.Server, now)]++
+		}
+		for i := range r.Calls {
+			sc.edges = append(sc.edges, edgeRef{tsMs: r.TimestampMs, caller: r.Reporter.Service, call: r.Calls[i]})
+		}
+		for i := range r.DryRunDenials {
+			t[KindDenial][s.addDenial(&r.DryRunDenials[i], now)]++
+		}
+	}
+	slices.SortFunc(sc.edges, func(a, b edgeRef) int { return strings.Compare(a.call.CalleeService, b.call.CalleeService) })
+	for i := 0; i < len(sc.edges); {
+		j := i + 1
+		for j < len(sc.edges) && sc.edges[j].call.CalleeService == sc.edges[i].call.CalleeService {
+			j++
+		}
+		s.addEdges(sc.edges[i:j], now, &t)
+		i = j
+	}
+	if len(sc.edges) > maxScratchEdges {
+		sc.edges = nil
+	}
+	return t, err
 }
+
+// maxScratchEdges bounds the edges an ingest keeps room for between batches.
+const maxScratchEdges = 1 << 16
 
 // AddServer merges what an instance reported about itself.
 func (s *Store) AddServer(r *aggregator.ServerRecord, now time.Time) Outcome {
-	if r.Reporter == nil || !finite(r.CpuUtil, r.QueueTimeMsAvg, r.QueueTimeMsP99) ||
-		r.Requests < 0 || r.Inflight < 0 || r.ClientTimeouts < 0 {
+	if r.Reporter == nil {
 		return Invalid
 	}
-	return s.add(r.Reporter.Service, r.Reporter.Instance, r.TimestampMs, now, func(iw *instanceWindows, w *Window) {
-		iw.totals.ServerRecords++
-		iw.totals.ServerRequests += r.Requests
-		a := &w.Server
-		a.Records++
-		a.Requests += r.Requests
-		a.CPUUtil = max(a.CPUUtil, r.CpuUtil)
-		a.queueTimeSum += r.QueueTimeMsAvg * float64(r.Requests)
-		a.QueueTimeMsP99 = max(a.QueueTimeMsP99, r.QueueTimeMsP99)
-		a.Inflight = max(a.Inflight, r.Inflight)
-		a.ClientTimeouts += r.ClientTimeouts
+	return s.addServer(&api.Reporter{Service: r.Reporter.Service, Instance: r.Reporter.Instance}, r.TimestampMs, &api.ServerStats{
+		Requests: r.Requests, CPUUtil: r.CpuUtil, QueueTimeMsAvg: r.QueueTimeMsAvg, QueueTimeMsP99: r.QueueTimeMsP99,
+		Inflight: r.Inflight, ClientTimeouts: r.ClientTimeouts,
+		RequestsByPriority: r.RequestsByPriority, RequestsByLevel: r.RequestsByLevel,
+	}, now)
+}
+
+func (s *Store) addServer(rep *api.Reporter, tsMs int64, r *api.ServerStats, now time.Time) Outcome {
+	if !finite(r.CPUUtil, r.QueueTimeMsAvg, r.QueueTimeMsP99) || r.Requests < 0 || r.Inflight < 0 || r.ClientTimeouts < 0 {
+		return Invalid
+	}
+	if rep.Service == "" {
+		return Invalid
+	}
+	sw := s.lockedService(rep.Service)
+	defer sw.mu.Unlock()
+	iw, w, o := s.slot(sw, rep.Instance, tsMs, now)
+	if o != Accepted {
+		return o
+	}
+	iw.totals.ServerRecords++
+	iw.totals.ServerRequests += r.Requests
+	a := &w.Server
+	a.Records++
+	a.Requests += r.Requests
+	a.CPUUtil = max(a.CPUUtil, r.CPUUtil)
+	a.queueTimeSum += r.QueueTimeMsAvg * float64(r.Requests)
+	a.QueueTimeMsP99 = max(a.QueueTimeMsP99, r.QueueTimeMsP99)
+	a.Inflight = max(a.Inflight, r.Inflight)
+	a.ClientTimeouts += r.ClientTimeouts
+	for p, n := range r.RequestsByPriority {
+		if a.RequestsByPriority == nil {
+			a.RequestsByPriority = map[int32]int64{}
+		}
+		a.RequestsByPriority[p] += n
+	}
+	if a.RequestsByLevel == nil && (len(r.RequestsByLevel) > 0 || len(r.RequestsByPriority) > 0) {
+		a.RequestsByLevel = map[int32]int64{}
+	}
+	for l, n := range r.RequestsByLevel {
+		a.RequestsByLevel[l] += n
+	}
+	if len(r.RequestsByLevel) == 0 {
 		for p, n := range r.RequestsByPriority {
-			if a.RequestsByPriority == nil {
-				a.RequestsByPriority = map[int32]int64{}
-			}
-			a.RequestsByPriority[p] += n
+			a.RequestsByLevel[api.Level(p, api.UserLevels-1)] += n
 		}
-		if a.RequestsByLevel == nil && (len(r.RequestsByLevel) > 0 || len(r.RequestsByPriority) > 0) {
-			a.RequestsByLevel = map[int32]int64{}
-		}
-		for l, n := range r.RequestsByLevel {
-			a.RequestsByLevel[l] += n
-		}
-		if len(r.RequestsByLevel) == 0 {
-			for p, n := range r.RequestsByPriority {
-				a.RequestsByLevel[api.Level(p, api.UserLevels-1)] += n
-			}
-		}
-	})
+	}
+	return Accepted
 }
 
 // AddEdge merges what one caller reported about a callee instance.
 func (s *Store) AddEdge(e *aggregator.CallEdge, now time.Time) Outcome {
-	if !finite(e.LatencyMsAvg, e.LatencyMsP99) || e.Requests < 0 || e.Errors < 0 || e.Timeouts < 0 {
-		return Invalid
+	var t Tally
+	var caller string
+	if e.Caller != nil {
+		caller = e.Caller.Service
 	}
-	return s.add(e.CalleeService, e.CalleeInstance, e.TimestampMs, now, func(iw *instanceWindows, w *Window) {
+	s.addEdges([]edgeRef{{tsMs: e.TimestampMs, caller: caller, call: api.Call{CalleeService: e.CalleeService, CalleeInstance: e.CalleeInstance,
+		Requests: e.Requests, Errors: e.Errors, Timeouts: e.Timeouts, LatencyMsAvg: e.LatencyMsAvg, LatencyMsP99: e.LatencyMsP99}}}, now, &t)
+	for o, n := range t[KindEdge] {
+		if n > 0 {
+			return Outcome(o)
+		}
+	}
+	return Invalid
+}
+
+// addEdges merges edges of one callee service under one lock.
+func (s *Store) addEdges(edges []edgeRef, now time.Time, t *Tally) {
+	if len(edges) == 0 {
+		return
+	}
+	if edges[0].call.CalleeService == "" {
+		t[KindEdge][Invalid] += int64(len(edges))
+		return
+	}
+	sw := s.lockedService(edges[0].call.CalleeService)
+	defer sw.mu.Unlock()
+	var cc *callerCount
+	for i := range edges {
+		switch c := edges[i].caller; {
+		case c == "":
+			cc = nil
+		case i == 0 || c != edges[i-1].caller || cc == nil:
+			cc = sw.caller(c, now)
+		}
+		e := &edges[i].call
+		if !finite(e.LatencyMsAvg, e.LatencyMsP99) || e.Requests < 0 || e.Errors < 0 || e.Timeouts < 0 {
+			t[KindEdge][Invalid]++
+			continue
+		}
+		iw, w, o := s.slot(sw, e.CalleeInstance, edges[i].tsMs, now)
+		t[KindEdge][o]++
+		if o != Accepted {
+			continue
+		}
 		iw.totals.EdgeRecords++
 		iw.totals.EdgeRequests += e.Requests
 		iw.totals.EdgeErrors += e.Errors
 		iw.totals.EdgeTimeouts += e.Timeouts
+		if cc != nil {
+			cc.requests += e.Requests
+		}
 		a := &w.Callers
 		a.Records++
 		a.Requests += e.Requests
@@ -180,7 +331,25 @@ func (s *Store) AddEdge(e *aggregator.CallEdge, now time.Time) Outcome {
 		a.Timeouts += e.Timeouts
 		a.latencySum += e.LatencyMsAvg * float64(e.Requests)
 		a.LatencyMsP99 = max(a.LatencyMsP99, e.LatencyMsP99)
-	})
+	}
+}
+
+// caller is the counter of caller, seen now; nil when the service already
+// counts maxCallers others. sw is locked.
+func (sw *serviceWindows) caller(name string, now time.Time) *callerCount {
+	cc := sw.callers[name]
+	if cc == nil {
+		if len(sw.callers) >= maxCallers {
+			return nil
+		}
+		if sw.callers == nil {
+			sw.callers = map[string]*callerCount{}
+		}
+		cc = &callerCount{}
+		sw.callers[strings.Clone(name)] = cc // the key outlives the batch
+	}
+	cc.lastSeen = now
+	return cc
 }
 
 // maxDenialKeys bounds the dry-run denial counters kept per service.
@@ -188,6 +357,10 @@ const maxDenialKeys = 1000
 
 // AddDenial counts requests an access rule in dry-run mode would have denied.
 func (s *Store) AddDenial(d *aggregator.DryRunDenial, now time.Time) Outcome {
+	return s.addDenial(&api.DryRunDenial{CalleeService: d.CalleeService, CallerService: d.CallerService, Rule: d.Rule, Count: d.Count}, now)
+}
+
+func (s *Store) addDenial(d *api.DryRunDenial, now time.Time) Outcome {
 	if d.CalleeService == "" || d.Count < 0 {
 		return Invalid
 	}
@@ -200,6 +373,7 @@ func (s *Store) AddDenial(d *aggregator.DryRunDenial, now time.Time) Outcome {
 			return Refused
 		}
 		dc = &denialCount{}
+		k = denialKey{strings.Clone(k.caller), strings.Clone(k.rule)} // the key outlives the batch
 		sw.denials[k] = dc
 	}
 	dc.count += d.Count
@@ -207,25 +381,25 @@ func (s *Store) AddDenial(d *aggregator.DryRunDenial, now time.Time) Outcome {
 	return Accepted
 }
 
-func (s *Store) add(service, instance string, tsMs int64, now time.Time, merge func(*instanceWindows, *Window)) Outcome {
-	if service == "" || instance == "" || tsMs <= 0 {
-		return Invalid
+// slot returns the window of instance that holds tsMs, with sw locked,
+// creating the series if need be; Accepted or why not.
+func (s *Store) slot(sw *serviceWindows, instance string, tsMs int64, now time.Time) (*instanceWindows, *Window, Outcome) {
+	if instance == "" || tsMs <= 0 {
+		return nil, nil, Invalid
 	}
-	sw := s.lockedService(service)
-	defer sw.mu.Unlock()
 	iw, ok := sw.instances[instance]
 	if !ok {
 		if !s.reserveSeries() {
-			return Refused
+			return nil, nil, Refused
 		}
 		iw = &instanceWindows{ring: make([]Window, s.count), firstSeen: now}
-		sw.instances[instance] = iw
+		sw.instances[strings.Clone(instance)] = iw // the name may point into a batch
 	}
 	iw.lastSeen = now
 	index := tsMs / s.window.Milliseconds()
 	if index <= iw.newest-int64(s.count) {
 		iw.totals.LateRecords++
-		return Late
+		return nil, nil, Late
 	}
 	iw.newest = max(iw.newest, index)
 	// The slot holds this window or one at least count windows older.
@@ -233,8 +407,7 @@ func (s *Store) add(service, instance string, tsMs int64, now time.Time, merge f
 	if w.index != index {
 		*w = Window{index: index, StartMs: index * s.window.Milliseconds()}
 	}
-	merge(iw, w)
-	return Accepted
+	return iw, w, Accepted
 }
 
 // lockedService returns name's windows, created if need be, locked; never
@@ -261,7 +434,7 @@ func (s *Store) service(name string, create bool) *serviceWindows {
 	defer s.mu.Unlock()
 	if sw = s.services[name]; sw == nil {
 		sw = &serviceWindows{instances: map[string]*instanceWindows{}, denials: map[denialKey]*denialCount{}}
-		s.services[name] = sw
+		s.services[strings.Clone(name)] = sw // the name may point into a batch
 	}
 	return sw
 }
@@ -305,6 +478,29 @@ func (s *Store) Expire(cutoff time.Time) int {
 	}
 	s.series.Add(-int64(removed))
 	return removed
+}
+
+// EachCallerWindow calls f with each instance of service that its callers
+// reported about in window index, and their sum (LatencyMsAvg filled in).
+// f runs under the service's lock.
+func (s *Store) EachCallerWindow(service string, index int64, f func(instance string, a CallerAgg)) {
+	sw := s.service(service, false)
+	if sw == nil {
+		return
+	}
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	for id, iw := range sw.instances {
+		w := &iw.ring[index%int64(s.count)]
+		if w.index != index || w.Callers.Records == 0 {
+			continue
+		}
+		a := w.Callers
+		if a.Requests > 0 {
+			a.LatencyMsAvg = a.latencySum / float64(a.Requests)
+		}
+		f(id, a)
+	}
 }
 
 // WindowIndex is the index of the window that holds t.
@@ -450,11 +646,20 @@ type DenialView struct {
 	LastSeenMs    int64  `json:"last_seen_ms"`
 }
 
+// CallerView is a service seen calling another, since the calculator
+// first saw it (requests summed over the windows it accepted).
+type CallerView struct {
+	Service    string `json:"service"`
+	Requests   int64  `json:"requests"`
+	LastSeenMs int64  `json:"last_seen_ms"`
+}
+
 // ServiceView is everything kept about one service.
 type ServiceView struct {
 	Service       string         `json:"service"`
 	Instances     []InstanceView `json:"instances"`
 	DryRunDenials []DenialView   `json:"dry_run_denials"`
+	Callers       []CallerView   `json:"callers"`
 }
 
 // Service returns a copy of what is kept about name, false when nothing is.
@@ -465,7 +670,11 @@ func (s *Store) Service(name string) (ServiceView, bool) {
 	}
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
-	v := ServiceView{Service: name, Instances: []InstanceView{}, DryRunDenials: []DenialView{}}
+	v := ServiceView{Service: name, Instances: []InstanceView{}, DryRunDenials: []DenialView{}, Callers: []CallerView{}}
+	for c, cc := range sw.callers {
+		v.Callers = append(v.Callers, CallerView{Service: c, Requests: cc.requests, LastSeenMs: cc.lastSeen.UnixMilli()})
+	}
+	slices.SortFunc(v.Callers, func(a, b CallerView) int { return strings.Compare(a.Service, b.Service) })
 	for id, iw := range sw.instances {
 		iv := InstanceView{Instance: id, LastReportMs: iw.lastSeen.UnixMilli(), Totals: iw.totals, Windows: []Window{}}
 		for _, w := range iw.ring {

@@ -183,9 +183,6 @@ Takes (dict "root" $ "component" "mesh-core"). */}}
 {{- if eq .component "weight-calculator" }}
 {{- $_ = set $env "SEXTANT_MESH_CORE_ADDR" (printf "%s.%s.svc:7713" (include "sextant.componentName" (dict "root" $root "component" "mesh-core-kitex")) $root.Release.Namespace) }}
 {{- end }}
-{{- if eq .component "config-center" }}
-{{- $_ = set $env "SEXTANT_READ_AUTH" (toString $root.Values.auth.readAuth) }}
-{{- end }}
 {{- range $flag, $value := $v.settings }}
 {{- $_ = set $env (printf "SEXTANT_%s" ($flag | upper | replace "-" "_")) (include "sextant.scalar" $value) }}
 {{- end }}

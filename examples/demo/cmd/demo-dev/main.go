@@ -45,7 +45,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.Beside = func(ctx context.Context, a devplane.Addrs) error {
-		cp := demo.ControlPlane{MeshCore: a.MeshCore, Mixer: a.Mixer, Window: time.Second}
+		tokens, err := demo.IssueTokens(ctx, a.ConfigCenter, a.AdminToken, demo.Service, demo.FrontService)
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		cp := demo.ControlPlane{MeshCore: a.MeshCore, Mixer: a.Mixer, Window: time.Second, Tokens: tokens}
 		if err := demo.Run(ctx, cp, frontAddr, stdout, slog.New(slog.DiscardHandler)); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}

@@ -39,7 +39,7 @@ func TestDemoDevRuns(t *testing.T) {
 			t.Fatalf("demo-dev exited: %v\n%s", err, stderr.String())
 		default:
 		}
-		resp, err := http.Get("http://" + front + "/comment")
+		resp, err := testenv.HTTP.Get("http://" + front + "/comment")
 		if err != nil {
 			return err
 		}
