@@ -38,8 +38,8 @@ import (
 )
 
 type options struct {
-	configs, watches, watchServices, changes, procs, writers int
-	interval, wait                                           time.Duration
+	configs, watches, watchServices, changes, procs, writers, ramp int
+	interval, wait                                                 time.Duration
 }
 
 // serveArg, as the only argument, makes this binary the child.
@@ -58,6 +58,7 @@ func main() {
 	flag.IntVar(&o.procs, "gomaxprocs", 1, "GOMAXPROCS of the config-center process; this one takes the remaining cores")
 	flag.DurationVar(&o.wait, "wait", 60*time.Second, "wait of each watch (the config-center allows up to 60s)")
 	flag.IntVar(&o.writers, "writers", 16, "concurrent writes while the configs are written")
+	flag.IntVar(&o.ramp, "ramp", 2000, "watches started per second (a config-center that computes every first answer may fall behind a faster ramp)")
 	flag.Parse()
 	exit(run(o))
 }
@@ -72,8 +73,8 @@ func exit(err error) {
 
 func (o options) check() error {
 	switch {
-	case o.configs < 1 || o.watches < 1 || o.watchServices < 1 || o.changes < 1 || o.procs < 1 || o.writers < 1:
-		return errors.New("-configs, -watches, -watch-services, -changes, -gomaxprocs and -writers must be positive")
+	case o.configs < 1 || o.watches < 1 || o.watchServices < 1 || o.changes < 1 || o.procs < 1 || o.writers < 1 || o.ramp < 1:
+		return errors.New("-configs, -watches, -watch-services, -changes, -gomaxprocs, -writers and -ramp must be positive")
 	case o.watchServices > o.configs || o.watchServices > o.watches:
 		return errors.New("-watch-services may not exceed -configs or -watches")
 	case o.changes > maxChanges:

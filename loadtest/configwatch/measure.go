@@ -130,7 +130,7 @@ func runLoad(o options, addr string, pid int) (*report, error) {
 	}
 
 	f := longpoll.New(longpoll.Config{
-		Addr: addr, Token: sdkToken, Pollers: o.watches, Changes: o.changes, BufSize: 1024,
+		Addr: addr, Token: sdkToken, Pollers: o.watches, Changes: o.changes, BufSize: 1024, RampRate: o.ramp,
 		Target: func(i int) string {
 			return "/v1/watch?service=" + serviceName(o.watchedBy(i)) + "&instance=" + instanceName(i) + "&wait=" + o.wait.String() + "&version="
 		},

@@ -12,7 +12,9 @@
 // poller holds the current snapshot and waits, it publishes -changes new
 // policies through Kitex PublishPolicy, one every -interval. For each change
 // it reports how long after PublishPolicy returned 50 %, 99 % and 100 % of
-// the pollers had read it (or something newer), how many missed it (held it
+// the pollers had read it (or something newer), the same from the call
+// (mesh-core may answer the pollers before its reply to PublishPolicy is
+// written, so times from the return can be negative), how many missed it (held it
 // only after the next change was published), and, from each answer's
 // policy_age_ms, when mesh-core had built those answers. It also reports the
 // child's memory and goroutines per held poll, and the CPU time of the child
@@ -122,21 +124,24 @@ func run(o options) error {
 
 // print writes one line per change, then the medians and the costs.
 func (r *report) print() {
-	var cols [7][]float64 // read p50, p99, p100, missed, built p50, p99, p100
+	var cols [10][]float64 // read p50, p99, p100, missed, built p50, p99, p100, called p50, p99, p100
 	for i, c := range r.changes {
-		fmt.Printf("change %d: %s, missed %d (mesh-core built the answers: %s; publish took %.1f ms)\n",
-			i+1, c.read, c.missed, c.built, c.publish.Seconds()*1e3)
-		for j, v := range []float64{c.read.p50, c.read.p99, c.read.p100, float64(c.missed), c.built.p50, c.built.p99, c.built.p100} {
+		fmt.Printf("change %d: %s, missed %d (mesh-core built the answers: %s; publish took %.1f ms; from the publish call: %s)\n",
+			i+1, c.read, c.missed, c.built, c.publish.Seconds()*1e3, c.called)
+		for j, v := range []float64{c.read.p50, c.read.p99, c.read.p100, float64(c.missed), c.built.p50, c.built.p99, c.built.p100,
+			c.called.p50, c.called.p99, c.called.p100} {
 			cols[j] = append(cols[j], v)
 		}
 	}
-	var m [7]float64
+	var m [10]float64
 	for j, col := range cols {
 		m[j] = longpoll.Median(col)
 	}
 	n := float64(r.pollers)
 	fmt.Printf("median of %d changes: %s, missed %.0f (mesh-core built the answers: %s)\n",
 		len(r.changes), quantiles{m[0], m[1], m[2]}, m[3], quantiles{m[4], m[5], m[6]})
+	fmt.Printf("median of %d changes from the publish call (PublishPolicy returns after mesh-core may have answered): %s\n",
+		len(r.changes), quantiles{m[7], m[8], m[9]})
 	fmt.Printf("ramp: %d pollers started in %.1f s, all held %.1f s after the first\n", r.pollers, r.ramp.Seconds(), r.settled.Seconds())
 	fmt.Printf("mesh-core process (with etcd), before the pollers: VmRSS %.1f MiB, Go heap in use %.1f MiB, stacks %.1f MiB, %.0f goroutines\n",
 		r.idle.rssMiB, r.idle.heapMiB, r.idle.stackMiB, r.idle.goroutines)

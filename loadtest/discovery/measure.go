@@ -44,12 +44,13 @@ type report struct {
 	errors                string
 }
 
-// changeStats is one change: when the pollers had read it (read), when
-// mesh-core had built their answers (built), how many missed it.
+// changeStats is one change: when the pollers had read it, from
+// PublishPolicy's return (read) and from its call (called), when mesh-core
+// had built their answers (built), how many missed it.
 type changeStats struct {
-	read, built quantiles
-	missed      int
-	publish     time.Duration // how long PublishPolicy took
+	read, called, built quantiles
+	missed              int
+	publish             time.Duration // how long PublishPolicy took
 }
 
 // quantiles: ms from PublishPolicy's return until 50, 99 and 100 % of the
@@ -153,7 +154,7 @@ func publishChanges(pub meshcoresvc.Client, o options, computedAt []atomic.Int64
 // not hold it before the next was published (before end, for the last).
 func stats(f *longpoll.Fanout, pollers int, pubs []published, end time.Time) []changeStats {
 	out := make([]changeStats, len(pubs))
-	read, built := make([]float64, pollers), make([]float64, pollers)
+	read, called, built := make([]float64, pollers), make([]float64, pollers), make([]float64, pollers)
 	for i, p := range pubs {
 		deadline := end
 		if i+1 < len(pubs) {
@@ -161,9 +162,9 @@ func stats(f *longpoll.Fanout, pollers int, pubs []published, end time.Time) []c
 		}
 		for j := range pollers {
 			seen, b, ok := f.Seen(j, i+1)
-			read[j], built[j] = math.Inf(1), math.Inf(1)
+			read[j], called[j], built[j] = math.Inf(1), math.Inf(1), math.Inf(1)
 			if ok {
-				read[j] = float64(seen.Sub(p.at)) / 1e6
+				read[j], called[j] = float64(seen.Sub(p.at))/1e6, float64(seen.Sub(p.start))/1e6
 			}
 			if b != 0 { // whole ms (policy_age_ms): take the middle of it
 				built[j] = float64(b) + 0.5 - float64(p.at.UnixMicro())/1e3
@@ -172,7 +173,7 @@ func stats(f *longpoll.Fanout, pollers int, pubs []published, end time.Time) []c
 				out[i].missed++
 			}
 		}
-		out[i].read, out[i].built, out[i].publish = quantilesOf(read), quantilesOf(built), p.at.Sub(p.start)
+		out[i].read, out[i].called, out[i].built, out[i].publish = quantilesOf(read), quantilesOf(called), quantilesOf(built), p.at.Sub(p.start)
 	}
 	return out
 }
