@@ -364,12 +364,20 @@ func (e *encoded) answer(s *PollServer, keepAlive bool) []byte {
 	return e.closing
 }
 
+// yieldEvery is how many answers a writer makes before it yields.
+const yieldEvery = 128
+
 // answerChanged answers those of pcs that are parked on a version other
 // than their services' now, encoding each list's answer once.
 func (s *PollServer) answerChanged(pcs []*pconn) {
 	now, stale := time.Now(), s.o.Stale()
 	answers := map[*pollList]*encoded{}
-	for _, pc := range pcs {
+	for i, pc := range pcs {
+		if i%yieldEvery == yieldEvery-1 {
+			// A fan-out is CPU-bound for tens of ms: let the goroutines of
+			// PublishPolicy, etcd and the registry run between its chunks.
+			runtime.Gosched()
+		}
 		pc.mu.Lock()
 		l := pc.list
 		if l == nil {
