@@ -60,12 +60,12 @@ const (
 
 // The renders make helm-check writes, by values file.
 const (
-	renderDefault    = "rendered-default.yaml"    // values.yaml alone
-	renderProduction = "rendered-production.yaml" // -f values-production.yaml
-	renderBundled    = "rendered-bundled.yaml"    // -f values-bundled.yaml
-	renderOptions    = "rendered-options.yaml"    // -f testdata/values-options.yaml
+	renderDefault    = "rendered-default.yaml"     // values.yaml alone
+	renderProduction = "rendered-production.yaml"  // -f values-production.yaml
+	renderBundled    = "rendered-bundled.yaml"     // -f values-bundled.yaml
+	renderOptions    = "rendered-options.yaml"     // -f testdata/values-options.yaml
 	renderEtcdAccess = "rendered-etcd-access.yaml" // -f testdata/values-etcd-access.yaml
-	renderDashboards = "rendered-dashboards.yaml" // a copy of the chart with one sample dashboard
+	renderDashboards = "rendered-dashboards.yaml"  // a copy of the chart with one sample dashboard
 )
 
 var allRenders = []string{renderDefault, renderProduction, renderBundled, renderOptions, renderEtcdAccess, renderDashboards}
