@@ -150,6 +150,12 @@ helm-check: $(BIN)/helm
 	$(HELM_RUN) lint --strict $(HELM_KUBE) $(HELM_CHART) -f deploy/helm/testdata/values-options.yaml
 	$(HELM_RUN) template $(HELM_RELEASE) $(HELM_CHART) -f deploy/helm/testdata/values-options.yaml > $(HELM_OUT)/options.tmp
 	mv $(HELM_OUT)/options.tmp $(HELM_OUT)/rendered-options.yaml
+	$(HELM_RUN) lint --strict $(HELM_KUBE) $(HELM_CHART) -f deploy/helm/testdata/values-etcd-access.yaml
+	$(HELM_RUN) template $(HELM_RELEASE) $(HELM_CHART) -f deploy/helm/testdata/values-etcd-access.yaml > $(HELM_OUT)/etcd-access.tmp
+	mv $(HELM_OUT)/etcd-access.tmp $(HELM_OUT)/rendered-etcd-access.yaml
+	@# etcd TLS with the bundled etcd (plain HTTP) is refused.
+	$(HELM_RUN) template $(HELM_RELEASE) $(HELM_CHART) -f deploy/helm/values-bundled.yaml \
+		--set etcd.tls.enabled=true --set etcd.tls.existingSecret=etcd-client-tls 2>&1 | grep -q "the bundled etcd serves plain HTTP"
 	@# A copy of the chart (symlinks resolved) with one sample dashboard: the
 	@# dashboards ConfigMap must carry it.
 	cp -RL $(HELM_CHART) $(HELM_OUT)/dashboard-chart

@@ -60,14 +60,15 @@ const (
 
 // The renders make helm-check writes, by values file.
 const (
-	renderDefault    = "rendered-default.yaml"    // values.yaml alone
-	renderProduction = "rendered-production.yaml" // -f values-production.yaml
-	renderBundled    = "rendered-bundled.yaml"    // -f values-bundled.yaml
-	renderOptions    = "rendered-options.yaml"    // -f testdata/values-options.yaml
-	renderDashboards = "rendered-dashboards.yaml" // a copy of the chart with one sample dashboard
+	renderDefault    = "rendered-default.yaml"     // values.yaml alone
+	renderProduction = "rendered-production.yaml"  // -f values-production.yaml
+	renderBundled    = "rendered-bundled.yaml"     // -f values-bundled.yaml
+	renderOptions    = "rendered-options.yaml"     // -f testdata/values-options.yaml
+	renderEtcdAccess = "rendered-etcd-access.yaml" // -f testdata/values-etcd-access.yaml
+	renderDashboards = "rendered-dashboards.yaml"  // a copy of the chart with one sample dashboard
 )
 
-var allRenders = []string{renderDefault, renderProduction, renderBundled, renderOptions, renderDashboards}
+var allRenders = []string{renderDefault, renderProduction, renderBundled, renderOptions, renderEtcdAccess, renderDashboards}
 
 // component is what the test knows of each Sextant service.
 type component struct {
@@ -103,14 +104,6 @@ func (c component) flagSet() *flag.FlagSet {
 	fs.SetOutput(io.Discard)
 	c.register(fs)
 	return fs
-}
-
-// futureEnv are variables the chart sets for flags the services do not have
-// yet (docs/helm.md): they are ignored until the flags exist.
-var futureEnv = map[string]bool{
-	"SEXTANT_ETCD_CA_FILE":   true,
-	"SEXTANT_ETCD_CERT_FILE": true,
-	"SEXTANT_ETCD_KEY_FILE":  true,
 }
 
 // ---------------------------------------------------------------------------
@@ -823,8 +816,6 @@ func checkEnvFlag(t *testing.T, where string, comp component, fs *flag.FlagSet, 
 		}
 	})
 	switch {
-	case flagName == "" && futureEnv[name]:
-		// A flag to come (docs/helm.md).
 	case flagName == "":
 		t.Errorf("%s: %s is not the variable of any flag of %s", where, name, comp.name)
 	case value != "":
@@ -837,7 +828,7 @@ func checkEnvFlag(t *testing.T, where string, comp component, fs *flag.FlagSet, 
 // externalSecrets are Secrets a values file expects the user to bring.
 var externalSecrets = map[string]bool{
 	"sextant-api-tokens": true, "etcd-client-tls": true, "sextant-config-center-tls": true,
-	"sextant-influxdb-credentials": true,
+	"sextant-influxdb-credentials": true, "etcd-credentials": true,
 }
 
 func checkSecretKey(t *testing.T, r *render, where, name, key string, optional *bool) {
@@ -1240,6 +1231,8 @@ func TestSchemaSettingsAreFlags(t *testing.T) {
 	chartSet := map[string]bool{
 		"http-addr": true, "kitex-addr": true, "poll-addr": true, "admin-addr": true, "advertise-addr": true, "id": true,
 		"etcd-endpoints": true, "etcd-prefix": true, "mesh-core-addr": true,
+		"etcd-ca-file": true, "etcd-cert-file": true, "etcd-key-file": true,
+		"etcd-username": true, "etcd-password": true, "etcd-password-file": true,
 		"tokens-file": true, "admin-token": true, "tls-cert": true, "tls-key": true,
 		"influx-url": true, "influx-db": true, "influx-rp": true, "influx-token": true,
 	}
@@ -1275,26 +1268,14 @@ func TestSchemaSettingsAreFlags(t *testing.T) {
 }
 
 // TestOptionValues checks the options testdata/values-options.yaml turns on:
-// TLS of etcd and of the config-center API, an existing tokens Secret, three
-// bundled etcd members, a calculator StatefulSet, IPv6 addresses.
+// TLS of the config-center API, an existing tokens Secret, three bundled etcd
+// members, a calculator StatefulSet, IPv6 addresses.
 func TestOptionValues(t *testing.T) {
 	r := get(t, renderOptions)
 	ws := r.sextantWorkloads(t)
 	for name, w := range ws {
 		c := &w.pod.Spec.Containers[0]
 		cm := r.find("ConfigMap", c.EnvFrom[0].ConfigMapRef.Name).obj.(*corev1.ConfigMap)
-		// etcd client certificates: mounted, and named by the variables.
-		mount := ""
-		for _, m := range c.VolumeMounts {
-			if m.Name == "etcd-tls" {
-				mount = m.MountPath
-			}
-		}
-		for _, k := range []string{"SEXTANT_ETCD_CA_FILE", "SEXTANT_ETCD_CERT_FILE", "SEXTANT_ETCD_KEY_FILE"} {
-			if mount == "" || !strings.HasPrefix(cm.Data[k], mount+"/") {
-				t.Errorf("%s: %s=%q is not in the etcd-tls mount %q", name, k, cm.Data[k], mount)
-			}
-		}
 		if cm.Data["SEXTANT_INFLUX_URL"] != "http://influxdb.monitoring.svc:8086" {
 			t.Errorf("%s: SEXTANT_INFLUX_URL=%q, want influxdb.url", name, cm.Data["SEXTANT_INFLUX_URL"])
 		}
@@ -1368,5 +1349,59 @@ func TestOptionValues(t *testing.T) {
 	}
 	if r.find("PodDisruptionBudget", fullname+"-etcd") == nil {
 		t.Errorf("bundled etcd of 3: no PodDisruptionBudget")
+	}
+}
+
+// TestEtcdAccessValues checks testdata/values-etcd-access.yaml: an etcd of
+// one's own over TLS with client certificates (the Secret mounted, the files
+// named by --etcd-ca-file, --etcd-cert-file and --etcd-key-file) and etcd's
+// auth (--etcd-username and --etcd-password from the Secret's keys); the
+// default values set none of these.
+func TestEtcdAccessValues(t *testing.T) {
+	r := get(t, renderEtcdAccess)
+	for name, w := range r.sextantWorkloads(t) {
+		c := &w.pod.Spec.Containers[0]
+		cm := r.find("ConfigMap", c.EnvFrom[0].ConfigMapRef.Name).obj.(*corev1.ConfigMap)
+		if !strings.HasPrefix(cm.Data["SEXTANT_ETCD_ENDPOINTS"], "https://etcd-0.") {
+			t.Errorf("%s: SEXTANT_ETCD_ENDPOINTS=%q, want etcd.endpoints", name, cm.Data["SEXTANT_ETCD_ENDPOINTS"])
+		}
+		mount := ""
+		for _, m := range c.VolumeMounts {
+			if m.Name == "etcd-tls" {
+				mount = m.MountPath
+			}
+		}
+		var secret string
+		for _, v := range w.pod.Spec.Volumes {
+			if v.Name == "etcd-tls" && v.Secret != nil {
+				secret = v.Secret.SecretName
+			}
+		}
+		if mount == "" || secret != "etcd-client-tls" {
+			t.Errorf("%s: Secret etcd-client-tls not mounted (mount %q, Secret %q)", name, mount, secret)
+		}
+		for k, file := range map[string]string{"SEXTANT_ETCD_CA_FILE": "ca.pem", "SEXTANT_ETCD_CERT_FILE": "tls.crt", "SEXTANT_ETCD_KEY_FILE": "tls.key"} {
+			if want := mount + "/" + file; cm.Data[k] != want {
+				t.Errorf("%s: %s=%q, want %q", name, k, cm.Data[k], want)
+			}
+		}
+		for env, key := range map[string]string{"SEXTANT_ETCD_USERNAME": "user", "SEXTANT_ETCD_PASSWORD": "pass"} {
+			e, ok := envValue(c, env)
+			if !ok || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil ||
+				e.ValueFrom.SecretKeyRef.Name != "etcd-credentials" || e.ValueFrom.SecretKeyRef.Key != key {
+				t.Errorf("%s: %s is not key %q of Secret etcd-credentials: %+v", name, env, key, e)
+			}
+		}
+	}
+	d := get(t, renderDefault)
+	for name, w := range d.sextantWorkloads(t) {
+		c := &w.pod.Spec.Containers[0]
+		cm := d.find("ConfigMap", c.EnvFrom[0].ConfigMapRef.Name).obj.(*corev1.ConfigMap)
+		for _, k := range []string{"SEXTANT_ETCD_CA_FILE", "SEXTANT_ETCD_CERT_FILE", "SEXTANT_ETCD_KEY_FILE", "SEXTANT_ETCD_USERNAME", "SEXTANT_ETCD_PASSWORD"} {
+			_, inEnv := envValue(c, k)
+			if _, inCM := cm.Data[k]; inEnv || inCM {
+				t.Errorf("%s: default values set %s", name, k)
+			}
+		}
 	}
 }

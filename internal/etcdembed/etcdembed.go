@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -21,15 +22,34 @@ type Server struct {
 	ClientURL string
 }
 
+// Option changes how Start runs the server.
+type Option func(*embed.Config)
+
+// ClientTLS serves clients over TLS only, with the server certificate in
+// certFile and its key in keyFile. With caFile, a client must present a
+// certificate that CA signed (etcd's --client-cert-auth).
+func ClientTLS(certFile, keyFile, caFile string) Option {
+	return func(cfg *embed.Config) {
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: certFile, KeyFile: keyFile, TrustedCAFile: caFile, ClientCertAuth: caFile != ""}
+	}
+}
+
 // Start starts a single-member etcd with its data in dir, serving
 // clients on clientAddr and peers on peerAddr (host:port each), and waits until
-// it is ready.
-func Start(dir, clientAddr, peerAddr string) (*Server, error) {
+// it is ready. It serves plain HTTP unless an option says otherwise.
+func Start(dir, clientAddr, peerAddr string, opts ...Option) (*Server, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = "sextant-dev"
 	cfg.Dir = dir
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(quietLogger())
-	clientURL := url.URL{Scheme: "http", Host: clientAddr}
+	for _, o := range opts {
+		o(cfg)
+	}
+	scheme := "http"
+	if !cfg.ClientTLSInfo.Empty() {
+		scheme = "https"
+	}
+	clientURL := url.URL{Scheme: scheme, Host: clientAddr}
 	peerURL := url.URL{Scheme: "http", Host: peerAddr}
 	cfg.ListenClientUrls = []url.URL{clientURL}
 	cfg.AdvertiseClientUrls = []url.URL{clientURL}

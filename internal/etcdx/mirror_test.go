@@ -76,7 +76,7 @@ func TestMirrorRelistsAfterCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	cli, err := NewClient(e.ClientURL)
+	cli, err := NewClient(Config{Endpoints: e.ClientURL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestMirrorSyncedFollowsEtcd(t *testing.T) {
 			e.Close()
 		}
 	}()
-	cli, err := NewClient(e.ClientURL)
+	cli, err := NewClient(Config{Endpoints: e.ClientURL})
 	if err != nil {
 		t.Fatal(err)
 	}

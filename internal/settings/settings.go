@@ -40,11 +40,11 @@ func Parse(fs *flag.FlagSet, args []string) error {
 }
 
 // Log prints every setting once at start, so that what a service runs with is
-// in its log.
+// in its log; tokens and passwords are redacted.
 func Log(log *slog.Logger, fs *flag.FlagSet) {
 	var attrs []any
 	fs.VisitAll(func(f *flag.Flag) {
-		if strings.Contains(f.Name, "token") {
+		if strings.Contains(f.Name, "token") || strings.Contains(f.Name, "password") {
 			attrs = append(attrs, f.Name, "<redacted>")
 			return
 		}

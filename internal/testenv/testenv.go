@@ -44,13 +44,17 @@ type Etcd struct {
 	Endpoint          string
 	t                 testing.TB
 	dir, client, peer string
+	opts              []etcdembed.Option
+	// access is how the test's own clients connect: the credentials of
+	// StartEtcdTLS and EnableAuth.
+	access etcdx.Config
 }
 
 // StartEtcd starts an embedded etcd on free ports with its data in a
 // temporary folder; it stops when the test ends.
-func StartEtcd(t testing.TB) *Etcd {
+func StartEtcd(t testing.TB, opts ...etcdembed.Option) *Etcd {
 	t.Helper()
-	e := &Etcd{t: t, dir: t.TempDir(), client: FreeAddr(t), peer: FreeAddr(t)}
+	e := &Etcd{t: t, dir: t.TempDir(), client: FreeAddr(t), peer: FreeAddr(t), opts: opts}
 	e.start()
 	t.Cleanup(func() {
 		if e.Server != nil {
@@ -60,13 +64,68 @@ func StartEtcd(t testing.TB) *Etcd {
 	return e
 }
 
+// StartEtcdTLS starts an embedded etcd as StartEtcd does, serving clients
+// over TLS only with a certificate of ca and requiring a client certificate
+// ca signed. The test's clients (Client, Config) present one ca issued.
+func StartEtcdTLS(t testing.TB, ca *CA) *Etcd {
+	t.Helper()
+	cert, key := ca.Issue(t, "etcd")
+	e := StartEtcd(t, etcdembed.ClientTLS(cert, key, ca.CertFile))
+	e.access.CAFile = ca.CertFile
+	e.access.CertFile, e.access.KeyFile = ca.Issue(t, "sextant-test")
+	return e
+}
+
 func (e *Etcd) start() {
 	e.t.Helper()
-	srv, err := etcdembed.Start(e.dir, e.client, e.peer)
+	srv, err := etcdembed.Start(e.dir, e.client, e.peer, e.opts...)
 	if err != nil {
 		e.t.Fatalf("embedded etcd: %v", err)
 	}
 	e.Server, e.Endpoint = srv, srv.ClientURL
+	e.access.Endpoints = srv.ClientURL
+}
+
+// Config is how the test's own clients reach etcd, under prefix: what the
+// per-service helpers (coretest, centertest, mixertest, calculatortest)
+// start a service with.
+func (e *Etcd) Config(prefix string) etcdx.Config {
+	c := e.access
+	c.Prefix = prefix
+	return c
+}
+
+// EnableAuth turns etcd's authentication on: a root user (which the test's
+// own clients use from then on) and user, with password, in a role that may
+// read and write every key under each of prefixes.
+func (e *Etcd) EnableAuth(t testing.TB, user, password string, prefixes ...string) {
+	t.Helper()
+	cli := e.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	root := "root-" + user + "-password"
+	steps := []func() error{
+		func() error { _, err := cli.UserAdd(ctx, "root", root); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := cli.RoleAdd(ctx, "sextant"); return err },
+	}
+	for _, p := range prefixes {
+		steps = append(steps, func() error {
+			_, err := cli.RoleGrantPermission(ctx, "sextant", p, clientv3.GetPrefixRangeEnd(p), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		})
+	}
+	steps = append(steps,
+		func() error { _, err := cli.UserAdd(ctx, user, password); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, user, "sextant"); return err },
+		func() error { _, err := cli.AuthEnable(ctx); return err },
+	)
+	for _, step := range steps {
+		if err := step(); err != nil {
+			t.Fatalf("etcd auth: %v", err)
+		}
+	}
+	e.access.Username, e.access.Password = "root", root
 }
 
 // Stop stops the server, as an outage; Restart brings it back with its data
@@ -82,7 +141,7 @@ func (e *Etcd) Restart() { e.start() }
 // Client returns an etcd client for the test, closed when it ends.
 func (e *Etcd) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	cli, err := etcdx.NewClient(e.Endpoint)
+	cli, err := etcdx.NewClient(e.Config(""))
 	if err != nil {
 		t.Fatalf("etcd client: %v", err)
 	}

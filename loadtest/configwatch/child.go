@@ -43,7 +43,7 @@ func startStack(dir string, log *slog.Logger) (addr string, stop func(), err err
 		return "", nil, err
 	}
 	cfg := center.DefaultConfig()
-	cfg.HTTPAddr, cfg.EtcdEndpoints, cfg.Auth.AdminToken = "127.0.0.1:0", e.ClientURL, adminToken
+	cfg.HTTPAddr, cfg.Etcd.Endpoints, cfg.Auth.AdminToken = "127.0.0.1:0", e.ClientURL, adminToken
 	cc, err := center.New(cfg, log)
 	if err == nil {
 		err = cc.Start()

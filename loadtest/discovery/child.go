@@ -52,10 +52,10 @@ func startStack(dir string, log *slog.Logger) (tg target, stop func(), err error
 		return tg, nil, err
 	}
 	cfg := core.DefaultConfig()
-	cfg.HTTPAddr, cfg.KitexAddr, cfg.PollAddr, cfg.EtcdEndpoints = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", e.ClientURL
+	cfg.HTTPAddr, cfg.KitexAddr, cfg.PollAddr, cfg.Etcd.Endpoints = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", e.ClientURL
 	cfg.ShutdownGrace = 2 * time.Second
 	cfg.Auth.AdminToken = longpoll.RandomToken()
-	tokens, err := longpoll.IssueTokens(e.ClientURL, cfg.EtcdPrefix, "loadtest-poller")
+	tokens, err := longpoll.IssueTokens(e.ClientURL, cfg.Etcd.Prefix, "loadtest-poller")
 	if err != nil {
 		e.Close()
 		return tg, nil, err

@@ -165,7 +165,7 @@ func servePath(kind, addr string, po pathOptions, stop <-chan os.Signal) error {
 		cfg.ID = "calc-1"
 		cfg.Auth.AdminToken = os.Getenv(tokenEnv)
 		cfg.KitexAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
-		cfg.EtcdEndpoints = po.etcd
+		cfg.Etcd.Endpoints = po.etcd
 		cfg.MeshCoreAddr = "127.0.0.1:1" // no mesh-core: publishing fails, counted, and costs what it costs
 		cfg.TSDB = seriesConfig(po.influx)
 		c, err := calculator.New(cfg, logx.Discard())
@@ -183,7 +183,7 @@ func servePath(kind, addr string, po pathOptions, stop <-chan os.Signal) error {
 		cfg.ID = "mixer-1"
 		cfg.Auth.AdminToken = os.Getenv(tokenEnv)
 		cfg.HTTPAddr = "127.0.0.1:0"
-		cfg.EtcdEndpoints = po.etcd
+		cfg.Etcd.Endpoints = po.etcd
 		cfg.MaxBodyBytes = maxBody
 		cfg.TSDB = seriesConfig(po.influx)
 		m, err := mixer.New(cfg, logx.Discard())

@@ -55,7 +55,7 @@ func startEtcd(dir string) (*etcdembed.Server, error) {
 // ports, with its defaults otherwise (coalescing, session TTL, reaping).
 func startMeshCore(etcdURL string, log *slog.Logger) (*core.MeshCore, error) {
 	cfg := core.DefaultConfig()
-	cfg.HTTPAddr, cfg.KitexAddr, cfg.PollAddr, cfg.EtcdEndpoints = "127.0.0.1:0", "127.0.0.1:0", "", etcdURL
+	cfg.HTTPAddr, cfg.KitexAddr, cfg.PollAddr, cfg.Etcd.Endpoints = "127.0.0.1:0", "127.0.0.1:0", "", etcdURL
 	cfg.ShutdownGrace = 2 * time.Second
 	mc, err := core.New(cfg, log)
 	if err != nil {

@@ -156,7 +156,7 @@ func (cfg *Config) Run(ctx context.Context) error {
 	}
 	mc := cfg.meshCore
 	mc.Auth.AdminToken = admin
-	mc.EtcdEndpoints = cfg.etcdClient
+	mc.Etcd.Endpoints = cfg.etcdClient
 	withSeries(&mc.TSDB)
 	meshCore, err := core.New(mc, logx.NewTo(cfg.Stderr, "mesh-core"))
 	if err := start("mesh-core", meshCore, err); err != nil {
@@ -167,7 +167,7 @@ func (cfg *Config) Run(ctx context.Context) error {
 	for i := 0; i < cfg.calculators; i++ {
 		c := cfg.calculator
 		c.ID = fmt.Sprintf("dev-calculator-%d", i)
-		c.EtcdEndpoints = cfg.etcdClient
+		c.Etcd.Endpoints = cfg.etcdClient
 		c.Auth.AdminToken = admin
 		c.MeshCoreAddr = meshCore.KitexAddr()
 		withSeries(&c.TSDB)
@@ -183,7 +183,7 @@ func (cfg *Config) Run(ctx context.Context) error {
 		}
 	}
 	cc := cfg.center
-	cc.EtcdEndpoints = cfg.etcdClient
+	cc.Etcd.Endpoints = cfg.etcdClient
 	withSeries(&cc.TSDB)
 	cc.Auth.AdminToken = admin
 	configCenter, err := center.New(cc, logx.NewTo(cfg.Stderr, "config-center"))
@@ -194,7 +194,7 @@ func (cfg *Config) Run(ctx context.Context) error {
 	m := cfg.mixer
 	m.ID = "dev-mixer"
 	withSeries(&m.TSDB)
-	m.EtcdEndpoints = cfg.etcdClient
+	m.Etcd.Endpoints = cfg.etcdClient
 	m.Auth.AdminToken = admin
 	mx, err := mixer.New(m, logx.NewTo(cfg.Stderr, "telemetry-mixer"))
 	if err := start("telemetry-mixer", mx, err); err != nil {

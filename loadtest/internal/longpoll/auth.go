@@ -24,7 +24,7 @@ func RandomToken() string {
 // endpoint (under prefix), as the config-center issues them, and returns
 // them in order.
 func IssueTokens(endpoint, prefix string, services ...string) ([]string, error) {
-	cli, err := etcdx.NewClient(endpoint)
+	cli, err := etcdx.NewClient(etcdx.Config{Endpoints: endpoint})
 	if err != nil {
 		return nil, err
 	}

@@ -40,11 +40,11 @@ type Center struct {
 
 // New binds the API port and connects to etcd; Start serves.
 func New(cfg Config, log *slog.Logger) (*Center, error) {
-	cli, err := etcdx.NewClient(cfg.EtcdEndpoints)
+	cli, err := etcdx.NewClient(cfg.Etcd)
 	if err != nil {
 		return nil, err
 	}
-	keys := api.Keys{Prefix: cfg.EtcdPrefix}
+	keys := api.Keys{Prefix: cfg.Etcd.Prefix}
 	verifier, tokenMirror, err := authn.Follow(cfg.Auth, cli, keys, log)
 	if err != nil {
 		cli.Close()
@@ -55,7 +55,7 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	}
 	v := newView()
 	cc := &Center{cfg: cfg, log: log, view: v, stopping: make(chan struct{}), parts: lifecycle.NewGroup(),
-		shards: shard.NewMembership(cli, cfg.EtcdPrefix, log),
+		shards: shard.NewMembership(cli, cfg.Etcd.Prefix, log),
 		health: etcdx.NewHealth(cli, keys.Configs(), time.Second)}
 	// The config-center's parts, in the order they start; they stop in the
 	// reverse: the waiting watches are answered (304) first, then the port

@@ -6,14 +6,15 @@ import (
 
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/authn"
+	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
 // Config is every setting of the config-center (docs/configuration.md).
 type Config struct {
-	HTTPAddr      string
-	EtcdEndpoints string
-	EtcdPrefix    string
+	HTTPAddr string
+	// Etcd is where the service keeps its state, and how it connects.
+	Etcd etcdx.Config
 	// Prefix of the keys the kitex-contrib/config-etcd suite watches.
 	KitexPrefix string
 	// Auth names the operators' tokens; data-plane tokens live in etcd.
@@ -34,16 +35,15 @@ type Config struct {
 // DefaultConfig is the configuration `sextant dev` runs with.
 func DefaultConfig() Config {
 	return Config{
-		TSDB:          tsdb.DefaultConfig(),
-		HTTPAddr:      "127.0.0.1:7704",
-		EtcdEndpoints: "127.0.0.1:7790",
-		EtcdPrefix:    api.DefaultPrefix,
-		KitexPrefix:   api.KitexConfigPrefix,
-		MaxWait:       60 * time.Second,
-		DefaultWait:   30 * time.Second,
-		MaxBodyBytes:  256 << 10,
-		StatusTTL:     5 * time.Minute,
-		Retention:     Retention{HistoryKeep: 100, AuditKeep: 100_000, AuditMaxAge: 90 * 24 * time.Hour},
+		TSDB:         tsdb.DefaultConfig(),
+		HTTPAddr:     "127.0.0.1:7704",
+		Etcd:         etcdx.DefaultConfig(),
+		KitexPrefix:  api.KitexConfigPrefix,
+		MaxWait:      60 * time.Second,
+		DefaultWait:  30 * time.Second,
+		MaxBodyBytes: 256 << 10,
+		StatusTTL:    5 * time.Minute,
+		Retention:    Retention{HistoryKeep: 100, AuditKeep: 100_000, AuditMaxAge: 90 * 24 * time.Hour},
 	}
 }
 
@@ -51,8 +51,7 @@ func DefaultConfig() Config {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.TSDB.RegisterFlags(fs)
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "listen address of the API")
-	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "comma-separated etcd endpoints")
-	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "prefix of every Sextant key in etcd")
+	c.Etcd.RegisterFlags(fs)
 	fs.StringVar(&c.KitexPrefix, "kitex-prefix", c.KitexPrefix, "prefix of the keys the kitex-contrib/config-etcd suite reads")
 	c.Auth.RegisterFlags(fs)
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate: serve the API over TLS (with --tls-key)")

@@ -22,7 +22,7 @@ func Start(t testing.TB, etcd *testenv.Etcd, prefix string, tweak func(*center.C
 	t.Helper()
 	cfg := center.DefaultConfig()
 	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.EtcdEndpoints, cfg.EtcdPrefix = etcd.Endpoint, prefix
+	cfg.Etcd = etcd.Config(prefix)
 	cfg.KitexPrefix = "/" + strings.Trim(prefix, "/") + "-kitex"
 	cfg.Auth.AdminToken = AdminToken
 	if tweak != nil {

@@ -9,17 +9,18 @@ import (
 
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/authn"
+	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
 // Config is every setting of mesh-core (docs/configuration.md).
 type Config struct {
 	// Auth names the operators' tokens; data-plane tokens live in etcd.
-	Auth          authn.Config
-	HTTPAddr      string
-	KitexAddr     string
-	EtcdEndpoints string
-	EtcdPrefix    string
+	Auth      authn.Config
+	HTTPAddr  string
+	KitexAddr string
+	// Etcd is where the service keeps its state, and how it connects.
+	Etcd etcdx.Config
 	// A policy older than this (by its computed_at) no longer applies: the
 	// service falls back to static weights. The calculator republishes every
 	// 30 s by default.
@@ -68,8 +69,7 @@ func DefaultConfig() Config {
 		PollAddr:            "127.0.0.1:7733",
 		PollIdleTimeout:     time.Minute,
 		PollRateLimit:       20,
-		EtcdEndpoints:       "127.0.0.1:7790",
-		EtcdPrefix:          api.DefaultPrefix,
+		Etcd:                etcdx.DefaultConfig(),
 		PolicyTTL:           2 * time.Minute,
 		MaxWait:             60 * time.Second,
 		DefaultWait:         30 * time.Second,
@@ -93,8 +93,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PollAddr, "poll-addr", c.PollAddr, `listen address of the poll port, discovery long polls only, where a waiting poll holds no goroutine: the address to give data planes ("": off)`)
 	fs.DurationVar(&c.PollIdleTimeout, "poll-idle-timeout", c.PollIdleTimeout, "a connection of the poll port without a poll in hand this long is closed")
 	fs.IntVar(&c.PollRateLimit, "poll-rate-limit", c.PollRateLimit, "most requests in a second on one connection of the poll port; beyond, 429 and the connection is closed")
-	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "comma-separated etcd endpoints")
-	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "prefix of every Sextant key in etcd")
+	c.Etcd.RegisterFlags(fs)
 	fs.DurationVar(&c.PolicyTTL, "policy-ttl", c.PolicyTTL, "a dynamic policy older than this no longer applies (static weights)")
 	fs.DurationVar(&c.MaxWait, "max-wait", c.MaxWait, "longest wait of a discovery long poll")
 	fs.DurationVar(&c.DefaultWait, "default-wait", c.DefaultWait, "wait of a discovery long poll that names none")

@@ -46,11 +46,11 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	reg := httpx.NewRegistry()
 	m := newMetrics(reg)
 
-	cli, err := etcdx.NewClient(cfg.EtcdEndpoints)
+	cli, err := etcdx.NewClient(cfg.Etcd)
 	if err != nil {
 		return nil, err
 	}
-	keys := api.Keys{Prefix: cfg.EtcdPrefix}
+	keys := api.Keys{Prefix: cfg.Etcd.Prefix}
 	mc := &MeshCore{
 		cfg: cfg, log: log,
 		cache:    NewCache(cfg.PolicyTTL, cfg.MaxServices, log),

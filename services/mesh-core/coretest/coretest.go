@@ -18,7 +18,7 @@ func Start(t testing.TB, etcd *testenv.Etcd, prefix string, tweak func(*core.Con
 	t.Helper()
 	cfg := core.DefaultConfig()
 	cfg.HTTPAddr, cfg.KitexAddr, cfg.PollAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.EtcdEndpoints, cfg.EtcdPrefix = etcd.Endpoint, prefix
+	cfg.Etcd = etcd.Config(prefix)
 	cfg.Auth.AdminToken = testenv.AdminToken
 	cfg.HealthProbe = 200 * time.Millisecond
 	cfg.ShutdownGrace = time.Second

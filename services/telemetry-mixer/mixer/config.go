@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/authn"
+	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
@@ -18,14 +18,14 @@ import (
 // Config is every setting of the telemetry-mixer (docs/configuration.md).
 type Config struct {
 	// Auth names the operators' tokens; data-plane tokens live in etcd.
-	Auth          authn.Config
-	ID            string
-	HTTPAddr      string
-	EtcdEndpoints string
-	EtcdPrefix    string
-	MaxBodyBytes  int
-	Limits        telemetry.Limits
-	Forward       ForwardConfig
+	Auth     authn.Config
+	ID       string
+	HTTPAddr string
+	// Etcd is where the service keeps its state, and how it connects.
+	Etcd         etcdx.Config
+	MaxBodyBytes int
+	Limits       telemetry.Limits
+	Forward      ForwardConfig
 	// TSDB is where the service writes its time series (InfluxDB).
 	TSDB tsdb.Config
 }
@@ -53,13 +53,12 @@ type ForwardConfig struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		TSDB:          tsdb.DefaultConfig(),
-		ID:            host + "-" + strconv.Itoa(os.Getpid()),
-		HTTPAddr:      "127.0.0.1:7701",
-		EtcdEndpoints: "127.0.0.1:7790",
-		EtcdPrefix:    api.DefaultPrefix,
-		MaxBodyBytes:  4 << 20,
-		Limits:        telemetry.DefaultLimits(),
+		TSDB:         tsdb.DefaultConfig(),
+		ID:           host + "-" + strconv.Itoa(os.Getpid()),
+		HTTPAddr:     "127.0.0.1:7701",
+		Etcd:         etcdx.DefaultConfig(),
+		MaxBodyBytes: 4 << 20,
+		Limits:       telemetry.DefaultLimits(),
 		Forward: ForwardConfig{
 			QueueRecords:        200_000,
 			FlushInterval:       100 * time.Millisecond,
@@ -80,8 +79,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ID, "id", c.ID, "mixer id, in logs and batch ids")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "listen address of the ingest HTTP port")
 	c.Auth.RegisterFlags(fs)
-	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "comma-separated etcd endpoints")
-	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "prefix of every Sextant key in etcd")
+	c.Etcd.RegisterFlags(fs)
 	fs.IntVar(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest request body accepted; 413 beyond")
 	l := &c.Limits
 	fs.IntVar(&l.MaxReportsPerRequest, "max-reports-per-request", l.MaxReportsPerRequest, "most reports in one request")

@@ -46,7 +46,7 @@ func New(cfg Config, log *slog.Logger) (*Mixer, error) {
 	reg := httpx.NewRegistry()
 	m := newMetrics(reg)
 
-	cli, err := etcdx.NewClient(cfg.EtcdEndpoints)
+	cli, err := etcdx.NewClient(cfg.Etcd)
 	if err != nil {
 		return nil, err
 	}
@@ -59,9 +59,9 @@ func New(cfg Config, log *slog.Logger) (*Mixer, error) {
 	series.Register(reg, "sextant_mixer")
 	g.Add("time series", series.Closer())
 	g.Add("time series export", series.Exporter(reg, "sextant_mixer", "sextant_mixer_", map[string]string{"mixer": cfg.ID}))
-	members := shard.NewMembership(cli, cfg.EtcdPrefix, log)
+	members := shard.NewMembership(cli, cfg.Etcd.Prefix, log)
 	g.Add("shard membership", lifecycle.Loop(members.Run))
-	verifier, tokenMirror, err := authn.Follow(cfg.Auth, cli, api.Keys{Prefix: cfg.EtcdPrefix}, log)
+	verifier, tokenMirror, err := authn.Follow(cfg.Auth, cli, api.Keys{Prefix: cfg.Etcd.Prefix}, log)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("tokens: %w", err), g.Stop(context.Background()))
 	}

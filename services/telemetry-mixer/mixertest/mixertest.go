@@ -20,7 +20,7 @@ func Start(t testing.TB, etcd *testenv.Etcd, prefix string, tweak func(*mixer.Co
 	cfg := mixer.DefaultConfig()
 	cfg.ID = "test-mixer"
 	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.EtcdEndpoints, cfg.EtcdPrefix = etcd.Endpoint, prefix
+	cfg.Etcd = etcd.Config(prefix)
 	cfg.Auth.AdminToken = testenv.AdminToken
 	cfg.Forward.FlushInterval = 20 * time.Millisecond
 	cfg.Forward.ShutdownGrace = time.Second

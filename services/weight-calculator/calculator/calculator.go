@@ -62,7 +62,7 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	reg := httpx.NewRegistry()
 	c.metrics = newMetrics(reg, c.store)
 
-	cli, err := etcdx.NewClient(cfg.EtcdEndpoints)
+	cli, err := etcdx.NewClient(cfg.Etcd)
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
@@ -76,12 +76,12 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	c.series = tsdb.New(cfg.TSDB, "weight-calculator", log)
 	c.series.Register(reg, "sextant_calculator")
 	g.Add("time series", c.series.Closer())
-	c.members = shard.NewMembership(cli, cfg.EtcdPrefix, log)
+	c.members = shard.NewMembership(cli, cfg.Etcd.Prefix, log)
 	g.Add("shard membership", lifecycle.Loop(c.members.Run))
 	c.knobs = NewKnobStore(log)
-	g.Add("knob mirror", lifecycle.Loop(etcdx.NewMirror(cli, api.Keys{Prefix: cfg.EtcdPrefix}.Configs(), c.knobs, log).Run))
+	g.Add("knob mirror", lifecycle.Loop(etcdx.NewMirror(cli, api.Keys{Prefix: cfg.Etcd.Prefix}.Configs(), c.knobs, log).Run))
 	g.Add("series expiry", lifecycle.Loop(c.expire))
-	verifier, tokenMirror, err := authn.Follow(cfg.Auth, cli, api.Keys{Prefix: cfg.EtcdPrefix}, log)
+	verifier, tokenMirror, err := authn.Follow(cfg.Auth, cli, api.Keys{Prefix: cfg.Etcd.Prefix}, log)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("tokens: %w", err), g.Stop(context.Background()))
 	}
@@ -113,7 +113,7 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	g.Add("kitex", c.kitex)
 	// Registered once Ingest is served, so mixers never route to a shard
 	// that cannot answer yet.
-	c.registration = &registration{cli: cli, prefix: cfg.EtcdPrefix, ttl: cfg.LeaseTTL, log: log,
+	c.registration = &registration{cli: cli, prefix: cfg.Etcd.Prefix, ttl: cfg.LeaseTTL, log: log,
 		shard: shard.Shard{ID: cfg.ID, AdminAddr: c.admin.Addr()}, advertise: cfg.AdvertiseAddr, listen: c.kitex.Addr()}
 	g.Add("shard registration", c.registration)
 

@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/authn"
+	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
@@ -22,15 +22,15 @@ type Config struct {
 	KitexAddr     string
 	AdvertiseAddr string
 	AdminAddr     string
-	EtcdEndpoints string
-	EtcdPrefix    string
-	LeaseTTL      time.Duration
-	Window        time.Duration
-	Windows       int
-	StaleAfter    time.Duration
-	MaxSeries     int
-	MeshCoreAddr  string
-	RPCTimeout    time.Duration
+	// Etcd is where the service keeps its state, and how it connects.
+	Etcd         etcdx.Config
+	LeaseTTL     time.Duration
+	Window       time.Duration
+	Windows      int
+	StaleAfter   time.Duration
+	MaxSeries    int
+	MeshCoreAddr string
+	RPCTimeout   time.Duration
 	// ManualRounds turns the round timer off; rounds then run only when
 	// Round is called. For tests that step through windows.
 	ManualRounds bool
@@ -45,19 +45,18 @@ type Config struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		TSDB:          tsdb.DefaultConfig(),
-		ID:            host + "-" + strconv.Itoa(os.Getpid()),
-		KitexAddr:     "127.0.0.1:7702",
-		AdminAddr:     "127.0.0.1:7712",
-		EtcdEndpoints: "127.0.0.1:7790",
-		EtcdPrefix:    api.DefaultPrefix,
-		LeaseTTL:      10 * time.Second,
-		Window:        time.Second,
-		Windows:       10,
-		StaleAfter:    time.Minute,
-		MaxSeries:     200_000,
-		MeshCoreAddr:  "127.0.0.1:7713",
-		RPCTimeout:    3 * time.Second,
+		TSDB:         tsdb.DefaultConfig(),
+		ID:           host + "-" + strconv.Itoa(os.Getpid()),
+		KitexAddr:    "127.0.0.1:7702",
+		AdminAddr:    "127.0.0.1:7712",
+		Etcd:         etcdx.DefaultConfig(),
+		LeaseTTL:     10 * time.Second,
+		Window:       time.Second,
+		Windows:      10,
+		StaleAfter:   time.Minute,
+		MaxSeries:    200_000,
+		MeshCoreAddr: "127.0.0.1:7713",
+		RPCTimeout:   3 * time.Second,
 	}
 }
 
@@ -69,8 +68,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KitexAddr, "kitex-addr", c.KitexAddr, "listen address of the Kitex server (Aggregator.Ingest)")
 	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", c.AdvertiseAddr, "address mixers dial, registered in etcd (default: the Kitex listen address)")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "listen address of the admin HTTP port (/healthz, /readyz, /metrics, /debug/windows)")
-	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "comma-separated etcd endpoints")
-	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "prefix of every Sextant key in etcd")
+	c.Etcd.RegisterFlags(fs)
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "TTL of the shard registration; a shard that dies loses its services after this")
 	fs.DurationVar(&c.Window, "window", c.Window, "length of one aggregation window")
 	fs.IntVar(&c.Windows, "windows", c.Windows, "number of windows kept per (service, instance)")

@@ -20,7 +20,7 @@ func Start(t testing.TB, etcd *testenv.Etcd, prefix, id string, tweak func(*calc
 	cfg := calculator.DefaultConfig()
 	cfg.ID = id
 	cfg.KitexAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.EtcdEndpoints, cfg.EtcdPrefix = etcd.Endpoint, prefix
+	cfg.Etcd = etcd.Config(prefix)
 	cfg.Auth.AdminToken = testenv.AdminToken
 	cfg.LeaseTTL = 3 * time.Second
 	if tweak != nil {

@@ -169,6 +169,9 @@ Takes (dict "root" $ "component" "mesh-core"). */}}
 {{- $_ := set $env "SEXTANT_ETCD_ENDPOINTS" (include "sextant.etcdEndpoints" $root) }}
 {{- $_ = set $env "SEXTANT_ETCD_PREFIX" $root.Values.etcd.prefix }}
 {{- if $root.Values.etcd.tls.enabled }}
+{{- if $root.Values.etcd.bundled.enabled }}
+{{- fail "etcd.tls.enabled is for an etcd of your own (etcd.endpoints): the bundled etcd serves plain HTTP" }}
+{{- end }}
 {{- $_ = set $env "SEXTANT_ETCD_CA_FILE" (printf "/etc/sextant/etcd-tls/%s" $root.Values.etcd.tls.caKey) }}
 {{- $_ = set $env "SEXTANT_ETCD_CERT_FILE" (printf "/etc/sextant/etcd-tls/%s" $root.Values.etcd.tls.certKey) }}
 {{- $_ = set $env "SEXTANT_ETCD_KEY_FILE" (printf "/etc/sextant/etcd-tls/%s" $root.Values.etcd.tls.keyKey) }}
