@@ -53,7 +53,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 func TestAPIOverTLS(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
 	etcd := testenv.StartEtcd(t)
-	cc := centertest.Start(t, etcd, testenv.Prefix(t), func(c *center.Config) { c.TLSCert, c.TLSKey = certFile, keyFile })
+	cc := centertest.Start(t, etcd, testenv.Prefix(t), func(c *center.Config) { c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile })
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	req, _ := http.NewRequest(http.MethodGet, "https://"+cc.Addr()+"/v1/configs?service=s", nil)
 	req.Header.Set("Authorization", "Bearer "+centertest.AdminToken)

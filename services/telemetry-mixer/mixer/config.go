@@ -11,6 +11,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/authn"
+	"github.com/sextant-mesh/sextant/internal/mtls"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
@@ -18,7 +19,10 @@ import (
 // Config is every setting of the telemetry-mixer (docs/configuration.md).
 type Config struct {
 	// Auth names the operators' tokens; data-plane tokens live in etcd.
-	Auth          authn.Config
+	Auth authn.Config
+	// TLS serves the ingest port over TLS, with client certificates as
+	// credentials (docs/security.md).
+	TLS           mtls.Config
 	ID            string
 	HTTPAddr      string
 	EtcdEndpoints string
@@ -80,6 +84,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ID, "id", c.ID, "mixer id, in logs and batch ids")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "listen address of the ingest HTTP port")
 	c.Auth.RegisterFlags(fs)
+	c.TLS.RegisterFlags(fs)
 	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "comma-separated etcd endpoints")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "prefix of every Sextant key in etcd")
 	fs.IntVar(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest request body accepted; 413 beyond")
