@@ -10,12 +10,12 @@ package authn
 
 import (
 	"crypto/rand"
-	"crypto/x509"
-	"errors"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"

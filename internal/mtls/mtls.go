@@ -111,7 +111,9 @@ func New(c Config, cli *clientv3.Client, keys api.Keys, service, listenAddr stri
 		known = a
 	}
 	s := &Security{CA: pki.NewCurrent(seal, known)}
-	s.CA.OnError = func(err error) { log.Error("certificate authority in etcd not usable; keeping the last one", "err", err) }
+	s.CA.OnError = func(err error) {
+		log.Error("certificate authority in etcd not usable; keeping the last one", "err", err)
+	}
 	s.Mirror = etcdx.NewMirror(cli, keys.CA(), s.CA, log)
 	if verifier != nil {
 		verifier.TrustAuthority(s.CA)
