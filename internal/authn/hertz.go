@@ -33,7 +33,7 @@ func (v *Verifier) Authenticate() app.HandlerFunc {
 			fe *api.FieldError
 		)
 		header := c.GetHeader(api.AuthorizationHeader)
-		if chain := peerChain(c); len(header) == 0 && len(chain) > 0 {
+		if chain := peerChain(ctx, c); len(header) == 0 && len(chain) > 0 {
 			id, fe = v.VerifyPeer(chain)
 		} else {
 			id, fe = v.Verify(string(header))
@@ -48,12 +48,31 @@ func (v *Verifier) Authenticate() app.HandlerFunc {
 }
 
 // peerChain is the certificate chain the client presented in the TLS
-// handshake of the request's connection, nil on a plain one.
-func peerChain(c *app.RequestContext) []*x509.Certificate {
-	if t, ok := c.GetConn().(network.ConnTLSer); ok {
-		return t.ConnectionState().PeerCertificates
+// handshake of the request's connection, nil on a plain one. Hertz's
+// standard transport hands a TLS connection to the request as is, or
+// wrapped (when it senses client disconnection) in a type that hides its
+// TLS state: OnConnect keeps the connection in the context for that case.
+func peerChain(ctx context.Context, c *app.RequestContext) []*x509.Certificate {
+	t, ok := c.GetConn().(network.ConnTLSer)
+	if !ok {
+		t, ok = ctx.Value(tlsConnKey{}).(network.ConnTLSer)
 	}
-	return nil
+	if !ok {
+		return nil
+	}
+	return t.ConnectionState().PeerCertificates
+}
+
+type tlsConnKey struct{}
+
+// OnConnect is the Hertz OnConnect hook of a TLS port (server.WithOnConnect):
+// it keeps the TLS connection in the connection's context, where
+// Authenticate finds the client's certificate.
+func OnConnect(ctx context.Context, conn network.Conn) context.Context {
+	if t, ok := conn.(network.ConnTLSer); ok {
+		return context.WithValue(ctx, tlsConnKey{}, t)
+	}
+	return ctx
 }
 
 // RequireOperator is middleware after Authenticate: only operators pass,

@@ -144,7 +144,7 @@ func (s *Security) ServerOptions() []config.Option {
 	if s.tls == nil {
 		return nil
 	}
-	return []config.Option{server.WithTLS(s.tls.Clone())}
+	return []config.Option{server.WithTLS(s.tls.Clone()), server.WithOnConnect(authn.OnConnect)}
 }
 
 // serverTLS asks clients for a certificate without verifying it in the
