@@ -15,6 +15,10 @@ const (
 // AuthorizationHeader carries every credential: "Bearer <token>".
 const AuthorizationHeader = "Authorization"
 
+// ClientCertificateField names a TLS client certificate in the errors that
+// refuse one (401, with CodeExpired or CodeUnauthenticated).
+const ClientCertificateField = "client_certificate"
+
 // BearerPrefix starts the value of AuthorizationHeader.
 const BearerPrefix = "Bearer "
 
@@ -128,4 +132,38 @@ func ParseToken(token string) (id, secret string, ok bool) {
 	}
 	id, secret, ok = strings.Cut(rest, ".")
 	return id, secret, ok && id != "" && secret != ""
+}
+
+// CertificateRequest asks the config-center for a workload certificate
+// (POST /v1/certificates). The identity comes from the caller's credential:
+// a data plane's token or certificate gets one of its own service; an
+// operator that may write names the service (and namespace).
+type CertificateRequest struct {
+	// CSR is a PEM "CERTIFICATE REQUEST" signed by the workload's key; only
+	// its public key is used (the names it asks for are ignored).
+	CSR string `json:"csr"`
+	// Service is the certificate's service: the caller's own when empty;
+	// a data plane may name only its own.
+	Service string `json:"service,omitempty"`
+	// Namespace is an operator's choice; a data plane's comes from its
+	// credential ("default" when it has none).
+	Namespace string `json:"namespace,omitempty"`
+	// TTL is a Go duration ("10m") no longer than the config-center's
+	// --cert-ttl, which is the default.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// CertificateIssued answers a CertificateRequest.
+type CertificateIssued struct {
+	// SpiffeID is the identity the certificate carries:
+	// spiffe://<trust domain>/ns/<namespace>/sa/<service>.
+	SpiffeID string `json:"spiffe_id"`
+	Serial   string `json:"serial"`
+	// NotBeforeMs and ExpiresAtMs bound the certificate's validity.
+	NotBeforeMs int64 `json:"not_before_ms"`
+	ExpiresAtMs int64 `json:"expires_at_ms"`
+	// CertificatePEM is the workload certificate (the roots are in BundlePEM).
+	CertificatePEM string `json:"certificate_pem"`
+	// BundlePEM is the trust bundle: every root to trust, as GET /v1/ca.
+	BundlePEM string `json:"bundle_pem"`
 }

@@ -22,6 +22,7 @@ const DefaultPrefix = "/sextant/v1/"
 //	pins/{service}                       []Pin
 //	shards/{id}                          a calculator shard's membership, under its lease
 //	tokens/{id}                          StoredToken: a data-plane token's hash (config-center)
+//	ca/root                              the certificate authority: its roots, their keys sealed (docs/security.md)
 //
 // Services read and write these keys only through Keys.
 const (
@@ -33,6 +34,7 @@ const (
 	dirPins     = "pins/"
 	dirShards   = "shards/"
 	dirTokens   = "tokens/"
+	dirCA       = "ca/"
 )
 
 // Keys builds the etcd keys of one Sextant installation.
@@ -152,3 +154,10 @@ func (k Keys) Tokens() string { return k.Prefix + dirTokens }
 
 // Token is where the token with this ID is kept.
 func (k Keys) Token(id string) string { return k.Tokens() + id }
+
+// CA is the directory of the certificate authority.
+func (k Keys) CA() string { return k.Prefix + dirCA }
+
+// CARoot is where the authority's roots are kept: their certificates, and
+// their keys sealed under the CA key file.
+func (k Keys) CARoot() string { return k.CA() + "root" }

@@ -1,7 +1,8 @@
 // Package authn tells who sent a request to a Sextant API, from the bearer
 // credential it carries: an operator token (the admin token, or one of the
 // tokens file) or a data-plane token issued by the config-center for one
-// service. Every service verifies both kinds the same way, from memory: the
+// service; or, on a TLS port, from the client certificate the Sextant
+// certificate authority issued to a service (internal/pki). Every service verifies both kinds the same way, from memory: the
 // data-plane tokens are mirrored from etcd, so a credential is checked
 // without a round trip, and while etcd is away the last known tokens still
 // verify (and a revocation lands when it is back).
@@ -12,14 +13,17 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -28,6 +32,7 @@ import (
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
+	"github.com/sextant-mesh/sextant/internal/pki"
 )
 
 // Roles of operator tokens.
@@ -49,6 +54,9 @@ type Identity struct {
 	// Namespace and TokenID are a data plane's, for logs and audit.
 	Namespace string
 	TokenID   string
+	// Certificate is the serial of the client certificate the identity
+	// comes from (TokenID is empty then).
+	Certificate string
 }
 
 // Name is how the identity shows in audit records and logs.
@@ -146,6 +154,8 @@ type Verifier struct {
 
 	mu     sync.RWMutex
 	tokens map[string]api.StoredToken // by ID
+
+	ca atomic.Pointer[pki.Current] // the trust bundle of client certificates
 }
 
 // lookupsPerSecond bounds the etcd reads that unknown token IDs cause, so
@@ -185,7 +195,7 @@ func (v *Verifier) Verify(header string) (Identity, *api.FieldError) {
 	given, ok := strings.CutPrefix(header, api.BearerPrefix)
 	if !ok || given == "" {
 		return Identity{}, api.Errorf(api.AuthorizationHeader, api.CodeUnauthenticated,
-			"a credential is required: Authorization: Bearer <token>")
+			"a credential is required: Authorization: Bearer <token>, or a client certificate on a TLS port")
 	}
 	if id, secret, ok := api.ParseToken(given); ok {
 		return v.verifyToken(id, secret)
@@ -196,6 +206,33 @@ func (v *Verifier) Verify(header string) (Identity, *api.FieldError) {
 		}
 	}
 	return Identity{}, api.Errorf(api.AuthorizationHeader, api.CodeUnauthenticated, "unknown credential")
+}
+
+// TrustAuthority makes v accept client certificates chained to the trust
+// bundle of ca (as etcd has it, at each request).
+func (v *Verifier) TrustAuthority(ca *pki.Current) { v.ca.Store(ca) }
+
+// VerifyPeer tells who holds a client certificate chain (leaf first) that a
+// TLS handshake received: the service and namespace of its SPIFFE ID, when
+// the chain leads to a root of the trust bundle. The error names the client
+// certificate, with CodeExpired or CodeUnauthenticated.
+func (v *Verifier) VerifyPeer(chain []*x509.Certificate) (Identity, *api.FieldError) {
+	var a *pki.Authority
+	if ca := v.ca.Load(); ca != nil {
+		a = ca.Authority()
+	}
+	if a == nil {
+		return Identity{}, api.Errorf(api.ClientCertificateField, api.CodeUnauthenticated,
+			"client certificates are not accepted here (no certificate authority known yet)")
+	}
+	id, err := a.Verify(chain, x509.ExtKeyUsageClientAuth, v.now())
+	switch {
+	case errors.Is(err, pki.ErrExpired):
+		return Identity{}, api.Errorf(api.ClientCertificateField, api.CodeExpired, "%v", err)
+	case err != nil:
+		return Identity{}, api.Errorf(api.ClientCertificateField, api.CodeUnauthenticated, "%v", err)
+	}
+	return Identity{Service: id.Service, Namespace: id.Namespace, Certificate: pki.SerialOf(chain[0])}, nil
 }
 
 func (v *Verifier) verifyToken(id, secret string) (Identity, *api.FieldError) {

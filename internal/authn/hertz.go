@@ -2,9 +2,11 @@ package authn
 
 import (
 	"context"
+	"crypto/x509"
 	"flag"
 
 	"github.com/cloudwego/hertz/pkg/app"
+	"github.com/cloudwego/hertz/pkg/network"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
 	"github.com/sextant-mesh/sextant/api"
@@ -20,10 +22,22 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 const identityKey = "sextant.identity"
 
 // Authenticate is Hertz middleware: a request without a valid credential is
-// answered 401 with a JSON error; the others go on with their Identity.
+// answered 401 with a JSON error; the others go on with their Identity. The
+// credential is the Authorization header when there is one, else the client
+// certificate of a TLS connection (an expired or untrusted one is refused,
+// it does not fall back to anything).
 func (v *Verifier) Authenticate() app.HandlerFunc {
 	return func(ctx context.Context, c *app.RequestContext) {
-		id, fe := v.Verify(string(c.GetHeader(api.AuthorizationHeader)))
+		var (
+			id Identity
+			fe *api.FieldError
+		)
+		header := c.GetHeader(api.AuthorizationHeader)
+		if chain := peerChain(ctx, c); len(header) == 0 && len(chain) > 0 {
+			id, fe = v.VerifyPeer(chain)
+		} else {
+			id, fe = v.Verify(string(header))
+		}
 		if fe != nil {
 			Unauthorized(c, fe)
 			return
@@ -31,6 +45,34 @@ func (v *Verifier) Authenticate() app.HandlerFunc {
 		c.Set(identityKey, id)
 		c.Next(ctx)
 	}
+}
+
+// peerChain is the certificate chain the client presented in the TLS
+// handshake of the request's connection, nil on a plain one. Hertz's
+// standard transport hands a TLS connection to the request as is, or
+// wrapped (when it senses client disconnection) in a type that hides its
+// TLS state: OnConnect keeps the connection in the context for that case.
+func peerChain(ctx context.Context, c *app.RequestContext) []*x509.Certificate {
+	t, ok := c.GetConn().(network.ConnTLSer)
+	if !ok {
+		t, ok = ctx.Value(tlsConnKey{}).(network.ConnTLSer)
+	}
+	if !ok {
+		return nil
+	}
+	return t.ConnectionState().PeerCertificates
+}
+
+type tlsConnKey struct{}
+
+// OnConnect is the Hertz OnConnect hook of a TLS port (server.WithOnConnect):
+// it keeps the TLS connection in the connection's context, where
+// Authenticate finds the client's certificate.
+func OnConnect(ctx context.Context, conn network.Conn) context.Context {
+	if t, ok := conn.(network.ConnTLSer); ok {
+		return context.WithValue(ctx, tlsConnKey{}, t)
+	}
+	return ctx
 }
 
 // RequireOperator is middleware after Authenticate: only operators pass,

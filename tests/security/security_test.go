@@ -150,6 +150,7 @@ func (p *plane) endpoints() []endpoint {
 		{"token create", "POST", cc + "/v1/tokens", `{"service":"` + victim + `"}`, false},
 		{"token list", "GET", cc + "/v1/tokens", "", false},
 		{"token revoke", "DELETE", cc + "/v1/tokens/0000000000000000", "", false},
+		{"certificate issue", "POST", cc + "/v1/certificates", `{"csr":"x","service":"` + victim + `"}`, false},
 	}
 }
 

@@ -2,7 +2,6 @@ package center
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +18,8 @@ import (
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/lifecycle"
+	"github.com/sextant-mesh/sextant/internal/mtls"
+	"github.com/sextant-mesh/sextant/internal/pki"
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
@@ -33,6 +34,7 @@ type Center struct {
 	health  *etcdx.Health
 	http    *httpx.Server
 	series  *tsdb.Writer
+	tls     bool
 
 	stopping chan struct{}
 	parts    *lifecycle.Group
@@ -78,14 +80,17 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	g.Add("shard membership", lifecycle.Loop(cc.shards.Run))
 	g.Add("etcd health", lifecycle.Loop(cc.health.Run))
 
-	opts := []config.Option{server.WithStreamBody(true), server.WithSenseClientDisconnection(true)}
-	if cfg.TLSCert != "" || cfg.TLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return nil, errors.Join(fmt.Errorf("TLS: %w", err), g.Stop(context.Background()))
-		}
-		opts = append(opts, server.WithTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}))
+	if cfg.CertTTL < pki.MinLeafTTL || cfg.CertTTL > pki.MaxLeafTTL {
+		return nil, errors.Join(fmt.Errorf("--cert-ttl %s: must be between %s and %s", cfg.CertTTL, pki.MinLeafTTL, pki.MaxLeafTTL), g.Stop(context.Background()))
 	}
+	sec, err := mtls.New(cfg.TLS, cli, keys, "config-center", cfg.HTTPAddr, verifier, log)
+	if err != nil {
+		return nil, errors.Join(err, g.Stop(context.Background()))
+	}
+	cc.tls = sec.TLS()
+	cc.mirrors = append(cc.mirrors, sec.Mirror)
+	g.Add("CA mirror", lifecycle.Loop(sec.Mirror.Run))
+	opts := append([]config.Option{server.WithStreamBody(true), server.WithSenseClientDisconnection(true)}, sec.ServerOptions()...)
 	cc.http, err = httpx.Listen(cfg.HTTPAddr, opts...)
 	if err != nil {
 		return nil, errors.Join(err, g.Stop(context.Background()))
@@ -107,6 +112,7 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	d := &dryRun{shards: cc.shards, view: v, client: &http.Client{}}
 
 	tok := &tokenAPI{etcd: cli, keys: keys, timeout: 5 * time.Second, store: st}
+	certs := &certificateAPI{ca: sec.CA, canSign: cfg.TLS.CAKeyFile != "", ttl: cfg.CertTTL, etcd: cli, timeout: 5 * time.Second, store: st}
 	authenticate := verifier.Authenticate()
 	read, write := []app.HandlerFunc{authenticate}, []app.HandlerFunc{authenticate, authn.RequireOperator(true)}
 	operator := []app.HandlerFunc{authenticate, authn.RequireOperator(false)}
@@ -126,6 +132,8 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	h.POST("/v1/tokens", append(write, tok.create)...)
 	h.GET("/v1/tokens", append(operator, tok.list)...)
 	h.DELETE("/v1/tokens/:id", append(write, tok.revoke)...)
+	h.POST("/v1/certificates", append(read, certs.issue)...)
+	h.GET("/v1/ca", certs.bundle)
 	httpx.HealthRoutes(h, cc.readiness)
 	httpx.MetricsRoute(h, reg)
 	return cc, nil
@@ -140,7 +148,7 @@ func (cc *Center) Start() error {
 	if err := cc.parts.Start(); err != nil {
 		return err
 	}
-	cc.log.Info("config-center started", "http", cc.http.Addr(), "tls", cc.cfg.TLSCert != "")
+	cc.log.Info("config-center started", "http", cc.http.Addr(), "tls", cc.tls)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/mtls"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
@@ -18,9 +19,14 @@ type Config struct {
 	// Prefix of the keys the kitex-contrib/config-etcd suite watches.
 	KitexPrefix string
 	// Auth names the operators' tokens; data-plane tokens live in etcd.
-	Auth         authn.Config
-	TLSCert      string
-	TLSKey       string
+	Auth authn.Config
+	// TLS serves the API over TLS (--tls-cert, --tls-key, or a certificate
+	// of the authority when CAKeyFile is given); with CAKeyFile the
+	// config-center also issues workload certificates.
+	TLS mtls.Config
+	// CertTTL is the lifetime of the workload certificates issued (at most
+	// pki.MaxLeafTTL); a request may ask for less.
+	CertTTL      time.Duration
 	MaxWait      time.Duration
 	DefaultWait  time.Duration
 	MaxBodyBytes int
@@ -43,6 +49,7 @@ func DefaultConfig() Config {
 		DefaultWait:  30 * time.Second,
 		MaxBodyBytes: 256 << 10,
 		StatusTTL:    5 * time.Minute,
+		CertTTL:      time.Hour,
 		Retention:    Retention{HistoryKeep: 100, AuditKeep: 100_000, AuditMaxAge: 90 * 24 * time.Hour},
 	}
 }
@@ -54,8 +61,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Etcd.RegisterFlags(fs)
 	fs.StringVar(&c.KitexPrefix, "kitex-prefix", c.KitexPrefix, "prefix of the keys the kitex-contrib/config-etcd suite reads")
 	c.Auth.RegisterFlags(fs)
-	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate: serve the API over TLS (with --tls-key)")
-	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM key of --tls-cert")
+	c.TLS.RegisterFlags(fs)
+	fs.DurationVar(&c.CertTTL, "cert-ttl", c.CertTTL, "lifetime of the workload certificates issued at POST /v1/certificates (at most 24h)")
 	fs.DurationVar(&c.MaxWait, "max-wait", c.MaxWait, "longest watch long poll")
 	fs.DurationVar(&c.DefaultWait, "default-wait", c.DefaultWait, "wait of a watch that names none")
 	fs.IntVar(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest request body; 413 beyond")

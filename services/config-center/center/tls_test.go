@@ -16,7 +16,7 @@ func TestAPIOverTLS(t *testing.T) {
 	ca := testenv.NewCA(t)
 	certFile, keyFile := ca.Issue(t, "config-center")
 	etcd := testenv.StartEtcd(t)
-	cc := centertest.Start(t, etcd, testenv.Prefix(t), func(c *center.Config) { c.TLSCert, c.TLSKey = certFile, keyFile })
+	cc := centertest.Start(t, etcd, testenv.Prefix(t), func(c *center.Config) { c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile })
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}
 	req, _ := http.NewRequest(http.MethodGet, "https://"+cc.Addr()+"/v1/configs?service=s", nil)
 	req.Header.Set("Authorization", "Bearer "+centertest.AdminToken)

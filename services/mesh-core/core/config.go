@@ -10,13 +10,17 @@ import (
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/mtls"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
 // Config is every setting of mesh-core (docs/configuration.md).
 type Config struct {
 	// Auth names the operators' tokens; data-plane tokens live in etcd.
-	Auth      authn.Config
+	Auth authn.Config
+	// TLS serves the HTTP port (not the poll port) over TLS, with client
+	// certificates as credentials (docs/security.md).
+	TLS       mtls.Config
 	HTTPAddr  string
 	KitexAddr string
 	// Etcd is where the service keeps its state, and how it connects.
@@ -88,6 +92,7 @@ func DefaultConfig() Config {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.TSDB.RegisterFlags(fs)
 	c.Auth.RegisterFlags(fs)
+	c.TLS.RegisterFlags(fs)
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "listen address of the HTTP port (registry, discovery)")
 	fs.StringVar(&c.KitexAddr, "kitex-addr", c.KitexAddr, "listen address of the Kitex server (MeshCore.PublishPolicy, PublishPolicies)")
 	fs.StringVar(&c.PollAddr, "poll-addr", c.PollAddr, `listen address of the poll port, discovery long polls only, where a waiting poll holds no goroutine: the address to give data planes ("": off)`)

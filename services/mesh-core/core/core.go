@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cloudwego/hertz/pkg/app/server"
+	"github.com/cloudwego/hertz/pkg/common/config"
 	kserver "github.com/cloudwego/kitex/server"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
 	"github.com/sextant-mesh/sextant/internal/lifecycle"
+	"github.com/sextant-mesh/sextant/internal/mtls"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
 )
@@ -86,6 +88,12 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	}
 	mc.mirrors = append(mc.mirrors, tokenMirror)
 	g.Add("token mirror", lifecycle.Loop(tokenMirror.Run))
+	sec, err := mtls.New(cfg.TLS, cli, keys, "mesh-core", cfg.HTTPAddr, verifier, log)
+	if err != nil {
+		return nil, errors.Join(err, g.Stop(context.Background()))
+	}
+	mc.mirrors = append(mc.mirrors, sec.Mirror)
+	g.Add("CA mirror", lifecycle.Loop(sec.Mirror.Run))
 	mc.live = newLiveness(cli, cfg.SessionTTL, log)
 	g.Add("liveness", lifecycle.Loop(func(ctx context.Context) { mc.live.Run(ctx, 500*time.Millisecond) }))
 	m.observe(reg, mc)
@@ -102,8 +110,8 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 
 	// Bodies are streamed so an oversized registration gets a JSON 413;
 	// the request context ends when a long-polling client goes away.
-	mc.http, err = httpx.Listen(cfg.HTTPAddr, server.WithStreamBody(true), server.WithSenseClientDisconnection(true),
-		server.WithExitWaitTime(cfg.ShutdownGrace))
+	mc.http, err = httpx.Listen(cfg.HTTPAddr, append([]config.Option{server.WithStreamBody(true), server.WithSenseClientDisconnection(true),
+		server.WithExitWaitTime(cfg.ShutdownGrace)}, sec.ServerOptions()...)...)
 	if err != nil {
 		return nil, errors.Join(err, g.Stop(context.Background()))
 	}

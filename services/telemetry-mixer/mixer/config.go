@@ -11,6 +11,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/mtls"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
@@ -18,7 +19,10 @@ import (
 // Config is every setting of the telemetry-mixer (docs/configuration.md).
 type Config struct {
 	// Auth names the operators' tokens; data-plane tokens live in etcd.
-	Auth     authn.Config
+	Auth authn.Config
+	// TLS serves the ingest port over TLS, with client certificates as
+	// credentials (docs/security.md).
+	TLS      mtls.Config
 	ID       string
 	HTTPAddr string
 	// Etcd is where the service keeps its state, and how it connects.
@@ -80,6 +84,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "listen address of the ingest HTTP port")
 	c.Auth.RegisterFlags(fs)
 	c.Etcd.RegisterFlags(fs)
+	c.TLS.RegisterFlags(fs)
 	fs.IntVar(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest request body accepted; 413 beyond")
 	l := &c.Limits
 	fs.IntVar(&l.MaxReportsPerRequest, "max-reports-per-request", l.MaxReportsPerRequest, "most reports in one request")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/app/server"
+	"github.com/cloudwego/hertz/pkg/common/config"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 	"github.com/cloudwego/kitex/client"
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/etcdx"
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/lifecycle"
+	"github.com/sextant-mesh/sextant/internal/mtls"
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/telemetry"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
@@ -66,6 +68,11 @@ func New(cfg Config, log *slog.Logger) (*Mixer, error) {
 		return nil, errors.Join(fmt.Errorf("tokens: %w", err), g.Stop(context.Background()))
 	}
 	g.Add("token mirror", lifecycle.Loop(tokenMirror.Run))
+	sec, err := mtls.New(cfg.TLS, cli, api.Keys{Prefix: cfg.Etcd.Prefix}, "telemetry-mixer", cfg.HTTPAddr, verifier, log)
+	if err != nil {
+		return nil, errors.Join(err, g.Stop(context.Background()))
+	}
+	g.Add("CA mirror", lifecycle.Loop(sec.Mirror.Run))
 	kc, err := aggregatorsvc.NewClient("weight-calculator",
 		client.WithConnectTimeout(time.Second),
 		client.WithRPCTimeout(cfg.Forward.RPCTimeout))
@@ -85,7 +92,7 @@ func New(cfg Config, log *slog.Logger) (*Mixer, error) {
 		return nil
 	}))
 
-	srv, err := Listen(cfg.HTTPAddr, cfg.MaxBodyBytes)
+	srv, err := Listen(cfg.HTTPAddr, cfg.MaxBodyBytes, sec.ServerOptions()...)
 	if err != nil {
 		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
@@ -100,9 +107,10 @@ func New(cfg Config, log *slog.Logger) (*Mixer, error) {
 }
 
 // Listen binds the ingest port. The body is streamed so that the handler, not
-// the HTTP layer, answers an oversized body with a JSON 413.
-func Listen(addr string, maxBody int) (*httpx.Server, error) {
-	return httpx.Listen(addr, server.WithStreamBody(true), server.WithMaxRequestBodySize(maxBody))
+// the HTTP layer, answers an oversized body with a JSON 413. More options
+// (TLS) may follow.
+func Listen(addr string, maxBody int, opts ...config.Option) (*httpx.Server, error) {
+	return httpx.Listen(addr, append([]config.Option{server.WithStreamBody(true), server.WithMaxRequestBodySize(maxBody)}, opts...)...)
 }
 
 // Addr is the ingest HTTP address.

@@ -22,6 +22,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/httpx"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
 	"github.com/sextant-mesh/sextant/internal/lifecycle"
+	"github.com/sextant-mesh/sextant/internal/mtls"
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
@@ -86,6 +87,11 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 		return nil, errors.Join(fmt.Errorf("tokens: %w", err), g.Stop(context.Background()))
 	}
 	g.Add("token mirror", lifecycle.Loop(tokenMirror.Run))
+	sec, err := mtls.New(cfg.TLS, cli, api.Keys{Prefix: cfg.Etcd.Prefix}, "weight-calculator", cfg.AdminAddr, verifier, log)
+	if err != nil {
+		return nil, errors.Join(err, g.Stop(context.Background()))
+	}
+	g.Add("CA mirror", lifecycle.Loop(sec.Mirror.Run))
 	mc, err := meshcoresvc.NewClient("mesh-core", client.WithConnectTimeout(time.Second), client.WithRPCTimeout(cfg.RPCTimeout))
 	if err != nil {
 		return nil, errors.Join(err, g.Stop(context.Background()))
@@ -99,7 +105,7 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 		g.Add("rounds", lifecycle.Loop(c.rounds))
 	}
 
-	if c.admin, err = httpx.Listen(cfg.AdminAddr); err != nil {
+	if c.admin, err = httpx.Listen(cfg.AdminAddr, sec.ServerOptions()...); err != nil {
 		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
 	g.Add("admin http", c.admin)

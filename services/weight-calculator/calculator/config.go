@@ -11,13 +11,17 @@ import (
 
 	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
+	"github.com/sextant-mesh/sextant/internal/mtls"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 )
 
 // Config is every setting of the weight-calculator (docs/configuration.md).
 type Config struct {
 	// Auth names the operators' tokens; data-plane tokens live in etcd.
-	Auth          authn.Config
+	Auth authn.Config
+	// TLS serves the admin port over TLS, with client certificates as
+	// credentials (docs/security.md).
+	TLS           mtls.Config
 	ID            string
 	KitexAddr     string
 	AdvertiseAddr string
@@ -64,6 +68,7 @@ func DefaultConfig() Config {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.TSDB.RegisterFlags(fs)
 	c.Auth.RegisterFlags(fs)
+	c.TLS.RegisterFlags(fs)
 	fs.StringVar(&c.ID, "id", c.ID, "shard id, unique among calculators and stable across restarts where possible (the pod name); owners are hashed on it")
 	fs.StringVar(&c.KitexAddr, "kitex-addr", c.KitexAddr, "listen address of the Kitex server (Aggregator.Ingest)")
 	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", c.AdvertiseAddr, "address mixers dial, registered in etcd (default: the Kitex listen address)")
