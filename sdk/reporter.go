@@ -196,7 +196,7 @@ func NewReporter(o ReporterOptions) *Reporter {
 		o.Now = time.Now
 	}
 	r := &Reporter{o: o, client: httpClient(o.HTTPClient, 5*time.Second), log: o.Logger, retry: o.Retry,
-		wake: make(chan struct{}, 1),
+		wake:  make(chan struct{}, 1),
 		stats: ReporterStats{DroppedWindows: map[string]int64{}, DroppedDenials: map[string]int64{}}}
 	r.cur = r.newWindow(o.Now())
 	return r
