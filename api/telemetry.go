@@ -3,7 +3,9 @@ package api
 // POST /v1/telemetry on the telemetry-mixer takes one Report (a JSON object)
 // or several (a JSON array), answers 202 when it accepted all of them, 400
 // naming the first bad field (and keeps none), 429 when its queue is full
-// (send the same reports again later). docs/telemetry.md explains each field.
+// (send the same reports again later). Bad dry-run denials are the
+// exception: they are left out of a report otherwise good, which is kept
+// (the 202 says how many). docs/telemetry.md explains each field.
 
 // MaxPriority is the highest business priority of a request; 0 is the lowest.
 const MaxPriority = 127

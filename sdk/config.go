@@ -31,6 +31,8 @@ type ConfigWatcher struct {
 	retry  backoff.Policy
 	answer atomic.Pointer[WatchAnswer]
 	access atomic.Pointer[AccessRules]
+	cache  *diskCache
+	cached atomic.Pointer[time.Time] // when the answer in hand came from the disk cache: when it was received
 
 	mu        sync.Mutex
 	listeners []func(*WatchAnswer)
@@ -52,6 +54,11 @@ type ConfigWatcherOptions struct {
 	Logger *slog.Logger
 	// HTTPClient carries the TLS configuration (nil: the default client).
 	HTTPClient *http.Client
+	// CacheDir, if set, is a directory where the last answer is kept on
+	// disk (one file per service), for a process that starts while the
+	// config-center cannot be reached: its first failed poll applies the
+	// cached answer (FromCache) until the config-center answers.
+	CacheDir string
 }
 
 // NewConfigWatcher makes a watcher; Start polls.
@@ -64,7 +71,8 @@ func NewConfigWatcher(o ConfigWatcherOptions) *ConfigWatcher {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &ConfigWatcher{o: o, client: httpClient(o.HTTPClient, o.Wait+10*time.Second),
-		retry: backoff.Policy{Base: 200 * time.Millisecond, Max: 10 * time.Second}}
+		retry: backoff.Policy{Base: 200 * time.Millisecond, Max: 10 * time.Second},
+		cache: newDiskCache(o.CacheDir, o.Logger)}
 }
 
 // OnChange adds a listener called with every new answer.
@@ -76,6 +84,17 @@ func (w *ConfigWatcher) OnChange(f func(*WatchAnswer)) {
 
 // Current is the last answer; nil before the first.
 func (w *ConfigWatcher) Current() *WatchAnswer { return w.answer.Load() }
+
+// FromCache says whether the answer in hand was read from the disk cache
+// (CacheDir) of a previous run, because the config-center could not be
+// reached at start, and when that run received it. It is stale: the first
+// answer of the config-center replaces it.
+func (w *ConfigWatcher) FromCache() (receivedAt time.Time, ok bool) {
+	if at := w.cached.Load(); at != nil {
+		return *at, true
+	}
+	return time.Time{}, false
+}
 
 // AccessRules are the service's access rules in force (nil: none).
 func (w *ConfigWatcher) AccessRules() *AccessRules { return w.access.Load() }
@@ -100,12 +119,19 @@ func (w *ConfigWatcher) run(ctx context.Context) {
 	var version int64
 	var etag string
 	failures := 0
+	cacheRead := false
 	for ctx.Err() == nil {
 		a, err := w.poll(ctx, version, &etag)
 		if err != nil {
 			failures++
 			if failures == 1 || failures%30 == 0 {
 				w.o.Logger.Warn("config-center unreachable; keeping the last config", "err", err, "failures", failures)
+			}
+			if !cacheRead && w.answer.Load() == nil {
+				// The version polled stays 0: the config-center's first
+				// answer is a whole one, and nothing cached is acknowledged.
+				cacheRead = true
+				w.fromCache()
 			}
 			w.retry.Sleep(ctx, failures)
 			continue
@@ -115,8 +141,22 @@ func (w *ConfigWatcher) run(ctx context.Context) {
 			continue
 		}
 		version = a.Version
+		w.cached.Store(nil)
 		w.apply(a)
+		w.cache.save("config", w.o.Service, a, time.Now())
 	}
+}
+
+// fromCache applies the disk cache's answer, if any.
+func (w *ConfigWatcher) fromCache() {
+	var a WatchAnswer
+	at, ok := w.cache.load("config", w.o.Service, &a)
+	if !ok || a.Service != w.o.Service {
+		return
+	}
+	w.o.Logger.Info("config-center unreachable at start; applying the disk cache's answer", "service", w.o.Service, "received", at, "configs", len(a.Configs))
+	w.cached.Store(&at)
+	w.apply(&a)
 }
 
 func (w *ConfigWatcher) apply(a *WatchAnswer) {

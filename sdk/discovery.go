@@ -30,6 +30,11 @@ type Overload = api.Overload
 type Snapshot struct {
 	api.Discovery
 	ReceivedAt time.Time `json:"-"`
+	// Cached is true for an answer read from the disk cache (CacheDir) of a
+	// previous run, because mesh-core could not be reached at start; its
+	// Stale is true too, and ReceivedAt is when that run received it. A
+	// fresh answer replaces it as soon as mesh-core answers.
+	Cached bool `json:"-"`
 }
 
 // Discovery long-polls mesh-core for the services a process calls or
@@ -48,6 +53,7 @@ type Discovery struct {
 	wait   time.Duration
 	retry  backoff.Policy
 	log    *slog.Logger
+	cache  *diskCache
 
 	mu       sync.Mutex
 	services map[string]*watched
@@ -70,6 +76,7 @@ type watched struct {
 	snap      atomic.Pointer[Snapshot]
 	static    []Instance
 	listeners []*listener // under Discovery.mu
+	cacheRead bool        // the disk cache was tried; under Discovery.mu
 }
 
 // listener hands snapshots to one callback in the order they were queued,
@@ -126,6 +133,12 @@ type DiscoveryOptions struct {
 	// Token is the credential sent to the control plane (default:
 	// $SEXTANT_TOKEN): the service's data-plane token.
 	Token string
+	// CacheDir, if set, is a directory where the last answer of each
+	// service is kept on disk, for a process that starts while mesh-core
+	// cannot be reached: its first failed poll serves the cached answers
+	// (Snapshot.Cached) until mesh-core answers. Processes of one service
+	// may share it.
+	CacheDir string
 }
 
 // NewDiscovery makes a Discovery; Watch adds services to it.
@@ -145,6 +158,7 @@ func NewDiscovery(o DiscoveryOptions) *Discovery {
 		wait:     o.Wait,
 		retry:    backoff.Policy{Base: 200 * time.Millisecond, Max: 10 * time.Second},
 		log:      o.Logger,
+		cache:    newDiskCache(o.CacheDir, o.Logger),
 		services: map[string]*watched{},
 		ctx:      ctx, cancel: cancel,
 	}
@@ -238,33 +252,72 @@ func (d *Discovery) follow(g *pollGroup) {
 			if failures == 1 || failures%30 == 0 {
 				d.log.Warn("mesh-core unreachable; keeping the last discovery answers", "services", len(names), "err", err, "failures", failures)
 			}
+			d.fromCache(names)
 			d.retry.Sleep(d.ctx, failures)
 			continue
 		case batch == nil: // 304: nothing new
 		default:
 			version = batch.Version
 			for i := range batch.Services {
-				d.store(&Snapshot{Discovery: batch.Services[i], ReceivedAt: time.Now()})
+				snap := &Snapshot{Discovery: batch.Services[i], ReceivedAt: time.Now()}
+				if d.store(snap) {
+					d.cache.save("discovery", snap.Service, &snap.Discovery, snap.ReceivedAt)
+				}
 			}
 		}
 		failures = 0
 	}
 }
 
+// fromCache serves the disk cache's answer of each of names that has no
+// answer yet, once per service: mesh-core could not be reached.
+func (d *Discovery) fromCache(names []string) {
+	if d.cache == nil {
+		return
+	}
+	for _, name := range names {
+		d.mu.Lock()
+		w := d.services[name]
+		try := w != nil && !w.cacheRead && w.snap.Load() == nil
+		if w != nil {
+			w.cacheRead = true
+		}
+		d.mu.Unlock()
+		if !try {
+			continue
+		}
+		var cached api.Discovery
+		at, ok := d.cache.load("discovery", name, &cached)
+		if !ok || cached.Service != name {
+			continue
+		}
+		cached.Stale = true
+		if d.store(&Snapshot{Discovery: cached, ReceivedAt: at, Cached: true}) {
+			d.log.Info("mesh-core unreachable at start; serving the disk cache's answer", "service", name, "received", at, "instances", len(cached.Instances))
+		}
+	}
+}
+
 // store keeps snap as its service's answer when it is new, and hands it to
-// the service's listeners.
-func (d *Discovery) store(snap *Snapshot) {
+// the service's listeners; it says whether it kept it. A cached answer is
+// kept only when there is none (never over one of this run).
+func (d *Discovery) store(snap *Snapshot) bool {
 	// Stored and queued under the lock, so that a listener Watch adds gets
 	// each snapshot once: the one in hand, or queued here.
 	d.mu.Lock()
 	w := d.services[snap.Service]
 	if w == nil {
 		d.mu.Unlock()
-		return
+		return false
 	}
-	if old := w.snap.Load(); old != nil && old.Version == snap.Version && old.Stale == snap.Stale {
+	old := w.snap.Load()
+	if snap.Cached && old != nil {
 		d.mu.Unlock()
-		return // this service did not change; another of the poll did
+		return false
+	}
+	if old != nil && !old.Cached && old.Version == snap.Version && old.Stale == snap.Stale {
+		d.mu.Unlock()
+		return false // this service did not change; another of the poll did
 	}
 	w.snap.Store(snap)
 	listeners := append([]*listener{}, w.listeners...)
@@ -275,6 +328,7 @@ func (d *Discovery) store(snap *Snapshot) {
 	for _, l := range listeners {
 		l.deliver()
 	}
+	return true
 }
 
 // errRestarted: the poll's group grew while it was in flight.

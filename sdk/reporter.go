@@ -2,18 +2,25 @@ package sdk
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/sdk/backoff"
 )
 
 // Reporter aggregates what a service sees, per window, and sends it to the
@@ -22,22 +29,85 @@ import (
 // errors, timeouts, latency). Memory is bounded: at most MaxCallees callee
 // instances a window, at most MaxPending windows waiting to be sent; beyond
 // that it drops its own data, oldest first, never the service's requests.
+//
+// A window the mixer refuses for now (429, 503 and other 5xx, no answer)
+// is kept and sent again, oldest first, with backoff; one it refuses for
+// good (another 4xx) is dropped, except that a report too large for the
+// mixer is split and one refused for its dry-run denials is sent without
+// them. Every window dropped is counted by reason (Stats).
 type Reporter struct {
 	o      ReporterOptions
 	client *http.Client
 	log    *slog.Logger
+	retry  backoff.Policy
 
 	mu  sync.Mutex
 	cur *window
 
-	pending chan *api.Report
-	dropped atomic.Int64 // windows or callee entries dropped
+	qmu      sync.Mutex
+	queue    []*pendingReport // oldest first, at most MaxPending
+	stats    ReporterStats    // under qmu; Pending is len(queue)
+	wake     chan struct{}
+	failures int // sends failed in a row; used by the sender only
+
 	sent    atomic.Int64
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	lastCPU time.Duration
 	lastAt  time.Time
 }
+
+// pendingReport is a report waiting to be sent; under Reporter.qmu.
+type pendingReport struct {
+	rep      *api.Report
+	inFlight bool // the sender is posting it
+	evicted  bool // dropped from the queue while in flight: counted when its send ends
+}
+
+// ReporterStats say what became of the reporter's windows. Every window
+// closed with data (Windows) is sent, pending or dropped:
+// Windows + Splits = Sent + Pending + the sum of DroppedWindows.
+type ReporterStats struct {
+	// Windows is how many windows were closed with data to send.
+	Windows int64
+	// Sent is how many reports the mixer accepted.
+	Sent int64
+	// Pending is how many reports wait to be sent, the one in flight included.
+	Pending int
+	// Retries is how many sends were tried again after the mixer refused
+	// for now (429, 5xx) or did not answer.
+	Retries int64
+	// Splits is how many reports too large for the mixer (413) were sent as
+	// two, each with half the calls.
+	Splits int64
+	// DroppedWindows counts the reports dropped, by reason: DropBufferFull,
+	// DropRejected, DropUnauthorized, DropClosed.
+	DroppedWindows map[string]int64
+	// DroppedCallees counts calls not reported because their window already
+	// had MaxCallees callee instances (the window itself is kept).
+	DroppedCallees int64
+	// DroppedDenials counts dry-run denied requests left out of the
+	// reports, by reason: DenialUnnamedCaller, DenialInvalidName,
+	// DenialOverLimit; and DenialRefusedByMixer, the entries the mixer
+	// left out or refused (a mixer with a lower limit, or older).
+	DroppedDenials map[string]int64
+}
+
+// Why the reporter drops a window (ReporterStats.DroppedWindows).
+const (
+	DropBufferFull   = "buffer_full"  // MaxPending windows were waiting: the oldest went
+	DropRejected     = "rejected"     // the mixer refused it for good (400, 413 that cannot be split, other 4xx)
+	DropUnauthorized = "unauthorized" // the mixer refused the credential (401, 403)
+	DropClosed       = "closed"       // still waiting when Close gave up
+)
+
+// Why the reporter leaves dry-run denials out (ReporterStats.DroppedDenials).
+const (
+	DenialUnnamedCaller  = "unnamed_caller"   // the request's caller is unknown
+	DenialInvalidName    = "invalid_name"     // a caller or rule name the mixer would refuse
+	DenialOverLimit      = "over_limit"       // past MaxDenials in a window: the smallest counts go
+	DenialRefusedByMixer = "refused_by_mixer" // entries the mixer left out, or a report it refused for them
+)
 
 // ReporterOptions configure a Reporter.
 type ReporterOptions struct {
@@ -53,8 +123,16 @@ type ReporterOptions struct {
 	Window time.Duration
 	// MaxCallees bounds the callee instances tracked per window (default 1000).
 	MaxCallees int
-	// MaxPending bounds the windows waiting to be sent (default 10).
+	// MaxPending bounds the windows waiting to be sent, or to be sent
+	// again while the mixer refuses them or is away (default 10).
 	MaxPending int
+	// MaxDenials bounds the dry-run denial entries (caller, rule) of one
+	// report; keep it at most the mixer's --max-denials-per-report
+	// (default 100, the mixer's default).
+	MaxDenials int
+	// Retry paces the sends again of a refused window (default: from
+	// 200 ms, doubling, up to 10 s; a 429's Retry-After is waited at least).
+	Retry backoff.Policy
 	// Utilization returns the share of capacity in use over the last window;
 	// nil uses the gate's busy time over its concurrency when a Gate bounds
 	// concurrency, else the process's CPU time over GOMAXPROCS.
@@ -105,14 +183,21 @@ func NewReporter(o ReporterOptions) *Reporter {
 	if o.MaxPending <= 0 {
 		o.MaxPending = 10
 	}
+	if o.MaxDenials <= 0 {
+		o.MaxDenials = 100
+	}
+	if o.Retry.Base <= 0 {
+		o.Retry = backoff.Policy{Base: 200 * time.Millisecond, Max: 10 * time.Second}
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	r := &Reporter{o: o, client: httpClient(o.HTTPClient, 5*time.Second), log: o.Logger,
-		pending: make(chan *api.Report, o.MaxPending)}
+	r := &Reporter{o: o, client: httpClient(o.HTTPClient, 5*time.Second), log: o.Logger, retry: o.Retry,
+		wake:  make(chan struct{}, 1),
+		stats: ReporterStats{DroppedWindows: map[string]int64{}, DroppedDenials: map[string]int64{}}}
 	r.cur = r.newWindow(o.Now())
 	return r
 }
@@ -130,16 +215,57 @@ func (r *Reporter) Start() {
 	go r.send(ctx)
 }
 
-// Close stops reporting (what is not sent yet is dropped).
+// closeWait bounds how long Close tries to send what is pending.
+const closeWait = 2 * time.Second
+
+// Close stops reporting: it closes the current window and tries once more,
+// for up to 2 s, to send what is pending; what is left is dropped and
+// counted (DropClosed).
 func (r *Reporter) Close() {
-	if r.cancel != nil {
-		r.cancel()
-		r.wg.Wait()
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.wg.Wait()
+	if rep := r.Flush(r.o.Now()); rep != nil {
+		r.enqueue(rep)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeWait)
+	defer cancel()
+	for {
+		p := r.next()
+		if p == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			r.settle(p, answer{err: ctx.Err()}, true)
+			continue
+		}
+		r.settle(p, r.post(ctx, p.rep), true)
 	}
 }
 
 // Dropped is how many windows and callee entries the reporter dropped.
-func (r *Reporter) Dropped() int64 { return r.dropped.Load() }
+func (r *Reporter) Dropped() int64 {
+	st := r.Stats()
+	n := st.DroppedCallees
+	for _, c := range st.DroppedWindows {
+		n += c
+	}
+	return n
+}
+
+// Stats says what became of the reporter's windows so far.
+func (r *Reporter) Stats() ReporterStats {
+	r.qmu.Lock()
+	defer r.qmu.Unlock()
+	st := r.stats
+	st.Sent = r.sent.Load()
+	st.Pending = len(r.queue)
+	st.DroppedWindows = maps.Clone(r.stats.DroppedWindows)
+	st.DroppedDenials = maps.Clone(r.stats.DroppedDenials)
+	return st
+}
 
 // Sent is how many windows the mixer accepted.
 func (r *Reporter) Sent() int64 { return r.sent.Load() }
@@ -215,10 +341,36 @@ func (r *Reporter) finished(busy time.Duration) {
 	r.mu.Unlock()
 }
 
+// dryRunDenial counts one request a dry-run rule would have denied. A
+// caller the mixer would refuse is left out (counted), and so is any new
+// (caller, rule) past 10 x MaxDenials in a window: memory stays bounded
+// whatever callers claim to be.
 func (r *Reporter) dryRunDenial(caller, rule string) {
+	reason := ""
+	switch {
+	case caller == "":
+		reason = DenialUnnamedCaller
+	case api.Name("caller_service", caller, true) != nil || api.Name("rule", rule, true) != nil:
+		reason = DenialInvalidName
+	}
 	r.mu.Lock()
-	r.cur.denials[denialKey{caller, rule}]++
+	k := denialKey{caller, rule}
+	if _, ok := r.cur.denials[k]; reason == "" && !ok && len(r.cur.denials) >= 10*r.o.MaxDenials {
+		reason = DenialOverLimit
+	}
+	if reason == "" {
+		r.cur.denials[k]++
+	}
 	r.mu.Unlock()
+	if reason != "" {
+		r.countDenials(reason, 1)
+	}
+}
+
+func (r *Reporter) countDenials(reason string, n int64) {
+	r.qmu.Lock()
+	r.stats.DroppedDenials[reason] += n
+	r.qmu.Unlock()
 }
 
 // setCapacity lets a Gate tell the reporter its concurrency bound.
@@ -261,63 +413,196 @@ func (r *Reporter) Flush(now time.Time) *api.Report {
 
 // enqueue keeps at most MaxPending windows, dropping the oldest.
 func (r *Reporter) enqueue(rep *api.Report) {
-	for {
-		select {
-		case r.pending <- rep:
-			return
-		default:
+	r.qmu.Lock()
+	r.stats.Windows++
+	if len(r.queue) >= r.o.MaxPending {
+		oldest := r.queue[0]
+		if oldest.inFlight {
+			oldest.evicted = true // counted by the sender: it may yet be accepted
+		} else {
+			r.stats.DroppedWindows[DropBufferFull]++
 		}
-		select {
-		case <-r.pending:
-			r.dropped.Add(1)
-		default:
-		}
+		r.queue[0] = nil
+		r.queue = r.queue[1:]
 	}
+	r.queue = append(r.queue, &pendingReport{rep: rep})
+	r.qmu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// next is the oldest pending report, marked in flight; nil when none.
+func (r *Reporter) next() *pendingReport {
+	r.qmu.Lock()
+	defer r.qmu.Unlock()
+	if len(r.queue) == 0 {
+		return nil
+	}
+	p := r.queue[0]
+	p.inFlight = true
+	return p
 }
 
 func (r *Reporter) send(ctx context.Context) {
 	defer r.wg.Done()
-	failures := 0
-	for {
-		var rep *api.Report
-		select {
-		case <-ctx.Done():
-			return
-		case rep = <-r.pending:
-		}
-		if err := r.post(ctx, rep); err != nil {
-			failures++
-			if failures == 1 || failures%60 == 0 {
-				r.log.Warn("telemetry-mixer unreachable; dropping telemetry windows", "err", err, "failures", failures)
+	for ctx.Err() == nil {
+		p := r.next()
+		if p == nil {
+			select {
+			case <-ctx.Done():
+			case <-r.wake:
 			}
-			r.dropped.Add(1)
 			continue
 		}
-		failures = 0
-		r.sent.Add(1)
+		a := r.post(ctx, p.rep)
+		if ctx.Err() != nil && a.err != nil {
+			r.qmu.Lock()
+			p.inFlight = false // Close sends it, or counts it
+			if p.evicted {
+				r.stats.DroppedWindows[DropBufferFull]++
+			}
+			r.qmu.Unlock()
+			return
+		}
+		if wait := r.settle(p, a, false); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
 	}
 }
 
-func (r *Reporter) post(ctx context.Context, rep *api.Report) error {
+// answer is what one send of a report came to.
+type answer struct {
+	status     int // 0: no answer (err)
+	err        error
+	retryAfter time.Duration
+	field      string // the bad field a 400 names
+	dropped    int64  // denials the mixer left out of an accepted report
+}
+
+// retryable: the mixer may take it later.
+func (a answer) retryable() bool {
+	return a.status == 0 || a.status == http.StatusTooManyRequests || a.status == http.StatusRequestTimeout || a.status >= 500
+}
+
+// settle records what became of p's send and says how long to wait before
+// the next one (retrying p). final (Close) retries nothing.
+func (r *Reporter) settle(p *pendingReport, a answer, final bool) time.Duration {
+	r.qmu.Lock()
+	defer r.qmu.Unlock()
+	p.inFlight = false
+	if a.dropped > 0 {
+		r.stats.DroppedDenials[DenialRefusedByMixer] += a.dropped
+	}
+	if p.evicted { // no longer queued
+		if a.status == http.StatusAccepted {
+			r.sent.Add(1)
+		} else {
+			r.stats.DroppedWindows[DropBufferFull]++
+		}
+		return 0
+	}
+	// p is queue[0]: only the sender takes the head, and eviction marks it.
+	done := func(reason string) {
+		r.queue[0] = nil
+		r.queue = r.queue[1:]
+		if reason != "" {
+			r.stats.DroppedWindows[reason]++
+		}
+	}
+	switch {
+	case a.status == http.StatusAccepted:
+		done("")
+		r.sent.Add(1)
+		r.failures = 0
+		return 0
+	case a.retryable() && final:
+		done(DropClosed)
+		return 0
+	case a.retryable():
+		r.failures++
+		r.stats.Retries++
+		if r.failures == 1 || r.failures%60 == 0 {
+			r.log.Warn("telemetry-mixer refused or unreachable; keeping the telemetry windows to send again",
+				"err", a.error(), "failures", r.failures, "pending", len(r.queue))
+		}
+		return max(r.retry.Delay(r.failures), min(a.retryAfter, r.retry.Max))
+	}
+	r.failures = 0
+	switch {
+	case a.status == http.StatusBadRequest && len(p.rep.DryRunDenials) > 0 && strings.Contains(a.field, "dry_run_denials"):
+		// A mixer that refuses a whole report for its denials: the rest
+		// goes without them.
+		r.stats.DroppedDenials[DenialRefusedByMixer] += int64(len(p.rep.DryRunDenials))
+		stripped := *p.rep
+		stripped.DryRunDenials = nil
+		p.rep = &stripped
+		r.log.Warn("telemetry-mixer refused a report's dry-run denials; sending it without them", "field", a.field)
+		return 0
+	case a.status == http.StatusRequestEntityTooLarge && len(p.rep.Calls) > 1:
+		first, second := *p.rep, *p.rep
+		half := len(p.rep.Calls) / 2
+		first.Calls, second.Calls = p.rep.Calls[:half:half], p.rep.Calls[half:]
+		second.Server, second.DryRunDenials = nil, nil
+		r.queue[0] = &pendingReport{rep: &first}
+		r.queue = slices.Insert(r.queue, 1, &pendingReport{rep: &second})
+		r.stats.Splits++
+		return 0
+	case a.status == http.StatusUnauthorized || a.status == http.StatusForbidden:
+		r.log.Warn("telemetry-mixer refused the credential; dropping a telemetry window", "err", a.error())
+		done(DropUnauthorized)
+	default:
+		r.log.Warn("telemetry-mixer refused a telemetry window; dropping it", "err", a.error())
+		done(DropRejected)
+	}
+	return 0
+}
+
+func (a answer) error() error {
+	if a.err != nil {
+		return a.err
+	}
+	if a.field != "" {
+		return fmt.Errorf("mixer answered %d about %s", a.status, a.field)
+	}
+	return fmt.Errorf("mixer answered %d", a.status)
+}
+
+func (r *Reporter) post(ctx context.Context, rep *api.Report) answer {
 	body, err := json.Marshal(rep)
 	if err != nil {
-		return err
+		return answer{status: http.StatusBadRequest, err: err} // never passes
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL(r.o.Mixer)+"/v1/telemetry", bytes.NewReader(body))
 	if err != nil {
-		return err
+		return answer{status: http.StatusBadRequest, err: err}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	authorize(req, r.o.Token)
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return err
+		return answer{err: err}
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("mixer answered %d", resp.StatusCode)
+	defer resp.Body.Close()
+	a := answer{status: resp.StatusCode}
+	var out struct {
+		DenialsDropped int64 `json:"denials_dropped"`
+		Error          struct {
+			Field string `json:"field"`
+		} `json:"error"`
 	}
-	return nil
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out)
+	a.dropped, a.field = out.DenialsDropped, out.Error.Field
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		a.retryAfter = time.Duration(secs) * time.Second
+	}
+	return a
 }
 
 // build turns a closed window into a report.
@@ -347,8 +632,20 @@ func (r *Reporter) build(w *window, now time.Time) *api.Report {
 		rep.DryRunDenials = append(rep.DryRunDenials, api.DryRunDenial{
 			CalleeService: r.o.Service, CallerService: k.caller, Rule: k.rule, Count: n})
 	}
+	if extra := len(rep.DryRunDenials) - r.o.MaxDenials; extra > 0 {
+		// The mixer takes MaxDenials: the largest counts go, the rest is counted.
+		slices.SortFunc(rep.DryRunDenials, func(a, b api.DryRunDenial) int { return cmp.Compare(b.Count, a.Count) })
+		var lost int64
+		for _, d := range rep.DryRunDenials[r.o.MaxDenials:] {
+			lost += d.Count
+		}
+		rep.DryRunDenials = rep.DryRunDenials[:r.o.MaxDenials]
+		r.countDenials(DenialOverLimit, lost)
+	}
 	if w.overflown > 0 {
-		r.dropped.Add(w.overflown)
+		r.qmu.Lock()
+		r.stats.DroppedCallees += w.overflown
+		r.qmu.Unlock()
 	}
 	return rep
 }

@@ -31,6 +31,12 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
+		for i := range reports {
+			// What Decode keeps passes the strict check: bad denials are left out.
+			if fe := telemetry.Validate(&reports[i], lim, now, ""); fe != nil {
+				t.Fatalf("accepted report %d fails Validate: %v", i, fe)
+			}
+		}
 		for _, r := range reports {
 			if r.Reporter == nil || r.Reporter.Service == "" || r.Reporter.Instance == "" {
 				t.Fatalf("accepted a report without a reporter: %+v", r)

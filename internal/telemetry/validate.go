@@ -39,11 +39,48 @@ func DefaultLimits() Limits {
 	}
 }
 
+// DenialDrops counts the dry-run denials left out of reports that were
+// accepted, by reason: the code of the denial's first bad field
+// (missing_field, invalid_value, out_of_range), or too_many for the good
+// denials past MaxDenialsPerReport. A bad denial is a data plane's
+// bookkeeping gone wrong, not a reason to lose the window's server and call
+// data: the rest of its report is kept.
+type DenialDrops map[string]int
+
+// Total is the number of denials dropped.
+func (d DenialDrops) Total() int {
+	n := 0
+	for _, c := range d {
+		n += c
+	}
+	return n
+}
+
+func (d *DenialDrops) add(reason string, n int) {
+	if *d == nil {
+		*d = DenialDrops{}
+	}
+	(*d)[reason] += n
+}
+
 // Decode reads one report (a JSON object) or several (a JSON array) and
 // validates each. Either every report is good and returned, or the first bad
-// field is named and nothing is returned.
+// field is named and nothing is returned. Bad dry-run denials, and those
+// past the limit, are the exception: they are left out of a report that is
+// otherwise good (DecodeCounting says how many).
 func Decode(body []byte, lim Limits, now time.Time) ([]api.Report, *api.FieldError) {
-	return decode(body, nil, jsonx.Decode, lim, now)
+	reports, _, fe := DecodeCounting(body, lim, now)
+	return reports, fe
+}
+
+// DecodeCounting is Decode, and counts the denials it left out.
+func DecodeCounting(body []byte, lim Limits, now time.Time) ([]api.Report, DenialDrops, *api.FieldError) {
+	var drops DenialDrops
+	reports, fe := decode(body, nil, jsonx.Decode, lim, now, &drops)
+	if fe != nil {
+		return nil, nil, fe
+	}
+	return reports, drops, nil
 }
 
 // Decoder decodes as Decode does into reports it keeps and reuses from one
@@ -53,7 +90,12 @@ func Decode(body []byte, lim Limits, now time.Time) ([]api.Report, *api.FieldErr
 // a time.
 type Decoder struct {
 	reports []api.Report
+	drops   DenialDrops
 }
+
+// Dropped counts the denials the last Decode left out of the reports it
+// returned (nil: none).
+func (d *Decoder) Dropped() DenialDrops { return d.drops }
 
 // Decode is Decode into d's reports.
 func (d *Decoder) Decode(body []byte, lim Limits, now time.Time) ([]api.Report, *api.FieldError) {
@@ -67,7 +109,11 @@ func (d *Decoder) Decode(body []byte, lim Limits, now time.Time) ([]api.Report, 
 		clear(denials)
 		*r = api.Report{Calls: calls[:0], DryRunDenials: denials[:0]}
 	}
-	reports, fe := decode(body, d.reports[:0], jsonx.DecodeView, lim, now)
+	d.drops = nil
+	reports, fe := decode(body, d.reports[:0], jsonx.DecodeView, lim, now, &d.drops)
+	if fe != nil {
+		d.drops = nil
+	}
 	if reports != nil {
 		d.reports = reports
 	}
@@ -84,7 +130,7 @@ func (d *Decoder) Size() int {
 	return n
 }
 
-func decode(body []byte, reports []api.Report, unmarshal func([]byte, any) *api.FieldError, lim Limits, now time.Time) ([]api.Report, *api.FieldError) {
+func decode(body []byte, reports []api.Report, unmarshal func([]byte, any) *api.FieldError, lim Limits, now time.Time, drops *DenialDrops) ([]api.Report, *api.FieldError) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	switch {
 	case len(trimmed) == 0:
@@ -100,7 +146,7 @@ func decode(body []byte, reports []api.Report, unmarshal func([]byte, any) *api.
 			return nil, api.Errorf("", api.CodeTooMany, "%d reports in one request, at most %d", len(reports), lim.MaxReportsPerRequest)
 		}
 		for i := range reports {
-			if fe := validate(&reports[i], lim, now); fe != nil {
+			if fe := validate(&reports[i], lim, now, drops); fe != nil {
 				return nil, api.Under(api.Index("", i), fe)
 			}
 		}
@@ -112,7 +158,7 @@ func decode(body []byte, reports []api.Report, unmarshal func([]byte, any) *api.
 		if fe := unmarshal(body, &reports[0]); fe != nil {
 			return nil, fe
 		}
-		if fe := validate(&reports[0], lim, now); fe != nil {
+		if fe := validate(&reports[0], lim, now, drops); fe != nil {
 			return nil, fe
 		}
 	default:
@@ -121,14 +167,18 @@ func decode(body []byte, reports []api.Report, unmarshal func([]byte, any) *api.
 	return reports, nil
 }
 
-// Validate checks one decoded report; path prefixes the field names it reports.
+// Validate checks one decoded report; path prefixes the field names it
+// reports. It is strict: a bad denial, or one too many, is an error (Decode
+// leaves them out instead).
 func Validate(r *api.Report, lim Limits, now time.Time, path string) *api.FieldError {
-	return api.Under(path, validate(r, lim, now))
+	return api.Under(path, validate(r, lim, now, nil))
 }
 
 // validate and the checks below name fields relative to what they check: no
-// path is built unless there is an error to report.
-func validate(r *api.Report, lim Limits, now time.Time) *api.FieldError {
+// path is built unless there is an error to report. With drops, bad denials
+// and those past the limit are removed from r and counted there, once the
+// rest of r is known to be good; without, they are errors.
+func validate(r *api.Report, lim Limits, now time.Time, drops *DenialDrops) *api.FieldError {
 	if r.Reporter == nil {
 		return api.Errorf("reporter", api.CodeMissingField, "reporter is required")
 	}
@@ -171,6 +221,10 @@ func validate(r *api.Report, lim Limits, now time.Time) *api.FieldError {
 			return api.Under(api.Index("calls", i), fe)
 		}
 	}
+	if drops != nil {
+		keepDenials(r, lim.MaxDenialsPerReport, drops)
+		return nil
+	}
 	if len(r.DryRunDenials) > lim.MaxDenialsPerReport {
 		return api.Errorf("dry_run_denials", api.CodeTooMany, "%d dry-run denials in one report, at most %d",
 			len(r.DryRunDenials), lim.MaxDenialsPerReport)
@@ -181,6 +235,25 @@ func validate(r *api.Report, lim Limits, now time.Time) *api.FieldError {
 		}
 	}
 	return nil
+}
+
+// keepDenials compacts r's denials to the good ones, at most max, in
+// order, and counts the others by reason.
+func keepDenials(r *api.Report, max int, drops *DenialDrops) {
+	kept := r.DryRunDenials[:0]
+	for i := range r.DryRunDenials {
+		d := &r.DryRunDenials[i]
+		switch fe := validateDenial(d); {
+		case fe != nil:
+			drops.add(fe.Code, 1)
+		case len(kept) >= max:
+			drops.add(api.CodeTooMany, 1)
+		default:
+			kept = append(kept, *d)
+		}
+	}
+	clear(r.DryRunDenials[len(kept):])
+	r.DryRunDenials = kept
 }
 
 func validateServer(s *api.ServerStats) *api.FieldError {

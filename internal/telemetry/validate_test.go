@@ -159,8 +159,10 @@ func TestDecodeRejects(t *testing.T) {
 		{"errors above requests", withReport(set("calls.errors", 5000)), api.CodeOutOfRange, "calls[0].errors"},
 		{"timeouts above requests", withReport(set("calls.timeouts", 5000)), api.CodeOutOfRange, "calls[0].timeouts"},
 		{"negative latency", withReport(set("calls.latency_ms_avg", -1)), api.CodeOutOfRange, "calls[0].latency_ms_avg"},
-		{"negative denial count", withReport(set("dry_run_denials.count", -4)), api.CodeOutOfRange, "dry_run_denials[0].count"},
-		{"denial without rule", withReport(set("dry_run_denials.rule", "")), api.CodeMissingField, "dry_run_denials[0].rule"},
+		{"denials not an array", withReport(set("dry_run_denials", map[string]any{})), api.CodeInvalidType, "dry_run_denials"},
+		{"denial count as string", withReport(set("dry_run_denials.count", "4")), api.CodeInvalidType, "dry_run_denials[0].count"},
+		{"unknown field in denial", withReport(set("dry_run_denials.extra", 1)), api.CodeUnknownField, "dry_run_denials[0].extra"},
+		{"bad denial and bad server", withReport(set("dry_run_denials.caller_service", ""), set("server.requests", -1)), api.CodeOutOfRange, "server.requests"},
 		{"second report bad", encode(t, []any{validReport(), func() map[string]any {
 			r := validReport()
 			r["server"].(map[string]any)["requests"] = -5
@@ -199,3 +201,77 @@ func TestValidateRejectsNaNFromGoCallers(t *testing.T) {
 }
 
 func nan() float64 { var z float64; return z / z }
+
+// A report whose only fault is in its dry-run denials is accepted without
+// them: the bad denials and those past the limit are left out and counted
+// by reason, the server and call data are kept. Validate stays strict.
+func TestDecodeDropsBadDenials(t *testing.T) {
+	lim := telemetry.DefaultLimits()
+	lim.MaxDenialsPerReport = 3
+	denial := func(caller, rule string, count int) map[string]any {
+		return map[string]any{"callee_service": "pay-svc", "caller_service": caller, "rule": rule, "count": count}
+	}
+	r := validReport()
+	r["dry_run_denials"] = []any{
+		denial("", "allow-list", 2),         // a caller without a name
+		denial("feed-api", "allow-list", 4), // kept
+		denial("bad name", "allow-list", 1), // whitespace
+		denial("a", "allow-list", -1),       // negative
+		denial("b", "allow-list", 1),        // kept
+		denial("c", "", 1),                  // no rule
+		denial("d", "allow-list", 1),        // kept
+		denial("e", "allow-list", 1),        // past the limit
+		denial("f", "allow-list", 1),        // past the limit
+	}
+	body := encode(t, []any{r, validReport()})
+	check := func(name string, reports []api.Report, drops telemetry.DenialDrops, fe *api.FieldError) {
+		t.Helper()
+		if fe != nil {
+			t.Fatalf("%s: refused: %v", name, fe)
+		}
+		if len(reports) != 2 || reports[0].Server == nil || reports[0].Server.Requests != 5400 || len(reports[0].Calls) != 1 {
+			t.Fatalf("%s: the server and call data were not kept: %+v", name, reports)
+		}
+		var callers []string
+		for _, d := range reports[0].DryRunDenials {
+			callers = append(callers, d.CallerService)
+		}
+		if fmt.Sprint(callers) != "[feed-api b d]" {
+			t.Errorf("%s: kept denials of %v, want [feed-api b d]", name, callers)
+		}
+		if len(reports[1].DryRunDenials) != 1 {
+			t.Errorf("%s: the second report lost its good denial", name)
+		}
+		want := telemetry.DenialDrops{api.CodeMissingField: 2, api.CodeInvalidValue: 1, api.CodeOutOfRange: 1, api.CodeTooMany: 2}
+		if fmt.Sprint(drops) != fmt.Sprint(want) || drops.Total() != 6 {
+			t.Errorf("%s: dropped %v, want %v", name, drops, want)
+		}
+		for i := range reports {
+			if fe := telemetry.Validate(&reports[i], lim, now, ""); fe != nil {
+				t.Errorf("%s: report %d as kept fails the strict check: %v", name, i, fe)
+			}
+		}
+	}
+	reports, drops, fe := telemetry.DecodeCounting(body, lim, now)
+	check("DecodeCounting", reports, drops, fe)
+	var dec telemetry.Decoder
+	for i := 0; i < 2; i++ { // the second time in the reports the first left
+		reports, fe = dec.Decode(body, lim, now)
+		check("Decoder", reports, dec.Dropped(), fe)
+	}
+	if _, fe := dec.Decode(encode(t, validReport()), lim, now); fe != nil || dec.Dropped() != nil {
+		t.Errorf("a good report: %v, dropped %v", fe, dec.Dropped())
+	}
+
+	var strict api.Report
+	if err := json.Unmarshal(encode(t, r), &strict); err != nil {
+		t.Fatal(err)
+	}
+	if fe := telemetry.Validate(&strict, lim, now, ""); fe == nil || fe.Field != "dry_run_denials" {
+		t.Errorf("Validate of too many denials: %v", fe)
+	}
+	strict.DryRunDenials = strict.DryRunDenials[:1]
+	if fe := telemetry.Validate(&strict, lim, now, ""); fe == nil || fe.Field != "dry_run_denials[0].caller_service" {
+		t.Errorf("Validate of an unnamed caller: %v", fe)
+	}
+}

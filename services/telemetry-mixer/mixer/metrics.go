@@ -18,6 +18,7 @@ type metrics struct {
 	retried                                         prometheus.Counter
 	dropped                                         *prometheus.CounterVec
 	forwardSeconds                                  prometheus.Histogram
+	denialsDropped                                  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -42,6 +43,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sextant_mixer_records_dropped_total",
 			Help: "Accepted records that never reached a calculator, by reason.",
 		}, []string{"reason"}),
+		denialsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sextant_mixer_denials_dropped_total",
+			Help: "Dry-run denials left out of accepted reports (the rest of the report kept), by reason: the code of the bad field, or too_many past --max-denials-per-report.",
+		}, []string{"reason"}),
 		forwardSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "sextant_mixer_forward_seconds",
 			Help:    "Duration of Aggregator.Ingest calls to calculator shards.",
@@ -51,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.forwardedServer = m.forwarded.WithLabelValues("server")
 	m.forwardedEdge = m.forwarded.WithLabelValues("edge")
 	m.forwardedDenial = m.forwarded.WithLabelValues("denial")
-	reg.MustRegister(m.accepted, m.rejected, m.forwarded, m.retried, m.dropped, m.forwardSeconds)
+	reg.MustRegister(m.accepted, m.rejected, m.forwarded, m.retried, m.dropped, m.forwardSeconds, m.denialsDropped)
 	return m
 }
 

@@ -248,12 +248,20 @@ func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
 		return
 	}
 	in.metrics.accepted.Add(float64(len(reports)))
-	// {"accepted":N}, without a map to encode
+	// {"accepted":N}, without a map to encode; with the denials left out
+	// (bad or past the limit: the rest of their reports is kept) when any.
 	c.SetStatusCode(consts.StatusAccepted)
 	c.SetContentType("application/json; charset=utf-8")
 	var num [20]byte
 	c.Response.AppendBodyString(`{"accepted":`)
 	c.Response.AppendBody(strconv.AppendInt(num[:0], int64(len(reports)), 10))
+	if drops := dec.Dropped(); drops != nil {
+		for reason, n := range drops {
+			in.metrics.denialsDropped.WithLabelValues(reason).Add(float64(n))
+		}
+		c.Response.AppendBodyString(`,"denials_dropped":`)
+		c.Response.AppendBody(strconv.AppendInt(num[:0], int64(drops.Total()), 10))
+	}
 	c.Response.AppendBodyString("}")
 }
 
