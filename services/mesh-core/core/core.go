@@ -177,15 +177,23 @@ func (mc *MeshCore) Start() error {
 	return nil
 }
 
+// expirePolicies tells the cache whether mesh-core follows etcd, and expires
+// the policies grown too old on the time spent in touch with it: while etcd
+// is away (or a mirror does not follow it) no policy expires, so none flips
+// to static weights during an outage.
 func (mc *MeshCore) expirePolicies(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			mc.cache.expirePolicies()
+			inTouch := !mc.Stale()
+			mc.cache.SetInTouch(inTouch)
+			if inTouch {
+				mc.cache.expirePolicies()
+			}
 		}
 	}
 }
