@@ -106,3 +106,31 @@ func TestPoliciesKeptThroughAnEtcdOutage(t *testing.T) {
 		t.Fatalf("the policy expired %s after it was published, TTL %s", age, ttl)
 	}
 }
+
+// A replica that never synced with etcd is not ready: it has nothing to
+// serve. Once etcd answers it is, and it stays ready through an outage.
+func TestNotReadyBeforeTheFirstSync(t *testing.T) {
+	etcd := testenv.StartEtcd(t)
+	prefix := testenv.Prefix(t)
+	etcd.Stop()
+	mc := coretest.Start(t, etcd, prefix, nil)
+	time.Sleep(time.Second)
+	if r := call(t, "GET", "http://"+mc.Addr()+"/readyz", nil); r.status != 503 {
+		t.Fatalf("/readyz before etcd ever answered: %d %s", r.status, r.body)
+	}
+	if r := call(t, "GET", "http://"+mc.Addr()+"/healthz", nil); r.status != 200 {
+		t.Fatalf("/healthz before etcd ever answered: %d", r.status)
+	}
+	etcd.Restart()
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if r := testenv.Ready(t, mc.Addr()); len(r) > 0 {
+			return fmt.Errorf("not ready once etcd answers: %v", r)
+		}
+		return nil
+	})
+	etcd.Stop()
+	testenv.WaitMetric(t, mc.Addr(), "sextant_meshcore_etcd_connected", 0)
+	if r := testenv.Ready(t, mc.Addr()); len(r) > 0 {
+		t.Fatalf("not ready while etcd is away after a sync: %v", r)
+	}
+}
