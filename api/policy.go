@@ -25,6 +25,11 @@ type InstanceWeight struct {
 	Weight   int32  `json:"weight"`
 	Ejected  bool   `json:"ejected"`
 	Reason   string `json:"reason"`
+	// EjectedUntilMs is when an ejected instance comes back (unix ms); a
+	// calculator that takes the service over keeps the ejection until then.
+	EjectedUntilMs int64 `json:"ejected_until_ms,omitempty"`
+	// Ejections is the ejections in a row the ejection backoff counts.
+	Ejections int32 `json:"ejections,omitempty"`
 }
 
 // Shard is one weight-calculator shard as it registers itself in etcd (at

@@ -10,6 +10,13 @@ struct InstanceWeight {
     3: bool ejected
     // Why the weight is what it is (e.g. "computed", "blackout", "stale", "ejected:errors").
     4: string reason
+    // When an ejected instance comes back (unix ms, the calculator's clock);
+    // 0 when not ejected. A calculator that takes the service over keeps the
+    // ejection until then.
+    5: i64 ejected_until_ms
+    // The ejections in a row the ejection backoff counts (an instance
+    // ejected again is ejected for longer); 0 when none.
+    6: i32 ejections
 }
 
 struct Overload {

@@ -175,9 +175,20 @@ func WriteError(c *app.RequestContext, status int, fe *api.FieldError) {
 // Readiness reports why a service is not ready; nil or empty means ready.
 type Readiness func() []string
 
+// Stale reports what a ready service serves from its last state (say, etcd is
+// away and it answers from memory); nil or empty means its state is live. A
+// stale replica stays in its Service: taking it out would leave the data
+// planes nothing, where the last state is what they need.
+type Stale func() []string
+
 // HealthRoutes adds /healthz (the process serves) and /readyz (the service can
 // do its job; 503 with the reasons when it cannot).
-func HealthRoutes(s *Server, ready Readiness) {
+func HealthRoutes(s *Server, ready Readiness) { HealthRoutesStale(s, ready, nil) }
+
+// HealthRoutesStale is HealthRoutes for a service that may serve its last
+// state: /readyz answers 503 with the reasons while it is not ready, else 200,
+// with "stale": true and the detail while stale (may be nil) says so.
+func HealthRoutesStale(s *Server, ready Readiness, stale Stale) {
 	s.GET("/healthz", func(_ context.Context, c *app.RequestContext) {
 		c.JSON(consts.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -185,6 +196,12 @@ func HealthRoutes(s *Server, ready Readiness) {
 		if reasons := ready(); len(reasons) > 0 {
 			c.JSON(consts.StatusServiceUnavailable, map[string]any{"status": "degraded", "reasons": reasons})
 			return
+		}
+		if stale != nil {
+			if detail := stale(); len(detail) > 0 {
+				c.JSON(consts.StatusOK, map[string]any{"status": "ready", "stale": true, "detail": detail})
+				return
+			}
 		}
 		c.JSON(consts.StatusOK, map[string]string{"status": "ready"})
 	})

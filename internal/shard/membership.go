@@ -75,6 +75,10 @@ func (m *Membership) Run(ctx context.Context) { m.mirror.Run(ctx) }
 // Synced tells whether the view follows etcd right now.
 func (m *Membership) Synced() bool { return m.mirror.Synced() }
 
+// Listed tells whether the view was ever listed from etcd: before, it is
+// empty for want of an answer, not because no shard is registered.
+func (m *Membership) Listed() bool { return m.mirror.Revision() > 0 }
+
 // View returns the current set of shards.
 func (m *Membership) View() *View { return m.view.Load() }
 

@@ -8,10 +8,12 @@ import (
 )
 
 type InstanceWeight struct {
-	Instance string `thrift:"instance,1" frugal:"1,default,string" json:"instance"`
-	Weight   int32  `thrift:"weight,2" frugal:"2,default,i32" json:"weight"`
-	Ejected  bool   `thrift:"ejected,3" frugal:"3,default,bool" json:"ejected"`
-	Reason   string `thrift:"reason,4" frugal:"4,default,string" json:"reason"`
+	Instance       string `thrift:"instance,1" frugal:"1,default,string" json:"instance"`
+	Weight         int32  `thrift:"weight,2" frugal:"2,default,i32" json:"weight"`
+	Ejected        bool   `thrift:"ejected,3" frugal:"3,default,bool" json:"ejected"`
+	Reason         string `thrift:"reason,4" frugal:"4,default,string" json:"reason"`
+	EjectedUntilMs int64  `thrift:"ejected_until_ms,5" frugal:"5,default,i64" json:"ejected_until_ms"`
+	Ejections      int32  `thrift:"ejections,6" frugal:"6,default,i32" json:"ejections"`
 }
 
 func NewInstanceWeight() *InstanceWeight {
@@ -36,6 +38,14 @@ func (p *InstanceWeight) GetEjected() (v bool) {
 func (p *InstanceWeight) GetReason() (v string) {
 	return p.Reason
 }
+
+func (p *InstanceWeight) GetEjectedUntilMs() (v int64) {
+	return p.EjectedUntilMs
+}
+
+func (p *InstanceWeight) GetEjections() (v int32) {
+	return p.Ejections
+}
 func (p *InstanceWeight) SetInstance(val string) {
 	p.Instance = val
 }
@@ -47,6 +57,12 @@ func (p *InstanceWeight) SetEjected(val bool) {
 }
 func (p *InstanceWeight) SetReason(val string) {
 	p.Reason = val
+}
+func (p *InstanceWeight) SetEjectedUntilMs(val int64) {
+	p.EjectedUntilMs = val
+}
+func (p *InstanceWeight) SetEjections(val int32) {
+	p.Ejections = val
 }
 
 func (p *InstanceWeight) String() string {
@@ -61,6 +77,8 @@ var fieldIDToName_InstanceWeight = map[int16]string{
 	2: "weight",
 	3: "ejected",
 	4: "reason",
+	5: "ejected_until_ms",
+	6: "ejections",
 }
 
 type Overload struct {

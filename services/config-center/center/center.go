@@ -102,6 +102,15 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	}))
 	reg := httpx.NewRegistry()
 	cc.series.Register(reg, "sextant_configcenter")
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sextant_configcenter_etcd_connected",
+		Help: "1 while the config-center follows etcd (probe answered, every mirror watching); 0 while it serves its last state.",
+	}, func() float64 {
+		if cc.connected() {
+			return 1
+		}
+		return 0
+	}))
 	st := &store{etcd: cli, keys: keys, kitexPrefix: cfg.KitexPrefix, timeout: 5 * time.Second, pinsOf: v.PinsOf, series: cc.series, retention: cfg.Retention}
 	status := newStatusBook(cfg.StatusTTL)
 	a := &configAPI{store: st, view: v, maxBody: cfg.MaxBodyBytes, status: status}
@@ -134,7 +143,7 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	h.DELETE("/v1/tokens/:id", append(write, tok.revoke)...)
 	h.POST("/v1/certificates", append(read, certs.issue)...)
 	h.GET("/v1/ca", certs.bundle)
-	httpx.HealthRoutes(h, cc.readiness)
+	httpx.HealthRoutesStale(h, cc.readiness, cc.staleness)
 	httpx.MetricsRoute(h, reg)
 	return cc, nil
 }
@@ -166,16 +175,40 @@ func (cc *Center) Failed() <-chan struct{} { return cc.parts.Failed() }
 // Err is the failure Failed reports, or nil.
 func (cc *Center) Err() error { return cc.parts.Err() }
 
+// readiness: the config-center is ready once it has had etcd's state (a
+// probe answered, every mirror listed its prefix), and stays ready while
+// etcd is away: watches serve the last known configs (staleness says so);
+// the API's reads and writes, which go to etcd, fail.
 func (cc *Center) readiness() []string {
 	var reasons []string
-	if !cc.health.OK() {
-		reasons = append(reasons, "etcd unreachable: writes fail, watches serve the last known configs")
+	if cc.health.LastOK().IsZero() {
+		reasons = append(reasons, "etcd never reached: nothing to serve yet")
 	}
 	for _, m := range cc.mirrors {
-		if !m.Synced() {
-			reasons = append(reasons, "not following etcd (watch down)")
+		if m.Revision() == 0 {
+			reasons = append(reasons, "not synced with etcd yet (a mirror has not listed its prefix)")
 			break
 		}
 	}
 	return reasons
 }
+
+// staleness says why the config-center serves its last known state rather
+// than etcd's live one; empty while it follows etcd.
+func (cc *Center) staleness() []string {
+	var detail []string
+	if !cc.health.OK() {
+		detail = append(detail, fmt.Sprintf("etcd unreachable since %s: the API fails, watches serve the last known configs",
+			cc.health.LastOK().Format(time.RFC3339)))
+	}
+	for _, m := range cc.mirrors {
+		if !m.Synced() {
+			detail = append(detail, "not following etcd (watch down): serving the last known configs")
+			break
+		}
+	}
+	return detail
+}
+
+// connected tells whether the config-center follows etcd now.
+func (cc *Center) connected() bool { return len(cc.staleness()) == 0 }

@@ -33,7 +33,15 @@ type Cache struct {
 	regs     map[string]map[string]api.Registration
 	kitex    map[string]map[string]api.Registration // from kitex-contrib/registry-etcd
 	policies map[string]*api.Policy
-	holds    map[string]int // pollers waiting, by service
+	// ages says how old each policy was when it arrived, on the in-touch
+	// clock: a policy ages only while mesh-core follows etcd (policyAge).
+	ages map[string]policyArrival
+	// The in-touch clock: the time spent following etcd, up to touchedAt,
+	// and whether it runs now (SetInTouch).
+	inTouch   time.Duration
+	touchedAt time.Time
+	touching  bool
+	holds     map[string]int // pollers waiting, by service
 	// published is when each service last got a new version; deferred
 	// holds the rebuilds waiting for the end of their window.
 	published map[string]time.Time
@@ -118,6 +126,7 @@ func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache
 	return &Cache{
 		policyTTL: policyTTL, maxServices: maxServices, log: log, now: time.Now, onSnapshot: func() {},
 		regs: map[string]map[string]api.Registration{}, kitex: map[string]map[string]api.Registration{}, policies: map[string]*api.Policy{},
+		ages: map[string]policyArrival{}, touching: true, touchedAt: time.Now(),
 		holds: map[string]int{}, snaps: map[string]*Snapshot{},
 		published: map[string]time.Time{}, deferred: map[string]*time.Timer{},
 		subs: map[string]map[chan<- struct{}]bool{}, calls: map[string]map[*func(string)]bool{},
@@ -248,7 +257,7 @@ func (c *Cache) instances(service string) map[string]api.Registration {
 // no policy and no poller waiting is evicted. mu is held.
 func (c *Cache) rebuild(service string) *Snapshot {
 	pol := c.policies[service]
-	if pol != nil && c.now().Sub(time.UnixMilli(pol.ComputedAtMs)) > c.policyTTL {
+	if pol != nil && c.policyAge(service, pol, c.now()) > c.policyTTL {
 		pol = nil // too old to apply: static weights
 	}
 	next := buildSnapshot(service, c.instances(service), pol)
@@ -276,6 +285,57 @@ func (c *Cache) rebuild(service string) *Snapshot {
 	return next
 }
 
+// policyArrival is what the cache knows of a policy's age: its age when it
+// arrived from etcd, and the in-touch clock then.
+type policyArrival struct {
+	computedAtMs int64
+	age          time.Duration
+	clock        time.Duration
+}
+
+// SetInTouch tells the cache whether mesh-core follows etcd now. The policy
+// TTL counts only the time in touch: while etcd is away nothing can replace
+// a policy, so its age says nothing of whether it is out of date, and the
+// last good policies are kept however long the outage lasts. A policy that
+// is not refreshed while etcd is reachable (its calculator is gone) still
+// expires. A new cache is in touch.
+func (c *Cache) SetInTouch(ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	c.inTouch, c.touchedAt, c.touching = c.touchClock(now), now, ok
+}
+
+// touchClock is the time spent in touch with etcd up to now. mu is held.
+func (c *Cache) touchClock(now time.Time) time.Duration {
+	if c.touching && now.After(c.touchedAt) {
+		return c.inTouch + now.Sub(c.touchedAt)
+	}
+	return c.inTouch
+}
+
+// arrived records the age of service's policy as it arrives from etcd; a
+// policy already known (the same computation, listed again after an outage)
+// keeps its record. mu is held.
+func (c *Cache) arrived(service string, pol *api.Policy) {
+	if a, ok := c.ages[service]; ok && a.computedAtMs == pol.ComputedAtMs {
+		return
+	}
+	now := c.now()
+	c.ages[service] = policyArrival{computedAtMs: pol.ComputedAtMs,
+		age: now.Sub(time.UnixMilli(pol.ComputedAtMs)), clock: c.touchClock(now)}
+}
+
+// policyAge is how old service's policy is as the TTL counts it: its age
+// when it arrived plus the time in touch with etcd since. mu is held.
+func (c *Cache) policyAge(service string, pol *api.Policy, now time.Time) time.Duration {
+	a, ok := c.ages[service]
+	if !ok || a.computedAtMs != pol.ComputedAtMs {
+		return now.Sub(time.UnixMilli(pol.ComputedAtMs))
+	}
+	return a.age + c.touchClock(now) - a.clock
+}
+
 // expirePolicies rebuilds the services whose policy just grew too old.
 func (c *Cache) expirePolicies() {
 	c.mu.Lock()
@@ -285,7 +345,7 @@ func (c *Cache) expirePolicies() {
 		c.smu.RLock()
 		s := c.snaps[service]
 		c.smu.RUnlock()
-		if s != nil && s.PolicyAtMs == pol.ComputedAtMs && now.Sub(time.UnixMilli(pol.ComputedAtMs)) > c.policyTTL {
+		if s != nil && s.PolicyAtMs == pol.ComputedAtMs && c.policyAge(service, pol, now) > c.policyTTL {
 			c.rebuild(service)
 		}
 	}
@@ -369,6 +429,11 @@ func (m policyMirror) Reset(kvs []etcdx.Event, _ int64) {
 	for _, kv := range kvs {
 		m.put(kv.Key, kv.Value, false)
 	}
+	for service := range c.ages {
+		if c.policies[service] == nil {
+			delete(c.ages, service)
+		}
+	}
 	c.rebuildAll(nil)
 }
 
@@ -386,6 +451,7 @@ func (m policyMirror) Apply(events []etcdx.Event, _ int64) {
 func (m policyMirror) put(service string, value []byte, deleted bool) {
 	if deleted {
 		delete(m.c.policies, service)
+		delete(m.c.ages, service)
 		return
 	}
 	var p api.Policy
@@ -394,6 +460,7 @@ func (m policyMirror) put(service string, value []byte, deleted bool) {
 		return
 	}
 	m.c.policies[service] = &p
+	m.c.arrived(service, &p)
 }
 
 // rebuildAll rebuilds every service known now or before; mu is held.

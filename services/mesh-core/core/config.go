@@ -27,7 +27,8 @@ type Config struct {
 	Etcd etcdx.Config
 	// A policy older than this (by its computed_at) no longer applies: the
 	// service falls back to static weights. The calculator republishes every
-	// 30 s by default.
+	// 30 s by default. The age counts only the time mesh-core follows etcd:
+	// during an outage no policy expires (the last good ones are kept).
 	PolicyTTL time.Duration
 	// Longest and default wait of a discovery long poll.
 	MaxWait     time.Duration
@@ -99,7 +100,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PollIdleTimeout, "poll-idle-timeout", c.PollIdleTimeout, "a connection of the poll port without a poll in hand this long is closed")
 	fs.IntVar(&c.PollRateLimit, "poll-rate-limit", c.PollRateLimit, "most requests in a second on one connection of the poll port; beyond, 429 and the connection is closed")
 	c.Etcd.RegisterFlags(fs)
-	fs.DurationVar(&c.PolicyTTL, "policy-ttl", c.PolicyTTL, "a dynamic policy older than this no longer applies (static weights)")
+	fs.DurationVar(&c.PolicyTTL, "policy-ttl", c.PolicyTTL, "a dynamic policy older than this no longer applies (static weights); time while etcd is away does not count")
 	fs.DurationVar(&c.MaxWait, "max-wait", c.MaxWait, "longest wait of a discovery long poll")
 	fs.DurationVar(&c.DefaultWait, "default-wait", c.DefaultWait, "wait of a discovery long poll that names none")
 	fs.DurationVar(&c.Coalesce, "coalesce", c.Coalesce, "shortest time between two versions of one service: changes within it make one version (0: every change)")

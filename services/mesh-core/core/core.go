@@ -123,7 +123,7 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	mc.http.DELETE("/v1/instances/:service/:instance", authenticate, r.deregister)
 	mc.http.GET("/v1/discovery/:service", authenticate, d.one)
 	mc.http.GET("/v1/discovery", authenticate, d.many)
-	httpx.HealthRoutes(mc.http, mc.readiness)
+	httpx.HealthRoutesStale(mc.http, mc.readiness, mc.staleness)
 	httpx.MetricsRoute(mc.http, reg)
 	g.Add("time series export", mc.series.Exporter(reg, "sextant_meshcore", "sextant_meshcore_",
 		map[string]string{"replica": replicaName(mc.http.Addr())}))
@@ -185,15 +185,23 @@ func (mc *MeshCore) Start() error {
 	return nil
 }
 
+// expirePolicies tells the cache whether mesh-core follows etcd, and expires
+// the policies grown too old on the time spent in touch with it: while etcd
+// is away (or a mirror does not follow it) no policy expires, so none flips
+// to static weights during an outage.
 func (mc *MeshCore) expirePolicies(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			mc.cache.expirePolicies()
+			inTouch := !mc.Stale()
+			mc.cache.SetInTouch(inTouch)
+			if inTouch {
+				mc.cache.expirePolicies()
+			}
 		}
 	}
 }
@@ -212,20 +220,38 @@ func (mc *MeshCore) Failed() <-chan struct{} { return mc.parts.Failed() }
 // Err is the failure Failed reports, or nil.
 func (mc *MeshCore) Err() error { return mc.parts.Err() }
 
-// readiness: mesh-core is healthy while it serves from memory, but not ready
-// (degraded) while etcd is out of reach.
+// readiness: mesh-core is ready once it has had etcd's state: a probe
+// answered and every mirror listed its prefix. From then on it stays ready
+// while etcd is away, serving its last snapshots (staleness says so): taking
+// it out of its Service then would leave the data planes nothing.
 func (mc *MeshCore) readiness() []string {
 	var reasons []string
-	if !mc.health.OK() {
-		reasons = append(reasons, fmt.Sprintf("etcd unreachable since %s: serving the last snapshot", mc.health.LastOK().Format(time.RFC3339)))
+	if mc.health.LastOK().IsZero() {
+		reasons = append(reasons, "etcd never reached: nothing to serve yet")
 	}
 	for _, m := range mc.mirrors {
-		if !m.Synced() {
-			reasons = append(reasons, "not following etcd (watch down): serving the last snapshot")
+		if m.Revision() == 0 {
+			reasons = append(reasons, "not synced with etcd yet (a mirror has not listed its prefix)")
 			break
 		}
 	}
 	return reasons
+}
+
+// staleness says why mesh-core serves its last snapshots rather than etcd's
+// live state; empty while it follows etcd.
+func (mc *MeshCore) staleness() []string {
+	var detail []string
+	if !mc.health.OK() {
+		detail = append(detail, fmt.Sprintf("etcd unreachable since %s: serving the last snapshot", mc.health.LastOK().Format(time.RFC3339)))
+	}
+	for _, m := range mc.mirrors {
+		if !m.Synced() {
+			detail = append(detail, "not following etcd (watch down): serving the last snapshot")
+			break
+		}
+	}
+	return detail
 }
 
 type metrics struct {
@@ -283,6 +309,15 @@ func (m *metrics) observe(reg prometheus.Registerer, mc *MeshCore) {
 				return 1
 			}
 			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sextant_meshcore_etcd_connected",
+			Help: "1 while mesh-core follows etcd (probe answered, every mirror watching); 0 while it serves its last state.",
+		}, func() float64 {
+			if mc.Stale() {
+				return 0
+			}
+			return 1
 		}),
 	)
 }

@@ -370,8 +370,9 @@ func TestReplicasAgreeOnVersions(t *testing.T) {
 }
 
 // etcd goes away while pollers wait: answers keep coming from memory, marked
-// stale, /readyz degraded and /healthz green; when etcd is back the next
-// change arrives without restarting mesh-core.
+// stale; /readyz stays 200 (the replica stays in its Service) and says it
+// serves the last snapshot, the etcd_connected gauge is 0, /healthz green;
+// when etcd is back the next change arrives without restarting mesh-core.
 func TestFailStaticWhileEtcdIsAway(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	prefix := testenv.Prefix(t)
@@ -404,8 +405,9 @@ func TestFailStaticWhileEtcdIsAway(t *testing.T) {
 	if a.Version != before.Version || a.weights()["10.0.0.1:9000"] != 900 {
 		t.Fatalf("while etcd is away: %+v", a)
 	}
-	if r := call(t, "GET", "http://"+mc.Addr()+"/readyz", nil); r.status != 503 {
-		t.Fatalf("/readyz while etcd is away: %d %s", r.status, r.body)
+	if r := call(t, "GET", "http://"+mc.Addr()+"/readyz", nil); r.status != 200 ||
+		!strings.Contains(string(r.body), `"stale":true`) || !strings.Contains(string(r.body), "serving the last snapshot") {
+		t.Fatalf("/readyz while etcd is away: %d %s, want 200 saying it serves the last snapshot", r.status, r.body)
 	}
 	if r := call(t, "GET", "http://"+mc.Addr()+"/healthz", nil); r.status != 200 {
 		t.Fatalf("/healthz while etcd is away: %d", r.status)
@@ -413,8 +415,8 @@ func TestFailStaticWhileEtcdIsAway(t *testing.T) {
 	if status := <-waiting; status != http.StatusNotModified {
 		t.Fatalf("a poller waiting across the outage got %d", status)
 	}
-	if testenv.Metric(t, mc.Addr(), "sextant_meshcore_stale") != 1 {
-		t.Fatal("stale gauge not set")
+	if testenv.Metric(t, mc.Addr(), "sextant_meshcore_stale") != 1 || testenv.Metric(t, mc.Addr(), "sextant_meshcore_etcd_connected") != 0 {
+		t.Fatal("stale gauge not set, or etcd_connected not 0")
 	}
 
 	etcd.Restart()
@@ -425,11 +427,14 @@ func TestFailStaticWhileEtcdIsAway(t *testing.T) {
 		released <- a
 	}()
 	testenv.Eventually(t, 30*time.Second, func() error {
-		if r := call(t, "GET", "http://"+mc.Addr()+"/readyz", nil); r.status != 200 {
+		if r := call(t, "GET", "http://"+mc.Addr()+"/readyz", nil); r.status != 200 || strings.Contains(string(r.body), "stale") {
 			return fmt.Errorf("/readyz %d %s", r.status, r.body)
 		}
 		return nil
 	})
+	if testenv.Metric(t, mc.Addr(), "sextant_meshcore_etcd_connected") != 1 {
+		t.Fatal("etcd_connected not 1 once etcd is back")
+	}
 	register(t, mc, "svc", "10.0.0.3:9000", 60)
 	select {
 	case a := <-released:

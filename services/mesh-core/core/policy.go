@@ -68,6 +68,10 @@ func validatePolicy(p *meshcore.Policy, regs map[string]api.Registration) *meshc
 			return reject(RejectInvalid, field+".weight", "%d is outside [0, 1000]", w.Weight)
 		case (w.Weight == 0) != w.Ejected:
 			return reject(RejectInvalid, field+".weight", "weight 0 is for ejected instances only (weight %d, ejected %v)", w.Weight, w.Ejected)
+		case w.EjectedUntilMs < 0 || (w.EjectedUntilMs > 0 && !w.Ejected):
+			return reject(RejectInvalid, field+".ejected_until_ms", "%d: a time for ejected instances only", w.EjectedUntilMs)
+		case w.Ejections < 0:
+			return reject(RejectInvalid, field+".ejections", "%d is negative", w.Ejections)
 		}
 		if _, ok := regs[w.Instance]; !ok {
 			return reject(RejectUnknownInstance, field+".instance", "%q is not a registered instance of %q", w.Instance, p.Service)
@@ -107,7 +111,8 @@ func storedPolicy(p *meshcore.Policy) *api.Policy {
 	out := &api.Policy{Service: p.Service, Version: p.Version, Weights: make([]api.InstanceWeight, len(p.Weights)),
 		Overload: storedOverload(p.Overload), ComputedAtMs: p.ComputedAtMs, CalculatorID: p.CalculatorId}
 	for i, w := range p.Weights {
-		out.Weights[i] = api.InstanceWeight{Instance: w.Instance, Weight: w.Weight, Ejected: w.Ejected, Reason: w.Reason}
+		out.Weights[i] = api.InstanceWeight{Instance: w.Instance, Weight: w.Weight, Ejected: w.Ejected, Reason: w.Reason,
+			EjectedUntilMs: w.EjectedUntilMs, Ejections: w.Ejections}
 	}
 	if len(p.InstanceOverload) > 0 {
 		out.InstanceOverload = make(map[string]*api.Overload, len(p.InstanceOverload))

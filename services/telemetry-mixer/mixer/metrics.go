@@ -74,5 +74,14 @@ func (m *metrics) observeForwarder(reg prometheus.Registerer, f *Forwarder, memb
 			Name: "sextant_mixer_shards",
 			Help: "Weight-calculator shards the mixer routes to.",
 		}, func() float64 { return float64(len(members.View().Shards)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sextant_mixer_etcd_connected",
+			Help: "1 while the mixer follows the shard registrations in etcd; 0 while it routes by the last shards seen.",
+		}, func() float64 {
+			if members.Synced() {
+				return 1
+			}
+			return 0
+		}),
 	)
 }

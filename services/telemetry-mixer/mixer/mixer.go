@@ -101,7 +101,7 @@ func New(cfg Config, log *slog.Logger) (*Mixer, error) {
 		ingest: NewIngest(seriesSink{next: fwd, series: series}, cfg.Limits, cfg.MaxBodyBytes, m)}
 	mx.ingest.authenticate = verifier.Authenticate()
 	mx.ingest.Routes(srv)
-	httpx.HealthRoutes(srv, mx.readiness)
+	httpx.HealthRoutesStale(srv, mx.readiness, mx.staleness)
 	httpx.MetricsRoute(srv, reg)
 	return mx, nil
 }
@@ -143,18 +143,26 @@ func (mx *Mixer) Err() error { return mx.parts.Err() }
 
 // readiness: a full queue is not a reason to be unready; every mixer would
 // leave the Service at once and data planes would get connection refused
-// instead of a 429 telling them to retry.
+// instead of a 429 telling them to retry. Nor is an etcd outage: the mixer
+// routes by the last shards it saw (staleness says so). It is not ready
+// before it ever listed the shards, or while it knows none.
 func (mx *Mixer) readiness() []string {
 	var reasons []string
-	if len(mx.members.View().Shards) == 0 {
+	if !mx.members.Listed() {
+		reasons = append(reasons, "shard membership not listed from etcd yet")
+	} else if len(mx.members.View().Shards) == 0 {
 		reasons = append(reasons, "no weight-calculator shard registered")
 	}
-	// Synced is false while etcd is unreachable, not only before the
-	// first listing.
-	if !mx.members.Synced() {
-		reasons = append(reasons, "shard membership not following etcd (unreachable or watch down): routing by the last shards seen")
-	}
 	return reasons
+}
+
+// staleness says why the mixer routes by the last shards it saw rather than
+// etcd's live set; empty while it follows etcd.
+func (mx *Mixer) staleness() []string {
+	if mx.members.Listed() && !mx.members.Synced() {
+		return []string{"shard membership not following etcd (unreachable or watch down): routing by the last shards seen"}
+	}
+	return nil
 }
 
 // Ingest is the POST /v1/telemetry handler: read, decode, validate, hand to a Sink.

@@ -39,6 +39,7 @@ type Calculator struct {
 
 	members      *shard.Membership
 	knobs        *KnobStore
+	policies     *PolicyBook
 	series       *tsdb.Writer
 	publisher    *Publisher
 	engine       *engine
@@ -81,6 +82,8 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	g.Add("shard membership", lifecycle.Loop(c.members.Run))
 	c.knobs = NewKnobStore(log)
 	g.Add("knob mirror", lifecycle.Loop(etcdx.NewMirror(cli, api.Keys{Prefix: cfg.Etcd.Prefix}.Configs(), c.knobs, log).Run))
+	c.policies = NewPolicyBook(log)
+	g.Add("policy mirror", lifecycle.Loop(etcdx.NewMirror(cli, api.Keys{Prefix: cfg.Etcd.Prefix}.Policies(), c.policies, log).Run))
 	g.Add("series expiry", lifecycle.Loop(c.expire))
 	verifier, tokenMirror, err := authn.Follow(cfg.Auth, cli, api.Keys{Prefix: cfg.Etcd.Prefix}, log)
 	if err != nil {
@@ -101,6 +104,7 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	g.Add("time series export", c.series.Exporter(reg, "sextant_calculator", "sextant_calculator_", map[string]string{"shard": cfg.ID}))
 	c.engine = newEngine(cfg.ID, c.store, c.knobs, c.owns, c.publisher, cfg.Window)
 	c.engine.series = c.series
+	c.engine.last = c.policies.Last
 	if !cfg.ManualRounds {
 		g.Add("rounds", lifecycle.Loop(c.rounds))
 	}
@@ -270,9 +274,11 @@ func (c *Calculator) expire(ctx context.Context) {
 // itself every window, in the middle of the window, so that the window before
 // is complete; tests with ManualRounds call it to step through windows.
 // Until this shard sees itself among the shards in etcd it does nothing:
-// without a view of the shard set it cannot know what it owns.
+// without a view of the shard set it cannot know what it owns. Nor until it
+// has listed the policies in etcd: a service it takes over continues from
+// its last published policy.
 func (c *Calculator) Round(now time.Time) {
-	if !c.members.View().Has(c.cfg.ID) {
+	if !c.members.View().Has(c.cfg.ID) || !c.policies.Listed() {
 		return
 	}
 	c.engine.round(now)
@@ -310,6 +316,9 @@ func (c *Calculator) readiness() []string {
 	}
 	if !c.members.View().Has(c.cfg.ID) {
 		reasons = append(reasons, "this shard is not in its view of the shards yet: it computes nothing")
+	}
+	if !c.policies.Listed() {
+		reasons = append(reasons, "the published policies are not listed from etcd yet: it computes nothing")
 	}
 	return reasons
 }

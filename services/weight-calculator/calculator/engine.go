@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 )
@@ -23,6 +24,9 @@ type engine struct {
 	pub    policySink
 	window time.Duration
 	series *tsdb.Writer
+	// last returns the last policy published for a service (PolicyBook),
+	// which a service taken over continues from; nil: start from defaults.
+	last func(service string) (*api.Policy, bool)
 
 	mu       sync.Mutex
 	services map[string]*serviceState
@@ -59,6 +63,9 @@ type serviceState struct {
 	lastPublish  time.Time
 	published    *meshcore.Policy
 	decision     Decision
+	// restoredFrom is the shard whose last published policy this state
+	// continues ("" when it started from defaults).
+	restoredFrom string
 }
 
 // maxSilentRounds is how many rounds in a row an overloaded or recovering
@@ -67,11 +74,14 @@ const maxSilentRounds = 3
 
 // Decision is the last round's outcome for a service, as /debug/policy shows it.
 type Decision struct {
-	Service          string                     `json:"service"`
-	Shard            string                     `json:"shard"`
-	RoundAtMs        int64                      `json:"round_at_ms"`
-	OwnedSinceMs     int64                      `json:"owned_since_ms"`
-	OwnershipWarmup  bool                       `json:"ownership_warmup"` // too soon after taking the service over to publish
+	Service         string `json:"service"`
+	Shard           string `json:"shard"`
+	RoundAtMs       int64  `json:"round_at_ms"`
+	OwnedSinceMs    int64  `json:"owned_since_ms"`
+	OwnershipWarmup bool   `json:"ownership_warmup"` // too soon after taking the service over to publish
+	// RestoredFrom is the shard whose last published policy the state
+	// continues, when the service was taken over with a policy in force.
+	RestoredFrom     string                     `json:"restored_from,omitempty"`
 	Weights          []weightDecision           `json:"weights"`
 	Overload         overloadControl            `json:"overload"`
 	InstanceOverload map[string]overloadControl `json:"instance_overload"`
@@ -105,6 +115,12 @@ func (e *engine) round(now time.Time) {
 		st := e.services[name]
 		if st == nil {
 			st = &serviceState{ownedSince: now, weights: map[string]*instanceWeight{}, instances: map[string]*overloadControl{}}
+			if e.last != nil {
+				if p, ok := e.last(name); ok {
+					k := e.knobs.For(name)
+					restore(st, p, &k, now)
+				}
+			}
 			e.services[name] = st
 		}
 		e.compute(name, st, now)
@@ -142,7 +158,23 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	last := e.store.WindowIndex(now) - 1 // the newest complete window
 	e.recordCalls(name, last)
 	warmup := time.Duration(k.EvalWindows+1) * e.window
-	d := Decision{Service: name, Shard: e.id, RoundAtMs: now.UnixMilli(), OwnedSinceMs: st.ownedSince.UnixMilli(), Knobs: k}
+	d := Decision{Service: name, Shard: e.id, RoundAtMs: now.UnixMilli(), OwnedSinceMs: st.ownedSince.UnixMilli(), Knobs: k,
+		RestoredFrom: st.restoredFrom}
+	if st.restoredFrom != "" && now.Before(st.ownedSince.Add(warmup)) {
+		// Taken over with a policy in force: that policy is what mesh-core
+		// serves, and the state continues from it, unchanged, until this
+		// shard holds an evaluation span of its own (partial windows would
+		// drop the overload level and move the weights on little data).
+		// Ejections end on time meanwhile; the first round after weighs
+		// the instance back.
+		d.OwnershipWarmup, d.Overload = true, st.overload
+		for _, w := range st.published.Weights {
+			d.Weights = append(d.Weights, weightDecision{Instance: w.Instance, Weight: w.Weight, Ejected: w.Ejected, Reason: w.Reason})
+		}
+		d.Publishing = e.pub.Status(name)
+		st.decision = d
+		return
+	}
 
 	// Weights from the evaluation span, for instances reported recently.
 	expiry := time.Duration(k.WeightExpiryMs) * time.Millisecond
@@ -274,7 +306,16 @@ func (e *engine) policy(name string, st *serviceState, now time.Time) *meshcore.
 		CalculatorId:     e.id,
 	}
 	for _, d := range e.decisions {
-		p.Weights = append(p.Weights, &meshcore.InstanceWeight{Instance: d.Instance, Weight: d.Weight, Ejected: d.Ejected, Reason: d.Reason})
+		w := &meshcore.InstanceWeight{Instance: d.Instance, Weight: d.Weight, Ejected: d.Ejected, Reason: d.Reason}
+		// The ejection's end and the backoff travel with the policy: a
+		// shard that takes the service over continues from them.
+		if s := st.weights[d.Instance]; s != nil {
+			if d.Ejected {
+				w.EjectedUntilMs = s.ejectedUntil.UnixMilli()
+			}
+			w.Ejections = int32(s.ejections)
+		}
+		p.Weights = append(p.Weights, w)
 	}
 	for id, c := range st.instances {
 		if c.State != StateNormal {

@@ -1,0 +1,64 @@
+package httpx_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/sextant-mesh/sextant/internal/httpx"
+)
+
+// /readyz: 503 with the reasons while not ready; 200 while ready, with the
+// detail of a stale state; /healthz is 200 in every case.
+func TestReadyzSaysStaleWhileReady(t *testing.T) {
+	var reasons, stale []string
+	srv := listen(t)
+	httpx.HealthRoutesStale(srv, func() []string { return reasons }, func() []string { return stale })
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(context.Background()) })
+	get := func(path string) (int, map[string]any) {
+		t.Helper()
+		var resp *http.Response
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if resp, err = http.Get("http://" + srv.Addr() + path); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body := map[string]any{}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body
+	}
+	for _, tc := range []struct {
+		name           string
+		reasons, stale []string
+		status         int
+		want           string // the status field
+	}{
+		{"live", nil, nil, 200, "ready"},
+		{"stale", nil, []string{"etcd unreachable"}, 200, "ready"},
+		{"not ready", []string{"never synced"}, []string{"etcd unreachable"}, 503, "degraded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reasons, stale = tc.reasons, tc.stale
+			status, body := get("/readyz")
+			if status != tc.status || body["status"] != tc.want {
+				t.Fatalf("/readyz %d %v", status, body)
+			}
+			if isStale := body["stale"] == true; isStale != (tc.stale != nil && tc.reasons == nil) {
+				t.Fatalf("/readyz stale=%v: %v", isStale, body)
+			}
+			if status, _ := get("/healthz"); status != 200 {
+				t.Fatalf("/healthz %d", status)
+			}
+		})
+	}
+}
