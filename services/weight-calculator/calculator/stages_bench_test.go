@@ -14,24 +14,26 @@ import (
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
 )
 
-// BenchmarkStageCalculatorIngest decodes one report's records as Kitex
-// hands them to the handler and aggregates them, counting each in metrics.
+// BenchmarkStageCalculatorIngest decodes one report's records as the
+// calculator's Kitex server does (the call's arguments, ingestArgs) and
+// aggregates them, counting each in metrics.
 func BenchmarkStageCalculatorIngest(b *testing.B) {
 	now := time.Now()
 	r := telemetrytest.Report(rand.New(rand.NewPCG(1, 2)), 7, 50, now.UnixMilli())
-	wire := thrift.FastMarshal(reportbatch.Batch(&r))
+	wire := thrift.FastMarshal(&aggregator.AggregatorIngestArgs{Batch: reportbatch.Batch(&r)})
 	cfg := DefaultConfig()
 	store := NewStore(cfg.Window, cfg.Windows, cfg.MaxSeries)
 	h := &ingestHandler{c: &Calculator{cfg: Config{Now: func() time.Time { return now }}, store: store,
 		metrics: newMetrics(prometheus.NewRegistry(), store)}}
+	res := aggregator.NewAggregatorIngestResult()
 	b.SetBytes(int64(len(wire)))
 	for b.Loop() {
-		var batch aggregator.ReportBatch
-		if err := thrift.FastUnmarshal(wire, &batch); err != nil {
+		var args ingestArgs
+		if _, err := args.FastRead(wire); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := h.Ingest(context.Background(), &batch); err != nil {
-			b.Fatal(err)
+		if err := serveIngest(context.Background(), h, &args, res); err != nil || res.Err != nil {
+			b.Fatal(err, res.Err)
 		}
 	}
 }
