@@ -1112,12 +1112,11 @@ func TestDefaultValues(t *testing.T) {
 			}
 		}
 	}
-	// GC defaults: GOGC per service, GOMEMLIMIT 90 % of the memory limit.
-	wantGOGC := map[string]string{"telemetry-mixer": "200", "weight-calculator": "100", "mesh-core": "100", "config-center": "100"}
+	// GC defaults: GOGC 100, GOMEMLIMIT 90 % of the memory limit.
 	for name, w := range r.sextantWorkloads(t) {
 		c := &w.pod.Spec.Containers[0]
-		if e, _ := envValue(c, "GOGC"); e.Value != wantGOGC[name] {
-			t.Errorf("%s: GOGC=%q, want %s", name, e.Value, wantGOGC[name])
+		if e, _ := envValue(c, "GOGC"); e.Value != "100" {
+			t.Errorf("%s: GOGC=%q, want 100", name, e.Value)
 		}
 		want := fmt.Sprintf("%dMiB", c.Resources.Limits.Memory().Value()*90/100>>20)
 		if e, _ := envValue(c, "GOMEMLIMIT"); e.Value != want {
