@@ -72,6 +72,19 @@ func TestIngestArgsReadAsGeneratedAndReleased(t *testing.T) {
 	}
 }
 
+// ingestArgs reads the fields of ReportBatch by id; one added to the IDL
+// would be skipped without a word.
+func TestIngestArgsKnowEveryBatchField(t *testing.T) {
+	known := map[string]bool{"mixer_id,1": true, "batch_id,2": true, "servers,3": true, "edges,4": true,
+		"denials,5": true, "parts,6": true, "part_count,7": true}
+	typ := reflect.TypeFor[aggregator.ReportBatch]()
+	for i := range typ.NumField() {
+		if tag := typ.Field(i).Tag.Get("thrift"); !known[tag] {
+			t.Errorf("ReportBatch field %s (%q) is not read by ingestArgs.readBatch", typ.Field(i).Name, tag)
+		}
+	}
+}
+
 // views is what s keeps, as JSON: its own bytes, whatever s points into.
 func views(s *Store) string {
 	var out []ServiceView
