@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Error codes that cross the API, in ErrorBody.Error.Code.
@@ -87,12 +88,29 @@ func Name(field, v string, required bool) *FieldError {
 	if len(v) > MaxNameLen {
 		return Errorf(field, CodeOutOfRange, "%d bytes long, at most %d", len(v), MaxNameLen)
 	}
-	for _, r := range v {
-		if r == unicode.ReplacementChar || unicode.IsSpace(r) || !unicode.IsPrint(r) {
-			return Errorf(field, CodeInvalidValue, "names must be printable and without spaces, got %q", v)
+	// Names are ASCII nearly always: '!' to '~' are exactly the ASCII
+	// runes the rule below accepts, checked without decoding runes.
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c >= utf8.RuneSelf {
+			return nameRunes(field, v[i:], v)
+		} else if c <= ' ' || c == 0x7f {
+			return badName(field, v)
 		}
 	}
 	return nil
+}
+
+func nameRunes(field, rest, v string) *FieldError {
+	for _, r := range rest {
+		if r == unicode.ReplacementChar || unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return badName(field, v)
+		}
+	}
+	return nil
+}
+
+func badName(field, v string) *FieldError {
+	return Errorf(field, CodeInvalidValue, "names must be printable and without spaces, got %q", v)
 }
 
 // KeyName is a Name that becomes one segment of an etcd key, so it may not

@@ -723,6 +723,7 @@ func checkSextantPod(t *testing.T, r *render, w workload, comp component) {
 			}
 		}
 	}
+	checkGC(t, where, c)
 	// The settings ConfigMap: every key is a flag, with a value the flag takes.
 	var settingsCM *corev1.ConfigMap
 	for _, src := range c.EnvFrom {
@@ -788,6 +789,53 @@ func checkSextantPod(t *testing.T, r *render, w workload, comp component) {
 	if spec.EnableServiceLinks == nil || *spec.EnableServiceLinks {
 		t.Errorf("%s: service links on: their *_SERVICE_HOST variables may be SEXTANT_* ones", where)
 	}
+}
+
+// checkGC: GOGC and GOMEMLIMIT, when set, are values the Go runtime takes,
+// GOMEMLIMIT below the container's memory limit, and no variable twice.
+func checkGC(t *testing.T, where string, c *corev1.Container) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, e := range c.Env {
+		if seen[e.Name] {
+			t.Errorf("%s: %s set twice", where, e.Name)
+		}
+		seen[e.Name] = true
+	}
+	if e, ok := envValue(c, "GOGC"); ok {
+		if n, err := strconv.Atoi(e.Value); e.Value != "off" && (err != nil || n < 1) {
+			t.Errorf("%s: GOGC=%q is neither a percentage nor off", where, e.Value)
+		}
+	}
+	if e, ok := envValue(c, "GOMEMLIMIT"); ok {
+		n, err := goMemLimit(e.Value)
+		if err != nil {
+			t.Errorf("%s: GOMEMLIMIT=%q: %v", where, e.Value, err)
+		} else if lim := c.Resources.Limits.Memory(); !lim.IsZero() && n >= lim.Value() {
+			t.Errorf("%s: GOMEMLIMIT=%s is not below the memory limit %s", where, e.Value, lim)
+		}
+	}
+}
+
+// goMemLimit reads GOMEMLIMIT as the Go runtime does: bytes, or a number of
+// B, KiB, MiB, GiB or TiB.
+func goMemLimit(v string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			v, mult = n, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("not a size the Go runtime reads")
+	}
+	return n * mult, nil
 }
 
 func fieldRef(c *corev1.Container, env, path string) bool {
@@ -1055,6 +1103,17 @@ func TestDefaultValues(t *testing.T) {
 			}
 		}
 	}
+	// GC defaults: GOGC 100, GOMEMLIMIT 90 % of the memory limit.
+	for name, w := range r.sextantWorkloads(t) {
+		c := &w.pod.Spec.Containers[0]
+		if e, _ := envValue(c, "GOGC"); e.Value != "100" {
+			t.Errorf("%s: GOGC=%q, want 100", name, e.Value)
+		}
+		want := fmt.Sprintf("%dMiB", c.Resources.Limits.Memory().Value()*90/100>>20)
+		if e, _ := envValue(c, "GOMEMLIMIT"); e.Value != want {
+			t.Errorf("%s: GOMEMLIMIT=%q, want %s (90 %% of %s)", name, e.Value, want, c.Resources.Limits.Memory())
+		}
+	}
 	s := r.find("Secret", fullname+"-auth")
 	if s == nil || len(s.obj.(*corev1.Secret).Data["admin-token"]) < 32 {
 		t.Errorf("default values: no Secret %s-auth with a generated admin-token", fullname)
@@ -1316,6 +1375,20 @@ func TestOptionValues(t *testing.T) {
 	}
 	if r.find("Secret", fullname+"-auth") != nil {
 		t.Errorf("auth.existingSecret set, yet the chart renders its own Secret")
+	}
+	// GC as the options file sets it.
+	for _, want := range []struct{ component, gogc, memLimit string }{
+		{"telemetry-mixer", "off", "700MiB"}, // set by hand
+		{"weight-calculator", "", ""},        // turned off
+		{"mesh-core", "100", "512MiB"},       // GOMEMLIMIT from extraEnv
+		{"config-center", "100", "460MiB"},   // the defaults: 90 % of 512Mi
+	} {
+		c := &ws[want.component].pod.Spec.Containers[0]
+		gogc, _ := envValue(c, "GOGC")
+		limit, _ := envValue(c, "GOMEMLIMIT")
+		if gogc.Value != want.gogc || limit.Value != want.memLimit {
+			t.Errorf("%s: GOGC=%q GOMEMLIMIT=%q, want %q and %q", want.component, gogc.Value, limit.Value, want.gogc, want.memLimit)
+		}
 	}
 	// The calculators: a StatefulSet on its headless Service.
 	calc := ws["weight-calculator"]

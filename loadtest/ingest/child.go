@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +24,13 @@ import (
 // (the parent's only way to learn a port of 0), run until SIGTERM.
 func serve(kind, addr string, po pathOptions) error {
 	hlog.SetLevel(hlog.LevelWarn) // keep Hertz's start-up lines out of the report
+	if dir := os.Getenv(profileEnv); dir != "" {
+		stop, err := startProfile(filepath.Join(dir, fmt.Sprintf("%s-%d.prof", kind, os.Getpid())))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	switch kind {
@@ -35,6 +44,22 @@ func serve(kind, addr string, po pathOptions) error {
 	fmt.Println("listening", srv.Addr())
 	<-sigs
 	return srv.Stop(stopContext())
+}
+
+// profileEnv names the folder server processes write CPU profiles into.
+const profileEnv = "INGEST_CPUPROFILE_DIR"
+
+// startProfile profiles this process's CPU into path until stop.
+func startProfile(path string) (stop func(), err error) {
+	out, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); out.Close() }, nil
 }
 
 // stopContext bounds a child's stop.

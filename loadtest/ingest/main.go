@@ -58,7 +58,11 @@ func main() {
 	flag.IntVar(&o.edges, "edges", 50, "call edges per report")
 	flag.IntVar(&o.rpr, "reports-per-request", 1, "reports per request (a JSON array)")
 	flag.IntVar(&o.procs, "gomaxprocs", 1, "GOMAXPROCS of each server process")
+	profiles := flag.String("cpuprofile-dir", "", "write a CPU profile of each server process (warm-up included) into this folder, as <kind>-<pid>.prof")
 	flag.Parse()
+	if *profiles != "" {
+		os.Setenv(profileEnv, *profiles) // the server processes inherit it
+	}
 	var err error
 	if serveKind != "" {
 		noopAnswer = fmt.Appendf(nil, `{"accepted":%d}`, o.rpr)

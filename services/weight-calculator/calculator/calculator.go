@@ -26,7 +26,6 @@ import (
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator"
-	aggregatorsvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/aggregator/aggregator"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
 )
 
@@ -118,7 +117,7 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
 	c.kitex = kitexx.NewServer("weight-calculator", ln, func(opts ...server.Option) server.Server {
-		return aggregatorsvc.NewServer(&ingestHandler{c: c}, opts...)
+		return newIngestServer(&ingestHandler{c: c}, opts...)
 	})
 	g.Add("kitex", c.kitex)
 	// Registered once Ingest is served, so mixers never route to a shard

@@ -151,9 +151,58 @@ func (t *Tally) NotAccepted() int64 {
 // ingestScratch is what one Ingest reuses: the parts reader and the call
 // edges of the batch, grouped by callee service before they are merged.
 type ingestScratch struct {
-	rd    reportbatch.Reader
-	edges []edgeRef
+	rd      reportbatch.Reader
+	edges   []edgeRef
+	grouped []edgeRef
+	// group numbers the callee services of a batch in the order they first
+	// appear; its keys point into the batch, so it is cleared before
+	// Ingest returns. ends[g] is where group g ends in grouped.
+	group map[string]int32
+	ends  []int32
 }
+
+// groupByService puts sc.edges into sc.grouped, the edges of each callee
+// service together (in the order of the batch), and returns the groups'
+// ends: a counting sort, linear in the edges, where sorting by name moved
+// every edge log(n) times.
+func (sc *ingestScratch) groupByService() []int32 {
+	if sc.group == nil {
+		sc.group = map[string]int32{}
+	}
+	ends := sc.ends[:0]
+	for i := range sc.edges {
+		name := sc.edges[i].call.CalleeService
+		g, ok := sc.group[name]
+		if !ok {
+			g = int32(len(ends))
+			sc.group[name] = g
+			ends = append(ends, 0)
+		}
+		ends[g]++
+	}
+	// counts to starts, then to ends as the edges are placed
+	var at int32
+	for g, n := range ends {
+		ends[g] = at
+		at += n
+	}
+	sc.grouped = slices.Grow(sc.grouped[:0], len(sc.edges))[:len(sc.edges)]
+	for i := range sc.edges {
+		g := sc.group[sc.edges[i].call.CalleeService]
+		sc.grouped[ends[g]] = sc.edges[i]
+		ends[g]++
+	}
+	if len(ends) > maxScratchGroups {
+		sc.group = nil // clearing costs what the map grew to
+	} else {
+		clear(sc.group)
+	}
+	sc.ends = ends
+	return ends
+}
+
+// maxScratchGroups bounds the callee services an ingest keeps a map for.
+const maxScratchGroups = 4096
 
 type edgeRef struct {
 	tsMs   int64
@@ -198,17 +247,13 @@ func (s *Store) Ingest(b *aggregator.ReportBatch, now time.Time) (Tally, error) 
 			t[KindDenial][s.addDenial(&r.DryRunDenials[i], now)]++
 		}
 	}
-	slices.SortFunc(sc.edges, func(a, b edgeRef) int { return strings.Compare(a.call.CalleeService, b.call.CalleeService) })
-	for i := 0; i < len(sc.edges); {
-		j := i + 1
-		for j < len(sc.edges) && sc.edges[j].call.CalleeService == sc.edges[i].call.CalleeService {
-			j++
-		}
-		s.addEdges(sc.edges[i:j], now, &t)
-		i = j
+	start := int32(0)
+	for _, end := range sc.groupByService() {
+		s.addEdges(sc.grouped[start:end], now, &t)
+		start = end
 	}
 	if len(sc.edges) > maxScratchEdges {
-		sc.edges = nil
+		sc.edges, sc.grouped, sc.group, sc.ends = nil, nil, nil, nil
 	}
 	return t, err
 }

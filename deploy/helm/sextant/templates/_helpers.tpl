@@ -201,3 +201,58 @@ float64, which would print 4194304 as 4.194304e+06. */}}
 {{- toString . }}
 {{- end }}
 {{- end }}
+
+{{/* Garbage collection ----------------------------------------------------------
+GOGC and GOMEMLIMIT of a service, as container env entries (docs/helm.md):
+GOMEMLIMIT is gc.memoryLimit when set, else gc.memoryLimitPercent of
+resources.limits.memory, in MiB (none without a limit or at 0 %). A variable
+extraEnv sets is left to extraEnv. Takes (dict "root" $ "component" "mesh-core"). */}}
+{{- define "sextant.gcEnv" -}}
+{{- $c := index (include "sextant.components" .root | fromYaml) .component }}
+{{- $v := index .root.Values $c.key }}
+{{- $user := dict }}
+{{- range $v.extraEnv }}
+{{- $_ := set $user .name true }}
+{{- end }}
+{{- $gc := $v.gc }}
+{{- $env := list }}
+{{- if and (not (hasKey $user "GOGC")) (ne (toString $gc.gogc) "") }}
+{{- $env = append $env (dict "name" "GOGC" "value" (include "sextant.scalar" $gc.gogc)) }}
+{{- end }}
+{{- $limit := "" }}
+{{- if $gc.memoryLimit }}
+{{- $limit = $gc.memoryLimit }}
+{{- else if and (gt (int $gc.memoryLimitPercent) 0) $v.resources.limits $v.resources.limits.memory }}
+{{- $bytes := include "sextant.quantityBytes" (dict "q" $v.resources.limits.memory "where" (printf "%s.resources.limits.memory" $c.key)) | float64 }}
+{{- $mib := floor (divf (mulf $bytes (int $gc.memoryLimitPercent)) 104857600) | int64 }}
+{{- if lt $mib 1 }}
+{{- fail (printf "%s.gc: %d%% of %v is below 1MiB" $c.key (int $gc.memoryLimitPercent) $v.resources.limits.memory) }}
+{{- end }}
+{{- $limit = printf "%dMiB" $mib }}
+{{- end }}
+{{- if and $limit (not (hasKey $user "GOMEMLIMIT")) }}
+{{- $env = append $env (dict "name" "GOMEMLIMIT" "value" $limit) }}
+{{- end }}
+{{- with $env }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* A Kubernetes quantity in bytes. Takes (dict "q" quantity "where" "name in values"). */}}
+{{- define "sextant.quantityBytes" -}}
+{{- $q := .q }}
+{{- if kindIs "string" $q }}
+{{- $num := regexFind "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)" $q }}
+{{- $suffix := trimPrefix $num $q }}
+{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- if and $num (hasKey $units $suffix) }}
+{{- mulf (float64 $num) (index $units $suffix) }}
+{{- else if regexMatch "^[0-9.]+[eE][+-]?[0-9]+$" $q }}
+{{- float64 $q }}
+{{- else }}
+{{- fail (printf "%s: %q is not a memory quantity the chart reads (e.g. 512Mi, 2Gi); set gc.memoryLimit instead" .where $q) }}
+{{- end }}
+{{- else }}
+{{- float64 $q }}
+{{- end }}
+{{- end }}
