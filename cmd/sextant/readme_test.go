@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,7 +51,7 @@ func TestReadmeQuickStart(t *testing.T) {
 		"-mixer-addr", "127.0.0.1:0", "-calculator-addr", "127.0.0.1:0", "-calculator-admin-addr", "127.0.0.1:0",
 		"-mesh-core-addr", "127.0.0.1:0", "-mesh-core-kitex-addr", "127.0.0.1:0", "-mesh-core-poll-addr", "127.0.0.1:0",
 		"-config-center-addr", "127.0.0.1:0", "-influxd", "", "-admin-token", admin,
-	}, &bytes.Buffer{}, nil)
+	}, io.Discard, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,9 +14,13 @@ import (
 // /readyz: 503 with the reasons while not ready; 200 while ready, with the
 // detail of a stale state; /healthz is 200 in every case.
 func TestReadyzSaysStaleWhileReady(t *testing.T) {
+	// Set by the test, read by the server's goroutines.
+	var mu sync.Mutex
 	var reasons, stale []string
 	srv := listen(t)
-	httpx.HealthRoutesStale(srv, func() []string { return reasons }, func() []string { return stale })
+	httpx.HealthRoutesStale(srv,
+		func() []string { mu.Lock(); defer mu.Unlock(); return reasons },
+		func() []string { mu.Lock(); defer mu.Unlock(); return stale })
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +53,9 @@ func TestReadyzSaysStaleWhileReady(t *testing.T) {
 		{"not ready", []string{"never synced"}, []string{"etcd unreachable"}, 503, "degraded"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
 			reasons, stale = tc.reasons, tc.stale
+			mu.Unlock()
 			status, body := get("/readyz")
 			if status != tc.status || body["status"] != tc.want {
 				t.Fatalf("/readyz %d %v", status, body)
