@@ -65,7 +65,9 @@ type Addrs struct {
 	Etcd, Mixer, CalculatorAdmin, MeshCore, ConfigCenter string
 	// MeshCorePoll is mesh-core's poll port, for discovery ("" when off).
 	MeshCorePoll string
-	AdminToken   string
+	// MeshCoreKitex is mesh-core's Kitex port (PublishPolicy).
+	MeshCoreKitex string
+	AdminToken    string
 }
 
 // Parse reads the control plane's flags from args, and from SEXTANT_*
@@ -237,7 +239,7 @@ and gives it to the SDK as SEXTANT_TOKEN.
 		fmt.Fprintf(cfg.Stderr, "\nadmin token (generated; set SEXTANT_ADMIN_TOKEN to choose one):\n  export SEXTANT_ADMIN_TOKEN=%s\n", admin)
 	}
 	addrs := Addrs{Etcd: etcd.ClientURL, Mixer: mx.Addr(), CalculatorAdmin: firstAdmin, MeshCore: meshCore.Addr(),
-		MeshCorePoll: meshCore.PollAddr(), ConfigCenter: configCenter.Addr(), AdminToken: admin}
+		MeshCorePoll: meshCore.PollAddr(), MeshCoreKitex: meshCore.KitexAddr(), ConfigCenter: configCenter.Addr(), AdminToken: admin}
 	if cfg.Ready != nil {
 		cfg.Ready(addrs)
 	}
