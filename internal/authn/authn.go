@@ -149,11 +149,12 @@ type Verifier struct {
 	now       func() time.Time
 	// lookup reads one token from etcd, for an ID the mirror does not hold
 	// yet (a token issued a moment ago); lookups bounds how often.
-	lookup  func(id string) (api.StoredToken, bool)
+	lookup  func(id string) (t api.StoredToken, rev int64, ok bool)
 	lookups *rate.Limiter
 
 	mu     sync.RWMutex
 	tokens map[string]api.StoredToken // by ID
+	rev    int64                      // the etcd revision the mirror has applied
 
 	ca atomic.Pointer[pki.Current] // the trust bundle of client certificates
 }
@@ -177,14 +178,15 @@ func Follow(cfg Config, cli *clientv3.Client, keys api.Keys, log *slog.Logger) (
 	}
 	v := NewVerifier(ops)
 	v.lookups = rate.NewLimiter(lookupsPerSecond, lookupsPerSecond)
-	v.lookup = func(id string) (api.StoredToken, bool) {
+	v.lookup = func(id string) (api.StoredToken, int64, bool) {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
 		resp, err := cli.Get(ctx, keys.Token(id))
 		if err != nil || len(resp.Kvs) == 0 {
-			return api.StoredToken{}, false
+			return api.StoredToken{}, 0, false
 		}
-		return decodeStored(resp.Kvs[0].Value)
+		t, ok := decodeStored(resp.Kvs[0].Value)
+		return t, resp.Header.Revision, ok
 	}
 	return v, etcdx.NewMirror(cli, keys.Tokens(), v, log), nil
 }
@@ -240,9 +242,18 @@ func (v *Verifier) verifyToken(id, secret string) (Identity, *api.FieldError) {
 	t, ok := v.tokens[id]
 	v.mu.RUnlock()
 	if !ok && v.lookup != nil && v.lookups.Allow() {
-		// Issued a moment ago, before the mirror saw it: etcd knows. The
-		// mirror applies it (or its revocation) in turn.
-		t, ok = v.lookup(id)
+		// Issued a moment ago, before the mirror saw it: etcd knows. It is
+		// kept until the mirror applies it (or its revocation) in turn.
+		var rev int64
+		if t, rev, ok = v.lookup(id); ok {
+			v.mu.Lock()
+			// Kept only while the mirror is behind the read: a mirror that
+			// has passed it without the token saw it revoked since.
+			if _, known := v.tokens[id]; !known && rev > v.rev {
+				v.tokens[id] = t
+			}
+			v.mu.Unlock()
+		}
 	}
 	if !ok || subtle.ConstantTimeCompare([]byte(HashSecret(secret)), []byte(t.SecretSHA256)) != 1 {
 		return Identity{}, api.Errorf(api.AuthorizationHeader, api.CodeUnauthenticated, "unknown or revoked token")
@@ -258,7 +269,7 @@ func (v *Verifier) verifyToken(id, secret string) (Identity, *api.FieldError) {
 }
 
 // Reset replaces the known data-plane tokens.
-func (v *Verifier) Reset(kvs []etcdx.Event, _ int64) {
+func (v *Verifier) Reset(kvs []etcdx.Event, rev int64) {
 	tokens := make(map[string]api.StoredToken, len(kvs))
 	for _, kv := range kvs {
 		if t, ok := decodeStored(kv.Value); ok {
@@ -266,14 +277,15 @@ func (v *Verifier) Reset(kvs []etcdx.Event, _ int64) {
 		}
 	}
 	v.mu.Lock()
-	v.tokens = tokens
+	v.tokens, v.rev = tokens, rev
 	v.mu.Unlock()
 }
 
 // Apply adds and revokes data-plane tokens.
-func (v *Verifier) Apply(events []etcdx.Event, _ int64) {
+func (v *Verifier) Apply(events []etcdx.Event, rev int64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.rev = rev
 	for _, ev := range events {
 		id := ev.Key[strings.LastIndexByte(ev.Key, '/')+1:]
 		if ev.Deleted {

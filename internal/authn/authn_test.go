@@ -65,9 +65,9 @@ func TestVerifyLooksUpANewToken(t *testing.T) {
 	fresh, freshTok := NewToken(DataPlane("comment-svc", "admin"), time.Hour, now)
 	v := NewVerifier(nil)
 	lookups := 0
-	v.lookup = func(id string) (api.StoredToken, bool) {
+	v.lookup = func(id string) (api.StoredToken, int64, bool) {
 		lookups++
-		return fresh, id == fresh.ID
+		return fresh, 10, id == fresh.ID
 	}
 	v.lookups = rate.NewLimiter(0, 2) // two, then none
 	if _, fe := v.Verify("Bearer " + freshTok); fe != nil {
@@ -78,5 +78,32 @@ func TestVerifyLooksUpANewToken(t *testing.T) {
 	}
 	if _, fe := v.Verify("Bearer " + api.TokenPrefix + "made.up"); fe == nil || lookups != 2 {
 		t.Fatalf("beyond the bound: %v after %d lookups, want refused after 2", fe, lookups)
+	}
+}
+
+// A looked-up token is kept only while the mirror is behind the read: past
+// it, the mirror's word (revoked, if it does not hold the token) stands.
+func TestLookupDoesNotOutliveARevocation(t *testing.T) {
+	now := time.Now()
+	tok, secret := NewToken(DataPlane("comment-svc", "admin"), time.Hour, now)
+	v := NewVerifier(nil)
+	lookups := 0
+	v.lookup = func(string) (api.StoredToken, int64, bool) { lookups++; return tok, 10, true }
+	v.lookups = rate.NewLimiter(rate.Inf, 1)
+	v.Reset(nil, 20) // the mirror has seen revision 20, without the token
+	for range 2 {
+		if _, fe := v.Verify("Bearer " + secret); fe != nil {
+			t.Fatal(fe)
+		}
+	}
+	if lookups != 2 {
+		t.Fatalf("%d lookups: a read older than the mirror was kept", lookups)
+	}
+	v.Reset(nil, 5) // the mirror is behind the read: kept
+	for range 2 {
+		_, _ = v.Verify("Bearer " + secret)
+	}
+	if lookups != 3 {
+		t.Fatalf("%d lookups, want 3: a read newer than the mirror is kept", lookups)
 	}
 }

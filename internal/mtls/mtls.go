@@ -56,6 +56,9 @@ type Config struct {
 	// Hosts are more DNS names and IP addresses (comma-separated) for a
 	// serving certificate the service issues itself.
 	Hosts string
+	// PlainHTTP keeps the HTTP ports plaintext while the Kitex hops use
+	// mTLS (sextant dev, whose quick start speaks http://). No flag sets it.
+	PlainHTTP bool
 }
 
 // RegisterFlags adds --tls-cert, --tls-key, --ca-key-file, --trust-domain
@@ -86,6 +89,7 @@ type Security struct {
 	CA     *pki.Current
 	Mirror *etcdx.Mirror
 	tls    *tls.Config
+	kitex  *kitexTLS // nil: the Kitex hops are plaintext
 }
 
 // New builds a service's Security and makes verifier trust the authority's
@@ -118,20 +122,41 @@ func New(c Config, cli *clientv3.Client, keys api.Keys, service, listenAddr stri
 	if verifier != nil {
 		verifier.TrustAuthority(s.CA)
 	}
-	switch {
-	case c.CertFile != "" || c.KeyFile != "":
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	var files, self func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	if c.CertFile != "" || c.KeyFile != "" {
+		fc, err := newFileCert(c.CertFile, c.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("TLS: %w", err)
 		}
-		s.tls = serverTLS(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil })
-	case seal != nil:
+		files = fc.get
+	}
+	if seal != nil {
 		dns, ips := hostsOf(listenAddr, c.Hosts)
 		si, err := newSelfIssued(s.CA, pki.ID{TrustDomain: known.TrustDomain(), Namespace: ServiceNamespace, Service: service}, dns, ips)
 		if err != nil {
 			return nil, err
 		}
-		s.tls = serverTLS(si.get)
+		self = si.get
+	}
+	// The HTTP ports serve the certificate files when given, else the
+	// certificate the service issues itself. The Kitex hops present the
+	// service's own identity: the certificate it issues itself when it
+	// can, else the files (which must then carry its SPIFFE ID).
+	switch {
+	case c.PlainHTTP:
+	case files != nil:
+		s.tls = serverTLS(files)
+	case self != nil:
+		s.tls = serverTLS(self)
+	}
+	switch {
+	case self != nil:
+		s.kitex = &kitexTLS{ca: s.CA, cert: self}
+	case files != nil:
+		s.kitex = &kitexTLS{ca: s.CA, cert: files}
+	}
+	if s.kitex != nil {
+		s.kitex.sessions = tls.NewLRUClientSessionCache(64)
 	}
 	return s, nil
 }
@@ -225,4 +250,65 @@ func hostsOf(listenAddr, extra string) (dns []string, ips []net.IP) {
 		}
 	}
 	return dns, ips
+}
+
+// fileCert is a certificate and key read from files, read again when
+// either file changes (checked at a handshake, at most every
+// fileCheckEvery), so that a renewed certificate is served without a
+// restart. A pair that does not load keeps the last one served.
+type fileCert struct {
+	certFile, keyFile string
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	stamp   string // the files' sizes and modification times
+	checked time.Time
+}
+
+const fileCheckEvery = 10 * time.Second
+
+func newFileCert(certFile, keyFile string) (*fileCert, error) {
+	f := &fileCert{certFile: certFile, keyFile: keyFile}
+	stamp, err := f.stampNow()
+	if err != nil {
+		return nil, err
+	}
+	if err := f.load(stamp); err != nil {
+		return nil, err
+	}
+	f.checked = time.Now()
+	return f, nil
+}
+
+func (f *fileCert) stampNow() (string, error) {
+	var b strings.Builder
+	for _, name := range []string{f.certFile, f.keyFile} {
+		st, err := os.Stat(name)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "%d@%d;", st.Size(), st.ModTime().UnixNano())
+	}
+	return b.String(), nil
+}
+
+func (f *fileCert) load(stamp string) error {
+	cert, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
+	if err != nil {
+		return err
+	}
+	f.cert, f.stamp = &cert, stamp
+	return nil
+}
+
+func (f *fileCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if now := time.Now(); now.Sub(f.checked) >= fileCheckEvery {
+		f.checked = now
+		if stamp, err := f.stampNow(); err == nil && stamp != f.stamp {
+			_ = f.load(stamp) // a half-written pair: keep the last, try again later
+		}
+	}
+	return f.cert, nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -48,6 +50,7 @@ type deployment struct {
 // pathOptions is what a child of the whole path is told on its command line.
 type pathOptions struct {
 	etcd, influx string
+	caKey        string // with it, the Kitex hop is mTLS (the HTTP edge stays plain)
 }
 
 // freeAddr is a loopback address with a port nobody listens on now.
@@ -86,6 +89,14 @@ func startPath(o options, influx bool) (*deployment, error) {
 	stops = append(stops, etcd.Stop)
 	d.procs = append(d.procs, procInfo{name: "etcd", pid: etcd.Pid()})
 	args := []string{"-etcd=" + etcdAddr}
+	if o.mtls {
+		keyFile, remove, err := tempCAKey()
+		if err != nil {
+			return fail(err)
+		}
+		stops = append(stops, remove)
+		args = append(args, "-ca-key-file="+keyFile)
+	}
 	if influx {
 		bin, err := influxdev.Find(".")
 		if err != nil {
@@ -168,6 +179,7 @@ func servePath(kind, addr string, po pathOptions, stop <-chan os.Signal) error {
 		cfg.Etcd.Endpoints = po.etcd
 		cfg.MeshCoreAddr = "127.0.0.1:1" // no mesh-core: publishing fails, counted, and costs what it costs
 		cfg.TSDB = seriesConfig(po.influx)
+		cfg.TLS.CAKeyFile, cfg.TLS.PlainHTTP = po.caKey, true
 		c, err := calculator.New(cfg, logx.Discard())
 		if err != nil {
 			return err
@@ -186,6 +198,7 @@ func servePath(kind, addr string, po pathOptions, stop <-chan os.Signal) error {
 		cfg.Etcd.Endpoints = po.etcd
 		cfg.MaxBodyBytes = maxBody
 		cfg.TSDB = seriesConfig(po.influx)
+		cfg.TLS.CAKeyFile, cfg.TLS.PlainHTTP = po.caKey, true
 		m, err := mixer.New(cfg, logx.Discard())
 		if err != nil {
 			return err
@@ -198,6 +211,24 @@ func servePath(kind, addr string, po pathOptions, stop <-chan os.Signal) error {
 		return m.Stop(stopContext())
 	}
 	return fmt.Errorf("unknown server %q", kind)
+}
+
+// tempCAKey writes a CA key file for a deployment over mTLS: the
+// calculator creates the authority in etcd with it, and both services
+// issue themselves their certificates.
+func tempCAKey() (path string, remove func(), err error) {
+	dir, err := os.MkdirTemp("", "ingest-ca-")
+	if err != nil {
+		return "", nil, err
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	path = filepath.Join(dir, "ca.key")
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return path, func() { os.RemoveAll(dir) }, nil
 }
 
 // seriesConfig is the services' time-series setting: the defaults `sextant

@@ -40,6 +40,7 @@ type tlsPlane struct {
 	etcd             *testenv.Etcd
 	prefix, keyFile  string
 	center, meshCore string // https:// URLs
+	mc               *core.MeshCore
 	bundle           *x509.CertPool
 	// operator trusts the bundle and sends the admin token.
 	operator *http.Client
@@ -56,7 +57,7 @@ func startTLS(t *testing.T, certTTL time.Duration) *tlsPlane {
 	}
 	cc := centertest.Start(t, p.etcd, p.prefix, func(c *center.Config) { c.TLS.CAKeyFile, c.CertTTL = p.keyFile, certTTL })
 	mc := coretest.Start(t, p.etcd, p.prefix, func(c *core.Config) { c.TLS.CAKeyFile = p.keyFile })
-	p.center, p.meshCore = "https://"+cc.Addr(), "https://"+mc.Addr()
+	p.center, p.meshCore, p.mc = "https://"+cc.Addr(), "https://"+mc.Addr(), mc
 	p.bundle = x509.NewCertPool()
 	p.bundle.AppendCertsFromPEM(p.authority(t).BundlePEM())
 	p.operator = p.client(nil)

@@ -24,6 +24,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/etcdembed"
 	"github.com/sextant-mesh/sextant/internal/influxdev"
 	"github.com/sextant-mesh/sextant/internal/logx"
+	"github.com/sextant-mesh/sextant/internal/mtls"
 	"github.com/sextant-mesh/sextant/internal/service"
 	"github.com/sextant-mesh/sextant/internal/settings"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
@@ -40,6 +41,7 @@ type Config struct {
 	etcdClient  string
 	etcdPeer    string
 	calculators int
+	kitexTLS    bool
 	influxd     string
 	influxAddr  string
 	influx      *influxdev.Server
@@ -63,7 +65,9 @@ type Addrs struct {
 	Etcd, Mixer, CalculatorAdmin, MeshCore, ConfigCenter string
 	// MeshCorePoll is mesh-core's poll port, for discovery ("" when off).
 	MeshCorePoll string
-	AdminToken   string
+	// MeshCoreKitex is mesh-core's Kitex port (PublishPolicy).
+	MeshCoreKitex string
+	AdminToken    string
 }
 
 // Parse reads the control plane's flags from args, and from SEXTANT_*
@@ -80,6 +84,7 @@ func Parse(name string, args []string, stderr io.Writer, more func(*flag.FlagSet
 	fs.StringVar(&cfg.etcdPeer, "etcd-peer-addr", "127.0.0.1:7791", "embedded etcd peer address")
 	fs.StringVar(&cfg.influxd, "influxd", "auto", `influxd binary for the time series: "auto" finds bin/influxd (make run builds it) or one on PATH; "" runs without`)
 	fs.StringVar(&cfg.influxAddr, "influx-addr", "127.0.0.1:7786", "HTTP address of the influxd it runs")
+	fs.BoolVar(&cfg.kitexTLS, "kitex-tls", true, "mTLS on the Kitex hops (mixer to calculators, calculators to mesh-core), with a certificate authority whose key file is kept in the data dir; the HTTP APIs stay plain")
 	fs.IntVar(&cfg.calculators, "calculators", 1, "weight-calculator shards to run (the first on its default ports, the others on free ports)")
 	fs.StringVar(&cfg.mixer.HTTPAddr, "mixer-addr", cfg.mixer.HTTPAddr, "telemetry-mixer HTTP address")
 	fs.StringVar(&cfg.calculator.KitexAddr, "calculator-addr", cfg.calculator.KitexAddr, "weight-calculator Kitex address")
@@ -147,6 +152,21 @@ func (cfg *Config) Run(ctx context.Context) error {
 		return nil
 	}
 
+	// The Kitex hops are mTLS: every service holds the CA key file (kept
+	// beside etcd's data, whose authority it opens) and issues itself its
+	// certificate; the HTTP ports stay plain, as the quick start speaks
+	// http://. The config-center issues workload certificates with it too.
+	if cfg.kitexTLS {
+		keyFile, err := caKeyFile(dir)
+		if err != nil {
+			return errors.Join(err, stopAll())
+		}
+		for _, c := range []*mtls.Config{&cfg.meshCore.TLS, &cfg.calculator.TLS, &cfg.center.TLS, &cfg.mixer.TLS} {
+			c.CAKeyFile, c.PlainHTTP = keyFile, true
+		}
+		log.Info("Kitex hops over mTLS", "ca_key_file", keyFile)
+	}
+
 	// One admin token for every service: operators use it everywhere, and
 	// issue the data planes' tokens with it.
 	admin := cfg.center.Auth.AdminToken
@@ -205,7 +225,7 @@ func (cfg *Config) Run(ctx context.Context) error {
 Sextant is running (Ctrl-C stops it):
   telemetry-mixer    POST http://%s/v1/telemetry
   weight-calculator  http://%s/debug/windows, /debug/policy (%d shard(s))
-  mesh-core          POST http://%s/v1/instances, GET .../v1/discovery/{service} (Kitex %s)
+  mesh-core          POST http://%s/v1/instances, GET .../v1/discovery/{service} (Kitex %s%s)
                      poll port (discovery for data planes): %s
   config-center      http://%s/v1/configs
   etcd               %s
@@ -214,12 +234,12 @@ Every API needs a credential (Authorization: Bearer <token>). Operators use
 the admin token; a data plane uses its service's token:
   go run ./cmd/sextant token create --service <service>
 and gives it to the SDK as SEXTANT_TOKEN.
-`, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), pollLine(meshCore.PollAddr()), configCenter.Addr(), etcd.ClientURL)
+`, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), kitexLine(cfg.kitexTLS), pollLine(meshCore.PollAddr()), configCenter.Addr(), etcd.ClientURL)
 	if generated {
 		fmt.Fprintf(cfg.Stderr, "\nadmin token (generated; set SEXTANT_ADMIN_TOKEN to choose one):\n  export SEXTANT_ADMIN_TOKEN=%s\n", admin)
 	}
 	addrs := Addrs{Etcd: etcd.ClientURL, Mixer: mx.Addr(), CalculatorAdmin: firstAdmin, MeshCore: meshCore.Addr(),
-		MeshCorePoll: meshCore.PollAddr(), ConfigCenter: configCenter.Addr(), AdminToken: admin}
+		MeshCorePoll: meshCore.PollAddr(), MeshCoreKitex: meshCore.KitexAddr(), ConfigCenter: configCenter.Addr(), AdminToken: admin}
 	if cfg.Ready != nil {
 		cfg.Ready(addrs)
 	}
@@ -287,11 +307,35 @@ func (cfg *Config) stopInfluxd() {
 	}
 }
 
+// caKeyFile is the CA key file in dir, made when there is none.
+func caKeyFile(dir string) (string, error) {
+	path := filepath.Join(dir, "ca.key")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("CA key file: %w", err)
+	}
+	return path, nil
+}
+
 // randomToken makes an admin token for a dev run.
 func randomToken() string {
 	b := make([]byte, 18)
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// kitexLine says how the Kitex hops are protected.
+func kitexLine(tls bool) string {
+	if tls {
+		return ", mTLS"
+	}
+	return ", plaintext: --kitex-tls=false"
 }
 
 // pollLine says where data planes poll for discovery.

@@ -9,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudwego/kitex/client"
+
 	"github.com/sextant-mesh/sextant/internal/testenv"
+	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
+	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
 )
 
 // The loop of `sextant dev`, end to end over its real ports: instances
@@ -100,6 +104,17 @@ func TestDevLoopPublishesWeights(t *testing.T) {
 		return nil
 	})
 	t.Logf("discovery weights: %v", last)
+
+	// The weights came over the Kitex hops, which are mTLS: a plaintext
+	// caller of PublishPolicy is refused.
+	pub, err := meshcoresvc.NewClient("mesh-core", client.WithHostPorts(addrs.MeshCoreKitex), client.WithRPCTimeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.PublishPolicy(ctx, &meshcore.PublishPolicyRequest{Policy: &meshcore.Policy{Service: "comment-svc", Version: 1 << 40,
+		Overload: &meshcore.Overload{State: "shedding", AdmitMinPriority: 127}}}); err == nil {
+		t.Fatal("a plaintext PublishPolicy was accepted by sextant dev's mesh-core")
+	}
 }
 
 // report posts one 200 ms window from a front service calling comment-svc,

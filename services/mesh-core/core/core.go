@@ -103,9 +103,10 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
 	policies := &policyStore{etcd: cli, keys: keys, cache: mc.cache, metrics: m}
+	// With TLS, only the calculators may publish policies.
 	mc.kitex = kitexx.NewServer("mesh-core", ln, func(opts ...kserver.Option) kserver.Server {
 		return meshcoresvc.NewServer(policies, opts...)
-	})
+	}, sec.KitexServerOptions(ln, reg, "sextant_meshcore_kitex_refused_total", log, "weight-calculator")...)
 	g.Add("kitex", mc.kitex)
 
 	// Bodies are streamed so an oversized registration gets a JSON 413;

@@ -73,9 +73,10 @@ func New(cfg Config, log *slog.Logger) (*Mixer, error) {
 		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
 	g.Add("CA mirror", lifecycle.Loop(sec.Mirror.Run))
-	kc, err := aggregatorsvc.NewClient("weight-calculator",
+	kc, err := aggregatorsvc.NewClient("weight-calculator", append([]client.Option{
 		client.WithConnectTimeout(time.Second),
-		client.WithRPCTimeout(cfg.Forward.RPCTimeout))
+		client.WithRPCTimeout(cfg.Forward.RPCTimeout)},
+		sec.KitexClientOptions("weight-calculator")...)...)
 	if err != nil {
 		return nil, errors.Join(err, g.Stop(context.Background()))
 	}

@@ -94,7 +94,8 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
 	g.Add("CA mirror", lifecycle.Loop(sec.Mirror.Run))
-	mc, err := meshcoresvc.NewClient("mesh-core", client.WithConnectTimeout(time.Second), client.WithRPCTimeout(cfg.RPCTimeout))
+	mc, err := meshcoresvc.NewClient("mesh-core", append([]client.Option{client.WithConnectTimeout(time.Second), client.WithRPCTimeout(cfg.RPCTimeout)},
+		sec.KitexClientOptions("mesh-core")...)...)
 	if err != nil {
 		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
@@ -116,9 +117,10 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	if err != nil {
 		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
+	// With TLS, only the mixers may send batches.
 	c.kitex = kitexx.NewServer("weight-calculator", ln, func(opts ...server.Option) server.Server {
 		return newIngestServer(&ingestHandler{c: c}, opts...)
-	})
+	}, sec.KitexServerOptions(ln, reg, "sextant_calculator_kitex_refused_total", log, "telemetry-mixer")...)
 	g.Add("kitex", c.kitex)
 	// Registered once Ingest is served, so mixers never route to a shard
 	// that cannot answer yet.
