@@ -32,6 +32,11 @@ const (
 	MaxTokenTTL     = 366 * 24 * time.Hour
 )
 
+// ControlPlaneNamespace is the namespace of Sextant's own services'
+// identities (the certificates the Kitex hops check); no token is issued in
+// it.
+const ControlPlaneNamespace = "sextant"
+
 // Operator roles.
 const (
 	RoleReader = "reader"
@@ -82,6 +87,9 @@ func (r TokenRequest) Validate() (time.Duration, *FieldError) {
 	}
 	if fe := Name("namespace", r.Namespace, false); fe != nil {
 		return 0, fe
+	}
+	if r.Namespace == ControlPlaneNamespace {
+		return 0, Errorf("namespace", CodeInvalidValue, "%q is the control plane's own namespace", ControlPlaneNamespace)
 	}
 	if r.TTL == "" {
 		return DefaultTokenTTL, nil

@@ -36,7 +36,7 @@ const DefaultTrustDomain = "sextant.local"
 
 // ServiceNamespace is the namespace of the identities the control plane's
 // own services give themselves.
-const ServiceNamespace = "sextant"
+const ServiceNamespace = api.ControlPlaneNamespace
 
 // servingTTL is the lifetime of a serving certificate a service issues to
 // itself; it renews at two thirds of it.

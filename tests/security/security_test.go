@@ -324,3 +324,16 @@ func TestOperatorsBoundToServices(t *testing.T) {
 		t.Errorf("the audit does not name alice: %s", a)
 	}
 }
+
+// The control plane's namespace is its own: no token is issued in it, and
+// no certificate of it is issued on a request, so no data plane or owner
+// can pass the Kitex hops' check of a Sextant service's identity.
+func TestControlPlaneNamespaceIsReserved(t *testing.T) {
+	p := start(t)
+	body := `{"service":"weight-calculator","namespace":"` + api.ControlPlaneNamespace + `"}`
+	a := call(t, "POST", "http://"+p.center+"/v1/tokens", testenv.AdminToken, body)
+	var eb api.ErrorBody
+	if a.status != 400 || json.Unmarshal(a.body, &eb) != nil || eb.Error == nil || eb.Error.Field != "namespace" {
+		t.Fatalf("a token in the control plane's namespace: %s", a)
+	}
+}

@@ -117,6 +117,10 @@ func (ca *certificateAPI) identity(who authn.Identity, req api.CertificateReques
 	if fe := api.Name("namespace", req.Namespace, false); fe != nil {
 		return pki.ID{}, fe
 	}
+	if req.Namespace == api.ControlPlaneNamespace || who.Namespace == api.ControlPlaneNamespace {
+		// Sextant's services issue their own (the Kitex hops trust them).
+		return pki.ID{}, api.Errorf("namespace", api.CodeInvalidValue, "%q is the control plane's own namespace", api.ControlPlaneNamespace)
+	}
 	if who.IsOperator() {
 		if !who.MayWrite() {
 			return pki.ID{}, api.Errorf(api.AuthorizationHeader, api.CodeForbidden, "%s may read, not issue certificates", who.Name())
