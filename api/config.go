@@ -145,8 +145,89 @@ const (
 // the callers they list; when any allow rule exists, callers no allow rule
 // lists are blocked. A rule in dry_run mode blocks nothing: data planes
 // count what it would have blocked and report it (Report.DryRunDenials).
+//
+// Identity says what happens to a request whose caller has no verified
+// identity (a peer certificate chained to the trust bundle, whose SPIFFE
+// service is then the caller the rules check, whatever name the request
+// declares); TLS says how the service's data-plane servers take
+// connections. Both are optional.
 type AccessControl struct {
-	Rules []AccessRule `json:"rules"`
+	Rules    []AccessRule    `json:"rules"`
+	Identity *IdentityPolicy `json:"identity,omitempty"`
+	TLS      string          `json:"tls,omitempty"` // permissive (default) | strict
+}
+
+// What a server does with a request whose caller's identity is missing,
+// invalid or expired (IdentityPolicy).
+const (
+	IdentityAllow  = "allow"   // serve it, checking the rules with the caller name it declares
+	IdentityDeny   = "deny"    // refuse it
+	IdentityDryRun = "dry_run" // serve it as allow does, and count it as a dry-run denial
+)
+
+// Identity outcomes of a request, as IdentityPolicy and the dry-run
+// denials name them (the rule of a dry-run denial is "identity-<outcome>").
+const (
+	IdentityVerified = "verified" // a certificate chained to the trust bundle, in its lifetime
+	IdentityMissing  = "missing"  // no TLS, or no client certificate
+	IdentityInvalid  = "invalid"  // a certificate not chained to the bundle, or without one SPIFFE ID
+	IdentityExpired  = "expired"  // a certificate past its lifetime (or not yet in it)
+)
+
+// Data-plane TLS modes (AccessControl.TLS): a server with a workload
+// certificate serves mTLS and plaintext on the same port (permissive) or
+// mTLS only (strict).
+const (
+	TLSPermissive = "permissive"
+	TLSStrict     = "strict"
+)
+
+// TLSMetadataKey is the registration metadata key by which an instance
+// advertises that it serves mTLS (its value the mode it started in):
+// clients dial mTLS to instances that carry it and plaintext to others.
+const TLSMetadataKey = "tls"
+
+// IdentityPolicy is what a server does with a request whose caller's
+// identity is missing, invalid or expired: allow, deny or dry_run. The
+// defaults keep a server without TLS as it was: missing allow, invalid
+// deny, expired deny.
+type IdentityPolicy struct {
+	Missing string `json:"missing,omitempty"`
+	Invalid string `json:"invalid,omitempty"`
+	Expired string `json:"expired,omitempty"`
+}
+
+// Action is what the policy says for outcome (one of the Identity
+// outcomes other than verified); p may be nil.
+func (p *IdentityPolicy) Action(outcome string) string {
+	var v string
+	if p != nil {
+		switch outcome {
+		case IdentityMissing:
+			v = p.Missing
+		case IdentityInvalid:
+			v = p.Invalid
+		case IdentityExpired:
+			v = p.Expired
+		}
+	}
+	switch {
+	case v != "":
+		return v
+	case outcome == IdentityMissing:
+		return IdentityAllow
+	default:
+		return IdentityDeny
+	}
+}
+
+// TLSMode is the data-plane TLS mode in force (permissive when unset); ac
+// may be nil.
+func (ac *AccessControl) TLSMode() string {
+	if ac == nil || ac.TLS == "" {
+		return TLSPermissive
+	}
+	return ac.TLS
 }
 
 // AccessRule is one allow or deny list.
@@ -160,6 +241,16 @@ type AccessRule struct {
 
 // Validate names the first bad field of the rules.
 func (ac *AccessControl) Validate() *FieldError {
+	if ac.TLS != "" && ac.TLS != TLSPermissive && ac.TLS != TLSStrict {
+		return Errorf("tls", CodeInvalidValue, "want permissive or strict, got %q", ac.TLS)
+	}
+	if p := ac.Identity; p != nil {
+		for _, f := range []struct{ name, v string }{{"missing", p.Missing}, {"invalid", p.Invalid}, {"expired", p.Expired}} {
+			if f.v != "" && f.v != IdentityAllow && f.v != IdentityDeny && f.v != IdentityDryRun {
+				return Errorf(Join("identity", f.name), CodeInvalidValue, "want allow, deny or dry_run, got %q", f.v)
+			}
+		}
+	}
 	names := uniqueNames{}
 	for i, r := range ac.Rules {
 		at := func(f string) string { return Join(Index("rules", i), f) }

@@ -57,6 +57,8 @@ type Gate struct {
 	now       func() time.Time
 	learnTTL  time.Duration
 
+	identities identityCounters
+
 	mu      sync.Mutex
 	learned map[string]levelAt // method -> the highest level its callees answered with
 }
@@ -133,19 +135,54 @@ func (a *Admission) Context(ctx context.Context) context.Context {
 // request past it is shed, and one waits for a slot no longer. A refused
 // request returns ErrShed or ErrDenied (wrapped with why) and needs no Done.
 func (g *Gate) Enter(ctx context.Context, arrived time.Time, p Priority, caller, method string) (*Admission, error) {
+	return g.EnterPeer(ctx, arrived, p, Peer{Declared: caller, Identity: api.IdentityMissing}, method)
+}
+
+// EnterPeer is Enter for a request from peer: access rules check the
+// service of its verified identity when it has one; without, the access
+// control's identity policy allows (checking the declared name), denies or
+// dry-runs it (served, and reported as a dry-run denial of rule
+// "identity-<outcome>"). Every case is counted (IdentityStats).
+func (g *Gate) EnterPeer(ctx context.Context, arrived time.Time, p Priority, peer Peer, method string) (*Admission, error) {
 	if g.report != nil {
 		g.report.arrived(p)
 	}
+	var rules *AccessRules
 	if g.access != nil {
-		if rules := g.access(); rules != nil {
-			if denied, rule, dryRun := rules.Check(caller, method); denied {
-				if dryRun {
-					if g.report != nil {
-						g.report.dryRunDenial(caller, rule)
-					}
-				} else {
-					return nil, fmt.Errorf("%w: caller %q by rule %q", ErrDenied, caller, rule)
+		rules = g.access()
+	}
+	caller := peer.Declared
+	if peer.Identity == api.IdentityVerified {
+		caller = peer.Service
+		g.identities.add(api.IdentityVerified, "")
+	} else {
+		var policy *api.IdentityPolicy
+		if rules != nil {
+			policy = rules.Identity
+		}
+		action := policy.Action(peer.Identity)
+		g.identities.add(peer.Identity, action)
+		switch action {
+		case api.IdentityDeny:
+			err := fmt.Errorf("%w: the caller's identity is %s", ErrDenied, peer.Identity)
+			if peer.Err != nil {
+				err = fmt.Errorf("%w (%v)", err, peer.Err)
+			}
+			return nil, err
+		case api.IdentityDryRun:
+			if g.report != nil {
+				g.report.dryRunDenial(caller, "identity-"+peer.Identity)
+			}
+		}
+	}
+	if rules != nil {
+		if denied, rule, dryRun := rules.Check(caller, method); denied {
+			if dryRun {
+				if g.report != nil {
+					g.report.dryRunDenial(caller, rule)
 				}
+			} else {
+				return nil, fmt.Errorf("%w: caller %q by rule %q", ErrDenied, caller, rule)
 			}
 		}
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/cloudwego/kitex/server"
 	"github.com/cloudwego/kitex/transport"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/sdk"
 )
 
@@ -111,6 +112,7 @@ func metainfoValue(ctx context.Context, key string) string {
 type Resolver struct {
 	d      *sdk.Discovery
 	static map[string][]sdk.Instance
+	enc    *Encryption // nil: every instance is dialed plaintext
 }
 
 var _ discovery.Resolver = (*Resolver)(nil)
@@ -135,7 +137,11 @@ func (r *Resolver) Resolve(_ context.Context, desc string) (discovery.Result, er
 	}
 	res := discovery.Result{Cacheable: true, CacheKey: desc}
 	for in, w := range sdk.Eligible(snap) {
-		res.Instances = append(res.Instances, discovery.NewInstance("tcp", in.Addr, int(w), map[string]string{InstanceTag: in.Instance}))
+		tags := map[string]string{InstanceTag: in.Instance}
+		if r.enc.advertises(desc, in) {
+			tags[TLSTag] = in.Metadata[api.TLSMetadataKey]
+		}
+		res.Instances = append(res.Instances, discovery.NewInstance("tcp", in.Addr, int(w), tags))
 	}
 	return res, nil
 }
@@ -151,7 +157,8 @@ func (r *Resolver) Name() string { return "sextant" }
 // ClientOptions are the options a Kitex client of service needs: discovery
 // through mesh-core re-read every second, a new hybrid LoadBalancer (see
 // NewHybridBalancer) with its Middleware, TTHeader for priorities, and call
-// reporting (rep may be nil). WithLoadBalancer replaces the balancer.
+// reporting (rep may be nil). WithLoadBalancer replaces the balancer;
+// WithEncryption dials mTLS to the instances that advertise it.
 func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static []sdk.Instance, opts ...Option) []client.Option {
 	var o clientOptions
 	for _, opt := range opts {
@@ -160,8 +167,10 @@ func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static [
 	if o.lb == nil {
 		o.lb = NewHybridBalancer(sdk.HybridOptions{})
 	}
+	r := NewResolver(d, map[string][]sdk.Instance{service: static})
+	r.enc = o.enc
 	out := []client.Option{
-		client.WithResolver(NewResolver(d, map[string][]sdk.Instance{service: static})),
+		client.WithResolver(r),
 		client.WithLoadBalancer(o.lb, &lbcache.Options{RefreshInterval: time.Second, ExpireInterval: time.Minute}),
 		client.WithTransportProtocol(transport.TTHeader),
 		client.WithMetaHandler(transmeta.ClientTTHeaderHandler),
@@ -171,13 +180,19 @@ func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static [
 	if lb, ok := o.lb.(*LoadBalancer); ok {
 		out = append(out, client.WithMiddleware(lb.Middleware()))
 	}
+	if o.enc != nil {
+		out = append(out, o.enc.options()...)
+	}
 	return out
 }
 
 // Option changes what ClientOptions sets up.
 type Option func(*clientOptions)
 
-type clientOptions struct{ lb loadbalance.Loadbalancer }
+type clientOptions struct {
+	lb  loadbalance.Loadbalancer
+	enc *Encryption
+}
 
 // WithLoadBalancer makes ClientOptions balance with lb: for instance
 // loadbalance.NewWeightedRoundRobinBalancer(), Kitex's plain weighted round
@@ -246,6 +261,7 @@ func CallReporter(service string, rep *sdk.Reporter) endpoint.Middleware {
 type ServerSuite struct {
 	gate *sdk.Gate
 	edge *sdk.Edge
+	tls  *tlsServer // nil: plaintext, on whatever transport the server has
 }
 
 var _ server.Suite = ServerSuite{}
@@ -259,12 +275,16 @@ func NewServerSuite(gate *sdk.Gate, edge *sdk.Edge) ServerSuite {
 
 // Options implements server.Suite.
 func (s ServerSuite) Options() []server.Option {
-	return []server.Option{
+	opts := []server.Option{
 		server.WithMetaHandler(transmeta.ServerTTHeaderHandler),
 		server.WithMiddleware(s.admit),
 		// Records when Kitex began reading each request: queueing counts from there.
 		server.WithStatsLevel(stats.LevelDetailed),
 	}
+	if s.tls != nil {
+		opts = append(opts, s.tls.options()...)
+	}
+	return opts
 }
 
 func (s ServerSuite) admit(next endpoint.Endpoint) endpoint.Endpoint {
@@ -299,7 +319,7 @@ func (s ServerSuite) admit(next endpoint.Endpoint) endpoint.Endpoint {
 			enterCtx, cancel = context.WithDeadline(ctx, arrived.Add(ri.Config().RPCTimeout()))
 			defer cancel()
 		}
-		a, err := s.gate.Enter(enterCtx, arrived, p, caller, method)
+		a, err := s.gate.EnterPeer(enterCtx, arrived, p, s.tls.peer(ctx, caller), method)
 		defer func() { // after Done: with what its callees answered
 			metainfo.SendBackwardValue(ctx, sdk.AdmitLevelKey, strconv.Itoa(int(s.gate.AdmitLevel(method))))
 		}()
