@@ -64,6 +64,10 @@ type Call struct {
 	Timeouts       int64   `json:"timeouts"`
 	LatencyMsAvg   float64 `json:"latency_ms_avg"`
 	LatencyMsP99   float64 `json:"latency_ms_p99"`
+	// Plaintext counts the calls of the window sent in plaintext to an
+	// instance that does not advertise mTLS (clients with data-plane
+	// encryption only; docs/security.md).
+	Plaintext int64 `json:"plaintext,omitempty"`
 }
 
 // DryRunDenial counts requests an access rule in dry_run mode would have denied.

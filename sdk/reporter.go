@@ -167,6 +167,7 @@ type denialKey struct{ caller, rule string }
 
 type callStats struct {
 	requests, errors, timeouts int64
+	plaintext                  int64
 	latencySum                 time.Duration
 	latency                    histogram
 }
@@ -274,6 +275,14 @@ func (r *Reporter) Sent() int64 { return r.sent.Load() }
 // out counts as a timeout only; errors are the other failures, so that
 // errors + timeouts is the number of failed calls.
 func (r *Reporter) RecordCall(service, instance string, latency time.Duration, failed, timedOut bool) {
+	r.RecordCallOver(service, instance, latency, failed, timedOut, false)
+}
+
+// RecordCallOver is RecordCall for a client with data-plane encryption:
+// plaintext tells that the call went in plaintext to an instance that does
+// not advertise mTLS, reported as the call's plaintext count, so that
+// operators see who is still plaintext.
+func (r *Reporter) RecordCallOver(service, instance string, latency time.Duration, failed, timedOut, plaintext bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k := calleeKey{service, instance}
@@ -287,6 +296,9 @@ func (r *Reporter) RecordCall(service, instance string, latency time.Duration, f
 		r.cur.calls[k] = c
 	}
 	c.requests++
+	if plaintext {
+		c.plaintext++
+	}
 	switch {
 	case timedOut:
 		c.timeouts++
@@ -625,7 +637,7 @@ func (r *Reporter) build(w *window, now time.Time) *api.Report {
 	for k, c := range w.calls {
 		rep.Calls = append(rep.Calls, api.Call{
 			CalleeService: k.service, CalleeInstance: k.instance, Requests: c.requests, Errors: c.errors, Timeouts: c.timeouts,
-			LatencyMsAvg: ms(c.latencySum) / float64(c.requests), LatencyMsP99: c.latency.quantile(0.99),
+			LatencyMsAvg: ms(c.latencySum) / float64(c.requests), LatencyMsP99: c.latency.quantile(0.99), Plaintext: c.plaintext,
 		})
 	}
 	for k, n := range w.denials {

@@ -315,6 +315,9 @@ func validateCall(c *api.Call) *api.FieldError {
 	if fe := checkCount("timeouts", c.Timeouts); fe != nil {
 		return fe
 	}
+	if fe := checkCount("plaintext", c.Plaintext); fe != nil {
+		return fe
+	}
 	if c.Errors > c.Requests {
 		return api.Errorf("errors", api.CodeOutOfRange, "errors %d exceed requests %d", c.Errors, c.Requests)
 	}

@@ -175,7 +175,7 @@ func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static [
 		client.WithTransportProtocol(transport.TTHeader),
 		client.WithMetaHandler(transmeta.ClientTTHeaderHandler),
 		client.WithMiddleware(Admission(service, d, sdk.NewDownstreams(0, nil))),
-		client.WithMiddleware(CallReporter(service, rep)),
+		client.WithMiddleware(callReporter(service, rep, o.enc)),
 	}
 	if lb, ok := o.lb.(*LoadBalancer); ok {
 		out = append(out, client.WithMiddleware(lb.Middleware()))
@@ -229,6 +229,12 @@ func Admission(service string, d *sdk.Discovery, downstreams *sdk.Downstreams) e
 // CallReporter is client middleware that reports every call to the callee
 // instance it went to.
 func CallReporter(service string, rep *sdk.Reporter) endpoint.Middleware {
+	return callReporter(service, rep, nil)
+}
+
+// callReporter is CallReporter that, with enc, reports whether each call
+// went in plaintext.
+func callReporter(service string, rep *sdk.Reporter, enc *Encryption) endpoint.Middleware {
 	return func(next endpoint.Endpoint) endpoint.Endpoint {
 		return func(ctx context.Context, req, resp any) error {
 			start := time.Now()
@@ -247,7 +253,8 @@ func CallReporter(service string, rep *sdk.Reporter) endpoint.Middleware {
 				}
 			}
 			if instance != "" {
-				rep.RecordCall(service, instance, time.Since(start), err != nil, errors.Is(err, kerrors.ErrRPCTimeout))
+				plaintext := enc != nil && (ri.To().Address() == nil || !enc.secure(ri.To().Address().String()))
+				rep.RecordCallOver(service, instance, time.Since(start), err != nil, errors.Is(err, kerrors.ErrRPCTimeout), plaintext)
 			}
 			return err
 		}

@@ -385,16 +385,22 @@ func (e *Encryption) count(next endpoint.Endpoint) endpoint.Endpoint {
 		if ri == nil || ri.To() == nil || ri.To().Address() == nil {
 			return err
 		}
-		_, secure := e.addrs.Load(ri.To().Address().String())
+		service := ri.To().ServiceName()
 		e.mu.Lock()
-		if secure {
-			e.tlsCalls[ri.To().ServiceName()]++
+		if e.secure(ri.To().Address().String()) {
+			e.tlsCalls[service]++
 		} else {
-			e.plaintext[ri.To().ServiceName()]++
+			e.plaintext[service]++
 		}
 		e.mu.Unlock()
 		return err
 	}
+}
+
+// secure tells whether the instance at addr is dialed mTLS.
+func (e *Encryption) secure(addr string) bool {
+	_, ok := e.addrs.Load(addr)
+	return ok
 }
 
 var _ remote.Dialer = (*Encryption)(nil)

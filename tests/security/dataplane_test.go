@@ -2,6 +2,7 @@ package security
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/kitexx"
+	"github.com/sextant-mesh/sextant/internal/pki"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/demo"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/demo/comment"
@@ -87,7 +89,8 @@ func TestDataPlaneEncryption(t *testing.T) {
 
 	var rules atomic.Pointer[sdk.AccessRules]
 	rules.Store(&sdk.AccessRules{Rules: []api.AccessRule{{Name: "frontend-only", Type: api.AccessAllow, Callers: []string{"frontend"}, Mode: api.ModeEnforce}}})
-	gate := sdk.NewGate(sdk.GateOptions{Access: rules.Load})
+	ordersRep := sdk.NewReporter(sdk.ReporterOptions{Mixer: "127.0.0.1:1", Service: "orders", Instance: "orders-1"})
+	gate := sdk.NewGate(sdk.GateOptions{Access: rules.Load, Reporter: ordersRep})
 	ln, err := kitexx.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +111,8 @@ func TestDataPlaneEncryption(t *testing.T) {
 
 	// client is a Kitex client of service on the SDK, with caller's
 	// identity, declaring itself declared.
-	client := func(id *sdk.Identity, enc *kitexsdk.Encryption, service, declared string) comment.Client {
+	frontendRep := sdk.NewReporter(sdk.ReporterOptions{Mixer: "127.0.0.1:1", Service: "frontend", Instance: "frontend-1"})
+	client := func(id *sdk.Identity, enc *kitexsdk.Encryption, service, declared string, extra ...client.Option) comment.Client {
 		t.Helper()
 		d := sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: p.meshCore, HTTPClient: id.HTTPClient(), Wait: time.Second})
 		t.Cleanup(d.Close)
@@ -123,8 +127,13 @@ func TestDataPlaneEncryption(t *testing.T) {
 		if enc != nil {
 			opts = append(opts, kitexsdk.WithEncryption(enc))
 		}
-		o := append(kitexsdk.ClientOptions(service, d, nil, nil, opts...), client.WithRPCTimeout(5*time.Second),
+		var rep *sdk.Reporter
+		if declared == "frontend" && id == frontendID {
+			rep = frontendRep
+		}
+		o := append(kitexsdk.ClientOptions(service, d, rep, nil, opts...), client.WithRPCTimeout(5*time.Second),
 			client.WithClientBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: declared}))
+		o = append(o, extra...)
 		c, err := comment.NewClient(service, o...)
 		if err != nil {
 			t.Fatal(err)
@@ -157,6 +166,14 @@ func TestDataPlaneEncryption(t *testing.T) {
 	if tlsCalls, plain := enc.TLSCalls(), enc.PlaintextCalls(); tlsCalls["orders"] != 5 || plain["legacy"] != 5 || plain["orders"] != 0 {
 		t.Errorf("calls over mTLS %v, in plaintext %v; want orders 5 over mTLS, legacy 5 in plaintext", tlsCalls, plain)
 	}
+	// The reporter sends the plaintext calls with the call edges.
+	plaintext := map[string]int64{}
+	for _, c := range frontendRep.Flush(time.Now()).Calls {
+		plaintext[c.CalleeService] += c.Plaintext
+	}
+	if plaintext["legacy"] != 5 || plaintext["orders"] != 0 {
+		t.Errorf("reported plaintext calls %v, want legacy 5, orders 0", plaintext)
+	}
 	if st := suite.Connections(); st.TLS == 0 || st.Plaintext != 0 {
 		t.Errorf("orders' connections %+v, want mTLS only so far", st)
 	}
@@ -187,6 +204,47 @@ func TestDataPlaneEncryption(t *testing.T) {
 	}
 	if st := gate.IdentityStats(); st[api.IdentityMissing] != 1 || st["missing_denied"] != 1 {
 		t.Errorf("identities %v, want missing 1 and missing_denied 1", st)
+	}
+
+	// A certificate of another CA (invalid) and an expired one of this CA:
+	// denied by default; invalid: dry_run serves it with its declared name
+	// and reports a dry-run denial of rule identity-invalid.
+	other, err := pki.NewRoot("sextant.local", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA, _ := pki.NewAuthority([]pki.Root{other})
+	root := p.authority(t).Roots()[0]
+	back, _ := pki.NewAuthority([]pki.Root{{Cert: root.Cert, Key: root.Key}})
+	presenting := func(cert *tls.Certificate) comment.Client {
+		return client(frontendID, nil, "orders", "frontend", kitexx.TLSClientOptions(&tls.Config{
+			MinVersion: tls.VersionTLS12, InsecureSkipVerify: true,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
+		})...)
+	}
+	invalid := presenting(leafOf(t, otherCA, "frontend", time.Now()))
+	expired := presenting(leafOf(t, back, "frontend", time.Now().Add(-2*time.Hour)))
+	if _, err := call(invalid); !denied(err) {
+		t.Fatalf("a certificate of another CA: %v, want denied", err)
+	}
+	if _, err := call(expired); !denied(err) {
+		t.Fatalf("an expired certificate: %v, want denied", err)
+	}
+	rules.Store(&sdk.AccessRules{Rules: rules.Load().Rules, Identity: &api.IdentityPolicy{Invalid: api.IdentityDryRun}})
+	if got, err := call(invalid); err != nil || got != "orders" {
+		t.Fatalf("a certificate of another CA with invalid: dry_run: %q, %v", got, err)
+	}
+	if st := gate.IdentityStats(); st["invalid_denied"] != 1 || st["expired_denied"] != 1 || st["invalid_dry_run"] != 1 {
+		t.Errorf("identities %v, want invalid_denied, expired_denied and invalid_dry_run 1", st)
+	}
+	var dryRun []api.DryRunDenial
+	for _, d := range ordersRep.Flush(time.Now()).DryRunDenials {
+		if d.Rule == "identity-invalid" {
+			dryRun = append(dryRun, d)
+		}
+	}
+	if len(dryRun) != 1 || dryRun[0].CallerService != "frontend" || dryRun[0].Count != 1 {
+		t.Errorf("dry-run denials of identity-invalid %+v, want one of frontend", dryRun)
 	}
 
 	// Strict: a new plaintext connection is refused; mTLS goes on.

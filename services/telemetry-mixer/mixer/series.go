@@ -42,6 +42,16 @@ func writeReport(w *tsdb.Writer, r *api.Report) {
 				Int("requests", s.Requests).Int("window_ms", r.WindowMs).End(at)
 		}
 	}
+	for i := range r.Calls {
+		c := &r.Calls[i]
+		if c.Plaintext == 0 {
+			continue
+		}
+		if l := w.Begin("plaintext_calls"); l != nil {
+			l.Tag("callee_instance", c.CalleeInstance).Tag("callee_service", c.CalleeService).Tag("caller_service", rep.Service).
+				Int("count", c.Plaintext).End(at)
+		}
+	}
 	for i := range r.DryRunDenials {
 		d := &r.DryRunDenials[i]
 		if l := w.Begin("dry_run_denial"); l != nil {
