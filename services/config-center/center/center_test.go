@@ -100,7 +100,7 @@ var validDocs = map[string]struct{ scope, doc string }{
 	"circuit_break":  {"feed-api/comment-svc", `{"GetComment": {"enable": true, "err_rate": 0.3, "min_sample": 100}}`},
 	"degradation":    {"feed-api/comment-svc", `{"enable": true, "percentage": 30}`},
 	"limit":          {"comment-svc", `{"connection_limit": 1000, "qps_limit": 5000}`},
-	"access_control": {"pay-svc", `{"rules": [{"name": "allow-list", "type": "allow", "callers": ["feed-api", "order-svc"], "mode": "dry_run"}, {"name": "no-batch", "type": "deny", "callers": ["batch-job"], "methods": ["Refund"], "mode": "enforce"}]}`},
+	"access_control": {"pay-svc", `{"rules": [{"name": "allow-list", "type": "allow", "callers": ["feed-api", "order-svc"], "mode": "dry_run"}, {"name": "no-batch", "type": "deny", "callers": ["batch-job"], "methods": ["Refund"], "mode": "enforce"}], "identity": {"missing": "dry_run", "invalid": "deny", "expired": "allow"}, "tls": "strict"}`},
 	"unit_routing":   {"comment-svc", `{"rules": [{"name": "vip-to-c2", "match": {"headers": {"x-tier": "vip"}}, "unit": "c2", "mode": "enforce"}, {"name": "batch", "match": {"caller": "batch-job"}, "unit": "c3", "mode": "observe"}]}`},
 }
 
@@ -158,6 +158,9 @@ func TestInvalidDocumentsAreRefusedAndNothingWritten(t *testing.T) {
 		{"negative qps", "/v1/configs/limit/b", `{"qps_limit": -5}`, "out_of_range", "qps_limit"},
 		{"bad mode", "/v1/configs/access_control/b", `{"rules": [{"name": "r", "type": "allow", "callers": ["x"], "mode": "maybe"}]}`, "invalid_value", "rules[0].mode"},
 		{"no callers", "/v1/configs/access_control/b", `{"rules": [{"name": "r", "type": "deny", "callers": [], "mode": "enforce"}]}`, "missing_field", "rules[0].callers"},
+		{"identity action", "/v1/configs/access_control/b", `{"rules": [], "identity": {"missing": "reject"}}`, "invalid_value", "identity.missing"},
+		{"identity outcome", "/v1/configs/access_control/b", `{"rules": [], "identity": {"revoked": "deny"}}`, "unknown_field", "identity.revoked"},
+		{"tls mode", "/v1/configs/access_control/b", `{"rules": [], "tls": "on"}`, "invalid_value", "tls"},
 		{"routing without match", "/v1/configs/unit_routing/b", `{"rules": [{"name": "r", "match": {}, "unit": "c1", "mode": "enforce"}]}`, "missing_field", "rules[0].match"},
 		{"unknown kind", "/v1/configs/timeouts/a/b", `{}`, "invalid_value", "kind"},
 		{"client kind with one name", "/v1/configs/rpc_timeout/b", `{}`, "invalid_value", "scope"},
