@@ -16,6 +16,7 @@ package hertzsdk
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -30,9 +31,11 @@ import (
 	"github.com/cloudwego/hertz/pkg/common/config"
 	errs "github.com/cloudwego/hertz/pkg/common/errors"
 	"github.com/cloudwego/hertz/pkg/common/tracer/stats"
+	"github.com/cloudwego/hertz/pkg/network/standard"
 	"github.com/cloudwego/hertz/pkg/protocol"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/sdk"
 )
 
@@ -45,6 +48,15 @@ import (
 // one 403; both with a JSON error. Every answer carries the level the
 // server admits (x-sextant-admit-level).
 func Admission(gate *sdk.Gate, edge *sdk.Edge) app.HandlerFunc {
+	return VerifiedAdmission(gate, edge, nil)
+}
+
+// VerifiedAdmission is Admission on a server that serves mTLS (TLSServerOptions):
+// a request over mTLS whose client certificate chains to id's trust bundle
+// is admitted as the certificate's service, whatever x-sextant-caller says;
+// the access control's identity policy decides what a missing, invalid or
+// expired identity means (sdk.Gate.EnterPeer). A nil id is Admission.
+func VerifiedAdmission(gate *sdk.Gate, edge *sdk.Edge, id *sdk.Identity) app.HandlerFunc {
 	return func(ctx context.Context, c *app.RequestContext) {
 		now := time.Now()
 		arrived := now
@@ -63,7 +75,15 @@ func Admission(gate *sdk.Gate, edge *sdk.Edge) app.HandlerFunc {
 			p = edge.Assign(sdk.PriorityFeatures{HTTPMethod: string(c.Method()), Path: string(c.Path()),
 				Header: func(k string) string { return string(c.Request.Header.Peek(k)) }}, now)
 		}
-		a, err := gate.Enter(ctx, arrived, p, string(c.GetHeader(sdk.CallerKey)), method)
+		peer := sdk.Peer{Declared: string(c.GetHeader(sdk.CallerKey)), Identity: api.IdentityMissing}
+		if id != nil {
+			var chain []*x509.Certificate
+			if st := sdk.ConnTLS(c.RemoteAddr()); st != nil {
+				chain = st.PeerCertificates
+			}
+			peer = sdk.VerifyPeer(peer.Declared, chain, id.TrustBundle(), now)
+		}
+		a, err := gate.EnterPeer(ctx, arrived, p, peer, method)
 		defer func() { c.Response.Header.Set(sdk.AdmitLevelKey, strconv.Itoa(int(gate.AdmitLevel(method)))) }()
 		switch {
 		case errors.Is(err, sdk.ErrShed):
@@ -235,6 +255,15 @@ func ClientAdmission(callee string, d *sdk.Discovery, downstreams *sdk.Downstrea
 // counts from when the middleware ran).
 func ServerOptions() []config.Option {
 	return []config.Option{server.WithTracer(arrivalTracer{})}
+}
+
+// TLSServerOptions serve mTLS and plaintext on one port, or mTLS only, as l
+// says (sdk.NewTLSListener over the server's listener, with the workload
+// certificate and the service's mode): Hertz's standard transport on l.
+// Give the server no other address, and admit with VerifiedAdmission; l
+// counts the connections (Connections).
+func TLSServerOptions(l *sdk.TLSListener) []config.Option {
+	return []config.Option{server.WithListener(l), server.WithTransport(standard.NewTransporter)}
 }
 
 // arrivalTracer does nothing itself; its presence turns Hertz's recording of

@@ -1,7 +1,6 @@
 package kitexsdk
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,7 +9,6 @@ import (
 	"maps"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cloudwego/gopkg/bufiox"
@@ -40,28 +38,13 @@ import (
 // TLSTag is the Kitex instance tag marking an instance that serves mTLS.
 const TLSTag = "sextant_tls"
 
-// HandshakeTimeout bounds the first byte and the TLS handshake of a
-// connection, and a client's dial with its handshake.
-const HandshakeTimeout = 5 * time.Second
-
-// tlsRecordHandshake is the first byte of a TLS ClientHello.
-const tlsRecordHandshake = 0x16
-
-// ConnStats count a server's connections by how they came.
-type ConnStats struct {
-	TLS              int64 `json:"tls"`               // mTLS handshakes completed
-	Plaintext        int64 `json:"plaintext"`         // plaintext connections served (permissive)
-	PlaintextRefused int64 `json:"plaintext_refused"` // plaintext connections closed (strict)
-	HandshakeFailed  int64 `json:"handshake_failed"`  // TLS handshakes that failed, or no first byte in time
-}
+// HandshakeTimeout bounds a client's dial with its TLS handshake.
+const HandshakeTimeout = sdk.HandshakeTimeout
 
 // tlsServer is the TLS side of a ServerSuite.
 type tlsServer struct {
-	id   *sdk.Identity
-	mode func() string
-	ln   *sniffListener
-
-	tls, plain, refused, failed atomic.Int64
+	id *sdk.Identity
+	ln *sdk.TLSListener
 }
 
 // WithTLS makes the suite serve on ln with id's certificate: mTLS and
@@ -71,22 +54,17 @@ type tlsServer struct {
 // address. Requests over mTLS are admitted as their certificate's service
 // (sdk.Gate.EnterPeer).
 func (s ServerSuite) WithTLS(ln net.Listener, id *sdk.Identity, mode func() string) ServerSuite {
-	if mode == nil {
-		mode = func() string { return api.TLSPermissive }
-	}
-	t := &tlsServer{id: id, mode: mode}
-	t.ln = newSniffListener(ln, t)
-	s.tls = t
+	s.tls = &tlsServer{id: id, ln: sdk.NewTLSListener(ln, id, mode)}
 	return s
 }
 
 // Connections counts the connections the suite's listener took (zero
 // without WithTLS).
-func (s ServerSuite) Connections() ConnStats {
+func (s ServerSuite) Connections() sdk.ConnStats {
 	if s.tls == nil {
-		return ConnStats{}
+		return sdk.ConnStats{}
 	}
-	return ConnStats{TLS: s.tls.tls.Load(), Plaintext: s.tls.plain.Load(), PlaintextRefused: s.tls.refused.Load(), HandshakeFailed: s.tls.failed.Load()}
+	return s.tls.ln.Connections()
 }
 
 func (t *tlsServer) options() []server.Option {
@@ -98,200 +76,17 @@ func (t *tlsServer) options() []server.Option {
 	}
 }
 
-func (t *tlsServer) config() *tls.Config {
-	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			c := t.id.Certificate()
-			if c == nil {
-				return nil, errors.New("sextant: the workload certificate expired and is not renewed yet")
-			}
-			// Asked, not verified here: the identity policy decides what a
-			// missing, invalid or expired one means, per request.
-			return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*c}, ClientAuth: tls.RequestClientCert}, nil
-		},
-	}
-}
-
 // peer is who sent ctx's request: its certificate's identity when it came
 // over TLS, the declared name otherwise.
 func (t *tlsServer) peer(ctx context.Context, declared string) sdk.Peer {
 	if t == nil {
 		return sdk.Peer{Declared: declared, Identity: api.IdentityMissing}
 	}
-	st, _ := ctx.Value(peerKey{}).(*tls.ConnectionState)
 	var chain []*x509.Certificate
-	if st != nil {
+	if st, _ := ctx.Value(peerKey{}).(*tls.ConnectionState); st != nil {
 		chain = st.PeerCertificates
 	}
 	return sdk.VerifyPeer(declared, chain, t.id.TrustBundle(), time.Now())
-}
-
-// sniffListener hands Kitex connections once their first byte told TLS from
-// plaintext (and a TLS handshake completed). Each connection is looked at
-// in its own goroutine, bounded by HandshakeTimeout.
-type sniffListener struct {
-	net.Listener
-	t *tlsServer
-
-	start sync.Once
-	conns chan net.Conn
-	done  chan struct{}
-	err   error
-
-	mu      sync.Mutex
-	open    map[*serverConn]struct{}
-	drainAt time.Time
-}
-
-// drainGrace is how long a connection may still read once the listener
-// closed: Kitex's Go net transport waits for every connection to close
-// when it stops, and an idle client connection is closed by its client only.
-const drainGrace = 500 * time.Millisecond
-
-func newSniffListener(ln net.Listener, t *tlsServer) *sniffListener {
-	return &sniffListener{Listener: ln, t: t, conns: make(chan net.Conn), done: make(chan struct{}), open: map[*serverConn]struct{}{}}
-}
-
-func (l *sniffListener) Accept() (net.Conn, error) {
-	l.start.Do(func() { go l.acceptLoop() })
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, l.err
-	}
-}
-
-func (l *sniffListener) acceptLoop() {
-	for {
-		raw, err := l.Listener.Accept()
-		if err != nil {
-			l.err = err
-			close(l.done)
-			return
-		}
-		go l.sniff(raw)
-	}
-}
-
-// Close stops accepting; the open connections stop reading drainGrace
-// from now.
-func (l *sniffListener) Close() error {
-	err := l.Listener.Close()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.drainAt.IsZero() {
-		l.drainAt = time.Now().Add(drainGrace)
-		for c := range l.open {
-			_ = c.Conn.SetReadDeadline(l.drainAt)
-		}
-	}
-	return err
-}
-
-func (l *sniffListener) sniff(raw net.Conn) {
-	_ = raw.SetDeadline(time.Now().Add(HandshakeTimeout))
-	br := bufio.NewReaderSize(raw, 1024)
-	first, err := br.Peek(1)
-	if err != nil {
-		l.t.failed.Add(1)
-		_ = raw.Close()
-		return
-	}
-	conn := net.Conn(&prefixConn{Conn: raw, r: br})
-	var state *tls.ConnectionState
-	if first[0] == tlsRecordHandshake {
-		tc := tls.Server(conn, l.t.config())
-		if err := tc.Handshake(); err != nil {
-			l.t.failed.Add(1)
-			_ = tc.Close()
-			return
-		}
-		st := tc.ConnectionState()
-		conn, state = tc, &st
-		l.t.tls.Add(1)
-	} else {
-		if l.t.mode() == api.TLSStrict {
-			l.t.refused.Add(1)
-			_ = raw.Close()
-			return
-		}
-		l.t.plain.Add(1)
-	}
-	_ = raw.SetDeadline(time.Time{})
-	c := &serverConn{Conn: conn, l: l, remote: &peerAddr{Addr: raw.RemoteAddr(), state: state}}
-	if !l.track(c) {
-		_ = conn.Close()
-		return
-	}
-	select {
-	case l.conns <- c:
-	case <-l.done:
-		_ = c.Close()
-	}
-}
-
-func (l *sniffListener) track(c *serverConn) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.drainAt.IsZero() {
-		return false
-	}
-	l.open[c] = struct{}{}
-	return true
-}
-
-func (l *sniffListener) forget(c *serverConn) {
-	l.mu.Lock()
-	delete(l.open, c)
-	l.mu.Unlock()
-}
-
-func (l *sniffListener) readDeadline(t time.Time) time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.drainAt.IsZero() && (t.IsZero() || t.After(l.drainAt)) {
-		return l.drainAt
-	}
-	return t
-}
-
-// prefixConn reads through the reader that peeked at its first byte.
-type prefixConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
-
-// serverConn is a connection whose remote address carries its TLS state
-// (nil for plaintext): Kitex's Go net transport wraps the connection it is
-// given, but hands the wrapper's RemoteAddr on to the pipeline.
-type serverConn struct {
-	net.Conn
-	l      *sniffListener
-	remote *peerAddr
-}
-
-func (c *serverConn) RemoteAddr() net.Addr { return c.remote }
-
-func (c *serverConn) SetReadDeadline(t time.Time) error {
-	return c.Conn.SetReadDeadline(c.l.readDeadline(t))
-}
-
-func (c *serverConn) SetDeadline(t time.Time) error {
-	return errors.Join(c.Conn.SetWriteDeadline(t), c.SetReadDeadline(t))
-}
-
-func (c *serverConn) Close() error {
-	c.l.forget(c)
-	return c.Conn.Close()
-}
-
-type peerAddr struct {
-	net.Addr
-	state *tls.ConnectionState
 }
 
 type peerKey struct{}
@@ -303,8 +98,8 @@ type peerHandler struct{}
 var _ remote.InboundHandler = peerHandler{}
 
 func (peerHandler) OnActive(ctx context.Context, conn net.Conn) (context.Context, error) {
-	if a, ok := conn.RemoteAddr().(*peerAddr); ok && a.state != nil {
-		ctx = context.WithValue(ctx, peerKey{}, a.state)
+	if st := sdk.ConnTLS(conn.RemoteAddr()); st != nil {
+		ctx = context.WithValue(ctx, peerKey{}, st)
 	}
 	return ctx, nil
 }
