@@ -80,6 +80,31 @@ func SpiffeService(cert *x509.Certificate) (string, error) {
 	return service, nil
 }
 
+// VerifyServer checks a data-plane server's certificate chain (leaf
+// first) as a client dialing mTLS does: chained to roots for server use,
+// with one SPIFFE ID that names service (host names are not checked: the
+// ID is the server's name).
+func VerifyServer(chain []*x509.Certificate, roots *x509.CertPool, service string) error {
+	if len(chain) == 0 {
+		return errors.New("sextant: the server presented no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return fmt.Errorf("sextant: server certificate: %w", err)
+	}
+	got, err := SpiffeService(chain[0])
+	if err != nil {
+		return fmt.Errorf("sextant: server certificate: %w", err)
+	}
+	if got != service {
+		return fmt.Errorf("sextant: the server's certificate is of service %q, not %q", got, service)
+	}
+	return nil
+}
+
 // IdentityStats count a Gate's requests by the identity of their caller
 // and, for those without a verified one, by what the identity policy did
 // with them: keys "verified", "<outcome>" (served, the declared name

@@ -134,7 +134,7 @@ func CallReporter(caller, callee string, rep *sdk.Reporter) client.Middleware {
 			}
 			status := resp.StatusCode()
 			// A timeout counts as a timeout only (RecordCall), not also as an error.
-			rep.RecordCall(callee, instance, time.Since(start), err != nil || status >= 500, timedOut(err))
+			rep.RecordCallOver(callee, instance, time.Since(start), err != nil || status >= 500, timedOut(err), to.encrypting && !to.tls)
 			return err
 		}
 	}
@@ -162,7 +162,11 @@ func timedOut(err error) bool {
 
 // picked carries the instance Balance picked to a CallReporter before or
 // after it in the chain.
-type picked struct{ instance string }
+type picked struct {
+	instance   string
+	tls        bool // the instance advertises mTLS
+	encrypting bool // an Encryption middleware saw the call
+}
 
 type pickedKey struct{}
 
@@ -202,10 +206,11 @@ func Balance(service string, d *sdk.Discovery, b sdk.Balancer, static []sdk.Inst
 			if err != nil {
 				return fmt.Errorf("%s: %w", service, err)
 			}
+			advertises := in.Metadata[api.TLSMetadataKey] != ""
 			if to, ok := ctx.Value(pickedKey{}).(*picked); ok {
-				to.instance = in.Instance
+				to.instance, to.tls = in.Instance, advertises
 			} else {
-				ctx = context.WithValue(ctx, pickedKey{}, &picked{instance: in.Instance})
+				ctx = context.WithValue(ctx, pickedKey{}, &picked{instance: in.Instance, tls: advertises})
 			}
 			req.SetHost(in.Addr)
 			start := time.Now()

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
-	"fmt"
 	"maps"
 	"net"
 	"sync"
@@ -230,7 +228,7 @@ func (e *Encryption) DialTimeout(network, address string, timeout time.Duration)
 		// The server is verified by its SPIFFE ID, not its host name.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyServer(cs.PeerCertificates, e.id.TrustBundle(), service)
+			return sdk.VerifyServer(cs.PeerCertificates, e.id.TrustBundle(), service)
 		},
 	}
 	tc, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, network, address)
@@ -245,27 +243,6 @@ func (e *Encryption) DialTimeout(network, address string, timeout time.Duration)
 		expires = own.Leaf.NotAfter
 	}
 	return newClientConn(conn, expires), nil
-}
-
-func verifyServer(chain []*x509.Certificate, roots *x509.CertPool, service string) error {
-	if len(chain) == 0 {
-		return errors.New("sextant: the server presented no certificate")
-	}
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-		return fmt.Errorf("sextant: server certificate: %w", err)
-	}
-	got, err := sdk.SpiffeService(chain[0])
-	if err != nil {
-		return fmt.Errorf("sextant: server certificate: %w", err)
-	}
-	if got != service {
-		return fmt.Errorf("sextant: the server's certificate is of service %q, not %q", got, service)
-	}
-	return nil
 }
 
 // maxConnLifetime bounds how long a client connection is reused when no
