@@ -213,7 +213,9 @@ func (e *Encryption) DialTimeout(network, address string, timeout time.Duration)
 		if err != nil {
 			return nil, err
 		}
-		return newClientConn(conn, expires), nil
+		c := newClientConn(conn, expires)
+		c.stale = func() bool { return e.secure(address) }
+		return c, nil
 	}
 	service := v.(string)
 	own := e.id.Certificate()
@@ -242,7 +244,9 @@ func (e *Encryption) DialTimeout(network, address string, timeout time.Duration)
 	if own != nil && own.Leaf != nil && own.Leaf.NotAfter.Before(expires) {
 		expires = own.Leaf.NotAfter
 	}
-	return newClientConn(conn, expires), nil
+	c := newClientConn(conn, expires)
+	c.stale = func() bool { return !e.secure(address) }
+	return c, nil
 }
 
 // maxConnLifetime bounds how long a client connection is reused when no
@@ -257,6 +261,7 @@ type clientConn struct {
 	r       *bufiox.DefaultReader
 	w       *bufiox.DefaultWriter
 	expires time.Time
+	stale   func() bool // the instance no longer advertises what the connection was dialed for
 
 	closeOnce sync.Once
 }
@@ -271,8 +276,12 @@ func (c *clientConn) Reader() *bufiox.DefaultReader { return c.r }
 func (c *clientConn) Writer() *bufiox.DefaultWriter { return c.w }
 func (c *clientConn) Read(b []byte) (int, error)    { return c.r.Read(b) }
 
-// IsActive tells the connection pool whether to reuse the connection.
-func (c *clientConn) IsActive() bool { return time.Now().Before(c.expires) }
+// IsActive tells the connection pool whether to reuse the connection: not
+// once a certificate it was opened with expired, nor once the instance
+// started or stopped advertising mTLS (the next call dials as it says now).
+func (c *clientConn) IsActive() bool {
+	return time.Now().Before(c.expires) && (c.stale == nil || !c.stale())
+}
 
 func (c *clientConn) Close() error {
 	err := net.ErrClosed
