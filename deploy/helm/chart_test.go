@@ -1358,6 +1358,25 @@ func TestOptionValues(t *testing.T) {
 	if sm := r.find("ServiceMonitor", fullname+"-config-center"); sm == nil || sm.obj.(*serviceMonitor).Spec.Endpoints[0].Scheme != "https" {
 		t.Errorf("config-center: no ServiceMonitor scraping over https")
 	}
+	// The certificate authority's key reaches every service, from the
+	// Secret the chart makes: the Kitex hops use mTLS, the HTTP APIs stay plain.
+	if r.find("Secret", fullname+"-pki") == nil {
+		t.Errorf("pki.enabled: no Secret %s-pki", fullname)
+	}
+	for name, w := range ws {
+		c := &w.pod.Spec.Containers[0]
+		args := flagArgs(t, name, c.Args)
+		if args["ca-key-file"] != "/etc/sextant/pki/ca.key" || args["trust-domain"] != "mesh.example" || args["tls-http"] != "false" {
+			t.Errorf("%s: args %v lack the CA key file, the trust domain or --tls-http=false", name, c.Args)
+		}
+		mounted := false
+		for _, m := range c.VolumeMounts {
+			mounted = mounted || (m.Name == "pki" && m.MountPath == "/etc/sextant/pki")
+		}
+		if !mounted {
+			t.Errorf("%s: the CA key is not mounted", name)
+		}
+	}
 	// Every service verifies operators' tokens: the admin token and the
 	// tokens file reach each of them.
 	for name, w := range ws {

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -57,7 +58,7 @@ type Config struct {
 	// serving certificate the service issues itself.
 	Hosts string
 	// PlainHTTP keeps the HTTP ports plaintext while the Kitex hops use
-	// mTLS (sextant dev, whose quick start speaks http://). No flag sets it.
+	// mTLS (sextant dev, whose quick start speaks http://; --tls-http=false).
 	PlainHTTP bool
 }
 
@@ -71,6 +72,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KeyFile, "tls-key", c.KeyFile, "PEM key of --tls-cert")
 	fs.StringVar(&c.CAKeyFile, "ca-key-file", c.CAKeyFile, "file of the 32-byte key (base64) that seals the certificate authority's keys in etcd; with it the service creates the authority if there is none and, without --tls-cert, serves TLS with a certificate it issues itself")
 	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "trust domain of the identities (spiffe://<trust-domain>/ns/<namespace>/sa/<service>) when this service creates the authority")
+	fs.Func("tls-http", "with --ca-key-file: serve the HTTP APIs over TLS too (default true); false keeps them plain while the Kitex hops use mTLS", func(v string) error {
+		b, err := strconv.ParseBool(v)
+		c.PlainHTTP = !b
+		return err
+	})
 	fs.StringVar(&c.Hosts, "tls-hosts", c.Hosts, "comma-separated DNS names and IPs added to a serving certificate the service issues itself (besides localhost, the host name and the listen address)")
 }
 

@@ -152,6 +152,10 @@ config-center:
 {{- default (include "sextant.componentName" (dict "root" . "component" "auth")) .Values.auth.existingSecret }}
 {{- end }}
 
+{{- define "sextant.pkiSecretName" -}}
+{{- default (include "sextant.componentName" (dict "root" . "component" "pki")) .Values.pki.existingSecret }}
+{{- end }}
+
 {{/* Whether config-center gets a tokens file. */}}
 {{- define "sextant.tokensFileEnabled" -}}
 {{- if or .Values.auth.tokensFile.enabled .Values.auth.tokensFile.tokens }}true{{ end }}
