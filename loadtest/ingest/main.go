@@ -31,6 +31,7 @@ const (
 	kindPath     = "sextant"        // the whole path
 	kindInflux   = "sextant+influx" // the whole path, writing time series to influxd
 	kindMTLS     = "sextant+mtls"   // the whole path, the mixer's Kitex hop to the calculator over mTLS
+	kindTLS      = "sextant+tls"    // the whole path over TLS: the mixer's HTTP edge too
 	kindBaseline = "baseline"       // Gin + encoding/json, decode and validate only
 	kindNoop     = "noop"           // Hertz reading the body, nothing else
 	kindEdge     = "edge"           // the mixer's HTTP edge with a counting sink
@@ -43,6 +44,7 @@ type options struct {
 	duration, warmup         time.Duration
 	withMTLS                 bool // -compare adds the whole path over mTLS
 	mtls                     bool // this deployment's Kitex hop is mTLS
+	edgeTLS                  bool // and its HTTP edge is TLS
 }
 
 func main() {
@@ -50,13 +52,14 @@ func main() {
 	var only, serveKind string
 	var po pathOptions
 	flag.BoolVar(&o.compare, "compare", false, "run the whole path without and with influxd, the baseline and the no-op, and print them side by side (the default)")
-	flag.StringVar(&only, "only", "", "run one column: sextant, sextant+influx, sextant+mtls, baseline, noop or edge")
+	flag.StringVar(&only, "only", "", "run one column: sextant, sextant+influx, sextant+mtls, sextant+tls, baseline, noop or edge")
 	flag.StringVar(&o.target, "addr", "", "load an already running mixer at host:port instead of spawning (client-side numbers only); with -serve, where to listen")
 	flag.StringVar(&serveKind, "serve", "", "internal: be the server of this kind, listening on -addr")
 	flag.StringVar(&po.etcd, "etcd", "", "internal: the etcd of the whole path")
 	flag.StringVar(&po.influx, "influx-url", "", "internal: the influxd of the whole path")
 	flag.StringVar(&po.caKey, "ca-key-file", "", "internal: the CA key file of the whole path over mTLS")
-	flag.BoolVar(&o.withMTLS, "mtls", false, "with -compare, also run the whole path with the mixer's Kitex hop to the calculator over mTLS (column sextant+mtls)")
+	flag.BoolVar(&po.edgeTLS, "edge-tls", false, "internal: the mixer serves its HTTP edge over TLS")
+	flag.BoolVar(&o.withMTLS, "mtls", false, "with -compare, also run the whole path with the mixer's Kitex hop to the calculator over mTLS (column sextant+mtls) and with the HTTP edge over TLS too (column sextant+tls)")
 	flag.IntVar(&o.conns, "conns", 32, "keep-alive connections, each with one request in flight")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per column")
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before the measured time")
@@ -87,16 +90,16 @@ func run(o options, only string) error {
 	}
 	kinds := []string{kindPath, kindInflux, kindBaseline, kindNoop}
 	if o.withMTLS {
-		kinds = []string{kindPath, kindMTLS, kindInflux, kindBaseline, kindNoop}
+		kinds = []string{kindPath, kindMTLS, kindTLS, kindInflux, kindBaseline, kindNoop}
 	}
 	switch {
 	case o.target != "":
 		kinds = []string{o.target}
 	case o.compare || only == "":
-	case only == kindPath || only == kindInflux || only == kindMTLS || only == kindBaseline || only == kindNoop || only == kindEdge:
+	case only == kindPath || only == kindInflux || only == kindMTLS || only == kindTLS || only == kindBaseline || only == kindNoop || only == kindEdge:
 		kinds = []string{only}
 	default:
-		return fmt.Errorf("-only %q: want sextant, sextant+influx, sextant+mtls, baseline, noop or edge", only)
+		return fmt.Errorf("-only %q: want sextant, sextant+influx, sextant+mtls, sextant+tls, baseline, noop or edge", only)
 	}
 	// The reports are of 200 services, so the load generator posts as an
 	// operator (a data plane's token may report only its own service); the
@@ -208,8 +211,9 @@ func measure(o options, kind string, bodies *bodySource) (column, error) {
 	switch {
 	case o.target != "":
 		d = &deployment{url: "http://" + o.target + "/v1/telemetry", stop: func() {}}
-	case kind == kindPath || kind == kindInflux || kind == kindMTLS:
-		o.mtls = kind == kindMTLS
+	case kind == kindPath || kind == kindInflux || kind == kindMTLS || kind == kindTLS:
+		o.mtls = kind == kindMTLS || kind == kindTLS
+		o.edgeTLS = kind == kindTLS
 		d, err = startPath(o, kind == kindInflux)
 	default:
 		d, err = spawn(kind, o.procs)

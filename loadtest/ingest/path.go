@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -51,6 +50,7 @@ type deployment struct {
 type pathOptions struct {
 	etcd, influx string
 	caKey        string // with it, the Kitex hop is mTLS (the HTTP edge stays plain)
+	edgeTLS      bool   // with caKey: the mixer's HTTP edge is served over TLS too
 }
 
 // freeAddr is a loopback address with a port nobody listens on now.
@@ -96,6 +96,9 @@ func startPath(o options, influx bool) (*deployment, error) {
 		}
 		stops = append(stops, remove)
 		args = append(args, "-ca-key-file="+keyFile)
+		if o.edgeTLS {
+			args = append(args, "-edge-tls")
+		}
 	}
 	if influx {
 		bin, err := influxdev.Find(".")
@@ -134,8 +137,12 @@ func startPath(o options, influx bool) (*deployment, error) {
 	}
 	stops = append(stops, mx.Stop)
 	mixerAddr, _ := strings.CutPrefix(mx.FirstLine, "listening ")
-	d.url = "http://" + mixerAddr + "/v1/telemetry"
-	d.mixerMetrics = "http://" + mixerAddr + "/metrics"
+	scheme := "http://"
+	if o.edgeTLS {
+		scheme = "https://"
+	}
+	d.url = scheme + mixerAddr + "/v1/telemetry"
+	d.mixerMetrics = scheme + mixerAddr + "/metrics"
 	d.procs = append(d.procs, procInfo{name: "mixer", pid: mx.Pid(), sextant: true, metrics: d.mixerMetrics})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -198,7 +205,7 @@ func servePath(kind, addr string, po pathOptions, stop <-chan os.Signal) error {
 		cfg.Etcd.Endpoints = po.etcd
 		cfg.MaxBodyBytes = maxBody
 		cfg.TSDB = seriesConfig(po.influx)
-		cfg.TLS.CAKeyFile, cfg.TLS.PlainHTTP = po.caKey, true
+		cfg.TLS.CAKeyFile, cfg.TLS.PlainHTTP = po.caKey, !po.edgeTLS
 		m, err := mixer.New(cfg, logx.Discard())
 		if err != nil {
 			return err
@@ -242,7 +249,7 @@ func seriesConfig(url string) tsdb.Config {
 // scrape reads a Prometheus text page and sums every sample by metric name
 // (labels dropped).
 func scrape(url string) (map[string]float64, error) {
-	resp, err := http.Get(url)
+	resp, err := tlsClient.Get(url)
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +282,7 @@ func scrape(url string) (map[string]float64, error) {
 
 // scrapeLabelled sums the samples of one metric whose labels contain match.
 func scrapeLabelled(url, name, match string) (float64, error) {
-	resp, err := http.Get(url)
+	resp, err := tlsClient.Get(url)
 	if err != nil {
 		return 0, err
 	}
