@@ -2,6 +2,8 @@ package authn
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -9,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +32,9 @@ type OIDCConfig struct {
 	JWKSURL string
 	// Audience, when set, must be one of the tokens' "aud".
 	Audience string
+	// CAFile holds the PEM roots that JWKSURL's server certificate is
+	// checked against (the cluster's CA); empty: the system's.
+	CAFile string
 }
 
 // RegisterFlags adds --oidc-issuer, --oidc-jwks-url and --oidc-audience.
@@ -36,6 +42,7 @@ func (c *OIDCConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Issuer, "oidc-issuer", c.Issuer, "issuer (iss) of the Kubernetes service-account tokens accepted at POST /v1/certificates; empty: none are")
 	fs.StringVar(&c.JWKSURL, "oidc-jwks-url", c.JWKSURL, "URL of the issuer's JSON Web Key Set (required with --oidc-issuer)")
 	fs.StringVar(&c.Audience, "oidc-audience", c.Audience, "audience (aud) the service-account tokens must name; empty: not checked")
+	fs.StringVar(&c.CAFile, "oidc-ca-file", c.CAFile, "PEM roots that verify the server of --oidc-jwks-url (the cluster's CA); empty: the system's")
 }
 
 // Enabled tells whether service-account tokens are accepted.
@@ -44,8 +51,8 @@ func (c OIDCConfig) Enabled() bool { return c.Issuer != "" }
 // Validate checks a configuration that is enabled, or empty.
 func (c OIDCConfig) Validate() error {
 	if !c.Enabled() {
-		if c.JWKSURL != "" || c.Audience != "" {
-			return errors.New("--oidc-jwks-url and --oidc-audience need --oidc-issuer")
+		if c.JWKSURL != "" || c.Audience != "" || c.CAFile != "" {
+			return errors.New("--oidc-jwks-url, --oidc-audience and --oidc-ca-file need --oidc-issuer")
 		}
 		return nil
 	}
@@ -95,8 +102,20 @@ type ServiceAccounts struct {
 
 // NewServiceAccounts verifies the tokens of cfg's issuer (cfg validated).
 // The key set is fetched at the first token.
-func NewServiceAccounts(cfg OIDCConfig) *ServiceAccounts {
-	return &ServiceAccounts{cfg: cfg, now: time.Now, client: &http.Client{Timeout: keysFetchLimit}}
+func NewServiceAccounts(cfg OIDCConfig) (*ServiceAccounts, error) {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.CAFile != "" {
+		b, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--oidc-ca-file: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--oidc-ca-file %s: no PEM certificate", cfg.CAFile)
+		}
+		transport.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
+	return &ServiceAccounts{cfg: cfg, now: time.Now, client: &http.Client{Timeout: keysFetchLimit, Transport: transport}}, nil
 }
 
 // LooksLikeJWT tells a JWT in compact form (three base64url parts; the

@@ -83,7 +83,10 @@ func TestServiceAccountKeys(t *testing.T) {
 	js := startJWKS(t)
 	k1 := js.add(t, "k1")
 	now := time.Now()
-	sa := NewServiceAccounts(OIDCConfig{Issuer: "https://issuer", JWKSURL: js.url})
+	sa, err := NewServiceAccounts(OIDCConfig{Issuer: "https://issuer", JWKSURL: js.url})
+	if err != nil {
+		t.Fatal(err)
+	}
 	sa.now = func() time.Time { return now }
 	ctx := context.Background()
 	verify := func(token, wantCode string) {
@@ -148,6 +151,7 @@ func TestOIDCConfig(t *testing.T) {
 		{OIDCConfig{Issuer: "https://k8s"}, false},
 		{OIDCConfig{JWKSURL: "https://k8s/openid/v1/jwks"}, false},
 		{OIDCConfig{Audience: "sextant"}, false},
+		{OIDCConfig{CAFile: "ca.pem"}, false},
 		{OIDCConfig{Issuer: "https://k8s", JWKSURL: "file:///etc/jwks"}, false},
 	} {
 		if err := c.cfg.Validate(); (err == nil) != c.ok {

@@ -6,8 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,11 +24,12 @@ import (
 )
 
 // issuer is a cluster's OIDC issuer as the config-center sees it: a JWKS
-// server over real sockets with an RSA and an EC key; the test signs the
-// tokens.
+// server over real sockets (HTTPS, its root given as --oidc-ca-file) with
+// an RSA and an EC key; the test signs the tokens.
 type issuer struct {
 	url     string // the issuer (iss)
-	jwks    string // its key set's URL
+	jwks    string // its key set's URL, https
+	caFile  string // the PEM root of the JWKS server's certificate
 	rsa     *rsa.PrivateKey
 	ec      *ecdsa.PrivateKey
 	fetches atomic.Int64
@@ -51,7 +55,7 @@ func startIssuer(t *testing.T) *issuer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/openid/v1/jwks" {
 			http.NotFound(w, r)
 			return
@@ -62,6 +66,11 @@ func startIssuer(t *testing.T) *issuer {
 	}))
 	t.Cleanup(srv.Close)
 	iss.jwks = srv.URL + "/openid/v1/jwks"
+	iss.caFile = filepath.Join(t.TempDir(), "cluster-ca.pem")
+	root := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(iss.caFile, root, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return iss
 }
 
@@ -109,7 +118,7 @@ func sign(t *testing.T, tok saToken, alg jose.SignatureAlgorithm, key any, kid s
 func TestServiceAccountTokens(t *testing.T) {
 	iss := startIssuer(t)
 	p := startTLSWith(t, time.Hour, func(c *center.Config) {
-		c.OIDC.Issuer, c.OIDC.JWKSURL, c.OIDC.Audience = iss.url, iss.jwks, "sextant"
+		c.OIDC.Issuer, c.OIDC.JWKSURL, c.OIDC.Audience, c.OIDC.CAFile = iss.url, iss.jwks, "sextant", iss.caFile
 	})
 	claim := "spiffe://sextant.local/ns/default/sa/payments"
 	certs := p.center + "/v1/certificates"

@@ -45,6 +45,13 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	if err := cfg.OIDC.Validate(); err != nil {
 		return nil, err
 	}
+	var serviceAccounts *authn.ServiceAccounts // nil: no service-account tokens
+	if cfg.OIDC.Enabled() {
+		var err error
+		if serviceAccounts, err = authn.NewServiceAccounts(cfg.OIDC); err != nil {
+			return nil, err
+		}
+	}
 	cli, err := etcdx.NewClient(cfg.Etcd)
 	if err != nil {
 		return nil, err
@@ -146,10 +153,6 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	h.DELETE("/v1/tokens/:id", append(write, tok.revoke)...)
 	// A workload may prove who it is with a service-account token here,
 	// and only here.
-	var serviceAccounts *authn.ServiceAccounts
-	if cfg.OIDC.Enabled() {
-		serviceAccounts = authn.NewServiceAccounts(cfg.OIDC)
-	}
 	h.POST("/v1/certificates", verifier.AuthenticateWith(serviceAccounts), certs.issue)
 	h.GET("/v1/ca", certs.bundle)
 	httpx.HealthRoutesStale(h, cc.readiness, cc.staleness)
