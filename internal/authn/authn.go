@@ -57,6 +57,9 @@ type Identity struct {
 	// Certificate is the serial of the client certificate the identity
 	// comes from (TokenID is empty then).
 	Certificate string
+	// ServiceAccount tells an identity proven by a Kubernetes
+	// service-account token (Service is the service account's name).
+	ServiceAccount bool
 }
 
 // Name is how the identity shows in audit records and logs.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"flag"
+	"strings"
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/network"
@@ -26,7 +27,13 @@ const identityKey = "sextant.identity"
 // credential is the Authorization header when there is one, else the client
 // certificate of a TLS connection (an expired or untrusted one is refused,
 // it does not fall back to anything).
-func (v *Verifier) Authenticate() app.HandlerFunc {
+func (v *Verifier) Authenticate() app.HandlerFunc { return v.AuthenticateWith(nil) }
+
+// AuthenticateWith is Authenticate that also takes a Kubernetes
+// service-account token (a JWT) as the bearer credential, verified by sa
+// (nil: refused as any unknown credential). Only the routes where a
+// workload proves who it is use it.
+func (v *Verifier) AuthenticateWith(sa *ServiceAccounts) app.HandlerFunc {
 	return func(ctx context.Context, c *app.RequestContext) {
 		var (
 			id Identity
@@ -35,6 +42,8 @@ func (v *Verifier) Authenticate() app.HandlerFunc {
 		header := c.GetHeader(api.AuthorizationHeader)
 		if chain := peerChain(ctx, c); len(header) == 0 && len(chain) > 0 {
 			id, fe = v.VerifyPeer(chain)
+		} else if bearer, ok := strings.CutPrefix(string(header), api.BearerPrefix); ok && sa != nil && LooksLikeJWT(bearer) {
+			id, fe = sa.Verify(ctx, bearer)
 		} else {
 			id, fe = v.Verify(string(header))
 		}

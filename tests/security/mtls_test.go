@@ -48,6 +48,13 @@ type tlsPlane struct {
 
 func startTLS(t *testing.T, certTTL time.Duration) *tlsPlane {
 	t.Helper()
+	return startTLSWith(t, certTTL, nil)
+}
+
+// startTLSWith is startTLS with tweak (may be nil) applied to the
+// config-center's config.
+func startTLSWith(t *testing.T, certTTL time.Duration, tweak func(*center.Config)) *tlsPlane {
+	t.Helper()
 	p := &tlsPlane{etcd: testenv.StartEtcd(t), prefix: testenv.Prefix(t)}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
@@ -55,7 +62,12 @@ func startTLS(t *testing.T, certTTL time.Duration) *tlsPlane {
 	if err := os.WriteFile(p.keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cc := centertest.Start(t, p.etcd, p.prefix, func(c *center.Config) { c.TLS.CAKeyFile, c.CertTTL = p.keyFile, certTTL })
+	cc := centertest.Start(t, p.etcd, p.prefix, func(c *center.Config) {
+		c.TLS.CAKeyFile, c.CertTTL = p.keyFile, certTTL
+		if tweak != nil {
+			tweak(c)
+		}
+	})
 	mc := coretest.Start(t, p.etcd, p.prefix, func(c *core.Config) { c.TLS.CAKeyFile = p.keyFile })
 	p.center, p.meshCore, p.mc = "https://"+cc.Addr(), "https://"+mc.Addr(), mc
 	p.bundle = x509.NewCertPool()

@@ -42,6 +42,16 @@ type Center struct {
 
 // New binds the API port and connects to etcd; Start serves.
 func New(cfg Config, log *slog.Logger) (*Center, error) {
+	if err := cfg.OIDC.Validate(); err != nil {
+		return nil, err
+	}
+	var serviceAccounts *authn.ServiceAccounts // nil: no service-account tokens
+	if cfg.OIDC.Enabled() {
+		var err error
+		if serviceAccounts, err = authn.NewServiceAccounts(cfg.OIDC); err != nil {
+			return nil, err
+		}
+	}
 	cli, err := etcdx.NewClient(cfg.Etcd)
 	if err != nil {
 		return nil, err
@@ -141,7 +151,9 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	h.POST("/v1/tokens", append(write, tok.create)...)
 	h.GET("/v1/tokens", append(operator, tok.list)...)
 	h.DELETE("/v1/tokens/:id", append(write, tok.revoke)...)
-	h.POST("/v1/certificates", append(read, certs.issue)...)
+	// A workload may prove who it is with a service-account token here,
+	// and only here.
+	h.POST("/v1/certificates", verifier.AuthenticateWith(serviceAccounts), certs.issue)
 	h.GET("/v1/ca", certs.bundle)
 	httpx.HealthRoutesStale(h, cc.readiness, cc.staleness)
 	httpx.MetricsRoute(h, reg)

@@ -90,8 +90,11 @@ func (ca *certificateAPI) issue(ctx context.Context, c *app.RequestContext) {
 		return
 	}
 	serial := pki.SerialOf(cert)
-	audit := api.AuditEntry{AtMs: now.UnixMilli(), Who: who.Name(), Action: "certificate-issue", Service: id.Service,
-		Detail: "certificate " + serial + " for " + id.String() + " expires " + cert.NotAfter.UTC().Format(time.RFC3339)}
+	detail := "certificate " + serial + " for " + id.String() + " expires " + cert.NotAfter.UTC().Format(time.RFC3339)
+	if who.ServiceAccount {
+		detail += " (service-account token of " + who.Namespace + "/" + who.Service + ")"
+	}
+	audit := api.AuditEntry{AtMs: now.UnixMilli(), Who: who.Name(), Action: "certificate-issue", Service: id.Service, Detail: detail}
 	// The audit record is written before the certificate is handed out: no
 	// record, no certificate.
 	actx, cancel := context.WithTimeout(ctx, ca.timeout)
@@ -117,7 +120,12 @@ func (ca *certificateAPI) identity(who authn.Identity, req api.CertificateReques
 	if fe := api.Name("namespace", req.Namespace, false); fe != nil {
 		return pki.ID{}, fe
 	}
-	if req.Namespace == api.ControlPlaneNamespace || who.Namespace == api.ControlPlaneNamespace {
+	if who.Namespace == api.ControlPlaneNamespace {
+		// A service account of the namespace Sextant runs in, say.
+		return pki.ID{}, api.Errorf(api.AuthorizationHeader, api.CodeForbidden,
+			"%s is of %q, the control plane's own namespace: its certificates are not issued here", who.Name(), api.ControlPlaneNamespace)
+	}
+	if req.Namespace == api.ControlPlaneNamespace {
 		// Sextant's services issue their own (the Kitex hops trust them).
 		return pki.ID{}, api.Errorf("namespace", api.CodeInvalidValue, "%q is the control plane's own namespace", api.ControlPlaneNamespace)
 	}

@@ -20,6 +20,9 @@ type Config struct {
 	KitexPrefix string
 	// Auth names the operators' tokens; data-plane tokens live in etcd.
 	Auth authn.Config
+	// OIDC names the issuer of the Kubernetes service-account tokens a
+	// workload may prove its identity with at POST /v1/certificates.
+	OIDC authn.OIDCConfig
 	// TLS serves the API over TLS (--tls-cert, --tls-key, or a certificate
 	// of the authority when CAKeyFile is given); with CAKeyFile the
 	// config-center also issues workload certificates.
@@ -61,6 +64,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Etcd.RegisterFlags(fs)
 	fs.StringVar(&c.KitexPrefix, "kitex-prefix", c.KitexPrefix, "prefix of the keys the kitex-contrib/config-etcd suite reads")
 	c.Auth.RegisterFlags(fs)
+	c.OIDC.RegisterFlags(fs)
 	c.TLS.RegisterFlags(fs)
 	fs.DurationVar(&c.CertTTL, "cert-ttl", c.CertTTL, "lifetime of the workload certificates issued at POST /v1/certificates (at most 24h)")
 	fs.DurationVar(&c.MaxWait, "max-wait", c.MaxWait, "longest watch long poll")
