@@ -126,9 +126,8 @@ func othersAverage(s demo.Second, bs []*demo.Backend, except string) float64 {
 }
 
 // Five instances of a Kitex service, one made five times slower: within
-// 10 s its share of traffic falls below half of the others' average, and the
-// client's p99 drops from what it was in the first seconds; when it
-// recovers, its share comes back.
+// 10 s its share of traffic falls below half of the others' average and
+// stays there while it is slow; when it recovers, its share comes back.
 func TestSlowInstanceLosesTrafficAndGetsItBack(t *testing.T) {
 	p := startPlane(t, knobs())
 	bs := startBackends(t, p.cp(), 5, 10*time.Millisecond, 4)
@@ -162,9 +161,14 @@ func TestSlowInstanceLosesTrafficAndGetsItBack(t *testing.T) {
 	time.Sleep(max(0, 11*time.Second-time.Since(slowAt)))
 	first := rec.Window(slowAt.Truncate(time.Second).Add(time.Second), slowAt.Add(4*time.Second))
 	later := rec.Window(time.Now().Add(-3*time.Second), time.Now())
+	// The client's p99 is logged, not asserted: in real time, on a shared
+	// machine, scheduling delays move it more than the slow instance does
+	// once traffic has left it (within 1-2 s). The simulator measures the
+	// latency effect in simulated time (docs/lb-quality.md); here the
+	// traffic must stay away from the slow instance while it is slow.
 	t.Logf("client p99: %s in the first seconds, %s later", first.P99(), later.P99())
-	if later.P99() >= first.P99() {
-		t.Fatalf("p99 did not drop: %s then %s", first.P99(), later.P99())
+	if share, avg := later.Share(slow.ID), othersAverage(later, bs, slow.ID); share >= avg/2 || avg == 0 {
+		t.Fatalf("later, while still slow: its share %.3f, others' average %.3f; want below half", share, avg)
 	}
 
 	slow.SetCost(10 * time.Millisecond)
