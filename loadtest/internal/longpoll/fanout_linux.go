@@ -362,7 +362,9 @@ func (l *loop) dial(i int) {
 		return
 	}
 	// Non-blocking: EINPROGRESS (or EINTR) means it goes on, and epoll
-	// reports EPOLLOUT when it is done.
+	// reports EPOLLOUT when it is done. There is no dial timeout of our
+	// own: a connect the server never accepts fails when the kernel gives
+	// up its SYN retries, and Start's timeout bounds the wait before that.
 	if err := syscall.Connect(fd, l.sa); err != nil && err != syscall.EINPROGRESS && err != syscall.EINTR {
 		l.fail(i, fmt.Errorf("connect: %w", err))
 	}
