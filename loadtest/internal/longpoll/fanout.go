@@ -6,12 +6,13 @@
 //
 // On Linux the pollers are non-blocking sockets driven by a few epoll loops
 // (Config.Loops, GOMAXPROCS by default), each a goroutine that owns its
-// pollers: no goroutine, stack or netpoll wake-up per poller, and one
-// time stamp per answer taken as it is read. A loop reads every socket an
-// epoll_wait reported ready before it writes any next poll, so that a
-// burst of answers is timed as the server sent it rather than behind the
-// client's own writes. Elsewhere each poller is a goroutine blocked in Read
-// on a net.TCPConn (fanout_other.go).
+// pollers: no goroutine, stack or netpoll wake-up per poller. An answer is
+// timed by the kernel's receive time stamp of its last bytes (SO_TIMESTAMPNS),
+// not when the loop came to read it, so that a burst of answers is timed as
+// the server delivered it, not at the pace the client reads it; and a loop
+// reads every socket an epoll_wait reported ready before it writes any next
+// poll. Elsewhere each poller is a goroutine blocked in Read on a
+// net.TCPConn (fanout_other.go), and an answer is timed when Read returns.
 //
 // Either way the request is built once (only the version at its end
 // changes), a poller keeps a response buffer only while an answer comes

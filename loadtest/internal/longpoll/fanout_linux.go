@@ -10,13 +10,14 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // On Linux the pollers are non-blocking sockets, each owned by one of a few
 // epoll loops (level-triggered). A loop's round: epoll_wait; read every
-// socket it reported (one read each, into the loop's buffer; a poller keeps
-// a buffer of its own only while an answer comes in pieces) and time each
-// answer as it completes; then write the next poll of each poller answered;
+// socket it reported (one recvmsg each, into the loop's buffer; a poller
+// keeps a buffer of its own only while an answer comes in pieces) and time
+// each answer by the kernel's receive stamp of the read that completed it; then write the next poll of each poller answered;
 // then dial the pollers Start handed over and those whose retry is due.
 
 // driver is the epoll loops of a Fanout.
@@ -46,6 +47,7 @@ type loop struct {
 	sa     syscall.Sockaddr // the server's; each loop has its own (Connect writes its raw form into it)
 	events []syscall.EpollEvent
 	buf    []byte
+	oob    []byte  // a read's control message: its receive time stamp
 	ready  []int   // pollers answered (or connected) this round: their next poll is due
 	retry  []retry // pollers to dial again, in the order they are due
 
@@ -113,7 +115,8 @@ func newLoop(f *Fanout, index int) (*loop, error) {
 		return nil, fmt.Errorf("pipe2: %w", err)
 	}
 	l := &loop{f: f, index: index, ep: ep, wakeR: p[0], wakeW: p[1],
-		events: make([]syscall.EpollEvent, maxEvents), buf: make([]byte, loopBuf)}
+		events: make([]syscall.EpollEvent, maxEvents), buf: make([]byte, loopBuf),
+		oob: make([]byte, syscall.CmsgSpace(int(unsafe.Sizeof(syscall.Timespec{}))))}
 	switch sa := f.sa.(type) {
 	case *syscall.SockaddrInet4:
 		l.sa = &syscall.SockaddrInet4{Port: sa.Port, Addr: sa.Addr}
@@ -268,7 +271,7 @@ func (l *loop) read(i int, p *poller) {
 		}
 		dst = c.in[len(c.in):cap(c.in)]
 	}
-	n, err := syscall.Read(c.fd, dst)
+	n, oobn, _, _, err := syscall.Recvmsg(c.fd, dst, l.oob, 0)
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
 		return // level-triggered: epoll reports it again
@@ -279,7 +282,7 @@ func (l *loop) read(i int, p *poller) {
 		l.fail(i, errEOF)
 		return
 	}
-	at := time.Now().UnixNano()
+	at := l.arrived(oobn)
 	data := dst[:n]
 	if c.in != nil {
 		c.in = c.in[:len(c.in)+n]
@@ -309,6 +312,20 @@ func (l *loop) read(i int, p *poller) {
 		c.in = c.in[:0] // kept: this poller's answers come in pieces
 	}
 	l.ready = append(l.ready, i)
+}
+
+// arrived reads when the bytes a read returned reached the socket: the
+// kernel's receive time stamp (SO_TIMESTAMPNS) of the last of them, so that
+// an answer is timed when the server's write delivered it, however long this
+// loop took to come to it; the time now if there is no stamp.
+func (l *loop) arrived(oobn int) int64 {
+	if oobn >= syscall.CmsgSpace(int(unsafe.Sizeof(syscall.Timespec{}))) {
+		h := (*syscall.Cmsghdr)(unsafe.Pointer(&l.oob[0]))
+		if h.Level == syscall.SOL_SOCKET && h.Type == syscall.SCM_TIMESTAMPNS {
+			return (*syscall.Timespec)(unsafe.Pointer(&l.oob[syscall.CmsgLen(0)])).Nano()
+		}
+	}
+	return time.Now().UnixNano()
 }
 
 // grow makes c.in's capacity size, keeping what it holds.
@@ -357,6 +374,7 @@ func (l *loop) dial(i int) {
 	}
 	c.fd, c.connecting = fd, true
 	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1) // without it, reads are timed when they return
 	if err := syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, fd, &syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLOUT, Fd: int32(i)}); err != nil {
 		l.fail(i, fmt.Errorf("epoll_ctl: %w", err))
 		return
