@@ -9,9 +9,9 @@ import (
 )
 
 // The simulated data planes are loadtest/internal/longpoll's: one
-// goroutine and one keep-alive HTTP/1.1 connection each, a request built
-// once (only the version changes), answers read into a reused buffer and
-// never decoded: the version (near the start of an answer), policy_age_ms
+// keep-alive HTTP/1.1 connection each, driven by a few epoll loops on Linux
+// (a goroutine each elsewhere), a request built once (only the version
+// changes), answers read into a reused buffer and never decoded: the version (near the start of an answer), policy_age_ms
 // (near its end) and the marker instance's weight are found by a byte scan.
 // The old client (net/http, a pooled body buffer) spent more CPU than
 // mesh-core on each answer; see docs/benchmarks.md.

@@ -4,22 +4,27 @@
 // own, written so that the client costs far less CPU than the server it
 // measures.
 //
-// Each poller is one goroutine that writes a request built once (only the
-// version at its end changes), then blocks in Read on its connection. The
-// runtime's netpoller is already the "few threads on epoll" design: a
-// parked goroutine costs its stack (a few KiB) and no CPU, and an answer
-// costs one read, one write and one wake-up. An epoll loop of our own
-// would save the wake-up but not the system calls, which dominate. Per
-// poller the client keeps the connection, a response buffer sized for one
-// answer and reused, and two small arrays of timestamps; nothing is
-// allocated per answer, and nothing is decoded but the few integers the
-// measurement needs (found by a byte scan).
+// On Linux the pollers are non-blocking sockets driven by a few epoll loops
+// (Config.Loops, GOMAXPROCS by default), each a goroutine that owns its
+// pollers: no goroutine, stack or netpoll wake-up per poller. An answer is
+// timed by the kernel's receive time stamp of its last bytes (SO_TIMESTAMPNS),
+// not when the loop came to read it, so that a burst of answers is timed as
+// the server delivered it, not at the pace the client reads it; and a loop
+// reads every socket an epoll_wait reported ready before it writes any next
+// poll. Elsewhere each poller is a goroutine blocked in Read on a
+// net.TCPConn (fanout_other.go), and an answer is timed when Read returns.
+//
+// Either way the request is built once (only the version at its end
+// changes), a poller keeps a response buffer only while an answer comes
+// in pieces (Linux) or one sized for its largest answer (elsewhere), and
+// two small arrays of timestamps; nothing is allocated per answer, and
+// nothing is decoded but the few integers the measurement needs (found by
+// a byte scan).
 package longpoll
 
 import (
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -52,6 +57,9 @@ type Config struct {
 	// once would overflow the server's accept backlog (somaxconn), and a
 	// lost SYN is retried only after a second.
 	RampRate, RampStep int
+	// Loops is how many epoll loops drive the pollers on Linux (0:
+	// GOMAXPROCS); poller i belongs to loop i % Loops. Unused elsewhere.
+	Loops int
 }
 
 // Answer is what Decode reads from a 200 answer.
@@ -77,15 +85,17 @@ type Fanout struct {
 	pollers []poller
 	wg      sync.WaitGroup
 	stopped atomic.Bool
+	driver  // how the pollers run: epoll loops (Linux), goroutines (elsewhere)
 
 	answers, noNews, notModified, errCount atomic.Int64
 	firstErr                               atomic.Value // string
 }
 
-// poller is one data plane. Only its goroutine writes it while it runs;
-// the rest is read once the pollers have stopped.
+// poller is one data plane. Only the goroutine that runs it (its epoll loop,
+// or its own) writes it while it runs; the rest is read once the pollers
+// have stopped.
 type poller struct {
-	conn    atomic.Pointer[net.TCPConn]
+	conn    conn // its connection, as the driver keeps it
 	version int64
 	latest  int     // newest change held (cumulative mode); -1 before the first answer
 	seen    []int64 // seen[k]: Unix ns when it first held change k; 0: never
@@ -122,8 +132,11 @@ func New(cfg Config) *Fanout {
 // how long the ramp took, and how long until then.
 func (f *Fanout) Start(timeout time.Duration) (ramp, settled time.Duration, err error) {
 	t0 := time.Now()
+	if err := f.startDriver(); err != nil {
+		return 0, 0, err
+	}
 	for i := range f.pollers {
-		f.wg.Go(func() { f.run(i) })
+		f.launch(i)
 		if (i+1)%f.cfg.RampStep == 0 {
 			time.Sleep(time.Duration(f.cfg.RampStep) * time.Second / time.Duration(f.cfg.RampRate))
 		}
@@ -134,17 +147,6 @@ func (f *Fanout) Start(timeout time.Duration) (ramp, settled time.Duration, err 
 		return ramp, 0, fmt.Errorf("%d of %d pollers got a first answer within %s; %s", f.held[0].Load(), n, timeout, f.Errors())
 	}
 	return ramp, time.Since(t0), nil
-}
-
-// Stop ends every poll and waits for the pollers. Safe to call twice.
-func (f *Fanout) Stop() {
-	f.stopped.Store(true)
-	for i := range f.pollers {
-		if c := f.pollers[i].conn.Load(); c != nil {
-			c.Close()
-		}
-	}
-	f.wg.Wait()
 }
 
 // Held is how many pollers hold change k.
@@ -184,73 +186,43 @@ func (f *Fanout) addError(err error) {
 	}
 }
 
-var dialer = net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1} // no TCP keep-alive probes: the polls themselves are
-
-// run is poller i: connect, poll until an error, again until stopped.
-func (f *Fanout) run(i int) {
-	p := &f.pollers[i]
-	rd := NewReader(f.cfg.BufSize, DefaultMaxResponse)
-	target := f.cfg.Target(i)
-	req := make([]byte, 0, len("GET ")+len(target)+20+len(f.suffix))
-	req = append(append(req, "GET "...), target...)
-	for !f.stopped.Load() {
-		c, err := dialer.Dial("tcp", f.cfg.Addr)
-		if err == nil {
-			tc := c.(*net.TCPConn)
-			p.conn.Store(tc)
-			if f.stopped.Load() { // Stop may have looked before the Store
-				tc.Close()
-				return
-			}
-			err = f.poll(i, p, tc, rd, req)
-			tc.Close()
-		}
-		if f.stopped.Load() {
-			return
-		}
-		f.addError(err)
-		time.Sleep(100 * time.Millisecond)
-		*rd = *NewReader(f.cfg.BufSize, DefaultMaxResponse) // drop what a broken answer left
-	}
+// request is poller i's next poll: "GET <target>" as req holds it (the
+// first plen bytes), then its version and the rest of the request.
+func (f *Fanout) request(req []byte, plen int, version int64) []byte {
+	return append(strconv.AppendInt(req[:plen], version, 10), f.suffix...)
 }
 
 var errClosed = errors.New("the server closed the connection (Connection: close)")
 
-// poll runs poller i's long polls on c until one fails; req holds "GET
-// <target>", to which each poll appends its version and the rest.
-func (f *Fanout) poll(i int, p *poller, c *net.TCPConn, rd *Reader, req []byte) error {
-	plen := len(req)
-	for {
-		req = append(strconv.AppendInt(req[:plen], p.version, 10), f.suffix...)
-		if _, err := c.Write(req); err != nil {
-			return err
-		}
-		resp, err := rd.Read(c)
+// answer handles a response poller i read at (Unix ns): the 200's change
+// held, the 304 counted. An error (a status other than 200 and 304, an
+// answer Decode refuses, an ETag and a body that disagree, a server that
+// closes the connection after it) ends the connection.
+func (f *Fanout) answer(i int, p *poller, resp Response, at int64) error {
+	switch resp.Status {
+	case 200:
+		a, err := f.cfg.Decode(i, resp.Body)
 		if err != nil {
 			return err
 		}
-		at := time.Now().UnixNano()
-		switch resp.Status {
-		case 200:
-			a, err := f.cfg.Decode(i, resp.Body)
-			if err != nil {
-				return err
-			}
-			if resp.HasVersion && resp.Version != a.Version {
-				return fmt.Errorf("ETag says version %d, the body %d", resp.Version, a.Version)
-			}
-			p.version = a.Version
-			f.hold(p, a, at)
-		case 304:
-			f.notModified.Add(1)
-		default:
-			return fmt.Errorf("HTTP %d: %.160s", resp.Status, resp.Body)
+		if resp.HasVersion && resp.Version != a.Version {
+			return fmt.Errorf("ETag says version %d, the body %d", resp.Version, a.Version)
 		}
-		if resp.Close {
-			return errClosed
-		}
+		p.version = a.Version
+		f.hold(p, a, at)
+	case 304:
+		f.notModified.Add(1)
+	default:
+		return fmt.Errorf("HTTP %d: %.160s", resp.Status, resp.Body)
 	}
+	if resp.Close {
+		return errClosed
+	}
+	return nil
 }
+
+// retryAfter is how long a poller waits after an error before it dials again.
+const retryAfter = 100 * time.Millisecond
 
 // hold records the change an answer brought.
 func (f *Fanout) hold(p *poller, a Answer, at int64) {

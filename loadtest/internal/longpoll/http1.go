@@ -133,6 +133,32 @@ func (r *Reader) Read(src io.Reader) (Response, error) {
 	return resp, nil
 }
 
+// frame reads the response at the start of b, which holds what a
+// connection has sent so far: total is how many bytes the whole response
+// takes (0: its head is not all there yet), and the response (its Body
+// aliasing b) once len(b) >= total. Responses larger than max are refused.
+func frame(b []byte, max int) (resp Response, total int, err error) {
+	headEnd := bytes.Index(b, crlf2)
+	switch {
+	case headEnd < 0 && len(b) >= MaxHead+4, headEnd > MaxHead:
+		return Response{}, 0, ErrHeadTooLarge
+	case headEnd < 0:
+		return Response{}, 0, nil
+	}
+	resp, clen, err := parseHead(b[:headEnd])
+	if err != nil {
+		return Response{}, 0, err
+	}
+	total = headEnd + 4 + clen
+	if total > max || total < 0 {
+		return Response{}, 0, ErrTooLarge
+	}
+	if len(b) >= total {
+		resp.Body = b[headEnd+4 : total : total]
+	}
+	return resp, total, nil
+}
+
 // grow makes the buffer size bytes long, keeping what it holds.
 func (r *Reader) grow(size int) {
 	if size <= len(r.buf) {

@@ -160,9 +160,16 @@ func FuzzRead(f *testing.F) {
 		whole, bytewise := NewReader(16, 4096), NewReader(1, 4096)
 		a, b := bytes.NewReader(in), iotest.OneByteReader(bytes.NewReader(in))
 		std := bufio.NewReader(bytes.NewReader(in))
-		for range 4 {
+		// frame (the epoll loops' reader) reads the first response as Reader does.
+		fr, total, ferr := frame(in, 4096)
+		framed := ferr == nil && total > 0 && len(in) >= total
+		for j := range 4 {
 			r1, err1 := whole.Read(a)
 			r2, err2 := bytewise.Read(b)
+			if j == 0 && (framed != (err1 == nil) || (framed && (fr.Status != r1.Status || fr.Version != r1.Version ||
+				fr.HasVersion != r1.HasVersion || fr.Close != r1.Close || !bytes.Equal(fr.Body, r1.Body)))) {
+				t.Fatalf("Reader: %+v, %v; frame: %+v, %d of %d bytes, %v", r1, err1, fr, total, len(in), ferr)
+			}
 			if (err1 == nil) != (err2 == nil) || (err1 == nil && (r1.Status != r2.Status || r1.Version != r2.Version ||
 				r1.HasVersion != r2.HasVersion || r1.Close != r2.Close || !bytes.Equal(r1.Body, r2.Body))) {
 				t.Fatalf("whole: %+v, %v; byte by byte: %+v, %v", r1, err1, r2, err2)
