@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// freeAddr returns a loopback host:port that was free a moment ago.
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// process is one child process the suite runs: a service binary or an etcd
+// member (this binary re-executed). Start and Kill may be called again to
+// restart it with the same arguments, on the same ports.
+type process struct {
+	name string
+	bin  string
+	args []string
+	log  io.Writer
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (p *process) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // no orphan if the suite dies
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", p.name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	p.cmd, p.done = cmd, done
+	return nil
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (p *process) Kill() { p.signal(syscall.SIGKILL) }
+
+// Stop sends SIGTERM, then SIGKILL after 10 s.
+func (p *process) Stop() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.Kill()
+	}
+}
+
+func (p *process) signal(s syscall.Signal) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(s)
+	<-done
+}
+
+// Exited reports whether the process has ended.
+func (p *process) Exited() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done == nil {
+		return true
+	}
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitHTTP waits until GET url answers 200.
+func waitHTTP(ctx context.Context, u string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready after %s: %v", u, timeout, last)
+}
+
+// etcdMember is the configuration of one member of the suite's etcd cluster.
+type etcdMember struct {
+	Name, Client, Peer string
+}
+
+func initialCluster(members []etcdMember) string {
+	var parts []string
+	for _, m := range members {
+		parts = append(parts, m.Name+"=http://"+m.Peer)
+	}
+	return strings.Join(parts, ",")
+}
+
+// runEtcdMember is the `chaos etcd-member` subcommand: one member of a
+// cluster, in this process, until SIGTERM or SIGKILL.
+func runEtcdMember(args []string) error {
+	if len(args) != 5 {
+		return errors.New("usage: chaos etcd-member NAME DIR CLIENT PEER INITIAL-CLUSTER")
+	}
+	name, dir, clientAddr, peerAddr, cluster := args[0], args[1], args[2], args[3], args[4]
+	cfg := embed.NewConfig()
+	cfg.Name, cfg.Dir = name, dir
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(zapcore.NewCore(enc, zapcore.Lock(os.Stderr), zapcore.ErrorLevel)))
+	cu := url.URL{Scheme: "http", Host: clientAddr}
+	pu := url.URL{Scheme: "http", Host: peerAddr}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	cfg.InitialCluster = cluster
+	cfg.InitialClusterToken = "sextant-chaos"
+	if _, err := os.Stat(filepath.Join(dir, "member")); err == nil {
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	term := make(chan os.Signal, 1)
+	notifyTerm(term)
+	select {
+	case <-term:
+	case err := <-e.Err():
+		return err
+	}
+	return nil
+}
+
+// lineWriter prefixes each line a child writes with its name, into w.
+type lineWriter struct {
+	prefix string
+	w      io.Writer
+	mu     *sync.Mutex
+	buf    []byte
+}
+
+func (l *lineWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, b...)
+	for {
+		i := strings.IndexByte(string(l.buf), '\n')
+		if i < 0 {
+			break
+		}
+		fmt.Fprintf(l.w, "%s %s\n", l.prefix, l.buf[:i])
+		l.buf = l.buf[i+1:]
+	}
+	return len(b), nil
+}
