@@ -252,6 +252,7 @@ func runScenario(ctx context.Context, p *plane, l *load, o options, s scenario) 
 	var mu sync.Mutex
 	seen := map[string]bool{}
 	var flipped []string
+	injected := time.Now()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -263,7 +264,12 @@ func runScenario(ctx context.Context, p *plane, l *load, o options, s scenario) 
 					mu.Lock()
 					if !seen[f] {
 						seen[f] = true
-						flipped = append(flipped, fmt.Sprintf("%s (before %s, then %s)", f, weights(before), weights(now)))
+						at := time.Since(injected).Round(100 * time.Millisecond)
+						core := "mesh-core unreachable"
+						if d, err := p.discovery(watchCtx, backend); err == nil {
+							core = fmt.Sprintf("mesh-core answers stale=%v, policy_age_ms=%d", d.Stale, d.PolicyAgeMs)
+						}
+						flipped = append(flipped, fmt.Sprintf("%s %s after the fault began (before %s, then %s; %s)", f, at, weights(before), weights(now), core))
 					}
 					mu.Unlock()
 				}
@@ -286,6 +292,7 @@ func runScenario(ctx context.Context, p *plane, l *load, o options, s scenario) 
 		failf("heal: %v", err)
 	}
 	healed := time.Now()
+	fmt.Printf("  %s: fault from 0 to %s\n", s.name, healed.Sub(injected).Round(100*time.Millisecond))
 	for {
 		d, err := freshSince(ctx, p, healed)
 		sdkSnap, _ := l.disc.Get(backend)
