@@ -43,8 +43,8 @@ func main() {
 	run := flag.String("run", "", "run only the scenarios whose name matches this regular expression")
 	short := flag.Bool("short", false, "run the short form: "+fmt.Sprint(shortScenarios))
 	o := options{}
-	flag.DurationVar(&o.fault, "fault", 8*time.Second, "how long each fault lasts")
-	flag.DurationVar(&o.policyTTL, "policy-ttl", 5*time.Second, "mesh-core's --policy-ttl: shorter than a fault, so that a policy expiring during an outage shows")
+	flag.DurationVar(&o.fault, "fault", 5*time.Second, "how long each fault lasts, except the etcd outages (quorum lost, mesh-core partitioned from etcd), which last the policy TTL and 5 s more")
+	flag.DurationVar(&o.policyTTL, "policy-ttl", 15*time.Second, "mesh-core's --policy-ttl (2 min by default): a restarted calculator must publish within it, and an etcd outage longer than it must not expire a policy")
 	flag.DurationVar(&o.recoveryBound, "recovery-bound", 30*time.Second, "longest recovery to a fresh policy after a fault ends")
 	flag.IntVar(&o.rate, "rate", 100, "calls a second of the SDK client")
 	keep := flag.Bool("keep", false, "keep the data folder (service logs) after the run")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/authn"
@@ -144,7 +145,7 @@ func (p *plane) restart(ctx context.Context, s *process) error {
 
 // etcdClient is a client of the whole cluster.
 func (p *plane) etcdClient() (*clientv3.Client, error) {
-	return clientv3.New(clientv3.Config{Endpoints: strings.Split(p.etcdEndpoints(), ","), DialTimeout: 5 * time.Second})
+	return clientv3.New(clientv3.Config{Endpoints: strings.Split(p.etcdEndpoints(), ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 }
 
 // waitEtcd waits until the cluster accepts a write.

@@ -20,6 +20,10 @@ type options struct {
 type scenario struct {
 	name         string
 	inject, heal func(ctx context.Context, p *plane) error
+	// outage marks a fault that takes etcd away from mesh-core: it lasts
+	// longer than the policy TTL, since time while etcd is away must not
+	// count towards it.
+	outage bool
 }
 
 // shortScenarios are the short form's, which `make test` runs.
@@ -53,7 +57,7 @@ func scenarios() []scenario {
 				}
 				return p.waitEtcd(ctx, 60*time.Second)
 			}},
-		scenario{name: "etcd-quorum-lost",
+		scenario{name: "etcd-quorum-lost", outage: true,
 			inject: func(_ context.Context, p *plane) error { p.etcd[1].Kill(); p.etcd[2].Kill(); return nil },
 			heal: func(ctx context.Context, p *plane) error {
 				for _, e := range p.etcd[1:] {
@@ -63,7 +67,7 @@ func scenarios() []scenario {
 				}
 				return p.waitEtcd(ctx, 60*time.Second)
 			}},
-		scenario{name: "mesh-core-etcd-partition",
+		scenario{name: "mesh-core-etcd-partition", outage: true,
 			inject: func(_ context.Context, p *plane) error {
 				for _, px := range p.coreEtcd {
 					px.Cut(true)
@@ -284,9 +288,13 @@ func runScenario(ctx context.Context, p *plane, l *load, o options, s scenario) 
 	if err := s.inject(ctx, p); err != nil {
 		failf("inject: %v", err)
 	}
+	hold := o.fault
+	if s.outage {
+		hold = o.policyTTL + 5*time.Second
+	}
 	select {
 	case <-ctx.Done():
-	case <-time.After(o.fault):
+	case <-time.After(hold):
 	}
 	if err := s.heal(ctx, p); err != nil {
 		failf("heal: %v", err)
