@@ -7,18 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
+	"github.com/sextant-mesh/sextant/internal/etcdembed"
 )
 
 // freeAddr returns a loopback host:port that was free a moment ago.
@@ -145,20 +141,7 @@ func runEtcdMember(args []string) error {
 		return errors.New("usage: chaos etcd-member NAME DIR CLIENT PEER INITIAL-CLUSTER")
 	}
 	name, dir, clientAddr, peerAddr, cluster := args[0], args[1], args[2], args[3], args[4]
-	cfg := embed.NewConfig()
-	cfg.Name, cfg.Dir = name, dir
-	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(zapcore.NewCore(enc, zapcore.Lock(os.Stderr), zapcore.ErrorLevel)))
-	cu := url.URL{Scheme: "http", Host: clientAddr}
-	pu := url.URL{Scheme: "http", Host: peerAddr}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
-	cfg.InitialCluster = cluster
-	cfg.InitialClusterToken = "sextant-chaos"
-	if _, err := os.Stat(filepath.Join(dir, "member")); err == nil {
-		cfg.ClusterState = embed.ClusterStateFlagExisting
-	}
-	e, err := embed.StartEtcd(cfg)
+	e, err := etcdembed.StartMember(name, dir, clientAddr, peerAddr, cluster)
 	if err != nil {
 		return err
 	}
