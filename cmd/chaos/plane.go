@@ -16,6 +16,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/authn"
+	"github.com/sextant-mesh/sextant/internal/influxdev"
 )
 
 // adminToken is the operators' token of the suite's control plane.
@@ -37,6 +38,10 @@ type plane struct {
 	calcLink *proxy
 
 	meshCore, calculator, mixer, center *process
+	// influx is the influxd every service writes its time series to; nil
+	// when no influxd binary was found (influxErr says why).
+	influx    *influxdev.Server
+	influxErr error
 
 	coreHTTP, coreKitex, corePoll string
 	calcKitex, calcAdmin          string
@@ -53,6 +58,9 @@ func (p *plane) etcdEndpoints() string {
 
 func (p *plane) service(name string, args ...string) *process {
 	common := []string{"--etcd-endpoints", p.etcdEndpoints(), "--admin-token", adminToken}
+	if p.influx != nil {
+		args = append(args, "--influx-url", p.influx.URL())
+	}
 	return &process{name: name, bin: filepath.Join(p.binDir, name), args: append(common, args...), log: p.logFor(name)}
 }
 
@@ -85,6 +93,18 @@ func startPlane(ctx context.Context, binDir, dataDir string, policyTTL time.Dura
 	}
 	if err := p.waitEtcd(ctx, 60*time.Second); err != nil {
 		return p, err
+	}
+	wd, _ := os.Getwd()
+	if bin, err := influxdev.Find(wd); err != nil {
+		p.influxErr = err
+	} else {
+		dir := filepath.Join(dataDir, "influxd")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return p, err
+		}
+		if p.influx, err = influxdev.Start(bin, dir, freeAddr(), freeAddr()); err != nil {
+			p.influx, p.influxErr = nil, err
+		}
 	}
 	var coreEps []string
 	for _, m := range p.members {
@@ -218,6 +238,9 @@ func (p *plane) Close() {
 	}
 	for _, e := range p.etcd {
 		e.Stop()
+	}
+	if p.influx != nil {
+		p.influx.Stop()
 	}
 	for _, px := range append(p.coreEtcd, p.calcLink) {
 		if px != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sextant-mesh/sextant/sdk"
@@ -83,6 +84,21 @@ func scenarios() []scenario {
 		scenario{name: "mixer-calculator-latency",
 			inject: func(_ context.Context, p *plane) error { p.calcLink.Delay(300 * time.Millisecond); return nil },
 			heal:   func(_ context.Context, p *plane) error { p.calcLink.Delay(0); return nil }},
+		scenario{name: "influxdb-away",
+			inject: func(_ context.Context, p *plane) error {
+				if p.influx == nil {
+					return fmt.Errorf("cannot run without influxd (make bin/influxd builds it): %v", p.influxErr)
+				}
+				_ = syscall.Kill(p.influx.Pid(), syscall.SIGKILL)
+				p.influx.Stop() // reaps it
+				return nil
+			},
+			heal: func(_ context.Context, p *plane) error {
+				if p.influx == nil {
+					return nil
+				}
+				return p.influx.Restart()
+			}},
 	)
 	return list
 }
