@@ -37,6 +37,7 @@ type server struct {
 type load struct {
 	p        *plane
 	servers  []*server
+	slow     string // the backend instance six times slower than the others
 	disc     *sdk.Discovery
 	rep      *sdk.Reporter
 	cfg      *sdk.ConfigWatcher
@@ -62,7 +63,7 @@ func startLoad(ctx context.Context, p *plane, rate int) (*load, error) {
 	}
 	l := &load{p: p, client: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
 	var static []sdk.Instance
-	for i, delay := range []time.Duration{2 * time.Millisecond, 2 * time.Millisecond, 12 * time.Millisecond} {
+	for _, delay := range []time.Duration{2 * time.Millisecond, 2 * time.Millisecond, 12 * time.Millisecond} {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
@@ -87,8 +88,8 @@ func startLoad(ctx context.Context, p *plane, rate int) (*load, error) {
 		s.cfg.Start()
 		l.servers = append(l.servers, s)
 		static = append(static, sdk.Instance{Instance: addr, Addr: addr, Weight: 100, StaticWeight: 100, Healthy: true})
-		_ = i
 	}
+	l.slow = l.servers[len(l.servers)-1].ln.Addr().String()
 	frontAddr := freeAddr()
 	l.reg = sdk.StartRegistrar(sdk.RegistrarOptions{MeshCore: p.coreHTTP, Token: frontTok,
 		Registration: sdk.Registration{Service: front, Instance: frontAddr, Addr: frontAddr, TTLSeconds: 10}})

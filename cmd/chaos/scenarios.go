@@ -248,10 +248,15 @@ func flips(before, now *sdk.Snapshot) []string {
 	return out
 }
 
-func weights(s *sdk.Snapshot) string {
+// weights shows an answer's weights by port; the slow instance is starred.
+func weights(s *sdk.Snapshot, slow string) string {
 	var parts []string
 	for _, in := range s.Instances {
-		parts = append(parts, fmt.Sprintf("%s=%d", in.Instance[strings.LastIndexByte(in.Instance, ':')+1:], in.Weight))
+		mark := ""
+		if in.Instance == slow {
+			mark = "*"
+		}
+		parts = append(parts, fmt.Sprintf("%s%s=%d", in.Instance[strings.LastIndexByte(in.Instance, ':')+1:], mark, in.Weight))
 	}
 	return "{" + strings.Join(parts, " ") + "}"
 }
@@ -264,7 +269,7 @@ func runScenario(ctx context.Context, p *plane, l *load, o options, s scenario) 
 		failf("before the fault: %v", err)
 		return r
 	}
-	r.before = fmt.Sprintf("%s policy %d ms old", weights(before), before.PolicyAgeMs)
+	r.before = fmt.Sprintf("%s policy %d ms old", weights(before, l.slow), before.PolicyAgeMs)
 	calls0, failed0 := l.calls.Load(), l.failed.Load()
 	_, dropped0 := l.uncounted()
 
@@ -289,7 +294,7 @@ func runScenario(ctx context.Context, p *plane, l *load, o options, s scenario) 
 						if d, err := p.discovery(watchCtx, backend); err == nil {
 							core = fmt.Sprintf("mesh-core answers stale=%v, policy_age_ms=%d", d.Stale, d.PolicyAgeMs)
 						}
-						flipped = append(flipped, fmt.Sprintf("%s %s after the fault began (before %s, then %s; %s)", f, at, weights(before), weights(now), core))
+						flipped = append(flipped, fmt.Sprintf("%s %s after the fault began (before %s, then %s; %s)", f, at, weights(before, l.slow), weights(now, l.slow), core))
 					}
 					mu.Unlock()
 				}
