@@ -104,7 +104,7 @@ test-long: $(BIN)/influxd
 ## flags, e.g. CHAOS_FLAGS='-run etcd -keep'.
 CHAOS_BIN   := $(BIN)/chaos
 CHAOS_FLAGS ?=
-chaos: chaos-build
+chaos: chaos-build $(BIN)/influxd
 	$(CHAOS_BIN)/chaos $(CHAOS_FLAGS)
 
 ## chaos-short: the chaos suite's short form, two scenarios (about 40 s), in `make test`.

@@ -14,11 +14,10 @@ type proxy struct {
 	ln     net.Listener
 	target string
 
-	mu      sync.Mutex
-	cut     bool
-	delay   time.Duration
-	conns   map[net.Conn]struct{}
-	stopped bool
+	mu    sync.Mutex
+	cut   bool
+	delay time.Duration
+	conns map[net.Conn]struct{}
 }
 
 func newProxy(target string) (*proxy, error) {
@@ -57,10 +56,8 @@ func (p *proxy) Delay(d time.Duration) {
 	p.mu.Unlock()
 }
 
+// Close stops listening and closes every open connection.
 func (p *proxy) Close() {
-	p.mu.Lock()
-	p.stopped = true
-	p.mu.Unlock()
 	p.ln.Close()
 	p.Cut(true)
 }
