@@ -86,21 +86,6 @@ func (p *process) signal(s syscall.Signal) {
 	<-done
 }
 
-// Exited reports whether the process has ended.
-func (p *process) Exited() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.done == nil {
-		return true
-	}
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // waitHTTP waits until GET url answers 200.
 func waitHTTP(ctx context.Context, u string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
@@ -154,27 +139,4 @@ func runEtcdMember(args []string) error {
 		return err
 	}
 	return nil
-}
-
-// lineWriter prefixes each line a child writes with its name, into w.
-type lineWriter struct {
-	prefix string
-	w      io.Writer
-	mu     *sync.Mutex
-	buf    []byte
-}
-
-func (l *lineWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, b...)
-	for {
-		i := strings.IndexByte(string(l.buf), '\n')
-		if i < 0 {
-			break
-		}
-		fmt.Fprintf(l.w, "%s %s\n", l.prefix, l.buf[:i])
-		l.buf = l.buf[i+1:]
-	}
-	return len(b), nil
 }
