@@ -172,14 +172,15 @@ func (l *load) reporters() []*sdk.Reporter {
 
 // uncounted is, over every reporter, the windows neither sent, pending nor
 // counted as dropped (one in flight may be in none yet).
-func (l *load) uncounted() (uncounted, dropped int64) {
+func (l *load) uncounted() (uncounted int64, dropped map[string]int64) {
+	dropped = map[string]int64{}
 	for _, r := range l.reporters() {
 		st := r.Stats()
 		var d int64
-		for _, n := range st.DroppedWindows {
+		for reason, n := range st.DroppedWindows {
 			d += n
+			dropped[reason] += n
 		}
-		dropped += d
 		if u := st.Windows - st.Sent - int64(st.Pending) - d; u > 1 {
 			uncounted += u
 		}

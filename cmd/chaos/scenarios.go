@@ -109,7 +109,7 @@ type result struct {
 	failures []string
 	recovery time.Duration
 	calls    int64
-	dropped  int64
+	dropped  map[string]int64
 	before   string
 }
 
@@ -151,7 +151,7 @@ func runSuite(ctx context.Context, binDir, dataDir string, o options, selected f
 		r := runScenario(ctx, p, l, o, s)
 		if len(r.failures) == 0 {
 			passed++
-			fmt.Printf("PASS %s: recovery %s, %d calls, 0 failed, %d windows dropped (counted); weights before %s\n", r.name, r.recovery.Round(10*time.Millisecond), r.calls, r.dropped, r.before)
+			fmt.Printf("PASS %s: recovery %s, %d calls, 0 failed, telemetry windows dropped and counted %v; weights before %s\n", r.name, r.recovery.Round(10*time.Millisecond), r.calls, r.dropped, r.before)
 		} else {
 			failed++
 			fmt.Printf("FAIL %s: %s (recovery %s, %d calls)\n", r.name, strings.Join(r.failures, "; "), r.recovery.Round(10*time.Millisecond), r.calls)
@@ -349,7 +349,12 @@ func runScenario(ctx context.Context, p *plane, l *load, o options, s scenario) 
 		failf("flipped during the fault: %s", f)
 	}
 	uncounted, dropped := l.uncounted()
-	r.dropped = dropped - dropped0
+	r.dropped = map[string]int64{}
+	for reason, n := range dropped {
+		if d := n - dropped0[reason]; d > 0 {
+			r.dropped[reason] = d
+		}
+	}
 	if uncounted > 0 {
 		failf("%d telemetry windows neither sent, pending nor counted", uncounted)
 	}
