@@ -177,11 +177,11 @@ func steady(ctx context.Context, p *plane, l *load, timeout time.Duration) (*sdk
 		case healthy(s) < len(l.servers):
 			why = fmt.Sprintf("%d healthy instances of %d", healthy(s), len(l.servers))
 		default:
-			if _, err := freshSince(ctx, p, time.Now().Add(-3*time.Second)); err == nil {
+			_, err := freshSince(ctx, p, time.Now().Add(-3*time.Second))
+			if err == nil {
 				return s, nil
-			} else {
-				why = err.Error()
 			}
+			why = err.Error()
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
