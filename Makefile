@@ -17,7 +17,7 @@ PKGS       := ./... ./api/... $(SDK_PKGS)
 FUZZTIME   ?= 15s
 TEST_FLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build run demo test test-long vet sdk-check unit fuzz gen check-gen bench-ingest bench-discovery bench-configwatch lbsim clean
+.PHONY: all build run demo test test-long vet sdk-check unit fuzz gen check-gen bench-ingest bench-discovery bench-configwatch lbsim clean chaos chaos-short chaos-build
 
 all: build
 
@@ -45,8 +45,8 @@ $(BIN)/influxd:
 	GOBIN=$(BIN) $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10
 
 ## test: vet, the SDK's builds and module graph, every test with the race
-## detector, and a short fuzz of the decoders.
-test: helm-check vet sdk-check unit fuzz
+## detector, a short fuzz of the decoders, and the chaos suite's short form.
+test: helm-check vet sdk-check unit fuzz chaos-short
 
 vet:
 	$(GO) vet $(PKGS)
@@ -97,6 +97,23 @@ $(BIN)/kitex: go.mod
 test-long: $(BIN)/influxd
 	$(GO) test -race -count=1 -timeout 20m ./examples/demo -run 'TestLong' -long -v
 	$(GO) test -count=1 -timeout 20m ./examples/overload -run 'TestOverloadChain' -long -v
+
+## chaos: the chaos suite (cmd/chaos, docs/development.md): the services as
+## processes with a three-member etcd cluster, an SDK load, one fault at a
+## time; ends with "N passed, N failed" (about 3 minutes). CHAOS_FLAGS adds
+## flags, e.g. CHAOS_FLAGS='-run etcd -keep'.
+CHAOS_BIN   := $(BIN)/chaos
+CHAOS_FLAGS ?=
+chaos: chaos-build $(BIN)/influxd
+	$(CHAOS_BIN)/chaos $(CHAOS_FLAGS)
+
+## chaos-short: the chaos suite's short form, two scenarios (about 40 s), in `make test`.
+chaos-short: chaos-build
+	$(CHAOS_BIN)/chaos -short $(CHAOS_FLAGS)
+
+# Each service's binary, built once, beside the suite's own.
+chaos-build:
+	$(GO) build -o $(CHAOS_BIN)/ ./services/... ./cmd/chaos
 
 ## lbsim: the load-balancing simulator, every scenario and strategy side by
 ## side in simulated time (docs/lb-quality.md); about 15 s.

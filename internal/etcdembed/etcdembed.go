@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -92,3 +93,31 @@ func (f closingFilter) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore
 
 // Close stops the server.
 func (e *Server) Close() { e.etcd.Close() }
+
+// StartMember starts name, one member of the plain-HTTP cluster
+// initialCluster ("name=http://host:port,..."), with its data in dir,
+// serving clients on clientAddr and peers on peerAddr. A member whose dir
+// holds data joins the cluster it was part of. It does not wait until the
+// member is ready: that takes a quorum of its peers.
+func StartMember(name, dir, clientAddr, peerAddr, initialCluster string) (*Server, error) {
+	cfg := embed.NewConfig()
+	cfg.Name, cfg.Dir = name, dir
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(quietLogger())
+	clientURL := url.URL{Scheme: "http", Host: clientAddr}
+	peerURL := url.URL{Scheme: "http", Host: peerAddr}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clientURL}, []url.URL{clientURL}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peerURL}, []url.URL{peerURL}
+	cfg.InitialCluster = initialCluster
+	cfg.InitialClusterToken = "sextant"
+	if _, err := os.Stat(filepath.Join(dir, "member")); err == nil {
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start etcd member %s on %s: %w", name, clientAddr, err)
+	}
+	return &Server{etcd: e, ClientURL: clientURL.String()}, nil
+}
+
+// Err reports the server's fatal errors.
+func (e *Server) Err() <-chan error { return e.etcd.Err() }
