@@ -150,7 +150,7 @@ func TestLoadBalancerCarriesWeights(t *testing.T) {
 	}
 }
 
-// Through the default (hybrid) balancer, two equal Kitex servers with
+// Through the hybrid balancer, two equal Kitex servers with
 // weights 900 and 100 share sequential calls about 9:1: the local rule
 // leaves the weights alone while latencies stay within its tolerance. The
 // servers take 30 ms, so that the scheduling delays of a busy machine (a
