@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/pki"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 )
@@ -150,7 +151,7 @@ func TestSeal(t *testing.T) {
 func TestLoadOrCreateOnce(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	cli := etcd.Client(t)
-	key := testenv.Prefix(t) + "ca/root"
+	key := api.Keys{Prefix: testenv.Prefix(t)}.CARoot()
 	seal := sealKey(t, 'k')
 	var wg sync.WaitGroup
 	got := make([]*pki.Authority, 8)
@@ -201,7 +202,7 @@ func TestLoadOrCreateOnce(t *testing.T) {
 func TestAddRoot(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	cli := etcd.Client(t)
-	key := testenv.Prefix(t) + "ca/root"
+	key := api.Keys{Prefix: testenv.Prefix(t)}.CARoot()
 	seal := sealKey(t, 'k')
 	first, _, err := pki.LoadOrCreate(context.Background(), cli, key, seal, "example.org")
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 
 // etcdKeyLiteral matches a Go string literal that starts with a directory of
 // api.Keys' layout, Sextant's default prefix or a Kitex suite's prefix.
-var etcdKeyLiteral = regexp.MustCompile("[\"`](/sextant/|/KitexConfig|kitex/registry-etcd|(registry|policy|config|config-history|audit|pins|shards|tokens)/)")
+var etcdKeyLiteral = regexp.MustCompile("[\"`](/sextant/|/KitexConfig|kitex/registry-etcd|(registry|policy|config|config-history|audit|pins|shards|tokens|ca)/)")
 
 func TestEtcdKeysOnlyInTheContract(t *testing.T) {
 	walk(t, func(path string, data []byte) {
