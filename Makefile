@@ -59,9 +59,24 @@ vet:
 # requests time out before any service sees them (docs/overload.md).
 ALONE_PKGS := ./examples/overload
 
-unit: $(BIN)/influxd
+unit: $(BIN)/influxd chromium-if-possible
 	$(GO) test $(TEST_FLAGS) $(filter-out $(MODULE)/examples/overload,$(shell $(GO) list $(PKGS)))
 	$(GO) test $(TEST_FLAGS) $(ALONE_PKGS)
+
+## chromium: the headless browser of the web console's browser test
+## (tests/console), from Debian's packages (apt-get, as root or with sudo),
+## when no chromium is on PATH.
+.PHONY: chromium chromium-if-possible
+chromium:
+	@if command -v chromium >/dev/null; then echo "chromium: $$(command -v chromium)"; else \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium; \
+	fi
+
+# The console's browser test skips without chromium, saying so: a failed
+# install leaves it skipped rather than failing the other tests.
+chromium-if-possible:
+	@$(MAKE) --no-print-directory chromium || echo "chromium could not be installed: the console's browser test (tests/console) will skip"
 
 ## sdk-check: the contract and SDK modules build and vet alone (outside the
 ## workspace: none of their code or tests imports the control plane), for

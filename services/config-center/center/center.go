@@ -22,6 +22,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/pki"
 	"github.com/sextant-mesh/sextant/internal/shard"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
+	"github.com/sextant-mesh/sextant/services/config-center/console"
 )
 
 // Center is the config-center service.
@@ -157,6 +158,9 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	h.GET("/v1/ca", certs.bundle)
 	httpx.HealthRoutesStale(h, cc.readiness, cc.staleness)
 	httpx.MetricsRoute(h, reg)
+	// The web console: static assets without a credential; its data comes
+	// from the API above, with the operator's token.
+	console.Register(h.Hertz, consoleKinds())
 	return cc, nil
 }
 
