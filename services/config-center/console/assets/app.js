@@ -502,6 +502,21 @@
     showRollout();
     const reviewBtn = el('button', { type: 'button', id: 'review', text: 'Review changes' });
     const saveBtn = el('button', { type: 'button', id: 'save', text: 'Save', disabled: true });
+    // Delete asks twice: the first click arms it.
+    const deleteBtn = el('button', { type: 'button', class: 'danger', id: 'delete', text: 'Delete' });
+    deleteBtn.addEventListener('click', async () => {
+      if (!state.exists) return;
+      if (!deleteBtn.dataset.armed) {
+        deleteBtn.dataset.armed = '1';
+        deleteBtn.textContent = `Click again to delete revision ${state.entry.revision}`;
+        return;
+      }
+      try {
+        await api('DELETE', configPath(kind, scope), { headers: { 'If-Match': state.etag || String(state.entry.revision) } });
+        await load();
+        flash('Deleted: data planes go back to their defaults for this config.');
+      } catch (err) { banner.replaceChildren(errorBox(err, 'delete')); }
+    });
     const rolloutBox = el('div', { id: 'rollout-box' });
     const statusBox = el('div', { id: 'status-box' });
     const history = el('div', { class: 'card', id: 'history' });
@@ -512,7 +527,7 @@
       el('div', { class: 'grid2' },
         el('div', { class: 'card' }, el('h2', { text: 'Document' }), editor,
           el('div', { class: 'row' }, el('label', { class: 'slider' }, 'Save', rollout, rolloutLabel)),
-          el('div', { class: 'row' }, reviewBtn, saveBtn)),
+          el('div', { class: 'row' }, reviewBtn, saveBtn, deleteBtn)),
         el('div', {},
           el('div', { class: 'card' }, el('h2', { text: 'Validation' }), validation),
           el('div', { class: 'card' }, el('h2', { text: 'Changes against the current version' }), diffBox),
@@ -601,6 +616,9 @@
       saveBtn.disabled = true;
       rollout.value = 0; showRollout();
       rollout.disabled = !e;
+      deleteBtn.hidden = !e;
+      delete deleteBtn.dataset.armed;
+      deleteBtn.textContent = 'Delete';
       drawRollout();
       drawHistory();
       drawPins();
@@ -713,6 +731,13 @@
 
   // ---------- audit ----------
 
+  // revisions says which revision a write replaced (and made, when the
+  // record holds it).
+  function revisions(a) {
+    if (a.new_revision) return `${a.old_revision || 'none'} → ${a.new_revision}`;
+    return a.old_revision ? 'over ' + a.old_revision : '–';
+  }
+
   function auditPage(params) {
     const limit = params.get('limit') || '100';
     const sel = el('select', { id: 'audit-limit', onchange: (e) => { location.hash = '#/audit?limit=' + e.target.value; } },
@@ -728,7 +753,7 @@
           el('td', { text: fmt.time(a.at_ms) }), el('td', { text: a.who }), el('td', { text: a.action }),
           el('td', { text: a.kind || '–' }),
           el('td', {}, a.kind && a.scope ? el('a', { href: '#/config/' + enc(a.kind) + '/' + encScope(a.scope), text: a.scope }) : (a.service || a.scope || '–')),
-          el('td', { text: `${a.old_revision || 0} → ${a.new_revision || 0}` }),
+          el('td', { text: revisions(a) }),
           el('td', { text: a.detail || '' })))
           : el('tr', {}, el('td', { colspan: 7, class: 'muted', text: 'No write recorded.' })))));
     }).catch((err) => out.replaceChildren(errorBox(err, 'audit log')));
