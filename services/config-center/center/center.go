@@ -149,6 +149,7 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	h.GET("/v1/access/dry-run", append(read, d.report)...)
 	h.GET("/v1/access/inspection", append(read, d.inspect)...)
 	h.GET("/v1/services", append(read, d.services)...)
+	h.GET("/v1/dataplanes", append(read, w.dataPlanes)...)
 	h.GET("/v1/services/:service", append(read, d.service)...)
 	h.POST("/v1/tokens", append(write, tok.create)...)
 	h.GET("/v1/tokens", append(operator, tok.list)...)
