@@ -203,7 +203,7 @@ type instanceKey struct{ service, instance string }
 
 type sentAnswer struct {
 	version int64
-	calls   []string // the callees it asked about, to recompute its answer
+	calls   []string         // the callees it asked about, to recompute its answer
 	revs    map[string]int64 // "kind/scope" -> revision
 	at      time.Time
 }
