@@ -4,11 +4,14 @@ package api
 // a line of the operators' overview (GET /v1/services on the config-center,
 // which merges what every calculator shard answers).
 type ServiceOverview struct {
-	Service      string  `json:"service"`
-	Shard        string  `json:"shard"`
-	RoundAtMs    int64   `json:"round_at_ms"`
-	Instances    int     `json:"instances"`
-	Ejected      int     `json:"ejected"`
+	Service   string `json:"service"`
+	Shard     string `json:"shard"`
+	RoundAtMs int64  `json:"round_at_ms"`
+	Instances int    `json:"instances"`
+	Ejected   int    `json:"ejected"`
+	// The lowest and highest weight of the instances not ejected.
+	WeightMin    int32   `json:"weight_min"`
+	WeightMax    int32   `json:"weight_max"`
 	RequestsPerS float64 `json:"requests_per_s"`
 	// Failed calls over calls, and the mean latency the callers saw,
 	// weighted by each instance's requests.

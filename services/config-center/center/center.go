@@ -11,6 +11,7 @@ import (
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/app/server"
 	"github.com/cloudwego/hertz/pkg/common/config"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sextant-mesh/sextant/api"
@@ -149,6 +150,9 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	h.GET("/v1/access/dry-run", append(read, d.report)...)
 	h.GET("/v1/access/inspection", append(read, d.inspect)...)
 	h.GET("/v1/services", append(read, d.services)...)
+	h.GET("/v1/kinds", append(read, func(_ context.Context, c *app.RequestContext) {
+		c.JSON(consts.StatusOK, map[string]any{"kinds": kindInfos()})
+	})...)
 	h.GET("/v1/dataplanes", append(read, w.dataPlanes)...)
 	h.GET("/v1/services/:service", append(read, d.service)...)
 	h.POST("/v1/tokens", append(write, tok.create)...)

@@ -2,6 +2,7 @@ package center_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/sextant-mesh/sextant/services/config-center/center"
 	"github.com/sextant-mesh/sextant/services/config-center/centertest"
 	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixertest"
+	"github.com/sextant-mesh/sextant/services/weight-calculator/calculator"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculatortest"
 )
 
@@ -21,8 +23,7 @@ import (
 // its instances as weighed. Two shards, so that the list is a merge.
 func TestServicesOverview(t *testing.T) {
 	etcd, prefix := testenv.StartEtcd(t), testenv.Prefix(t)
-	calculatortest.Start(t, etcd, prefix, "calc-1", nil)
-	calculatortest.Start(t, etcd, prefix, "calc-2", nil)
+	calcs := []*calculator.Calculator{calculatortest.Start(t, etcd, prefix, "calc-1", nil), calculatortest.Start(t, etcd, prefix, "calc-2", nil)}
 	mx := mixertest.Start(t, etcd, prefix, nil)
 	srv := centertest.Start(t, etcd, prefix, nil)
 	cc := apiClient{t: t, base: "http://" + srv.Addr(), token: centertest.AdminToken}
@@ -115,6 +116,38 @@ func TestServicesOverview(t *testing.T) {
 	if r := cc.do("GET", "/v1/services/nothing-here", ""); r.status != 404 {
 		t.Errorf("an unknown service: %s, want 404", r)
 	}
+	// The calculator's knobs are a config kind: written here, they reach
+	// the shard that computes the service; a bad knob is refused by name.
+	if r := cc.do("PUT", "/v1/configs/calculator/svc-1", `{"max_ejection_percent": 20, "blackout_ms": 5000}`); r.status != 200 {
+		t.Fatalf("knobs: %s", r)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for _, c := range calcs {
+			if d, ok := c.Decision("svc-1"); ok && d.Knobs.MaxEjectionPercent == 20 && d.Knobs.BlackoutMs == 5000 {
+				return nil
+			}
+		}
+		return errors.New("no shard computes svc-1 with the knobs written")
+	})
+	r := cc.do("PUT", "/v1/configs/calculator/svc-2", `{"panic_utilization": 2}`)
+	var bad struct {
+		Error api.FieldError `json:"error"`
+	}
+	if r.status != 400 || json.Unmarshal(r.body, &bad) != nil || bad.Error.Field != "panic_utilization" {
+		t.Errorf("a knob out of range: %s, want 400 naming panic_utilization", r)
+	}
+	var kinds struct {
+		Kinds []center.KindInfo `json:"kinds"`
+	}
+	if r := cc.do("GET", "/v1/kinds", ""); r.status != 200 || json.Unmarshal(r.body, &kinds) != nil || len(kinds.Kinds) != len(center.Kinds) {
+		t.Fatalf("kinds: %s", r)
+	}
+	for _, k := range kinds.Kinds {
+		if k.Kind == "calculator" && fmt.Sprint(k.Defaults.(map[string]any)["panic_utilization"]) != "0.9" {
+			t.Errorf("calculator defaults: %v", k.Defaults)
+		}
+	}
+
 	anonymous := apiClient{t: t, base: cc.base}
 	for _, path := range []string{"/v1/services", "/v1/services/svc-3"} {
 		if r := anonymous.do("GET", path, ""); r.status != 401 {

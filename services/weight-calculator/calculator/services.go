@@ -27,6 +27,11 @@ func summarize(d Decision) api.ServiceInstances {
 	for _, w := range d.Weights {
 		if w.Ejected {
 			s.ServiceOverview.Ejected++
+		} else {
+			if s.WeightMin == 0 || w.Weight < s.WeightMin {
+				s.WeightMin = w.Weight
+			}
+			s.WeightMax = max(s.WeightMax, w.Weight)
 		}
 		s.RequestsPerS += w.QPS
 		errs += w.ErrorRate * w.QPS
