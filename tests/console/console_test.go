@@ -58,8 +58,9 @@ func findChromium() string {
 }
 
 // The mesh the console shows: front calls comment-svc (three instances, one
-// of them failing), pay-svc (two) and feed-api (one).
+// of them failing), pay-svc (two), feed-api and account-svc (one each).
 var callees = map[string][]callee{
+	"account-svc": {{"10.0.4.1:9000", 0, 5}},
 	"comment-svc": {{"10.0.1.1:9000", 0, 12}, {"10.0.1.2:9000", 0, 14}, {"10.0.1.3:9000", 45, 90}},
 	"pay-svc":     {{"10.0.2.1:9000", 0, 30}, {"10.0.2.2:9000", 1, 35}},
 	"feed-api":    {{"10.0.3.1:9000", 0, 8}},
@@ -329,22 +330,30 @@ func TestConsole(t *testing.T) {
 		do(t, chromedp.Navigate(api+"/ui/"), css("#token"), shot("login"), login(testenv.AdminToken))
 	})
 
-	// TODO(merge): the service-overview API lands with the CLI's branch;
-	// until then the two steps that read it skip.
-	if s, _, _ := call("GET", api+"/v1/services?limit=1", "", "", nil); s == http.StatusNotFound {
-		t.Log("GET /v1/services is not served yet: the overview and service steps skip")
-		step = func(name string, f func(t *testing.T)) {
-			if name == "overview" || name == "service" {
-				t.Run(name, func(t *testing.T) { t.Skip("no /v1/services yet") })
-				return
-			}
-			if !t.Failed() && !t.Run(name, f) {
-				t.Errorf("%s failed: the steps after it did not run", name)
-			}
-		}
-	}
 	step("overview", func(t *testing.T) {
-		// Sorted by trouble: comment-svc, with a failing instance, first.
+		// Once the calculator has weighed the failing instance, the
+		// overview sorted by trouble shows comment-svc first (account-svc
+		// first by name).
+		testenv.Eventually(t, 30*time.Second, func() error {
+			status, body, err := call("GET", api+"/v1/services?limit=1&sort=trouble", "", "", nil)
+			if err != nil || status != http.StatusOK {
+				return fmt.Errorf("GET /v1/services: %d %s %v", status, body, err)
+			}
+			var page struct {
+				Services []struct {
+					Service      string  `json:"service"`
+					ErrorRatio   float64 `json:"error_ratio"`
+					RequestsPerS float64 `json:"requests_per_s"`
+				} `json:"services"`
+			}
+			if err := json.Unmarshal(body, &page); err != nil {
+				return err
+			}
+			if len(page.Services) == 0 || page.Services[0].Service != "comment-svc" || page.Services[0].ErrorRatio == 0 || page.Services[0].RequestsPerS == 0 {
+				return fmt.Errorf("overview: %s", body)
+			}
+			return nil
+		})
 		do(t, css(`#services tbody tr[data-service="feed-api"]`),
 			click("#refresh"),
 			css(`#services tbody tr:first-child[data-service="comment-svc"]`),
@@ -361,7 +370,8 @@ func TestConsole(t *testing.T) {
 		do(t, click(`#services tr[data-service="comment-svc"] a.service-link`),
 			css(`#instance-table tr[data-instance="10.0.1.3:9000"]`),
 			css(`#instance-table tr[data-instance="10.0.1.1:9000"]`),
-			// Two samples at least: the charts draw lines.
+			// Three samples at least: the charts draw lines.
+			textOf("service-meta", "3 sample(s)"),
 			css("#chart-weights polyline"),
 			css("#chart-latency polyline"),
 			shot("service"))
@@ -374,15 +384,18 @@ func TestConsole(t *testing.T) {
 	step("config-invalid", func(t *testing.T) {
 		do(t, goTo("#/configs?service=comment-svc"),
 			css(`#config-table a.config-link`),
+			chromedp.WaitReady(chromedp.CSS(`#new-kind option[value="calculator"]`)),
 			shot("configs"),
 			click(`#config-table a.config-link`),
 			textOf("editor-meta", "revision "+firstRev),
 			edit(`{"connection_limit": 1000, "qps_limit": -5}`),
-			click("#save"),
 			css("#validation-error"),
 			shot("config-invalid"))
 		if field := value(t, `document.getElementById('validation-field').textContent`); field != "qps_limit" {
 			t.Errorf("validation error names %q, want qps_limit", field)
+		}
+		if save := value(t, `String(document.getElementById('save').disabled)`); save != "true" {
+			t.Errorf("Save is enabled on an invalid document")
 		}
 		if got := fmt.Sprint(entry(t, cc.Addr(), "limit/comment-svc")["revision"]); got != firstRev {
 			t.Errorf("an invalid document was written: revision %s", got)

@@ -167,7 +167,7 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	httpx.MetricsRoute(h, reg)
 	// The web console: static assets without a credential; its data comes
 	// from the API above, with the operator's token.
-	console.Register(h.Hertz, consoleKinds())
+	console.Register(h.Hertz)
 	return cc, nil
 }
 

@@ -10,10 +10,8 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
-	"encoding/json"
 	"io/fs"
 	"path"
-	"sort"
 	"strings"
 
 	"github.com/cloudwego/hertz/pkg/app"
@@ -23,13 +21,6 @@ import (
 
 //go:embed assets
 var assets embed.FS
-
-// Kind is a kind of governance config as the console offers it for editing.
-type Kind struct {
-	Name string `json:"name"`
-	// Scope is "server" ({server}) or "client" ({client}/{server}).
-	Scope string `json:"scope"`
-}
 
 // Policy is the Content-Security-Policy of every console response: scripts,
 // styles and API calls from the config-center itself only, no inline script
@@ -44,7 +35,6 @@ var types = map[string]string{
 	".js":   "text/javascript; charset=utf-8",
 	".css":  "text/css; charset=utf-8",
 	".svg":  "image/svg+xml",
-	".json": "application/json; charset=utf-8",
 }
 
 type file struct {
@@ -53,9 +43,8 @@ type file struct {
 	etag  string
 }
 
-// Register serves the console at /ui/ on h: the embedded assets, and
-// /ui/kinds.json, the kinds of config the console edits.
-func Register(h *server.Hertz, kinds []Kind) {
+// Register serves the console at /ui/ on h.
+func Register(h *server.Hertz) {
 	files := map[string]file{}
 	add := func(name string, body []byte) {
 		sum := sha256.Sum256(body)
@@ -78,11 +67,6 @@ func Register(h *server.Hertz, kinds []Kind) {
 	if err != nil {
 		panic(err) // the embedded tree is part of the binary
 	}
-	sorted := append([]Kind(nil), kinds...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
-	list, _ := json.Marshal(map[string]any{"kinds": sorted})
-	add("kinds.json", list)
-
 	serve := func(_ context.Context, c *app.RequestContext) {
 		name := strings.TrimPrefix(c.Param("path"), "/")
 		if name == "" {

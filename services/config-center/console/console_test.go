@@ -2,7 +2,6 @@ package console_test
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -21,7 +20,7 @@ func TestAssets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	console.Register(s.Hertz, []console.Kind{{Name: "rpc_timeout", Scope: "client"}, {Name: "limit", Scope: "server"}})
+	console.Register(s.Hertz)
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +51,6 @@ func TestAssets(t *testing.T) {
 		"/ui/index.html": "text/html; charset=utf-8",
 		"/ui/app.js":     "text/javascript; charset=utf-8",
 		"/ui/app.css":    "text/css; charset=utf-8",
-		"/ui/kinds.json": "application/json; charset=utf-8",
 	} {
 		resp, body := get(path)
 		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != want || body == "" {
@@ -72,11 +70,6 @@ func TestAssets(t *testing.T) {
 	// No inline script: every script is a file of the console.
 	if _, body := get("/ui/"); !strings.Contains(body, `<script src="app.js" defer></script>`) || strings.Count(body, "<script") != 1 {
 		t.Errorf("index.html has inline scripts:\n%s", body)
-	}
-	_, body := get("/ui/kinds.json")
-	var kinds struct{ Kinds []console.Kind }
-	if err := json.Unmarshal([]byte(body), &kinds); err != nil || len(kinds.Kinds) != 2 || kinds.Kinds[0].Name != "limit" {
-		t.Errorf("kinds.json: %s (%v)", body, err)
 	}
 	for _, path := range []string{"/ui/nothing.js", "/ui/../go.mod", "/ui/console.go"} {
 		if resp, _ := get(path); resp.StatusCode != http.StatusNotFound {

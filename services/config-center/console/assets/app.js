@@ -222,6 +222,7 @@
           el('td', { text: s.shard || '–' }),
           el('td', { class: 'num', text: fmt.num(s.instances, 0) }),
           el('td', { class: 'num', text: fmt.num(s.ejected, 0) }),
+          el('td', { class: 'num', text: s.weight_min === s.weight_max ? fmt.num(s.weight_max, 0) : fmt.num(s.weight_min, 0) + '–' + fmt.num(s.weight_max, 0) }),
           el('td', { class: 'num', text: fmt.num(s.requests_per_s, 1) }),
           el('td', { class: 'num', text: fmt.pct(s.error_ratio) }),
           el('td', { class: 'num', text: fmt.ms(s.latency_ms) }),
@@ -239,9 +240,9 @@
         data.partial ? el('div', { class: 'warnbox', text: 'Partial answer: some weight-calculator shards did not answer; their services are missing.' }) : '',
         pager,
         el('table', { id: 'services' },
-          el('thead', {}, el('tr', {}, ['Service', 'Health', 'Shard', 'Instances', 'Ejected', 'Requests/s', 'Errors', 'Latency', 'Overload'].map((h, i) =>
-            el('th', { class: i >= 3 && i <= 7 ? 'num' : '', text: h })))),
-          el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: 9, class: 'muted', text: search ? 'No service matches.' : 'No service has telemetry yet.' })))));
+          el('thead', {}, el('tr', {}, ['Service', 'Health', 'Shard', 'Instances', 'Ejected', 'Weights', 'Requests/s', 'Errors', 'Latency', 'Overload'].map((h, i) =>
+            el('th', { class: i >= 3 && i <= 8 ? 'num' : '', text: h })))),
+          el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: 10, class: 'muted', text: search ? 'No service matches.' : 'No service has telemetry yet.' })))));
     }).catch((err) => body.replaceChildren(errorBox(err, 'services')));
   }
 
@@ -323,7 +324,7 @@
     }
 
     function draw(d) {
-      head.replaceChildren(el('p', { class: 'muted' },
+      head.replaceChildren(el('p', { class: 'muted', id: 'service-meta' },
         `shard ${d.shard || '–'} · policy computed at ${fmt.time(d.round_at_ms)} · ${samples.length} sample(s)`));
       const o = d.overload || {};
       const state = o.state || 'normal';
@@ -371,12 +372,11 @@
 
   // ---------- configs ----------
 
+  // kinds are the kinds the config-center serves (GET /v1/kinds): name,
+  // scope, and the defaults of the knobs kinds.
   let kindsCache = null;
   async function kinds() {
-    if (!kindsCache) {
-      const r = await fetch('kinds.json', { cache: 'no-store' });
-      kindsCache = (await r.json()).kinds;
-    }
+    if (!kindsCache) kindsCache = (await api('GET', '/v1/kinds')).data.kinds || [];
     return kindsCache;
   }
 
@@ -428,10 +428,10 @@
     }
     let ks;
     try { ks = await kinds(); } catch (err) { create.append(errorBox(err, 'kinds')); return; }
-    const kindSel = el('select', { id: 'new-kind' }, ks.map((k) => el('option', { value: k.name, text: k.name + (k.scope === 'client' ? ' (client/server)' : ' (server)') })));
+    const kindSel = el('select', { id: 'new-kind' }, ks.map((k) => el('option', { value: k.kind, text: k.kind + (k.scope === 'client' ? ' (client/server)' : ' (server)') })));
     const client = el('input', { type: 'text', id: 'new-client', placeholder: 'client service' });
     const server = el('input', { type: 'text', id: 'new-server', placeholder: 'server service', value: service });
-    const sync = () => { client.hidden = (ks.find((k) => k.name === kindSel.value) || {}).scope !== 'client'; };
+    const sync = () => { client.hidden = (ks.find((k) => k.kind === kindSel.value) || {}).scope !== 'client'; };
     kindSel.addEventListener('change', sync);
     sync();
     const f = el('form', { class: 'row' }, kindSel, client, server, el('button', { type: 'submit', id: 'open-editor', text: 'Open editor' }));
@@ -442,6 +442,14 @@
     });
     create.append(el('h2', { text: 'Edit or create a config' }),
       el('p', { class: 'muted', text: 'Every kind the config-center serves. Client-scoped kinds are per caller and callee; the others per server.' }), f);
+    const listed = el('div', { id: 'all-configs' });
+    create.append(el('h2', { text: 'Every config' }), el('p', { class: 'row' },
+      el('button', { type: 'button', class: 'secondary', id: 'list-all', text: 'List every config of the mesh', onclick: async () => {
+        try {
+          const { data } = await api('GET', '/v1/configs');
+          listed.replaceChildren(configTable(data.configs || []));
+        } catch (err) { listed.replaceChildren(errorBox(err, 'configs')); }
+      } })), listed);
   }
 
   // Templates for a config that does not exist yet (docs/config-center.md).
@@ -455,6 +463,7 @@
     unit_routing: { rules: [] },
     priority_rules: { default: 64, rules: [] },
     overload: {},
+    calculator: {},
   };
 
   // diffLines is a line diff (longest common subsequence) of a and b.
@@ -522,6 +531,17 @@
     const history = el('div', { class: 'card', id: 'history' });
     const pinBox = el('div', { class: 'card', id: 'pin-box' });
     const server = scope.split('/').pop();
+    const defaultsBox = el('div', { class: 'card', id: 'defaults', hidden: true });
+    kinds().then((ks) => {
+      const k = ks.find((x) => x.kind === kind);
+      if (!k) {
+        banner.replaceChildren(el('div', { class: 'error', role: 'alert', text: `The config-center serves no kind ${kind}: ` + ks.map((x) => x.kind).join(', ') }));
+      } else if (k.defaults) {
+        defaultsBox.hidden = false;
+        defaultsBox.append(el('h2', { text: 'Defaults' }),
+          el('p', { class: 'muted', text: 'A field the document leaves out keeps its default:' }), el('pre', { text: pretty(k.defaults) }));
+      }
+    }).catch(() => {});
 
     app.append(title, meta, banner,
       el('div', { class: 'grid2' },
@@ -530,6 +550,7 @@
           el('div', { class: 'row' }, reviewBtn, saveBtn, deleteBtn)),
         el('div', {},
           el('div', { class: 'card' }, el('h2', { text: 'Validation' }), validation),
+          defaultsBox,
           el('div', { class: 'card' }, el('h2', { text: 'Changes against the current version' }), diffBox),
           el('div', { class: 'card' }, el('h2', { text: 'Rollout' }), rolloutBox, statusBox))),
       history, pinBox);
@@ -540,17 +561,30 @@
 
     function setValidation(content) {
       editor.classList.toggle('invalid', !!content);
-      validation.replaceChildren(content || el('p', { class: 'muted ok', id: 'validation-ok', text: 'No error known. The config-center validates the document when you save.' }));
+      validation.replaceChildren(content || el('p', { class: 'muted ok', id: 'validation-ok', text: 'Review changes asks the config-center to validate the document (nothing is written).' }));
     }
 
-    // review checks the document is JSON and shows the diff; Save sends it.
-    function review() {
+    // review checks the document (JSON here, then the config-center's
+    // validation, which writes nothing) and shows the diff; Save sends it.
+    async function review() {
       let doc;
       try {
         doc = JSON.parse(editor.value);
       } catch (e) {
         setValidation(el('div', { class: 'error', role: 'alert', id: 'validation-error' }, el('span', { class: 'code', text: 'not JSON: ' }), e.message));
         saveBtn.disabled = true;
+        return null;
+      }
+      try {
+        await api('PUT', configPath(kind, scope) + '?validate=true', { body: JSON.stringify(doc) });
+      } catch (err) {
+        saveBtn.disabled = true;
+        if (err.status === 400) {
+          showInvalid(err);
+          diffBox.replaceChildren(el('p', { class: 'muted', text: 'Fix the document first.' }));
+        } else {
+          banner.replaceChildren(errorBox(err, 'validation'));
+        }
         return null;
       }
       setValidation(null); // a former error was about another document
@@ -563,10 +597,16 @@
       saveBtn.disabled = !changed && Number(rollout.value) === 0;
       return doc;
     }
-    reviewBtn.addEventListener('click', review);
+    reviewBtn.addEventListener('click', () => { review(); });
+
+    function showInvalid(err) {
+      setValidation(el('div', { class: 'error', role: 'alert', id: 'validation-error' },
+        el('div', {}, el('span', { class: 'code', text: 'field ' }), el('code', { id: 'validation-field', text: err.field || '(document)' })),
+        el('div', {}, el('span', { class: 'code', text: err.code + ': ' }), err.message)));
+    }
 
     saveBtn.addEventListener('click', async () => {
-      const doc = review();
+      const doc = await review();
       if (doc === null) return;
       const p = Number(rollout.value);
       const headers = {};
@@ -578,9 +618,7 @@
         flash(p > 0 ? `Saved revision ${data.revision}, rolled out to ${p} % of the instances.` : `Saved revision ${data.revision}.`);
       } catch (err) {
         if (err.status === 400) {
-          setValidation(el('div', { class: 'error', role: 'alert', id: 'validation-error' },
-            el('div', {}, el('span', { class: 'code', text: 'field ' }), el('code', { id: 'validation-field', text: err.field || '(document)' })),
-            el('div', {}, el('span', { class: 'code', text: err.code + ': ' }), err.message)));
+          showInvalid(err);
         } else if (err.status === 412 || err.status === 428) {
           banner.replaceChildren(errorBox(err, 'save'), el('button', { type: 'button', class: 'secondary', text: 'Reload the current version (your edit is lost)', onclick: render }));
         } else {
