@@ -66,6 +66,9 @@ var callees = map[string][]callee{
 	"feed-api":    {{"10.0.3.1:9000", 0, 8}},
 }
 
+// bulk services, one instance each, fill more than a page of the overview.
+const bulk = 130
+
 type callee struct {
 	instance string
 	errors   int // of 100 requests a window
@@ -84,6 +87,10 @@ func report(mixer string) error {
 				"window_ms": 250, "timestamp_ms": now, "server": map[string]any{"requests": 100, "cpu_util": 0.3,
 					"queue_time_ms_avg": 1, "queue_time_ms_p99": 2, "inflight": 3, "client_timeouts": 0}})
 		}
+	}
+	for i := range bulk {
+		calls = append(calls, map[string]any{"callee_service": fmt.Sprintf("bulk-%03d", i), "callee_instance": fmt.Sprintf("10.1.%d.%d:9000", i/200, i%200+1),
+			"requests": 10, "errors": 0, "timeouts": 0, "latency_ms_avg": 3, "latency_ms_p99": 9})
 	}
 	reports = append(reports, map[string]any{"reporter": map[string]any{"service": "front", "instance": "10.0.9.1:80"},
 		"window_ms": 250, "timestamp_ms": now, "calls": calls,
@@ -293,6 +300,15 @@ func TestConsole(t *testing.T) {
 			return os.WriteFile(filepath.Join(shots, name+".png"), png, 0o644)
 		})
 	}
+	shotViewport := func(name string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			png, err := chromedp.CaptureScreenshot()(ctx, tg)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(shots, name+".png"), png, 0o644)
+		})
+	}
 	css := func(sel string) chromedp.Action[chromedp.Void] { return chromedp.WaitVisible(chromedp.CSS(sel)) }
 	click := func(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(chromedp.CSS(sel)) }
 	// textOf waits until the element of that id shows want.
@@ -357,7 +373,15 @@ func TestConsole(t *testing.T) {
 		do(t, css(`#services tbody tr[data-service="feed-api"]`),
 			click("#refresh"),
 			css(`#services tbody tr:first-child[data-service="comment-svc"]`),
-			shot("overview"))
+			shotViewport("overview"))
+		// Paging is the server's: 100 rows a page.
+		total := len(callees) + bulk
+		do(t, textOf("range", fmt.Sprintf("1–100 of %d services", total)),
+			click("#next"),
+			textOf("range", fmt.Sprintf("101–%d of %d services", total, total)),
+			css(`#services tbody tr[data-service="bulk-129"]`),
+			click("#prev"),
+			textOf("range", "1–100 of"))
 		// Search is the server's: one service matches "pay".
 		do(t, chromedp.SendKeys(chromedp.CSS("#search"), "pay"), textOf("range", "of 1 services"))
 		if n := value(t, `String(document.querySelectorAll('#services tbody tr').length)`); n != "1" {

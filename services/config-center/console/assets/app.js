@@ -189,6 +189,8 @@
     return 'healthy';
   }
 
+  let keepSearchFocus = false;
+
   function overviewPage(params) {
     const search = params.get('search') || '';
     const sort = params.get('sort') || 'trouble';
@@ -201,7 +203,7 @@
     let timer = null;
     box.addEventListener('input', () => {
       clearTimeout(timer);
-      timer = setTimeout(() => go({ search: box.value.trim(), offset: 0 }), 300);
+      timer = setTimeout(() => { keepSearchFocus = true; go({ search: box.value.trim(), offset: 0 }); }, 300);
     });
     cleanups.push(() => clearTimeout(timer));
     const sortSel = el('select', { id: 'sort', onchange: (e) => go({ sort: e.target.value, offset: 0 }) },
@@ -211,6 +213,11 @@
     app.append(el('h1', { text: 'Services' }),
       el('div', { class: 'row' }, box, sortSel, el('button', { type: 'button', class: 'secondary', id: 'refresh', text: 'Refresh', onclick: render })),
       body);
+    if (keepSearchFocus) { // the page was redrawn for what is being typed
+      keepSearchFocus = false;
+      box.focus();
+      box.setSelectionRange(box.value.length, box.value.length);
+    }
     const q = new URLSearchParams({ search, offset: String(offset), limit: String(PAGE_SIZE), sort });
     api('GET', '/v1/services?' + q.toString()).then(({ data }) => {
       const rows = (data.services || []).map((s) => {
