@@ -323,8 +323,16 @@ func TestConsole(t *testing.T) {
 	goTo := func(fragment string) chromedp.Action[chromedp.Void] {
 		return chromedp.Evaluate[chromedp.Void](fmt.Sprintf("location.hash = %q; undefined", fragment))
 	}
+	// edit types doc into the editor (as one input event) and reviews it;
+	// editValid waits for the review to pass (Save enabled).
 	edit := func(doc string) chromedp.Action[chromedp.Void] {
-		return chromedp.Steps(chromedp.SetValue(chromedp.CSS("#editor"), doc), click("#review"))
+		b, _ := json.Marshal(doc)
+		return chromedp.Steps(
+			chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => { const e = document.getElementById('editor'); e.value = %s; e.dispatchEvent(new Event('input')); })()`, b)),
+			click("#review"))
+	}
+	editValid := func(doc string) chromedp.Action[chromedp.Void] {
+		return chromedp.Steps(edit(doc), chromedp.WaitEnabled(chromedp.CSS("#save")))
 	}
 	login := func(token string) chromedp.Action[chromedp.Void] {
 		return chromedp.Steps(css("#token"), chromedp.SendKeys(chromedp.CSS("#token"), token),
@@ -427,7 +435,7 @@ func TestConsole(t *testing.T) {
 	})
 
 	step("config-fix-diff-save", func(t *testing.T) {
-		do(t, edit(`{"connection_limit": 1000, "qps_limit": 3000}`),
+		do(t, editValid(`{"connection_limit": 1000, "qps_limit": 3000}`),
 			css("#diff-lines .add"),
 			chromedp.WaitNotPresent(chromedp.CSS("#validation-error")),
 			textOf("diff-lines", `"qps_limit": 3000`),
@@ -450,10 +458,9 @@ func TestConsole(t *testing.T) {
 	})
 
 	step("rollout", func(t *testing.T) {
-		do(t, edit(`{"qps_limit": 4000}`),
+		do(t, editValid(`{"qps_limit": 4000}`),
 			keys("#rollout", kb.ArrowRight, 20),
 			textOf("rollout-label", "to 20 %"),
-			click("#review"),
 			click("#save"),
 			textOf("saved", "rolled out to 20 %"),
 			textOf("rollout-state", "20 %"))
@@ -472,6 +479,27 @@ func TestConsole(t *testing.T) {
 		do(t, click("#abort"), textOf("saved", "Abort done"), textOf("rollout-state", "No rollout"))
 		if e := entry(t, cc.Addr(), "limit/comment-svc"); e["rollout"] != nil || apiDoc(t) != `{"qps_limit":5000}` {
 			t.Errorf("after abort: %v", e)
+		}
+	})
+
+	step("concurrent-edit", func(t *testing.T) {
+		// Someone else writes the config while the editor holds it: the
+		// save is refused (412) and the page says so and offers a reload.
+		e := entry(t, cc.Addr(), "limit/comment-svc")
+		if s, b, err := call("PUT", api+"/v1/configs/limit/comment-svc", "", fmt.Sprint(e["revision"]), map[string]any{"qps_limit": 4500}); err != nil || s != http.StatusOK {
+			t.Fatalf("PUT behind the console's back: %d %s %v", s, b, err)
+		}
+		do(t, editValid(`{"qps_limit": 4200}`),
+			click("#save"),
+			textOf("banner", "412 revision_mismatch"),
+			shot("concurrent-edit"),
+			click("#reload"),
+			textOf("editor-meta", fmt.Sprintf("revision %v ", entry(t, cc.Addr(), "limit/comment-svc")["revision"])))
+		if doc := apiDoc(t); doc != `{"qps_limit":4500}` {
+			t.Errorf("after the refused save: %s", doc)
+		}
+		if got := value(t, `document.getElementById('editor').value`); !strings.Contains(got, `"qps_limit": 4500`) {
+			t.Errorf("the editor after reloading holds %s", got)
 		}
 	})
 
@@ -501,11 +529,12 @@ func TestConsole(t *testing.T) {
 		do(t, click("#logout"), login(readerToken),
 			goTo("#/config/limit/comment-svc"),
 			textOf("editor-meta", "revision"),
+			// The review's validation is a PUT: the config-center refuses
+			// it to a reader, as it would refuse the save.
 			edit(`{"qps_limit": 1}`),
-			click("#save"),
 			textOf("banner", "Not allowed (403)"),
 			shot("reader-refused"))
-		if doc := apiDoc(t); doc != `{"qps_limit":5000}` {
+		if doc := apiDoc(t); doc != `{"qps_limit":4500}` {
 			t.Errorf("a reader's save was written: %s", doc)
 		}
 	})

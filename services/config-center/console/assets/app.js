@@ -168,7 +168,7 @@
       loginMessage = '';
       // Check the token against the API before going on.
       try {
-        await api('GET', '/v1/configs?service=' + enc('sextant-console'));
+        await api('GET', '/v1/kinds');
       } catch (err) {
         status.replaceChildren(errorBox(err, 'token check'));
         if (err.status === 401) { sessionStorage.removeItem(TOKEN_KEY); return; }
@@ -627,7 +627,7 @@
         if (err.status === 400) {
           showInvalid(err);
         } else if (err.status === 412 || err.status === 428) {
-          banner.replaceChildren(errorBox(err, 'save'), el('button', { type: 'button', class: 'secondary', text: 'Reload the current version (your edit is lost)', onclick: render }));
+          banner.replaceChildren(errorBox(err, 'save'), el('button', { type: 'button', class: 'secondary', id: 'reload', text: 'Reload the current version (your edit is lost)', onclick: render }));
         } else {
           banner.replaceChildren(errorBox(err, 'save'));
         }
