@@ -16,7 +16,14 @@ type Policy struct {
 	InstanceOverload map[string]*Overload `json:"instance_overload"`
 	ComputedAtMs     int64                `json:"computed_at_ms"`
 	CalculatorID     string               `json:"calculator_id"`
+	// ZoneDemand is the share of the service's requests by the caller's
+	// zone, for zone-aware routing (docs/weights.md#zone-aware-routing);
+	// empty when fewer than two zones call it or zone_aware is off.
+	ZoneDemand map[string]float64 `json:"zone_demand,omitempty"`
 }
+
+// MaxZones bounds the zones a policy's ZoneDemand names.
+const MaxZones = 64
 
 // InstanceWeight is one instance's dynamic weight: 1..1000, or 0 with
 // Ejected set, Reason saying why.

@@ -44,6 +44,10 @@ struct Policy {
     5: map<string, Overload> instance_overload
     6: i64 computed_at_ms
     7: string calculator_id
+    // Share of the service's requests by the caller's zone over the
+    // evaluation span, for zone-aware routing; empty when fewer than two
+    // zones call it or the service's zone_aware knob is off.
+    8: map<string, double> zone_demand
 }
 
 struct PublishPolicyRequest {

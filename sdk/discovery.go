@@ -54,6 +54,7 @@ type Discovery struct {
 	retry  backoff.Policy
 	log    *slog.Logger
 	cache  *diskCache
+	zone   string // the caller's, for zone-aware weights
 
 	mu       sync.Mutex
 	services map[string]*watched
@@ -139,6 +140,10 @@ type DiscoveryOptions struct {
 	// (Snapshot.Cached) until mesh-core answers. Processes of one service
 	// may share it.
 	CacheDir string
+	// Zone is the caller's zone (default: $SEXTANT_ZONE): with one, and a
+	// policy that carries the demand by zone, the weights Get answers are
+	// zone-aware (ZoneWeighted, docs/weights.md#zone-aware-routing).
+	Zone string
 }
 
 // NewDiscovery makes a Discovery; Watch adds services to it.
@@ -153,6 +158,7 @@ func NewDiscovery(o DiscoveryOptions) *Discovery {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Discovery{
 		base:     baseURL(o.MeshCore),
+		zone:     zoneOf(o.Zone),
 		token:    o.Token,
 		client:   httpClient(o.HTTPClient, o.Wait+10*time.Second),
 		wait:     o.Wait,
@@ -319,6 +325,7 @@ func (d *Discovery) store(snap *Snapshot) bool {
 		d.mu.Unlock()
 		return false // this service did not change; another of the poll did
 	}
+	snap = ZoneWeighted(snap, d.zone) // a copy when it applies: the caller's snap stays as mesh-core sent it
 	w.snap.Store(snap)
 	listeners := append([]*listener{}, w.listeners...)
 	for _, l := range listeners {

@@ -55,6 +55,7 @@ func StartRegistrar(o RegistrarOptions) *Registrar {
 	if reg.TTLSeconds == 0 {
 		reg.TTLSeconds = 15
 	}
+	reg.Zone = zoneOf(reg.Zone)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -117,8 +117,10 @@ type ReporterOptions struct {
 	Token    string
 	Service  string
 	Instance string
-	Zone     string
-	Cluster  string
+	// Zone is the process's zone (default: $SEXTANT_ZONE), by which the
+	// calculator counts demand for zone-aware routing.
+	Zone    string
+	Cluster string
 	// Window is the reporting window (default 1 s).
 	Window time.Duration
 	// MaxCallees bounds the callee instances tracked per window (default 1000).
@@ -178,6 +180,7 @@ func NewReporter(o ReporterOptions) *Reporter {
 		o.Window = time.Second
 	}
 	o.Token = tokenOf(o.Token)
+	o.Zone = zoneOf(o.Zone) // the calculator counts demand by the callers' zone
 	if o.MaxCallees <= 0 {
 		o.MaxCallees = 1000
 	}

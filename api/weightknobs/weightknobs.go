@@ -71,6 +71,14 @@ type Knobs struct {
 	// round while recovering.
 	ShedStep    float64 `json:"shed_step"`
 	RecoverStep float64 `json:"recover_step"`
+	// Zone-aware routing (Envoy's, with Sextant's weights as capacity): the
+	// policy carries the share of requests by caller zone, and callers keep
+	// their requests in their zone while it has the capacity for its
+	// demand, spilling the rest over in proportion to other zones' spare
+	// capacity. Not for services with fewer live instances than
+	// ZoneAwareMinInstances (too few to split by zone safely).
+	ZoneAware             bool `json:"zone_aware"`
+	ZoneAwareMinInstances int  `json:"zone_aware_min_instances"`
 }
 
 // Defaults are the documented defaults.
@@ -105,6 +113,8 @@ func Defaults() Knobs {
 		OverloadTimeoutRatio:    0.01,
 		ShedStep:                0.05,
 		RecoverStep:             0.01,
+		ZoneAware:               true,
+		ZoneAwareMinInstances:   6,
 	}
 }
 
@@ -145,6 +155,7 @@ func (k *Knobs) Validate() *api.FieldError {
 		{"overload_timeout_ratio", k.OverloadTimeoutRatio, 0, 1},
 		{"shed_step", k.ShedStep, 0.001, 1},
 		{"recover_step", k.RecoverStep, 0.001, 1},
+		{"zone_aware_min_instances", float64(k.ZoneAwareMinInstances), 1, 100_000},
 	} {
 		if !(r.v >= r.min && r.v <= r.max) { // also catches NaN
 			return api.Errorf(r.field, api.CodeOutOfRange, "%g is outside [%g, %g]", r.v, r.min, r.max)

@@ -19,6 +19,7 @@ import (
 
 const configUsage = `usage: sextant config <command> [flags] [arguments]
 
+  kinds                                 the kinds, their scopes, and the knobs kinds' defaults
   list [--service S]                    configs naming S (every config without --service)
   get KIND SCOPE                        a config's document, revision and rollout
   put KIND SCOPE -f FILE [--rollout P]  write FILE (- for stdin); shows the diff first
@@ -64,12 +65,12 @@ func configCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	want := map[string]int{"list": 0, "pins": 1, "pin": 3, "unpin": 3}
+	want := map[string]int{"list": 0, "kinds": 0, "pins": 1, "pin": 3, "unpin": 3}
 	n, ok := want[sub]
 	if !ok {
 		n = 2
 	}
-	known := []string{"list", "get", "put", "edit", "diff", "delete", "history", "rollback", "rollout", "promote", "abort", "status", "pin", "unpin", "pins"}
+	known := []string{"kinds", "list", "get", "put", "edit", "diff", "delete", "history", "rollback", "rollout", "promote", "abort", "status", "pin", "unpin", "pins"}
 	if !slices.Contains(known, sub) {
 		fmt.Fprint(stderr, configUsage)
 		return fmt.Errorf("unknown command %q", sub)
@@ -89,6 +90,8 @@ func configCmd(args []string, stdout, stderr io.Writer) error {
 	switch sub {
 	case "list":
 		return cmd.list(*service)
+	case "kinds":
+		return cmd.kinds()
 	case "get":
 		return cmd.get()
 	case "put":
@@ -166,6 +169,35 @@ func (r configRun) list(service string) error {
 	t := newTable(r.out, "KIND", "SCOPE", "REVISION", "ROLLOUT", "UPDATED BY", "UPDATED")
 	for _, e := range got.Configs {
 		t.row(e.Kind, e.Scope, e.Revision, rolloutOf(e), e.UpdatedBy, when(e.UpdatedAtMs))
+	}
+	t.flush()
+	return nil
+}
+
+func (r configRun) kinds() error {
+	var got struct {
+		Kinds []struct {
+			Kind     string          `json:"kind"`
+			Scope    string          `json:"scope"`
+			Defaults json.RawMessage `json:"defaults,omitempty"`
+		} `json:"kinds"`
+	}
+	if _, err := r.c.Do(http.MethodGet, "/v1/kinds", nil, &got); err != nil {
+		return err
+	}
+	if done, err := emit(r.out, r.format, got); done {
+		return err
+	}
+	t := newTable(r.out, "KIND", "SCOPE", "DEFAULTS")
+	for _, k := range got.Kinds {
+		scope, defaults := "SERVICE", "-"
+		if k.Scope == "client" {
+			scope = "CALLER/CALLEE"
+		}
+		if len(k.Defaults) > 0 {
+			defaults = "sextant config kinds -o json"
+		}
+		t.row(k.Kind, scope, defaults)
 	}
 	t.flush()
 	return nil

@@ -136,6 +136,7 @@ type Policy struct {
 	InstanceOverload map[string]*Overload `thrift:"instance_overload,5" frugal:"5,default,map<string:Overload>" json:"instance_overload"`
 	ComputedAtMs     int64                `thrift:"computed_at_ms,6" frugal:"6,default,i64" json:"computed_at_ms"`
 	CalculatorId     string               `thrift:"calculator_id,7" frugal:"7,default,string" json:"calculator_id"`
+	ZoneDemand       map[string]float64   `thrift:"zone_demand,8" frugal:"8,default,map<string:double>" json:"zone_demand"`
 }
 
 func NewPolicy() *Policy {
@@ -177,6 +178,10 @@ func (p *Policy) GetComputedAtMs() (v int64) {
 func (p *Policy) GetCalculatorId() (v string) {
 	return p.CalculatorId
 }
+
+func (p *Policy) GetZoneDemand() (v map[string]float64) {
+	return p.ZoneDemand
+}
 func (p *Policy) SetService(val string) {
 	p.Service = val
 }
@@ -198,6 +203,9 @@ func (p *Policy) SetComputedAtMs(val int64) {
 func (p *Policy) SetCalculatorId(val string) {
 	p.CalculatorId = val
 }
+func (p *Policy) SetZoneDemand(val map[string]float64) {
+	p.ZoneDemand = val
+}
 
 func (p *Policy) IsSetOverload() bool {
 	return p.Overload != nil
@@ -218,6 +226,7 @@ var fieldIDToName_Policy = map[int16]string{
 	5: "instance_overload",
 	6: "computed_at_ms",
 	7: "calculator_id",
+	8: "zone_demand",
 }
 
 type PublishPolicyRequest struct {

@@ -67,6 +67,11 @@ type Scenario struct {
 	Duration    time.Duration // simulated
 	Warmup      time.Duration // not measured
 	Timeout     time.Duration // callers give up on a request after this long
+	// CallerZones places caller i in CallerZones[i % len] (none: callers
+	// have no zone); a request to an instance of another zone takes
+	// CrossZoneRTT more.
+	CallerZones  []string
+	CrossZoneRTT time.Duration
 	// SteadyAfter: weights of identical healthy instances are compared from then on.
 	SteadyAfter time.Duration
 }

@@ -103,6 +103,24 @@ func Scenarios() []Scenario {
 	return out
 }
 
+// ZoneScenarios are the zone-aware routing scenarios: two zones of
+// unequal capacity (6 and 4 nominal instances), callers half in each, 2 ms
+// more for a request that crosses zones.
+func ZoneScenarios() []Scenario {
+	zones := func(name, desc string, rate float64, callerZones []string) Scenario {
+		s := base(name, desc, append(nominal(6, "a", "zone-a"), nominal(4, "b", "zone-b")...), rate, 3*time.Minute)
+		s.Callers, s.CallerZones, s.CrossZoneRTT = 20, callerZones, 2*time.Millisecond
+		return s
+	}
+	half := []string{"zone-a", "zone-b"}
+	return []Scenario{
+		zones("zones-40", "zone a has 60 % of the capacity, zone b 40 %; callers half in each; 40 % load: each zone covers its callers' demand",
+			1600, []string{"zone-a", "zone-b", "zone-b", "zone-a", "zone-a"}),
+		zones("zones-80", "the same at 80 % load, callers half in each: zone b's callers need more than zone b has",
+			3200, half),
+	}
+}
+
 // ScenarioByName returns the scenario called name.
 func ScenarioByName(name string) (Scenario, bool) {
 	for _, s := range Scenarios() {

@@ -74,6 +74,10 @@ type Result struct {
 	Ejections        int
 	Timeline         map[string][]WeightPoint
 	Instances        []InstanceResult
+	// With caller zones: the share of requests sent to another zone, and
+	// per caller zone the share that stayed in it.
+	CrossZone  float64
+	LocalShare map[string]float64
 }
 
 // StrictlyBetter tells whether a beats b: fewer failed requests, with a p99
@@ -146,8 +150,11 @@ type instance struct {
 }
 
 type caller struct {
-	bal sdk.Balancer
-	rep *sdk.Reporter
+	bal  sdk.Balancer
+	rep  *sdk.Reporter
+	zone string
+	// after the warm-up: requests sent, and those that stayed in the zone
+	sent, local int64
 }
 
 type simulation struct {
@@ -205,7 +212,11 @@ func Run(sc *Scenario, st Strategy, o Options) Result {
 	for i := 0; i < sc.Callers; i++ {
 		env := &CallerEnv{Now: s.clock, Rand: rand.New(rand.NewPCG(o.Seed, uint64(i)+1)), ORCA: &s.orca}
 		c := &caller{bal: st.New(env)}
-		c.rep = sdk.NewReporter(sdk.ReporterOptions{Service: "caller-" + strconv.Itoa(i), Instance: "caller-" + strconv.Itoa(i), Now: s.clock})
+		if len(sc.CallerZones) > 0 {
+			c.zone = sc.CallerZones[i%len(sc.CallerZones)]
+		}
+		c.rep = sdk.NewReporter(sdk.ReporterOptions{Service: "caller-" + strconv.Itoa(i), Instance: "caller-" + strconv.Itoa(i),
+			Zone: c.zone, Now: s.clock})
 		s.callers = append(s.callers, c)
 		s.push(event{at: int64(s.rnd.ExpFloat64() / perCaller * 1e9), kind: evArrival, idx: int32(i)})
 		// Reporters close windows at their own phase, as processes do.
@@ -339,6 +350,17 @@ func (s *simulation) done(r *request) {
 		in.wErrors++
 	}
 	latency := time.Duration(s.now - r.sent)
+	c := s.callers[r.caller]
+	crossed := c.zone != "" && c.zone != in.spec.Zone
+	if crossed {
+		latency += s.sc.CrossZoneRTT
+	}
+	if c.zone != "" && r.sent >= s.measureFrom {
+		c.sent++
+		if !crossed {
+			c.local++
+		}
+	}
 	timedOut := latency > s.sc.Timeout
 	if timedOut {
 		latency = s.sc.Timeout
@@ -429,6 +451,7 @@ func (s *simulation) snapshot() *sdk.Snapshot {
 	if !s.st.Central || s.policy == nil || len(s.policy.Weights) == 0 {
 		return snap
 	}
+	snap.ZoneDemand = s.policy.ZoneDemand
 	byID := map[string]*meshcore.InstanceWeight{}
 	var ws []int32
 	for _, w := range s.policy.Weights {
@@ -455,9 +478,35 @@ func (s *simulation) snapshot() *sdk.Snapshot {
 
 func (s *simulation) updateCallers() {
 	snap := s.snapshot()
+	byZone := map[string]*sdk.Snapshot{}
 	for _, c := range s.callers {
-		c.bal.Update(snap)
+		mine, ok := byZone[c.zone]
+		if !ok {
+			switch mine = snap; {
+			case s.st.Zoned:
+				mine = sdk.ZoneWeighted(snap, c.zone)
+			case s.st.LocalOnly:
+				mine = localOnly(snap, c.zone)
+			}
+			byZone[c.zone] = mine
+		}
+		c.bal.Update(mine)
 	}
+}
+
+// localOnly keeps the instances of zone, when it has any.
+func localOnly(snap *sdk.Snapshot, zone string) *sdk.Snapshot {
+	out := *snap
+	out.Instances = nil
+	for _, in := range snap.Instances {
+		if in.Zone == zone {
+			out.Instances = append(out.Instances, in)
+		}
+	}
+	if len(out.Instances) == 0 {
+		return snap
+	}
+	return &out
 }
 
 // observePolicy records what the callers receive: the weight timeline,
@@ -540,6 +589,24 @@ func (s *simulation) finish(end int64) {
 	}
 	if n > 0 && sumU > 0 {
 		s.res.Imbalance = maxU / (sumU / float64(n))
+	}
+	perZone := map[string][2]int64{} // sent, local
+	var sent, local int64
+	for _, c := range s.callers {
+		if c.zone != "" {
+			z := perZone[c.zone]
+			perZone[c.zone] = [2]int64{z[0] + c.sent, z[1] + c.local}
+			sent, local = sent+c.sent, local+c.local
+		}
+	}
+	if sent > 0 {
+		s.res.CrossZone = 1 - float64(local)/float64(sent)
+		s.res.LocalShare = map[string]float64{}
+		for zone, z := range perZone {
+			if z[0] > 0 {
+				s.res.LocalShare[zone] = float64(z[1]) / float64(z[0])
+			}
+		}
 	}
 }
 

@@ -14,6 +14,10 @@ type Strategy struct {
 	// Central strategies follow Sextant's policies; local ones see the registry only.
 	Central bool
 	New     func(c *CallerEnv) sdk.Balancer
+	// Zoned callers take the policy's weights zone-aware (sdk.ZoneWeighted,
+	// as the SDK's Discovery with a zone does); LocalOnly callers see only
+	// the instances of their own zone while it has any.
+	Zoned, LocalOnly bool
 }
 
 // CallerEnv is what a caller's balancer may use.
@@ -37,6 +41,19 @@ func Strategies() []Strategy {
 		{Name: "sextant-hybrid", Central: true, New: func(c *CallerEnv) sdk.Balancer {
 			return sdk.NewHybridPicker(sdk.HybridOptions{Now: c.Now, Rand: c.Rand})
 		}},
+	}
+}
+
+// ZoneStrategies are the strategies of the zone scenarios: Sextant's
+// hybrid without and with zone-aware weights, and the two rules a caller
+// can run alone: stay in its zone always, or ignore zones (A58).
+func ZoneStrategies() []Strategy {
+	hybrid := func(c *CallerEnv) sdk.Balancer { return sdk.NewHybridPicker(sdk.HybridOptions{Now: c.Now, Rand: c.Rand}) }
+	return []Strategy{
+		{Name: "a58-wrr", New: func(c *CallerEnv) sdk.Balancer { return &a58{env: c} }},
+		{Name: "zone-local", LocalOnly: true, New: func(c *CallerEnv) sdk.Balancer { return &a58{env: c} }},
+		{Name: "sextant-hybrid", Central: true, New: hybrid},
+		{Name: "sextant-zoned", Central: true, Zoned: true, New: hybrid},
 	}
 }
 

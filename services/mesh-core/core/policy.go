@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -84,6 +85,18 @@ func validatePolicy(p *meshcore.Policy, regs map[string]api.Registration) *meshc
 	if len(p.Weights) > 0 && positive == 0 {
 		return reject(RejectInvalid, "weights", "every weight is zero")
 	}
+	if len(p.ZoneDemand) > api.MaxZones {
+		return reject(RejectInvalid, "zone_demand", "%d zones, at most %d", len(p.ZoneDemand), api.MaxZones)
+	}
+	for zone, share := range p.ZoneDemand {
+		field := api.Join("zone_demand", zone)
+		if fe := api.Name(field, zone, true); fe != nil {
+			return reject(RejectInvalid, fe.Field, "%s", fe.Message)
+		}
+		if !(share >= 0 && share <= 1) {
+			return reject(RejectInvalid, field, "%g is outside [0, 1]", share)
+		}
+	}
 	for id, o := range p.InstanceOverload {
 		if _, ok := regs[id]; !ok {
 			return reject(RejectUnknownInstance, api.Join("instance_overload", id), "%q is not a registered instance of %q", id, p.Service)
@@ -113,6 +126,9 @@ func storedPolicy(p *meshcore.Policy) *api.Policy {
 	for i, w := range p.Weights {
 		out.Weights[i] = api.InstanceWeight{Instance: w.Instance, Weight: w.Weight, Ejected: w.Ejected, Reason: w.Reason,
 			EjectedUntilMs: w.EjectedUntilMs, Ejections: w.Ejections}
+	}
+	if len(p.ZoneDemand) > 0 {
+		out.ZoneDemand = maps.Clone(p.ZoneDemand)
 	}
 	if len(p.InstanceOverload) > 0 {
 		out.InstanceOverload = make(map[string]*api.Overload, len(p.InstanceOverload))

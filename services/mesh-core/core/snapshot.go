@@ -88,17 +88,22 @@ func buildSnapshot(service string, regs map[string]api.Registration, pol *api.Po
 	instJSON, _ := canonical.Marshal(instances)
 	overloadJSON, _ := canonical.Marshal(overload)
 	serviceJSON, _ := canonical.Marshal(service)
+	var zonesJSON []byte
+	if pol != nil && len(pol.ZoneDemand) > 0 {
+		zonesJSON, _ = canonical.Marshal(pol.ZoneDemand)
+	}
 
 	h := fnv.New64a()
 	h.Write(serviceJSON)
 	h.Write(instJSON)
 	h.Write(overloadJSON)
+	h.Write(zonesJSON)
 	version := int64(h.Sum64() & (1<<53 - 1)) // exact in every JSON parser
 	if version == 0 {
 		version = 1
 	}
 	var b strings.Builder
-	b.Grow(len(instJSON) + len(overloadJSON) + len(serviceJSON) + 64)
+	b.Grow(len(instJSON) + len(overloadJSON) + len(serviceJSON) + len(zonesJSON) + 80)
 	b.WriteString(`{"service":`)
 	b.Write(serviceJSON)
 	b.WriteString(`,"version":`)
@@ -107,6 +112,10 @@ func buildSnapshot(service string, regs map[string]api.Registration, pol *api.Po
 	b.Write(instJSON)
 	b.WriteString(`,"overload":`)
 	b.Write(overloadJSON)
+	if zonesJSON != nil {
+		b.WriteString(`,"zone_demand":`)
+		b.Write(zonesJSON)
+	}
 	s := &Snapshot{Service: service, Version: version, Instances: len(instances), body: []byte(b.String()),
 		done: make(chan struct{}), built: time.Now()}
 	if pol != nil {

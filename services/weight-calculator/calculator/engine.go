@@ -85,9 +85,12 @@ type Decision struct {
 	Weights          []weightDecision           `json:"weights"`
 	Overload         overloadControl            `json:"overload"`
 	InstanceOverload map[string]overloadControl `json:"instance_overload"`
-	Published        bool                       `json:"published"` // this round handed a policy to the publisher
-	Publishing       PublishStatus              `json:"publishing"`
-	Knobs            Knobs                      `json:"knobs"`
+	// ZoneDemand is the share of requests by caller zone the policy
+	// carries (zone-aware routing); empty when off or unknown.
+	ZoneDemand map[string]float64 `json:"zone_demand,omitempty"`
+	Published  bool               `json:"published"` // this round handed a policy to the publisher
+	Publishing PublishStatus      `json:"publishing"`
+	Knobs      Knobs              `json:"knobs"`
 }
 
 func newEngine(id string, store *Store, knobs *KnobStore, owns func(string) bool, pub policySink, window time.Duration) *engine {
@@ -226,6 +229,9 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	slices.SortFunc(e.inputs, func(a, b weighInput) int { return strings.Compare(a.stats.Instance, b.stats.Instance) })
 	e.decisions = computeWeights(e.inputs, st.weights, &k, now, e.decisions)
 	d.Weights = append([]weightDecision(nil), e.decisions...)
+	if k.ZoneAware && len(live) >= k.ZoneAwareMinInstances {
+		d.ZoneDemand = zoneShares(e.store.ZoneDemand(name, last-int64(k.EvalWindows)+1, last))
+	}
 
 	// Overload from the newest complete window.
 	e.load.fill(&e.hist)
@@ -279,6 +285,7 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	d.Overload = st.overload
 
 	policy := e.policy(name, st, now)
+	policy.ZoneDemand = d.ZoneDemand
 	switch {
 	case now.Before(st.ownedSince.Add(warmup)):
 		d.OwnershipWarmup = true
@@ -383,7 +390,34 @@ func changed(prev, next *meshcore.Policy, threshold float64) bool {
 			return true
 		}
 	}
+	if len(prev.ZoneDemand) != len(next.ZoneDemand) {
+		return true
+	}
+	for zone, share := range next.ZoneDemand {
+		p, ok := prev.ZoneDemand[zone]
+		if !ok || math.Abs(share-p) > threshold*max(share, p) {
+			return true
+		}
+	}
 	return false
+}
+
+// zoneShares turns requests by caller zone into shares of their sum,
+// rounded to 0.1 % (finer moves are noise, and each would be a new
+// discovery version).
+func zoneShares(requests map[string]int64) map[string]float64 {
+	var total int64
+	for _, n := range requests {
+		total += n
+	}
+	if total <= 0 {
+		return nil
+	}
+	out := make(map[string]float64, len(requests))
+	for zone, n := range requests {
+		out[zone] = math.Round(1000*float64(n)/float64(total)) / 1000
+	}
+	return out
 }
 
 // decision returns the last decision for service.

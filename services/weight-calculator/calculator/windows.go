@@ -38,6 +38,39 @@ type serviceWindows struct {
 	// callers are the services that reported calls to this one: what the
 	// access inspection compares with the access rules.
 	callers map[string]*callerCount
+	// zones are the requests by the callers' zone, for zone-aware routing.
+	zones map[string]*zoneDemand
+}
+
+// zoneDemand is the requests callers in one zone sent the service, by
+// window (a ring like an instance's).
+type zoneDemand struct {
+	index    []int64
+	requests []int64
+}
+
+// maxZonesPerService bounds the zones whose demand is kept per service.
+const maxZonesPerService = api.MaxZones
+
+// addZoneDemand counts requests from callers in zone in window index; sw is
+// locked.
+func (sw *serviceWindows) addZoneDemand(zone string, index, requests int64, count int) {
+	zd := sw.zones[zone]
+	if zd == nil {
+		if len(sw.zones) >= maxZonesPerService {
+			return
+		}
+		if sw.zones == nil {
+			sw.zones = map[string]*zoneDemand{}
+		}
+		zd = &zoneDemand{index: make([]int64, count), requests: make([]int64, count)}
+		sw.zones[strings.Clone(zone)] = zd
+	}
+	slot := index % int64(count)
+	if zd.index[slot] != index {
+		zd.index[slot], zd.requests[slot] = index, 0
+	}
+	zd.requests[slot] += requests
 }
 
 type callerCount struct {
@@ -207,6 +240,7 @@ const maxScratchGroups = 4096
 type edgeRef struct {
 	tsMs   int64
 	caller string // the reporter's service; "" when unknown
+	zone   string // the reporter's zone; "" when unknown
 	call   api.Call
 }
 
@@ -241,7 +275,7 @@ func (s *Store) Ingest(b *aggregator.ReportBatch, now time.Time) (Tally, error) 
 			t[KindServer][s.addServer(r.Reporter, r.TimestampMs, r.Server, now)]++
 		}
 		for i := range r.Calls {
-			sc.edges = append(sc.edges, edgeRef{tsMs: r.TimestampMs, caller: r.Reporter.Service, call: r.Calls[i]})
+			sc.edges = append(sc.edges, edgeRef{tsMs: r.TimestampMs, caller: r.Reporter.Service, zone: r.Reporter.Zone, call: r.Calls[i]})
 		}
 		for i := range r.DryRunDenials {
 			t[KindDenial][s.addDenial(&r.DryRunDenials[i], now)]++
@@ -319,11 +353,11 @@ func (s *Store) addServer(rep *api.Reporter, tsMs int64, r *api.ServerStats, now
 // AddEdge merges what one caller reported about a callee instance.
 func (s *Store) AddEdge(e *aggregator.CallEdge, now time.Time) Outcome {
 	var t Tally
-	var caller string
+	var caller, zone string
 	if e.Caller != nil {
-		caller = e.Caller.Service
+		caller, zone = e.Caller.Service, e.Caller.Zone
 	}
-	s.addEdges([]edgeRef{{tsMs: e.TimestampMs, caller: caller, call: api.Call{CalleeService: e.CalleeService, CalleeInstance: e.CalleeInstance,
+	s.addEdges([]edgeRef{{tsMs: e.TimestampMs, caller: caller, zone: zone, call: api.Call{CalleeService: e.CalleeService, CalleeInstance: e.CalleeInstance,
 		Requests: e.Requests, Errors: e.Errors, Timeouts: e.Timeouts, LatencyMsAvg: e.LatencyMsAvg, LatencyMsP99: e.LatencyMsP99}}}, now, &t)
 	for o, n := range t[KindEdge] {
 		if n > 0 {
@@ -368,6 +402,9 @@ func (s *Store) addEdges(edges []edgeRef, now time.Time, t *Tally) {
 		iw.totals.EdgeTimeouts += e.Timeouts
 		if cc != nil {
 			cc.requests += e.Requests
+		}
+		if z := edges[i].zone; z != "" {
+			sw.addZoneDemand(z, w.index, e.Requests, s.count)
 		}
 		a := &w.Callers
 		a.Records++
@@ -627,6 +664,33 @@ func (s *Store) Stats(dst []InstanceStats, service string, from, to int64, byLev
 	}
 	slices.SortFunc(dst[start:], func(a, b InstanceStats) int { return strings.Compare(a.Instance, b.Instance) })
 	return dst
+}
+
+// ZoneDemand sums, per caller zone, the requests sent to service in
+// windows from..to (indexes, inclusive).
+func (s *Store) ZoneDemand(service string, from, to int64) map[string]int64 {
+	sw := s.service(service, false)
+	if sw == nil {
+		return nil
+	}
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	var out map[string]int64
+	for zone, zd := range sw.zones {
+		var n int64
+		for i, idx := range zd.index {
+			if idx >= from && idx <= to {
+				n += zd.requests[i]
+			}
+		}
+		if n > 0 {
+			if out == nil {
+				out = map[string]int64{}
+			}
+			out[zone] = n
+		}
+	}
+	return out
 }
 
 // Drop forgets everything about service (its shard no longer owns it, or
