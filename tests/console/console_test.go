@@ -404,6 +404,8 @@ func TestConsole(t *testing.T) {
 			css(`#instance-table tr[data-instance="10.0.1.1:9000"]`),
 			// Three samples at least: the charts draw lines.
 			textOf("service-meta", "3 sample(s)"),
+			// This control plane writes no time series: the charts say so.
+			textOf("chart-source", "no InfluxDB configured"),
 			css("#chart-weights polyline"),
 			css("#chart-latency polyline"),
 			shot("service"))

@@ -141,6 +141,7 @@ func (p *plane) endpoints() []endpoint {
 		{"config validation", "PUT", cc + "/v1/configs/limit/" + victim + "?validate=true", `{"qps_limit": 1}`, false},
 		{"services overview", "GET", cc + "/v1/services", "", true},
 		{"a service's instances", "GET", cc + "/v1/services/" + victim, "", true},
+		{"a service's history", "GET", cc + "/v1/services/" + victim + "/history", "", true},
 		{"data planes' config status", "GET", cc + "/v1/dataplanes?service=" + victim, "", true},
 		{"calculator services", "GET", calc + "/v1/services", "", true},
 		{"calculator service", "GET", calc + "/v1/services/" + victim, "", true},

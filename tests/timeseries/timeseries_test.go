@@ -139,6 +139,28 @@ func TestServicesWriteTheDocumentedSeries(t *testing.T) {
 		}
 		return nil
 	})
+	// The console's charts read the same series back through the
+	// config-center (GET /v1/services/{s}/history).
+	testenv.Eventually(t, 30*time.Second, func() error {
+		resp, err := testenv.HTTP.Get("http://" + cc.Addr() + "/v1/services/comment-svc/history?minutes=5")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var h center.ServiceHistory
+		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("history: %d %v", resp.StatusCode, err)
+		}
+		for _, in := range instances {
+			if p := h.Instances[in]; len(p) == 0 || p[0][0] < float64(time.Now().Add(-5*time.Minute).UnixMilli()) || p[0][1] <= 0 || p[0][1] > 1000 {
+				return fmt.Errorf("history of %s: %v (step %d ms)", in, p, h.StepMs)
+			}
+		}
+		if len(h.Shed) == 0 {
+			return fmt.Errorf("no shed share in the history")
+		}
+		return nil
+	})
 	// A config change, and a poller released by a change (push latency).
 	api := "http://" + cc.Addr() + "/v1/configs/limit/comment-svc"
 	req, _ := http.NewRequest("PUT", api, strings.NewReader(`{"qps_limit": 100}`))

@@ -165,6 +165,9 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	h.GET("/v1/ca", certs.bundle)
 	httpx.HealthRoutesStale(h, cc.readiness, cc.staleness)
 	httpx.MetricsRoute(h, reg)
+	// The console's charts: a service's history from InfluxDB, when configured.
+	hist := &historyAPI{tsdb: cfg.TSDB, client: &http.Client{}}
+	h.GET("/v1/services/:service/history", append(read, hist.serve)...)
 	// The web console: static assets without a credential; its data comes
 	// from the API above, with the operator's token.
 	console.Register(h.Hertz)

@@ -8,7 +8,8 @@
 (function () {
   const TOKEN_KEY = 'sextant.token';
   const PAGE_SIZE = 100;
-  const SAMPLES_KEPT = 300; // five minutes at one sample a second
+  const SAMPLES_KEPT = 900; // the history's points, then fifteen minutes of live samples
+  const HISTORY_MINUTES = 15;
 
   // ---------- helpers ----------
 
@@ -257,6 +258,11 @@
 
   const palette = ['#2456c7', '#d9480f', '#2b8a3e', '#862e9c', '#c92a2a', '#1098ad', '#e67700', '#5c940d', '#364fc7', '#a61e4d'];
 
+  function ago(ms) {
+    const s = Math.round(ms / 1000);
+    return s > 120 ? '-' + Math.round(s / 60) + ' min' : '-' + s + ' s';
+  }
+
   // chart draws series ([{name, points: [[t, v], ...]}]) as lines in an SVG.
   function chart(id, title, series, unit, fixedMax) {
     const W = 560, H = 170, L = 48, R = 8, T = 10, B = 22;
@@ -277,7 +283,7 @@
       el('svg:text', { x: L - 4, y: y(vmax / 2) + 4, 'text-anchor': 'end', 'font-size': 10, fill: '#667085', text: fmt.num(vmax / 2, 2) + unit }),
       el('svg:text', { x: L - 4, y: y(0) + 4, 'text-anchor': 'end', 'font-size': 10, fill: '#667085', text: '0' }),
       el('svg:text', { x: W - R, y: H - 6, 'text-anchor': 'end', 'font-size': 10, fill: '#667085', text: 'now' }),
-      el('svg:text', { x: L, y: H - 6, 'font-size': 10, fill: '#667085', text: series.length && isFinite(tmin) ? '-' + Math.round((tmax - tmin) / 1000) + ' s' : '' }));
+      el('svg:text', { x: L, y: H - 6, 'font-size': 10, fill: '#667085', text: series.length && isFinite(tmin) ? ago(tmax - tmin) : '' }));
     series.forEach((s, i) => {
       const color = palette[i % palette.length];
       if (s.points.length === 1) {
@@ -304,7 +310,29 @@
       el('p', { class: 'row' },
         el('a', { href: '#/configs?service=' + enc(service), text: 'Configs of ' + service }),
         el('a', { href: '#/access?service=' + enc(service), text: 'Access dry-run report' })),
-      overload, instances, el('h2', { text: 'Over time (sampled every second while this page is open)' }), charts, configs);
+      overload, instances, el('h2', {}, 'Over time ', el('span', { class: 'muted', id: 'chart-source', text: '(sampled every second while this page is open)' })), charts, configs);
+    let last = null;
+    // The history from InfluxDB, when the config-center has it, goes before
+    // the live samples.
+    api('GET', '/v1/services/' + enc(service) + '/history?minutes=' + HISTORY_MINUTES).then(({ data }) => {
+      const byT = new Map();
+      const at = (t) => {
+        if (!byT.has(t)) byT.set(t, { t, history: true, data: { instances: [], overload: {} } });
+        return byT.get(t);
+      };
+      for (const [inst, points] of Object.entries(data.instances || {})) {
+        for (const [t, w, l] of points) at(t).data.instances.push({ instance: inst, weight: w, latency_ms: l });
+      }
+      for (const [t, shed] of data.shed || []) at(t).data.overload.shed_target = shed;
+      const first = samples.length ? samples[0].t : Infinity;
+      samples.unshift(...[...byT.values()].filter((x) => x.t < first).sort((a, b) => a.t - b.t));
+      document.getElementById('chart-source').textContent = `(the last ${HISTORY_MINUTES} minutes from InfluxDB, then sampled every second while this page is open)`;
+      if (last) draw(last);
+    }).catch((err) => {
+      const why = err.code === 'no_time_series' ? 'no InfluxDB configured: ' : 'no history (' + err.message + '): ';
+      const src = document.getElementById('chart-source');
+      if (src) src.textContent = '(' + why + 'sampled every second while this page is open)';
+    });
 
     let stopped = false;
     let timer = null;
@@ -316,6 +344,7 @@
         if (stopped) return;
         samples.push({ t: Date.now(), data });
         if (samples.length > SAMPLES_KEPT) samples.shift();
+        last = data;
         draw(data);
       } catch (err) {
         if (stopped) return;
@@ -332,7 +361,7 @@
 
     function draw(d) {
       head.replaceChildren(el('p', { class: 'muted', id: 'service-meta' },
-        `shard ${d.shard || '–'} · policy computed at ${fmt.time(d.round_at_ms)} · ${samples.length} sample(s)`));
+        `shard ${d.shard || '–'} · policy computed at ${fmt.time(d.round_at_ms)} · ${samples.filter((x) => !x.history).length} sample(s)`));
       const o = d.overload || {};
       const state = o.state || 'normal';
       overload.replaceChildren(el('h2', {}, 'Overload ', el('span', { class: 'badge ' + state, id: 'overload-state', text: state })),
