@@ -10,6 +10,7 @@
   const PAGE_SIZE = 100;
   const SAMPLES_KEPT = 900; // the history's points, then fifteen minutes of live samples
   const HISTORY_MINUTES = 15;
+  const CHART_LINES = 10;
 
   // ---------- helpers ----------
 
@@ -53,6 +54,7 @@
   }
 
   let loginMessage = '';
+  let returnTo = ''; // the page to show once logged in
 
   // api calls the config-center; it resolves to {data, etag} and rejects
   // with an APIError carrying the API's {code, message, field}.
@@ -75,6 +77,7 @@
       if (r.status === 401) {
         sessionStorage.removeItem(TOKEN_KEY);
         loginMessage = 'The config-center refused the token (' + err.message + '). Log in again.';
+        if (!location.hash.startsWith('#/login')) returnTo = location.hash;
         location.hash = '#/login';
       }
       throw err;
@@ -124,6 +127,7 @@
     cleanups = [];
     const { parts, params } = parseHash();
     if (!token() && parts[0] !== 'login') {
+      returnTo = location.hash;
       location.hash = '#/login';
       return;
     }
@@ -147,6 +151,7 @@
   window.addEventListener('hashchange', render);
   document.getElementById('logout').addEventListener('click', () => {
     sessionStorage.removeItem(TOKEN_KEY);
+    returnTo = '';
     loginMessage = 'Logged out.';
     location.hash = '#/login';
   });
@@ -174,7 +179,9 @@
         status.replaceChildren(errorBox(err, 'token check'));
         if (err.status === 401) { sessionStorage.removeItem(TOKEN_KEY); return; }
       }
-      location.hash = '#/';
+      const to = returnTo || '#/';
+      returnTo = '';
+      location.hash = to;
     });
     app.append(form);
     input.focus();
@@ -389,14 +396,24 @@
           el('thead', {}, el('tr', {}, ['Instance', 'Weight', 'Share of traffic', 'State', 'Why', 'Requests/s', 'Utilization', 'Errors', 'Latency'].map((h, i) =>
             el('th', { class: i === 1 || i >= 5 ? 'num' : '', text: h })))),
           el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: 9, class: 'muted', text: 'No instances in the policy.' })))));
-      const names = [...new Set(samples.flatMap((s) => (s.data.instances || []).map((i) => i.instance)))].sort();
-      const per = (field) => names.map((n) => ({ name: n, points: samples.flatMap((s) => {
-        const i = (s.data.instances || []).find((x) => x.instance === n);
-        return i && i[field] !== undefined && i[field] !== null ? [[s.t, i[field]]] : [];
-      }) }));
+      // One pass over the samples; the charts draw the CHART_LINES
+      // instances with the lowest weights now (the ones to look at).
+      const series = new Map();
+      for (const smp of samples) {
+        for (const i of smp.data.instances || []) {
+          if (!series.has(i.instance)) series.set(i.instance, { weight: [], latency_ms: [] });
+          const sr = series.get(i.instance);
+          if (typeof i.weight === 'number') sr.weight.push([smp.t, i.weight]);
+          if (typeof i.latency_ms === 'number') sr.latency_ms.push([smp.t, i.latency_ms]);
+        }
+      }
+      const names = list.slice().sort((a, b) => a.weight - b.weight || (a.instance < b.instance ? -1 : 1))
+        .slice(0, CHART_LINES).map((i) => i.instance).sort();
+      const per = (field) => names.filter((n) => series.has(n)).map((n) => ({ name: n, points: series.get(n)[field] }));
+      const note = list.length > CHART_LINES ? ` (the ${CHART_LINES} lowest weights of ${list.length} instances)` : '';
       charts.replaceChildren(
-        chart('chart-weights', 'Weights', per('weight'), ''),
-        chart('chart-latency', 'Latency', per('latency_ms'), ' ms'),
+        chart('chart-weights', 'Weights' + note, per('weight'), ''),
+        chart('chart-latency', 'Latency' + note, per('latency_ms'), ' ms'),
         chart('chart-shed', 'Shed share', [{ name: 'shed target', points: samples.map((s) => [s.t, ((s.data.overload || {}).shed_target || 0) * 100]) }], ' %', 0));
     }
 
