@@ -516,6 +516,8 @@ func TestConsole(t *testing.T) {
 	step("access-dry-run", func(t *testing.T) {
 		do(t, goTo("#/access?service=pay-svc"),
 			chromedp.WaitVisible(chromedp.Search(`//table[@id="denials"]//td[.="front"]`)),
+			// front is allowed by no rule: dry-run denied.
+			chromedp.WaitVisible(chromedp.Search(`//table[@id="callers"]//tr[td[.="front"]]//span[.="dry_run_denied"]`)),
 			shot("access-dry-run"))
 	})
 

@@ -818,6 +818,26 @@
             el('td', { class: 'num', text: fmt.num(d.count, 0) }), el('td', { text: fmt.time(d.last_seen_ms) })))))
           : el('p', { class: 'muted', text: 'None reported.' }));
     }).catch((err) => out.replaceChildren(errorBox(err, 'dry-run report')));
+    // Every caller seen, read against the rules (GET /v1/access/inspection).
+    const insp = el('div', { class: 'card', id: 'inspection' }, el('p', { class: 'muted', text: 'Loading…' }));
+    app.append(insp);
+    api('GET', '/v1/access/inspection?service=' + enc(service)).then(({ data }) => {
+      const callers = data.callers || [];
+      const verdict = { allowed: 'healthy', denied: 'critical', dry_run_denied: 'degraded' };
+      insp.replaceChildren(el('h2', { text: 'Callers seen, against the rules' }),
+        callers.length ? el('table', { id: 'callers' },
+          el('thead', {}, el('tr', {}, ['Caller', 'Verdict', 'By rule', 'Named by', 'Requests', 'Last seen'].map((h) => el('th', { text: h })))),
+          el('tbody', {}, callers.map((c) => el('tr', {},
+            el('td', { text: c.service }),
+            el('td', {}, el('span', { class: 'badge ' + (verdict[c.verdict] || ''), text: c.verdict })),
+            el('td', { text: c.rule || '–' }),
+            el('td', { text: (c.named_by || []).join(', ') || '–' }),
+            el('td', { class: 'num', text: fmt.num(c.requests, 0) }),
+            el('td', { text: fmt.time(c.last_seen_ms) })))))
+          : el('p', { class: 'muted', text: 'No caller seen in telemetry yet.' }),
+        (data.unused_rules || []).length ? el('p', {}, 'Rules no caller seen uses: ', (data.unused_rules || []).join(', ')) : '',
+        (data.uncovered_callers || []).length ? el('p', {}, 'Callers no rule names: ', (data.uncovered_callers || []).join(', ')) : '');
+    }).catch((err) => insp.replaceChildren(errorBox(err, 'inspection')));
   }
 
   // ---------- audit ----------
