@@ -105,6 +105,9 @@ func NewGate(o GateOptions) *Gate {
 			o.Reporter.setCapacity(o.Concurrency)
 		}
 	}
+	if w := g.Workload(); w != nil {
+		w.gate.CompareAndSwap(nil, g)
+	}
 	return g
 }
 
