@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudwego/hertz/pkg/app"
+	hclient "github.com/cloudwego/hertz/pkg/app/client"
+	hserver "github.com/cloudwego/hertz/pkg/app/server"
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/server"
 	"github.com/go-jose/go-jose/v4"
@@ -24,6 +27,7 @@ import (
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/demo"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/demo/comment"
 	"github.com/sextant-mesh/sextant/sdk"
+	"github.com/sextant-mesh/sextant/sdk/hertzsdk"
 	"github.com/sextant-mesh/sextant/sdk/kitexsdk"
 	"github.com/sextant-mesh/sextant/services/config-center/center"
 	"github.com/sextant-mesh/sextant/services/config-center/centertest"
@@ -303,4 +307,76 @@ func TestServiceAccountTokenFileReread(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// The Hertz adapter with no TLS-specific code: with a token and the
+// config-center's address in the environment, hertzsdk.ServerOptions serve
+// mTLS and plaintext on the server's port with the workload's certificate,
+// the Registrar advertises it, and Admission admits a caller over mTLS as
+// its certificate's service.
+func TestAutomaticMTLSHertz(t *testing.T) {
+	p := startPlain(t, time.Hour, nil)
+	ordersToken := testenv.ServiceToken(t, p.etcd, p.prefix, "orders")
+	frontendToken := testenv.ServiceToken(t, p.etcd, p.prefix, "frontend")
+	p.putAccess(t, "orders", api.AccessControl{
+		Rules:    []api.AccessRule{{Name: "frontend-only", Type: api.AccessAllow, Callers: []string{"frontend"}, Mode: api.ModeEnforce}},
+		Identity: &api.IdentityPolicy{Missing: api.IdentityDeny},
+	})
+	t.Setenv(sdk.TokenEnv, ordersToken)
+	t.Setenv(sdk.ConfigCenterEnv, p.center)
+
+	watcher := sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: p.center, Service: "orders", Instance: "orders-1", Wait: time.Second})
+	watcher.Start()
+	t.Cleanup(watcher.Close)
+	gate := sdk.NewGate(sdk.GateOptions{Access: watcher.AccessRules})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hserver.New(append(hertzsdk.ServerOptions(), hserver.WithListener(ln), hserver.WithExitWaitTime(100*time.Millisecond))...)
+	h.Use(hertzsdk.Admission(gate, nil))
+	h.GET("/order", func(_ context.Context, c *app.RequestContext) { c.String(200, "orders") })
+	go h.Run() //nolint:errcheck // stopped by Shutdown below
+	t.Cleanup(func() { _ = h.Shutdown(context.Background()) })
+	addr := ln.Addr().String()
+	reg := sdk.StartRegistrar(sdk.RegistrarOptions{MeshCore: p.meshCore, Registration: sdk.Registration{Service: "orders", Instance: "orders-1", Addr: addr}})
+	t.Cleanup(reg.Close)
+	d := sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: p.meshCore, Token: frontendToken, Wait: time.Second})
+	t.Cleanup(d.Close)
+	advertised(t, d, "orders", api.TLSPermissive)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	fid, err := sdk.NewIdentity(ctx, sdk.IdentityOptions{ConfigCenter: p.center, Token: frontendToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fid.Close)
+	enc := hertzsdk.NewEncryption(fid, "orders")
+	c, err := hclient.NewClient(enc.ClientOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Use(hertzsdk.CallReporter("frontend", "orders", nil), hertzsdk.Balance("orders", d, nil, nil), enc.Middleware())
+	for range 3 {
+		status, body, err := c.Get(context.Background(), nil, "http://orders/order")
+		if err != nil || status != 200 || string(body) != "orders" {
+			t.Fatalf("frontend -> orders over mTLS: %d %q %v", status, body, err)
+		}
+	}
+	if enc.TLSCalls() != 3 {
+		t.Errorf("%d calls over mTLS, want 3", enc.TLSCalls())
+	}
+	// A plaintext caller declaring frontend: a missing identity, denied.
+	resp, err := http.Get("http://" + addr + "/order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 403 {
+		t.Errorf("a plaintext caller: %d, want 403", resp.StatusCode)
+	}
+	if st := gate.IdentityStats(); st[api.IdentityVerified] != 3 || st["missing_denied"] != 1 {
+		t.Errorf("identities %v, want 3 verified, 1 missing denied", st)
+	}
 }
