@@ -223,3 +223,15 @@ func (g *Gate) TLSMode() string {
 	}
 	return g.access().TLSMode()
 }
+
+// Reporter is the Reporter the gate reports to (nil: none).
+func (g *Gate) Reporter() *Reporter {
+	if g == nil {
+		return nil
+	}
+	return g.report
+}
+
+// Gate is the first Gate made with the workload's credential (nil: none
+// yet).
+func (w *Workload) Gate() *Gate { return w.gate.Load() }

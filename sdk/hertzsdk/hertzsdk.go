@@ -327,6 +327,9 @@ func (t *workloadTransport) ListenAndServe(onData network.OnData) error {
 		}
 	}
 	l := sdk.NewWorkloadListener(ln, t.w.Identity, t.w.TLSMode)
+	if g := t.w.Gate(); g != nil && g.Reporter() != nil {
+		g.Reporter().CountConnections(l) // in the reports, as the Kitex suite's
+	}
 	o := *t.opt
 	o.Listener, o.ListenConfig = l, nil
 	inner := standard.NewTransporter(&o)

@@ -41,6 +41,7 @@ const HandshakeTimeout = sdk.HandshakeTimeout
 
 // tlsServer is the TLS side of a ServerSuite.
 type tlsServer struct {
+	rep  *sdk.Reporter        // counts the listener's connections (may be nil)
 	src  func() *sdk.Identity // nil until the workload has its certificate
 	mode func() string
 	raw  net.Listener                    // WithTLS's; nil: the server's own, wrapped when it starts
@@ -54,8 +55,8 @@ type tlsServer struct {
 // address. Requests over mTLS are admitted as their certificate's service
 // (sdk.Gate.EnterPeer).
 func (s ServerSuite) WithTLS(ln net.Listener, id *sdk.Identity, mode func() string) ServerSuite {
-	t := &tlsServer{src: func() *sdk.Identity { return id }, mode: mode}
-	t.ln.Store(sdk.NewTLSListener(ln, id, mode))
+	t := &tlsServer{src: func() *sdk.Identity { return id }, mode: mode, rep: s.gate.Reporter()}
+	t.serve(sdk.NewTLSListener(ln, id, mode))
 	s.tls = t
 	return s
 }
@@ -78,7 +79,16 @@ func autoTLS(gate *sdk.Gate) *tlsServer {
 	if w == nil {
 		return nil
 	}
-	return &tlsServer{src: w.Identity, mode: gate.TLSMode}
+	return &tlsServer{src: w.Identity, mode: gate.TLSMode, rep: gate.Reporter()}
+}
+
+// serve makes l the listener served, whose connections the gate's
+// reporter counts.
+func (t *tlsServer) serve(l *sdk.TLSListener) {
+	t.ln.Store(l)
+	if t.rep != nil {
+		t.rep.CountConnections(l)
+	}
 }
 
 // Connections counts the connections the suite's listener took (zero
@@ -124,7 +134,7 @@ func (s tlsTransServer) BootstrapServer(ln net.Listener) error {
 	if !ok {
 		l = sdk.NewWorkloadListener(ln, s.t.src, s.t.mode)
 	}
-	s.t.ln.Store(l)
+	s.t.serve(l)
 	return s.TransServer.BootstrapServer(l)
 }
 

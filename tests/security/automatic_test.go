@@ -223,6 +223,13 @@ func TestAutomaticMTLS(t *testing.T) {
 	if _, err := call(plain); !isDenied(err) {
 		t.Fatalf("a plaintext caller: %v, want denied", err)
 	}
+	// orders' reports carry the identities of its callers and how its
+	// connections came (the mixer writes them as time series).
+	sec := ordersRep.Flush(time.Now()).Security
+	if sec == nil || sec.Identities[api.IdentityVerified] != 5 || sec.Identities["missing_denied"] != 1 ||
+		sec.Connections["tls"] == 0 || sec.Connections["plaintext"] != 1 {
+		t.Errorf("orders' report's security part %+v, want 5 verified, 1 missing denied, mTLS and 1 plaintext connection", sec)
+	}
 
 	// Strict: the registration follows, plaintext connections are refused.
 	p.putAccess(t, "orders", api.AccessControl{
@@ -240,8 +247,11 @@ func TestAutomaticMTLS(t *testing.T) {
 		t.Errorf("strict: a plaintext connection was read from (%d bytes)", n)
 	}
 	conn.Close()
-	if st := suite.Connections(); st.PlaintextRefused == 0 {
+	if st := suite.Connections(); st.PlaintextRefused != 1 {
 		t.Errorf("orders' connections %+v, want a plaintext one refused", st)
+	}
+	if sec := ordersRep.Flush(time.Now()).Security; sec == nil || sec.Connections["plaintext_refused"] != 1 {
+		t.Errorf("orders' report's security part %+v, want a plaintext connection refused", sec)
 	}
 	if got, err := call(toOrders); err != nil || got != "orders" {
 		t.Fatalf("frontend -> orders in strict mode: %q, %v", got, err)

@@ -125,7 +125,9 @@ func TestServicesWriteTheDocumentedSeries(t *testing.T) {
 		}
 		reports = append(reports, map[string]any{"reporter": map[string]any{"service": "front", "instance": "10.9.0.1:80"},
 			"window_ms": 200, "timestamp_ms": now, "calls": calls,
-			"dry_run_denials": []any{map[string]any{"callee_service": "pay-svc", "caller_service": "front", "rule": "allow-list", "count": 2}}})
+			"dry_run_denials": []any{map[string]any{"callee_service": "pay-svc", "caller_service": "front", "rule": "allow-list", "count": 2}},
+			"security": map[string]any{"identities": map[string]int{"verified": 7, "missing_denied": 1},
+				"connections": map[string]int{"tls": 3, "plaintext_refused": 1}}})
 		return post(t, "http://"+mx.Addr()+"/v1/telemetry", reports)
 	}
 	// Report until the calculator has published weights for both instances.
@@ -182,6 +184,12 @@ func TestServicesWriteTheDocumentedSeries(t *testing.T) {
 		}},
 		{`SELECT * FROM "dry_run_denial"`, func(r map[string]any) bool {
 			return r["callee_service"] == "pay-svc" && r["caller_service"] == "front" && r["rule"] == "allow-list" && r["count"] == 2.0
+		}},
+		{`SELECT * FROM "identities" WHERE "service"='front'`, func(r map[string]any) bool {
+			return r["instance"] == "10.9.0.1:80" && r["verified"] == 7.0 && r["missing_denied"] == 1.0
+		}},
+		{`SELECT * FROM "connections" WHERE "service"='front'`, func(r map[string]any) bool {
+			return r["instance"] == "10.9.0.1:80" && r["tls"] == 3.0 && r["plaintext_refused"] == 1.0
 		}},
 		{`SELECT * FROM "weight" WHERE "service"='comment-svc'`, func(r map[string]any) bool {
 			w, ok := r["weight"].(float64)
