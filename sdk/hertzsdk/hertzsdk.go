@@ -214,10 +214,16 @@ func Balance(service string, d *sdk.Discovery, b sdk.Balancer, static []sdk.Inst
 				return fmt.Errorf("%s: %w", service, err)
 			}
 			advertises := in.Metadata[api.TLSMetadataKey] != ""
-			if to, ok := ctx.Value(pickedKey{}).(*picked); ok {
-				to.instance, to.tls = in.Instance, advertises
+			if advertises {
+				advertisedAddrs.Store(in.Addr, service) // for ClientOptions' dialer
 			} else {
-				ctx = context.WithValue(ctx, pickedKey{}, &picked{instance: in.Instance, tls: advertises})
+				advertisedAddrs.Delete(in.Addr)
+			}
+			secure, encrypting := automaticTLS(advertises)
+			if to, ok := ctx.Value(pickedKey{}).(*picked); ok {
+				to.instance, to.tls, to.encrypting = in.Instance, secure, encrypting
+			} else {
+				ctx = context.WithValue(ctx, pickedKey{}, &picked{instance: in.Instance, tls: secure, encrypting: encrypting})
 			}
 			req.SetHost(in.Addr)
 			start := time.Now()

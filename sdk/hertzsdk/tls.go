@@ -3,10 +3,14 @@ package hertzsdk
 import (
 	"context"
 	"crypto/tls"
+	"net"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cloudwego/hertz/pkg/app/client"
 	"github.com/cloudwego/hertz/pkg/common/config"
+	"github.com/cloudwego/hertz/pkg/network"
 	"github.com/cloudwego/hertz/pkg/network/standard"
 	"github.com/cloudwego/hertz/pkg/protocol"
 
@@ -81,3 +85,105 @@ func (e *Encryption) TLSCalls() int64 { return e.tlsCalls.Load() }
 
 // PlaintextCalls are the requests sent in plaintext so far.
 func (e *Encryption) PlaintextCalls() int64 { return e.plaintext.Load() }
+
+// ClientOptions are the Hertz client options of the automatic mTLS, the
+// client side of ServerOptions: with a credential in the environment
+// ($SEXTANT_TOKEN, else a service-account token file, sdk.WorkloadOf),
+// Hertz's standard dialer dials mTLS, with the workload's certificate, to
+// the instances Balance picked that advertise it in discovery, verifying
+// that the server's certificate chains to the trust bundle and names the
+// service Balance picked it for, and plaintext to the others (and to all
+// until the workload has its certificate). Requests keep their http://
+// URLs. A connection lives at most a minute (WithMaxConnDuration), so that
+// one opened in plaintext, or with a certificate since renewed, is not
+// used for long. CallReporter reports the calls sent in plaintext. Without
+// a credential (or with $SEXTANT_MTLS off) they are empty: Hertz's
+// defaults.
+func ClientOptions() []config.ClientOption {
+	w := sdk.WorkloadOf("")
+	if w == nil {
+		return nil
+	}
+	autoClients.Add(1)
+	return []config.ClientOption{
+		client.WithDialer(&workloadDialer{inner: standard.NewDialer(), w: w}),
+		client.WithMaxConnDuration(time.Minute),
+	}
+}
+
+var (
+	// autoClients counts the clients made with ClientOptions' automatic
+	// mTLS: Balance then tells CallReporter which calls went plaintext.
+	autoClients atomic.Int32
+	// advertisedAddrs are the addresses of the instances Balance last
+	// picked that advertise mTLS, with their service.
+	advertisedAddrs sync.Map // addr -> service
+)
+
+// automaticTLS tells whether a call Balance sends to an instance that
+// advertises mTLS (advertises) goes over the automatic mTLS, and whether
+// the calls are counted as such (encrypting).
+func automaticTLS(advertises bool) (tls, encrypting bool) {
+	if autoClients.Load() == 0 {
+		return advertises, false
+	}
+	return advertises && sdk.WorkloadOf("").Identity() != nil, true
+}
+
+// workloadDialer is ClientOptions' dialer.
+type workloadDialer struct {
+	inner network.Dialer
+	w     *sdk.Workload
+}
+
+var _ network.Dialer = (*workloadDialer)(nil)
+
+func (d *workloadDialer) DialConnection(n, address string, timeout time.Duration, tlsConfig *tls.Config) (network.Conn, error) {
+	if tlsConfig != nil { // https: the client's own TLS
+		return d.inner.DialConnection(n, address, timeout, tlsConfig)
+	}
+	v, ok := advertisedAddrs.Load(address)
+	id := d.w.Identity()
+	if !ok || id == nil {
+		return d.inner.DialConnection(n, address, timeout, nil)
+	}
+	service := v.(string)
+	conn, err := d.inner.DialConnection(n, address, timeout, nil)
+	if err != nil {
+		return nil, err
+	}
+	if timeout <= 0 || timeout > sdk.HandshakeTimeout {
+		timeout = sdk.HandshakeTimeout
+	}
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	tc, err := d.inner.AddTLS(conn, &tls.Config{
+		MinVersion:           tls.VersionTLS12,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return clientCert(id), nil },
+		// The server is verified by its SPIFFE ID, not its host name.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return sdk.VerifyServer(cs.PeerCertificates, id.TrustBundle(), service)
+		},
+	})
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+func clientCert(id *sdk.Identity) *tls.Certificate {
+	if c := id.Certificate(); c != nil {
+		return c
+	}
+	return &tls.Certificate{}
+}
+
+func (d *workloadDialer) DialTimeout(n, address string, timeout time.Duration, tlsConfig *tls.Config) (net.Conn, error) {
+	return d.inner.DialTimeout(n, address, timeout, tlsConfig)
+}
+
+func (d *workloadDialer) AddTLS(conn network.Conn, tlsConfig *tls.Config) (network.Conn, error) {
+	return d.inner.AddTLS(conn, tlsConfig)
+}

@@ -323,17 +323,21 @@ func TestServiceAccountTokenFileReread(t *testing.T) {
 // config-center's address in the environment, hertzsdk.ServerOptions serve
 // mTLS and plaintext on the server's port with the workload's certificate,
 // the Registrar advertises it, and Admission admits a caller over mTLS as
-// its certificate's service.
+// its certificate's service. A Hertz client made with
+// hertzsdk.ClientOptions (the same workload: the environment holds one
+// token) dials it mTLS through Balance, and a plain Hertz server in
+// plaintext, reported so.
 func TestAutomaticMTLSHertz(t *testing.T) {
 	p := startPlain(t, time.Hour, nil)
 	ordersToken := testenv.ServiceToken(t, p.etcd, p.prefix, "orders")
 	frontendToken := testenv.ServiceToken(t, p.etcd, p.prefix, "frontend")
 	p.putAccess(t, "orders", api.AccessControl{
-		Rules:    []api.AccessRule{{Name: "frontend-only", Type: api.AccessAllow, Callers: []string{"frontend"}, Mode: api.ModeEnforce}},
+		Rules:    []api.AccessRule{{Name: "frontend-only", Type: api.AccessAllow, Callers: []string{"frontend", "orders"}, Mode: api.ModeEnforce}},
 		Identity: &api.IdentityPolicy{Missing: api.IdentityDeny},
 	})
 	t.Setenv(sdk.TokenEnv, ordersToken)
 	t.Setenv(sdk.ConfigCenterEnv, p.center)
+	legacyToken := testenv.ServiceToken(t, p.etcd, p.prefix, "legacy")
 
 	watcher := sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: p.center, Service: "orders", Instance: "orders-1", Wait: time.Second})
 	watcher.Start()
@@ -388,5 +392,53 @@ func TestAutomaticMTLSHertz(t *testing.T) {
 	}
 	if st := gate.IdentityStats(); st[api.IdentityVerified] != 3 || st["missing_denied"] != 1 {
 		t.Errorf("identities %v, want 3 verified, 1 missing denied", st)
+	}
+
+	// A Hertz client on hertzsdk.ClientOptions: mTLS to orders, which
+	// advertises it, with the workload's own certificate; plaintext to
+	// legacy, a plain Hertz server.
+	legacyLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := hserver.New(hserver.WithListener(legacyLn), hserver.WithExitWaitTime(100*time.Millisecond))
+	legacy.GET("/order", func(_ context.Context, c *app.RequestContext) { c.String(200, "legacy") })
+	go legacy.Run() //nolint:errcheck // stopped by Shutdown below
+	t.Cleanup(func() { _ = legacy.Shutdown(context.Background()) })
+	legacyReg := sdk.StartRegistrar(sdk.RegistrarOptions{MeshCore: p.meshCore, Token: legacyToken,
+		Registration: sdk.Registration{Service: "legacy", Instance: "legacy-1", Addr: legacyLn.Addr().String()}})
+	t.Cleanup(legacyReg.Close)
+	advertised(t, d, "legacy", "")
+	if _, err := sdk.WorkloadOf("").Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep := sdk.NewReporter(sdk.ReporterOptions{Mixer: "127.0.0.1:1", Service: "orders", Instance: "orders-2"})
+	clients := map[string]*hclient.Client{}
+	for _, callee := range []string{"orders", "legacy"} { // a client per callee, as CallReporter wants
+		c, err := hclient.NewClient(hertzsdk.ClientOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Use(hertzsdk.CallReporter("orders", callee, rep), hertzsdk.Balance(callee, d, nil, nil))
+		clients[callee] = c
+	}
+	for range 3 {
+		for _, callee := range []string{"orders", "legacy"} {
+			status, body, err := clients[callee].Get(context.Background(), nil, "http://"+callee+"/order")
+			if err != nil || status != 200 || string(body) != callee {
+				t.Fatalf("orders -> %s on ClientOptions: %d %q %v", callee, status, body, err)
+			}
+		}
+	}
+	if st := gate.IdentityStats(); st[api.IdentityVerified] != 6 {
+		t.Errorf("identities %v, want 6 verified: the automatic client's calls came over mTLS", st)
+	}
+	plaintext, calls := map[string]int64{}, map[string]int64{}
+	for _, c := range rep.Flush(time.Now()).Calls {
+		plaintext[c.CalleeService] += c.Plaintext
+		calls[c.CalleeService] += c.Requests
+	}
+	if calls["orders"] != 3 || calls["legacy"] != 3 || plaintext["legacy"] != 3 || plaintext["orders"] != 0 {
+		t.Errorf("reported calls %v, plaintext %v; want 3 each, legacy's in plaintext", calls, plaintext)
 	}
 }
