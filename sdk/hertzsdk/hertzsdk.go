@@ -171,8 +171,9 @@ func timedOut(err error) bool {
 // after it in the chain.
 type picked struct {
 	instance   string
-	tls        bool // the instance advertises mTLS
-	encrypting bool // an Encryption middleware saw the call
+	advertises bool // the instance advertises mTLS
+	tls        bool // the call goes over mTLS
+	encrypting bool // counted as mTLS or plaintext: an Encryption middleware saw it, or ClientOptions dials
 }
 
 type pickedKey struct{}
@@ -221,9 +222,9 @@ func Balance(service string, d *sdk.Discovery, b sdk.Balancer, static []sdk.Inst
 			}
 			secure, encrypting := automaticTLS(advertises)
 			if to, ok := ctx.Value(pickedKey{}).(*picked); ok {
-				to.instance, to.tls, to.encrypting = in.Instance, secure, encrypting
+				to.instance, to.advertises, to.tls, to.encrypting = in.Instance, advertises, secure, encrypting
 			} else {
-				ctx = context.WithValue(ctx, pickedKey{}, &picked{instance: in.Instance, tls: secure, encrypting: encrypting})
+				ctx = context.WithValue(ctx, pickedKey{}, &picked{instance: in.Instance, advertises: advertises, tls: secure, encrypting: encrypting})
 			}
 			req.SetHost(in.Addr)
 			start := time.Now()

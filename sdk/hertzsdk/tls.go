@@ -67,7 +67,7 @@ func (e *Encryption) Middleware() client.Middleware {
 			if !ok || to.instance == "" {
 				return next(ctx, req, resp)
 			}
-			to.encrypting = true
+			to.encrypting, to.tls = true, to.advertises
 			if to.tls {
 				req.URI().SetScheme("https")
 				e.tlsCalls.Add(1)
@@ -122,10 +122,12 @@ var (
 
 // automaticTLS tells whether a call Balance sends to an instance that
 // advertises mTLS (advertises) goes over the automatic mTLS, and whether
-// the calls are counted as such (encrypting).
+// the calls are counted as such (encrypting). The process's Hertz clients
+// are taken to be made with ClientOptions once one is; an Encryption's
+// Middleware after Balance decides for its own client.
 func automaticTLS(advertises bool) (tls, encrypting bool) {
 	if autoClients.Load() == 0 {
-		return advertises, false
+		return false, false
 	}
 	return advertises && sdk.WorkloadOf("").Identity() != nil, true
 }
