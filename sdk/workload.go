@@ -145,6 +145,19 @@ func (w *Workload) setCenter(addr string, client *http.Client) {
 	go w.obtain()
 }
 
+// Active tells whether the workload knows its config-center, and so
+// obtains (or has) its certificate: the adapters turn their automatic mTLS
+// on when they are built for an active workload only, so that a process
+// that names no config-center keeps their plaintext transports.
+func (w *Workload) Active() bool {
+	if w == nil {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.started
+}
+
 // SetCertificateTTL asks for certificates this long-lived (0: the
 // config-center's --cert-ttl); it applies to an identity not yet obtained.
 func (w *Workload) SetCertificateTTL(ttl time.Duration) {

@@ -274,8 +274,8 @@ func ClientAdmission(callee string, d *sdk.Discovery, downstreams *sdk.Downstrea
 // counts from when the middleware ran).
 //
 // With a credential in the environment ($SEXTANT_TOKEN, else a
-// service-account token file, sdk.WorkloadOf), they also serve mTLS on
-// their own: the workload's identity obtains a certificate from the
+// service-account token file, sdk.WorkloadOf) whose config-center is known
+// (sdk.Workload.Active), they also serve mTLS on their own: the workload's identity obtains a certificate from the
 // config-center, and the server serves mTLS and plaintext on its port, or
 // mTLS only, as the tls of the access rules of the workload's first Gate
 // says (plaintext only until the certificate is there), on Hertz's standard
@@ -289,7 +289,7 @@ func ServerOptions(opts ...ServerOption) []config.Option {
 	}
 	out := []config.Option{server.WithTracer(arrivalTracer{})}
 	if !o.plain {
-		if w := sdk.WorkloadOf(""); w != nil {
+		if w := sdk.WorkloadOf(""); w.Active() {
 			out = append(out, server.WithTransport(func(opt *config.Options) network.Transporter {
 				if opt.TLS != nil {
 					return standard.NewTransporter(opt)

@@ -88,8 +88,9 @@ func (e *Encryption) PlaintextCalls() int64 { return e.plaintext.Load() }
 
 // ClientOptions are the Hertz client options of the automatic mTLS, the
 // client side of ServerOptions: with a credential in the environment
-// ($SEXTANT_TOKEN, else a service-account token file, sdk.WorkloadOf),
-// Hertz's standard dialer dials mTLS, with the workload's certificate, to
+// ($SEXTANT_TOKEN, else a service-account token file, sdk.WorkloadOf)
+// whose config-center is known (sdk.Workload.Active), Hertz's standard
+// dialer dials mTLS, with the workload's certificate, to
 // the instances Balance picked that advertise it in discovery, verifying
 // that the server's certificate chains to the trust bundle and names the
 // service Balance picked it for, and plaintext to the others (and to all
@@ -101,7 +102,7 @@ func (e *Encryption) PlaintextCalls() int64 { return e.plaintext.Load() }
 // defaults.
 func ClientOptions() []config.ClientOption {
 	w := sdk.WorkloadOf("")
-	if w == nil {
+	if !w.Active() {
 		return nil
 	}
 	autoClients.Add(1)

@@ -160,7 +160,9 @@ func (r *Resolver) Name() string { return "sextant" }
 // reporting (rep may be nil). WithLoadBalancer replaces the balancer.
 //
 // With a credential (d's Token, else $SEXTANT_TOKEN, else a
-// service-account token file, sdk.WorkloadOf), the client dials mTLS on
+// service-account token file, sdk.WorkloadOf) whose config-center is known
+// (a ConfigWatcher of the same credential made before, or
+// $SEXTANT_CONFIG_CENTER: sdk.Workload.Active), the client dials mTLS on
 // its own, with the workload's identity, to the instances that advertise it
 // in discovery, and plaintext to the others (WorkloadEncryption), on
 // Kitex's Go net transport. WithEncryption dials with another Encryption;
@@ -175,7 +177,7 @@ func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static [
 	}
 	if o.enc == nil && !o.plain {
 		// The workload's automatic identity, when it has a credential.
-		if w := d.Workload(); w != nil {
+		if w := d.Workload(); w.Active() {
 			o.enc = WorkloadEncryption(w)
 		}
 	}
@@ -291,8 +293,8 @@ var _ server.Suite = ServerSuite{}
 // request id).
 //
 // With a credential (the gate's Reporter's Token, else $SEXTANT_TOKEN, else
-// a service-account token file, sdk.WorkloadOf), the suite serves mTLS on
-// its own: the workload's identity obtains a certificate from the
+// a service-account token file, sdk.WorkloadOf) whose config-center is
+// known (sdk.Workload.Active), the suite serves mTLS on its own: the workload's identity obtains a certificate from the
 // config-center, and the server serves mTLS and plaintext on its port, or
 // mTLS only, as the access rules' tls says, on Kitex's Go net transport
 // (plaintext only until the certificate is there). WithoutTLS turns that off.

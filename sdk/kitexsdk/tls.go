@@ -76,7 +76,7 @@ func autoTLS(gate *sdk.Gate) *tlsServer {
 		return nil
 	}
 	w := gate.Workload()
-	if w == nil {
+	if !w.Active() {
 		return nil
 	}
 	return &tlsServer{src: w.Identity, mode: gate.TLSMode, rep: gate.Reporter()}
