@@ -44,7 +44,6 @@ type tlsServer struct {
 	rep  *sdk.Reporter        // counts the listener's connections (may be nil)
 	src  func() *sdk.Identity // nil until the workload has its certificate
 	mode func() string
-	raw  net.Listener                    // WithTLS's; nil: the server's own, wrapped when it starts
 	ln   atomic.Pointer[sdk.TLSListener] // set once serving
 }
 
