@@ -349,3 +349,29 @@ func advertisedOn(addr string) string {
 	})
 	return mode
 }
+
+// ExpiryMargin is how long before a certificate expires a client stops
+// sending new requests on a connection opened with it (ConnReuseUntil).
+const ExpiryMargin = 5 * time.Second
+
+// ConnReuseUntil is until when a client connection opened at now may carry
+// new requests: at most maxLife, and before the first of the certificates
+// it was opened with (its own and its server's, expiring at notAfter;
+// zero times are left out) expires, by ExpiryMargin or a quarter of what
+// is left of it if less. A server checks a caller's certificate when a
+// request arrives: the margin covers the time a request spends on its way
+// and clocks a little apart, so that no request arrives on a connection
+// whose certificate expired.
+func ConnReuseUntil(now time.Time, maxLife time.Duration, notAfter ...time.Time) time.Time {
+	until := now.Add(maxLife)
+	for _, na := range notAfter {
+		if na.IsZero() {
+			continue
+		}
+		left := na.Sub(now)
+		if t := na.Add(-min(ExpiryMargin, left/4)); t.Before(until) {
+			until = t
+		}
+	}
+	return until
+}

@@ -44,8 +44,9 @@ func TLSServerOptions(ln net.Listener, cfg *tls.Config, failed func(remote net.A
 }
 
 // TLSClientOptions dial Kitex servers over TLS with cfg. A pooled connection
-// is not reused once either end's certificate has expired: the next call
-// dials again, presenting the certificate cfg gives then.
+// is not reused close to either end's certificate's expiry
+// (sdk.ConnReuseUntil): the next call dials again, presenting the
+// certificate cfg gives then.
 func TLSClientOptions(cfg *tls.Config) []client.Option {
 	return []client.Option{
 		client.WithTransHandlerFactory(gonet.NewCliTransHandlerFactory()),
@@ -126,12 +127,16 @@ func (d tlsDialer) DialTimeout(network, address string, timeout time.Duration) (
 	conn := tc.(*tls.Conn)
 	c := &clientConn{Conn: conn, r: bufiox.NewDefaultReader(conn), w: bufiox.NewDefaultWriter(conn),
 		expires: time.Now().Add(maxConnLifetime)}
-	if peer := conn.ConnectionState().PeerCertificates; len(peer) > 0 && peer[0].NotAfter.Before(c.expires) {
-		c.expires = peer[0].NotAfter
+	var peerEnd, ownEnd time.Time
+	if peer := conn.ConnectionState().PeerCertificates; len(peer) > 0 {
+		peerEnd = peer[0].NotAfter
 	}
-	if own != nil && own.Leaf != nil && own.Leaf.NotAfter.Before(c.expires) {
-		c.expires = own.Leaf.NotAfter
+	if own != nil && own.Leaf != nil {
+		ownEnd = own.Leaf.NotAfter
 	}
+	// Not reused close to either certificate's expiry: the server checks
+	// the caller's at each call.
+	c.expires = sdk.ConnReuseUntil(time.Now(), maxConnLifetime, peerEnd, ownEnd)
 	return c, nil
 }
 

@@ -310,13 +310,16 @@ func (e *Encryption) DialTimeout(network, address string, timeout time.Duration)
 		return nil, err
 	}
 	conn := tc.(*tls.Conn)
-	if peer := conn.ConnectionState().PeerCertificates; len(peer) > 0 && peer[0].NotAfter.Before(expires) {
-		expires = peer[0].NotAfter
+	var peerEnd, ownEnd time.Time
+	if peer := conn.ConnectionState().PeerCertificates; len(peer) > 0 {
+		peerEnd = peer[0].NotAfter
 	}
-	if own != nil && own.Leaf != nil && own.Leaf.NotAfter.Before(expires) {
-		expires = own.Leaf.NotAfter
+	if own != nil && own.Leaf != nil {
+		ownEnd = own.Leaf.NotAfter
 	}
-	c := newClientConn(conn, expires)
+	// Not reused close to either certificate's expiry: the server checks
+	// the caller's at each request.
+	c := newClientConn(conn, sdk.ConnReuseUntil(time.Now(), maxConnLifetime, peerEnd, ownEnd))
 	c.stale = func() bool { return !e.secure(address) }
 	return c, nil
 }

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -440,5 +442,88 @@ func TestAutomaticMTLSHertz(t *testing.T) {
 	}
 	if calls["orders"] != 3 || calls["legacy"] != 3 || plaintext["legacy"] != 3 || plaintext["orders"] != 0 {
 		t.Errorf("reported calls %v, plaintext %v; want 3 each, legacy's in plaintext", calls, plaintext)
+	}
+}
+
+// The automatic mTLS between two Kitex services with certificates of a few
+// seconds: both ends renew theirs under a steady load, and no call fails
+// (orders refuses a missing identity, so every call carried a certificate).
+func TestAutomaticMTLSRotationUnderLoad(t *testing.T) {
+	const ttl = 3 * time.Second
+	p := startPlain(t, ttl, nil)
+	ordersToken := testenv.ServiceToken(t, p.etcd, p.prefix, "orders")
+	frontendToken := testenv.ServiceToken(t, p.etcd, p.prefix, "frontend")
+	p.putAccess(t, "orders", api.AccessControl{
+		Rules:    []api.AccessRule{{Name: "frontend-only", Type: api.AccessAllow, Callers: []string{"frontend"}, Mode: api.ModeEnforce}},
+		Identity: &api.IdentityPolicy{Missing: api.IdentityDeny},
+	})
+	watcher := sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: p.center, Service: "orders", Instance: "orders-1", Token: ordersToken, Wait: time.Second})
+	watcher.Start()
+	t.Cleanup(watcher.Close)
+	gate := sdk.NewGate(sdk.GateOptions{Access: watcher.AccessRules,
+		Reporter: sdk.NewReporter(sdk.ReporterOptions{Mixer: "127.0.0.1:1", Service: "orders", Instance: "orders-1", Token: ordersToken})})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := comment.NewServer(&commentServer{name: "orders"}, server.WithListener(ln), server.WithSuite(kitexsdk.NewServerSuite(gate, nil)))
+	go srv.Run() //nolint:errcheck // stopped below
+	t.Cleanup(func() { _ = srv.Stop() })
+	reg := sdk.StartRegistrar(sdk.RegistrarOptions{MeshCore: p.meshCore, Token: ordersToken,
+		Registration: sdk.Registration{Service: "orders", Instance: "orders-1", Addr: ln.Addr().String()}})
+	t.Cleanup(reg.Close)
+
+	fw := sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: p.center, Service: "frontend", Instance: "frontend-1", Token: frontendToken, Wait: time.Second})
+	t.Cleanup(fw.Close)
+	d := sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: p.meshCore, Token: frontendToken, Wait: time.Second})
+	t.Cleanup(d.Close)
+	c, err := comment.NewClient("orders", append(kitexsdk.ClientOptions("orders", d, nil, nil), client.WithRPCTimeout(5*time.Second))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	advertised(t, d, "orders", api.TLSPermissive)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	fid, err := d.Workload().Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var (
+		ok, failed atomic.Int64
+		serials    sync.Map
+		firstErr   atomic.Value
+		wg         sync.WaitGroup
+	)
+	stop := time.Now().Add(4 * ttl)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if cert := fid.Certificate(); cert != nil {
+					serials.Store(cert.Leaf.SerialNumber.String(), true)
+				}
+				if _, err := c.Get(context.Background(), &demo.GetRequest{Id: "1"}); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	n := 0
+	serials.Range(func(any, any) bool { n++; return true })
+	t.Logf("%d calls, %d certificates of frontend, identities %v", ok.Load(), n, gate.IdentityStats())
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d calls failed; first: %v", failed.Load(), ok.Load()+failed.Load(), firstErr.Load())
+	}
+	if n < 4 {
+		t.Fatalf("%d certificates over %s of certificates of %s: not renewed", n, 4*ttl, ttl)
+	}
+	if st := gate.IdentityStats(); st[api.IdentityVerified] != ok.Load() {
+		t.Errorf("identities %v, want %d verified", st, ok.Load())
 	}
 }
