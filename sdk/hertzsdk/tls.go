@@ -38,7 +38,9 @@ func NewEncryption(id *sdk.Identity, callee string) *Encryption {
 }
 
 // ClientOptions are the options of the Hertz client: Hertz's standard
-// dialer (netpoll's has no TLS) and the TLS configuration.
+// dialer (netpoll's has no TLS), the TLS configuration, and connections of
+// a minute at most (one opened with a certificate since renewed is not
+// used until that one expires).
 func (e *Encryption) ClientOptions() []config.ClientOption {
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -54,7 +56,9 @@ func (e *Encryption) ClientOptions() []config.ClientOption {
 			return sdk.VerifyServer(cs.PeerCertificates, e.id.TrustBundle(), e.callee)
 		},
 	}
-	return []config.ClientOption{client.WithTLSConfig(cfg), client.WithDialer(standard.NewDialer())}
+	// A connection lives at most a minute: a TLS connection presents the
+	// certificate it was opened with, and the server checks it per request.
+	return []config.ClientOption{client.WithTLSConfig(cfg), client.WithDialer(standard.NewDialer()), client.WithMaxConnDuration(time.Minute)}
 }
 
 // Middleware sends a request over https when Balance picked an instance
