@@ -121,7 +121,8 @@ func TestServicesWriteTheDocumentedSeries(t *testing.T) {
 			reports = append(reports, map[string]any{"reporter": map[string]any{"service": "comment-svc", "instance": in},
 				"window_ms": 200, "timestamp_ms": now, "server": map[string]any{"requests": 100, "cpu_util": 0.2 + 0.5*float64(i),
 					"queue_time_ms_avg": 1, "queue_time_ms_p99": 2, "inflight": 3, "client_timeouts": 0,
-					"requests_by_priority": map[string]int{"64": 100}}})
+					"requests_by_priority": map[string]int{"64": 100}},
+				"security": map[string]any{"identities": map[string]int{"verified": 100}, "connections": map[string]int{"tls": 1}}})
 		}
 		reports = append(reports, map[string]any{"reporter": map[string]any{"service": "front", "instance": "10.9.0.1:80"},
 			"window_ms": 200, "timestamp_ms": now, "calls": calls,
