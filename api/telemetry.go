@@ -30,7 +30,35 @@ type Report struct {
 	Server        *ServerStats   `json:"server,omitempty"`
 	Calls         []Call         `json:"calls,omitempty"`
 	DryRunDenials []DryRunDenial `json:"dry_run_denials,omitempty"`
+	Security      *SecurityStats `json:"security,omitempty"`
 }
+
+// SecurityStats is what the reporting instance's server saw of its
+// callers' identities and connections in the window (docs/security.md).
+type SecurityStats struct {
+	// Identities counts requests by their caller's identity and what the
+	// identity policy did: keys in IdentityStatKeys.
+	Identities map[string]int64 `json:"identities,omitempty"`
+	// Connections counts the connections its TLS listener took: keys in
+	// ConnectionStatKeys.
+	Connections map[string]int64 `json:"connections,omitempty"`
+}
+
+// IdentityStatKeys are the keys of SecurityStats.Identities: verified, and
+// for each of missing, invalid and expired the requests served with the
+// declared name (<outcome>), served and reported as dry-run denials
+// (<outcome>_dry_run) and refused (<outcome>_denied).
+var IdentityStatKeys = []string{
+	IdentityVerified,
+	IdentityMissing, IdentityMissing + "_dry_run", IdentityMissing + "_denied",
+	IdentityInvalid, IdentityInvalid + "_dry_run", IdentityInvalid + "_denied",
+	IdentityExpired, IdentityExpired + "_dry_run", IdentityExpired + "_denied",
+}
+
+// ConnectionStatKeys are the keys of SecurityStats.Connections: TLS
+// handshakes completed, plaintext connections served (permissive),
+// plaintext connections refused (strict), handshakes that failed.
+var ConnectionStatKeys = []string{"tls", "plaintext", "plaintext_refused", "handshake_failed"}
 
 // Reporter identifies the data plane that sent a report.
 type Reporter struct {

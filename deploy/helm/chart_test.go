@@ -1358,6 +1358,37 @@ func TestOptionValues(t *testing.T) {
 	if sm := r.find("ServiceMonitor", fullname+"-config-center"); sm == nil || sm.obj.(*serviceMonitor).Spec.Endpoints[0].Scheme != "https" {
 		t.Errorf("config-center: no ServiceMonitor scraping over https")
 	}
+	// Service-account tokens: the --oidc-* flags from configCenter.oidc, the
+	// cluster's CA from its ConfigMap (projected, as Kubernetes mounts it),
+	// on the config-center only.
+	if args["oidc-issuer"] != "https://kubernetes.default.svc.cluster.local" || args["oidc-jwks-url"] != "https://kubernetes.default.svc/openid/v1/jwks" ||
+		args["oidc-audience"] != "sextant" || args["oidc-ca-file"] != "/etc/sextant/oidc/ca.crt" {
+		t.Errorf("config-center: args %v lack the --oidc-* flags of configCenter.oidc", cc.Args)
+	}
+	var projected bool
+	for _, v := range ws["config-center"].pod.Spec.Volumes {
+		if v.Name == "oidc-ca" && v.Projected != nil && len(v.Projected.Sources) == 1 && v.Projected.Sources[0].ConfigMap != nil &&
+			v.Projected.Sources[0].ConfigMap.Name == "kube-root-ca.crt" {
+			projected = true
+		}
+	}
+	mountedCA := false
+	for _, m := range cc.VolumeMounts {
+		mountedCA = mountedCA || (m.Name == "oidc-ca" && m.MountPath == "/etc/sextant/oidc")
+	}
+	if !projected || !mountedCA {
+		t.Errorf("config-center: the cluster's CA (kube-root-ca.crt) is not mounted at /etc/sextant/oidc")
+	}
+	for name, w := range ws {
+		if name == "config-center" {
+			continue
+		}
+		for _, a := range w.pod.Spec.Containers[0].Args {
+			if strings.HasPrefix(a, "--oidc-") {
+				t.Errorf("%s: %s: only the config-center takes service-account tokens", name, a)
+			}
+		}
+	}
 	// The certificate authority's key reaches every service, from the
 	// Secret the chart makes: the Kitex hops use mTLS, the HTTP APIs stay plain.
 	if r.find("Secret", fullname+"-pki") == nil {

@@ -5,7 +5,9 @@ package telemetry
 import (
 	"bytes"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sextant-mesh/sextant/api"
@@ -213,6 +215,11 @@ func validate(r *api.Report, lim Limits, now time.Time, drops *DenialDrops) *api
 			return api.Under("server", fe)
 		}
 	}
+	if r.Security != nil {
+		if fe := validateSecurity(r.Security); fe != nil {
+			return api.Under("security", fe)
+		}
+	}
 	if len(r.Calls) > lim.MaxCallsPerReport {
 		return api.Errorf("calls", api.CodeTooMany, "%d calls in one report, at most %d", len(r.Calls), lim.MaxCallsPerReport)
 	}
@@ -341,6 +348,26 @@ func validateDenial(d *api.DryRunDenial) *api.FieldError {
 		return fe
 	}
 	return checkCount("count", d.Count)
+}
+
+func validateSecurity(s *api.SecurityStats) *api.FieldError {
+	if fe := checkCounts("identities", s.Identities, api.IdentityStatKeys); fe != nil {
+		return fe
+	}
+	return checkCounts("connections", s.Connections, api.ConnectionStatKeys)
+}
+
+// checkCounts accepts counts >= 0 under the keys given.
+func checkCounts(field string, m map[string]int64, keys []string) *api.FieldError {
+	for k, v := range m {
+		if !slices.Contains(keys, k) {
+			return api.Errorf(api.Join(field, k), api.CodeUnknownField, "unknown key %q; one of %s", k, strings.Join(keys, ", "))
+		}
+		if fe := checkCount(api.Join(field, k), v); fe != nil {
+			return fe
+		}
+	}
+	return nil
 }
 
 func checkCount(field string, v int64) *api.FieldError {

@@ -275,3 +275,35 @@ func TestDecodeDropsBadDenials(t *testing.T) {
 		t.Errorf("Validate of an unnamed caller: %v", fe)
 	}
 }
+
+// The security part: counts under the documented keys, none negative.
+func TestDecodeSecurity(t *testing.T) {
+	lim := telemetry.DefaultLimits()
+	r := validReport()
+	r["security"] = map[string]any{"identities": map[string]any{"verified": 9, "missing_denied": 1},
+		"connections": map[string]any{"tls": 2, "plaintext": 1, "plaintext_refused": 0, "handshake_failed": 3}}
+	got, fe := telemetry.Decode(encode(t, r), lim, now)
+	if fe != nil {
+		t.Fatalf("a report with a security part rejected: %v", fe)
+	}
+	if sec := got[0].Security; sec == nil || sec.Identities["verified"] != 9 || sec.Connections["handshake_failed"] != 3 {
+		t.Fatalf("decoded security part %+v", got[0].Security)
+	}
+	if got[0].Records() != 3 {
+		t.Fatalf("records = %d: the security part is not forwarded", got[0].Records())
+	}
+	for _, c := range []struct {
+		security    map[string]any
+		field, code string
+	}{
+		{map[string]any{"identities": map[string]any{"trusted": 1}}, "security.identities.trusted", api.CodeUnknownField},
+		{map[string]any{"connections": map[string]any{"tls": -1}}, "security.connections.tls", api.CodeOutOfRange},
+		{map[string]any{"spoofed": 1}, "security.spoofed", api.CodeUnknownField},
+	} {
+		r["security"] = c.security
+		_, fe := telemetry.Decode(encode(t, r), lim, now)
+		if fe == nil || fe.Field != c.field || fe.Code != c.code {
+			t.Errorf("security %v: %v, want %s %s", c.security, fe, c.field, c.code)
+		}
+	}
+}

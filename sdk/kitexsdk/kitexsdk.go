@@ -157,8 +157,16 @@ func (r *Resolver) Name() string { return "sextant" }
 // ClientOptions are the options a Kitex client of service needs: discovery
 // through mesh-core re-read every second, a new hybrid LoadBalancer (see
 // NewHybridBalancer) with its Middleware, TTHeader for priorities, and call
-// reporting (rep may be nil). WithLoadBalancer replaces the balancer;
-// WithEncryption dials mTLS to the instances that advertise it.
+// reporting (rep may be nil). WithLoadBalancer replaces the balancer.
+//
+// With a credential (d's Token, else $SEXTANT_TOKEN, else a
+// service-account token file, sdk.WorkloadOf) whose config-center is known
+// (a ConfigWatcher of the same credential made before, or
+// $SEXTANT_CONFIG_CENTER: sdk.Workload.Active), the client dials mTLS on
+// its own, with the workload's identity, to the instances that advertise it
+// in discovery, and plaintext to the others (WorkloadEncryption), on
+// Kitex's Go net transport. WithEncryption dials with another Encryption;
+// WithoutEncryption turns it off.
 func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static []sdk.Instance, opts ...Option) []client.Option {
 	var o clientOptions
 	for _, opt := range opts {
@@ -166,6 +174,12 @@ func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static [
 	}
 	if o.lb == nil {
 		o.lb = NewHybridBalancer(sdk.HybridOptions{})
+	}
+	if o.enc == nil && !o.plain {
+		// The workload's automatic identity, when it has a credential.
+		if w := d.Workload(); w.Active() {
+			o.enc = WorkloadEncryption(w)
+		}
 	}
 	r := NewResolver(d, map[string][]sdk.Instance{service: static})
 	r.enc = o.enc
@@ -190,8 +204,9 @@ func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static [
 type Option func(*clientOptions)
 
 type clientOptions struct {
-	lb  loadbalance.Loadbalancer
-	enc *Encryption
+	lb    loadbalance.Loadbalancer
+	enc   *Encryption
+	plain bool
 }
 
 // WithLoadBalancer makes ClientOptions balance with lb: for instance
@@ -276,8 +291,15 @@ var _ server.Suite = ServerSuite{}
 // NewServerSuite admits through gate; edge assigns priorities to requests
 // that come without one (nil: priority 64, a user priority from the
 // request id).
+//
+// With a credential (the gate's Reporter's Token, else $SEXTANT_TOKEN, else
+// a service-account token file, sdk.WorkloadOf) whose config-center is
+// known (sdk.Workload.Active), the suite serves mTLS on its own: the workload's identity obtains a certificate from the
+// config-center, and the server serves mTLS and plaintext on its port, or
+// mTLS only, as the access rules' tls says, on Kitex's Go net transport
+// (plaintext only until the certificate is there). WithoutTLS turns that off.
 func NewServerSuite(gate *sdk.Gate, edge *sdk.Edge) ServerSuite {
-	return ServerSuite{gate: gate, edge: edge}
+	return ServerSuite{gate: gate, edge: edge, tls: autoTLS(gate)}
 }
 
 // Options implements server.Suite.
@@ -326,7 +348,11 @@ func (s ServerSuite) admit(next endpoint.Endpoint) endpoint.Endpoint {
 			enterCtx, cancel = context.WithDeadline(ctx, arrived.Add(ri.Config().RPCTimeout()))
 			defer cancel()
 		}
-		a, err := s.gate.EnterPeer(enterCtx, arrived, p, s.tls.peer(ctx, caller), method)
+		peer := sdk.Peer{Declared: caller, Identity: api.IdentityMissing}
+		if s.tls != nil {
+			peer = s.tls.peer(ctx, caller)
+		}
+		a, err := s.gate.EnterPeer(enterCtx, arrived, p, peer, method)
 		defer func() { // after Done: with what its callees answered
 			metainfo.SendBackwardValue(ctx, sdk.AdmitLevelKey, strconv.Itoa(int(s.gate.AdmitLevel(method))))
 		}()
