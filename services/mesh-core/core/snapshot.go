@@ -89,8 +89,8 @@ func buildSnapshot(service string, regs map[string]api.Registration, pol *api.Po
 	overloadJSON, _ := canonical.Marshal(overload)
 	serviceJSON, _ := canonical.Marshal(service)
 	var zonesJSON []byte
-	if pol != nil && len(pol.ZoneDemand) > 0 {
-		zonesJSON, _ = canonical.Marshal(pol.ZoneDemand)
+	if pol != nil && len(pol.ZoneRouting) > 0 {
+		zonesJSON, _ = canonical.Marshal(pol.ZoneRouting)
 	}
 
 	h := fnv.New64a()
@@ -113,7 +113,7 @@ func buildSnapshot(service string, regs map[string]api.Registration, pol *api.Po
 	b.WriteString(`,"overload":`)
 	b.Write(overloadJSON)
 	if zonesJSON != nil {
-		b.WriteString(`,"zone_demand":`)
+		b.WriteString(`,"zone_routing":`)
 		b.Write(zonesJSON)
 	}
 	s := &Snapshot{Service: service, Version: version, Instances: len(instances), body: []byte(b.String()),

@@ -89,6 +89,7 @@ type denialCount struct {
 type denialKey struct{ caller, rule string }
 
 type instanceWindows struct {
+	zone      string // from its own reports
 	firstSeen time.Time
 	lastSeen  time.Time
 	ring      []Window
@@ -319,6 +320,9 @@ func (s *Store) addServer(rep *api.Reporter, tsMs int64, r *api.ServerStats, now
 	iw, w, o := s.slot(sw, rep.Instance, tsMs, now)
 	if o != Accepted {
 		return o
+	}
+	if rep.Zone != "" && rep.Zone != iw.zone {
+		iw.zone = strings.Clone(rep.Zone)
 	}
 	iw.totals.ServerRecords++
 	iw.totals.ServerRequests += r.Requests
@@ -594,6 +598,7 @@ type LevelHistogram [api.MaxLevel + 1]int64
 // InstanceStats sums one instance's windows over a range of window indexes.
 type InstanceStats struct {
 	Instance  string
+	Zone      string    // from the instance's own reports
 	FirstSeen time.Time // when this store first heard of the instance
 	LastSeen  time.Time // when it last did
 	Windows   int       // windows in the range holding any data
@@ -623,7 +628,7 @@ func (s *Store) Stats(dst []InstanceStats, service string, from, to int64, byLev
 	defer sw.mu.Unlock()
 	start := len(dst)
 	for id, iw := range sw.instances {
-		st := InstanceStats{Instance: id, FirstSeen: iw.firstSeen, LastSeen: iw.lastSeen}
+		st := InstanceStats{Instance: id, Zone: iw.zone, FirstSeen: iw.firstSeen, LastSeen: iw.lastSeen}
 		var cpuSum, queueSum, latSum float64
 		for i := range iw.ring {
 			w := &iw.ring[i]
