@@ -89,8 +89,8 @@ type Decision struct {
 	// callers in each zone, each zone's share; empty when off or unknown.
 	ZoneRouting map[string]map[string]float64 `json:"zone_routing,omitempty"`
 	Published   bool                          `json:"published"` // this round handed a policy to the publisher
-	Publishing PublishStatus      `json:"publishing"`
-	Knobs      Knobs              `json:"knobs"`
+	Publishing  PublishStatus                 `json:"publishing"`
+	Knobs       Knobs                         `json:"knobs"`
 }
 
 func newEngine(id string, store *Store, knobs *KnobStore, owns func(string) bool, pub policySink, window time.Duration) *engine {
