@@ -43,12 +43,18 @@ func runZones(seed uint64) bool {
 		check(z.ErrorShare <= h.ErrorShare+0.0001 && z.P99 <= 1.05*h.P99,
 			"%s: sextant-zoned p99 %.1f ms, errors %.3f %% vs sextant-hybrid %.1f ms, %.3f %% (no worse)",
 			sc.Name, z.P99, 100*z.ErrorShare, h.P99, 100*h.ErrorShare)
-		check(z.Imbalance <= 1.10, "%s: sextant-zoned load imbalance %.3f (<= 1.10)", sc.Name, z.Imbalance)
 		switch sc.Name {
 		case "zones-40":
+			// Local first costs balance, not latency: the zones run unevenly, both below the headroom.
+			busiest := 0.0
+			for _, in := range z.Instances {
+				busiest = max(busiest, in.Utilization)
+			}
+			check(busiest <= 0.8, "%s: sextant-zoned busiest instance at %.0f %% utilization (<= the 80 %% headroom; imbalance %.3f)", sc.Name, 100*busiest, z.Imbalance)
 			check(z.LocalShare["zone-a"] >= 0.99 && z.LocalShare["zone-b"] >= 0.99,
 				"%s: sextant-zoned keeps the callers' requests in their zone while it has capacity: %s (>= 99 %%)", sc.Name, localShares(z))
 		case "zones-80":
+			check(z.Imbalance <= 1.10, "%s: sextant-zoned load imbalance %.3f (<= 1.10: the spill keeps the zones even)", sc.Name, z.Imbalance)
 			check(z.LocalShare["zone-a"] >= 0.99, "%s: zone a covers its callers: %.1f %% kept (>= 99 %%)", sc.Name, 100*z.LocalShare["zone-a"])
 			// zone b serves 0.8 x 1600 of its callers' 1600 requests/s at the 80 % headroom.
 			b := z.LocalShare["zone-b"]
