@@ -346,6 +346,7 @@ type peerState struct {
 	lastAnswer time.Time
 	failing    bool
 	held       bool // its instances are in the cache
+	dropped    bool // dropped by expire: the next poll asks for everything again
 	services   int
 	instances  int
 	err        string
@@ -430,6 +431,9 @@ func (im *importer) run(ctx context.Context, p Peer) {
 	etag := ""
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
+		if im.takeDropped(p.Name) {
+			version, etag = 0, "" // the peer may answer the version it had: it is no longer here
+		}
 		batch, err := im.poll(ctx, p, version, &etag)
 		if ctx.Err() != nil {
 			return
@@ -490,9 +494,8 @@ func importedFrom(peer string, batch *api.DiscoveryBatch) map[string][]api.Insta
 // answered records an answer of the peer: services is its new export
 // (nil for a 304: unchanged).
 func (im *importer) answered(name string, services map[string][]api.Instance) {
-	if services != nil {
-		im.cache.setImports(name, services)
-	}
+	// im.mu is held across the cache's change, so that expire never drops
+	// what an answer just brought (the lock order is im.mu, then the cache's).
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	p := im.peers[name]
@@ -501,6 +504,7 @@ func (im *importer) answered(name string, services map[string][]api.Instance) {
 	}
 	p.lastAnswer, p.failing, p.err = im.now(), false, ""
 	if services != nil {
+		im.cache.setImports(name, services)
 		p.held, p.services, p.instances = len(services) > 0, len(services), 0
 		for _, ins := range services {
 			p.instances += len(ins)
@@ -522,20 +526,27 @@ func (im *importer) failed(name string, err error) {
 // TTL. Only imports are touched: local instances, etcd and readiness never.
 func (im *importer) expire() {
 	now := im.now()
-	var drop []string
 	im.mu.Lock()
+	defer im.mu.Unlock()
 	for name, p := range im.peers {
 		if p.failing && p.held && now.Sub(p.lastAnswer) > im.cfg.TTL {
-			p.held, p.services, p.instances = false, 0, 0
-			drop = append(drop, name)
+			p.held, p.dropped, p.services, p.instances = false, true, 0, 0
+			im.log.Warn("dropping a lost peer's imported instances", "peer", name, "ttl", im.cfg.TTL)
+			im.dropped.WithLabelValues(name).Inc()
+			im.cache.setImports(name, nil)
 		}
 	}
-	im.mu.Unlock()
-	for _, name := range drop {
-		im.log.Warn("dropping a lost peer's imported instances", "peer", name, "ttl", im.cfg.TTL)
-		im.dropped.WithLabelValues(name).Inc()
-		im.cache.setImports(name, nil)
-	}
+}
+
+// takeDropped tells whether the peer's instances were dropped since the
+// last call.
+func (im *importer) takeDropped(name string) bool {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	p := im.peers[name]
+	d := p.dropped
+	p.dropped = false
+	return d
 }
 
 // expiry runs expire until ctx ends.
