@@ -16,7 +16,6 @@ package core
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -112,24 +111,29 @@ func (c *PeeringConfig) RegisterFlags(fs *flag.FlagSet) {
 		}
 		return nil
 	})
-	fs.Func("peer", "NAME=URL of a peer control plane's mesh-core HTTP port to import its exported services from; repeatable", func(v string) error {
-		name, u, ok := strings.Cut(v, "=")
-		if !ok {
-			return errors.New("want NAME=URL")
-		}
-		c.peer(name).URL = u
-		return nil
+	fs.Func("peer", "NAME=URL of a peer control plane's mesh-core HTTP port to import its exported services from; comma-separated or repeated", func(v string) error {
+		return eachPair(v, func(name, u string) { c.peer(name).URL = u })
 	})
-	fs.Func("peer-token-file", "NAME=PATH of the file holding the token peer NAME issued to this cluster (read before every poll); repeatable", func(v string) error {
-		name, path, ok := strings.Cut(v, "=")
-		if !ok {
-			return errors.New("want NAME=PATH")
-		}
-		c.peer(name).TokenFile = path
-		return nil
+	fs.Func("peer-token-file", "NAME=PATH of the file holding the token peer NAME issued to this cluster (read before every poll); comma-separated or repeated", func(v string) error {
+		return eachPair(v, func(name, path string) { c.peer(name).TokenFile = path })
 	})
 	fs.DurationVar(&c.TTL, "peer-ttl", c.TTL, "a peer that stops answering keeps its last imported instances this long after its last answer, then they are dropped")
 	fs.DurationVar(&c.Wait, "peer-wait", c.Wait, "wait of each long poll to a peer")
+}
+
+// eachPair calls f with each NAME=VALUE of a comma-separated list.
+func eachPair(list string, f func(name, value string)) error {
+	for _, item := range strings.Split(list, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		name, value, ok := strings.Cut(item, "=")
+		if !ok {
+			return fmt.Errorf("%q: want NAME=VALUE", item)
+		}
+		f(name, value)
+	}
+	return nil
 }
 
 // peer is the Peer named name, added when new.

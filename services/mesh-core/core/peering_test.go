@@ -203,17 +203,20 @@ func TestPeeringFlags(t *testing.T) {
 	fs := flag.NewFlagSet("mesh-core", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
 	err := fs.Parse([]string{"--export", "a,b", "--export", "c", "--peer", "east=https://mesh-core.east:7703",
-		"--peer-token-file", "east=/run/peer/east", "--peer", "west=http://10.0.0.1:7703", "--peer-ttl", "90s"})
+		"--peer-token-file", "east=/run/peer/east", "--peer", "west=http://10.0.0.1:7703,north=http://10.0.0.2:7703", "--peer-ttl", "90s"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := cfg.Peering
-	if !slices.Equal(p.Export, []string{"a", "b", "c"}) || len(p.Peers) != 2 || p.Peers[0] != (core.Peer{Name: "east", URL: "https://mesh-core.east:7703", TokenFile: "/run/peer/east"}) ||
+	if !slices.Equal(p.Export, []string{"a", "b", "c"}) || len(p.Peers) != 3 || p.Peers[2].URL != "http://10.0.0.2:7703" || p.Peers[0] != (core.Peer{Name: "east", URL: "https://mesh-core.east:7703", TokenFile: "/run/peer/east"}) ||
 		p.Peers[1].URL != "http://10.0.0.1:7703" || p.TTL != 90*time.Second {
 		t.Fatalf("parsed %+v", p)
 	}
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	if err := fs.Parse([]string{"--peer", "no-equals-sign"}); err == nil {
+		t.Error("--peer without NAME=: no error")
 	}
 	for _, bad := range []core.PeeringConfig{
 		{Export: []string{"a/b"}},
