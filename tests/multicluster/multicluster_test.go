@@ -17,11 +17,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudwego/hertz/pkg/app/client"
+	"github.com/cloudwego/hertz/pkg/protocol"
+	kclient "github.com/cloudwego/kitex/client"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/testenv"
+	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
+	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
 	"github.com/sextant-mesh/sextant/sdk"
+	"github.com/sextant-mesh/sextant/sdk/hertzsdk"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
 	"github.com/sextant-mesh/sextant/services/mesh-core/coretest"
 )
@@ -65,7 +71,7 @@ func register(t *testing.T, meshCore, token, service, cluster string, b *backend
 
 // preferLocal is how a data plane keeps its calls in its own cluster and
 // fails over to the imported instances when none of its own is eligible:
-// the SDK's picker over the cluster's own instances, else over all.
+// the cluster's own healthy instances, else every instance.
 func preferLocal(snap *sdk.Snapshot, cluster string) *sdk.Snapshot {
 	mine := *snap
 	mine.Instances = nil
@@ -80,25 +86,41 @@ func preferLocal(snap *sdk.Snapshot, cluster string) *sdk.Snapshot {
 	return &mine
 }
 
-// call sends one request through the picker (updated with the service's
-// snapshot) and returns who served it.
-func call(d *sdk.Discovery, p *sdk.Picker, service, cluster string) (string, error) {
-	snap, ok := d.Get(service)
-	if !ok {
-		return "", fmt.Errorf("no snapshot of %s", service)
-	}
-	p.Update(preferLocal(snap, cluster))
-	in, err := p.Pick()
-	if err != nil {
+// localFirst is the SDK's weighted picker over preferLocal's instances, as
+// an sdk.Balancer for the Hertz client. (Unit-routing rules in the SDK,
+// built apart, choose the cluster by request; this is the simplest rule.)
+type localFirst struct {
+	cluster string
+	sdk.Picker
+}
+
+func (b *localFirst) Update(snap *sdk.Snapshot) { b.Picker.Update(preferLocal(snap, b.cluster)) }
+
+// call sends one request to http://service/ through the Hertz client and
+// returns who served it.
+func call(cli *client.Client, service string) (string, error) {
+	req, resp := protocol.AcquireRequest(), protocol.AcquireResponse()
+	defer protocol.ReleaseRequest(req)
+	defer protocol.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + service + "/")
+	if err := cli.Do(context.Background(), req, resp); err != nil {
 		return "", err
 	}
-	resp, err := http.Get("http://" + in.Addr)
-	if err != nil {
-		return "", err
+	if resp.StatusCode() != http.StatusOK {
+		return "", fmt.Errorf("status %d", resp.StatusCode())
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return string(body), nil
+	return string(resp.Body()), nil
+}
+
+// hertzClient is a Hertz client of B's data plane: requests to
+// http://{service}/ go to the instance localFirst picks from d.
+func hertzClient(t *testing.T, d *sdk.Discovery, service string) *client.Client {
+	cli, err := client.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.Use(hertzsdk.Balance(service, d, &localFirst{cluster: "b"}, nil))
+	return cli
 }
 
 func byCluster(snap *sdk.Snapshot) map[string]int {
@@ -202,15 +224,52 @@ func TestTwoControlPlanes(t *testing.T) {
 		t.Errorf("DELETE of an imported instance in B: %v %v, want 404", resp.StatusCode, err)
 	}
 
-	// Calls from B stay in B while B has an instance.
-	var picker sdk.Picker
+	// Calls from B (a Hertz client through the SDK) stay in B while B has
+	// an instance.
+	cli := hertzClient(t, d, shared)
 	for range 20 {
-		if who, err := call(d, &picker, shared, "b"); err != nil || who != "b1" {
+		if who, err := call(cli, shared); err != nil || who != "b1" {
 			t.Fatalf("call from B with a local instance served by %q (%v), want b1", who, err)
 		}
 	}
 
-	// B's only instance goes: calls fail over to A's instances.
+	// B's calculator ejects B's only instance (a policy that also weighs
+	// A's imported instances, as B's callers report calls to them): calls
+	// fail over to A's instances, by B's weights.
+	pub, err := meshcoresvc.NewClient("mesh-core", kclient.WithHostPorts(mcB.KitexAddr()), kclient.WithRPCTimeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := &meshcore.Policy{Service: shared, Version: 1, ComputedAtMs: time.Now().UnixMilli(), CalculatorId: "test", Overload: &meshcore.Overload{State: "normal"}, Weights: []*meshcore.InstanceWeight{
+		{Instance: b1.addr(), Weight: 0, Ejected: true, Reason: "errors"},
+		{Instance: a1.addr(), Weight: 300, Reason: "computed"},
+		{Instance: a2.addr(), Weight: 100, Reason: "computed"},
+	}}
+	if _, err := pub.PublishPolicy(context.Background(), &meshcore.PublishPolicyRequest{Policy: pol}); err != nil {
+		t.Fatalf("B's policy ejecting B's instance: %v", err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		snap, _ := d.Get(shared)
+		for _, in := range snap.Instances {
+			if in.Instance == b1.addr() && in.Healthy {
+				return fmt.Errorf("b1 not ejected yet")
+			}
+		}
+		return nil
+	})
+	served := map[string]int{}
+	for range 40 {
+		who, err := call(cli, shared)
+		if err != nil {
+			t.Fatalf("call with B's instance ejected: %v", err)
+		}
+		served[who]++
+	}
+	if served["a1"] != 30 || served["a2"] != 10 {
+		t.Errorf("with B's instance ejected, calls served by %v, want a1 30 and a2 10 (B's weights 300:100)", served)
+	}
+
+	// B's only instance goes: calls go to A's instances.
 	regB1.Close()
 	testenv.Eventually(t, 20*time.Second, func() error {
 		snap, _ := d.Get(shared)
@@ -219,16 +278,16 @@ func TestTwoControlPlanes(t *testing.T) {
 		}
 		return nil
 	})
-	served := map[string]int{}
-	for range 20 {
-		who, err := call(d, &picker, shared, "b")
+	served = map[string]int{}
+	for range 40 {
+		who, err := call(cli, shared)
 		if err != nil {
 			t.Fatalf("call after B's instance left: %v", err)
 		}
 		served[who]++
 	}
-	if served["a1"] != 10 || served["a2"] != 10 {
-		t.Errorf("after B's instance left, calls served by %v, want 10 each by a1 and a2", served)
+	if served["a1"]+served["a2"] != 40 || served["a1"] == 0 || served["a2"] == 0 {
+		t.Errorf("after B's instance left, calls served by %v, want all 40 by a1 and a2", served)
 	}
 
 	// A's control plane stops (mesh-core and etcd): B's own services do not
@@ -282,7 +341,7 @@ func TestTwoControlPlanes(t *testing.T) {
 	if code, v := readyz(t, mcB.Addr()); code != http.StatusOK || v["status"] != "ready" || v["stale"] == true {
 		t.Errorf("B's readyz with A lost: %d %v, want 200 ready, not stale", code, v)
 	}
-	if who, err := call(d, &sdk.Picker{}, local, "b"); err != nil || who != "b-local" {
+	if who, err := call(hertzClient(t, d, local), local); err != nil || who != "b-local" {
 		t.Errorf("call to %s in B with A lost: %q %v", local, who, err)
 	}
 }
