@@ -261,7 +261,17 @@ func (e *exports) serve(ctx context.Context, c *app.RequestContext) {
 	}
 	d := e.d
 	snaps, version := e.collect()
-	if version == a.version && len(e.services) > 0 {
+	if version == a.version && len(e.services) == 0 {
+		// Nothing exported: nothing can change but the flag (a restart).
+		// Wait all the same, or the peers would poll in a loop.
+		t := time.NewTimer(a.wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		case <-d.stopping:
+		}
+		t.Stop()
+	} else if version == a.version {
 		for _, n := range e.services {
 			_, release, err := d.cache.Hold(n)
 			if err != nil {

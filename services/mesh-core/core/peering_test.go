@@ -175,6 +175,22 @@ func TestMutualPeering(t *testing.T) {
 	}
 }
 
+// A mesh-core that exports nothing answers an empty batch, and holds a poll
+// at that version for its wait (a peer does not poll in a loop).
+func TestNothingExported(t *testing.T) {
+	etcd := testenv.StartEtcd(t)
+	a := coretest.Start(t, etcd, testenv.Prefix(t), nil)
+	status, batch, _ := exportsOf(t, a, testenv.AdminToken, "wait=0s")
+	if status != http.StatusOK || len(batch.Services) != 0 || batch.Version == 0 {
+		t.Fatalf("exports of a mesh-core exporting nothing: %d %+v", status, batch)
+	}
+	start := time.Now()
+	status, _, _ = exportsOf(t, a, testenv.AdminToken, fmt.Sprintf("wait=1s&version=%d", batch.Version))
+	if took := time.Since(start); status != http.StatusNotModified || took < 900*time.Millisecond {
+		t.Errorf("a poll at the version of nothing exported: %d after %s, want 304 after the wait (1s)", status, took)
+	}
+}
+
 // A peer refusing the token (401) is unreachable, not connected; the
 // local mesh-core is ready all the same.
 func TestPeerRefusesTheToken(t *testing.T) {
