@@ -416,15 +416,35 @@ func (im *importer) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// answerSlack is how late past its wait a long poll to a peer may be
+// answered before the peer counts as unreachable: a peer behind a network
+// that drops packets does not fail a poll, it leaves it hanging.
+const answerSlack = 5 * time.Second
+
+// overdue: the peer has answered before, but nothing for longer than a
+// long poll's wait and the slack. im.mu is held.
+func (im *importer) overdue(p *peerState, now time.Time) bool {
+	return !p.lastAnswer.IsZero() && now.Sub(p.lastAnswer) > im.cfg.Wait+answerSlack
+}
+
+// unreachable: the peer's last poll failed, or hangs past its wait. im.mu is held.
+func (im *importer) unreachable(p *peerState, now time.Time) bool {
+	return p.failing || im.overdue(p, now)
+}
+
 // States is the state of every peer, by name.
 func (im *importer) States() map[string]PeerState {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	out := make(map[string]PeerState, len(im.peers))
+	now := im.now()
 	for name, p := range im.peers {
 		st := PeerState{URL: p.peer.URL, Services: p.services, Instances: p.instances, Error: p.err}
+		if im.overdue(p, now) && st.Error == "" {
+			st.Error = fmt.Sprintf("no answer for %s: a long poll is answered within its wait (%s)", now.Sub(p.lastAnswer).Round(time.Millisecond), im.cfg.Wait)
+		}
 		switch {
-		case !p.failing && !p.lastAnswer.IsZero():
+		case !p.lastAnswer.IsZero() && !im.unreachable(p, now):
 			st.State = PeerConnected
 		case p.held:
 			st.State = PeerUnreachable
@@ -543,7 +563,7 @@ func (im *importer) expire() {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	for name, p := range im.peers {
-		if p.failing && p.held && now.Sub(p.lastAnswer) > im.cfg.TTL {
+		if p.held && im.unreachable(p, now) && now.Sub(p.lastAnswer) > im.cfg.TTL {
 			p.held, p.dropped, p.services, p.instances = false, true, 0, 0
 			im.log.Warn("dropping a lost peer's imported instances", "peer", name, "ttl", im.cfg.TTL)
 			im.dropped.WithLabelValues(name).Inc()

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -188,6 +191,66 @@ func TestNothingExported(t *testing.T) {
 	status, _, _ = exportsOf(t, a, testenv.AdminToken, fmt.Sprintf("wait=1s&version=%d", batch.Version))
 	if took := time.Since(start); status != http.StatusNotModified || took < 900*time.Millisecond {
 		t.Errorf("a poll at the version of nothing exported: %d after %s, want 304 after the wait (1s)", status, took)
+	}
+}
+
+// A peer behind a network that drops packets leaves polls hanging rather
+// than failing them: it counts as unreachable once a poll goes unanswered
+// past its wait (and a slack), and its instances are dropped after the TTL.
+func TestPeerBehindABlackHole(t *testing.T) {
+	etcd := testenv.StartEtcd(t)
+	a := coretest.Start(t, etcd, testenv.Prefix(t)+"a/", func(c *core.Config) { c.Peering.Export = []string{"svc"} })
+	register(t, a, "svc", "10.0.0.1:80", 60)
+	var hang atomic.Bool
+	released := make(chan struct{})
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hang.Load() {
+			select { // the black hole: no answer, no error
+			case <-r.Context().Done():
+			case <-released:
+			}
+			return
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, "http://"+a.Addr()+r.URL.RequestURI(), nil)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(func() { close(released); proxy.Close() })
+	b := coretest.Start(t, etcd, testenv.Prefix(t)+"b/", func(c *core.Config) {
+		c.Peering.Peers = []core.Peer{{Name: "a", URL: proxy.URL, Token: testenv.AdminToken}}
+		c.Peering.TTL, c.Peering.Wait = 2*time.Second, time.Second
+	})
+	waitFor(t, b, "svc", func(got answer) error {
+		if len(got.Instances) != 1 || got.Instances[0].Peer != "a" {
+			return fmt.Errorf("svc in B: %+v, want A's instance", got.Instances)
+		}
+		return nil
+	})
+	hang.Store(true)
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if st := b.Peers()["a"]; st.State != core.PeerUnreachable || !strings.Contains(st.Error, "no answer") {
+			return fmt.Errorf("peer a: %+v, want unreachable, no answer", st)
+		}
+		return nil
+	})
+	waitFor(t, b, "svc", func(got answer) error {
+		if len(got.Instances) != 0 {
+			return fmt.Errorf("svc in B: %d instances, want A's dropped", len(got.Instances))
+		}
+		return nil
+	})
+	if st := b.Peers()["a"]; st.State != core.PeerLost {
+		t.Errorf("peer a after the TTL: %+v, want lost", st)
 	}
 }
 
