@@ -49,6 +49,11 @@ type Instance struct {
 	Metadata     map[string]string `json:"metadata"`
 	// Overload is this instance's own decision, when the policy has one.
 	Overload *Overload `json:"overload,omitempty"`
+	// Peer names the peer control plane this instance was imported from
+	// (multi-cluster, docs/discovery.md); empty for an instance registered
+	// with this cluster's own mesh-core. An imported instance is read-only
+	// here, and its Cluster is never empty.
+	Peer string `json:"peer,omitempty"`
 }
 
 // Overload states.

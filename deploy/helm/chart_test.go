@@ -877,6 +877,7 @@ func checkEnvFlag(t *testing.T, where string, comp component, fs *flag.FlagSet, 
 var externalSecrets = map[string]bool{
 	"sextant-api-tokens": true, "etcd-client-tls": true, "sextant-config-center-tls": true,
 	"sextant-influxdb-credentials": true, "etcd-credentials": true,
+	"sextant-peer-east": true, "sextant-peers": true, // the tokens peers issued (meshCore.peering)
 }
 
 func checkSecretKey(t *testing.T, r *render, where, name, key string, optional *bool) {
@@ -1438,6 +1439,46 @@ func TestOptionValues(t *testing.T) {
 		limit, _ := envValue(c, "GOMEMLIMIT")
 		if gogc.Value != want.gogc || limit.Value != want.memLimit {
 			t.Errorf("%s: GOGC=%q GOMEMLIMIT=%q, want %q and %q", want.component, gogc.Value, limit.Value, want.gogc, want.memLimit)
+		}
+	}
+	// Multi-cluster: mesh-core exports and imports as meshCore.peering
+	// says; each peer's token is mounted from its Secret where
+	// --peer-token-file names it.
+	mc := &ws["mesh-core"].pod.Spec.Containers[0]
+	mcData := r.find("ConfigMap", mc.EnvFrom[0].ConfigMapRef.Name).obj.(*corev1.ConfigMap).Data
+	for k, want := range map[string]string{
+		"SEXTANT_EXPORT":          "comment-svc,pay-svc",
+		"SEXTANT_PEER":            "east=http://sextant-mesh-core.sextant.svc.east.example:7703,west=https://mesh-core.west.example:7703",
+		"SEXTANT_PEER_TOKEN_FILE": "east=/etc/sextant/peers/east/token,west=/etc/sextant/peers/west/token",
+		"SEXTANT_PEER_TTL":        "2m",
+		"SEXTANT_PEER_WAIT":       "20s",
+	} {
+		if mcData[k] != want {
+			t.Errorf("mesh-core: %s=%q, want %q", k, mcData[k], want)
+		}
+	}
+	for _, peer := range []struct{ name, secret, key string }{{"east", "sextant-peer-east", "token"}, {"west", "sextant-peers", "west"}} {
+		mounted, fromSecret := false, false
+		for _, m := range mc.VolumeMounts {
+			mounted = mounted || (m.Name == "peer-"+peer.name && m.MountPath == "/etc/sextant/peers/"+peer.name && m.ReadOnly)
+		}
+		for _, v := range ws["mesh-core"].pod.Spec.Volumes {
+			if v.Name == "peer-"+peer.name && v.Secret != nil && v.Secret.SecretName == peer.secret {
+				fromSecret = len(v.Secret.Items) == 1 && v.Secret.Items[0].Key == peer.key && v.Secret.Items[0].Path == "token"
+			}
+		}
+		if !mounted || !fromSecret {
+			t.Errorf("mesh-core: peer %s's token: mounted %v, from Secret %s key %s %v", peer.name, mounted, peer.secret, peer.key, fromSecret)
+		}
+	}
+	for name, w := range ws {
+		if name == "mesh-core" {
+			continue
+		}
+		for _, v := range w.pod.Spec.Volumes {
+			if strings.HasPrefix(v.Name, "peer-") {
+				t.Errorf("%s: mounts peer token %s; only mesh-core peers", name, v.Name)
+			}
 		}
 	}
 	// The calculators: a StatefulSet on its headless Service.

@@ -94,6 +94,9 @@ func Parse(name string, args []string, stderr io.Writer, more func(*flag.FlagSet
 	fs.StringVar(&cfg.meshCore.PollAddr, "mesh-core-poll-addr", cfg.meshCore.PollAddr, `mesh-core poll port, discovery long polls only: the address to give data planes ("": off)`)
 	fs.StringVar(&cfg.center.HTTPAddr, "config-center-addr", cfg.center.HTTPAddr, "config-center HTTP address")
 	fs.StringVar(&cfg.center.Auth.AdminToken, "admin-token", "", "operators' admin token, accepted by every service (SEXTANT_ADMIN_TOKEN; default: generated and printed)")
+	// Multi-cluster: mesh-core's --export, --peer, --peer-token-file,
+	// --peer-ttl and --peer-wait, to run two dev planes as two clusters.
+	cfg.meshCore.Peering.RegisterFlags(fs)
 	if more != nil {
 		more(fs)
 	}

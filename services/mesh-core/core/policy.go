@@ -196,7 +196,9 @@ func (s *policyStore) store(ctx context.Context, policies []*meshcore.Policy) ([
 	var valid []int // indexes of the policies to write
 	for i, p := range policies {
 		results[i] = &meshcore.PolicyOutcome{Service: p.GetService()}
-		rej := validatePolicy(p, s.cache.Instances(p.GetService()))
+		// Instances imported from peers may be weighed too: this cluster's
+		// callers report their calls to them.
+		rej := validatePolicy(p, s.cache.withImported(p.GetService(), s.cache.Instances(p.GetService())))
 		if rej != nil && rej.Code == RejectUnknownInstance {
 			// The cache follows etcd a moment behind: ask etcd before refusing.
 			regs, err := s.registrations(ctx, p.Service)
@@ -204,7 +206,7 @@ func (s *policyStore) store(ctx context.Context, policies []*meshcore.Policy) ([
 				s.metrics.policies.WithLabelValues("unavailable").Add(float64(len(policies)))
 				return nil, fmt.Errorf("policy store unavailable: %w", err)
 			}
-			rej = validatePolicy(p, regs)
+			rej = validatePolicy(p, s.cache.withImported(p.Service, regs))
 		}
 		if rej != nil {
 			s.metrics.policies.WithLabelValues(rej.Code).Inc()
