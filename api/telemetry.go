@@ -30,6 +30,9 @@ type Report struct {
 	Server        *ServerStats   `json:"server,omitempty"`
 	Calls         []Call         `json:"calls,omitempty"`
 	DryRunDenials []DryRunDenial `json:"dry_run_denials,omitempty"`
+	// UnitRoutes count what the callees' unit_routing rules decided of the
+	// reporter's requests (docs/units.md).
+	UnitRoutes []UnitRoute `json:"unit_routes,omitempty"`
 }
 
 // Reporter identifies the data plane that sent a report.
@@ -78,10 +81,23 @@ type DryRunDenial struct {
 	Count         int64  `json:"count"`
 }
 
+// UnitRoute counts the requests to a callee that one of its unit_routing
+// rules matched, by what became of them: observed (routed as before; they
+// would have gone to Unit), observed_denied, routed, denied, fallback or
+// failed (api/unitrouting).
+type UnitRoute struct {
+	CalleeService string `json:"callee_service"`
+	Rule          string `json:"rule"`
+	Unit          string `json:"unit"`
+	Outcome       string `json:"outcome"`
+	Count         int64  `json:"count"`
+}
+
 // Records is how many records the report turns into on the way to the
-// calculator: one per call edge and dry-run denial, plus one for the server part.
+// calculator: one per call edge, dry-run denial and unit route, plus one for
+// the server part.
 func (r *Report) Records() int {
-	n := len(r.Calls) + len(r.DryRunDenials)
+	n := len(r.Calls) + len(r.DryRunDenials) + len(r.UnitRoutes)
 	if r.Server != nil {
 		n++
 	}
