@@ -110,6 +110,15 @@ func (u *UnitRouter) Rules(callee string) *unitrouting.Rules {
 	return nil
 }
 
+// Revision is the config-center revision of callee's rules in force (0:
+// none, or rules given with Update).
+func (u *UnitRouter) Revision(callee string) int64 {
+	if r := (*u.rules.Load())[callee]; r != nil {
+		return r.revision
+	}
+	return 0
+}
+
 // Follow keeps the rules those of the unit_routing configs the watcher's
 // answers carry for the services it calls (the config-center adds a
 // callee's unit_routing to its callers' answers: ConfigWatcherOptions.Calls,

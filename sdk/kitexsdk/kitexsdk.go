@@ -18,6 +18,7 @@ package kitexsdk
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"time"
@@ -41,6 +42,14 @@ import (
 
 // InstanceTag is the Kitex instance tag holding the Sextant instance id.
 const InstanceTag = "sextant_instance"
+
+// Tags of the instance's cluster, zone and metadata (a JSON object), for
+// the units of unit routing (LoadBalancer.WithUnits).
+const (
+	ClusterTag  = "sextant_cluster"
+	ZoneTag     = "sextant_zone"
+	MetadataTag = "sextant_metadata"
+)
 
 // ShedCode is the biz status code of a request shed by overload admission
 // (retryable); DeniedCode that of one an access rule blocks.
@@ -138,6 +147,17 @@ func (r *Resolver) Resolve(_ context.Context, desc string) (discovery.Result, er
 	res := discovery.Result{Cacheable: true, CacheKey: desc}
 	for in, w := range sdk.Eligible(snap) {
 		tags := map[string]string{InstanceTag: in.Instance}
+		if in.Cluster != "" {
+			tags[ClusterTag] = in.Cluster
+		}
+		if in.Zone != "" {
+			tags[ZoneTag] = in.Zone
+		}
+		if len(in.Metadata) > 0 {
+			if b, err := json.Marshal(in.Metadata); err == nil {
+				tags[MetadataTag] = string(b)
+			}
+		}
 		if r.enc.advertises(desc, in) {
 			tags[TLSTag] = in.Metadata[api.TLSMetadataKey]
 		}
