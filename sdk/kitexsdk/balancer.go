@@ -3,8 +3,10 @@ package kitexsdk
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -73,9 +75,12 @@ func (lb *LoadBalancer) WithUnits(r *sdk.UnitRouter) *LoadBalancer {
 	return lb
 }
 
-func (lb *LoadBalancer) balancerFor(service string) sdk.Balancer {
+// balancerFor makes the Balancer of the target whose cache key is key:
+// Kitex's lbcache keys a target by the resolver's name and the service
+// ("sextant:orders").
+func (lb *LoadBalancer) balancerFor(key string) sdk.Balancer {
 	if lb.units != nil {
-		return sdk.NewUnitBalancer(service, lb.units, lb.newBalancer)
+		return sdk.NewUnitBalancer(strings.TrimPrefix(key, (*Resolver)(nil).Name()+":"), lb.units, lb.newBalancer)
 	}
 	return lb.newBalancer()
 }
@@ -196,6 +201,9 @@ func (t *target) Next(ctx context.Context, _ any) discovery.Instance {
 			f.Method = ri.To().Method()
 		}
 		in, err = rb.PickFor(f)
+		if err != nil && c != nil {
+			c.refuse(err) // the Middleware returns it with Kitex's error
+		}
 	} else {
 		in, err = t.b.Pick()
 	}
@@ -222,6 +230,7 @@ type callKey struct{}
 // call is the attempt of one call still waiting for its outcome.
 type call struct {
 	mu      sync.Mutex
+	refused error // why unit routing gave no instance
 	pending bool
 	b       sdk.Balancer
 	id      string
@@ -231,6 +240,12 @@ type call struct {
 func (c *call) start(b sdk.Balancer, id string, at time.Time) {
 	c.mu.Lock()
 	c.pending, c.b, c.id, c.at = true, b, id, at
+	c.mu.Unlock()
+}
+
+func (c *call) refuse(err error) {
+	c.mu.Lock()
+	c.refused = err
 	c.mu.Unlock()
 }
 
@@ -260,6 +275,14 @@ func (lb *LoadBalancer) Middleware() endpoint.Middleware {
 			defer func() { c.settle(time.Now(), !returned || err != nil || shedByCallee(ctx)) }()
 			err = next(context.WithValue(ctx, callKey{}, c), req, resp)
 			returned = true
+			if err != nil {
+				c.mu.Lock()
+				refused := c.refused
+				c.mu.Unlock()
+				if refused != nil {
+					err = fmt.Errorf("%w (%w)", err, refused)
+				}
+			}
 			return err
 		}
 	}

@@ -187,6 +187,9 @@ func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static [
 	if o.lb == nil {
 		o.lb = NewHybridBalancer(sdk.HybridOptions{})
 	}
+	if lb, ok := o.lb.(*LoadBalancer); ok && o.units != nil {
+		lb.WithUnits(o.units)
+	}
 	r := NewResolver(d, map[string][]sdk.Instance{service: static})
 	r.enc = o.enc
 	out := []client.Option{
@@ -210,8 +213,19 @@ func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static [
 type Option func(*clientOptions)
 
 type clientOptions struct {
-	lb  loadbalance.Loadbalancer
-	enc *Encryption
+	lb    loadbalance.Loadbalancer
+	enc   *Encryption
+	units *sdk.UnitRouter
+}
+
+// WithUnits makes the client apply the callees' unit_routing rules that r
+// holds (r.Follow a ConfigWatcher whose Calls name the callee): each call
+// goes to the unit its method and metainfo select, and a call its rules
+// refuse fails with an error that wraps sdk.ErrUnitDenied or
+// sdk.ErrUnitUnavailable. It needs the Sextant LoadBalancer (the default,
+// or one given with WithLoadBalancer).
+func WithUnits(r *sdk.UnitRouter) Option {
+	return func(o *clientOptions) { o.units = r }
 }
 
 // WithLoadBalancer makes ClientOptions balance with lb: for instance
