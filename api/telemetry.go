@@ -31,6 +31,9 @@ type Report struct {
 	Calls         []Call         `json:"calls,omitempty"`
 	DryRunDenials []DryRunDenial `json:"dry_run_denials,omitempty"`
 	Security      *SecurityStats `json:"security,omitempty"`
+	// UnitRoutes count what the callees' unit_routing rules decided of the
+	// reporter's requests (docs/units.md).
+	UnitRoutes []UnitRoute `json:"unit_routes,omitempty"`
 }
 
 // SecurityStats is what the reporting instance's server saw of its
@@ -106,10 +109,23 @@ type DryRunDenial struct {
 	Count         int64  `json:"count"`
 }
 
+// UnitRoute counts the requests to a callee that one of its unit_routing
+// rules matched, by what became of them: observed (routed as before; they
+// would have gone to Unit), observed_denied, routed, denied, fallback or
+// failed (api/unitrouting).
+type UnitRoute struct {
+	CalleeService string `json:"callee_service"`
+	Rule          string `json:"rule"`
+	Unit          string `json:"unit"`
+	Outcome       string `json:"outcome"`
+	Count         int64  `json:"count"`
+}
+
 // Records is how many records the report turns into on the way to the
-// calculator: one per call edge and dry-run denial, plus one for the server part.
+// calculator: one per call edge, dry-run denial and unit route, plus one for
+// the server part.
 func (r *Report) Records() int {
-	n := len(r.Calls) + len(r.DryRunDenials)
+	n := len(r.Calls) + len(r.DryRunDenials) + len(r.UnitRoutes)
 	if r.Server != nil {
 		n++
 	}

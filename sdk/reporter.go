@@ -162,6 +162,7 @@ type window struct {
 	capacity  int
 	calls     map[calleeKey]*callStats
 	denials   map[denialKey]int64
+	units     map[UnitCount]int64
 	overflown int64
 	// identities and conns are the security part (api.SecurityStats):
 	// requests by caller identity, connections by how they came.
@@ -212,7 +213,7 @@ func NewReporter(o ReporterOptions) *Reporter {
 }
 
 func (r *Reporter) newWindow(now time.Time) *window {
-	return &window{start: now, byPrio: map[int32]int64{}, byLevel: map[int32]int64{}, calls: map[calleeKey]*callStats{}, denials: map[denialKey]int64{}}
+	return &window{start: now, byPrio: map[int32]int64{}, byLevel: map[int32]int64{}, calls: map[calleeKey]*callStats{}, denials: map[denialKey]int64{}, units: map[UnitCount]int64{}}
 }
 
 // Start closes a window every Window and sends it in the background.
@@ -387,6 +388,25 @@ func (r *Reporter) dryRunDenial(caller, rule string) {
 	}
 }
 
+// unitRoute counts one request a unit rule decided; past 10 x MaxDenials
+// counters in a window new ones are left out (counted as denials over the
+// limit). A nil Reporter counts nothing.
+func (r *Reporter) unitRoute(k UnitCount) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	_, ok := r.cur.units[k]
+	if ok || len(r.cur.units) < 10*r.o.MaxDenials {
+		r.cur.units[k]++
+		ok = true
+	}
+	r.mu.Unlock()
+	if !ok {
+		r.countDenials(DenialOverLimit, 1)
+	}
+}
+
 func (r *Reporter) countDenials(reason string, n int64) {
 	r.qmu.Lock()
 	r.stats.DroppedDenials[reason] += n
@@ -471,7 +491,7 @@ func (r *Reporter) Flush(now time.Time) *api.Report {
 	r.connections(w)
 	r.mu.Unlock()
 	if w.served == 0 && w.shed == 0 && len(w.byPrio) == 0 && len(w.calls) == 0 && len(w.denials) == 0 &&
-		len(w.identities) == 0 && len(w.conns) == 0 {
+		len(w.identities) == 0 && len(w.conns) == 0 && len(w.units) == 0 {
 		return nil
 	}
 	return r.build(w, now)
@@ -716,6 +736,19 @@ func (r *Reporter) build(w *window, now time.Time) *api.Report {
 			lost += d.Count
 		}
 		rep.DryRunDenials = rep.DryRunDenials[:r.o.MaxDenials]
+		r.countDenials(DenialOverLimit, lost)
+	}
+	for k, n := range w.units {
+		rep.UnitRoutes = append(rep.UnitRoutes, api.UnitRoute{CalleeService: k.Callee, Rule: k.Rule, Unit: k.Unit, Outcome: k.Outcome, Count: n})
+	}
+	if extra := len(rep.UnitRoutes) - r.o.MaxDenials; extra > 0 {
+		// The mixer takes MaxDenials of them too.
+		slices.SortFunc(rep.UnitRoutes, func(a, b api.UnitRoute) int { return cmp.Compare(b.Count, a.Count) })
+		var lost int64
+		for _, d := range rep.UnitRoutes[r.o.MaxDenials:] {
+			lost += d.Count
+		}
+		rep.UnitRoutes = rep.UnitRoutes[:r.o.MaxDenials]
 		r.countDenials(DenialOverLimit, lost)
 	}
 	if w.overflown > 0 {

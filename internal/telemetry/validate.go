@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/api/unitrouting"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
 
@@ -228,6 +229,15 @@ func validate(r *api.Report, lim Limits, now time.Time, drops *DenialDrops) *api
 			return api.Under(api.Index("calls", i), fe)
 		}
 	}
+	if len(r.UnitRoutes) > lim.MaxDenialsPerReport {
+		return api.Errorf("unit_routes", api.CodeTooMany, "%d unit routes in one report, at most %d",
+			len(r.UnitRoutes), lim.MaxDenialsPerReport)
+	}
+	for i := range r.UnitRoutes {
+		if fe := validateUnitRoute(&r.UnitRoutes[i]); fe != nil {
+			return api.Under(api.Index("unit_routes", i), fe)
+		}
+	}
 	if drops != nil {
 		keepDenials(r, lim.MaxDenialsPerReport, drops)
 		return nil
@@ -368,6 +378,24 @@ func checkCounts(field string, m map[string]int64, keys []string) *api.FieldErro
 		}
 	}
 	return nil
+}
+
+func validateUnitRoute(u *api.UnitRoute) *api.FieldError {
+	if fe := api.Name("callee_service", u.CalleeService, true); fe != nil {
+		return fe
+	}
+	if fe := api.Name("rule", u.Rule, true); fe != nil {
+		return fe
+	}
+	if fe := api.Name("unit", u.Unit, true); fe != nil {
+		return fe
+	}
+	switch u.Outcome {
+	case unitrouting.Observed, unitrouting.ObservedDenied, unitrouting.Routed, unitrouting.Denied, unitrouting.FellBack, unitrouting.Failed:
+	default:
+		return api.Errorf("outcome", api.CodeInvalidValue, "want observed, observed_denied, routed, denied, fallback or failed, got %q", u.Outcome)
+	}
+	return checkCount("count", u.Count)
 }
 
 func checkCount(field string, v int64) *api.FieldError {

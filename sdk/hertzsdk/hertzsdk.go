@@ -187,7 +187,9 @@ type pickedKey struct{}
 // sdk.HybridPicker with default options, new(sdk.Picker) the plain
 // weighted round robin. static are the instances to use until mesh-core
 // answers, as with Discovery.Watch. With no instance the request fails with
-// sdk.ErrNoInstance.
+// sdk.ErrNoInstance. A b that is an sdk.RequestBalancer (sdk.UnitBalancer:
+// unit routing) picks by the request's method, path and headers; a request
+// its rules refuse fails with sdk.ErrUnitDenied or sdk.ErrUnitUnavailable.
 func Balance(service string, d *sdk.Discovery, b sdk.Balancer, static []sdk.Instance) client.Middleware {
 	if b == nil {
 		b = sdk.NewHybridPicker(sdk.HybridOptions{})
@@ -210,7 +212,12 @@ func Balance(service string, d *sdk.Discovery, b sdk.Balancer, static []sdk.Inst
 				b.Update(snap)
 				applied.Store(snap)
 			}
-			in, err := b.Pick()
+			var in sdk.Instance
+			if rb, ok := b.(sdk.RequestBalancer); ok {
+				in, err = rb.PickFor(requestFeatures(req))
+			} else {
+				in, err = b.Pick()
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", service, err)
 			}
@@ -238,6 +245,12 @@ func Balance(service string, d *sdk.Discovery, b sdk.Balancer, static []sdk.Inst
 			return err
 		}
 	}
+}
+
+// requestFeatures are what unit rules match of an outgoing request.
+func requestFeatures(req *protocol.Request) sdk.UnitFeatures {
+	return sdk.UnitFeatures{HTTPMethod: string(req.Method()), Path: string(req.URI().Path()),
+		Header: func(k string) string { return string(req.Header.Peek(k)) }}
 }
 
 // WithPriority sets the business priority (0..127) of the calls made with

@@ -18,6 +18,7 @@ package kitexsdk
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"time"
@@ -41,6 +42,14 @@ import (
 
 // InstanceTag is the Kitex instance tag holding the Sextant instance id.
 const InstanceTag = "sextant_instance"
+
+// Tags of the instance's cluster, zone and metadata (a JSON object), for
+// the units of unit routing (LoadBalancer.WithUnits).
+const (
+	ClusterTag  = "sextant_cluster"
+	ZoneTag     = "sextant_zone"
+	MetadataTag = "sextant_metadata"
+)
 
 // ShedCode is the biz status code of a request shed by overload admission
 // (retryable); DeniedCode that of one an access rule blocks.
@@ -138,6 +147,17 @@ func (r *Resolver) Resolve(_ context.Context, desc string) (discovery.Result, er
 	res := discovery.Result{Cacheable: true, CacheKey: desc}
 	for in, w := range sdk.Eligible(snap) {
 		tags := map[string]string{InstanceTag: in.Instance}
+		if in.Cluster != "" {
+			tags[ClusterTag] = in.Cluster
+		}
+		if in.Zone != "" {
+			tags[ZoneTag] = in.Zone
+		}
+		if len(in.Metadata) > 0 {
+			if b, err := json.Marshal(in.Metadata); err == nil {
+				tags[MetadataTag] = string(b)
+			}
+		}
 		if r.enc.advertises(desc, in) {
 			tags[TLSTag] = in.Metadata[api.TLSMetadataKey]
 		}
@@ -181,6 +201,9 @@ func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static [
 			o.enc = WorkloadEncryption(w)
 		}
 	}
+	if lb, ok := o.lb.(*LoadBalancer); ok && o.units != nil {
+		lb.WithUnits(o.units)
+	}
 	r := NewResolver(d, map[string][]sdk.Instance{service: static})
 	r.enc = o.enc
 	out := []client.Option{
@@ -207,6 +230,17 @@ type clientOptions struct {
 	lb    loadbalance.Loadbalancer
 	enc   *Encryption
 	plain bool
+	units *sdk.UnitRouter
+}
+
+// WithUnits makes the client apply the callees' unit_routing rules that r
+// holds (r.Follow a ConfigWatcher whose Calls name the callee): each call
+// goes to the unit its method and metainfo select, and a call its rules
+// refuse fails with an error that wraps sdk.ErrUnitDenied or
+// sdk.ErrUnitUnavailable. It needs the Sextant LoadBalancer (the default,
+// or one given with WithLoadBalancer).
+func WithUnits(r *sdk.UnitRouter) Option {
+	return func(o *clientOptions) { o.units = r }
 }
 
 // WithLoadBalancer makes ClientOptions balance with lb: for instance

@@ -155,6 +155,7 @@ func (p *plane) endpoints() []endpoint {
 		{"audit", "GET", cc + "/v1/audit", "", false},
 		{"watch", "GET", cc + "/v1/watch?service=" + victim + "&instance=6.6.6.6:1&wait=0s", "", true},
 		{"dry-run report", "GET", cc + "/v1/access/dry-run?service=" + victim, "", true},
+		{"unit routing report", "GET", cc + "/v1/units/report?service=" + victim, "", true},
 		{"token create", "POST", cc + "/v1/tokens", `{"service":"` + victim + `"}`, false},
 		{"token list", "GET", cc + "/v1/tokens", "", false},
 		{"token revoke", "DELETE", cc + "/v1/tokens/0000000000000000", "", false},
