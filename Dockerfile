@@ -28,6 +28,7 @@ COPY api/go.mod api/
 COPY sdk/go.mod sdk/
 COPY sdk/kitexsdk/go.mod sdk/kitexsdk/go.sum sdk/kitexsdk/
 COPY sdk/hertzsdk/go.mod sdk/hertzsdk/go.sum sdk/hertzsdk/
+COPY sdk/natssdk/go.mod sdk/natssdk/go.sum sdk/natssdk/
 RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download
 COPY . .

@@ -11,7 +11,7 @@ export GOTOOLCHAIN ?= local
 
 # The repository's Go modules (go.work): the control plane (.), the contract
 # (api) and the SDK with its adapters, each a module of its own.
-SDK_PKGS   := ./sdk/... ./sdk/kitexsdk/... ./sdk/hertzsdk/...
+SDK_PKGS   := ./sdk/... ./sdk/kitexsdk/... ./sdk/hertzsdk/... ./sdk/natssdk/...
 PKGS       := ./... ./api/... $(SDK_PKGS)
 
 FUZZTIME   ?= 15s
@@ -83,7 +83,7 @@ chromium-if-possible:
 ## linux, darwin and windows, and a throwaway module that imports them gets
 ## none of the control plane's dependencies (go test ./tests/sdkgraph).
 sdk-check:
-	for m in api sdk sdk/kitexsdk sdk/hertzsdk; do (cd $$m && GOWORK=off $(GO) vet ./...) || exit 1; done
+	for m in api sdk sdk/kitexsdk sdk/hertzsdk sdk/natssdk; do (cd $$m && GOWORK=off $(GO) vet ./...) || exit 1; done
 	GOOS=linux $(GO) build ./api/... $(SDK_PKGS)
 	GOOS=darwin $(GO) build ./api/... $(SDK_PKGS)
 	GOOS=windows $(GO) build ./api/... $(SDK_PKGS)

@@ -308,30 +308,114 @@ func (ac *AccessControl) Check(caller, method string) (denied bool, rule string,
 	return false, "", false
 }
 
-// UnitRouting sends requests that match a rule to a named unit (a cluster or
-// an instance group). It is stored and validated; no data plane applies it
-// yet (docs/config-center.md).
+// UnitRouting sends requests that match a rule to a unit: a group of the
+// callee's instances (a cluster, a zone, or instances with given metadata
+// labels). Callers' SDKs apply it (docs/units.md): rules are tried in order
+// and the first whose every condition matches decides. A rule in observe
+// mode routes nothing: the SDK counts where each request would have gone
+// (Report.UnitRoutes); in enforce mode it routes Percent of the request keys
+// (a stable hash of the tenant/user key, else of the request id) to the
+// unit, refuses the requests the rule denies, and falls back when the unit
+// has no healthy instance. Parsed and compiled by api/unitrouting.
 type UnitRouting struct {
-	Rules []UnitRule `json:"rules"`
+	// Key is the header or metainfo key (lower case) of the request key: a
+	// tenant or user id, matched by match.keys and hashed for percent
+	// (default x-tenant-id).
+	Key string `json:"key,omitempty"`
+	// RequestIDKey is the key of the request id, hashed for percent when a
+	// request has no Key (default x-request-id).
+	RequestIDKey string     `json:"request_id_key,omitempty"`
+	Rules        []UnitRule `json:"rules"`
 }
+
+// Unit-routing defaults and values.
+const (
+	DefaultUnitKey       = "x-tenant-id"
+	DefaultUnitRequestID = "x-request-id"
+	UnitFallbackFail     = "fail" // the request fails (the default)
+	UnitFallbackAny      = "any"  // the request goes to any instance, as without the rule
+	MaxUnitRules         = 1000
+	MaxUnitKeys          = 10000 // values in one rule's match.keys
+)
 
 // UnitRule is one routing rule; every condition given must match.
 type UnitRule struct {
 	Name  string    `json:"name"`
 	Match UnitMatch `json:"match"`
-	Unit  string    `json:"unit"`
-	Mode  string    `json:"mode"` // enforce | observe
+	// Unit names the target unit. Its instances are those of Select, or,
+	// without one, those whose cluster is Unit. Rules naming the same unit
+	// give the same Select.
+	Unit   string      `json:"unit"`
+	Select *UnitSelect `json:"select,omitempty"`
+	Mode   string      `json:"mode"` // enforce | observe
+	// Percent (0..100, default 100) is the share of request keys an
+	// enforced rule routes; the others are counted as observed.
+	Percent *int `json:"percent,omitempty"`
+	// Deny refuses the requests the rule routes (enforce) or counts them
+	// as would-be denials (observe).
+	Deny bool `json:"deny,omitempty"`
+	// AllowCallers, when given, are the only callers whose requests may
+	// enter the unit; the others' are refused as by Deny.
+	AllowCallers []string `json:"allow_callers,omitempty"`
+	// Fallback is what happens when the unit has no healthy instance:
+	// fail (default), any (every instance of the callee), or the name of
+	// another unit.
+	Fallback string `json:"fallback,omitempty"`
+}
+
+// UnitSelect selects the instances of a unit; every field given must match.
+type UnitSelect struct {
+	Cluster string            `json:"cluster,omitempty"`
+	Zone    string            `json:"zone,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"` // instance metadata
+}
+
+// Matches says whether in belongs to the unit s selects.
+func (s *UnitSelect) Matches(in *Instance) bool {
+	if s.Cluster != "" && in.Cluster != s.Cluster || s.Zone != "" && in.Zone != s.Zone {
+		return false
+	}
+	for k, v := range s.Labels {
+		if in.Metadata[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // UnitMatch are the request features a rule matches on.
 type UnitMatch struct {
 	Headers map[string]string `json:"headers,omitempty"` // HTTP headers or Kitex metainfo keys
 	Caller  string            `json:"caller,omitempty"`
+	// Method is a Thrift/Kitex method name, matched exactly.
+	Method string `json:"method,omitempty"`
+	// HTTP matches an HTTP request's method and path pattern (as the
+	// priority_rules' http match: "/api/orders/*", "/t/:id").
+	HTTP *UnitHTTPMatch `json:"http,omitempty"`
+	// Keys are request keys (UnitRouting.Key: tenant or user ids) of
+	// which the request's must be one.
+	Keys []string `json:"keys,omitempty"`
 }
 
-// Validate names the first bad field of the rules.
+// UnitHTTPMatch is an HTTP method and path pattern.
+type UnitHTTPMatch struct {
+	Method string `json:"method,omitempty"`
+	Path   string `json:"path,omitempty"`
+}
+
+// Validate names the first bad field of the rules (the HTTP, method and
+// header conditions are checked further by api/unitrouting).
 func (ur *UnitRouting) Validate() *FieldError {
+	for _, f := range []struct{ name, v string }{{"key", ur.Key}, {"request_id_key", ur.RequestIDKey}} {
+		if fe := Name(f.name, f.v, false); fe != nil {
+			return fe
+		}
+	}
+	if len(ur.Rules) > MaxUnitRules {
+		return Errorf("rules", CodeTooMany, "%d rules, at most %d", len(ur.Rules), MaxUnitRules)
+	}
 	names := uniqueNames{}
+	selects := map[string]*UnitSelect{}
 	for i, r := range ur.Rules {
 		at := func(f string) string { return Join(Index("rules", i), f) }
 		if fe := names.add(at("name"), r.Name); fe != nil {
@@ -343,19 +427,94 @@ func (ur *UnitRouting) Validate() *FieldError {
 		if r.Mode != ModeEnforce && r.Mode != ModeObserve {
 			return Errorf(at("mode"), CodeInvalidValue, "want enforce or observe, got %q", r.Mode)
 		}
-		if len(r.Match.Headers) == 0 && r.Match.Caller == "" {
-			return Errorf(at("match"), CodeMissingField, "match on headers or caller")
+		m := &r.Match
+		if len(m.Headers) == 0 && m.Caller == "" && m.Method == "" && m.HTTP == nil && len(m.Keys) == 0 {
+			return Errorf(at("match"), CodeMissingField, "match on headers, caller, method, http or keys")
 		}
-		for k := range r.Match.Headers {
+		for k := range m.Headers {
 			if fe := Name(Join(at("match.headers"), k), k, true); fe != nil {
 				return fe
 			}
 		}
-		if fe := Name(at("match.caller"), r.Match.Caller, false); fe != nil {
+		if fe := Name(at("match.caller"), m.Caller, false); fe != nil {
 			return fe
+		}
+		if len(m.Keys) > MaxUnitKeys {
+			return Errorf(at("match.keys"), CodeTooMany, "%d keys, at most %d", len(m.Keys), MaxUnitKeys)
+		}
+		for j, k := range m.Keys {
+			if k == "" || len(k) > 1024 {
+				return Errorf(Index(at("match.keys"), j), CodeInvalidValue, "a key is 1 to 1024 bytes")
+			}
+		}
+		if s := r.Select; s != nil {
+			if s.Cluster == "" && s.Zone == "" && len(s.Labels) == 0 {
+				return Errorf(at("select"), CodeMissingField, "select on cluster, zone or labels (or leave select out: the unit's cluster)")
+			}
+			for _, f := range []struct{ name, v string }{{"select.cluster", s.Cluster}, {"select.zone", s.Zone}} {
+				if fe := Name(at(f.name), f.v, false); fe != nil {
+					return fe
+				}
+			}
+			for k := range s.Labels {
+				if fe := Name(Join(at("select.labels"), k), k, true); fe != nil {
+					return fe
+				}
+			}
+		}
+		if prev, ok := selects[r.Unit]; ok && !sameSelect(prev, r.Select) {
+			return Errorf(at("select"), CodeInvalidValue, "unit %q is selected differently by an earlier rule", r.Unit)
+		}
+		selects[r.Unit] = r.Select
+		if p := r.Percent; p != nil && (*p < 0 || *p > 100) {
+			return Errorf(at("percent"), CodeOutOfRange, "want 0..100, got %d", *p)
+		}
+		for j, c := range r.AllowCallers {
+			if fe := Name(Index(at("allow_callers"), j), c, true); fe != nil {
+				return fe
+			}
+		}
+		if r.Deny && len(r.AllowCallers) > 0 {
+			return Errorf(at("allow_callers"), CodeInvalidValue, "a rule that denies every request allows no caller")
+		}
+		switch r.Fallback {
+		case "", UnitFallbackFail, UnitFallbackAny:
+		default:
+			if fe := Name(at("fallback"), r.Fallback, true); fe != nil {
+				return fe
+			}
+			if r.Fallback == r.Unit {
+				return Errorf(at("fallback"), CodeInvalidValue, "a unit cannot fall back to itself")
+			}
 		}
 	}
 	return nil
+}
+
+// UnitSelectOf is the selection of the unit named unit in ur: the select
+// of the rules naming it, else its cluster.
+func (ur *UnitRouting) UnitSelectOf(unit string) UnitSelect {
+	for _, r := range ur.Rules {
+		if r.Unit == unit && r.Select != nil {
+			return *r.Select
+		}
+	}
+	return UnitSelect{Cluster: unit}
+}
+
+func sameSelect(a, b *UnitSelect) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if a.Cluster != b.Cluster || a.Zone != b.Zone || len(a.Labels) != len(b.Labels) {
+		return false
+	}
+	for k, v := range a.Labels {
+		if bv, ok := b.Labels[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
 }
 
 // uniqueNames checks that rule names are valid and distinct.

@@ -21,10 +21,10 @@ type Discovery struct {
 	// Stale is true while mesh-core cannot reach etcd and answers from the
 	// last state it saw.
 	Stale bool `json:"stale"`
-	// ZoneDemand is the policy's share of requests by caller zone: with the
-	// instances' zones and weights, what a caller needs to route
-	// zone-aware (docs/weights.md#zone-aware-routing).
-	ZoneDemand map[string]float64 `json:"zone_demand,omitempty"`
+	// ZoneRouting is the policy's zone-aware routing: for callers in each
+	// zone, the share of their requests each zone gets
+	// (docs/weights.md#zone-aware-routing).
+	ZoneRouting map[string]map[string]float64 `json:"zone_routing,omitempty"`
 }
 
 // DiscoveryBatch is the answer of a poll for several services; Version is a
@@ -49,6 +49,11 @@ type Instance struct {
 	Metadata     map[string]string `json:"metadata"`
 	// Overload is this instance's own decision, when the policy has one.
 	Overload *Overload `json:"overload,omitempty"`
+	// Peer names the peer control plane this instance was imported from
+	// (multi-cluster, docs/discovery.md); empty for an instance registered
+	// with this cluster's own mesh-core. An imported instance is read-only
+	// here, and its Cluster is never empty.
+	Peer string `json:"peer,omitempty"`
 }
 
 // Overload states.

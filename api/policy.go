@@ -16,13 +16,14 @@ type Policy struct {
 	InstanceOverload map[string]*Overload `json:"instance_overload"`
 	ComputedAtMs     int64                `json:"computed_at_ms"`
 	CalculatorID     string               `json:"calculator_id"`
-	// ZoneDemand is the share of the service's requests by the caller's
-	// zone, for zone-aware routing (docs/weights.md#zone-aware-routing);
-	// empty when fewer than two zones call it or zone_aware is off.
-	ZoneDemand map[string]float64 `json:"zone_demand,omitempty"`
+	// ZoneRouting is zone-aware routing: for callers in each zone (the key),
+	// the share of their requests each zone of the service gets
+	// (docs/weights.md#zone-aware-routing); empty when off, or when no
+	// caller reported its zone.
+	ZoneRouting map[string]map[string]float64 `json:"zone_routing,omitempty"`
 }
 
-// MaxZones bounds the zones a policy's ZoneDemand names.
+// MaxZones bounds the zones a policy's ZoneRouting names.
 const MaxZones = 64
 
 // InstanceWeight is one instance's dynamic weight: 1..1000, or 0 with

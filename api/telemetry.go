@@ -30,7 +30,38 @@ type Report struct {
 	Server        *ServerStats   `json:"server,omitempty"`
 	Calls         []Call         `json:"calls,omitempty"`
 	DryRunDenials []DryRunDenial `json:"dry_run_denials,omitempty"`
+	Security      *SecurityStats `json:"security,omitempty"`
+	// UnitRoutes count what the callees' unit_routing rules decided of the
+	// reporter's requests (docs/units.md).
+	UnitRoutes []UnitRoute `json:"unit_routes,omitempty"`
 }
+
+// SecurityStats is what the reporting instance's server saw of its
+// callers' identities and connections in the window (docs/security.md).
+type SecurityStats struct {
+	// Identities counts requests by their caller's identity and what the
+	// identity policy did: keys in IdentityStatKeys.
+	Identities map[string]int64 `json:"identities,omitempty"`
+	// Connections counts the connections its TLS listener took: keys in
+	// ConnectionStatKeys.
+	Connections map[string]int64 `json:"connections,omitempty"`
+}
+
+// IdentityStatKeys are the keys of SecurityStats.Identities: verified, and
+// for each of missing, invalid and expired the requests served with the
+// declared name (<outcome>), served and reported as dry-run denials
+// (<outcome>_dry_run) and refused (<outcome>_denied).
+var IdentityStatKeys = []string{
+	IdentityVerified,
+	IdentityMissing, IdentityMissing + "_dry_run", IdentityMissing + "_denied",
+	IdentityInvalid, IdentityInvalid + "_dry_run", IdentityInvalid + "_denied",
+	IdentityExpired, IdentityExpired + "_dry_run", IdentityExpired + "_denied",
+}
+
+// ConnectionStatKeys are the keys of SecurityStats.Connections: TLS
+// handshakes completed, plaintext connections served (permissive),
+// plaintext connections refused (strict), handshakes that failed.
+var ConnectionStatKeys = []string{"tls", "plaintext", "plaintext_refused", "handshake_failed"}
 
 // Reporter identifies the data plane that sent a report.
 type Reporter struct {
@@ -78,10 +109,23 @@ type DryRunDenial struct {
 	Count         int64  `json:"count"`
 }
 
+// UnitRoute counts the requests to a callee that one of its unit_routing
+// rules matched, by what became of them: observed (routed as before; they
+// would have gone to Unit), observed_denied, routed, denied, fallback or
+// failed (api/unitrouting).
+type UnitRoute struct {
+	CalleeService string `json:"callee_service"`
+	Rule          string `json:"rule"`
+	Unit          string `json:"unit"`
+	Outcome       string `json:"outcome"`
+	Count         int64  `json:"count"`
+}
+
 // Records is how many records the report turns into on the way to the
-// calculator: one per call edge and dry-run denial, plus one for the server part.
+// calculator: one per call edge, dry-run denial and unit route, plus one for
+// the server part.
 func (r *Report) Records() int {
-	n := len(r.Calls) + len(r.DryRunDenials)
+	n := len(r.Calls) + len(r.DryRunDenials) + len(r.UnitRoutes)
 	if r.Server != nil {
 		n++
 	}

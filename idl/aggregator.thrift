@@ -1,8 +1,8 @@
 // Aggregator: telemetry-mixer -> weight-calculator.
 // The mixer sends every record of an accepted telemetry report to the
 // calculator shard that owns its service: the server part to the owner of
-// reporter.service, a call and a dry-run denial to the owner of
-// callee_service. What one shard receives of one report is a ReportPart: the
+// reporter.service, a call, a dry-run denial and a unit route to the owner
+// of callee_service. What one shard receives of one report is a ReportPart: the
 // reporter and the window once, then the records the shard owns.
 namespace go sextant.aggregator
 
@@ -86,6 +86,16 @@ struct Denial {
     4: i64 count
 }
 
+// Requests to a callee that one of its unit_routing rules matched, by
+// outcome (observed, observed_denied, routed, denied, fallback, failed).
+struct UnitRoute {
+    1: string callee_service
+    2: string rule
+    3: string unit
+    4: string outcome
+    5: i64 count
+}
+
 // The records of one report that one shard owns.
 struct ReportPart {
     1: Reporter reporter
@@ -95,6 +105,8 @@ struct ReportPart {
     4: optional ServerStats server
     5: list<Call> calls
     6: list<Denial> denials
+    // Absent when the report has none (the parts of older mixers).
+    7: optional list<UnitRoute> unit_routes
 }
 
 struct ReportBatch {

@@ -44,10 +44,10 @@ struct Policy {
     5: map<string, Overload> instance_overload
     6: i64 computed_at_ms
     7: string calculator_id
-    // Share of the service's requests by the caller's zone over the
-    // evaluation span, for zone-aware routing; empty when fewer than two
-    // zones call it or the service's zone_aware knob is off.
-    8: map<string, double> zone_demand
+    // Zone-aware routing: for callers in each zone (the key), the share of
+    // their requests each zone of the service should get (docs/weights.md);
+    // empty when off, or when no caller reported its zone.
+    8: map<string, map<string, double>> zone_routing
 }
 
 struct PublishPolicyRequest {

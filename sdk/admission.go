@@ -105,6 +105,9 @@ func NewGate(o GateOptions) *Gate {
 			o.Reporter.setCapacity(o.Concurrency)
 		}
 	}
+	if w := g.Workload(); w != nil {
+		w.gate.CompareAndSwap(nil, g)
+	}
 	return g
 }
 
@@ -155,6 +158,9 @@ func (g *Gate) EnterPeer(ctx context.Context, arrived time.Time, p Priority, pee
 	if peer.Identity == api.IdentityVerified {
 		caller = peer.Service
 		g.identities.add(api.IdentityVerified, "")
+		if g.report != nil {
+			g.report.identity(api.IdentityVerified)
+		}
 	} else {
 		var policy *api.IdentityPolicy
 		if rules != nil {
@@ -162,6 +168,9 @@ func (g *Gate) EnterPeer(ctx context.Context, arrived time.Time, p Priority, pee
 		}
 		action := policy.Action(peer.Identity)
 		g.identities.add(peer.Identity, action)
+		if g.report != nil {
+			g.report.identity(identityKey(peer.Identity, action))
+		}
 		switch action {
 		case api.IdentityDeny:
 			err := fmt.Errorf("%w: the caller's identity is %s", ErrDenied, peer.Identity)

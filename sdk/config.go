@@ -70,6 +70,9 @@ func NewConfigWatcher(o ConfigWatcherOptions) *ConfigWatcher {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	// The workload's automatic identity asks this config-center for its
+	// certificate (WorkloadOf).
+	nameConfigCenter(o.Token, o.ConfigCenter, o.HTTPClient)
 	return &ConfigWatcher{o: o, client: httpClient(o.HTTPClient, o.Wait+10*time.Second),
 		retry: backoff.Policy{Base: 200 * time.Millisecond, Max: 10 * time.Second},
 		cache: newDiskCache(o.CacheDir, o.Logger)}

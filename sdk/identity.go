@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,12 @@ type IdentityOptions struct {
 	// certificate (default: $SEXTANT_TOKEN): the service's data-plane
 	// token. Over https, renewals are proven by the certificate in hand.
 	Token string
+	// TokenFile is a file holding the credential, read again at every
+	// request for a certificate proven by a token: a Kubernetes
+	// service-account token that kubelet rotates (default, when neither
+	// Token nor $SEXTANT_TOKEN gives a token: the file named by
+	// $SEXTANT_SA_TOKEN_FILE, when it exists).
+	TokenFile string
 	// Service is the service the certificate is for; empty means the
 	// token's. A data plane may only have a certificate of its own service.
 	Service string
@@ -59,6 +66,7 @@ type Identity struct {
 	o      IdentityOptions
 	base   string
 	token  string
+	file   string // read at each request when token is empty
 	log    *slog.Logger
 	client *http.Client // for the config-center
 
@@ -92,6 +100,11 @@ func NewIdentity(ctx context.Context, o IdentityOptions) (*Identity, error) {
 	}
 	id := &Identity{o: o, base: baseURL(o.ConfigCenter), token: tokenOf(o.Token), log: log,
 		client: httpClient(o.HTTPClient, 10*time.Second), done: make(chan struct{})}
+	if id.token == "" {
+		if id.file = o.TokenFile; id.file == "" {
+			_, _, id.file = credential("")
+		}
+	}
 	id.transport = &rotatingTransport{newTransport: id.newTransport}
 	retry := backoff.Policy{Base: 100 * time.Millisecond, Max: 2 * time.Second}
 	for attempt := 1; ; attempt++ {
@@ -169,6 +182,17 @@ func (id *Identity) ServerTLS() *tls.Config {
 	}
 }
 
+// listenerConfig is the TLS configuration of a data plane's server: the
+// current certificate, the client's asked for but not verified (the
+// access control does, VerifyPeer); nil once the certificate expired.
+func (id *Identity) listenerConfig() *tls.Config {
+	c := id.Certificate()
+	if c == nil {
+		return nil
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*c}, ClientAuth: tls.RequestClientCert}
+}
+
 // HTTPClient is a client whose TLS connections present the current
 // certificate: give it as the HTTPClient option of the SDK's clients.
 // Connections opened with a certificate are no longer reused once it is
@@ -242,7 +266,11 @@ func (id *Identity) renew(ctx context.Context) error {
 	if prev := id.cur.Load(); prev != nil && strings.HasPrefix(id.base, "https://") && id.Certificate() != nil {
 		client = id.renewalClient() // the certificate in hand proves who asks
 	} else {
-		authorize(hreq, id.token)
+		token, err := id.credential()
+		if err != nil {
+			return err
+		}
+		authorize(hreq, token)
 	}
 	resp, err := client.Do(hreq)
 	if err != nil {
@@ -268,6 +296,20 @@ func (id *Identity) renew(ctx context.Context) error {
 	id.transport.rotate()
 	id.log.Info("workload certificate renewed", "spiffe_id", next.spiffeID, "serial", out.Serial, "expires", next.leaf.NotAfter)
 	return nil
+}
+
+// credential is the token that proves who the workload is: the token
+// given, else the token file's content as it is now (kubelet rewrites a
+// projected service-account token before it expires).
+func (id *Identity) credential() (string, error) {
+	if id.token != "" || id.file == "" {
+		return id.token, nil
+	}
+	b, err := os.ReadFile(id.file)
+	if err != nil {
+		return "", fmt.Errorf("service-account token: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 func parseIssued(out api.CertificateIssued, key *ecdsa.PrivateKey) (*issued, error) {

@@ -1,122 +1,66 @@
 package sdk
 
 import (
-	"maps"
 	"math"
 	"os"
 	"slices"
 )
 
-// Zone-aware routing, after Envoy's: a caller keeps its requests in its own
-// zone while that zone has the capacity for the zone's demand, and spills
-// the rest over to the other zones in proportion to their spare capacity.
-// Capacity is Sextant's weights (a zone's share of the service's weight),
-// demand is the policy's share of requests by caller zone (measured by the
-// weight-calculator from every caller's reports: Snapshot.ZoneDemand).
+// Zone-aware routing: the weight-calculator sees every caller's demand by
+// zone and every instance's capacity, and publishes, for callers in each
+// zone, the share of their requests each zone of the service should get
+// (Snapshot.ZoneRouting): local while the caller's zone can serve its
+// demand below a headroom utilization, the overflow to zones with room in
+// proportion to it (docs/weights.md#zone-aware-routing).
 //
-// It is applied as weights, so every Balancer, the Kitex resolver and the
-// Hertz client honour it unchanged: each instance's weight is scaled by
-// its zone's share of this caller's requests over the zone's share of
-// capacity.
+// A caller applies it as weights, so every Balancer, the Kitex resolver and
+// the Hertz client honour it unchanged: each instance's weight is scaled by
+// its zone's share of this caller's requests over the zone's share of the
+// service's weight.
 
-// ZoneSplit is where a caller in one zone sends its requests: Local to its
-// own zone, Spill to each other zone (Local plus the spills make 1).
-type ZoneSplit struct {
-	Local float64
-	Spill map[string]float64
-}
-
-// SplitByZone computes the split of a caller in zone for snap; false when
-// zone-aware routing does not apply (no zone, no demand in the policy, or
-// no capacity in the caller's zone: then every instance is a candidate as
-// usual).
-func SplitByZone(snap *Snapshot, zone string) (ZoneSplit, bool) {
-	if zone == "" || len(snap.ZoneDemand) == 0 || snap.Version == 0 {
-		return ZoneSplit{}, false
-	}
-	capacity := map[string]float64{}
-	var total float64
-	for in, w := range Eligible(snap) {
-		capacity[in.Zone] += float64(w)
-		total += float64(w)
-	}
-	if total <= 0 || capacity[zone] <= 0 {
-		return ZoneSplit{}, false
-	}
-	for z := range capacity {
-		capacity[z] /= total
-	}
-	local := 1.0
-	if d := snap.ZoneDemand[zone]; capacity[zone] < d {
-		local = capacity[zone] / d
-	}
-	split := ZoneSplit{Local: local, Spill: map[string]float64{}}
-	if local >= 1 {
-		return split, true
-	}
-	// The rest goes where capacity exceeds demand, in proportion to the
-	// surplus; with no surplus anywhere, in proportion to capacity.
-	surplus := map[string]float64{}
-	var sum float64
-	for z, c := range capacity {
-		if z == zone {
-			continue
-		}
-		if s := c - snap.ZoneDemand[z]; s > 0 {
-			surplus[z], sum = s, sum+s
-		}
-	}
-	if sum == 0 {
-		for z, c := range capacity {
-			if z != zone {
-				surplus[z], sum = c, sum+c
-			}
-		}
-	}
-	if sum == 0 { // the caller's zone is the only one
-		split.Local = 1
-		return split, true
-	}
-	for z, s := range surplus {
-		split.Spill[z] = (1 - local) * s / sum
-	}
-	return split, true
-}
-
-// zoneScale is the resolution of the scaled weights: a weight of 1 in a
-// zone that gets a hundredth of its capacity share stays positive.
+// zoneScale is the resolution of the scaled weights: an instance of weight
+// 1 in a zone that gets a hundredth of its weight share stays positive.
 const zoneScale = 100
 
 // ZoneWeighted returns snap with its weights scaled for a caller in zone,
-// so that picking by weight sends each zone its share of SplitByZone; snap
-// itself when zone-aware routing does not apply. A zone the split gives no
-// share keeps its instances at weight 0, as ejected ones: they come back as
-// soon as the caller's zone runs short.
+// so that picking by weight gives each zone its share of the policy's
+// routing for zone; snap itself when there is none (no zone, no routing
+// for it, or none of the zones it names has an eligible instance). A zone
+// the routing gives no share keeps its instances at weight 0, out as
+// ejected ones are, until the routing changes.
 func ZoneWeighted(snap *Snapshot, zone string) *Snapshot {
-	split, ok := SplitByZone(snap, zone)
-	if !ok {
+	if zone == "" || snap.Version == 0 {
 		return snap
 	}
-	capacity := map[string]int64{}
-	for in, w := range Eligible(snap) {
-		capacity[in.Zone] += w
+	routing := snap.ZoneRouting[zone]
+	if len(routing) == 0 {
+		return snap
 	}
-	share := maps.Clone(split.Spill)
-	share[zone] = split.Local
+	weight := map[string]int64{}
 	var total int64
-	for _, c := range capacity {
-		total += c
+	for in, w := range Eligible(snap) {
+		weight[in.Zone] += w
+		total += w
+	}
+	// The shares of zones that have instances here, made to sum to 1.
+	var sum float64
+	for z, share := range routing {
+		if weight[z] > 0 {
+			sum += share
+		}
+	}
+	if sum <= 0 || total <= 0 {
+		return snap
 	}
 	out := *snap
 	out.Instances = slices.Clone(snap.Instances)
 	for i := range out.Instances {
 		in := &out.Instances[i]
-		c := capacity[in.Zone]
-		if in.Weight <= 0 || c == 0 {
+		w := weight[in.Zone]
+		if in.Weight <= 0 || w == 0 {
 			continue
 		}
-		// weight x (zone's share of requests / zone's share of capacity)
-		f := share[in.Zone] * float64(total) / float64(c)
+		f := routing[in.Zone] / sum * float64(total) / float64(w)
 		in.Weight = int32(min(math.Round(float64(in.Weight)*f*zoneScale), math.MaxInt32))
 		if in.Weight == 0 {
 			in.Healthy = false // not a candidate now, as an ejected instance

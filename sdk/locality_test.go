@@ -9,9 +9,9 @@ import (
 )
 
 // zonedSnap is a service with instances per zone (all weight 100) and the
-// policy's demand by caller zone.
-func zonedSnap(perZone map[string]int, demand map[string]float64) *Snapshot {
-	s := &Snapshot{Discovery: api.Discovery{Service: "svc", Version: 7, ZoneDemand: demand}}
+// policy's zone routing.
+func zonedSnap(perZone map[string]int, routing map[string]map[string]float64) *Snapshot {
+	s := &Snapshot{Discovery: api.Discovery{Service: "svc", Version: 7, ZoneRouting: routing}}
 	for _, z := range []string{"a", "b", "c"} {
 		for i := range perZone[z] {
 			s.Instances = append(s.Instances, Instance{Instance: fmt.Sprintf("%s-%d", z, i), Zone: z, Weight: 100, Healthy: true})
@@ -38,62 +38,52 @@ func shares(snap *Snapshot, zone string, n int) map[string]float64 {
 
 func near(a, b float64) bool { return math.Abs(a-b) < 0.005 }
 
-// Zone a holds 60 % of the capacity, b 40 %; callers are half in each.
-// Callers in a stay home; callers in b keep 0.4/0.5 = 80 % at home and
-// spill 20 % to a, whose spare capacity takes it; overall each zone then
-// carries its capacity share.
-func TestZoneAwareSpillsOverInProportion(t *testing.T) {
-	snap := zonedSnap(map[string]int{"a": 6, "b": 4}, map[string]float64{"a": 0.5, "b": 0.5})
-	if s, ok := SplitByZone(snap, "a"); !ok || s.Local != 1 || len(s.Spill) != 0 {
-		t.Errorf("caller in a: %+v %v, want all local", s, ok)
-	}
-	s, ok := SplitByZone(snap, "b")
-	if !ok || !near(s.Local, 0.8) || !near(s.Spill["a"], 0.2) {
-		t.Errorf("caller in b: %+v %v, want 80 %% local, 20 %% to a", s, ok)
-	}
+// The routing's shares become the picks' shares, whatever the zones' sizes.
+func TestZoneWeightedFollowsTheRouting(t *testing.T) {
+	snap := zonedSnap(map[string]int{"a": 6, "b": 4}, map[string]map[string]float64{
+		"a": {"a": 1}, "b": {"b": 0.8, "a": 0.2}})
 	if got := shares(snap, "a", 10000); !near(got["a"], 1) {
 		t.Errorf("picks of a caller in a: %v", got)
 	}
 	if got := shares(snap, "b", 10000); !near(got["b"], 0.8) || !near(got["a"], 0.2) {
 		t.Errorf("picks of a caller in b: %v", got)
 	}
-	// Load per zone, half the callers in each: a gets 0.5 + 0.5 x 0.2 = 60 %, its capacity share.
-}
-
-// With three zones, the spill goes where capacity exceeds demand, in
-// proportion to the surplus.
-func TestZoneAwareSpillFollowsSurplus(t *testing.T) {
-	snap := zonedSnap(map[string]int{"a": 2, "b": 5, "c": 3}, map[string]float64{"a": 0.4, "b": 0.3, "c": 0.3})
-	s, ok := SplitByZone(snap, "a")
-	// a: capacity 0.2 for demand 0.4: half stays; surplus b 0.2, c 0.0.
-	if !ok || !near(s.Local, 0.5) || !near(s.Spill["b"], 0.5) || s.Spill["c"] != 0 {
-		t.Errorf("caller in a: %+v", s)
+	// Within a zone, the weights keep their proportions.
+	snap.Instances[0].Weight = 300
+	w := ZoneWeighted(snap, "b")
+	if w.Instances[0].Weight != 3*w.Instances[1].Weight {
+		t.Errorf("a's instances lost their proportions: %d vs %d", w.Instances[0].Weight, w.Instances[1].Weight)
+	}
+	if snap.Instances[0].Weight != 300 {
+		t.Error("ZoneWeighted changed its input")
 	}
 }
 
-// Where it does not apply, the snapshot is left as it is.
-func TestZoneAwareOnlyWhereItApplies(t *testing.T) {
-	snap := zonedSnap(map[string]int{"a": 6, "b": 4}, map[string]float64{"a": 0.5, "b": 0.5})
+// Where it does not apply, the snapshot is left as it is; a zone the
+// routing gives nothing is out; a zone named without instances is skipped.
+func TestZoneWeightedOnlyWhereItApplies(t *testing.T) {
+	routing := map[string]map[string]float64{"a": {"a": 1}, "x": {"c": 1}}
+	snap := zonedSnap(map[string]int{"a": 6, "b": 4}, routing)
 	for name, c := range map[string]struct {
 		snap *Snapshot
 		zone string
 	}{
-		"no zone":                 {snap, ""},
-		"a zone without capacity": {snap, "z"},
-		"no demand in the policy": {zonedSnap(map[string]int{"a": 6, "b": 4}, nil), "b"},
+		"no zone":                          {snap, ""},
+		"a zone the routing does not name": {snap, "b"},
+		"routing only to absent zones":     {snap, "x"},
+		"no routing":                       {zonedSnap(map[string]int{"a": 6, "b": 4}, nil), "a"},
 	} {
 		if got := ZoneWeighted(c.snap, c.zone); got != c.snap {
 			t.Errorf("%s: the snapshot changed", name)
 		}
 	}
-	// A zone given no share is out for now, and back when the split changes.
-	w := ZoneWeighted(snap, "a")
-	for _, in := range w.Instances {
+	for _, in := range ZoneWeighted(snap, "a").Instances {
 		if in.Zone == "b" && (in.Weight != 0 || in.Healthy) {
-			t.Errorf("caller in a, instance in b: %+v, want weight 0", in)
+			t.Errorf("caller in a, instance in b: %+v, want out", in)
 		}
 	}
-	if snap.Instances[0].Weight != 100 {
-		t.Error("ZoneWeighted changed its input")
+	half := zonedSnap(map[string]int{"a": 2, "b": 2}, map[string]map[string]float64{"a": {"a": 0.5, "c": 0.5}})
+	if got := shares(half, "a", 1000); !near(got["a"], 1) {
+		t.Errorf("routing half to an absent zone: %v, want all to a", got)
 	}
 }

@@ -137,6 +137,18 @@ func (c *identityCounters) add(outcome, action string) {
 	}
 }
 
+// identityKey is the IdentityStats key of a request of outcome whose
+// identity policy did action.
+func identityKey(outcome, action string) string {
+	switch action {
+	case api.IdentityDryRun:
+		return outcome + "_dry_run"
+	case api.IdentityDeny:
+		return outcome + "_denied"
+	}
+	return outcome
+}
+
 func (c *identityCounters) stats() IdentityStats {
 	st := IdentityStats{api.IdentityVerified: c.verified.Load()}
 	for i, o := range identityOutcomes {

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/sextant-mesh/sextant/api"
@@ -24,6 +26,9 @@ type Registrar struct {
 	base   string
 	token  string
 	reg    Registration
+	mode   func() string // what to advertise under api.TLSMetadataKey; nil: nothing
+	advMu  sync.Mutex
+	sent   string // what the last registration advertised, under advMu
 	client *http.Client
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -41,6 +46,14 @@ type RegistrarOptions struct {
 	// Token is the credential sent to the control plane (default:
 	// $SEXTANT_TOKEN): the service's data-plane token.
 	Token string
+	// TLSMode is the data-plane TLS mode the instance serves, advertised in
+	// its registration's metadata (api.TLSMetadataKey; "" advertises
+	// none). It is asked every second, and a change registers the instance
+	// again at once, so that clients dial as it says. nil: the mode of a
+	// TLSListener of this process on the registration's port (the
+	// adapters' own, NewTLSListener) while it has a certificate to serve,
+	// unless Registration.Metadata sets the key itself.
+	TLSMode func() string
 }
 
 // NewRegistrar registers reg with mesh-core at meshCore (host:port or a URL)
@@ -61,7 +74,11 @@ func StartRegistrar(o RegistrarOptions) *Registrar {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Registrar{base: baseURL(o.MeshCore), token: tokenOf(o.Token), reg: reg, client: httpClient(o.HTTPClient, 5*time.Second),
-		log: log, cancel: cancel, done: make(chan struct{})}
+		log: log, cancel: cancel, done: make(chan struct{}), mode: o.TLSMode}
+	if _, set := reg.Metadata[api.TLSMetadataKey]; r.mode == nil && !set {
+		addr := reg.Addr
+		r.mode = func() string { return advertisedOn(addr) }
+	}
 	go r.run(ctx)
 	return r
 }
@@ -89,16 +106,73 @@ func (r *Registrar) run(ctx context.Context) {
 			continue
 		}
 		failures = 0
+		r.wait(ctx, every)
+	}
+}
+
+// wait waits d, or less when what the instance advertises changes: then it
+// is registered again at once.
+func (r *Registrar) wait(ctx context.Context, d time.Duration) {
+	if r.mode == nil {
 		select {
 		case <-ctx.Done():
-		case <-time.After(every):
+		case <-time.After(d):
+		}
+		return
+	}
+	end := time.NewTimer(d)
+	defer end.Stop()
+	tick := time.NewTicker(min(d, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-end.C:
+			return
+		case <-tick.C:
+			if m := r.mode(); m != r.Advertised() {
+				if err := r.register(ctx); err != nil {
+					r.log.Warn("registering the instance with its new TLS mode failed; retrying", "tls", m, "err", err)
+				}
+			}
 		}
 	}
 }
 
 func (r *Registrar) register(ctx context.Context) error {
-	body, _ := json.Marshal(r.reg)
-	return r.call(ctx, http.MethodPost, "/v1/instances", body, http.StatusCreated)
+	reg, mode := r.reg, ""
+	if r.mode != nil {
+		mode = r.mode()
+		reg.Metadata = maps.Clone(reg.Metadata)
+		if mode != "" {
+			if reg.Metadata == nil {
+				reg.Metadata = map[string]string{}
+			}
+			reg.Metadata[api.TLSMetadataKey] = mode
+		} else {
+			delete(reg.Metadata, api.TLSMetadataKey)
+		}
+	}
+	body, _ := json.Marshal(reg)
+	if err := r.call(ctx, http.MethodPost, "/v1/instances", body, http.StatusCreated); err != nil {
+		return err
+	}
+	r.advMu.Lock()
+	r.sent = mode
+	r.advMu.Unlock()
+	return nil
+}
+
+// Advertised is the TLS mode the last registration advertised ("" for
+// none).
+func (r *Registrar) Advertised() string {
+	if r.mode == nil {
+		return r.reg.Metadata[api.TLSMetadataKey]
+	}
+	r.advMu.Lock()
+	defer r.advMu.Unlock()
+	return r.sent
 }
 
 // heartbeat renews the lease; false when mesh-core no longer knows the instance.

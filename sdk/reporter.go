@@ -41,8 +41,9 @@ type Reporter struct {
 	log    *slog.Logger
 	retry  backoff.Policy
 
-	mu  sync.Mutex
-	cur *window
+	mu        sync.Mutex
+	cur       *window
+	listeners map[*TLSListener]ConnStats // counted (CountConnections), with their counts at the last window
 
 	qmu      sync.Mutex
 	queue    []*pendingReport // oldest first, at most MaxPending
@@ -161,7 +162,12 @@ type window struct {
 	capacity  int
 	calls     map[calleeKey]*callStats
 	denials   map[denialKey]int64
+	units     map[UnitCount]int64
 	overflown int64
+	// identities and conns are the security part (api.SecurityStats):
+	// requests by caller identity, connections by how they came.
+	identities map[string]int64
+	conns      map[string]int64
 }
 
 type calleeKey struct{ service, instance string }
@@ -207,7 +213,7 @@ func NewReporter(o ReporterOptions) *Reporter {
 }
 
 func (r *Reporter) newWindow(now time.Time) *window {
-	return &window{start: now, byPrio: map[int32]int64{}, byLevel: map[int32]int64{}, calls: map[calleeKey]*callStats{}, denials: map[denialKey]int64{}}
+	return &window{start: now, byPrio: map[int32]int64{}, byLevel: map[int32]int64{}, calls: map[calleeKey]*callStats{}, denials: map[denialKey]int64{}, units: map[UnitCount]int64{}}
 }
 
 // Start closes a window every Window and sends it in the background.
@@ -382,10 +388,73 @@ func (r *Reporter) dryRunDenial(caller, rule string) {
 	}
 }
 
+// unitRoute counts one request a unit rule decided; past 10 x MaxDenials
+// counters in a window new ones are left out (counted as denials over the
+// limit). A nil Reporter counts nothing.
+func (r *Reporter) unitRoute(k UnitCount) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	_, ok := r.cur.units[k]
+	if ok || len(r.cur.units) < 10*r.o.MaxDenials {
+		r.cur.units[k]++
+		ok = true
+	}
+	r.mu.Unlock()
+	if !ok {
+		r.countDenials(DenialOverLimit, 1)
+	}
+}
+
 func (r *Reporter) countDenials(reason string, n int64) {
 	r.qmu.Lock()
 	r.stats.DroppedDenials[reason] += n
 	r.qmu.Unlock()
+}
+
+// identity counts one request of the window by its caller's identity
+// (a key of api.IdentityStatKeys).
+func (r *Reporter) identity(key string) {
+	r.mu.Lock()
+	if r.cur.identities == nil {
+		r.cur.identities = map[string]int64{}
+	}
+	r.cur.identities[key]++
+	r.mu.Unlock()
+}
+
+// CountConnections reports the connections l takes from now on, in each
+// window's security part (api.SecurityStats.Connections), so that they
+// reach the time series (measurement connections). The adapters do it for
+// the listeners they serve on with a Gate that has this Reporter.
+func (r *Reporter) CountConnections(l *TLSListener) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.listeners == nil {
+		r.listeners = map[*TLSListener]ConnStats{}
+	}
+	if _, ok := r.listeners[l]; !ok {
+		r.listeners[l] = l.Connections()
+	}
+}
+
+// connections adds what the counted listeners took since the last window
+// to w; under r.mu.
+func (r *Reporter) connections(w *window) {
+	for l, last := range r.listeners {
+		now := l.Connections()
+		r.listeners[l] = now
+		for k, n := range map[string]int64{"tls": now.TLS - last.TLS, "plaintext": now.Plaintext - last.Plaintext,
+			"plaintext_refused": now.PlaintextRefused - last.PlaintextRefused, "handshake_failed": now.HandshakeFailed - last.HandshakeFailed} {
+			if n > 0 {
+				if w.conns == nil {
+					w.conns = map[string]int64{}
+				}
+				w.conns[k] += n
+			}
+		}
+	}
 }
 
 // setCapacity lets a Gate tell the reporter its concurrency bound.
@@ -419,8 +488,10 @@ func (r *Reporter) Flush(now time.Time) *api.Report {
 	w := r.cur
 	r.cur = r.newWindow(now)
 	r.cur.capacity = w.capacity
+	r.connections(w)
 	r.mu.Unlock()
-	if w.served == 0 && w.shed == 0 && len(w.byPrio) == 0 && len(w.calls) == 0 && len(w.denials) == 0 {
+	if w.served == 0 && w.shed == 0 && len(w.byPrio) == 0 && len(w.calls) == 0 && len(w.denials) == 0 &&
+		len(w.identities) == 0 && len(w.conns) == 0 && len(w.units) == 0 {
 		return nil
 	}
 	return r.build(w, now)
@@ -560,11 +631,18 @@ func (r *Reporter) settle(p *pendingReport, a answer, final bool) time.Duration 
 		p.rep = &stripped
 		r.log.Warn("telemetry-mixer refused a report's dry-run denials; sending it without them", "field", a.field)
 		return 0
+	case a.status == http.StatusBadRequest && p.rep.Security != nil && strings.HasPrefix(a.field, "security"):
+		// A mixer older than the security part: the rest goes without it.
+		stripped := *p.rep
+		stripped.Security = nil
+		p.rep = &stripped
+		r.log.Warn("telemetry-mixer refused a report's security part; sending it without it", "field", a.field)
+		return 0
 	case a.status == http.StatusRequestEntityTooLarge && len(p.rep.Calls) > 1:
 		first, second := *p.rep, *p.rep
 		half := len(p.rep.Calls) / 2
 		first.Calls, second.Calls = p.rep.Calls[:half:half], p.rep.Calls[half:]
-		second.Server, second.DryRunDenials = nil, nil
+		second.Server, second.DryRunDenials, second.Security = nil, nil, nil
 		r.queue[0] = &pendingReport{rep: &first}
 		r.queue = slices.Insert(r.queue, 1, &pendingReport{rep: &second})
 		r.stats.Splits++
@@ -637,6 +715,9 @@ func (r *Reporter) build(w *window, now time.Time) *api.Report {
 		s.CPUUtil = r.utilization(w, span, now)
 		rep.Server = s
 	}
+	if len(w.identities) > 0 || len(w.conns) > 0 {
+		rep.Security = &api.SecurityStats{Identities: w.identities, Connections: w.conns}
+	}
 	for k, c := range w.calls {
 		rep.Calls = append(rep.Calls, api.Call{
 			CalleeService: k.service, CalleeInstance: k.instance, Requests: c.requests, Errors: c.errors, Timeouts: c.timeouts,
@@ -655,6 +736,19 @@ func (r *Reporter) build(w *window, now time.Time) *api.Report {
 			lost += d.Count
 		}
 		rep.DryRunDenials = rep.DryRunDenials[:r.o.MaxDenials]
+		r.countDenials(DenialOverLimit, lost)
+	}
+	for k, n := range w.units {
+		rep.UnitRoutes = append(rep.UnitRoutes, api.UnitRoute{CalleeService: k.Callee, Rule: k.Rule, Unit: k.Unit, Outcome: k.Outcome, Count: n})
+	}
+	if extra := len(rep.UnitRoutes) - r.o.MaxDenials; extra > 0 {
+		// The mixer takes MaxDenials of them too.
+		slices.SortFunc(rep.UnitRoutes, func(a, b api.UnitRoute) int { return cmp.Compare(b.Count, a.Count) })
+		var lost int64
+		for _, d := range rep.UnitRoutes[r.o.MaxDenials:] {
+			lost += d.Count
+		}
+		rep.UnitRoutes = rep.UnitRoutes[:r.o.MaxDenials]
 		r.countDenials(DenialOverLimit, lost)
 	}
 	if w.overflown > 0 {

@@ -71,14 +71,15 @@ type Knobs struct {
 	// round while recovering.
 	ShedStep    float64 `json:"shed_step"`
 	RecoverStep float64 `json:"recover_step"`
-	// Zone-aware routing (Envoy's, with Sextant's weights as capacity): the
-	// policy carries the share of requests by caller zone, and callers keep
-	// their requests in their zone while it has the capacity for its
-	// demand, spilling the rest over in proportion to other zones' spare
-	// capacity. Not for services with fewer live instances than
+	// Zone-aware routing: callers keep their requests in their zone while
+	// it can serve them below ZoneHeadroom utilization, and send the rest
+	// to zones with room below it, in proportion to that room; above it
+	// everywhere, each zone gets load in proportion to its capacity
+	// (Envoy's rule). Not for services with fewer live instances than
 	// ZoneAwareMinInstances (too few to split by zone safely).
-	ZoneAware             bool `json:"zone_aware"`
-	ZoneAwareMinInstances int  `json:"zone_aware_min_instances"`
+	ZoneAware             bool    `json:"zone_aware"`
+	ZoneAwareMinInstances int     `json:"zone_aware_min_instances"`
+	ZoneHeadroom          float64 `json:"zone_headroom"`
 }
 
 // Defaults are the documented defaults.
@@ -115,6 +116,7 @@ func Defaults() Knobs {
 		RecoverStep:             0.01,
 		ZoneAware:               true,
 		ZoneAwareMinInstances:   6,
+		ZoneHeadroom:            0.8,
 	}
 }
 
@@ -156,6 +158,7 @@ func (k *Knobs) Validate() *api.FieldError {
 		{"shed_step", k.ShedStep, 0.001, 1},
 		{"recover_step", k.RecoverStep, 0.001, 1},
 		{"zone_aware_min_instances", float64(k.ZoneAwareMinInstances), 1, 100_000},
+		{"zone_headroom", k.ZoneHeadroom, 0.1, 1},
 	} {
 		if !(r.v >= r.min && r.v <= r.max) { // also catches NaN
 			return api.Errorf(r.field, api.CodeOutOfRange, "%g is outside [%g, %g]", r.v, r.min, r.max)

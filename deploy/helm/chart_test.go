@@ -877,6 +877,7 @@ func checkEnvFlag(t *testing.T, where string, comp component, fs *flag.FlagSet, 
 var externalSecrets = map[string]bool{
 	"sextant-api-tokens": true, "etcd-client-tls": true, "sextant-config-center-tls": true,
 	"sextant-influxdb-credentials": true, "etcd-credentials": true,
+	"sextant-peer-east": true, "sextant-peers": true, // the tokens peers issued (meshCore.peering)
 }
 
 func checkSecretKey(t *testing.T, r *render, where, name, key string, optional *bool) {
@@ -1358,6 +1359,37 @@ func TestOptionValues(t *testing.T) {
 	if sm := r.find("ServiceMonitor", fullname+"-config-center"); sm == nil || sm.obj.(*serviceMonitor).Spec.Endpoints[0].Scheme != "https" {
 		t.Errorf("config-center: no ServiceMonitor scraping over https")
 	}
+	// Service-account tokens: the --oidc-* flags from configCenter.oidc, the
+	// cluster's CA from its ConfigMap (projected, as Kubernetes mounts it),
+	// on the config-center only.
+	if args["oidc-issuer"] != "https://kubernetes.default.svc.cluster.local" || args["oidc-jwks-url"] != "https://kubernetes.default.svc/openid/v1/jwks" ||
+		args["oidc-audience"] != "sextant" || args["oidc-ca-file"] != "/etc/sextant/oidc/ca.crt" {
+		t.Errorf("config-center: args %v lack the --oidc-* flags of configCenter.oidc", cc.Args)
+	}
+	var projected bool
+	for _, v := range ws["config-center"].pod.Spec.Volumes {
+		if v.Name == "oidc-ca" && v.Projected != nil && len(v.Projected.Sources) == 1 && v.Projected.Sources[0].ConfigMap != nil &&
+			v.Projected.Sources[0].ConfigMap.Name == "kube-root-ca.crt" {
+			projected = true
+		}
+	}
+	mountedCA := false
+	for _, m := range cc.VolumeMounts {
+		mountedCA = mountedCA || (m.Name == "oidc-ca" && m.MountPath == "/etc/sextant/oidc")
+	}
+	if !projected || !mountedCA {
+		t.Errorf("config-center: the cluster's CA (kube-root-ca.crt) is not mounted at /etc/sextant/oidc")
+	}
+	for name, w := range ws {
+		if name == "config-center" {
+			continue
+		}
+		for _, a := range w.pod.Spec.Containers[0].Args {
+			if strings.HasPrefix(a, "--oidc-") {
+				t.Errorf("%s: %s: only the config-center takes service-account tokens", name, a)
+			}
+		}
+	}
 	// The certificate authority's key reaches every service, from the
 	// Secret the chart makes: the Kitex hops use mTLS, the HTTP APIs stay plain.
 	if r.find("Secret", fullname+"-pki") == nil {
@@ -1407,6 +1439,46 @@ func TestOptionValues(t *testing.T) {
 		limit, _ := envValue(c, "GOMEMLIMIT")
 		if gogc.Value != want.gogc || limit.Value != want.memLimit {
 			t.Errorf("%s: GOGC=%q GOMEMLIMIT=%q, want %q and %q", want.component, gogc.Value, limit.Value, want.gogc, want.memLimit)
+		}
+	}
+	// Multi-cluster: mesh-core exports and imports as meshCore.peering
+	// says; each peer's token is mounted from its Secret where
+	// --peer-token-file names it.
+	mc := &ws["mesh-core"].pod.Spec.Containers[0]
+	mcData := r.find("ConfigMap", mc.EnvFrom[0].ConfigMapRef.Name).obj.(*corev1.ConfigMap).Data
+	for k, want := range map[string]string{
+		"SEXTANT_EXPORT":          "comment-svc,pay-svc",
+		"SEXTANT_PEER":            "east=http://sextant-mesh-core.sextant.svc.east.example:7703,west=https://mesh-core.west.example:7703",
+		"SEXTANT_PEER_TOKEN_FILE": "east=/etc/sextant/peers/east/token,west=/etc/sextant/peers/west/token",
+		"SEXTANT_PEER_TTL":        "2m",
+		"SEXTANT_PEER_WAIT":       "20s",
+	} {
+		if mcData[k] != want {
+			t.Errorf("mesh-core: %s=%q, want %q", k, mcData[k], want)
+		}
+	}
+	for _, peer := range []struct{ name, secret, key string }{{"east", "sextant-peer-east", "token"}, {"west", "sextant-peers", "west"}} {
+		mounted, fromSecret := false, false
+		for _, m := range mc.VolumeMounts {
+			mounted = mounted || (m.Name == "peer-"+peer.name && m.MountPath == "/etc/sextant/peers/"+peer.name && m.ReadOnly)
+		}
+		for _, v := range ws["mesh-core"].pod.Spec.Volumes {
+			if v.Name == "peer-"+peer.name && v.Secret != nil && v.Secret.SecretName == peer.secret {
+				fromSecret = len(v.Secret.Items) == 1 && v.Secret.Items[0].Key == peer.key && v.Secret.Items[0].Path == "token"
+			}
+		}
+		if !mounted || !fromSecret {
+			t.Errorf("mesh-core: peer %s's token: mounted %v, from Secret %s key %s %v", peer.name, mounted, peer.secret, peer.key, fromSecret)
+		}
+	}
+	for name, w := range ws {
+		if name == "mesh-core" {
+			continue
+		}
+		for _, v := range w.pod.Spec.Volumes {
+			if strings.HasPrefix(v.Name, "peer-") {
+				t.Errorf("%s: mounts peer token %s; only mesh-core peers", name, v.Name)
+			}
 		}
 	}
 	// The calculators: a StatefulSet on its headless Service.

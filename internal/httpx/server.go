@@ -189,21 +189,35 @@ func HealthRoutes(s *Server, ready Readiness) { HealthRoutesStale(s, ready, nil)
 // state: /readyz answers 503 with the reasons while it is not ready, else 200,
 // with "stale": true and the detail while stale (may be nil) says so.
 func HealthRoutesStale(s *Server, ready Readiness, stale Stale) {
+	HealthRoutesDetail(s, ready, stale, nil)
+}
+
+// HealthRoutesDetail is HealthRoutesStale with more fields in every /readyz
+// answer (extra may be nil, or return nil): what the service reports
+// without it changing readiness (mesh-core's peers).
+func HealthRoutesDetail(s *Server, ready Readiness, stale Stale, extra func() map[string]any) {
 	s.GET("/healthz", func(_ context.Context, c *app.RequestContext) {
 		c.JSON(consts.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.GET("/readyz", func(_ context.Context, c *app.RequestContext) {
-		if reasons := ready(); len(reasons) > 0 {
-			c.JSON(consts.StatusServiceUnavailable, map[string]any{"status": "degraded", "reasons": reasons})
-			return
-		}
-		if stale != nil {
-			if detail := stale(); len(detail) > 0 {
-				c.JSON(consts.StatusOK, map[string]any{"status": "ready", "stale": true, "detail": detail})
-				return
+		answer := map[string]any{}
+		if extra != nil {
+			for k, v := range extra() {
+				answer[k] = v
 			}
 		}
-		c.JSON(consts.StatusOK, map[string]string{"status": "ready"})
+		status := consts.StatusOK
+		if reasons := ready(); len(reasons) > 0 {
+			status, answer["status"], answer["reasons"] = consts.StatusServiceUnavailable, "degraded", reasons
+		} else {
+			answer["status"] = "ready"
+			if stale != nil {
+				if detail := stale(); len(detail) > 0 {
+					answer["stale"], answer["detail"] = true, detail
+				}
+			}
+		}
+		c.JSON(status, answer)
 	})
 }
 

@@ -23,7 +23,7 @@ var bin = thrift.Binary
 
 // Owners says which shard (by index) owns each record of a report, in the
 // order of Records: the server part (its slot is there even without one),
-// then the calls, then the denials.
+// then the calls, then the denials, then the unit routes.
 type Owners []int32
 
 // Route fills o for r with owner(key) of every record and returns it.
@@ -36,18 +36,21 @@ func (o Owners) Route(r *api.Report, owner func(service string) int32) Owners {
 	for i := range r.DryRunDenials {
 		o = append(o, owner(r.DryRunDenials[i].CalleeService))
 	}
+	for i := range r.UnitRoutes {
+		o = append(o, owner(r.UnitRoutes[i].CalleeService))
+	}
 	return o
 }
 
 // Counts of the records a part holds, by kind.
-type Counts struct{ Servers, Edges, Denials int }
+type Counts struct{ Servers, Edges, Denials, Units int }
 
 // Records is how many records the counts make.
-func (c Counts) Records() int { return c.Servers + c.Edges + c.Denials }
+func (c Counts) Records() int { return c.Servers + c.Edges + c.Denials + c.Units }
 
 // Add sums two counts.
 func (c Counts) Add(o Counts) Counts {
-	return Counts{c.Servers + o.Servers, c.Edges + o.Edges, c.Denials + o.Denials}
+	return Counts{c.Servers + o.Servers, c.Edges + o.Edges, c.Denials + o.Denials, c.Units + o.Units}
 }
 
 // AppendPart appends to buf the ReportPart of r for shard self: the records
@@ -68,6 +71,12 @@ func AppendPart(buf []byte, r *api.Report, owners Owners, self int32) ([]byte, C
 	for i := range r.DryRunDenials {
 		if mine(1 + len(r.Calls) + i) {
 			n.Denials++
+		}
+	}
+	units := 1 + len(r.Calls) + len(r.DryRunDenials)
+	for i := range r.UnitRoutes {
+		if mine(units + i) {
+			n.Units++
 		}
 	}
 	if n.Records() == 0 {
@@ -123,6 +132,22 @@ func AppendPart(buf []byte, r *api.Report, owners Owners, self int32) ([]byte, C
 		buf = appendStringField(buf, 3, d.Rule)
 		buf = appendI64Field(buf, 4, d.Count)
 		buf = bin.AppendFieldStop(buf)
+	}
+	if n.Units > 0 { // absent when empty: the parts of older mixers
+		buf = bin.AppendFieldBegin(buf, thrift.LIST, 7)
+		buf = bin.AppendListBegin(buf, thrift.STRUCT, n.Units)
+		for i := range r.UnitRoutes {
+			if !mine(units + i) {
+				continue
+			}
+			u := &r.UnitRoutes[i]
+			buf = appendStringField(buf, 1, u.CalleeService)
+			buf = appendStringField(buf, 2, u.Rule)
+			buf = appendStringField(buf, 3, u.Unit)
+			buf = appendStringField(buf, 4, u.Outcome)
+			buf = appendI64Field(buf, 5, u.Count)
+			buf = bin.AppendFieldStop(buf)
+		}
 	}
 	return bin.AppendFieldStop(buf), n
 }
@@ -196,7 +221,7 @@ func (rd *Reader) Next() (*api.Report, error) {
 	}
 	rd.left--
 	r := &rd.report
-	calls, denials := r.Calls[:0], r.DryRunDenials[:0]
+	calls, denials, units := r.Calls[:0], r.DryRunDenials[:0], r.UnitRoutes[:0]
 	*r = api.Report{Reporter: &rd.rep}
 	rd.rep = api.Reporter{}
 	p := parser{buf: rd.buf}
@@ -277,6 +302,29 @@ func (rd *Reader) Next() (*api.Report, error) {
 				})
 				denials = append(denials, d)
 			}
+		case id == 7 && t == thrift.LIST:
+			n := p.list()
+			for range n {
+				var u api.UnitRoute
+				p.structFields(func(t thrift.TType, id int16) bool {
+					switch {
+					case id == 1 && t == thrift.STRING:
+						u.CalleeService = p.str()
+					case id == 2 && t == thrift.STRING:
+						u.Rule = p.str()
+					case id == 3 && t == thrift.STRING:
+						u.Unit = p.str()
+					case id == 4 && t == thrift.STRING:
+						u.Outcome = p.str()
+					case id == 5 && t == thrift.I64:
+						u.Count = p.i64()
+					default:
+						return false
+					}
+					return true
+				})
+				units = append(units, u)
+			}
 		default:
 			p.skip(t)
 		}
@@ -286,7 +334,7 @@ func (rd *Reader) Next() (*api.Report, error) {
 		return nil, p.err
 	}
 	rd.buf = p.buf
-	r.Calls, r.DryRunDenials = calls, denials
+	r.Calls, r.DryRunDenials, r.UnitRoutes = calls, denials, units
 	return r, nil
 }
 

@@ -5,10 +5,13 @@ package telemetry
 import (
 	"bytes"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/api/unitrouting"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
 
@@ -213,12 +216,26 @@ func validate(r *api.Report, lim Limits, now time.Time, drops *DenialDrops) *api
 			return api.Under("server", fe)
 		}
 	}
+	if r.Security != nil {
+		if fe := validateSecurity(r.Security); fe != nil {
+			return api.Under("security", fe)
+		}
+	}
 	if len(r.Calls) > lim.MaxCallsPerReport {
 		return api.Errorf("calls", api.CodeTooMany, "%d calls in one report, at most %d", len(r.Calls), lim.MaxCallsPerReport)
 	}
 	for i := range r.Calls {
 		if fe := validateCall(&r.Calls[i]); fe != nil {
 			return api.Under(api.Index("calls", i), fe)
+		}
+	}
+	if len(r.UnitRoutes) > lim.MaxDenialsPerReport {
+		return api.Errorf("unit_routes", api.CodeTooMany, "%d unit routes in one report, at most %d",
+			len(r.UnitRoutes), lim.MaxDenialsPerReport)
+	}
+	for i := range r.UnitRoutes {
+		if fe := validateUnitRoute(&r.UnitRoutes[i]); fe != nil {
+			return api.Under(api.Index("unit_routes", i), fe)
 		}
 	}
 	if drops != nil {
@@ -341,6 +358,44 @@ func validateDenial(d *api.DryRunDenial) *api.FieldError {
 		return fe
 	}
 	return checkCount("count", d.Count)
+}
+
+func validateSecurity(s *api.SecurityStats) *api.FieldError {
+	if fe := checkCounts("identities", s.Identities, api.IdentityStatKeys); fe != nil {
+		return fe
+	}
+	return checkCounts("connections", s.Connections, api.ConnectionStatKeys)
+}
+
+// checkCounts accepts counts >= 0 under the keys given.
+func checkCounts(field string, m map[string]int64, keys []string) *api.FieldError {
+	for k, v := range m {
+		if !slices.Contains(keys, k) {
+			return api.Errorf(api.Join(field, k), api.CodeUnknownField, "unknown key %q; one of %s", k, strings.Join(keys, ", "))
+		}
+		if fe := checkCount(api.Join(field, k), v); fe != nil {
+			return fe
+		}
+	}
+	return nil
+}
+
+func validateUnitRoute(u *api.UnitRoute) *api.FieldError {
+	if fe := api.Name("callee_service", u.CalleeService, true); fe != nil {
+		return fe
+	}
+	if fe := api.Name("rule", u.Rule, true); fe != nil {
+		return fe
+	}
+	if fe := api.Name("unit", u.Unit, true); fe != nil {
+		return fe
+	}
+	switch u.Outcome {
+	case unitrouting.Observed, unitrouting.ObservedDenied, unitrouting.Routed, unitrouting.Denied, unitrouting.FellBack, unitrouting.Failed:
+	default:
+		return api.Errorf("outcome", api.CodeInvalidValue, "want observed, observed_denied, routed, denied, fallback or failed, got %q", u.Outcome)
+	}
+	return checkCount("count", u.Count)
 }
 
 func checkCount(field string, v int64) *api.FieldError {

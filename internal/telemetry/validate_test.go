@@ -31,6 +31,9 @@ func validReport() map[string]any {
 		"dry_run_denials": []any{map[string]any{
 			"callee_service": "pay-svc", "caller_service": "feed-api", "rule": "allow-list", "count": 4,
 		}},
+		"unit_routes": []any{map[string]any{
+			"callee_service": "comment-svc", "rule": "gold-to-c2", "unit": "c2", "outcome": "observed", "count": 310,
+		}},
 	}
 }
 
@@ -50,11 +53,11 @@ func TestDecodeValid(t *testing.T) {
 		t.Fatalf("valid report rejected: %v", fe)
 	}
 	if len(one) != 1 || one[0].Reporter.Service != "feed-api" || one[0].Server.RequestsByPriority[64] != 5000 ||
-		one[0].Calls[0].LatencyMsP99 != 31 || one[0].DryRunDenials[0].Count != 4 {
+		one[0].Calls[0].LatencyMsP99 != 31 || one[0].DryRunDenials[0].Count != 4 || one[0].UnitRoutes[0].Count != 310 {
 		t.Fatalf("decoded report differs from what was sent: %+v", one[0])
 	}
-	if got := one[0].Records(); got != 3 {
-		t.Fatalf("records = %d, want 3 (server, one call, one denial)", got)
+	if got := one[0].Records(); got != 4 {
+		t.Fatalf("records = %d, want 4 (server, one call, one denial, one unit route)", got)
 	}
 	many, fe := telemetry.Decode(encode(t, []any{validReport(), validReport()}), lim, now)
 	if fe != nil || len(many) != 2 {
@@ -162,6 +165,11 @@ func TestDecodeRejects(t *testing.T) {
 		{"denials not an array", withReport(set("dry_run_denials", map[string]any{})), api.CodeInvalidType, "dry_run_denials"},
 		{"denial count as string", withReport(set("dry_run_denials.count", "4")), api.CodeInvalidType, "dry_run_denials[0].count"},
 		{"unknown field in denial", withReport(set("dry_run_denials.extra", 1)), api.CodeUnknownField, "dry_run_denials[0].extra"},
+		{"unit routes not an array", withReport(set("unit_routes", map[string]any{})), api.CodeInvalidType, "unit_routes"},
+		{"unknown unit outcome", withReport(set("unit_routes.outcome", "moved")), api.CodeInvalidValue, "unit_routes[0].outcome"},
+		{"unit route without a rule", withReport(set("unit_routes.rule", nil)), api.CodeMissingField, "unit_routes[0].rule"},
+		{"unit route without a unit", withReport(set("unit_routes.unit", "")), api.CodeMissingField, "unit_routes[0].unit"},
+		{"negative unit route count", withReport(set("unit_routes.count", -1)), api.CodeOutOfRange, "unit_routes[0].count"},
 		{"bad denial and bad server", withReport(set("dry_run_denials.caller_service", ""), set("server.requests", -1)), api.CodeOutOfRange, "server.requests"},
 		{"second report bad", encode(t, []any{validReport(), func() map[string]any {
 			r := validReport()
@@ -273,5 +281,37 @@ func TestDecodeDropsBadDenials(t *testing.T) {
 	strict.DryRunDenials = strict.DryRunDenials[:1]
 	if fe := telemetry.Validate(&strict, lim, now, ""); fe == nil || fe.Field != "dry_run_denials[0].caller_service" {
 		t.Errorf("Validate of an unnamed caller: %v", fe)
+	}
+}
+
+// The security part: counts under the documented keys, none negative.
+func TestDecodeSecurity(t *testing.T) {
+	lim := telemetry.DefaultLimits()
+	r := validReport()
+	r["security"] = map[string]any{"identities": map[string]any{"verified": 9, "missing_denied": 1},
+		"connections": map[string]any{"tls": 2, "plaintext": 1, "plaintext_refused": 0, "handshake_failed": 3}}
+	got, fe := telemetry.Decode(encode(t, r), lim, now)
+	if fe != nil {
+		t.Fatalf("a report with a security part rejected: %v", fe)
+	}
+	if sec := got[0].Security; sec == nil || sec.Identities["verified"] != 9 || sec.Connections["handshake_failed"] != 3 {
+		t.Fatalf("decoded security part %+v", got[0].Security)
+	}
+	if got[0].Records() != 3 {
+		t.Fatalf("records = %d: the security part is not forwarded", got[0].Records())
+	}
+	for _, c := range []struct {
+		security    map[string]any
+		field, code string
+	}{
+		{map[string]any{"identities": map[string]any{"trusted": 1}}, "security.identities.trusted", api.CodeUnknownField},
+		{map[string]any{"connections": map[string]any{"tls": -1}}, "security.connections.tls", api.CodeOutOfRange},
+		{map[string]any{"spoofed": 1}, "security.spoofed", api.CodeUnknownField},
+	} {
+		r["security"] = c.security
+		_, fe := telemetry.Decode(encode(t, r), lim, now)
+		if fe == nil || fe.Field != c.field || fe.Code != c.code {
+			t.Errorf("security %v: %v, want %s %s", c.security, fe, c.field, c.code)
+		}
 	}
 }

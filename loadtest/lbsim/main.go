@@ -31,6 +31,12 @@ func main() {
 		runOverload(*seed)
 		return
 	}
+	if *only == "zones" {
+		if !runZones(*seed) {
+			os.Exit(1)
+		}
+		return
+	}
 	scenarios := pick(sim.Scenarios(), *only, func(s sim.Scenario) string { return s.Name })
 	strats := pick(sim.Strategies(), *strategies, func(s sim.Strategy) string { return s.Name })
 	if len(scenarios) == 0 || len(strats) == 0 {

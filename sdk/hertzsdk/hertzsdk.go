@@ -22,6 +22,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"github.com/cloudwego/hertz/pkg/common/config"
 	errs "github.com/cloudwego/hertz/pkg/common/errors"
 	"github.com/cloudwego/hertz/pkg/common/tracer/stats"
+	"github.com/cloudwego/hertz/pkg/network"
 	"github.com/cloudwego/hertz/pkg/network/standard"
 	"github.com/cloudwego/hertz/pkg/protocol"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
@@ -46,7 +48,10 @@ import (
 // the mesh here and gets one from edge (nil: priority 64, a user priority
 // from the request id). A shed request gets 503 with Retry-After; a denied
 // one 403; both with a JSON error. Every answer carries the level the
-// server admits (x-sextant-admit-level).
+// server admits (x-sextant-admit-level). A request that came over mTLS (the
+// automatic TLS of ServerOptions, TLSServerOptions) is admitted as its
+// client certificate's service, verified against the trust bundle of the
+// listener that took it, as VerifiedAdmission does.
 func Admission(gate *sdk.Gate, edge *sdk.Edge) app.HandlerFunc {
 	return VerifiedAdmission(gate, edge, nil)
 }
@@ -75,7 +80,9 @@ func VerifiedAdmission(gate *sdk.Gate, edge *sdk.Edge, id *sdk.Identity) app.Han
 			p = edge.Assign(sdk.PriorityFeatures{HTTPMethod: string(c.Method()), Path: string(c.Path()),
 				Header: func(k string) string { return string(c.Request.Header.Peek(k)) }}, now)
 		}
-		peer := sdk.Peer{Declared: string(c.GetHeader(sdk.CallerKey)), Identity: api.IdentityMissing}
+		// Over mTLS, the certificate's identity against id's trust bundle,
+		// or (nil id) that of the listener that took the connection.
+		peer := sdk.ConnPeer(c.RemoteAddr(), string(c.GetHeader(sdk.CallerKey)), now)
 		if id != nil {
 			var chain []*x509.Certificate
 			if st := sdk.ConnTLS(c.RemoteAddr()); st != nil {
@@ -164,8 +171,9 @@ func timedOut(err error) bool {
 // after it in the chain.
 type picked struct {
 	instance   string
-	tls        bool // the instance advertises mTLS
-	encrypting bool // an Encryption middleware saw the call
+	advertises bool // the instance advertises mTLS
+	tls        bool // the call goes over mTLS
+	encrypting bool // counted as mTLS or plaintext: an Encryption middleware saw it, or ClientOptions dials
 }
 
 type pickedKey struct{}
@@ -179,7 +187,9 @@ type pickedKey struct{}
 // sdk.HybridPicker with default options, new(sdk.Picker) the plain
 // weighted round robin. static are the instances to use until mesh-core
 // answers, as with Discovery.Watch. With no instance the request fails with
-// sdk.ErrNoInstance.
+// sdk.ErrNoInstance. A b that is an sdk.RequestBalancer (sdk.UnitBalancer:
+// unit routing) picks by the request's method, path and headers; a request
+// its rules refuse fails with sdk.ErrUnitDenied or sdk.ErrUnitUnavailable.
 func Balance(service string, d *sdk.Discovery, b sdk.Balancer, static []sdk.Instance) client.Middleware {
 	if b == nil {
 		b = sdk.NewHybridPicker(sdk.HybridOptions{})
@@ -202,15 +212,26 @@ func Balance(service string, d *sdk.Discovery, b sdk.Balancer, static []sdk.Inst
 				b.Update(snap)
 				applied.Store(snap)
 			}
-			in, err := b.Pick()
+			var in sdk.Instance
+			if rb, ok := b.(sdk.RequestBalancer); ok {
+				in, err = rb.PickFor(requestFeatures(req))
+			} else {
+				in, err = b.Pick()
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", service, err)
 			}
 			advertises := in.Metadata[api.TLSMetadataKey] != ""
-			if to, ok := ctx.Value(pickedKey{}).(*picked); ok {
-				to.instance, to.tls = in.Instance, advertises
+			if advertises {
+				advertisedAddrs.Store(in.Addr, service) // for ClientOptions' dialer
 			} else {
-				ctx = context.WithValue(ctx, pickedKey{}, &picked{instance: in.Instance, tls: advertises})
+				advertisedAddrs.Delete(in.Addr)
+			}
+			secure, encrypting := automaticTLS(advertises)
+			if to, ok := ctx.Value(pickedKey{}).(*picked); ok {
+				to.instance, to.advertises, to.tls, to.encrypting = in.Instance, advertises, secure, encrypting
+			} else {
+				ctx = context.WithValue(ctx, pickedKey{}, &picked{instance: in.Instance, advertises: advertises, tls: secure, encrypting: encrypting})
 			}
 			req.SetHost(in.Addr)
 			start := time.Now()
@@ -224,6 +245,12 @@ func Balance(service string, d *sdk.Discovery, b sdk.Balancer, static []sdk.Inst
 			return err
 		}
 	}
+}
+
+// requestFeatures are what unit rules match of an outgoing request.
+func requestFeatures(req *protocol.Request) sdk.UnitFeatures {
+	return sdk.UnitFeatures{HTTPMethod: string(req.Method()), Path: string(req.URI().Path()),
+		Header: func(k string) string { return string(req.Header.Peek(k)) }}
 }
 
 // WithPriority sets the business priority (0..127) of the calls made with
@@ -258,8 +285,109 @@ func ClientAdmission(callee string, d *sdk.Discovery, downstreams *sdk.Downstrea
 // that Hertz records when it began reading each request and queueing time
 // counts from there (without a tracer Hertz records nothing, and queueing
 // counts from when the middleware ran).
-func ServerOptions() []config.Option {
-	return []config.Option{server.WithTracer(arrivalTracer{})}
+//
+// With a credential in the environment ($SEXTANT_TOKEN, else a
+// service-account token file, sdk.WorkloadOf) whose config-center is known
+// (sdk.Workload.Active), they also serve mTLS on their own: the workload's identity obtains a certificate from the
+// config-center, and the server serves mTLS and plaintext on its port, or
+// mTLS only, as the tls of the access rules of the workload's first Gate
+// says (plaintext only until the certificate is there), on Hertz's standard
+// transport; Admission then admits a caller over mTLS as its certificate's
+// service. A Registrar of the process advertises it. Plaintext() turns it
+// off, and so does a server given its own TLS (server.WithTLS).
+func ServerOptions(opts ...ServerOption) []config.Option {
+	var o serverOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	out := []config.Option{server.WithTracer(arrivalTracer{})}
+	if !o.plain {
+		if w := sdk.WorkloadOf(""); w.Active() {
+			out = append(out, server.WithTransport(func(opt *config.Options) network.Transporter {
+				if opt.TLS != nil {
+					return standard.NewTransporter(opt)
+				}
+				return &workloadTransport{opt: opt, w: w}
+			}))
+		}
+	}
+	return out
+}
+
+// ServerOption changes what ServerOptions sets up.
+type ServerOption func(*serverOptions)
+
+type serverOptions struct{ plain bool }
+
+// Plaintext turns ServerOptions' automatic mTLS off: the server serves
+// plaintext on its own transport.
+func Plaintext() ServerOption { return func(o *serverOptions) { o.plain = true } }
+
+// workloadTransport is Hertz's standard transport behind a TLSListener of
+// the workload's identity, made when the server starts.
+type workloadTransport struct {
+	opt *config.Options
+	w   *sdk.Workload
+
+	mu    sync.Mutex
+	inner network.Transporter
+	ln    *sdk.TLSListener
+}
+
+func (t *workloadTransport) ListenAndServe(onData network.OnData) error {
+	ln := t.opt.Listener
+	if ln == nil {
+		lc := net.ListenConfig{}
+		if t.opt.ListenConfig != nil {
+			lc = *t.opt.ListenConfig
+		}
+		var err error
+		if ln, err = lc.Listen(context.Background(), t.opt.Network, t.opt.Addr); err != nil {
+			return err
+		}
+	}
+	l := sdk.NewWorkloadListener(ln, t.w.Identity, t.w.TLSMode)
+	if g := t.w.Gate(); g != nil && g.Reporter() != nil {
+		g.Reporter().CountConnections(l) // in the reports, as the Kitex suite's
+	}
+	o := *t.opt
+	o.Listener, o.ListenConfig = l, nil
+	inner := standard.NewTransporter(&o)
+	t.mu.Lock()
+	t.inner, t.ln = inner, l
+	t.mu.Unlock()
+	return inner.ListenAndServe(onData)
+}
+
+func (t *workloadTransport) current() network.Transporter {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.inner
+}
+
+func (t *workloadTransport) Close() error {
+	if in := t.current(); in != nil {
+		return in.Close()
+	}
+	return nil
+}
+
+func (t *workloadTransport) Shutdown(ctx context.Context) error {
+	if in := t.current(); in != nil {
+		return in.Shutdown(ctx)
+	}
+	return nil
+}
+
+// Listener is the listener served (nil before the server started): Hertz
+// asks it to tell whether the server runs.
+func (t *workloadTransport) Listener() net.Listener {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ln == nil {
+		return nil
+	}
+	return t.ln
 }
 
 // TLSServerOptions serve mTLS and plaintext on one port, or mTLS only, as l

@@ -2,8 +2,11 @@ package kitexsdk
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +31,7 @@ import (
 // the Balancer how each attempt went; without it in-flight counts only grow.
 type LoadBalancer struct {
 	newBalancer func() sdk.Balancer
+	units       *sdk.UnitRouter
 
 	mu      sync.Mutex // serializes newBalancer and target creation
 	targets sync.Map   // Result.CacheKey -> *target
@@ -61,6 +65,26 @@ func NewHybridBalancer(o sdk.HybridOptions) *LoadBalancer {
 	})
 }
 
+// WithUnits makes lb apply the callees' unit_routing rules that r holds:
+// each target's balancers are an sdk.UnitBalancer over newBalancer's, and
+// each request picks in its unit, by its method and metainfo (a request
+// its rules refuse gets no instance: Kitex fails it as it does when a
+// service has none). Call it before the client is built.
+func (lb *LoadBalancer) WithUnits(r *sdk.UnitRouter) *LoadBalancer {
+	lb.units = r
+	return lb
+}
+
+// balancerFor makes the Balancer of the target whose cache key is key:
+// Kitex's lbcache keys a target by the resolver's name and the service
+// ("sextant:orders").
+func (lb *LoadBalancer) balancerFor(key string) sdk.Balancer {
+	if lb.units != nil {
+		return sdk.NewUnitBalancer(strings.TrimPrefix(key, (*Resolver)(nil).Name()+":"), lb.units, lb.newBalancer)
+	}
+	return lb.newBalancer()
+}
+
 // Name implements loadbalance.Loadbalancer.
 func (lb *LoadBalancer) Name() string { return "sextant" }
 
@@ -80,12 +104,12 @@ func (lb *LoadBalancer) target(res discovery.Result) *target {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	if !res.Cacheable {
-		return &target{b: lb.newBalancer()}
+		return &target{b: lb.balancerFor(res.CacheKey)}
 	}
 	if v, ok := lb.targets.Load(res.CacheKey); ok {
 		return v.(*target)
 	}
-	t := &target{b: lb.newBalancer()}
+	t := &target{b: lb.balancerFor(res.CacheKey)}
 	lb.targets.Store(res.CacheKey, t)
 	return t
 }
@@ -131,7 +155,13 @@ func (t *target) apply(insts []discovery.Instance) {
 			addr = a.String()
 		}
 		w := int32(min(max(in.Weight(), 0), math.MaxInt32))
-		snap.Instances = append(snap.Instances, sdk.Instance{Instance: id, Addr: addr, Weight: w, StaticWeight: w, Healthy: true})
+		si := sdk.Instance{Instance: id, Addr: addr, Weight: w, StaticWeight: w, Healthy: true}
+		si.Cluster, _ = in.Tag(ClusterTag)
+		si.Zone, _ = in.Tag(ZoneTag)
+		if md, ok := in.Tag(MetadataTag); ok {
+			_ = json.Unmarshal([]byte(md), &si.Metadata)
+		}
+		snap.Instances = append(snap.Instances, si)
 		byID[id] = in
 	}
 	t.b.Update(snap)
@@ -163,7 +193,20 @@ func (t *target) Next(ctx context.Context, _ any) discovery.Instance {
 		c.settle(now, true)
 	}
 	t.mu.RLock()
-	in, err := t.b.Pick()
+	var in sdk.Instance
+	var err error
+	if rb, ok := t.b.(sdk.RequestBalancer); ok {
+		f := sdk.UnitFeatures{Header: func(k string) string { return metainfoValue(ctx, k) }}
+		if ri := rpcinfo.GetRPCInfo(ctx); ri != nil && ri.To() != nil {
+			f.Method = ri.To().Method()
+		}
+		in, err = rb.PickFor(f)
+		if err != nil && c != nil {
+			c.refuse(err) // the Middleware returns it with Kitex's error
+		}
+	} else {
+		in, err = t.b.Pick()
+	}
 	var picked discovery.Instance
 	if err == nil {
 		picked = t.byID[in.Instance]
@@ -187,6 +230,7 @@ type callKey struct{}
 // call is the attempt of one call still waiting for its outcome.
 type call struct {
 	mu      sync.Mutex
+	refused error // why unit routing gave no instance
 	pending bool
 	b       sdk.Balancer
 	id      string
@@ -196,6 +240,12 @@ type call struct {
 func (c *call) start(b sdk.Balancer, id string, at time.Time) {
 	c.mu.Lock()
 	c.pending, c.b, c.id, c.at = true, b, id, at
+	c.mu.Unlock()
+}
+
+func (c *call) refuse(err error) {
+	c.mu.Lock()
+	c.refused = err
 	c.mu.Unlock()
 }
 
@@ -225,6 +275,14 @@ func (lb *LoadBalancer) Middleware() endpoint.Middleware {
 			defer func() { c.settle(time.Now(), !returned || err != nil || shedByCallee(ctx)) }()
 			err = next(context.WithValue(ctx, callKey{}, c), req, resp)
 			returned = true
+			if err != nil {
+				c.mu.Lock()
+				refused := c.refused
+				c.mu.Unlock()
+				if refused != nil {
+					err = fmt.Errorf("%w (%w)", err, refused)
+				}
+			}
 			return err
 		}
 	}

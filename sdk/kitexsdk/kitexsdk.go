@@ -18,6 +18,7 @@ package kitexsdk
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"time"
@@ -41,6 +42,14 @@ import (
 
 // InstanceTag is the Kitex instance tag holding the Sextant instance id.
 const InstanceTag = "sextant_instance"
+
+// Tags of the instance's cluster, zone and metadata (a JSON object), for
+// the units of unit routing (LoadBalancer.WithUnits).
+const (
+	ClusterTag  = "sextant_cluster"
+	ZoneTag     = "sextant_zone"
+	MetadataTag = "sextant_metadata"
+)
 
 // ShedCode is the biz status code of a request shed by overload admission
 // (retryable); DeniedCode that of one an access rule blocks.
@@ -138,6 +147,17 @@ func (r *Resolver) Resolve(_ context.Context, desc string) (discovery.Result, er
 	res := discovery.Result{Cacheable: true, CacheKey: desc}
 	for in, w := range sdk.Eligible(snap) {
 		tags := map[string]string{InstanceTag: in.Instance}
+		if in.Cluster != "" {
+			tags[ClusterTag] = in.Cluster
+		}
+		if in.Zone != "" {
+			tags[ZoneTag] = in.Zone
+		}
+		if len(in.Metadata) > 0 {
+			if b, err := json.Marshal(in.Metadata); err == nil {
+				tags[MetadataTag] = string(b)
+			}
+		}
 		if r.enc.advertises(desc, in) {
 			tags[TLSTag] = in.Metadata[api.TLSMetadataKey]
 		}
@@ -157,8 +177,16 @@ func (r *Resolver) Name() string { return "sextant" }
 // ClientOptions are the options a Kitex client of service needs: discovery
 // through mesh-core re-read every second, a new hybrid LoadBalancer (see
 // NewHybridBalancer) with its Middleware, TTHeader for priorities, and call
-// reporting (rep may be nil). WithLoadBalancer replaces the balancer;
-// WithEncryption dials mTLS to the instances that advertise it.
+// reporting (rep may be nil). WithLoadBalancer replaces the balancer.
+//
+// With a credential (d's Token, else $SEXTANT_TOKEN, else a
+// service-account token file, sdk.WorkloadOf) whose config-center is known
+// (a ConfigWatcher of the same credential made before, or
+// $SEXTANT_CONFIG_CENTER: sdk.Workload.Active), the client dials mTLS on
+// its own, with the workload's identity, to the instances that advertise it
+// in discovery, and plaintext to the others (WorkloadEncryption), on
+// Kitex's Go net transport. WithEncryption dials with another Encryption;
+// WithoutEncryption turns it off.
 func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static []sdk.Instance, opts ...Option) []client.Option {
 	var o clientOptions
 	for _, opt := range opts {
@@ -166,6 +194,15 @@ func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static [
 	}
 	if o.lb == nil {
 		o.lb = NewHybridBalancer(sdk.HybridOptions{})
+	}
+	if o.enc == nil && !o.plain {
+		// The workload's automatic identity, when it has a credential.
+		if w := d.Workload(); w.Active() {
+			o.enc = WorkloadEncryption(w)
+		}
+	}
+	if lb, ok := o.lb.(*LoadBalancer); ok && o.units != nil {
+		lb.WithUnits(o.units)
 	}
 	r := NewResolver(d, map[string][]sdk.Instance{service: static})
 	r.enc = o.enc
@@ -190,8 +227,20 @@ func ClientOptions(service string, d *sdk.Discovery, rep *sdk.Reporter, static [
 type Option func(*clientOptions)
 
 type clientOptions struct {
-	lb  loadbalance.Loadbalancer
-	enc *Encryption
+	lb    loadbalance.Loadbalancer
+	enc   *Encryption
+	plain bool
+	units *sdk.UnitRouter
+}
+
+// WithUnits makes the client apply the callees' unit_routing rules that r
+// holds (r.Follow a ConfigWatcher whose Calls name the callee): each call
+// goes to the unit its method and metainfo select, and a call its rules
+// refuse fails with an error that wraps sdk.ErrUnitDenied or
+// sdk.ErrUnitUnavailable. It needs the Sextant LoadBalancer (the default,
+// or one given with WithLoadBalancer).
+func WithUnits(r *sdk.UnitRouter) Option {
+	return func(o *clientOptions) { o.units = r }
 }
 
 // WithLoadBalancer makes ClientOptions balance with lb: for instance
@@ -276,8 +325,15 @@ var _ server.Suite = ServerSuite{}
 // NewServerSuite admits through gate; edge assigns priorities to requests
 // that come without one (nil: priority 64, a user priority from the
 // request id).
+//
+// With a credential (the gate's Reporter's Token, else $SEXTANT_TOKEN, else
+// a service-account token file, sdk.WorkloadOf) whose config-center is
+// known (sdk.Workload.Active), the suite serves mTLS on its own: the workload's identity obtains a certificate from the
+// config-center, and the server serves mTLS and plaintext on its port, or
+// mTLS only, as the access rules' tls says, on Kitex's Go net transport
+// (plaintext only until the certificate is there). WithoutTLS turns that off.
 func NewServerSuite(gate *sdk.Gate, edge *sdk.Edge) ServerSuite {
-	return ServerSuite{gate: gate, edge: edge}
+	return ServerSuite{gate: gate, edge: edge, tls: autoTLS(gate)}
 }
 
 // Options implements server.Suite.
@@ -326,7 +382,11 @@ func (s ServerSuite) admit(next endpoint.Endpoint) endpoint.Endpoint {
 			enterCtx, cancel = context.WithDeadline(ctx, arrived.Add(ri.Config().RPCTimeout()))
 			defer cancel()
 		}
-		a, err := s.gate.EnterPeer(enterCtx, arrived, p, s.tls.peer(ctx, caller), method)
+		peer := sdk.Peer{Declared: caller, Identity: api.IdentityMissing}
+		if s.tls != nil {
+			peer = s.tls.peer(ctx, caller)
+		}
+		a, err := s.gate.EnterPeer(enterCtx, arrived, p, peer, method)
 		defer func() { // after Done: with what its callees answered
 			metainfo.SendBackwardValue(ctx, sdk.AdmitLevelKey, strconv.Itoa(int(s.gate.AdmitLevel(method))))
 		}()

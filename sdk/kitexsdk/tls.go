@@ -3,10 +3,10 @@ package kitexsdk
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"maps"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudwego/gopkg/bufiox"
@@ -41,8 +41,10 @@ const HandshakeTimeout = sdk.HandshakeTimeout
 
 // tlsServer is the TLS side of a ServerSuite.
 type tlsServer struct {
-	id *sdk.Identity
-	ln *sdk.TLSListener
+	rep  *sdk.Reporter        // counts the listener's connections (may be nil)
+	src  func() *sdk.Identity // nil until the workload has its certificate
+	mode func() string
+	ln   atomic.Pointer[sdk.TLSListener] // set once serving
 }
 
 // WithTLS makes the suite serve on ln with id's certificate: mTLS and
@@ -52,54 +54,106 @@ type tlsServer struct {
 // address. Requests over mTLS are admitted as their certificate's service
 // (sdk.Gate.EnterPeer).
 func (s ServerSuite) WithTLS(ln net.Listener, id *sdk.Identity, mode func() string) ServerSuite {
-	s.tls = &tlsServer{id: id, ln: sdk.NewTLSListener(ln, id, mode)}
+	t := &tlsServer{src: func() *sdk.Identity { return id }, mode: mode, rep: s.gate.Reporter()}
+	t.serve(sdk.NewTLSListener(ln, id, mode))
+	s.tls = t
 	return s
 }
 
+// WithoutTLS turns the suite's automatic mTLS off: the server serves
+// plaintext on its own transport, as it would without Sextant.
+func (s ServerSuite) WithoutTLS() ServerSuite {
+	s.tls = nil
+	return s
+}
+
+// autoTLS is the automatic TLS side of a suite admitting through gate: the
+// workload identity of the gate's credential (sdk.Gate.Workload), the mode
+// of its access rules. nil without a credential.
+func autoTLS(gate *sdk.Gate) *tlsServer {
+	if gate == nil {
+		return nil
+	}
+	w := gate.Workload()
+	if !w.Active() {
+		return nil
+	}
+	return &tlsServer{src: w.Identity, mode: gate.TLSMode, rep: gate.Reporter()}
+}
+
+// serve makes l the listener served, whose connections the gate's
+// reporter counts.
+func (t *tlsServer) serve(l *sdk.TLSListener) {
+	t.ln.Store(l)
+	if t.rep != nil {
+		t.rep.CountConnections(l)
+	}
+}
+
 // Connections counts the connections the suite's listener took (zero
-// without WithTLS).
+// without TLS, or before the server started).
 func (s ServerSuite) Connections() sdk.ConnStats {
 	if s.tls == nil {
 		return sdk.ConnStats{}
 	}
-	return s.tls.ln.Connections()
+	if l := s.tls.ln.Load(); l != nil {
+		return l.Connections()
+	}
+	return sdk.ConnStats{}
 }
 
 func (t *tlsServer) options() []server.Option {
-	return []server.Option{
-		server.WithListener(t.ln),
-		server.WithTransServerFactory(gonet.NewTransServerFactory()),
+	opts := []server.Option{
 		server.WithTransHandlerFactory(gonet.NewSvrTransHandlerFactory()),
 		server.WithBoundHandler(peerHandler{}),
 	}
+	if l := t.ln.Load(); l != nil {
+		return append(opts, server.WithListener(l), server.WithTransServerFactory(gonet.NewTransServerFactory()))
+	}
+	// The server's own listener (its address, or server.WithListener),
+	// wrapped when it starts.
+	return append(opts, server.WithTransServerFactory(tlsTransServerFactory{t: t}))
+}
+
+// tlsTransServerFactory makes Kitex's Go net transport serve behind a
+// TLSListener of the workload identity.
+type tlsTransServerFactory struct{ t *tlsServer }
+
+func (f tlsTransServerFactory) NewTransServer(opt *remote.ServerOption, h remote.ServerTransHandler) remote.TransServer {
+	return tlsTransServer{TransServer: gonet.NewTransServerFactory().NewTransServer(opt, h), t: f.t}
+}
+
+type tlsTransServer struct {
+	remote.TransServer
+	t *tlsServer
+}
+
+func (s tlsTransServer) BootstrapServer(ln net.Listener) error {
+	l, ok := ln.(*sdk.TLSListener)
+	if !ok {
+		l = sdk.NewWorkloadListener(ln, s.t.src, s.t.mode)
+	}
+	s.t.serve(l)
+	return s.TransServer.BootstrapServer(l)
 }
 
 // peer is who sent ctx's request: its certificate's identity when it came
 // over TLS, the declared name otherwise.
 func (t *tlsServer) peer(ctx context.Context, declared string) sdk.Peer {
-	if t == nil {
-		return sdk.Peer{Declared: declared, Identity: api.IdentityMissing}
-	}
-	var chain []*x509.Certificate
-	if st, _ := ctx.Value(peerKey{}).(*tls.ConnectionState); st != nil {
-		chain = st.PeerCertificates
-	}
-	return sdk.VerifyPeer(declared, chain, t.id.TrustBundle(), time.Now())
+	remote, _ := ctx.Value(peerKey{}).(net.Addr)
+	return sdk.ConnPeer(remote, declared, time.Now())
 }
 
 type peerKey struct{}
 
-// peerHandler puts a TLS connection's state in the context of every call
-// the connection carries.
+// peerHandler puts a connection's remote address, which carries its TLS
+// state, in the context of every call the connection carries.
 type peerHandler struct{}
 
 var _ remote.InboundHandler = peerHandler{}
 
 func (peerHandler) OnActive(ctx context.Context, conn net.Conn) (context.Context, error) {
-	if st := sdk.ConnTLS(conn.RemoteAddr()); st != nil {
-		ctx = context.WithValue(ctx, peerKey{}, st)
-	}
-	return ctx, nil
+	return context.WithValue(ctx, peerKey{}, conn.RemoteAddr()), nil
 }
 
 func (peerHandler) OnInactive(ctx context.Context, _ net.Conn) context.Context { return ctx }
@@ -118,8 +172,8 @@ func (peerHandler) OnMessage(ctx context.Context, _, _ remote.Message) (context.
 // the calls of each kind per callee service, so that the plaintext ones
 // can be seen. One Encryption may serve several clients.
 type Encryption struct {
-	id    *sdk.Identity
-	addrs sync.Map // addr -> the service of an instance that serves mTLS
+	src   func() *sdk.Identity // nil until the workload has its certificate
+	addrs sync.Map             // addr -> the service of an instance that serves mTLS
 
 	mu        sync.Mutex
 	tlsCalls  map[string]int64
@@ -128,7 +182,17 @@ type Encryption struct {
 
 // NewEncryption dials with id's certificate.
 func NewEncryption(id *sdk.Identity) *Encryption {
-	return &Encryption{id: id, tlsCalls: map[string]int64{}, plaintext: map[string]int64{}}
+	return newEncryption(func() *sdk.Identity { return id })
+}
+
+// WorkloadEncryption dials with the workload's automatic identity once it
+// has its certificate, and plaintext to every instance until then.
+func WorkloadEncryption(w *sdk.Workload) *Encryption {
+	return newEncryption(w.Identity)
+}
+
+func newEncryption(src func() *sdk.Identity) *Encryption {
+	return &Encryption{src: src, tlsCalls: map[string]int64{}, plaintext: map[string]int64{}}
 }
 
 // PlaintextCalls are the calls sent in plaintext so far, per callee service.
@@ -148,6 +212,12 @@ func (e *Encryption) TLSCalls() map[string]int64 {
 // WithEncryption makes ClientOptions dial through e.
 func WithEncryption(e *Encryption) Option {
 	return func(o *clientOptions) { o.enc = e }
+}
+
+// WithoutEncryption turns ClientOptions' automatic mTLS off: every
+// instance is dialed plaintext, on Kitex's default transport.
+func WithoutEncryption() Option {
+	return func(o *clientOptions) { o.enc, o.plain = nil, true }
 }
 
 // advertises tells whether in serves mTLS, and remembers it for the dialer.
@@ -190,10 +260,11 @@ func (e *Encryption) count(next endpoint.Endpoint) endpoint.Endpoint {
 	}
 }
 
-// secure tells whether the instance at addr is dialed mTLS.
+// secure tells whether the instance at addr is dialed mTLS: it advertises
+// it, and there is a certificate to dial with.
 func (e *Encryption) secure(addr string) bool {
 	_, ok := e.addrs.Load(addr)
-	return ok
+	return ok && e.src() != nil
 }
 
 var _ remote.Dialer = (*Encryption)(nil)
@@ -208,7 +279,8 @@ func (e *Encryption) DialTimeout(network, address string, timeout time.Duration)
 	defer cancel()
 	expires := time.Now().Add(maxConnLifetime)
 	v, secure := e.addrs.Load(address)
-	if !secure {
+	id := e.src()
+	if !secure || id == nil {
 		conn, err := (&net.Dialer{}).DialContext(ctx, network, address)
 		if err != nil {
 			return nil, err
@@ -218,7 +290,7 @@ func (e *Encryption) DialTimeout(network, address string, timeout time.Duration)
 		return c, nil
 	}
 	service := v.(string)
-	own := e.id.Certificate()
+	own := id.Certificate()
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -230,7 +302,7 @@ func (e *Encryption) DialTimeout(network, address string, timeout time.Duration)
 		// The server is verified by its SPIFFE ID, not its host name.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return sdk.VerifyServer(cs.PeerCertificates, e.id.TrustBundle(), service)
+			return sdk.VerifyServer(cs.PeerCertificates, id.TrustBundle(), service)
 		},
 	}
 	tc, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, network, address)
@@ -238,13 +310,16 @@ func (e *Encryption) DialTimeout(network, address string, timeout time.Duration)
 		return nil, err
 	}
 	conn := tc.(*tls.Conn)
-	if peer := conn.ConnectionState().PeerCertificates; len(peer) > 0 && peer[0].NotAfter.Before(expires) {
-		expires = peer[0].NotAfter
+	var peerEnd, ownEnd time.Time
+	if peer := conn.ConnectionState().PeerCertificates; len(peer) > 0 {
+		peerEnd = peer[0].NotAfter
 	}
-	if own != nil && own.Leaf != nil && own.Leaf.NotAfter.Before(expires) {
-		expires = own.Leaf.NotAfter
+	if own != nil && own.Leaf != nil {
+		ownEnd = own.Leaf.NotAfter
 	}
-	c := newClientConn(conn, expires)
+	// Not reused close to either certificate's expiry: the server checks
+	// the caller's at each request.
+	c := newClientConn(conn, sdk.ConnReuseUntil(time.Now(), maxConnLifetime, peerEnd, ownEnd))
 	c.stale = func() bool { return !e.secure(address) }
 	return c, nil
 }

@@ -38,6 +38,7 @@ func TestUserModuleGraphs(t *testing.T) {
 		{"core SDK", "github.com/sextant-mesh/sextant/sdk", []string{etcdServer, gin, k8s, influx, sonic, prometheus, hertz, kitex}},
 		{"Kitex adapter", "github.com/sextant-mesh/sextant/sdk/kitexsdk", []string{etcdServer, gin, k8s, influx, hertz}},
 		{"Hertz adapter", "github.com/sextant-mesh/sextant/sdk/hertzsdk", []string{etcdServer, gin, k8s, influx, prometheus, kitex}},
+		{"NATS adapter", "github.com/sextant-mesh/sextant/sdk/natssdk", []string{etcdServer, gin, k8s, influx, sonic, prometheus, hertz, kitex}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -45,7 +46,8 @@ func TestUserModuleGraphs(t *testing.T) {
 				"\tgithub.com/sextant-mesh/sextant/api => " + filepath.Join(root, "api") + "\n" +
 				"\tgithub.com/sextant-mesh/sextant/sdk => " + filepath.Join(root, "sdk") + "\n" +
 				"\tgithub.com/sextant-mesh/sextant/sdk/kitexsdk => " + filepath.Join(root, "sdk/kitexsdk") + "\n" +
-				"\tgithub.com/sextant-mesh/sextant/sdk/hertzsdk => " + filepath.Join(root, "sdk/hertzsdk") + "\n)\n"
+				"\tgithub.com/sextant-mesh/sextant/sdk/hertzsdk => " + filepath.Join(root, "sdk/hertzsdk") + "\n" +
+				"\tgithub.com/sextant-mesh/sextant/sdk/natssdk => " + filepath.Join(root, "sdk/natssdk") + "\n)\n"
 			mainGo := "package main\n\nimport _ \"" + tc.pkg + "\"\n\nfunc main() {}\n"
 			write(t, filepath.Join(dir, "go.mod"), goMod)
 			write(t, filepath.Join(dir, "main.go"), mainGo)

@@ -121,11 +121,14 @@ func TestServicesWriteTheDocumentedSeries(t *testing.T) {
 			reports = append(reports, map[string]any{"reporter": map[string]any{"service": "comment-svc", "instance": in},
 				"window_ms": 200, "timestamp_ms": now, "server": map[string]any{"requests": 100, "cpu_util": 0.2 + 0.5*float64(i),
 					"queue_time_ms_avg": 1, "queue_time_ms_p99": 2, "inflight": 3, "client_timeouts": 0,
-					"requests_by_priority": map[string]int{"64": 100}}})
+					"requests_by_priority": map[string]int{"64": 100}},
+				"security": map[string]any{"identities": map[string]int{"verified": 100}, "connections": map[string]int{"tls": 1}}})
 		}
 		reports = append(reports, map[string]any{"reporter": map[string]any{"service": "front", "instance": "10.9.0.1:80"},
 			"window_ms": 200, "timestamp_ms": now, "calls": calls,
-			"dry_run_denials": []any{map[string]any{"callee_service": "pay-svc", "caller_service": "front", "rule": "allow-list", "count": 2}}})
+			"dry_run_denials": []any{map[string]any{"callee_service": "pay-svc", "caller_service": "front", "rule": "allow-list", "count": 2}},
+			"security": map[string]any{"identities": map[string]int{"verified": 7, "missing_denied": 1},
+				"connections": map[string]int{"tls": 3, "plaintext_refused": 1}}})
 		return post(t, "http://"+mx.Addr()+"/v1/telemetry", reports)
 	}
 	// Report until the calculator has published weights for both instances.
@@ -204,6 +207,12 @@ func TestServicesWriteTheDocumentedSeries(t *testing.T) {
 		}},
 		{`SELECT * FROM "dry_run_denial"`, func(r map[string]any) bool {
 			return r["callee_service"] == "pay-svc" && r["caller_service"] == "front" && r["rule"] == "allow-list" && r["count"] == 2.0
+		}},
+		{`SELECT * FROM "identities" WHERE "service"='front'`, func(r map[string]any) bool {
+			return r["instance"] == "10.9.0.1:80" && r["verified"] == 7.0 && r["missing_denied"] == 1.0
+		}},
+		{`SELECT * FROM "connections" WHERE "service"='front'`, func(r map[string]any) bool {
+			return r["instance"] == "10.9.0.1:80" && r["tls"] == 3.0 && r["plaintext_refused"] == 1.0
 		}},
 		{`SELECT * FROM "weight" WHERE "service"='comment-svc'`, func(r map[string]any) bool {
 			w, ok := r["weight"].(float64)

@@ -94,6 +94,9 @@ func Parse(name string, args []string, stderr io.Writer, more func(*flag.FlagSet
 	fs.StringVar(&cfg.meshCore.PollAddr, "mesh-core-poll-addr", cfg.meshCore.PollAddr, `mesh-core poll port, discovery long polls only: the address to give data planes ("": off)`)
 	fs.StringVar(&cfg.center.HTTPAddr, "config-center-addr", cfg.center.HTTPAddr, "config-center HTTP address")
 	fs.StringVar(&cfg.center.Auth.AdminToken, "admin-token", "", "operators' admin token, accepted by every service (SEXTANT_ADMIN_TOKEN; default: generated and printed)")
+	// Multi-cluster: mesh-core's --export, --peer, --peer-token-file,
+	// --peer-ttl and --peer-wait, to run two dev planes as two clusters.
+	cfg.meshCore.Peering.RegisterFlags(fs)
 	if more != nil {
 		more(fs)
 	}
@@ -233,9 +236,11 @@ Sextant is running (Ctrl-C stops it):
 Every API needs a credential (Authorization: Bearer <token>). Operators use
 the admin token; a data plane uses its service's token:
   go run ./cmd/sextant token create --service <service>
-and gives it to the SDK as SEXTANT_TOKEN. With SEXTANT_ADMIN_TOKEN set,
+and gives it to the SDK as SEXTANT_TOKEN. With SEXTANT_CONFIG_CENTER=%s too
+(or a ConfigWatcher), the SDK's adapters get the service a certificate and
+talk mTLS to each other (docs/security.md). With SEXTANT_ADMIN_TOKEN set,
   go run ./cmd/sextant services            (sextant config, describe, status, top: docs/cli.md)
-`, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), kitexLine(cfg.kitexTLS), pollLine(meshCore.PollAddr()), configCenter.Addr(), etcd.ClientURL)
+`, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), kitexLine(cfg.kitexTLS), pollLine(meshCore.PollAddr()), configCenter.Addr(), etcd.ClientURL, configCenter.Addr())
 	if generated {
 		fmt.Fprintf(cfg.Stderr, "\nadmin token (generated; set SEXTANT_ADMIN_TOKEN to choose one):\n  export SEXTANT_ADMIN_TOKEN=%s\n", admin)
 	}

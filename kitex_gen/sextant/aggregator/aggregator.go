@@ -624,6 +624,71 @@ var fieldIDToName_Denial = map[int16]string{
 	4: "count",
 }
 
+type UnitRoute struct {
+	CalleeService string `thrift:"callee_service,1" frugal:"1,default,string" json:"callee_service"`
+	Rule          string `thrift:"rule,2" frugal:"2,default,string" json:"rule"`
+	Unit          string `thrift:"unit,3" frugal:"3,default,string" json:"unit"`
+	Outcome       string `thrift:"outcome,4" frugal:"4,default,string" json:"outcome"`
+	Count         int64  `thrift:"count,5" frugal:"5,default,i64" json:"count"`
+}
+
+func NewUnitRoute() *UnitRoute {
+	return &UnitRoute{}
+}
+
+func (p *UnitRoute) InitDefault() {
+}
+
+func (p *UnitRoute) GetCalleeService() (v string) {
+	return p.CalleeService
+}
+
+func (p *UnitRoute) GetRule() (v string) {
+	return p.Rule
+}
+
+func (p *UnitRoute) GetUnit() (v string) {
+	return p.Unit
+}
+
+func (p *UnitRoute) GetOutcome() (v string) {
+	return p.Outcome
+}
+
+func (p *UnitRoute) GetCount() (v int64) {
+	return p.Count
+}
+func (p *UnitRoute) SetCalleeService(val string) {
+	p.CalleeService = val
+}
+func (p *UnitRoute) SetRule(val string) {
+	p.Rule = val
+}
+func (p *UnitRoute) SetUnit(val string) {
+	p.Unit = val
+}
+func (p *UnitRoute) SetOutcome(val string) {
+	p.Outcome = val
+}
+func (p *UnitRoute) SetCount(val int64) {
+	p.Count = val
+}
+
+func (p *UnitRoute) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("UnitRoute(%+v)", *p)
+}
+
+var fieldIDToName_UnitRoute = map[int16]string{
+	1: "callee_service",
+	2: "rule",
+	3: "unit",
+	4: "outcome",
+	5: "count",
+}
+
 type ReportPart struct {
 	Reporter    *Reporter    `thrift:"reporter,1" frugal:"1,default,Reporter" json:"reporter"`
 	WindowMs    int64        `thrift:"window_ms,2" frugal:"2,default,i64" json:"window_ms"`
@@ -631,6 +696,7 @@ type ReportPart struct {
 	Server      *ServerStats `thrift:"server,4,optional" frugal:"4,optional,ServerStats" json:"server,omitempty"`
 	Calls       []*Call      `thrift:"calls,5" frugal:"5,default,list<Call>" json:"calls"`
 	Denials     []*Denial    `thrift:"denials,6" frugal:"6,default,list<Denial>" json:"denials"`
+	UnitRoutes  []*UnitRoute `thrift:"unit_routes,7,optional" frugal:"7,optional,list<UnitRoute>" json:"unit_routes,omitempty"`
 }
 
 func NewReportPart() *ReportPart {
@@ -673,6 +739,15 @@ func (p *ReportPart) GetCalls() (v []*Call) {
 func (p *ReportPart) GetDenials() (v []*Denial) {
 	return p.Denials
 }
+
+var ReportPart_UnitRoutes_DEFAULT []*UnitRoute
+
+func (p *ReportPart) GetUnitRoutes() (v []*UnitRoute) {
+	if !p.IsSetUnitRoutes() {
+		return ReportPart_UnitRoutes_DEFAULT
+	}
+	return p.UnitRoutes
+}
 func (p *ReportPart) SetReporter(val *Reporter) {
 	p.Reporter = val
 }
@@ -691,6 +766,9 @@ func (p *ReportPart) SetCalls(val []*Call) {
 func (p *ReportPart) SetDenials(val []*Denial) {
 	p.Denials = val
 }
+func (p *ReportPart) SetUnitRoutes(val []*UnitRoute) {
+	p.UnitRoutes = val
+}
 
 func (p *ReportPart) IsSetReporter() bool {
 	return p.Reporter != nil
@@ -698,6 +776,10 @@ func (p *ReportPart) IsSetReporter() bool {
 
 func (p *ReportPart) IsSetServer() bool {
 	return p.Server != nil
+}
+
+func (p *ReportPart) IsSetUnitRoutes() bool {
+	return p.UnitRoutes != nil
 }
 
 func (p *ReportPart) String() string {
@@ -714,6 +796,7 @@ var fieldIDToName_ReportPart = map[int16]string{
 	4: "server",
 	5: "calls",
 	6: "denials",
+	7: "unit_routes",
 }
 
 type ReportBatch struct {

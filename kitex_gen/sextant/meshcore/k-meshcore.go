@@ -807,7 +807,7 @@ func (p *Policy) FastReadField8(buf []byte) (int, error) {
 	if err != nil {
 		return offset, err
 	}
-	_field := make(map[string]float64, size)
+	_field := make(map[string]map[string]float64, size)
 	for i := 0; i < size; i++ {
 		var _key string
 		if v, l, err := thrift.Binary.ReadString(buf[offset:]); err != nil {
@@ -817,17 +817,35 @@ func (p *Policy) FastReadField8(buf []byte) (int, error) {
 			_key = v
 		}
 
-		var _val float64
-		if v, l, err := thrift.Binary.ReadDouble(buf[offset:]); err != nil {
+		_, _, size, l, err := thrift.Binary.ReadMapBegin(buf[offset:])
+		offset += l
+		if err != nil {
 			return offset, err
-		} else {
-			offset += l
-			_val = v
+		}
+		_val := make(map[string]float64, size)
+		for i := 0; i < size; i++ {
+			var _key1 string
+			if v, l, err := thrift.Binary.ReadString(buf[offset:]); err != nil {
+				return offset, err
+			} else {
+				offset += l
+				_key1 = v
+			}
+
+			var _val1 float64
+			if v, l, err := thrift.Binary.ReadDouble(buf[offset:]); err != nil {
+				return offset, err
+			} else {
+				offset += l
+				_val1 = v
+			}
+
+			_val[_key1] = _val1
 		}
 
 		_field[_key] = _val
 	}
-	p.ZoneDemand = _field
+	p.ZoneRouting = _field
 	return offset, nil
 }
 
@@ -937,12 +955,20 @@ func (p *Policy) fastWriteField8(buf []byte, w thrift.NocopyWriter) int {
 	mapBeginOffset := offset
 	offset += thrift.Binary.MapBeginLength()
 	var length int
-	for k, v := range p.ZoneDemand {
+	for k, v := range p.ZoneRouting {
 		length++
 		offset += thrift.Binary.WriteStringNocopy(buf[offset:], w, k)
-		offset += thrift.Binary.WriteDouble(buf[offset:], v)
+		mapBeginOffset := offset
+		offset += thrift.Binary.MapBeginLength()
+		var length int
+		for k, v := range v {
+			length++
+			offset += thrift.Binary.WriteStringNocopy(buf[offset:], w, k)
+			offset += thrift.Binary.WriteDouble(buf[offset:], v)
+		}
+		thrift.Binary.WriteMapBegin(buf[mapBeginOffset:], thrift.STRING, thrift.DOUBLE, length)
 	}
-	thrift.Binary.WriteMapBegin(buf[mapBeginOffset:], thrift.STRING, thrift.DOUBLE, length)
+	thrift.Binary.WriteMapBegin(buf[mapBeginOffset:], thrift.STRING, thrift.MAP, length)
 	return offset
 }
 
@@ -1009,11 +1035,17 @@ func (p *Policy) field8Length() int {
 	l := 0
 	l += thrift.Binary.FieldBeginLength()
 	l += thrift.Binary.MapBeginLength()
-	for k, v := range p.ZoneDemand {
+	for k, v := range p.ZoneRouting {
 		_, _ = k, v
 
 		l += thrift.Binary.StringLengthNocopy(k)
-		l += thrift.Binary.DoubleLength()
+		l += thrift.Binary.MapBeginLength()
+		for k, v := range v {
+			_, _ = k, v
+
+			l += thrift.Binary.StringLengthNocopy(k)
+			l += thrift.Binary.DoubleLength()
+		}
 	}
 	return l
 }

@@ -129,14 +129,14 @@ var fieldIDToName_Overload = map[int16]string{
 }
 
 type Policy struct {
-	Service          string               `thrift:"service,1" frugal:"1,default,string" json:"service"`
-	Version          int64                `thrift:"version,2" frugal:"2,default,i64" json:"version"`
-	Weights          []*InstanceWeight    `thrift:"weights,3" frugal:"3,default,list<InstanceWeight>" json:"weights"`
-	Overload         *Overload            `thrift:"overload,4" frugal:"4,default,Overload" json:"overload"`
-	InstanceOverload map[string]*Overload `thrift:"instance_overload,5" frugal:"5,default,map<string:Overload>" json:"instance_overload"`
-	ComputedAtMs     int64                `thrift:"computed_at_ms,6" frugal:"6,default,i64" json:"computed_at_ms"`
-	CalculatorId     string               `thrift:"calculator_id,7" frugal:"7,default,string" json:"calculator_id"`
-	ZoneDemand       map[string]float64   `thrift:"zone_demand,8" frugal:"8,default,map<string:double>" json:"zone_demand"`
+	Service          string                        `thrift:"service,1" frugal:"1,default,string" json:"service"`
+	Version          int64                         `thrift:"version,2" frugal:"2,default,i64" json:"version"`
+	Weights          []*InstanceWeight             `thrift:"weights,3" frugal:"3,default,list<InstanceWeight>" json:"weights"`
+	Overload         *Overload                     `thrift:"overload,4" frugal:"4,default,Overload" json:"overload"`
+	InstanceOverload map[string]*Overload          `thrift:"instance_overload,5" frugal:"5,default,map<string:Overload>" json:"instance_overload"`
+	ComputedAtMs     int64                         `thrift:"computed_at_ms,6" frugal:"6,default,i64" json:"computed_at_ms"`
+	CalculatorId     string                        `thrift:"calculator_id,7" frugal:"7,default,string" json:"calculator_id"`
+	ZoneRouting      map[string]map[string]float64 `thrift:"zone_routing,8" frugal:"8,default,map<string:map<string:double>>" json:"zone_routing"`
 }
 
 func NewPolicy() *Policy {
@@ -179,8 +179,8 @@ func (p *Policy) GetCalculatorId() (v string) {
 	return p.CalculatorId
 }
 
-func (p *Policy) GetZoneDemand() (v map[string]float64) {
-	return p.ZoneDemand
+func (p *Policy) GetZoneRouting() (v map[string]map[string]float64) {
+	return p.ZoneRouting
 }
 func (p *Policy) SetService(val string) {
 	p.Service = val
@@ -203,8 +203,8 @@ func (p *Policy) SetComputedAtMs(val int64) {
 func (p *Policy) SetCalculatorId(val string) {
 	p.CalculatorId = val
 }
-func (p *Policy) SetZoneDemand(val map[string]float64) {
-	p.ZoneDemand = val
+func (p *Policy) SetZoneRouting(val map[string]map[string]float64) {
+	p.ZoneRouting = val
 }
 
 func (p *Policy) IsSetOverload() bool {
@@ -226,7 +226,7 @@ var fieldIDToName_Policy = map[int16]string{
 	5: "instance_overload",
 	6: "computed_at_ms",
 	7: "calculator_id",
-	8: "zone_demand",
+	8: "zone_routing",
 }
 
 type PublishPolicyRequest struct {

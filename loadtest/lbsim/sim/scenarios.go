@@ -114,8 +114,8 @@ func ZoneScenarios() []Scenario {
 	}
 	half := []string{"zone-a", "zone-b"}
 	return []Scenario{
-		zones("zones-40", "zone a has 60 % of the capacity, zone b 40 %; callers half in each; 40 % load: each zone covers its callers' demand",
-			1600, []string{"zone-a", "zone-b", "zone-b", "zone-a", "zone-a"}),
+		zones("zones-40", "zone a has 60 % of the capacity, zone b 40 %; callers half in each; 40 % load: each zone can serve its own callers",
+			1600, half),
 		zones("zones-80", "the same at 80 % load, callers half in each: zone b's callers need more than zone b has",
 			3200, half),
 	}

@@ -451,7 +451,7 @@ func (s *simulation) snapshot() *sdk.Snapshot {
 	if !s.st.Central || s.policy == nil || len(s.policy.Weights) == 0 {
 		return snap
 	}
-	snap.ZoneDemand = s.policy.ZoneDemand
+	snap.ZoneRouting = s.policy.ZoneRouting
 	byID := map[string]*meshcore.InstanceWeight{}
 	var ws []int32
 	for _, w := range s.policy.Weights {

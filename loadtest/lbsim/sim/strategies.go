@@ -48,7 +48,9 @@ func Strategies() []Strategy {
 // hybrid without and with zone-aware weights, and the two rules a caller
 // can run alone: stay in its zone always, or ignore zones (A58).
 func ZoneStrategies() []Strategy {
-	hybrid := func(c *CallerEnv) sdk.Balancer { return sdk.NewHybridPicker(sdk.HybridOptions{Now: c.Now, Rand: c.Rand}) }
+	hybrid := func(c *CallerEnv) sdk.Balancer {
+		return sdk.NewHybridPicker(sdk.HybridOptions{Now: c.Now, Rand: c.Rand})
+	}
 	return []Strategy{
 		{Name: "a58-wrr", New: func(c *CallerEnv) sdk.Balancer { return &a58{env: c} }},
 		{Name: "zone-local", LocalOnly: true, New: func(c *CallerEnv) sdk.Balancer { return &a58{env: c} }},

@@ -149,6 +149,7 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	h.GET("/v1/audit", append(operator, a.audit)...)
 	h.GET("/v1/watch", append(read, w.watch)...)
 	h.GET("/v1/access/dry-run", append(read, d.report)...)
+	h.GET("/v1/units/report", append(read, d.unitsReport)...)
 	h.GET("/v1/access/inspection", append(read, d.inspect)...)
 	h.GET("/v1/services", append(read, d.services)...)
 	h.GET("/v1/kinds", append(read, func(_ context.Context, c *app.RequestContext) {

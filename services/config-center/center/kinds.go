@@ -18,6 +18,7 @@ import (
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/api/overloadconf"
 	"github.com/sextant-mesh/sextant/api/priorityrules"
+	"github.com/sextant-mesh/sextant/api/unitrouting"
 	"github.com/sextant-mesh/sextant/api/weightknobs"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
@@ -52,7 +53,7 @@ var Kinds = map[string]*Kind{
 	api.KindDegradation:   {Name: api.KindDegradation, Scope: ClientScope, KitexCategory: "degradation", validate: validated[api.Degradation]},
 	api.KindLimit:         {Name: api.KindLimit, Scope: ServerScope, KitexCategory: "limit", validate: validateLimit},
 	api.KindAccessControl: {Name: api.KindAccessControl, Scope: ServerScope, validate: validated[api.AccessControl]},
-	api.KindUnitRouting:   {Name: api.KindUnitRouting, Scope: ServerScope, validate: validated[api.UnitRouting]},
+	api.KindUnitRouting:   {Name: api.KindUnitRouting, Scope: ServerScope, validate: unitrouting.Validate},
 	api.KindOverload:      {Name: api.KindOverload, Scope: ServerScope, validate: validated[overloadconf.Config]},
 	// How the API layer gives requests their business priority.
 	api.KindPriorityRules: {Name: api.KindPriorityRules, Scope: ServerScope, validate: validated[priorityrules.Document]},

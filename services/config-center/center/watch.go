@@ -52,6 +52,12 @@ func (w *watcher) answer(service, instance string, calls []string) (api.WatchAns
 		if p := w.view.Policy(c); p != nil {
 			a.Policies[c] = p
 		}
+		// A callee's unit_routing is applied by its callers (docs/units.md).
+		for _, e := range w.view.Applying(c) {
+			if e.Kind == api.KindUnitRouting && e.Scope == c && c != service {
+				a.Configs = append(a.Configs, effective(e, service, instance, nil))
+			}
+		}
 	}
 	h := fnv.New64a()
 	b, _ := json.Marshal(struct {
@@ -67,7 +73,8 @@ func (w *watcher) answer(service, instance string, calls []string) (api.WatchAns
 func topicsOf(service string, callees []string) []string {
 	out := []string{appliesTopic(service)}
 	for _, c := range callees {
-		out = append(out, policyTopic(c))
+		// appliesTopic: the callee's unit_routing is in the answer.
+		out = append(out, policyTopic(c), appliesTopic(c))
 	}
 	return out
 }

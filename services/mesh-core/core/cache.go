@@ -29,9 +29,12 @@ type Cache struct {
 	// changes that follow within the window together, at its end.
 	coalesce time.Duration
 
-	mu       sync.Mutex // serializes changes
-	regs     map[string]map[string]api.Registration
-	kitex    map[string]map[string]api.Registration // from kitex-contrib/registry-etcd
+	mu    sync.Mutex // serializes changes
+	regs  map[string]map[string]api.Registration
+	kitex map[string]map[string]api.Registration // from kitex-contrib/registry-etcd
+	// imports are the instances imported from peer control planes, by
+	// service and peer (peering.go): in memory only, never in etcd.
+	imports  map[string]map[string][]api.Instance
 	policies map[string]*api.Policy
 	// ages says how old each policy was when it arrived, on the in-touch
 	// clock: a policy ages only while mesh-core follows etcd (policyAge).
@@ -125,7 +128,7 @@ func (c *Cache) notify(service string) {
 func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache {
 	return &Cache{
 		policyTTL: policyTTL, maxServices: maxServices, log: log, now: time.Now, onSnapshot: func() {},
-		regs: map[string]map[string]api.Registration{}, kitex: map[string]map[string]api.Registration{}, policies: map[string]*api.Policy{},
+		regs: map[string]map[string]api.Registration{}, kitex: map[string]map[string]api.Registration{}, imports: map[string]map[string][]api.Instance{}, policies: map[string]*api.Policy{},
 		ages: map[string]policyArrival{}, touching: true, touchedAt: time.Now(),
 		holds: map[string]int{}, snaps: map[string]*Snapshot{},
 		published: map[string]time.Time{}, deferred: map[string]*time.Timer{},
@@ -213,7 +216,7 @@ func (c *Cache) release(service string) {
 // keeps tells whether service's snapshot is kept: it has instances or a
 // policy, or pollers wait on it. mu is held.
 func (c *Cache) keeps(service string) bool {
-	return len(c.regs[service]) > 0 || len(c.kitex[service]) > 0 || c.policies[service] != nil || c.holds[service] > 0
+	return len(c.regs[service]) > 0 || len(c.kitex[service]) > 0 || len(c.imports[service]) > 0 || c.policies[service] != nil || c.holds[service] > 0
 }
 
 // Services is how many services have a snapshot held: those with instances
@@ -260,7 +263,7 @@ func (c *Cache) rebuild(service string) *Snapshot {
 	if pol != nil && c.policyAge(service, pol, c.now()) > c.policyTTL {
 		pol = nil // too old to apply: static weights
 	}
-	next := buildSnapshot(service, c.instances(service), pol)
+	next := buildSnapshot(service, c.instances(service), pol, c.imported(service)...)
 	c.smu.Lock()
 	defer c.smu.Unlock()
 	prev := c.snaps[service]
@@ -473,6 +476,9 @@ func (c *Cache) rebuildAll(before map[string]map[string]api.Registration) {
 		services[s] = true
 	}
 	for s := range c.policies {
+		services[s] = true
+	}
+	for s := range c.imports {
 		services[s] = true
 	}
 	for s := range before {

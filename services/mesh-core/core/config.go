@@ -48,6 +48,9 @@ type Config struct {
 	DefaultTTL    time.Duration
 	MaxBodyBytes  int
 	ShutdownGrace time.Duration
+	// Peering is what this control plane exports to peers and imports
+	// from them (multi-cluster, peering.go).
+	Peering PeeringConfig
 	// KitexRegistryPrefix is where the stock kitex-contrib/registry-etcd
 	// registers Kitex servers; mesh-core lists them too (read-only). Empty
 	// turns it off.
@@ -86,6 +89,7 @@ func DefaultConfig() Config {
 		MaxBodyBytes:        64 << 10,
 		ShutdownGrace:       5 * time.Second,
 		KitexRegistryPrefix: api.KitexRegistryPrefix,
+		Peering:             PeeringConfig{TTL: time.Minute, Wait: 30 * time.Second},
 	}
 }
 
@@ -111,4 +115,5 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest registration body accepted; 413 beyond")
 	fs.StringVar(&c.KitexRegistryPrefix, "kitex-registry-prefix", c.KitexRegistryPrefix, "etcd prefix of the kitex-contrib/registry-etcd registry, listed read-only beside Sextant's own (empty: off)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long a stopping mesh-core lets long polls finish")
+	c.Peering.RegisterFlags(fs)
 }

@@ -41,10 +41,14 @@ type MeshCore struct {
 	parts    *lifecycle.Group
 	live     *liveness
 	poll     *PollServer // nil when --poll-addr is empty
+	peers    *importer   // nil without --peer
 }
 
 // New binds mesh-core's ports and connects to etcd; Start serves.
 func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
+	if err := cfg.Peering.Validate(); err != nil {
+		return nil, err
+	}
 	reg := httpx.NewRegistry()
 	m := newMetrics(reg)
 
@@ -82,6 +86,13 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	}
 	g.Add("etcd health", lifecycle.Loop(mc.health.Run))
 	g.Add("policy expiry", lifecycle.Loop(mc.expirePolicies))
+	if len(cfg.Peering.Peers) > 0 {
+		mc.peers = newImporter(cfg.Peering, mc.cache, reg, log)
+		for _, p := range cfg.Peering.Peers {
+			g.Add("peer "+p.Name, lifecycle.Loop(func(ctx context.Context) { mc.peers.run(ctx, p) }))
+		}
+		g.Add("peer expiry", lifecycle.Loop(mc.peers.expiry))
+	}
 	verifier, tokenMirror, err := authn.Follow(cfg.Auth, cli, keys, log)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("tokens: %w", err), g.Stop(context.Background()))
@@ -124,7 +135,8 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	mc.http.DELETE("/v1/instances/:service/:instance", authenticate, r.deregister)
 	mc.http.GET("/v1/discovery/:service", authenticate, d.one)
 	mc.http.GET("/v1/discovery", authenticate, d.many)
-	httpx.HealthRoutesStale(mc.http, mc.readiness, mc.staleness)
+	mc.http.GET("/v1/exports", authenticate, (&exports{d: d, services: cfg.Peering.Export}).serve)
+	httpx.HealthRoutesDetail(mc.http, mc.readiness, mc.staleness, mc.peerDetail)
 	httpx.MetricsRoute(mc.http, reg)
 	g.Add("time series export", mc.series.Exporter(reg, "sextant_meshcore", "sextant_meshcore_",
 		map[string]string{"replica": replicaName(mc.http.Addr())}))
@@ -237,6 +249,23 @@ func (mc *MeshCore) readiness() []string {
 		}
 	}
 	return reasons
+}
+
+// peerDetail is /readyz's "peers": each peer's state. A lost peer never
+// makes this mesh-core unready: its own cluster is served all the same.
+func (mc *MeshCore) peerDetail() map[string]any {
+	if mc.peers == nil {
+		return nil
+	}
+	return map[string]any{"peers": mc.peers.States()}
+}
+
+// Peers is the state of every peer control plane this one imports from.
+func (mc *MeshCore) Peers() map[string]PeerState {
+	if mc.peers == nil {
+		return nil
+	}
+	return mc.peers.States()
 }
 
 // staleness says why mesh-core serves its last snapshots rather than etcd's

@@ -85,16 +85,25 @@ func validatePolicy(p *meshcore.Policy, regs map[string]api.Registration) *meshc
 	if len(p.Weights) > 0 && positive == 0 {
 		return reject(RejectInvalid, "weights", "every weight is zero")
 	}
-	if len(p.ZoneDemand) > api.MaxZones {
-		return reject(RejectInvalid, "zone_demand", "%d zones, at most %d", len(p.ZoneDemand), api.MaxZones)
+	if len(p.ZoneRouting) > api.MaxZones {
+		return reject(RejectInvalid, "zone_routing", "%d zones, at most %d", len(p.ZoneRouting), api.MaxZones)
 	}
-	for zone, share := range p.ZoneDemand {
-		field := api.Join("zone_demand", zone)
-		if fe := api.Name(field, zone, true); fe != nil {
+	for from, to := range p.ZoneRouting {
+		field := api.Join("zone_routing", from)
+		if fe := api.Name(field, from, true); fe != nil {
 			return reject(RejectInvalid, fe.Field, "%s", fe.Message)
 		}
-		if !(share >= 0 && share <= 1) {
-			return reject(RejectInvalid, field, "%g is outside [0, 1]", share)
+		if len(to) > api.MaxZones {
+			return reject(RejectInvalid, field, "%d zones, at most %d", len(to), api.MaxZones)
+		}
+		for zone, share := range to {
+			// A zone without a name holds the instances that report none.
+			if fe := api.Name(api.Join(field, zone), zone, false); fe != nil {
+				return reject(RejectInvalid, fe.Field, "%s", fe.Message)
+			}
+			if !(share >= 0 && share <= 1) {
+				return reject(RejectInvalid, api.Join(field, zone), "%g is outside [0, 1]", share)
+			}
 		}
 	}
 	for id, o := range p.InstanceOverload {
@@ -127,8 +136,11 @@ func storedPolicy(p *meshcore.Policy) *api.Policy {
 		out.Weights[i] = api.InstanceWeight{Instance: w.Instance, Weight: w.Weight, Ejected: w.Ejected, Reason: w.Reason,
 			EjectedUntilMs: w.EjectedUntilMs, Ejections: w.Ejections}
 	}
-	if len(p.ZoneDemand) > 0 {
-		out.ZoneDemand = maps.Clone(p.ZoneDemand)
+	if len(p.ZoneRouting) > 0 {
+		out.ZoneRouting = make(map[string]map[string]float64, len(p.ZoneRouting))
+		for from, to := range p.ZoneRouting {
+			out.ZoneRouting[from] = maps.Clone(to)
+		}
 	}
 	if len(p.InstanceOverload) > 0 {
 		out.InstanceOverload = make(map[string]*api.Overload, len(p.InstanceOverload))
@@ -184,7 +196,9 @@ func (s *policyStore) store(ctx context.Context, policies []*meshcore.Policy) ([
 	var valid []int // indexes of the policies to write
 	for i, p := range policies {
 		results[i] = &meshcore.PolicyOutcome{Service: p.GetService()}
-		rej := validatePolicy(p, s.cache.Instances(p.GetService()))
+		// Instances imported from peers may be weighed too: this cluster's
+		// callers report their calls to them.
+		rej := validatePolicy(p, s.cache.withImported(p.GetService(), s.cache.Instances(p.GetService())))
 		if rej != nil && rej.Code == RejectUnknownInstance {
 			// The cache follows etcd a moment behind: ask etcd before refusing.
 			regs, err := s.registrations(ctx, p.Service)
@@ -192,7 +206,7 @@ func (s *policyStore) store(ctx context.Context, policies []*meshcore.Policy) ([
 				s.metrics.policies.WithLabelValues("unavailable").Add(float64(len(policies)))
 				return nil, fmt.Errorf("policy store unavailable: %w", err)
 			}
-			rej = validatePolicy(p, regs)
+			rej = validatePolicy(p, s.cache.withImported(p.Service, regs))
 		}
 		if rej != nil {
 			s.metrics.policies.WithLabelValues(rej.Code).Inc()

@@ -28,6 +28,11 @@ type Snapshot struct {
 	// body is the JSON answer without its closing brace: the per-request
 	// fields (policy_age_ms, stale) are appended to it.
 	body []byte
+	// localVersion and localBody are the answer with the local instances
+	// only, without those imported from peers: what this cluster exports
+	// (peering.go). The same as Version and body when nothing is imported.
+	localVersion int64
+	localBody    []byte
 	// done is closed when a snapshot with another version replaces this one.
 	done chan struct{}
 	// built is when this version was made, to measure how long pollers wait for it.
@@ -42,7 +47,12 @@ var normalOverload = &api.Overload{State: api.StateNormal}
 // buildSnapshot merges a service's registrations with its policy (nil when
 // none applies). An instance the policy leaves out gets the median of the
 // policy's weights: a neutral share, not a static weight on another scale.
-func buildSnapshot(service string, regs map[string]api.Registration, pol *api.Policy) *Snapshot {
+// imported are the instances of the service imported from peer control
+// planes (peering.go), appended after the local ones as they came, with
+// their peer's weights, unless the local policy weighs one (this cluster's
+// callers' view of it: its weight and ejection apply); one whose name a
+// local instance has is left out.
+func buildSnapshot(service string, regs map[string]api.Registration, pol *api.Policy, imported ...api.Instance) *Snapshot {
 	dynamic := map[string]api.InstanceWeight{}
 	neutral := int32(0)
 	if pol != nil && len(pol.Weights) > 0 {
@@ -63,7 +73,7 @@ func buildSnapshot(service string, regs map[string]api.Registration, pol *api.Po
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	instances := make([]api.Instance, 0, len(ids))
+	instances := make([]api.Instance, 0, len(ids)+len(imported))
 	for _, id := range ids {
 		r := regs[id]
 		in := api.Instance{Instance: id, Addr: r.Addr, Zone: r.Zone, Cluster: r.Cluster,
@@ -85,12 +95,45 @@ func buildSnapshot(service string, regs map[string]api.Registration, pol *api.Po
 	if pol != nil && pol.Overload != nil {
 		overload = pol.Overload
 	}
+	var zones map[string]map[string]float64
+	if pol != nil {
+		zones = pol.ZoneRouting
+	}
+	local := len(instances)
+	version, body := encodeSnapshot(service, instances, overload, zones)
+	s := &Snapshot{Service: service, Version: version, Instances: local, body: body,
+		localVersion: version, localBody: body, done: make(chan struct{}), built: time.Now()}
+	if len(imported) > 0 {
+		for _, in := range imported {
+			if _, ok := regs[in.Instance]; ok {
+				continue
+			}
+			if w, ok := dynamic[in.Instance]; ok {
+				in.Weight, in.Healthy = w.Weight, !w.Ejected
+				if o := pol.InstanceOverload[in.Instance]; o != nil {
+					in.Overload = o
+				}
+			}
+			instances = append(instances, in)
+		}
+		s.Version, s.body = encodeSnapshot(service, instances, overload, zones)
+		s.Instances = len(instances)
+	}
+	if pol != nil {
+		s.PolicyAtMs = pol.ComputedAtMs
+	}
+	return s
+}
+
+// encodeSnapshot is the shared body of an answer and its version; zones is
+// the policy's zone routing (nil: none).
+func encodeSnapshot(service string, instances []api.Instance, overload *api.Overload, zones map[string]map[string]float64) (int64, []byte) {
 	instJSON, _ := canonical.Marshal(instances)
 	overloadJSON, _ := canonical.Marshal(overload)
 	serviceJSON, _ := canonical.Marshal(service)
 	var zonesJSON []byte
-	if pol != nil && len(pol.ZoneDemand) > 0 {
-		zonesJSON, _ = canonical.Marshal(pol.ZoneDemand)
+	if len(zones) > 0 {
+		zonesJSON, _ = canonical.Marshal(zones)
 	}
 
 	h := fnv.New64a()
@@ -113,15 +156,10 @@ func buildSnapshot(service string, regs map[string]api.Registration, pol *api.Po
 	b.WriteString(`,"overload":`)
 	b.Write(overloadJSON)
 	if zonesJSON != nil {
-		b.WriteString(`,"zone_demand":`)
+		b.WriteString(`,"zone_routing":`)
 		b.Write(zonesJSON)
 	}
-	s := &Snapshot{Service: service, Version: version, Instances: len(instances), body: []byte(b.String()),
-		done: make(chan struct{}), built: time.Now()}
-	if pol != nil {
-		s.PolicyAtMs = pol.ComputedAtMs
-	}
-	return s
+	return version, []byte(b.String())
 }
 
 // Changed is closed when this snapshot is replaced by another version.
@@ -130,7 +168,11 @@ func (s *Snapshot) Changed() <-chan struct{} { return s.done }
 // AppendJSON appends the full answer: the shared body plus the age of the
 // policy in use (-1 without one) and whether etcd is out of reach.
 func (s *Snapshot) AppendJSON(dst []byte, now time.Time, stale bool) []byte {
-	dst = append(dst, s.body...)
+	return s.appendJSON(dst, s.body, now, stale)
+}
+
+func (s *Snapshot) appendJSON(dst, body []byte, now time.Time, stale bool) []byte {
+	dst = append(dst, body...)
 	dst = append(dst, `,"policy_age_ms":`...)
 	if s.PolicyAtMs > 0 {
 		dst = strconv.AppendInt(dst, max(0, now.UnixMilli()-s.PolicyAtMs), 10)

@@ -377,6 +377,7 @@ func (f *Forwarder) send(sh shard.Shard, b *batch) {
 		f.metrics.forwardedServer.Add(float64(n.Servers))
 		f.metrics.forwardedEdge.Add(float64(n.Edges))
 		f.metrics.forwardedDenial.Add(float64(n.Denials))
+		f.metrics.forwardedUnit.Add(float64(n.Units))
 		if resp.RecordsRefused > 0 {
 			f.metrics.dropped.WithLabelValues("refused_by_calculator").Add(float64(resp.RecordsRefused))
 		}

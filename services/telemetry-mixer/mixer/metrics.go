@@ -14,11 +14,11 @@ type metrics struct {
 	rejected  *prometheus.CounterVec
 	forwarded *prometheus.CounterVec
 	// forwarded's children, looked up once
-	forwardedServer, forwardedEdge, forwardedDenial prometheus.Counter
-	retried                                         prometheus.Counter
-	dropped                                         *prometheus.CounterVec
-	forwardSeconds                                  prometheus.Histogram
-	denialsDropped                                  *prometheus.CounterVec
+	forwardedServer, forwardedEdge, forwardedDenial, forwardedUnit prometheus.Counter
+	retried                                                        prometheus.Counter
+	dropped                                                        *prometheus.CounterVec
+	forwardSeconds                                                 prometheus.Histogram
+	denialsDropped                                                 *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sextant_mixer_records_forwarded_total",
-			Help: "Records delivered to a calculator shard, by kind (server, edge, denial).",
+			Help: "Records delivered to a calculator shard, by kind (server, edge, denial, unit_route).",
 		}, []string{"kind"}),
 		retried: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sextant_mixer_records_retried_total",
@@ -56,6 +56,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.forwardedServer = m.forwarded.WithLabelValues("server")
 	m.forwardedEdge = m.forwarded.WithLabelValues("edge")
 	m.forwardedDenial = m.forwarded.WithLabelValues("denial")
+	m.forwardedUnit = m.forwarded.WithLabelValues("unit_route")
 	reg.MustRegister(m.accepted, m.rejected, m.forwarded, m.retried, m.dropped, m.forwardSeconds, m.denialsDropped)
 	return m
 }

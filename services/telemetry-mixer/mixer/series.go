@@ -9,7 +9,8 @@ import (
 
 // seriesSink hands accepted reports to the forwarder and, once accepted,
 // writes what the mixer keeps at full resolution (docs/timeseries.md):
-// measurement `server` per report and `dry_run_denial` per denial. Call
+// measurement `server` per report, `identities` and `connections` per
+// report that carries them, and `dry_run_denial` per denial. Call
 // edges are written by the calculator shards, summed per callee instance
 // and window. Tags are service and instance names only, so cardinality
 // follows the number of instances.
@@ -52,6 +53,10 @@ func writeReport(w *tsdb.Writer, r *api.Report) {
 				Int("count", c.Plaintext).End(at)
 		}
 	}
+	if sec := r.Security; sec != nil {
+		writeCounts(w, "identities", rep, sec.Identities, api.IdentityStatKeys, at)
+		writeCounts(w, "connections", rep, sec.Connections, api.ConnectionStatKeys, at)
+	}
 	for i := range r.DryRunDenials {
 		d := &r.DryRunDenials[i]
 		if l := w.Begin("dry_run_denial"); l != nil {
@@ -59,4 +64,23 @@ func writeReport(w *tsdb.Writer, r *api.Report) {
 				Int("count", d.Count).End(at)
 		}
 	}
+}
+
+// writeCounts writes one point of measurement with a field per key of
+// counts (in the order of keys), unless counts is empty.
+func writeCounts(w *tsdb.Writer, measurement string, rep *api.Reporter, counts map[string]int64, keys []string, at time.Time) {
+	if len(counts) == 0 {
+		return
+	}
+	l := w.Begin(measurement)
+	if l == nil {
+		return
+	}
+	l = l.Tag("cluster", rep.Cluster).Tag("instance", rep.Instance).Tag("service", rep.Service).Tag("zone", rep.Zone)
+	for _, k := range keys {
+		if v, ok := counts[k]; ok {
+			l = l.Int(k, v)
+		}
+	}
+	l.End(at)
 }

@@ -136,6 +136,7 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	c.admin.GET("/debug/windows", authenticate, operator, c.debugWindows)
 	c.admin.GET("/debug/policy", authenticate, operator, c.debugPolicy)
 	c.admin.GET("/v1/dry-run", authenticate, c.dryRun)
+	c.admin.GET("/v1/units", authenticate, c.unitRoutes)
 	c.admin.GET("/v1/callers", authenticate, c.callers)
 	c.admin.GET("/v1/services", authenticate, c.services)
 	c.admin.GET("/v1/services/:service", authenticate, c.service)
@@ -404,6 +405,27 @@ func (c *Calculator) dryRun(_ context.Context, rc *app.RequestContext) {
 	r := DryRunReport{Service: name, Shard: c.cfg.ID, Denials: []DenialView{}}
 	if v, ok := c.store.Service(name); ok {
 		r.Denials = v.DryRunDenials
+	}
+	rc.JSON(consts.StatusOK, r)
+}
+
+// UnitsReport is what a shard knows of what the unit_routing rules of a
+// service it owns decided of its callers' requests.
+type UnitsReport struct {
+	Service string          `json:"service"`
+	Shard   string          `json:"shard"`
+	Routes  []UnitRouteView `json:"routes"`
+}
+
+func (c *Calculator) unitRoutes(_ context.Context, rc *app.RequestContext) {
+	name := string(rc.Query("service"))
+	if fe := api.Name("service", name, true); fe != nil {
+		httpx.WriteError(rc, consts.StatusBadRequest, fe)
+		return
+	}
+	r := UnitsReport{Service: name, Shard: c.cfg.ID, Routes: []UnitRouteView{}}
+	if v, ok := c.store.Service(name); ok {
+		r.Routes = v.UnitRoutes
 	}
 	rc.JSON(consts.StatusOK, r)
 }

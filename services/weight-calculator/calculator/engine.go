@@ -85,12 +85,12 @@ type Decision struct {
 	Weights          []weightDecision           `json:"weights"`
 	Overload         overloadControl            `json:"overload"`
 	InstanceOverload map[string]overloadControl `json:"instance_overload"`
-	// ZoneDemand is the share of requests by caller zone the policy
-	// carries (zone-aware routing); empty when off or unknown.
-	ZoneDemand map[string]float64 `json:"zone_demand,omitempty"`
-	Published  bool               `json:"published"` // this round handed a policy to the publisher
-	Publishing PublishStatus      `json:"publishing"`
-	Knobs      Knobs              `json:"knobs"`
+	// ZoneRouting is the zone-aware routing the policy carries: for
+	// callers in each zone, each zone's share; empty when off or unknown.
+	ZoneRouting map[string]map[string]float64 `json:"zone_routing,omitempty"`
+	Published   bool                          `json:"published"` // this round handed a policy to the publisher
+	Publishing  PublishStatus                 `json:"publishing"`
+	Knobs       Knobs                         `json:"knobs"`
 }
 
 func newEngine(id string, store *Store, knobs *KnobStore, owns func(string) bool, pub policySink, window time.Duration) *engine {
@@ -230,7 +230,7 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	e.decisions = computeWeights(e.inputs, st.weights, &k, now, e.decisions)
 	d.Weights = append([]weightDecision(nil), e.decisions...)
 	if k.ZoneAware && len(live) >= k.ZoneAwareMinInstances {
-		d.ZoneDemand = zoneShares(e.store.ZoneDemand(name, last-int64(k.EvalWindows)+1, last))
+		d.ZoneRouting = e.zoneRouting(name, last, span, &k)
 	}
 
 	// Overload from the newest complete window.
@@ -285,7 +285,7 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	d.Overload = st.overload
 
 	policy := e.policy(name, st, now)
-	policy.ZoneDemand = d.ZoneDemand
+	policy.ZoneRouting = d.ZoneRouting
 	switch {
 	case now.Before(st.ownedSince.Add(warmup)):
 		d.OwnershipWarmup = true
@@ -390,34 +390,64 @@ func changed(prev, next *meshcore.Policy, threshold float64) bool {
 			return true
 		}
 	}
-	if len(prev.ZoneDemand) != len(next.ZoneDemand) {
+	if len(prev.ZoneRouting) != len(next.ZoneRouting) {
 		return true
 	}
-	for zone, share := range next.ZoneDemand {
-		p, ok := prev.ZoneDemand[zone]
-		if !ok || math.Abs(share-p) > threshold*max(share, p) {
+	for from, to := range next.ZoneRouting {
+		was := prev.ZoneRouting[from]
+		if len(was) != len(to) {
 			return true
+		}
+		for zone, share := range to {
+			if p, ok := was[zone]; !ok || math.Abs(share-p) > threshold*max(share, p) {
+				return true
+			}
 		}
 	}
 	return false
 }
 
-// zoneShares turns requests by caller zone into shares of their sum,
-// rounded to 0.1 % (finer moves are noise, and each would be a new
-// discovery version).
-func zoneShares(requests map[string]int64) map[string]float64 {
-	var total int64
-	for _, n := range requests {
-		total += n
-	}
-	if total <= 0 {
+// zoneRouting computes the service's zone-aware routing from this round's
+// weights (an instance's capacity: its requests over its utilization, the
+// median of the others' without both; none while ejected) and the callers'
+// demand by zone over the evaluation span.
+func (e *engine) zoneRouting(name string, last int64, span time.Duration, k *Knobs) map[string]map[string]float64 {
+	requests := e.store.ZoneDemand(name, last-int64(k.EvalWindows)+1, last)
+	if len(requests) == 0 {
 		return nil
 	}
-	out := make(map[string]float64, len(requests))
-	for zone, n := range requests {
-		out[zone] = math.Round(1000*float64(n)/float64(total)) / 1000
+	demand := make(map[string]float64, len(requests))
+	for z, n := range requests {
+		demand[z] = float64(n) / span.Seconds()
 	}
-	return out
+	zoneOf := make(map[string]string, len(e.stats))
+	for _, s := range e.stats {
+		zoneOf[s.Instance] = s.Zone
+	}
+	var known []float64
+	caps := make([]float64, len(e.decisions))
+	for i, d := range e.decisions {
+		if !d.Ejected && d.QPS > 0 && d.Util > 0.05 {
+			caps[i] = d.QPS / d.Util
+			known = append(known, caps[i])
+		}
+	}
+	if len(known) == 0 {
+		return nil
+	}
+	slices.Sort(known)
+	median := known[len(known)/2]
+	capacity := map[string]float64{}
+	for i, d := range e.decisions {
+		switch {
+		case d.Ejected:
+		case caps[i] > 0:
+			capacity[zoneOf[d.Instance]] += caps[i]
+		default:
+			capacity[zoneOf[d.Instance]] += median
+		}
+	}
+	return zoneRouting(capacity, demand, k.ZoneHeadroom)
 }
 
 // decision returns the last decision for service.

@@ -35,6 +35,9 @@ type serviceWindows struct {
 	removed   bool // taken out of the store: writers must look it up again
 	instances map[string]*instanceWindows
 	denials   map[denialKey]*denialCount
+	// units count what the service's unit_routing rules decided of its
+	// callers' requests (docs/units.md).
+	units map[unitKey]*denialCount
 	// callers are the services that reported calls to this one: what the
 	// access inspection compares with the access rules.
 	callers map[string]*callerCount
@@ -88,7 +91,10 @@ type denialCount struct {
 
 type denialKey struct{ caller, rule string }
 
+type unitKey struct{ caller, rule, unit, outcome string }
+
 type instanceWindows struct {
+	zone      string // from its own reports
 	firstSeen time.Time
 	lastSeen  time.Time
 	ring      []Window
@@ -280,6 +286,11 @@ func (s *Store) Ingest(b *aggregator.ReportBatch, now time.Time) (Tally, error) 
 		for i := range r.DryRunDenials {
 			t[KindDenial][s.addDenial(&r.DryRunDenials[i], now)]++
 		}
+		// Unit routes are tallied with the denials: both are counters of
+		// what rules decided, reported back through the config-center.
+		for i := range r.UnitRoutes {
+			t[KindDenial][s.addUnitRoute(r.Reporter.Service, &r.UnitRoutes[i], now)]++
+		}
 	}
 	start := int32(0)
 	for _, end := range sc.groupByService() {
@@ -319,6 +330,9 @@ func (s *Store) addServer(rep *api.Reporter, tsMs int64, r *api.ServerStats, now
 	iw, w, o := s.slot(sw, rep.Instance, tsMs, now)
 	if o != Accepted {
 		return o
+	}
+	if rep.Zone != "" && rep.Zone != iw.zone {
+		iw.zone = strings.Clone(rep.Zone)
 	}
 	iw.totals.ServerRecords++
 	iw.totals.ServerRequests += r.Requests
@@ -463,6 +477,32 @@ func (s *Store) addDenial(d *api.DryRunDenial, now time.Time) Outcome {
 	return Accepted
 }
 
+// maxUnitKeys bounds the unit-route counters kept per service.
+const maxUnitKeys = 1000
+
+// addUnitRoute counts requests of caller that a unit_routing rule of the
+// callee decided.
+func (s *Store) addUnitRoute(caller string, u *api.UnitRoute, now time.Time) Outcome {
+	if u.CalleeService == "" || u.Count < 0 {
+		return Invalid
+	}
+	sw := s.lockedService(u.CalleeService)
+	defer sw.mu.Unlock()
+	k := unitKey{caller, u.Rule, u.Unit, u.Outcome}
+	uc := sw.units[k]
+	if uc == nil {
+		if len(sw.units) >= maxUnitKeys {
+			return Refused
+		}
+		uc = &denialCount{}
+		k = unitKey{strings.Clone(k.caller), strings.Clone(k.rule), strings.Clone(k.unit), strings.Clone(k.outcome)} // the key outlives the batch
+		sw.units[k] = uc
+	}
+	uc.count += u.Count
+	uc.lastSeen = now
+	return Accepted
+}
+
 // slot returns the window of instance that holds tsMs, with sw locked,
 // creating the series if need be; Accepted or why not.
 func (s *Store) slot(sw *serviceWindows, instance string, tsMs int64, now time.Time) (*instanceWindows, *Window, Outcome) {
@@ -515,7 +555,7 @@ func (s *Store) service(name string, create bool) *serviceWindows {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sw = s.services[name]; sw == nil {
-		sw = &serviceWindows{instances: map[string]*instanceWindows{}, denials: map[denialKey]*denialCount{}}
+		sw = &serviceWindows{instances: map[string]*instanceWindows{}, denials: map[denialKey]*denialCount{}, units: map[unitKey]*denialCount{}}
 		s.services[strings.Clone(name)] = sw // the name may point into a batch
 	}
 	return sw
@@ -594,6 +634,7 @@ type LevelHistogram [api.MaxLevel + 1]int64
 // InstanceStats sums one instance's windows over a range of window indexes.
 type InstanceStats struct {
 	Instance  string
+	Zone      string    // from the instance's own reports
 	FirstSeen time.Time // when this store first heard of the instance
 	LastSeen  time.Time // when it last did
 	Windows   int       // windows in the range holding any data
@@ -623,7 +664,7 @@ func (s *Store) Stats(dst []InstanceStats, service string, from, to int64, byLev
 	defer sw.mu.Unlock()
 	start := len(dst)
 	for id, iw := range sw.instances {
-		st := InstanceStats{Instance: id, FirstSeen: iw.firstSeen, LastSeen: iw.lastSeen}
+		st := InstanceStats{Instance: id, Zone: iw.zone, FirstSeen: iw.firstSeen, LastSeen: iw.lastSeen}
 		var cpuSum, queueSum, latSum float64
 		for i := range iw.ring {
 			w := &iw.ring[i]
@@ -755,6 +796,17 @@ type DenialView struct {
 	LastSeenMs    int64  `json:"last_seen_ms"`
 }
 
+// UnitRouteView counts the requests of a caller that a unit_routing rule
+// decided, by outcome.
+type UnitRouteView struct {
+	CallerService string `json:"caller_service"`
+	Rule          string `json:"rule"`
+	Unit          string `json:"unit"`
+	Outcome       string `json:"outcome"`
+	Count         int64  `json:"count"`
+	LastSeenMs    int64  `json:"last_seen_ms"`
+}
+
 // CallerView is a service seen calling another, since the calculator
 // first saw it (requests summed over the windows it accepted).
 type CallerView struct {
@@ -765,10 +817,11 @@ type CallerView struct {
 
 // ServiceView is everything kept about one service.
 type ServiceView struct {
-	Service       string         `json:"service"`
-	Instances     []InstanceView `json:"instances"`
-	DryRunDenials []DenialView   `json:"dry_run_denials"`
-	Callers       []CallerView   `json:"callers"`
+	Service       string          `json:"service"`
+	Instances     []InstanceView  `json:"instances"`
+	DryRunDenials []DenialView    `json:"dry_run_denials"`
+	UnitRoutes    []UnitRouteView `json:"unit_routes"`
+	Callers       []CallerView    `json:"callers"`
 }
 
 // Service returns a copy of what is kept about name, false when nothing is.
@@ -779,7 +832,7 @@ func (s *Store) Service(name string) (ServiceView, bool) {
 	}
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
-	v := ServiceView{Service: name, Instances: []InstanceView{}, DryRunDenials: []DenialView{}, Callers: []CallerView{}}
+	v := ServiceView{Service: name, Instances: []InstanceView{}, DryRunDenials: []DenialView{}, UnitRoutes: []UnitRouteView{}, Callers: []CallerView{}}
 	for c, cc := range sw.callers {
 		v.Callers = append(v.Callers, CallerView{Service: c, Requests: cc.requests, LastSeenMs: cc.lastSeen.UnixMilli()})
 	}
@@ -801,6 +854,12 @@ func (s *Store) Service(name string) (ServiceView, bool) {
 	}
 	slices.SortFunc(v.DryRunDenials, func(a, b DenialView) int {
 		return strings.Compare(a.CallerService+"\x00"+a.Rule, b.CallerService+"\x00"+b.Rule)
+	})
+	for k, uc := range sw.units {
+		v.UnitRoutes = append(v.UnitRoutes, UnitRouteView{CallerService: k.caller, Rule: k.rule, Unit: k.unit, Outcome: k.outcome, Count: uc.count, LastSeenMs: uc.lastSeen.UnixMilli()})
+	}
+	slices.SortFunc(v.UnitRoutes, func(a, b UnitRouteView) int {
+		return strings.Compare(a.Rule+"\x00"+a.Unit+"\x00"+a.Outcome+"\x00"+a.CallerService, b.Rule+"\x00"+b.Unit+"\x00"+b.Outcome+"\x00"+b.CallerService)
 	})
 	return v, true
 }

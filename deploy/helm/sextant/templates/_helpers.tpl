@@ -187,6 +187,25 @@ Takes (dict "root" $ "component" "mesh-core"). */}}
 {{- $_ = set $env "SEXTANT_INFLUX_RP" . }}
 {{- end }}
 {{- end }}
+{{- if eq .component "mesh-core" }}
+{{- with $v.peering }}
+{{- if .export }}
+{{- $_ = set $env "SEXTANT_EXPORT" (join "," .export) }}
+{{- end }}
+{{- if .peers }}
+{{- $peers := list }}
+{{- $files := list }}
+{{- range .peers }}
+{{- $peers = append $peers (printf "%s=%s" .name .url) }}
+{{- $files = append $files (printf "%s=/etc/sextant/peers/%s/token" .name .name) }}
+{{- end }}
+{{- $_ = set $env "SEXTANT_PEER" (join "," $peers) }}
+{{- $_ = set $env "SEXTANT_PEER_TOKEN_FILE" (join "," $files) }}
+{{- $_ = set $env "SEXTANT_PEER_TTL" .ttl }}
+{{- $_ = set $env "SEXTANT_PEER_WAIT" .wait }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if eq .component "weight-calculator" }}
 {{- $_ = set $env "SEXTANT_MESH_CORE_ADDR" (printf "%s.%s.svc:7713" (include "sextant.componentName" (dict "root" $root "component" "mesh-core-kitex")) $root.Release.Namespace) }}
 {{- end }}

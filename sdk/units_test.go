@@ -1,0 +1,113 @@
+package sdk_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/api/unitrouting"
+	"github.com/sextant-mesh/sextant/sdk"
+)
+
+// recorder is a Balancer that remembers what it was told.
+type recorder struct {
+	sdk.Balancer
+	done map[string]int
+}
+
+func (r *recorder) Done(id string, l time.Duration, failed bool) {
+	r.done[id]++
+	r.Balancer.Done(id, l, failed)
+}
+
+// A UnitBalancer composes with the plain weighted Picker and with the
+// HybridPicker: an enforced rule picks among its unit's instances with the
+// unit's own Balancer (its weights kept), other requests among every
+// instance, and Done reaches the Balancer that picked (one per unit
+// looked at: every instance, eu, and us, found empty).
+func TestUnitBalancerComposes(t *testing.T) {
+	for name, newBalancer := range map[string]func() sdk.Balancer{
+		"picker": func() sdk.Balancer { return new(sdk.Picker) },
+		"hybrid": func() sdk.Balancer { return sdk.NewHybridPicker(sdk.HybridOptions{}) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			var made []*recorder
+			router := sdk.NewUnitRouter("front", nil)
+			if err := router.Update("orders", []byte(`{"rules": [
+			  {"name": "eu", "match": {"headers": {"x-region": "eu"}}, "unit": "eu", "select": {"zone": "eu-1"}, "mode": "enforce"},
+			  {"name": "gone", "match": {"headers": {"x-region": "us"}}, "unit": "us", "mode": "enforce", "fallback": "any"}]}`)); err != nil {
+				t.Fatal(err)
+			}
+			b := sdk.NewUnitBalancer("orders", router, func() sdk.Balancer {
+				r := &recorder{Balancer: newBalancer(), done: map[string]int{}}
+				made = append(made, r)
+				return r
+			})
+			in := func(id, zone string, w int32) sdk.Instance {
+				return sdk.Instance{Instance: id, Addr: id + ":80", Zone: zone, Weight: w, Healthy: true}
+			}
+			b.Update(&sdk.Snapshot{Discovery: api.Discovery{Version: 3, Instances: []sdk.Instance{
+				in("eu-a", "eu-1", 300), in("eu-b", "eu-1", 100), in("ap-a", "ap-1", 100), {Instance: "eu-sick", Zone: "eu-1", Weight: 100},
+			}}})
+			eu := sdk.UnitFeatures{Header: func(k string) string { return map[string]string{"x-region": "eu"}[k] }}
+			us := sdk.UnitFeatures{Header: func(k string) string { return map[string]string{"x-region": "us"}[k] }}
+			picked := map[string]int{}
+			for range 400 {
+				i, err := b.PickFor(eu)
+				if err != nil {
+					t.Fatal(err)
+				}
+				picked[i.Instance]++
+				b.Done(i.Instance, time.Millisecond, false)
+			}
+			if picked["ap-a"] != 0 || picked["eu-sick"] != 0 || picked["eu-a"] < 240 || picked["eu-a"] > 360 {
+				t.Errorf("eu requests went to %v, want eu-a and eu-b about 3:1", picked)
+			}
+			all := map[string]int{}
+			for range 50 {
+				i, err := b.PickFor(us) // unit us has no instance: any
+				if err != nil {
+					t.Fatal(err)
+				}
+				all[i.Instance]++
+				b.Done(i.Instance, time.Millisecond, false)
+			}
+			if all["ap-a"] == 0 {
+				t.Errorf("the fallback to any went to %v", all)
+			}
+			if len(made) != 3 || made[1].done["eu-a"]+made[1].done["eu-b"] != 400 || made[0].done["ap-a"] != all["ap-a"] || made[1].done["ap-a"] != 0 {
+				t.Errorf("Done went to the wrong balancers: %d made, %v / %v", len(made), made[0].done, made[1].done)
+			}
+			if n := router.Count(sdk.UnitCount{Callee: "orders", Rule: "gone", Unit: "us", Outcome: unitrouting.FellBack}); n != 50 {
+				t.Errorf("fallbacks counted %d, want 50", n)
+			}
+		})
+	}
+}
+
+// Without rules, or for another callee, requests are not touched; a
+// document the SDK refuses leaves the rules in force.
+func TestUnitRouterWithoutRules(t *testing.T) {
+	router := sdk.NewUnitRouter("front", nil)
+	if _, sel, err := router.Route("orders", sdk.UnitFeatures{}, nil); sel != nil || err != nil {
+		t.Fatalf("no rules: %v %v", sel, err)
+	}
+	if err := router.Update("orders", []byte(`{"rules": [{"name": "all", "match": {"caller": "front"}, "unit": "c2", "mode": "enforce", "deny": true}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	var fe *api.FieldError
+	if err := router.Update("orders", []byte(`{"rules": [{"name": "all", "match": {}, "unit": "c2", "mode": "enforce"}]}`)); !errors.As(err, &fe) || fe.Field != "rules[0].match" {
+		t.Fatalf("a bad document: %v", err)
+	}
+	if _, _, err := router.Route("orders", sdk.UnitFeatures{}, nil); !errors.Is(err, sdk.ErrUnitDenied) {
+		t.Fatalf("the rules in force: %v", err)
+	}
+	if _, sel, err := router.Route("payments", sdk.UnitFeatures{}, nil); sel != nil || err != nil {
+		t.Fatalf("another callee: %v %v", sel, err)
+	}
+	var nilRouter *sdk.UnitRouter
+	if _, sel, err := nilRouter.Route("orders", sdk.UnitFeatures{}, nil); sel != nil || err != nil {
+		t.Fatalf("a nil router: %v %v", sel, err)
+	}
+}
