@@ -41,7 +41,11 @@ type Cache struct {
 	inTouch   time.Duration
 	touchedAt time.Time
 	touching  bool
-	holds     map[string]int // pollers waiting, by service
+	// outages are the last spells out of touch (the last one may go on),
+	// so that a policy computed before or during an outage and delivered
+	// after it arrives with its age in touch only (arrived).
+	outages []outage
+	holds   map[string]int // pollers waiting, by service
 	// published is when each service last got a new version; deferred
 	// holds the rebuilds waiting for the end of their window.
 	published map[string]time.Time
@@ -303,7 +307,43 @@ func (c *Cache) SetInTouch(ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
+	switch {
+	case c.touching && !ok:
+		if len(c.outages) == maxOutages {
+			c.outages = append(c.outages[:0], c.outages[1:]...)
+		}
+		c.outages = append(c.outages, outage{from: now})
+	case !c.touching && ok && len(c.outages) > 0:
+		c.outages[len(c.outages)-1].to = now
+	}
 	c.inTouch, c.touchedAt, c.touching = c.touchClock(now), now, ok
+}
+
+// outage is a spell out of touch with etcd; to is zero while it lasts.
+type outage struct{ from, to time.Time }
+
+// maxOutages bounds the outages remembered. Time before the oldest one
+// counts as in touch: a policy computed then may expire early, never late.
+const maxOutages = 64
+
+// outOfTouch is the time out of touch with etcd between from and to. mu is
+// held.
+func (c *Cache) outOfTouch(from, to time.Time) time.Duration {
+	var d time.Duration
+	for _, o := range c.outages {
+		end := o.to
+		if end.IsZero() || end.After(to) {
+			end = to
+		}
+		start := o.from
+		if start.Before(from) {
+			start = from
+		}
+		if end.After(start) {
+			d += end.Sub(start)
+		}
+	}
+	return d
 }
 
 // touchClock is the time spent in touch with etcd up to now. mu is held.
@@ -316,14 +356,26 @@ func (c *Cache) touchClock(now time.Time) time.Duration {
 
 // arrived records the age of service's policy as it arrives from etcd; a
 // policy already known (the same computation, listed again after an outage)
-// keeps its record. mu is held.
+// keeps its record. A new policy's age is the time in touch since it was
+// computed: one that a calculator computed during an outage and delivered
+// after it (its publisher retries the newest policy until mesh-core takes
+// it) is newer than the one it replaces and must not count the outage, or
+// it would arrive expired and put static weights in place of the last good
+// ones. mu is held.
 func (c *Cache) arrived(service string, pol *api.Policy) {
 	if a, ok := c.ages[service]; ok && a.computedAtMs == pol.ComputedAtMs {
 		return
 	}
 	now := c.now()
 	c.ages[service] = policyArrival{computedAtMs: pol.ComputedAtMs,
-		age: now.Sub(time.UnixMilli(pol.ComputedAtMs)), clock: c.touchClock(now)}
+		age: c.touchAge(pol, now), clock: c.touchClock(now)}
+}
+
+// touchAge is the time in touch with etcd from pol's computation to now.
+// mu is held.
+func (c *Cache) touchAge(pol *api.Policy, now time.Time) time.Duration {
+	computed := time.UnixMilli(pol.ComputedAtMs)
+	return now.Sub(computed) - c.outOfTouch(computed, now)
 }
 
 // policyAge is how old service's policy is as the TTL counts it: its age
@@ -331,7 +383,7 @@ func (c *Cache) arrived(service string, pol *api.Policy) {
 func (c *Cache) policyAge(service string, pol *api.Policy, now time.Time) time.Duration {
 	a, ok := c.ages[service]
 	if !ok || a.computedAtMs != pol.ComputedAtMs {
-		return now.Sub(time.UnixMilli(pol.ComputedAtMs))
+		return c.touchAge(pol, now)
 	}
 	return a.age + c.touchClock(now) - a.clock
 }
