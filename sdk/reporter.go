@@ -596,6 +596,8 @@ func (r *Reporter) post(ctx context.Context, rep *api.Report) answer {
 		return answer{status: http.StatusBadRequest, err: err}
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// The mixer corrects the timestamps of a data plane whose clock is off.
+	req.Header.Set(api.HeaderSentAt, strconv.FormatInt(r.o.Now().UnixMilli(), 10))
 	authorize(req, r.o.Token)
 	resp, err := r.client.Do(req)
 	if err != nil {
