@@ -61,7 +61,7 @@ func cutAll(links []*proxy, cut bool) {
 
 // packetLoss is the loss of the packet-loss scenario (lossModel says what
 // is emulated): on every link the suite proxies.
-var packetLoss = lossModel{Hold: 0.05, Reset: 0.002, RTOMin: 200 * time.Millisecond, RTOMax: 400 * time.Millisecond}
+var packetLoss = lossModel{Hold: 0.15, Reset: 0.01, RTOMin: 200 * time.Millisecond, RTOMax: 400 * time.Millisecond}
 
 // The clocks of the clock-skew scenario's data planes.
 const (
