@@ -8,6 +8,9 @@
 //   - no weight or overload threshold the SDK holds flips to a default
 //     during the fault (against the answer it held before);
 //   - every telemetry window is sent, pending, or counted as dropped;
+//   - every window a backend reporter had accepted reached the calculator,
+//     but what the fault may lose by its nature (a mixer's SIGKILL: what
+//     it accepted in its last flush interval), within a bound;
 //   - mesh-core serves a policy published after the fault ended, within
 //     the recovery bound (the measured time is printed).
 //
