@@ -129,14 +129,21 @@ func scenarios() []scenario {
 		scenario{name: "etcd-compact-defrag",
 			inject: func(ctx context.Context, p *plane, _ *load) error { return p.compactAndDefrag(ctx) },
 			heal:   func(context.Context, *plane, *load) error { return nil },
-			check: func(_ context.Context, p *plane, _ *load, before *faultState) []string {
+			check: func(ctx context.Context, p *plane, _ *load, before *faultState) []string {
+				// A watch resumes once its client has reconnected: give the
+				// slowest (gRPC's reconnection backoff) up to 30 s.
 				var out []string
-				for name, n := range p.relists() {
-					if n <= before.relists[name] {
-						out = append(out, fmt.Sprintf("%s: no watch listed its prefix again after the compaction (%q in its log)", name, relistLine))
+				for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+					out = nil
+					for name, n := range p.relists() {
+						if n <= before.relists[name] {
+							out = append(out, fmt.Sprintf("%s: no watch listed its prefix again after the compaction (%q in its log)", name, relistLine))
+						}
+					}
+					if len(out) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+						return out
 					}
 				}
-				return out
 			}},
 		// Packet loss (lossModel) on every link the suite proxies: the
 		// services' links to etcd, the mixer's to the calculator, and the
