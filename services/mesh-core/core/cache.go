@@ -50,6 +50,16 @@ type Cache struct {
 	// holds the rebuilds waiting for the end of their window.
 	published map[string]time.Time
 	deferred  map[string]*time.Timer
+	// keptAlive tells whether this replica keeps service's instance alive
+	// (it heartbeats here, within its TTL); nil: none. A registration
+	// deleted from etcd while it is kept alive here is the lease of a
+	// lost session (etcd was away longer than the session TTL): the
+	// replica writes it again under a new one (liveness.renew). Its delete
+	// is held for deleteGrace (doomed), so that the instance does not
+	// leave discovery between the delete and the write.
+	keptAlive   func(service, instance string) bool
+	deleteGrace time.Duration
+	doomed      map[string]*time.Timer // by service/instance
 
 	smu   sync.RWMutex
 	snaps map[string]*Snapshot
@@ -133,6 +143,7 @@ func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache
 		ages: map[string]policyArrival{}, touching: true, touchedAt: time.Now(),
 		holds: map[string]int{}, snaps: map[string]*Snapshot{},
 		published: map[string]time.Time{}, deferred: map[string]*time.Timer{},
+		deleteGrace: 5 * time.Second, doomed: map[string]*time.Timer{},
 		subs: map[string]map[chan<- struct{}]bool{}, calls: map[string]map[*func(string)]bool{},
 	}
 }
@@ -422,7 +433,62 @@ func (m registryMirror) Reset(kvs []etcdx.Event, _ int64) {
 	for _, kv := range kvs {
 		m.put(kv.Key, kv.Value, false)
 	}
+	for service, regs := range old {
+		for instance, r := range regs {
+			if _, listed := c.regs[service][instance]; !listed && m.doom(service, instance) {
+				if c.regs[service] == nil {
+					c.regs[service] = map[string]api.Registration{}
+				}
+				c.regs[service][instance] = r
+			}
+		}
+	}
 	c.rebuildAll(old)
+}
+
+// doom holds the delete of service's instance when this replica keeps it
+// alive (see Cache.keptAlive): it is applied after deleteGrace unless the
+// registration is written again meanwhile. false when the delete is to be
+// applied now. mu is held.
+func (m registryMirror) doom(service, instance string) bool {
+	c := m.c
+	if c.keptAlive == nil || !c.keptAlive(service, instance) {
+		return false
+	}
+	key := service + "/" + instance
+	if c.doomed[key] != nil {
+		return true
+	}
+	var t *time.Timer
+	t = time.AfterFunc(c.deleteGrace, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.doomed[key] != t {
+			return // written again, or doomed anew
+		}
+		delete(c.doomed, key)
+		if regs := c.regs[service]; regs != nil {
+			delete(regs, instance)
+			if len(regs) == 0 {
+				delete(c.regs, service)
+			}
+			c.changed(service)
+		}
+	})
+	c.doomed[key] = t
+	c.log.Info("registration deleted from etcd while kept alive here (a lost session's lease); holding it until it is written again",
+		"service", service, "instance", instance, "grace", c.deleteGrace)
+	return true
+}
+
+// spare cancels the held delete of service's instance: it was written
+// again. mu is held.
+func (m registryMirror) spare(service, instance string) {
+	key := service + "/" + instance
+	if t := m.c.doomed[key]; t != nil {
+		t.Stop()
+		delete(m.c.doomed, key)
+	}
 }
 
 // Apply implements etcdx.MirrorHandler.
@@ -453,6 +519,9 @@ func (m registryMirror) put(key string, value []byte, deleted bool) string {
 	}
 	regs := m.c.regs[service]
 	if deleted {
+		if _, ok := regs[instance]; ok && m.doom(service, instance) {
+			return ""
+		}
 		delete(regs, instance)
 		if len(regs) == 0 {
 			delete(m.c.regs, service)
@@ -469,6 +538,7 @@ func (m registryMirror) put(key string, value []byte, deleted bool) string {
 		m.c.regs[service] = regs
 	}
 	regs[instance] = r
+	m.spare(service, instance)
 	return service
 }
 
