@@ -207,12 +207,20 @@ func (l *load) call(ctx context.Context, rep *sdk.Reporter) {
 	rep.RecordCall(backend, in.Instance, time.Since(start), err != nil, false)
 }
 
-// reporters are every Reporter of the load.
-func (l *load) reporters() []*sdk.Reporter {
+// running are the reporters of the steady load (chaos-front's and the
+// backend instances').
+func (l *load) running() []*sdk.Reporter {
 	r := []*sdk.Reporter{l.rep}
 	for _, s := range l.servers {
 		r = append(r, s.rep)
 	}
+	return r
+}
+
+// reporters are every Reporter of the load, those of the data planes a
+// scenario started and stopped included.
+func (l *load) reporters() []*sdk.Reporter {
+	r := l.running()
 	l.skewedMu.Lock()
 	r = append(r, l.skewed...)
 	l.skewedMu.Unlock()
