@@ -517,36 +517,50 @@ func runScenario(ctx context.Context, p *plane, l *load, o options, s scenario) 
 	return r
 }
 
-// account compares, per backend instance, the windows its reporter had
+// account waits until the reporters have sent what the fault held back,
+// then compares, per backend instance, the windows its reporter had
 // accepted (answered 202) during the scenario with the server records the
 // calculator received: the difference must be within the scenario's
 // lossBound, give or take one window in the mixer at either end of the
 // count (and one sent twice when the mixer died before answering).
 func account(ctx context.Context, p *plane, l *load, s scenario, sent0 map[string]int64, calc0 map[string]calcTotals, failf func(string, ...any)) string {
-	if s.lossBound < 0 {
-		return "accepted windows not compared with the calculator's (it restarted: its totals start again)"
-	}
-	// The mixer delivers what it holds within its flush interval and the
-	// retries of the fault: wait for the counts to settle.
 	var sent map[string]int64
 	var calc map[string]calcTotals
 	var err error
-	for i := 0; i < 20; i++ {
+	prev := ""
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		drained := true
+		for _, r := range l.running() {
+			if r.Stats().Pending > 1 { // one may be in flight
+				drained = false
+			}
+		}
 		sent = l.sent()
-		if calc, err = p.windows(ctx); err != nil {
+		if calc, err = p.windows(ctx); err != nil && s.lossBound >= 0 {
 			failf("after the fault: %v", err)
 			return "accounting failed"
 		}
-		settled := true
+		// Settled: drained, and every accepted window received, or
+		// nothing moved for a second (what is lost stays lost).
+		settled, now := drained, fmt.Sprint(sent, calc)
 		for in, n := range sent {
-			if n-sent0[in] != calc[in].records-calc0[in].records {
+			if s.lossBound >= 0 && n-sent0[in] != calc[in].records-calc0[in].records {
 				settled = false
 			}
 		}
-		if settled {
+		if settled || (drained && now == prev) || ctx.Err() != nil {
 			break
 		}
-		time.Sleep(500 * time.Millisecond)
+		prev = now
+		if time.Now().After(deadline) {
+			if !drained {
+				failf("windows still wait in the reporters 30 s after the fault")
+			}
+			break
+		}
+	}
+	if s.lossBound < 0 {
+		return "accepted windows not compared with the calculator's (it restarted: its totals start again)"
 	}
 	var accepted, delivered, late int64
 	var parts []string
