@@ -106,6 +106,7 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	mc.mirrors = append(mc.mirrors, sec.Mirror)
 	g.Add("CA mirror", lifecycle.Loop(sec.Mirror.Run))
 	mc.live = newLiveness(cli, cfg.SessionTTL, log)
+	mc.cache.keptAlive = func(service, instance string) bool { return mc.live.keeps(keys.Instance(service, instance)) }
 	g.Add("liveness", lifecycle.Loop(func(ctx context.Context) { mc.live.Run(ctx, 500*time.Millisecond) }))
 	m.observe(reg, mc)
 
