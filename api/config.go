@@ -70,6 +70,23 @@ type Pin struct {
 	AtMs     int64           `json:"at_ms"`
 }
 
+// StockDocument is the document of a config (of kind and scope, stored as
+// e) that a data plane knowing no canary applies: a stock Kitex client
+// through config-etcd, an xDS client. During a rollout it keeps the
+// previous document until the rollout is promoted to 100 %; a pin (among
+// pins, those of the service that applies the config) wins.
+func StockDocument(kind, scope string, e *Entry, pins []Pin) json.RawMessage {
+	for _, p := range pins {
+		if p.Kind == kind && p.Scope == scope && p.Document != nil {
+			return p.Document
+		}
+	}
+	if e.Rollout != nil && e.Rollout.Previous != nil {
+		return e.Rollout.Previous
+	}
+	return e.Document
+}
+
 // Effective sources: which version of a config an instance applies.
 const (
 	SourceCurrent  = "current"

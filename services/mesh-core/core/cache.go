@@ -54,8 +54,10 @@ type Cache struct {
 	// so that a poll for many services waits on one channel.
 	subMu sync.Mutex
 	subs  map[string]map[chan<- struct{}]bool
-	// Callbacks on new versions, by service (OnChange).
+	// Callbacks on new versions, by service (OnChange), and of every
+	// service (OnAnyChange).
 	calls map[string]map[*func(string)]bool
+	any   map[*func(string)]bool
 }
 
 // Subscribe makes ch receive (without blocking: give it room for one) when
@@ -106,6 +108,39 @@ func (c *Cache) OnChange(services []string, f func(service string)) (cancel func
 	}
 }
 
+// OnAnyChange is OnChange for every service, present and future (the xDS
+// server follows all of them); a service that loses its snapshot (evicted)
+// is told too.
+func (c *Cache) OnAnyChange(f func(service string)) (cancel func()) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	key := &f
+	c.any[key] = true
+	return func() {
+		c.subMu.Lock()
+		defer c.subMu.Unlock()
+		delete(c.any, key)
+	}
+}
+
+// Snapshots returns the snapshot of every service held now.
+func (c *Cache) Snapshots() []*Snapshot {
+	c.smu.RLock()
+	defer c.smu.RUnlock()
+	out := make([]*Snapshot, 0, len(c.snaps))
+	for _, s := range c.snaps {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Held returns the snapshot of service if one is held (nil if none).
+func (c *Cache) Held(service string) *Snapshot {
+	c.smu.RLock()
+	defer c.smu.RUnlock()
+	return c.snaps[service]
+}
+
 // notify tells service's subscribers of a new version.
 func (c *Cache) notify(service string) {
 	c.subMu.Lock()
@@ -119,6 +154,9 @@ func (c *Cache) notify(service string) {
 	for f := range c.calls[service] {
 		(*f)(service)
 	}
+	for f := range c.any {
+		(*f)(service)
+	}
 }
 
 // NewCache makes an empty cache.
@@ -129,7 +167,7 @@ func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache
 		ages: map[string]policyArrival{}, touching: true, touchedAt: time.Now(),
 		holds: map[string]int{}, snaps: map[string]*Snapshot{},
 		published: map[string]time.Time{}, deferred: map[string]*time.Timer{},
-		subs: map[string]map[chan<- struct{}]bool{}, calls: map[string]map[*func(string)]bool{},
+		subs: map[string]map[chan<- struct{}]bool{}, calls: map[string]map[*func(string)]bool{}, any: map[*func(string)]bool{},
 	}
 }
 

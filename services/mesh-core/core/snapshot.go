@@ -32,6 +32,10 @@ type Snapshot struct {
 	done chan struct{}
 	// built is when this version was made, to measure how long pollers wait for it.
 	built time.Time
+	// members and decision are what body encodes, kept for the xDS
+	// translation, which reads them rather than deriving them again.
+	members  []api.Instance
+	decision *api.Overload
 }
 
 var canonical = sonic.Config{SortMapKeys: true}.Froze()
@@ -108,12 +112,19 @@ func buildSnapshot(service string, regs map[string]api.Registration, pol *api.Po
 	b.WriteString(`,"overload":`)
 	b.Write(overloadJSON)
 	s := &Snapshot{Service: service, Version: version, Instances: len(instances), body: []byte(b.String()),
-		done: make(chan struct{}), built: time.Now()}
+		done: make(chan struct{}), built: time.Now(), members: instances, decision: overload}
 	if pol != nil {
 		s.PolicyAtMs = pol.ComputedAtMs
 	}
 	return s
 }
+
+// Members are the service's instances as the snapshot gives them (weights
+// merged, ejected ones unhealthy), sorted by id. Callers must not modify them.
+func (s *Snapshot) Members() []api.Instance { return s.members }
+
+// Decision is the service's overload decision (state normal without a policy).
+func (s *Snapshot) Decision() *api.Overload { return s.decision }
 
 // Changed is closed when this snapshot is replaced by another version.
 func (s *Snapshot) Changed() <-chan struct{} { return s.done }

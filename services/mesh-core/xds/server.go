@@ -1,0 +1,353 @@
+package xds
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/sextant-mesh/sextant/api"
+)
+
+// State is what the server translates: mesh-core's snapshots.
+type State interface {
+	// Service returns service's instances (weights merged) and overload
+	// decision; ok is false when mesh-core holds nothing of it.
+	Service(name string) (members []api.Instance, decision *api.Overload, ok bool)
+	// Services names every service mesh-core holds.
+	Services() []string
+}
+
+// Options configure a Server.
+type Options struct {
+	// TLS serves ADS over mTLS: it must require a client certificate
+	// chained to Sextant's authority (mtls.Security.XDSServerTLS). Nil
+	// serves plaintext (loopback only, as `sextant dev` without a CA).
+	TLS *tls.Config
+	// Identify names the service of a verified client certificate chain
+	// (its SPIFFE ID); required with TLS.
+	Identify func(state tls.ConnectionState) (service string, err error)
+	Log      *slog.Logger
+	// Registerer takes the server's metrics; nil for none.
+	Registerer prometheus.Registerer
+}
+
+// Server is the ADS server. Its caches, per resource type:
+//
+//   - Listeners and ClusterLoadAssignments are the same for every node: one
+//     LinearCache each, shared by all. A weight change (the frequent one)
+//     rebuilds one ClusterLoadAssignment, marshalled once, whatever the
+//     number of connected nodes.
+//   - RouteConfigurations and Clusters carry the caller's governance (the
+//     config-center's client-scoped kinds): one LinearCache per caller
+//     service (the node group), created when its first node connects. A
+//     service without governance for that caller shares the same default
+//     resource object in every group.
+//
+// go-control-plane's snapshot cache would build a snapshot per node;
+// LinearCache per type holds a resource once and answers each
+// subscription with the names it asked for, which is what a fleet of gRPC
+// clients (each subscribing to the few services it calls) needs.
+type Server struct {
+	state  State
+	opts   Options
+	log    *slog.Logger
+	lds    *cachev3.LinearCache
+	eds    *cachev3.LinearCache
+	status *statusBook
+	gov    *governanceStore
+
+	mu     sync.Mutex
+	groups map[string]*group // by caller service
+	known  map[string]bool   // services with resources
+	// defaults are each service's route and cluster without governance.
+	defRoutes   map[string]types.Resource
+	defClusters map[string]types.Resource
+
+	dirtyMu  sync.Mutex
+	dirty    map[string]bool // services to translate again
+	govDirty map[[2]string]bool
+	wake     chan struct{}
+
+	grpc *grpc.Server
+	ln   net.Listener
+}
+
+// group is the caches of one caller's node group.
+type group struct {
+	rds, cds *cachev3.LinearCache
+}
+
+// New binds addr; Start serves.
+func New(addr string, state State, opts Options) (*Server, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.TLS != nil && opts.Identify == nil {
+		return nil, errors.New("xds: TLS needs Identify")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("xds: %w", err)
+	}
+	s := &Server{
+		state: state, opts: opts, log: opts.Log,
+		lds:    cachev3.NewLinearCache(resourcev3.ListenerType, cachev3.WithLogger(quiet{})),
+		eds:    cachev3.NewLinearCache(resourcev3.EndpointType, cachev3.WithLogger(quiet{})),
+		groups: map[string]*group{}, known: map[string]bool{},
+		defRoutes: map[string]types.Resource{}, defClusters: map[string]types.Resource{},
+		dirty: map[string]bool{}, govDirty: map[[2]string]bool{}, wake: make(chan struct{}, 1),
+		ln: ln,
+	}
+	s.status = newStatusBook(opts.Log, opts.Registerer)
+	s.gov = newGovernanceStore(s.governanceChanged)
+	s.gov.onPriority = s.Changed
+	gopts := []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(64),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10e9, PermitWithoutStream: true}),
+	}
+	if opts.TLS != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(opts.TLS)))
+	}
+	s.grpc = grpc.NewServer(gopts...)
+	srv := serverv3.NewServer(context.Background(), (*muxCache)(s), s.status.callbacks(s))
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(s.grpc, srv)
+	return s, nil
+}
+
+// Addr is the ADS listen address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Governance is where the config-center's documents come in (its mirror
+// handlers).
+func (s *Server) Governance() *governanceStore { return s.gov }
+
+// Changed tells the server that service's snapshot changed. It returns at
+// once (mesh-core's cache calls it with its lock held): the translation
+// runs on the server's own goroutine, which takes every change made
+// meanwhile in one pass.
+func (s *Server) Changed(service string) {
+	s.dirtyMu.Lock()
+	s.dirty[service] = true
+	s.dirtyMu.Unlock()
+	s.poke()
+}
+
+func (s *Server) governanceChanged(server, caller string) {
+	s.dirtyMu.Lock()
+	s.govDirty[[2]string{server, caller}] = true
+	s.dirtyMu.Unlock()
+	s.poke()
+}
+
+func (s *Server) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	for _, name := range s.state.Services() {
+		s.Changed(name)
+	}
+	s.translate()
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(s.ln) }()
+	for {
+		select {
+		case <-ctx.Done():
+			// ADS streams never end on their own: stop cuts them.
+			s.grpc.Stop()
+			<-errc
+			return nil
+		case err := <-errc:
+			return fmt.Errorf("xds: %w", err)
+		case <-s.wake:
+			s.translate()
+		}
+	}
+}
+
+// translate rebuilds the resources of the services that changed and of the
+// (server, caller) pairs whose governance changed.
+func (s *Server) translate() {
+	s.dirtyMu.Lock()
+	dirty, govDirty := s.dirty, s.govDirty
+	s.dirty, s.govDirty = map[string]bool{}, map[[2]string]bool{}
+	s.dirtyMu.Unlock()
+	if len(dirty) == 0 && len(govDirty) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lds, eds := map[string]types.Resource{}, map[string]types.Resource{}
+	var gone []string
+	added := map[string]bool{}
+	for name := range dirty {
+		members, decision, ok := s.state.Service(name)
+		if !ok {
+			if s.known[name] {
+				gone = append(gone, name)
+				delete(s.known, name)
+				delete(s.defRoutes, name)
+				delete(s.defClusters, name)
+			}
+			continue
+		}
+		eds[name] = LoadAssignment(name, members, decision, s.gov.defaultPriority(name))
+		if !s.known[name] {
+			l, err := Listener(name)
+			if err != nil {
+				s.log.Error("xds listener not built", "service", name, "err", err)
+				continue
+			}
+			lds[name] = l
+			s.known[name] = true
+			s.defRoutes[name] = RouteConfiguration(name, nil)
+			s.defClusters[name] = Cluster(name, nil)
+			added[name] = true
+		}
+	}
+	if err := s.eds.UpdateResources(eds, gone); err != nil {
+		s.log.Error("xds endpoints not updated", "err", err)
+	}
+	if err := s.lds.UpdateResources(lds, gone); err != nil {
+		s.log.Error("xds listeners not updated", "err", err)
+	}
+	for caller, g := range s.groups {
+		routes, clusters := map[string]types.Resource{}, map[string]types.Resource{}
+		for name := range added {
+			routes[name], clusters[name] = s.routeFor(name, caller), s.clusterFor(name, caller)
+		}
+		for pair := range govDirty {
+			if pair[1] == caller && s.known[pair[0]] {
+				routes[pair[0]], clusters[pair[0]] = s.routeFor(pair[0], caller), s.clusterFor(pair[0], caller)
+			}
+		}
+		if len(routes) > 0 || len(gone) > 0 {
+			_ = g.rds.UpdateResources(routes, gone)
+			_ = g.cds.UpdateResources(clusters, gone)
+		}
+	}
+}
+
+// routeFor is server's RouteConfiguration for caller; mu is held.
+func (s *Server) routeFor(server, caller string) types.Resource {
+	if g := s.gov.get(server, caller); !g.empty() {
+		return RouteConfiguration(server, g)
+	}
+	return s.defRoutes[server]
+}
+
+// clusterFor is server's Cluster for caller; mu is held.
+func (s *Server) clusterFor(server, caller string) types.Resource {
+	if g := s.gov.get(server, caller); !g.empty() {
+		return Cluster(server, g)
+	}
+	return s.defClusters[server]
+}
+
+// groupOf returns caller's caches, made with every known service's
+// resources as caller sees them on first use.
+func (s *Server) groupOf(caller string) *group {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if g := s.groups[caller]; g != nil {
+		return g
+	}
+	routes := make(map[string]types.Resource, len(s.known))
+	clusters := make(map[string]types.Resource, len(s.known))
+	for name := range s.known {
+		routes[name], clusters[name] = s.routeFor(name, caller), s.clusterFor(name, caller)
+	}
+	g := &group{
+		rds: cachev3.NewLinearCache(resourcev3.RouteType, cachev3.WithInitialResources(routes), cachev3.WithLogger(quiet{})),
+		cds: cachev3.NewLinearCache(resourcev3.ClusterType, cachev3.WithInitialResources(clusters), cachev3.WithLogger(quiet{})),
+	}
+	s.groups[caller] = g
+	return g
+}
+
+// Resources returns every resource a node of caller would be sent, by type
+// URL (for tests and validation).
+func (s *Server) Resources(caller string) map[string]map[string]types.Resource {
+	g := s.groupOf(caller)
+	return map[string]map[string]types.Resource{
+		resourcev3.ListenerType: s.lds.GetResources(),
+		resourcev3.RouteType:    g.rds.GetResources(),
+		resourcev3.ClusterType:  g.cds.GetResources(),
+		resourcev3.EndpointType: s.eds.GetResources(),
+	}
+}
+
+// Status is every connected node's sync state.
+func (s *Server) Status() []NodeStatus { return s.status.snapshot() }
+
+// muxCache sends each watch to the cache of its type and, for routes and
+// clusters, of its node's group: the caller service, which the status
+// callbacks set on the node from its certificate (or, in plaintext, as the
+// node declares it in node.cluster).
+type muxCache Server
+
+var _ cachev3.Cache = (*muxCache)(nil)
+
+func (m *muxCache) cacheFor(typeURL, caller string) cachev3.Cache {
+	s := (*Server)(m)
+	switch typeURL {
+	case resourcev3.ListenerType:
+		return s.lds
+	case resourcev3.EndpointType:
+		return s.eds
+	case resourcev3.RouteType:
+		return s.groupOf(caller).rds
+	case resourcev3.ClusterType:
+		return s.groupOf(caller).cds
+	}
+	return nil
+}
+
+// CreateWatch implements cachev3.ConfigWatcher.
+func (m *muxCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, ch chan cachev3.Response) (func(), error) {
+	c := m.cacheFor(req.GetTypeUrl(), req.GetNode().GetCluster())
+	if c == nil {
+		return func() {}, nil // a type Sextant does not serve: never answered
+	}
+	return c.CreateWatch(req, sub, ch)
+}
+
+// CreateDeltaWatch implements cachev3.ConfigWatcher.
+func (m *muxCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
+	c := m.cacheFor(req.GetTypeUrl(), req.GetNode().GetCluster())
+	if c == nil {
+		return func() {}, nil
+	}
+	return c.CreateDeltaWatch(req, sub, ch)
+}
+
+// Fetch implements cachev3.ConfigFetcher; Sextant serves no REST xDS.
+func (m *muxCache) Fetch(context.Context, *cachev3.Request) (cachev3.Response, error) {
+	return nil, errors.New("xds: fetch is not served")
+}
+
+// quiet drops go-control-plane's own debug logs.
+type quiet struct{}
+
+func (quiet) Debugf(string, ...any) {}
+func (quiet) Infof(string, ...any)  {}
+func (quiet) Warnf(string, ...any)  {}
+func (quiet) Errorf(string, ...any) {}
