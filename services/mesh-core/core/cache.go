@@ -154,9 +154,23 @@ func (c *Cache) notify(service string) {
 	for f := range c.calls[service] {
 		(*f)(service)
 	}
+	c.tellAny(service)
+}
+
+// tellAny tells the OnAnyChange callbacks; subMu is held.
+func (c *Cache) tellAny(service string) {
 	for f := range c.any {
 		(*f)(service)
 	}
+}
+
+// appeared tells the OnAnyChange callbacks of a service that got its first
+// snapshot or lost its last one: nobody polls a version of it, but the xDS
+// server serves it or stops.
+func (c *Cache) appeared(service string) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	c.tellAny(service)
 }
 
 // NewCache makes an empty cache.
@@ -245,6 +259,7 @@ func (c *Cache) release(service string) {
 		c.smu.Lock()
 		delete(c.snaps, service) // nobody waits on it
 		c.smu.Unlock()
+		c.appeared(service)
 	}
 }
 
@@ -304,6 +319,7 @@ func (c *Cache) rebuild(service string) *Snapshot {
 	prev := c.snaps[service]
 	switch {
 	case prev == nil:
+		defer c.appeared(service)
 	case prev.Version == next.Version:
 		// Same answer (perhaps a younger policy with the same weights):
 		// waiters on the previous one keep waiting on the same channel.
