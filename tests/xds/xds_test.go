@@ -13,11 +13,14 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cloudwego/kitex/client"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -46,8 +49,17 @@ type backend struct {
 	srv   *grpc.Server
 }
 
+// firstAttempts are the x-call-id values seen by any backend: a call that
+// carries one fails with UNAVAILABLE the first time, as a flaky server's.
+var firstAttempts sync.Map
+
 func (b *backend) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
 	b.calls.Add(1)
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get("x-call-id")) > 0 {
+		if _, seen := firstAttempts.LoadOrStore(md.Get("x-call-id")[0], true); !seen {
+			return nil, status.Error(codes.Unavailable, "flaky: first attempt fails")
+		}
+	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get("x-delay-ms")) > 0 {
 		ms, _ := strconv.Atoi(md.Get("x-delay-ms")[0])
 		select {
@@ -271,12 +283,45 @@ func TestGRPCClientFollowsSextant(t *testing.T) {
 		}
 		return nil
 	})
+	// retry from the config-center: a call whose first attempt fails
+	// succeeds once the caller retries.
+	flaky := func(id string) error {
+		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-call-id", id), 5*time.Second)
+		defer cancel()
+		_, err := c.Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	if err := flaky("before-retry"); status.Code(err) != codes.Unavailable {
+		t.Fatalf("flaky call without retries: %v, want UNAVAILABLE", err)
+	}
+	p.do(t, "PUT", "http://"+p.cc+"/v1/configs/retry/caller/"+service, map[string]any{"*": map[string]any{
+		"enable": true, "type": 0, "failure_policy": map[string]any{"stop_policy": map[string]any{"max_retry_times": 2}}}}, http.StatusOK)
+	attempt := 0
+	testenv.Eventually(t, 30*time.Second, func() error {
+		attempt++
+		return flaky(fmt.Sprintf("with-retry-%d", attempt))
+	})
+
 	// Another caller has no timeout: its routes are its own.
 	other := dial(t, plainBootstrap(p.mc.XDSAddr(), "client-2", "other-caller"))
 	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-delay-ms", "300"), 5*time.Second)
 	defer cancel()
 	if _, err := other.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatalf("slow call of another caller: %v", err)
+	}
+
+	// circuit_break becomes the caller's cluster's outlier detection.
+	p.do(t, "PUT", "http://"+p.cc+"/v1/configs/circuit_break/caller/"+service, map[string]any{"*": map[string]any{
+		"enable": true, "err_rate": 0.3, "min_sample": 50}}, http.StatusOK)
+	testenv.Eventually(t, 30*time.Second, func() error {
+		cl := p.mc.XDS().Resources("caller")[resourcev3.ClusterType][service].(*clusterv3.Cluster)
+		if od := cl.GetOutlierDetection(); od.GetFailurePercentageThreshold().GetValue() != 30 || od.GetFailurePercentageRequestVolume().GetValue() != 50 {
+			return fmt.Errorf("outlier detection %v", od)
+		}
+		return nil
+	})
+	if _, err := c.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("call after the circuit-break change: %v", err)
 	}
 
 	// Everything served passes Envoy's validation.
