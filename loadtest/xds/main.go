@@ -57,6 +57,9 @@ import (
 
 const service = "comment-svc"
 
+// markerHost is the instance whose weight tells the changes apart.
+const markerHost = "10.0.0.1"
+
 type options struct {
 	clients, instances, changes, procs int
 	interval                           time.Duration
@@ -179,7 +182,7 @@ func spawn(procs int) (*child, error) {
 type adsClient struct {
 	conn   *grpc.ClientConn
 	stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
-	marker atomic.Int32 // the first endpoint's weight in the last response acknowledged
+	marker atomic.Int32 // markerHost's weight in the last response acknowledged
 	acked  chan ack
 }
 
@@ -216,8 +219,15 @@ func connect(ctx context.Context, addr string, id int, acks chan<- ack) (*adsCli
 			w := int32(-1)
 			for _, r := range resp.Resources {
 				var cla endpointv3.ClusterLoadAssignment
-				if r.UnmarshalTo(&cla) == nil && len(cla.Endpoints) > 0 && len(cla.Endpoints[0].LbEndpoints) > 0 {
-					w = int32(cla.Endpoints[0].LbEndpoints[0].LoadBalancingWeight.GetValue())
+				if r.UnmarshalTo(&cla) != nil {
+					continue
+				}
+				for _, l := range cla.Endpoints {
+					for _, e := range l.LbEndpoints {
+						if e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress() == markerHost {
+							w = int32(e.LoadBalancingWeight.GetValue())
+						}
+					}
 				}
 			}
 			if err := stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: req.TypeUrl, ResourceNames: req.ResourceNames,
@@ -286,7 +296,7 @@ func run(o options, tg target, pid int) (report, error) {
 		for i, id := range ids {
 			w := int32(100 + i)
 			if i == 0 {
-				w = weight // the marker: the first endpoint of the first locality
+				w = weight // the marker (markerHost)
 			}
 			p.Weights = append(p.Weights, &meshcore.InstanceWeight{Instance: id, Weight: w, Reason: "loadtest"})
 		}
@@ -317,7 +327,8 @@ func run(o options, tg target, pid int) (report, error) {
 		clients = append(clients, c)
 	}
 	if err := waitAll(clients, 500, 120*time.Second); err != nil {
-		return rep, err
+		synced, nodes := syncStatus(tg)
+		return rep, fmt.Errorf("%w (status: %d of %d nodes synced)", err, synced, nodes)
 	}
 	rep.connect = time.Since(start)
 	time.Sleep(time.Second)
@@ -363,7 +374,11 @@ func waitAll(clients []*adsClient, weight int32, timeout time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d clients without the current endpoints after %s", behind, len(clients), timeout)
+			seen := map[int32]int{}
+			for _, c := range clients {
+				seen[c.marker.Load()]++
+			}
+			return fmt.Errorf("%d of %d clients without the current endpoints after %s (weights seen: %v)", behind, len(clients), timeout, seen)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
