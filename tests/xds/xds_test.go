@@ -99,11 +99,18 @@ func startPlane(t *testing.T) *plane {
 	prefix := testenv.Prefix(t)
 	mc := coretest.Start(t, etcd, prefix, func(c *core.Config) { c.XDSAddr = "127.0.0.1:0" })
 	cc := centertest.Start(t, etcd, prefix, nil)
+	return &plane{etcd: etcd, prefix: prefix, mc: mc, cc: cc.Addr(), pub: startPlanePublisher(t, mc), policy: time.Now().UnixMilli()}
+}
+
+// startPlanePublisher is a client of mesh-core's PublishPolicy, as the
+// calculator's.
+func startPlanePublisher(t *testing.T, mc *core.MeshCore) meshcoresvc.Client {
+	t.Helper()
 	pub, err := meshcoresvc.NewClient("mesh-core", client.WithHostPorts(mc.KitexAddr()), client.WithRPCTimeout(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &plane{etcd: etcd, prefix: prefix, mc: mc, cc: cc.Addr(), pub: pub, policy: time.Now().UnixMilli()}
+	return pub
 }
 
 func (p *plane) do(t *testing.T, method, url string, body any, want int) {

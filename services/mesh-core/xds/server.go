@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
+	"time"
 
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -82,8 +84,18 @@ type Server struct {
 	govDirty map[[2]string]bool
 	wake     chan struct{}
 
-	grpc *grpc.Server
-	ln   net.Listener
+	grpc          *grpc.Server
+	ln            net.Listener
+	versionPrefix string
+}
+
+// newCache is a LinearCache of typeURL holding initial.
+func (s *Server) newCache(typeURL string, initial map[string]types.Resource) *cachev3.LinearCache {
+	opts := []cachev3.LinearCacheOption{cachev3.WithLogger(quiet{}), cachev3.WithVersionPrefix(s.versionPrefix)}
+	if initial != nil {
+		opts = append(opts, cachev3.WithInitialResources(initial))
+	}
+	return cachev3.NewLinearCache(typeURL, opts...)
 }
 
 // group is the caches of one caller's node group.
@@ -105,19 +117,22 @@ func New(addr string, state State, opts Options) (*Server, error) {
 	}
 	s := &Server{
 		state: state, opts: opts, log: opts.Log,
-		lds:    cachev3.NewLinearCache(resourcev3.ListenerType, cachev3.WithLogger(quiet{})),
-		eds:    cachev3.NewLinearCache(resourcev3.EndpointType, cachev3.WithLogger(quiet{})),
-		groups: map[string]*group{}, known: map[string]bool{},
+		// Versions carry a prefix of this process: a client that reconnects
+		// to another replica (or to this one restarted) with version "7"
+		// must not be taken to hold that replica's "7".
+		versionPrefix: strconv.FormatInt(time.Now().UnixNano(), 36) + "-",
+		ln:            ln,
+		groups:        map[string]*group{}, known: map[string]bool{},
 		defRoutes: map[string]types.Resource{}, defClusters: map[string]types.Resource{},
 		dirty: map[string]bool{}, govDirty: map[[2]string]bool{}, wake: make(chan struct{}, 1),
-		ln: ln,
 	}
+	s.lds, s.eds = s.newCache(resourcev3.ListenerType, nil), s.newCache(resourcev3.EndpointType, nil)
 	s.status = newStatusBook(opts.Log, opts.Registerer)
 	s.gov = newGovernanceStore(s.governanceChanged)
 	s.gov.onPriority = s.Changed
 	gopts := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(64),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10e9, PermitWithoutStream: true}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
 	if opts.TLS != nil {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(opts.TLS)))
@@ -276,8 +291,8 @@ func (s *Server) groupOf(caller string) *group {
 		routes[name], clusters[name] = s.routeFor(name, caller), s.clusterFor(name, caller)
 	}
 	g := &group{
-		rds: cachev3.NewLinearCache(resourcev3.RouteType, cachev3.WithInitialResources(routes), cachev3.WithLogger(quiet{})),
-		cds: cachev3.NewLinearCache(resourcev3.ClusterType, cachev3.WithInitialResources(clusters), cachev3.WithLogger(quiet{})),
+		rds: s.newCache(resourcev3.RouteType, routes),
+		cds: s.newCache(resourcev3.ClusterType, clusters),
 	}
 	s.groups[caller] = g
 	return g
