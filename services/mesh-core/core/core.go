@@ -145,7 +145,7 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	if cfg.XDSAddr != "" {
 		// ADS over mTLS when the service has its identity (the CA key, or
 		// certificate files): the client certificate names the caller.
-		opts := xds.Options{Log: log, Registerer: reg}
+		opts := xds.Options{Log: log, Registerer: reg, PriorityRoutes: cfg.XDSPriorityRoutes}
 		if t := sec.XDSServerTLS(); t != nil {
 			opts.TLS, opts.Identify = t, sec.PeerService
 		}

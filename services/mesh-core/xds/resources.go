@@ -16,6 +16,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -38,13 +39,21 @@ const DropCategory = "sextant_overload"
 const ringSize = 4096
 
 // Listener is the API listener named service: what a gRPC client resolves
-// for `xds:///service` (and what Envoy takes as a listener without an
-// address). Its routes come over ADS (RDS), so a governance change sends
-// routes only.
-func Listener(service string) (*listenerv3.Listener, error) {
+// for `xds:///service`. Its routes come over ADS (RDS), so a governance
+// change sends routes only. With fault, the fault filter runs before the
+// router, idle until a route's config (PriorityRoutes) asks it to abort.
+func Listener(service string, fault bool) (*listenerv3.Listener, error) {
 	router, err := anypb.New(&routerv3.Router{})
 	if err != nil {
 		return nil, err
+	}
+	filters := []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}}
+	if fault {
+		f, err := anypb.New(&faultv3.HTTPFault{})
+		if err != nil {
+			return nil, err
+		}
+		filters = append([]*hcmv3.HttpFilter{{Name: faultFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: f}}}, filters...)
 	}
 	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
 		StatPrefix: service,
@@ -52,7 +61,7 @@ func Listener(service string) (*listenerv3.Listener, error) {
 			ConfigSource:    adsSource(),
 			RouteConfigName: service,
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
+		HttpFilters: filters,
 	})
 	if err != nil {
 		return nil, err
@@ -69,20 +78,22 @@ func adsSource() *corev3.ConfigSource {
 // RouteConfiguration is service's routes as caller sees them: one route per
 // method named in the caller's rpc_timeout or retry documents for service,
 // then a catch-all with their "*" entries. gov may be nil (no governance).
-func RouteConfiguration(service string, gov *Governance) *routev3.RouteConfiguration {
+// With shed (PriorityRoutes; nil otherwise), each route comes with the
+// variants that shed by priority (withPriorities).
+func RouteConfiguration(service string, gov *Governance, shed *Shed) *routev3.RouteConfiguration {
 	var routes []*routev3.Route
 	for _, m := range gov.methods() {
-		routes = append(routes, &routev3.Route{
+		routes = append(routes, withPriorities(&routev3.Route{
 			Name:   m,
 			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "/[^/]+/" + regexp.QuoteMeta(m)}}},
 			Action: &routev3.Route_Route{Route: routeAction(service, gov, m)},
-		})
+		}, shed)...)
 	}
-	routes = append(routes, &routev3.Route{
+	routes = append(routes, withPriorities(&routev3.Route{
 		Name:   "default",
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_Route{Route: routeAction(service, gov, "*")},
-	})
+	}, shed)...)
 	return &routev3.RouteConfiguration{Name: service, VirtualHosts: []*routev3.VirtualHost{{
 		Name: service, Domains: []string{"*"}, Routes: routes,
 	}}}
@@ -129,7 +140,8 @@ func Cluster(service string, gov *Governance) *clusterv3.Cluster {
 // are left out) with their dynamic weights, grouped by zone and cluster
 // into localities whose weight is the sum of theirs, so that an endpoint's
 // share is its weight over the total whichever way a client combines the
-// two; and the service's overload decision as a drop percentage.
+// two; and the service's overload decision as a drop percentage (none when
+// decision is nil: the routes shed, PriorityRoutes).
 func LoadAssignment(service string, members []api.Instance, decision *api.Overload, defaultPriority int32) *endpointv3.ClusterLoadAssignment {
 	type key struct{ zone, cluster string }
 	groups := map[key]*endpointv3.LocalityLbEndpoints{}
@@ -170,7 +182,7 @@ func LoadAssignment(service string, members []api.Instance, decision *api.Overlo
 	for _, k := range order {
 		cla.Endpoints = append(cla.Endpoints, groups[k])
 	}
-	if ppm := DropPerMillion(decision, defaultPriority); ppm > 0 {
+	if ppm := DropPerMillion(decision, defaultPriority); decision != nil && ppm > 0 {
 		cla.Policy = &endpointv3.ClusterLoadAssignment_Policy{DropOverloads: []*endpointv3.ClusterLoadAssignment_Policy_DropOverload{{
 			Category:       DropCategory,
 			DropPercentage: dropFraction(ppm),
@@ -203,8 +215,8 @@ func dropFraction(ppm uint32) *typev3.FractionalPercent {
 // that priority sheds the share of its 64 user priorities below it; a
 // level above it sheds every call, one below none.
 func DropPerMillion(decision *api.Overload, defaultPriority int32) uint32 {
-	level := decision.Level()
-	if level <= 0 || decision.State == api.StateNormal && level == 0 {
+	level := decision.Level() // 0 for nil
+	if level <= 0 {
 		return 0
 	}
 	below := level - defaultPriority*api.UserLevels // user priorities of the default priority shed

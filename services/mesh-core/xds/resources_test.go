@@ -50,14 +50,21 @@ func TestResourcesAreValid(t *testing.T) {
 		{Instance: "d", Addr: "10.0.0.4:9000", Weight: 0, Healthy: false},
 		{Instance: "e", Addr: "not-an-address", Weight: 5, Healthy: true},
 	}
-	l, err := Listener("svc")
-	if err != nil {
-		t.Fatal(err)
+	for _, fault := range []bool{false, true} {
+		l, err := Listener("svc", fault)
+		if err != nil {
+			t.Fatal(err)
+		}
+		validate(t, "listener", l)
 	}
-	validate(t, "listener", l)
 	g := governance(t)
+	for _, shed := range []*Shed{{Level: 64*64 + 10, DefaultPriority: 64}, {Level: 64 * 20, DefaultPriority: 64}, {Level: 5, DefaultPriority: 0}} {
+		for _, gov := range []*Governance{nil, g} {
+			validate(t, "routes shedding by priority", RouteConfiguration("svc", gov, shed))
+		}
+	}
 	for _, gov := range []*Governance{nil, g} {
-		rc := RouteConfiguration("svc", gov)
+		rc := RouteConfiguration("svc", gov, nil)
 		validate(t, "routes", rc)
 		validate(t, "cluster", Cluster("svc", gov))
 		if gov != nil {

@@ -45,6 +45,11 @@ type Options struct {
 	Log      *slog.Logger
 	// Registerer takes the server's metrics; nil for none.
 	Registerer prometheus.Registerer
+	// PriorityRoutes sheds an overloaded service's calls on the routes, by
+	// the priority headers the caller sends (withPriorities), instead of a
+	// uniform drop_overloads in its endpoints. Routes are per caller group,
+	// so an overload change is then sent to every group, not built once.
+	PriorityRoutes bool
 }
 
 // Server is the ADS server. Its caches, per resource type:
@@ -78,6 +83,9 @@ type Server struct {
 	// defaults are each service's route and cluster without governance.
 	defRoutes   map[string]types.Resource
 	defClusters map[string]types.Resource
+	// sheds are the services' overload decisions on the routes
+	// (PriorityRoutes), nil while they shed nothing.
+	sheds map[string]*Shed
 
 	dirtyMu  sync.Mutex
 	dirty    map[string]bool // services to translate again
@@ -123,7 +131,7 @@ func New(addr string, state State, opts Options) (*Server, error) {
 		versionPrefix: strconv.FormatInt(time.Now().UnixNano(), 36) + "-",
 		ln:            ln,
 		groups:        map[string]*group{}, known: map[string]bool{},
-		defRoutes: map[string]types.Resource{}, defClusters: map[string]types.Resource{},
+		defRoutes: map[string]types.Resource{}, defClusters: map[string]types.Resource{}, sheds: map[string]*Shed{},
 		dirty: map[string]bool{}, govDirty: map[[2]string]bool{}, wake: make(chan struct{}, 1),
 	}
 	s.lds, s.eds = s.newCache(resourcev3.ListenerType, nil), s.newCache(resourcev3.EndpointType, nil)
@@ -212,7 +220,8 @@ func (s *Server) translate() {
 	defer s.mu.Unlock()
 	lds, eds := map[string]types.Resource{}, map[string]types.Resource{}
 	var gone []string
-	added := map[string]bool{}
+	added := map[string]bool{}  // services new to xDS
+	reshed := map[string]bool{} // services whose routes shed otherwise
 	for name := range dirty {
 		members, decision, ok := s.state.Service(name)
 		if !ok {
@@ -221,21 +230,32 @@ func (s *Server) translate() {
 				delete(s.known, name)
 				delete(s.defRoutes, name)
 				delete(s.defClusters, name)
+				delete(s.sheds, name)
 			}
 			continue
 		}
-		eds[name] = LoadAssignment(name, members, decision, s.gov.defaultPriority(name))
+		prio := s.gov.defaultPriority(name)
+		if s.opts.PriorityRoutes {
+			if shed := shedOf(decision, prio); !equalShed(shed, s.sheds[name]) {
+				s.sheds[name] = shed
+				reshed[name] = true
+			}
+			decision = nil // the routes shed
+		}
+		eds[name] = LoadAssignment(name, members, decision, prio)
 		if !s.known[name] {
-			l, err := Listener(name)
+			l, err := Listener(name, s.opts.PriorityRoutes)
 			if err != nil {
 				s.log.Error("xds listener not built", "service", name, "err", err)
 				continue
 			}
 			lds[name] = l
 			s.known[name] = true
-			s.defRoutes[name] = RouteConfiguration(name, nil)
 			s.defClusters[name] = Cluster(name, nil)
 			added[name] = true
+		}
+		if added[name] || reshed[name] {
+			s.defRoutes[name] = RouteConfiguration(name, nil, s.sheds[name])
 		}
 	}
 	if err := s.eds.UpdateResources(eds, gone); err != nil {
@@ -248,6 +268,9 @@ func (s *Server) translate() {
 		routes, clusters := map[string]types.Resource{}, map[string]types.Resource{}
 		for name := range added {
 			routes[name], clusters[name] = s.routeFor(name, caller), s.clusterFor(name, caller)
+		}
+		for name := range reshed {
+			routes[name] = s.routeFor(name, caller)
 		}
 		for pair := range govDirty {
 			if pair[1] == caller && s.known[pair[0]] {
@@ -264,7 +287,7 @@ func (s *Server) translate() {
 // routeFor is server's RouteConfiguration for caller; mu is held.
 func (s *Server) routeFor(server, caller string) types.Resource {
 	if g := s.gov.get(server, caller); !g.empty() {
-		return RouteConfiguration(server, g)
+		return RouteConfiguration(server, g, s.sheds[server])
 	}
 	return s.defRoutes[server]
 }
@@ -275,6 +298,10 @@ func (s *Server) clusterFor(server, caller string) types.Resource {
 		return Cluster(server, g)
 	}
 	return s.defClusters[server]
+}
+
+func equalShed(a, b *Shed) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }
 
 // groupOf returns caller's caches, made with every known service's
