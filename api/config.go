@@ -20,7 +20,7 @@ const (
 	KindOverload      = "overload"       // server-scoped, overloadconf.Config
 	KindPriorityRules = "priority_rules" // server-scoped, priorityrules.Document
 	// KindCalculator holds the weight-calculator's knobs for one service
-	// (docs/weights.md); it is written to etcd directly, not through the API.
+	// (docs/weights.md), server-scoped, weightknobs.Knobs.
 	KindCalculator = "calculator"
 )
 

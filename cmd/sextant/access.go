@@ -1,15 +1,17 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/sextant-mesh/sextant/cmd/sextant/ctl"
 )
 
 const accessUsage = `usage: sextant access inspect --service S [--json]
@@ -31,8 +33,9 @@ func access(args []string, stdout, stderr io.Writer) error {
 	}
 	fs := flag.NewFlagSet("sextant access inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	center := fs.String("config-center", envOr("SEXTANT_CONFIG_CENTER", "127.0.0.1:7704"), "config-center address: host:port or a URL")
-	token := fs.String("token", envOr("SEXTANT_ADMIN_TOKEN", os.Getenv("SEXTANT_TOKEN")), "credential")
+	center := fs.String("config-center", "", "config-center address: host:port or a URL (default $SEXTANT_CONFIG_CENTER, the context's, or 127.0.0.1:7704)")
+	token := fs.String("token", "", "credential (default $SEXTANT_ADMIN_TOKEN, $SEXTANT_TOKEN or the context's)")
+	contextName := fs.String("context", "", "the context of the context file to use (sextant context)")
 	service := fs.String("service", "", "the service to inspect (required)")
 	raw := fs.Bool("json", false, "print the config-center's JSON answer")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -41,10 +44,10 @@ func access(args []string, stdout, stderr io.Writer) error {
 	if *service == "" {
 		return errors.New("--service is required")
 	}
-	if *token == "" {
-		return errors.New("no credential: set SEXTANT_ADMIN_TOKEN or SEXTANT_TOKEN, or pass --token")
+	c, err := ctl.Connect(*contextName, *center, *token)
+	if err != nil {
+		return err
 	}
-	c := newAPIClient(*center, *token)
 	var in struct {
 		Service string `json:"service"`
 		Callers []struct {
@@ -60,13 +63,14 @@ func access(args []string, stdout, stderr io.Writer) error {
 	}
 	path := "/v1/access/inspection?service=" + url.QueryEscape(*service)
 	if *raw {
-		b, err := c.raw(http.MethodGet, path)
+		var b json.RawMessage
+		err := c.JSON(http.MethodGet, path, nil, &b)
 		if err == nil {
 			fmt.Fprintln(stdout, string(b))
 		}
 		return err
 	}
-	if err := c.do(http.MethodGet, path, nil, &in); err != nil {
+	if err := c.JSON(http.MethodGet, path, nil, &in); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%-28s %12s %-20s %-16s %-16s %s\n", "CALLER", "REQUESTS", "LAST SEEN", "VERDICT", "BY RULE", "NAMED BY")

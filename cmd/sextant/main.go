@@ -12,20 +12,34 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
+	"github.com/sextant-mesh/sextant/cmd/sextant/ctl"
 	"github.com/sextant-mesh/sextant/cmd/sextant/devplane"
 )
 
-const usage = `usage: sextant <command> [flags]
+// usage lists the commands; the operators' ones come from package ctl.
+func usage() string {
+	var b strings.Builder
+	b.WriteString(`usage: sextant <command> [flags]
 
 commands:
-  dev    run an embedded etcd and every Sextant service in one process (Ctrl-C stops)
-  token  create, list and revoke data planes' tokens (sextant token create --service S)
-  access inspect a service's callers against its access rules (sextant access inspect --service S)
-
-Run "sextant <command> -h" for the flags of a command.
-`
+  dev         run an embedded etcd and every Sextant service in one process (Ctrl-C stops)
+  token       create, list and revoke tokens (sextant token create --service S)
+  access      inspect a service's callers against its access rules (sextant access inspect --service S)
+`)
+	for _, c := range ctl.Commands {
+		fmt.Fprintf(&b, "  %-11s %s\n", c.Name, c.Summary)
+	}
+	b.WriteString(`
+Run "sextant <command> -h" for the flags of a command. Commands that talk to
+the control plane take --config-center, --token and --context, else
+$SEXTANT_CONFIG_CENTER and $SEXTANT_ADMIN_TOKEN, else the current context of
+the context file (docs/cli.md).
+`)
+	return b.String()
+}
 
 // errDemo answers `sextant dev --demo`, which ran the demo before it became a
 // command of its own.
@@ -34,7 +48,7 @@ var errDemo = errors.New("the demo is not part of the sextant binary: run `make 
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
+		fmt.Fprint(os.Stderr, usage())
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -54,10 +68,17 @@ func main() {
 			os.Exit(1)
 		}
 	case "-h", "-help", "--help", "help":
-		fmt.Print(usage)
+		fmt.Print(usage())
 	default:
-		fmt.Fprintf(os.Stderr, "unknown command %q\n\n%s", os.Args[1], usage)
-		os.Exit(2)
+		known, err := ctl.Run(os.Args[1], os.Args[2:], os.Stdout, os.Stderr)
+		if !known {
+			fmt.Fprintf(os.Stderr, "unknown command %q\n\n%s", os.Args[1], usage())
+			os.Exit(2)
+		}
+		if err != nil && !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(os.Stderr, "sextant %s: %v\n", os.Args[1], err)
+			os.Exit(1)
+		}
 	}
 }
 

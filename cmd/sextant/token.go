@@ -1,19 +1,17 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/cmd/sextant/ctl"
 )
 
 const tokenUsage = `usage: sextant token <create|list|revoke> [flags]
@@ -39,8 +37,9 @@ func token(args []string, stdout, stderr io.Writer) error {
 	cmd, args := args[0], args[1:]
 	fs := flag.NewFlagSet("sextant token "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	center := fs.String("config-center", envOr("SEXTANT_CONFIG_CENTER", "127.0.0.1:7704"), "config-center address: host:port or a URL")
-	operator := fs.String("token", os.Getenv("SEXTANT_ADMIN_TOKEN"), "operator token (default $SEXTANT_ADMIN_TOKEN)")
+	center := fs.String("config-center", "", "config-center address: host:port or a URL (default $SEXTANT_CONFIG_CENTER, the context's, or 127.0.0.1:7704)")
+	operator := fs.String("token", "", "operator token (default $SEXTANT_ADMIN_TOKEN or the context's)")
+	contextName := fs.String("context", "", "the context of the context file to use (sextant context)")
 	var req api.TokenRequest
 	switch cmd {
 	case "create":
@@ -74,14 +73,14 @@ func token(args []string, stdout, stderr io.Writer) error {
 		}
 		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
 	}
-	if *operator == "" {
-		return errors.New("no operator token: set SEXTANT_ADMIN_TOKEN (sextant dev prints it) or pass --token")
+	c, err := ctl.Connect(*contextName, *center, *operator)
+	if err != nil {
+		return err
 	}
-	c := newAPIClient(*center, *operator)
 	switch cmd {
 	case "create":
 		var issued api.TokenIssued
-		if err := c.do(http.MethodPost, "/v1/tokens", req, &issued); err != nil {
+		if err := c.JSON(http.MethodPost, "/v1/tokens", req, &issued); err != nil {
 			return err
 		}
 		expires := time.UnixMilli(issued.ExpiresAtMs).UTC().Format(time.RFC3339)
@@ -97,7 +96,7 @@ func token(args []string, stdout, stderr io.Writer) error {
 		var out struct {
 			Tokens []api.TokenInfo `json:"tokens"`
 		}
-		if err := c.do(http.MethodGet, "/v1/tokens?service="+url.QueryEscape(req.Service), nil, &out); err != nil {
+		if err := c.JSON(http.MethodGet, "/v1/tokens?service="+url.QueryEscape(req.Service), nil, &out); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%-18s %-24s %-20s %-20s %s\n", "ID", "HOLDER", "CREATED", "EXPIRES", "BY")
@@ -113,68 +112,10 @@ func token(args []string, stdout, stderr io.Writer) error {
 		if len(positional) != 1 {
 			return errors.New("usage: sextant token revoke ID")
 		}
-		if err := c.do(http.MethodDelete, "/v1/tokens/"+url.PathEscape(positional[0]), nil, nil); err != nil {
+		if err := c.JSON(http.MethodDelete, "/v1/tokens/"+url.PathEscape(positional[0]), nil, nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "token %s revoked\n", positional[0])
 	}
 	return nil
-}
-
-// apiClient calls a Sextant API with one credential.
-type apiClient struct{ base, token string }
-
-func newAPIClient(addr, token string) *apiClient {
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
-	return &apiClient{base: strings.TrimSuffix(addr, "/"), token: token}
-}
-
-// raw sends a request without a body and returns the answer's body.
-func (c *apiClient) raw(method, path string) ([]byte, error) {
-	var out json.RawMessage
-	err := c.do(method, path, nil, &out)
-	return out, err
-}
-
-// do sends one request; an error answer comes back as its JSON message.
-func (c *apiClient) do(method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, _ := json.Marshal(in)
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, c.base+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set(api.AuthorizationHeader, api.BearerPrefix+c.token)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode >= 300 {
-		var eb api.ErrorBody
-		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
-			return fmt.Errorf("%s: %v", resp.Status, eb.Error)
-		}
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }

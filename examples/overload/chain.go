@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -58,9 +59,14 @@ type ControlPlane struct {
 type Config struct {
 	// B serves at most BWorkers requests at once (its Gate's concurrency
 	// bound: the others wait, and their wait is B's queueing time), each
-	// taking BCost: BWorkers / BCost requests a second.
+	// taking BCost on average: BWorkers / BCost requests a second.
 	BWorkers int
 	BCost    time.Duration
+	// BVariable draws each of B's requests from a gamma distribution of
+	// mean BCost and shape 4 (the simulator's model of a handler: most
+	// requests near the mean, a tail to about 2.5 times it) instead of
+	// taking exactly BCost.
+	BVariable bool
 	// AWork is A's own work on a request, before it calls B.
 	AWork time.Duration
 	// RPC timeouts of the front's calls to A and of A's calls to B.
@@ -282,19 +288,30 @@ func stampEntered(next endpoint.Endpoint) endpoint.Endpoint {
 
 // bHandler is B: its work is a fixed cost (the Gate bounds how many run at once).
 type bHandler struct {
-	n      *node
-	cost   time.Duration
-	counts *Counts
+	n        *node
+	cost     time.Duration
+	variable bool
+	counts   *Counts
+}
+
+// serviceTime is how long B works on one request.
+func (h *bHandler) serviceTime() time.Duration {
+	if !h.variable {
+		return h.cost
+	}
+	// The sum of four exponentials of mean cost/4: gamma, shape 4.
+	return time.Duration(float64(h.cost) * (rand.ExpFloat64() + rand.ExpFloat64() + rand.ExpFloat64() + rand.ExpFloat64()) / 4)
 }
 
 func (h *bHandler) Get(ctx context.Context, req *demo.GetRequest) (*demo.GetResponse, error) {
 	h.counts.served.Add(1)
+	cost := h.serviceTime()
 	if ri := rpcinfo.GetRPCInfo(ctx); ri != nil && ri.Config() != nil && ri.Config().RPCTimeout() > 0 {
-		if in, ok := ctx.Value(enteredKey{}).(time.Time); ok && time.Since(in)+h.cost > ri.Config().RPCTimeout() {
+		if in, ok := ctx.Value(enteredKey{}).(time.Time); ok && time.Since(in)+cost > ri.Config().RPCTimeout() {
 			h.counts.late.Add(1) // its caller gives up before it is done
 		}
 	}
-	time.Sleep(h.cost)
+	time.Sleep(cost)
 	return &demo.GetResponse{Instance: h.n.id, Text: "b " + req.Id}, nil
 }
 
@@ -362,7 +379,7 @@ func Start(cp ControlPlane, cfg Config) (_ *Chain, err error) {
 		}
 	}()
 	if ch.b, err = startKitex(cp, BService, cfg.BWorkers, false, func(n *node) demo.Comment {
-		return &bHandler{n: n, cost: cfg.BCost, counts: &ch.counts}
+		return &bHandler{n: n, cost: cfg.BCost, variable: cfg.BVariable, counts: &ch.counts}
 	}, log); err != nil {
 		return nil, fmt.Errorf("B: %w", err)
 	}

@@ -238,7 +238,8 @@ Sextant is running (Ctrl-C stops it):
 Every API needs a credential (Authorization: Bearer <token>). Operators use
 the admin token; a data plane uses its service's token:
   go run ./cmd/sextant token create --service <service>
-and gives it to the SDK as SEXTANT_TOKEN.
+and gives it to the SDK as SEXTANT_TOKEN. With SEXTANT_ADMIN_TOKEN set,
+  go run ./cmd/sextant services            (sextant config, describe, status, top: docs/cli.md)
 `, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), kitexLine(cfg.kitexTLS), pollLine(meshCore.PollAddr()), xdsLine(meshCore.XDSAddr(), cfg.kitexTLS), configCenter.Addr(), etcd.ClientURL)
 	if generated {
 		fmt.Fprintf(cfg.Stderr, "\nadmin token (generated; set SEXTANT_ADMIN_TOKEN to choose one):\n  export SEXTANT_ADMIN_TOKEN=%s\n", admin)

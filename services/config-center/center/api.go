@@ -125,6 +125,10 @@ func (a *configAPI) put(ctx context.Context, c *app.RequestContext, r Ref) {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
 		return
 	}
+	if string(c.Query("validate")) == "true" { // checked, not written: an editor's check before saving
+		c.JSON(consts.StatusOK, map[string]any{"kind": r.Kind, "scope": r.Scope(), "valid": true})
+		return
+	}
 	ifMatch, fe := ifMatchOf(c)
 	if fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
@@ -293,8 +297,12 @@ func ifMatchOf(c *app.RequestContext) (int64, *api.FieldError) {
 
 func (a *configAPI) list(_ context.Context, c *app.RequestContext) {
 	service := string(c.Query("service"))
-	if fe := api.Name("service", service, true); fe != nil {
+	if fe := api.Name("service", service, false); fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
+		return
+	}
+	if service == "" { // every config: what an export reads
+		c.JSON(consts.StatusOK, map[string]any{"configs": a.view.All()})
 		return
 	}
 	entries := a.view.Involving(service)

@@ -11,6 +11,7 @@ import (
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/app/server"
 	"github.com/cloudwego/hertz/pkg/common/config"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sextant-mesh/sextant/api"
@@ -128,7 +129,7 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 		answers: prometheus.NewCounter(prometheus.CounterOpts{Name: "sextant_configcenter_watch_answers_computed_total",
 			Help: "Watch answers computed: once when a watch arrives, then once per change that concerns it."})}
 	reg.MustRegister(w.answers)
-	d := &dryRun{shards: cc.shards, view: v, client: &http.Client{}}
+	d := &shardViews{shards: cc.shards, view: v, client: &http.Client{}}
 
 	tok := &tokenAPI{etcd: cli, keys: keys, timeout: 5 * time.Second, store: st}
 	certs := &certificateAPI{ca: sec.CA, canSign: cfg.TLS.CAKeyFile != "", ttl: cfg.CertTTL, etcd: cli, timeout: 5 * time.Second, store: st}
@@ -148,6 +149,12 @@ func New(cfg Config, log *slog.Logger) (*Center, error) {
 	h.GET("/v1/watch", append(read, w.watch)...)
 	h.GET("/v1/access/dry-run", append(read, d.report)...)
 	h.GET("/v1/access/inspection", append(read, d.inspect)...)
+	h.GET("/v1/services", append(read, d.services)...)
+	h.GET("/v1/kinds", append(read, func(_ context.Context, c *app.RequestContext) {
+		c.JSON(consts.StatusOK, map[string]any{"kinds": kindInfos()})
+	})...)
+	h.GET("/v1/dataplanes", append(read, w.dataPlanes)...)
+	h.GET("/v1/services/:service", append(read, d.service)...)
 	h.POST("/v1/tokens", append(write, tok.create)...)
 	h.GET("/v1/tokens", append(operator, tok.list)...)
 	h.DELETE("/v1/tokens/:id", append(write, tok.revoke)...)

@@ -15,11 +15,10 @@ import (
 	"github.com/sextant-mesh/sextant/internal/shard"
 )
 
-// dryRun serves GET /v1/access/dry-run?service=S: the callers that the
-// service's dry_run access rules would block, as its data planes reported
-// them. The counts live on the weight-calculator shard that owns S (the
-// mixer routes dry-run denials there); this asks it.
-type dryRun struct {
+// shardViews serves what the weight-calculator shards know, asking the
+// shard that owns a service (or every shard, for the overview): the
+// dry-run report, the callers seen, the services' weights and overload.
+type shardViews struct {
 	shards *shard.Membership
 	view   *view
 	client *http.Client
@@ -33,7 +32,11 @@ type DryRunAnswer struct {
 	Denials json.RawMessage  `json:"denials"`
 }
 
-func (d *dryRun) report(ctx context.Context, c *app.RequestContext) {
+// report serves GET /v1/access/dry-run?service=S: the callers that the
+// service's dry_run access rules would block, as its data planes reported
+// them. The counts live on the weight-calculator shard that owns S (the
+// mixer routes dry-run denials there).
+func (d *shardViews) report(ctx context.Context, c *app.RequestContext) {
 	service := string(c.Query("service"))
 	if fe := api.Name("service", service, true); fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
@@ -57,7 +60,7 @@ func (d *dryRun) report(ctx context.Context, c *app.RequestContext) {
 	c.JSON(consts.StatusOK, DryRunAnswer{Service: service, Shard: got.Shard, Rules: d.dryRunRules(service), Denials: got.Denials})
 }
 
-func (d *dryRun) fetch(ctx context.Context, url, auth string, v any) error {
+func (d *shardViews) fetch(ctx context.Context, url, auth string, v any) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -71,14 +74,14 @@ func (d *dryRun) fetch(ctx context.Context, url, auth string, v any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %d", resp.StatusCode)
+		return statusError{resp.StatusCode}
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // dryRunRules are the service's access rules in dry_run mode, to read the
 // denials against.
-func (d *dryRun) dryRunRules(service string) []api.AccessRule {
+func (d *shardViews) dryRunRules(service string) []api.AccessRule {
 	out := []api.AccessRule{}
 	for _, r := range d.accessRules(service).Rules {
 		if r.Mode == api.ModeDryRun {
@@ -87,3 +90,8 @@ func (d *dryRun) dryRunRules(service string) []api.AccessRule {
 	}
 	return out
 }
+
+// statusError is a shard's answer other than 200.
+type statusError struct{ code int }
+
+func (e statusError) Error() string { return fmt.Sprintf("status %d", e.code) }

@@ -42,7 +42,7 @@ type InspectedCaller struct {
 	NamedBy []string `json:"named_by"`
 }
 
-func (d *dryRun) inspect(ctx context.Context, c *app.RequestContext) {
+func (d *shardViews) inspect(ctx context.Context, c *app.RequestContext) {
 	service := string(c.Query("service"))
 	if fe := api.Name("service", service, true); fe != nil {
 		httpx.WriteError(c, consts.StatusBadRequest, fe)
@@ -101,7 +101,7 @@ func (d *dryRun) inspect(ctx context.Context, c *app.RequestContext) {
 }
 
 // accessRules are every access rule that applies to service.
-func (d *dryRun) accessRules(service string) api.AccessControl {
+func (d *shardViews) accessRules(service string) api.AccessControl {
 	var out api.AccessControl
 	for _, e := range d.view.Applying(service) {
 		if e.Kind != api.KindAccessControl {

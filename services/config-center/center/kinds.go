@@ -7,6 +7,8 @@ package center
 
 import (
 	"math"
+	"slices"
+	"strings"
 
 	"github.com/cloudwego/kitex/pkg/circuitbreak"
 	"github.com/cloudwego/kitex/pkg/limiter"
@@ -16,6 +18,7 @@ import (
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/api/overloadconf"
 	"github.com/sextant-mesh/sextant/api/priorityrules"
+	"github.com/sextant-mesh/sextant/api/weightknobs"
 	"github.com/sextant-mesh/sextant/internal/jsonx"
 )
 
@@ -53,6 +56,39 @@ var Kinds = map[string]*Kind{
 	api.KindOverload:      {Name: api.KindOverload, Scope: ServerScope, validate: validated[overloadconf.Config]},
 	// How the API layer gives requests their business priority.
 	api.KindPriorityRules: {Name: api.KindPriorityRules, Scope: ServerScope, validate: validated[priorityrules.Document]},
+	// The weight-calculator's knobs for a service (docs/weights.md).
+	api.KindCalculator: {Name: api.KindCalculator, Scope: ServerScope, validate: func(doc []byte) *api.FieldError {
+		_, fe := weightknobs.Parse(doc)
+		return fe
+	}},
+}
+
+// KindInfo describes a kind for GET /v1/kinds: its scope and, for the
+// knobs kinds, the defaults a field left out keeps.
+type KindInfo struct {
+	Kind     string `json:"kind"`
+	Scope    string `json:"scope"` // server ({server}) or client ({client}/{server})
+	Defaults any    `json:"defaults,omitempty"`
+}
+
+// kindInfos lists every kind, sorted by name.
+func kindInfos() []KindInfo {
+	k := weightknobs.Defaults()
+	defaults := map[string]any{
+		api.KindCalculator: k,
+		api.KindOverload: map[string]float64{"queue_time_ms": k.OverloadQueueTimeMs, "cpu": k.OverloadCPU,
+			"timeout_ratio": k.OverloadTimeoutRatio, "shed_step": k.ShedStep, "recover_step": k.RecoverStep},
+	}
+	out := make([]KindInfo, 0, len(Kinds))
+	for name, kind := range Kinds {
+		scope := "server"
+		if kind.Scope == ClientScope {
+			scope = "client"
+		}
+		out = append(out, KindInfo{Kind: name, Scope: scope, Defaults: defaults[name]})
+	}
+	slices.SortFunc(out, func(a, b KindInfo) int { return strings.Compare(a.Kind, b.Kind) })
+	return out
 }
 
 // Validate decodes doc strictly and checks its values.

@@ -118,6 +118,18 @@ func (v *view) Involving(service string) []api.Entry {
 	return out
 }
 
+// All lists every config, sorted by kind and scope.
+func (v *view) All() []api.Entry {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make([]api.Entry, 0, len(v.configs))
+	for _, e := range v.configs {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b api.Entry) int { return strings.Compare(a.Kind+"/"+a.Scope, b.Kind+"/"+b.Scope) })
+	return out
+}
+
 // Policy returns the dynamic policy of service as mesh-core stored it.
 func (v *view) Policy(service string) json.RawMessage {
 	v.mu.RLock()

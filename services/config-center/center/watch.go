@@ -142,7 +142,7 @@ func (w *watcher) watch(ctx context.Context, c *app.RequestContext) {
 			continue
 		}
 		if a.Version != version {
-			w.status.sent(service, instance, a)
+			w.status.sent(service, instance, calls, a)
 			c.Response.Header.Set("ETag", httpx.ETag(a.Version))
 			c.JSON(consts.StatusOK, a)
 			return
@@ -203,6 +203,7 @@ type instanceKey struct{ service, instance string }
 
 type sentAnswer struct {
 	version int64
+	calls   []string         // the callees it asked about, to recompute its answer
 	revs    map[string]int64 // "kind/scope" -> revision
 	at      time.Time
 }
@@ -217,11 +218,8 @@ func newStatusBook(ttl time.Duration) *statusBook {
 		sentTo: map[instanceKey]sentAnswer{}, applied: map[instanceKey]appliedState{}}
 }
 
-func (b *statusBook) sent(service, instance string, a api.WatchAnswer) {
-	revs := make(map[string]int64, len(a.Configs))
-	for _, e := range a.Configs {
-		revs[e.Kind+"/"+e.Scope] = e.Revision
-	}
+func (b *statusBook) sent(service, instance string, calls []string, a api.WatchAnswer) {
+	revs := revisionsOf(a)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
@@ -230,7 +228,7 @@ func (b *statusBook) sent(service, instance string, a api.WatchAnswer) {
 	if _, known := b.sentTo[k]; !known && len(b.sentTo) >= b.max {
 		return
 	}
-	b.sentTo[k] = sentAnswer{version: a.Version, revs: revs, at: now}
+	b.sentTo[k] = sentAnswer{version: a.Version, calls: calls, revs: revs, at: now}
 }
 
 // sweep forgets the instances not heard from for ttl, at most once per half

@@ -56,6 +56,37 @@ func TestPollMemory(t *testing.T) {
 	}
 }
 
+// TestPollMemoryBound is the bounded form of TestPollMemory that every
+// test run makes: 2,000 polls parked on the poll port and, side by side, on
+// the Hertz port. A parked poll must stay under the 8 KB the design allows,
+// hold no goroutine, and cost less than half of what the same poll costs
+// on Hertz. Memory, not time, is asserted: a slow machine passes.
+func TestPollMemoryBound(t *testing.T) {
+	if testing.Short() {
+		t.Skip("parks 4,000 polls")
+	}
+	const n = 2000
+	cost := map[string]float64{}
+	for _, port := range []string{"poll", "hertz"} {
+		c := newTestCache(100)
+		setInstances(c, "svc", 20)
+		addr, waiting, stop := startPort(t, port, c)
+		m := measurePark(t, addr, c, n, waiting)
+		stop()
+		cost[port] = (m.heap + m.stacks) / n
+		t.Logf("%s port: %.0f B per parked poll, goroutines %+d for %d polls", port, cost[port], m.goroutines, n)
+		if port == "poll" && m.goroutines > n/100 {
+			t.Errorf("%d goroutines for %d parked polls on the poll port: a parked poll must hold none", m.goroutines, n)
+		}
+	}
+	if cost["poll"] > 8<<10 {
+		t.Errorf("a parked poll costs %.0f B, over the 8 KB bound", cost["poll"])
+	}
+	if cost["poll"] > cost["hertz"]/2 {
+		t.Errorf("a parked poll costs %.0f B on the poll port against %.0f B on Hertz: no longer under half", cost["poll"], cost["hertz"])
+	}
+}
+
 // startPort serves discovery over c on the poll port or on a Hertz port
 // set up as mesh-core's HTTP port is.
 func startPort(t *testing.T, port string, c *Cache) (addr string, waiting func() int, stop func()) {

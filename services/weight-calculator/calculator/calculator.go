@@ -137,6 +137,8 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	c.admin.GET("/debug/policy", authenticate, operator, c.debugPolicy)
 	c.admin.GET("/v1/dry-run", authenticate, c.dryRun)
 	c.admin.GET("/v1/callers", authenticate, c.callers)
+	c.admin.GET("/v1/services", authenticate, c.services)
+	c.admin.GET("/v1/services/:service", authenticate, c.service)
 	return c, nil
 }
 

@@ -75,3 +75,30 @@ func TestKnobStoreOverloadConfig(t *testing.T) {
 		t.Fatalf("after the overload config went: a %+v", a)
 	}
 }
+
+// Knobs written through the config-center come as its entry: the document
+// in force applies; during a rollout the previous one does, until the
+// rollout is promoted to everyone (the calculator serves the whole service).
+func TestKnobStoreConfigCenterEntries(t *testing.T) {
+	s := NewKnobStore(logx.Discard())
+	s.Reset([]etcdx.Event{
+		{Key: "a/calculator", Value: []byte(`{"kind":"calculator","scope":"a","revision":3,"document":{"min_requests":42}}`)},
+		{Key: "b/calculator", Value: []byte(`{"kind":"calculator","scope":"b","revision":5,"document":{"min_requests":7},` +
+			`"rollout":{"percent":20,"previous":{"min_requests":11},"previous_revision":4}}`)},
+		{Key: "c/overload", Value: []byte(`{"kind":"overload","scope":"c","revision":6,"document":{"cpu":0.5},` +
+			`"rollout":{"percent":50,"previous":{"cpu":0.8},"previous_revision":2}}`)},
+		{Key: "d/calculator", Value: []byte(`{"document":{"min_requests":-1}}`)},
+	}, 1)
+	if got := s.For("a").MinRequests; got != 42 {
+		t.Errorf("a: min_requests %d, want the document's 42", got)
+	}
+	if got := s.For("b").MinRequests; got != 11 {
+		t.Errorf("b during a rollout: min_requests %d, want the previous document's 11", got)
+	}
+	if got := s.For("c").OverloadCPU; got != 0.8 {
+		t.Errorf("c during a rollout: cpu %g, want the previous document's 0.8", got)
+	}
+	if s.For("d") != DefaultKnobs() {
+		t.Errorf("d with an invalid document: %+v, want the defaults", s.For("d"))
+	}
+}
