@@ -70,3 +70,16 @@ func TestGovernanceFollowsRolloutAndPins(t *testing.T) {
 		t.Errorf("told %d changes, want 5 (put, promote, pin, unpin, delete): %v", len(told), told)
 	}
 }
+
+// Without TLS the ADS port is loopback only.
+func TestPlaintextIsLoopbackOnly(t *testing.T) {
+	if s, err := New("0.0.0.0:0", nil, Options{}); err == nil {
+		s.ln.Close()
+		t.Fatal("plaintext ADS on 0.0.0.0 was allowed")
+	}
+	s, err := New("127.0.0.1:0", nil, Options{})
+	if err != nil {
+		t.Fatalf("plaintext ADS on loopback: %v", err)
+	}
+	s.ln.Close()
+}

@@ -37,7 +37,7 @@ type State interface {
 type Options struct {
 	// TLS serves ADS over mTLS: it must require a client certificate
 	// chained to Sextant's authority (mtls.Security.XDSServerTLS). Nil
-	// serves plaintext (loopback only, as `sextant dev` without a CA).
+	// serves plaintext, on a loopback address only (New refuses others).
 	TLS *tls.Config
 	// Identify names the service of a verified client certificate chain
 	// (its SPIFFE ID); required with TLS.
@@ -122,6 +122,12 @@ func New(addr string, state State, opts Options) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("xds: %w", err)
+	}
+	// In plaintext a node names its own service (node.cluster), which picks
+	// its governance, and nothing authenticates it: loopback only.
+	if tcp, ok := ln.Addr().(*net.TCPAddr); opts.TLS == nil && (!ok || !tcp.IP.IsLoopback()) {
+		ln.Close()
+		return nil, fmt.Errorf("xds: %s is not a loopback address: ADS without TLS serves loopback only (give mesh-core its CA key, --ca-key-file, or certificates)", addr)
 	}
 	s := &Server{
 		state: state, opts: opts, log: opts.Log,
