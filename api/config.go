@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"hash/fnv"
 	"slices"
 )
 
@@ -68,6 +69,35 @@ type Pin struct {
 	Document json.RawMessage `json:"document"`
 	PinnedBy string          `json:"pinned_by"`
 	AtMs     int64           `json:"at_ms"`
+}
+
+// RolloutBucket places an instance in [0, 100) by a stable hash of its id
+// (FNV-1a): a rollout to P % gives the new document to the instances whose
+// bucket is below P, so the instances in a 10 % canary stay in it at 50 %.
+func RolloutBucket(instance string) int {
+	h := fnv.New32a()
+	h.Write([]byte(instance))
+	return int(h.Sum32() % 100)
+}
+
+// EffectiveOf is what an instance applies of e (whose Kind and Scope are
+// set): a pin among pins (its service's) wins; during a rollout, the new
+// document when inCanary says the instance is in the canary of that
+// percentage (RolloutBucket(instance) < percent), the previous one
+// otherwise; else the document.
+func EffectiveOf(e Entry, pins []Pin, inCanary func(percent int) bool) Effective {
+	for _, p := range pins {
+		if p.Kind == e.Kind && p.Scope == e.Scope {
+			return Effective{Kind: e.Kind, Scope: e.Scope, Revision: p.Revision, Source: SourcePinned, Document: p.Document}
+		}
+	}
+	if ro := e.Rollout; ro != nil {
+		if inCanary(ro.Percent) {
+			return Effective{Kind: e.Kind, Scope: e.Scope, Revision: e.Revision, Source: SourceCanary, Document: e.Document}
+		}
+		return Effective{Kind: e.Kind, Scope: e.Scope, Revision: ro.PreviousRevision, Source: SourcePrevious, Document: ro.Previous}
+	}
+	return Effective{Kind: e.Kind, Scope: e.Scope, Revision: e.Revision, Source: SourceCurrent, Document: e.Document}
 }
 
 // StockDocument is the document of a config (of kind and scope, stored as

@@ -113,7 +113,9 @@ func startPlanePublisher(t *testing.T, mc *core.MeshCore) meshcoresvc.Client {
 	return pub
 }
 
-func (p *plane) do(t *testing.T, method, url string, body any, want int) {
+// do calls url as an operator; headers are name, value pairs. It returns
+// the answer's headers.
+func (p *plane) do(t *testing.T, method, url string, body any, want int, headers ...string) http.Header {
 	t.Helper()
 	var r *bytes.Reader
 	if body != nil {
@@ -124,6 +126,9 @@ func (p *plane) do(t *testing.T, method, url string, body any, want int) {
 	}
 	req, _ := http.NewRequest(method, url, r)
 	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
 	resp, err := testenv.HTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -134,6 +139,7 @@ func (p *plane) do(t *testing.T, method, url string, body any, want int) {
 		_, _ = b.ReadFrom(resp.Body)
 		t.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, b.String())
 	}
+	return resp.Header
 }
 
 func (p *plane) register(t *testing.T, b *backend, zone string) {
@@ -321,7 +327,7 @@ func TestGRPCClientFollowsSextant(t *testing.T) {
 	p.do(t, "PUT", "http://"+p.cc+"/v1/configs/circuit_break/caller/"+service, map[string]any{"*": map[string]any{
 		"enable": true, "err_rate": 0.3, "min_sample": 50}}, http.StatusOK)
 	testenv.Eventually(t, 30*time.Second, func() error {
-		cl := p.mc.XDS().Resources("caller")[resourcev3.ClusterType][service].(*clusterv3.Cluster)
+		cl := p.mc.XDS().Resources("caller", "client-1")[resourcev3.ClusterType][service].(*clusterv3.Cluster)
 		if od := cl.GetOutlierDetection(); od.GetFailurePercentageThreshold().GetValue() != 30 || od.GetFailurePercentageRequestVolume().GetValue() != 50 {
 			return fmt.Errorf("outlier detection %v", od)
 		}
@@ -333,7 +339,7 @@ func TestGRPCClientFollowsSextant(t *testing.T) {
 
 	// Everything served passes Envoy's validation.
 	for _, caller := range []string{"caller", "other-caller"} {
-		for typeURL, rs := range p.mc.XDS().Resources(caller) {
+		for typeURL, rs := range p.mc.XDS().Resources(caller, "any-node") {
 			for name, r := range rs {
 				if err := r.(interface{ ValidateAll() error }).ValidateAll(); err != nil {
 					t.Errorf("%s %s of %s: %v", typeURL, name, caller, err)

@@ -2,6 +2,8 @@ package xds
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -13,16 +15,24 @@ import (
 // governanceStore follows the config-center's documents that xDS carries
 // (rpc_timeout, retry and circuit_break of each caller and server, and the
 // default priority of each server's priority_rules) and the pins, from
-// mesh-core's mirrors of etcd. An xDS client knows no canary: like a stock
-// Kitex client it applies the document a rollout replaces until the rollout
-// is promoted to 100 %, and its service's pins (api.StockDocument).
+// mesh-core's mirrors of etcd. A node applies what an SDK instance of its
+// id would (api.EffectiveOf): its service's pins, and during a rollout the
+// new document if its node.id falls in the canary (api.RolloutBucket), the
+// previous one otherwise.
+//
+// The nodes of one caller that are in the same canaries (the same class,
+// classOf) see the same governance: a class is a node group of its own.
+// Without rollouts every node of a caller is in class "".
 type governanceStore struct {
 	changed func(server, caller string)
 
-	mu       sync.Mutex
-	entries  map[[2]string]map[string]*api.Entry // (server, caller) -> kind -> entry
-	pins     map[string][]api.Pin                // by the service that applies them
-	gov      map[[2]string]*Governance
+	mu      sync.Mutex
+	entries map[[2]string]map[string]*api.Entry // (server, caller) -> kind -> entry
+	pins    map[string][]api.Pin                // by the service that applies them
+	// gov is each pair's governance for class "" (outside every canary).
+	gov map[[2]string]*Governance
+	// rollouts are the rollouts each caller applies (not overridden by a pin).
+	rollouts map[string][]rollout
 	priority map[string]int32 // servers' default priority, when not DefaultPriority
 	// onPriority is told of a server whose default priority changed (its
 	// drop percentage is computed again).
@@ -31,7 +41,69 @@ type governanceStore struct {
 
 func newGovernanceStore(changed func(server, caller string)) *governanceStore {
 	return &governanceStore{changed: changed, entries: map[[2]string]map[string]*api.Entry{},
-		pins: map[string][]api.Pin{}, gov: map[[2]string]*Governance{}, priority: map[string]int32{}}
+		pins: map[string][]api.Pin{}, gov: map[[2]string]*Governance{}, priority: map[string]int32{},
+		rollouts: map[string][]rollout{}}
+}
+
+// rollout is one running rollout of a caller: the server and kind of the
+// config, and its percentage.
+type rollout struct {
+	server, kind string
+	percent      int
+}
+
+func (r rollout) key() string { return r.server + "/" + r.kind }
+
+// classOf is the class of caller's node nodeID: the rollouts (server/kind,
+// sorted, comma-separated) whose canary it is in; "" when none.
+func (g *governanceStore) classOf(caller, nodeID string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	rs := g.rollouts[caller]
+	if len(rs) == 0 {
+		return ""
+	}
+	b := api.RolloutBucket(nodeID)
+	var in []string
+	for _, r := range rs {
+		if b < r.percent {
+			in = append(in, r.key())
+		}
+	}
+	return strings.Join(in, ",")
+}
+
+// view is caller's governance of server for its nodes of class (classOf);
+// nil when none.
+func (g *governanceStore) view(server, caller, class string) *Governance {
+	if class == "" {
+		return g.get(server, caller)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.build([2]string{server, caller}, class)
+}
+
+// build decodes the pair's documents as a node of class applies them; mu
+// is held.
+func (g *governanceStore) build(pair [2]string, class string) *Governance {
+	in := map[string]bool{}
+	for _, k := range strings.Split(class, ",") {
+		in[k] = true
+	}
+	var gov *Governance
+	for kind, e := range g.entries[pair] {
+		if gov == nil {
+			gov = &Governance{}
+		}
+		key := rollout{server: pair[0], kind: kind}.key()
+		eff := api.EffectiveOf(*e, g.pins[pair[1]], func(int) bool { return in[key] })
+		gov.Decode(kind, eff.Document)
+	}
+	if gov.empty() {
+		return nil
+	}
+	return gov
 }
 
 // carried are the client-scoped kinds translated to xDS.
@@ -55,25 +127,46 @@ func (g *governanceStore) defaultPriority(server string) int32 {
 	return DefaultPriority
 }
 
-// recompute builds the governance of a pair again and says whether it
-// changed; mu is held.
+// recompute builds the governance of a pair again, and its caller's
+// rollouts, and says whether either changed (for any class); mu is held.
 func (g *governanceStore) recompute(pair [2]string) bool {
-	before, _ := json.Marshal(g.gov[pair])
-	var gov *Governance
-	for kind, e := range g.entries[pair] {
-		if gov == nil {
-			gov = &Governance{}
-		}
-		gov.Decode(kind, api.StockDocument(kind, pair[1]+"/"+pair[0], e, g.pins[pair[1]]))
-	}
-	if gov.empty() {
-		delete(g.gov, pair)
-		gov = nil
-	} else {
+	before := g.signature(pair)
+	if gov := g.build(pair, ""); gov != nil {
 		g.gov[pair] = gov
+	} else {
+		delete(g.gov, pair)
 	}
-	after, _ := json.Marshal(gov)
-	return string(before) != string(after)
+	caller := pair[1]
+	rs := slices.DeleteFunc(g.rollouts[caller], func(r rollout) bool { return r.server == pair[0] })
+	for kind, e := range g.entries[pair] {
+		if e.Rollout == nil {
+			continue
+		}
+		if eff := api.EffectiveOf(*e, g.pins[caller], func(int) bool { return true }); eff.Source == api.SourcePinned {
+			continue // pinned: every node applies the pin
+		}
+		rs = append(rs, rollout{server: pair[0], kind: kind, percent: e.Rollout.Percent})
+	}
+	slices.SortFunc(rs, func(a, b rollout) int { return strings.Compare(a.key(), b.key()) })
+	if len(rs) == 0 {
+		delete(g.rollouts, caller)
+	} else {
+		g.rollouts[caller] = rs
+	}
+	return g.signature(pair) != before
+}
+
+// signature is what the nodes of the pair's caller may see of it: its
+// governance outside and inside the canaries, and the rollouts' percentages.
+func (g *governanceStore) signature(pair [2]string) string {
+	var canary []string
+	for _, r := range g.rollouts[pair[1]] {
+		if r.server == pair[0] {
+			canary = append(canary, r.key())
+		}
+	}
+	b, _ := json.Marshal([]any{g.gov[pair], g.build(pair, strings.Join(canary, ","))})
+	return string(b) + fmt.Sprint(g.rollouts[pair[1]])
 }
 
 // ConfigMirror is the handler of mesh-core's mirror of the config prefix.
@@ -178,6 +271,7 @@ func (m configMirror) put(ev etcdx.Event) (pair [2]string, ok bool) {
 	if err := json.Unmarshal(ev.Value, &e); err != nil {
 		return pair, false
 	}
+	e.Kind, e.Scope = kind, client+"/"+server // what pins name
 	if m.g.entries[pair] == nil {
 		m.g.entries[pair] = map[string]*api.Entry{}
 	}

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	"github.com/sextant-mesh/sextant/api"
@@ -24,9 +25,10 @@ func timeoutMs(g *Governance) int {
 	return g.Timeouts["*"].RPCTimeoutMS
 }
 
-// An xDS client applies what a stock Kitex client applies: the previous
-// document during a rollout, its service's pin over both, nothing once
-// deleted; the changed (server, caller) pairs are told, once each.
+// A node applies what an SDK instance of its id applies: during a rollout
+// the new document in the canary, the previous one outside, its service's
+// pin over both, nothing once deleted; the changed (server, caller) pairs
+// are told, once each.
 func TestGovernanceFollowsRolloutAndPins(t *testing.T) {
 	var told [][2]string
 	g := newGovernanceStore(func(server, caller string) { told = append(told, [2]string{server, caller}) })
@@ -52,6 +54,24 @@ func TestGovernanceFollowsRolloutAndPins(t *testing.T) {
 	if got := timeoutMs(g.get("echo", "caller")); got != 100 {
 		t.Errorf("during a rollout: timeout %d, want the previous 100", got)
 	}
+	inside, outside := "", ""
+	for i := 0; inside == "" || outside == ""; i++ {
+		id := fmt.Sprintf("10.0.0.%d:80", i)
+		if api.RolloutBucket(id) < 10 {
+			inside = id
+		} else {
+			outside = id
+		}
+	}
+	if c := g.classOf("caller", inside); c != "echo/rpc_timeout" || timeoutMs(g.view("echo", "caller", c)) != 200 {
+		t.Errorf("a node in the 10 %% canary: class %q, timeout %d, want the new 200", c, timeoutMs(g.view("echo", "caller", c)))
+	}
+	if c := g.classOf("caller", outside); c != "" || timeoutMs(g.view("echo", "caller", c)) != 100 {
+		t.Errorf("a node outside the canary: class %q, timeout %d, want the previous 100", c, timeoutMs(g.view("echo", "caller", c)))
+	}
+	if c := g.classOf("other", inside); c != "" {
+		t.Errorf("another caller's node is in class %q", c)
+	}
 	cfg.Apply([]etcdx.Event{{Key: key, Value: entryValue(t, api.Entry{Document: v2})}}, 3)
 	if got := timeoutMs(g.get("echo", "caller")); got != 200 {
 		t.Errorf("promoted: timeout %d, want 200", got)
@@ -61,13 +81,18 @@ func TestGovernanceFollowsRolloutAndPins(t *testing.T) {
 	if got := timeoutMs(g.get("echo", "caller")); got != 100 {
 		t.Errorf("pinned: timeout %d, want 100", got)
 	}
+	cfg.Apply([]etcdx.Event{{Key: key, Value: entryValue(t, api.Entry{Document: v2, Rollout: &api.Rollout{Percent: 10, Previous: v1, PreviousRevision: 5}})}}, 5)
+	if c := g.classOf("caller", inside); c != "" {
+		t.Errorf("pinned during a rollout: a canary node in class %q, want none (the pin wins)", c)
+	}
+	cfg.Apply([]etcdx.Event{{Key: key, Value: entryValue(t, api.Entry{Document: v2})}}, 6)
 	pins.Apply([]etcdx.Event{{Key: "caller", Deleted: true}}, 5)
 	cfg.Apply([]etcdx.Event{{Key: key, Deleted: true}}, 6)
 	if g.get("echo", "caller") != nil {
 		t.Error("deleted config still applies")
 	}
-	if len(told) != 5 {
-		t.Errorf("told %d changes, want 5 (put, promote, pin, unpin, delete): %v", len(told), told)
+	if len(told) != 6 {
+		t.Errorf("told %d changes, want 6 (put, rollout, promote, pin, unpin, delete): %v", len(told), told)
 	}
 }
 

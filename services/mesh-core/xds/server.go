@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -78,8 +79,9 @@ type Server struct {
 	gov    *governanceStore
 
 	mu     sync.Mutex
-	groups map[string]*group // by caller service
-	known  map[string]bool   // services with resources
+	groups map[groupKey]*group
+	seq    int             // groups made, for their version prefixes
+	known  map[string]bool // services with resources
 	// defaults are each service's route and cluster without governance.
 	defRoutes   map[string]types.Resource
 	defClusters map[string]types.Resource
@@ -97,16 +99,21 @@ type Server struct {
 	versionPrefix string
 }
 
-// newCache is a LinearCache of typeURL holding initial.
-func (s *Server) newCache(typeURL string, initial map[string]types.Resource) *cachev3.LinearCache {
-	opts := []cachev3.LinearCacheOption{cachev3.WithLogger(quiet{}), cachev3.WithVersionPrefix(s.versionPrefix)}
+// newCache is a LinearCache of typeURL holding initial, its versions
+// prefixed with prefix.
+func (s *Server) newCache(typeURL, prefix string, initial map[string]types.Resource) *cachev3.LinearCache {
+	opts := []cachev3.LinearCacheOption{cachev3.WithLogger(quiet{}), cachev3.WithVersionPrefix(prefix)}
 	if initial != nil {
 		opts = append(opts, cachev3.WithInitialResources(initial))
 	}
 	return cachev3.NewLinearCache(typeURL, opts...)
 }
 
-// group is the caches of one caller's node group.
+// groupKey names a node group: the caller service, and the class of its
+// nodes in the caller's running rollouts (governanceStore.classOf).
+type groupKey struct{ caller, class string }
+
+// group is the caches of one node group.
 type group struct {
 	rds, cds *cachev3.LinearCache
 }
@@ -136,11 +143,11 @@ func New(addr string, state State, opts Options) (*Server, error) {
 		// must not be taken to hold that replica's "7".
 		versionPrefix: strconv.FormatInt(time.Now().UnixNano(), 36) + "-",
 		ln:            ln,
-		groups:        map[string]*group{}, known: map[string]bool{},
+		groups:        map[groupKey]*group{}, known: map[string]bool{},
 		defRoutes: map[string]types.Resource{}, defClusters: map[string]types.Resource{}, sheds: map[string]*Shed{},
 		dirty: map[string]bool{}, govDirty: map[[2]string]bool{}, wake: make(chan struct{}, 1),
 	}
-	s.lds, s.eds = s.newCache(resourcev3.ListenerType, nil), s.newCache(resourcev3.EndpointType, nil)
+	s.lds, s.eds = s.newCache(resourcev3.ListenerType, s.versionPrefix, nil), s.newCache(resourcev3.EndpointType, s.versionPrefix, nil)
 	s.status = newStatusBook(opts.Log, opts.Registerer)
 	s.gov = newGovernanceStore(s.governanceChanged)
 	s.gov.onPriority = s.Changed
@@ -270,17 +277,24 @@ func (s *Server) translate() {
 	if err := s.lds.UpdateResources(lds, gone); err != nil {
 		s.log.Error("xds listeners not updated", "err", err)
 	}
-	for caller, g := range s.groups {
+	for k, g := range s.groups {
+		if k.class != "" && g.rds.NumCacheWatches() == 0 && g.cds.NumCacheWatches() == 0 {
+			delete(s.groups, k) // a canary's group nobody watches any more
+			continue
+		}
 		routes, clusters := map[string]types.Resource{}, map[string]types.Resource{}
 		for name := range added {
-			routes[name], clusters[name] = s.routeFor(name, caller), s.clusterFor(name, caller)
+			routes[name], clusters[name] = s.routeFor(name, k), s.clusterFor(name, k)
 		}
 		for name := range reshed {
-			routes[name] = s.routeFor(name, caller)
+			routes[name] = s.routeFor(name, k)
 		}
+		// A governance change is sent to every group of the caller, as new
+		// objects even where they are equal: a node whose class the change
+		// moved gets a response, and its next request finds its new group.
 		for pair := range govDirty {
-			if pair[1] == caller && s.known[pair[0]] {
-				routes[pair[0]], clusters[pair[0]] = s.routeFor(pair[0], caller), s.clusterFor(pair[0], caller)
+			if pair[1] == k.caller && s.known[pair[0]] {
+				routes[pair[0]], clusters[pair[0]] = s.routeFor(pair[0], k), s.clusterFor(pair[0], k)
 			}
 		}
 		if len(routes) > 0 || len(gone) > 0 {
@@ -290,17 +304,17 @@ func (s *Server) translate() {
 	}
 }
 
-// routeFor is server's RouteConfiguration for caller; mu is held.
-func (s *Server) routeFor(server, caller string) types.Resource {
-	if g := s.gov.get(server, caller); !g.empty() {
+// routeFor is server's RouteConfiguration for the nodes of k; mu is held.
+func (s *Server) routeFor(server string, k groupKey) types.Resource {
+	if g := s.gov.view(server, k.caller, k.class); !g.empty() {
 		return RouteConfiguration(server, g, s.sheds[server])
 	}
 	return s.defRoutes[server]
 }
 
-// clusterFor is server's Cluster for caller; mu is held.
-func (s *Server) clusterFor(server, caller string) types.Resource {
-	if g := s.gov.get(server, caller); !g.empty() {
+// clusterFor is server's Cluster for the nodes of k; mu is held.
+func (s *Server) clusterFor(server string, k groupKey) types.Resource {
+	if g := s.gov.view(server, k.caller, k.class); !g.empty() {
 		return Cluster(server, g)
 	}
 	return s.defClusters[server]
@@ -310,31 +324,35 @@ func equalShed(a, b *Shed) bool {
 	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }
 
-// groupOf returns caller's caches, made with every known service's
-// resources as caller sees them on first use.
-func (s *Server) groupOf(caller string) *group {
+// groupOf returns the caches of k, made with every known service's
+// resources as its nodes see them on first use. Each group's versions
+// have a prefix of their own: a node moving to another group is sent what
+// that group holds, whatever the counters say.
+func (s *Server) groupOf(k groupKey) *group {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if g := s.groups[caller]; g != nil {
+	if g := s.groups[k]; g != nil {
 		return g
 	}
 	routes := make(map[string]types.Resource, len(s.known))
 	clusters := make(map[string]types.Resource, len(s.known))
 	for name := range s.known {
-		routes[name], clusters[name] = s.routeFor(name, caller), s.clusterFor(name, caller)
+		routes[name], clusters[name] = s.routeFor(name, k), s.clusterFor(name, k)
 	}
+	s.seq++
+	prefix := s.versionPrefix + strconv.Itoa(s.seq) + "-"
 	g := &group{
-		rds: s.newCache(resourcev3.RouteType, routes),
-		cds: s.newCache(resourcev3.ClusterType, clusters),
+		rds: s.newCache(resourcev3.RouteType, prefix, routes),
+		cds: s.newCache(resourcev3.ClusterType, prefix, clusters),
 	}
-	s.groups[caller] = g
+	s.groups[k] = g
 	return g
 }
 
-// Resources returns every resource a node of caller would be sent, by type
-// URL (for tests and validation).
-func (s *Server) Resources(caller string) map[string]map[string]types.Resource {
-	g := s.groupOf(caller)
+// Resources returns every resource a node of caller with id node would be
+// sent, by type URL (for tests and validation).
+func (s *Server) Resources(caller, node string) map[string]map[string]types.Resource {
+	g := s.groupOf(groupKey{caller, s.gov.classOf(caller, node)})
 	return map[string]map[string]types.Resource{
 		resourcev3.ListenerType: s.lds.GetResources(),
 		resourcev3.RouteType:    g.rds.GetResources(),
@@ -354,7 +372,7 @@ type muxCache Server
 
 var _ cachev3.Cache = (*muxCache)(nil)
 
-func (m *muxCache) cacheFor(typeURL, caller string) cachev3.Cache {
+func (m *muxCache) cacheFor(typeURL string, node *corev3.Node) cachev3.Cache {
 	s := (*Server)(m)
 	switch typeURL {
 	case resourcev3.ListenerType:
@@ -362,16 +380,23 @@ func (m *muxCache) cacheFor(typeURL, caller string) cachev3.Cache {
 	case resourcev3.EndpointType:
 		return s.eds
 	case resourcev3.RouteType:
-		return s.groupOf(caller).rds
+		return s.groupOf(s.keyOf(node)).rds
 	case resourcev3.ClusterType:
-		return s.groupOf(caller).cds
+		return s.groupOf(s.keyOf(node)).cds
 	}
 	return nil
 }
 
+// keyOf is node's group, decided at each of its requests: its class moves
+// as rollouts start, grow and end.
+func (s *Server) keyOf(node *corev3.Node) groupKey {
+	caller := node.GetCluster()
+	return groupKey{caller, s.gov.classOf(caller, node.GetId())}
+}
+
 // CreateWatch implements cachev3.ConfigWatcher.
 func (m *muxCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, ch chan cachev3.Response) (func(), error) {
-	c := m.cacheFor(req.GetTypeUrl(), req.GetNode().GetCluster())
+	c := m.cacheFor(req.GetTypeUrl(), req.GetNode())
 	if c == nil {
 		return func() {}, nil // a type Sextant does not serve: never answered
 	}
@@ -380,7 +405,7 @@ func (m *muxCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, c
 
 // CreateDeltaWatch implements cachev3.ConfigWatcher.
 func (m *muxCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
-	c := m.cacheFor(req.GetTypeUrl(), req.GetNode().GetCluster())
+	c := m.cacheFor(req.GetTypeUrl(), req.GetNode())
 	if c == nil {
 		return func() {}, nil
 	}
