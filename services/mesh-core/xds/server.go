@@ -60,9 +60,10 @@ type Options struct {
 //     rebuilds one ClusterLoadAssignment, marshalled once, whatever the
 //     number of connected nodes.
 //   - RouteConfigurations and Clusters carry the caller's governance (the
-//     config-center's client-scoped kinds): one LinearCache per caller
-//     service (the node group), created when its first node connects. A
-//     service without governance for that caller shares the same default
+//     config-center's client-scoped kinds): one LinearCache per node group,
+//     the caller service (and, while its rollouts run, the class of its
+//     nodes in their canaries), created when the group's first node asks.
+//     A service without governance for that caller shares the same default
 //     resource object in every group.
 //
 // go-control-plane's snapshot cache would build a snapshot per node;
@@ -118,7 +119,7 @@ type group struct {
 	rds, cds *cachev3.LinearCache
 }
 
-// New binds addr; Start serves.
+// New binds addr; Run serves.
 func New(addr string, state State, opts Options) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
