@@ -34,6 +34,12 @@ func TestProxyStatus(t *testing.T) {
 	if resp, err := testenv.HTTP.Do(req); err != nil || resp.StatusCode != http.StatusCreated {
 		t.Fatalf("register: %v %v", resp, err)
 	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if mc.XDS().Resources("front", "grpc-client-1")[resourcev3.ClusterType]["echo"] == nil {
+			return fmt.Errorf("echo not served over xDS yet")
+		}
+		return nil
+	})
 
 	conn, err := grpc.NewClient(mc.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -51,19 +57,21 @@ func TestProxyStatus(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for range 2 { // acknowledge the endpoints, reject the cluster
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
+	go func() { // acknowledge every endpoints response, reject every cluster one
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			next := &discoveryv3.DiscoveryRequest{TypeUrl: resp.TypeUrl, ResourceNames: []string{"echo"}, VersionInfo: resp.VersionInfo, ResponseNonce: resp.Nonce}
+			if resp.TypeUrl == resourcev3.ClusterType {
+				next.VersionInfo, next.ErrorDetail = "", &status.Status{Code: 3, Message: "cluster not liked"}
+			}
+			if stream.Send(next) != nil {
+				return
+			}
 		}
-		next := &discoveryv3.DiscoveryRequest{TypeUrl: resp.TypeUrl, ResourceNames: []string{"echo"}, VersionInfo: resp.VersionInfo, ResponseNonce: resp.Nonce}
-		if resp.TypeUrl == resourcev3.ClusterType {
-			next.VersionInfo, next.ErrorDetail = "", &status.Status{Code: 3, Message: "cluster not liked"}
-		}
-		if err := stream.Send(next); err != nil {
-			t.Fatal(err)
-		}
-	}
+	}()
 	testenv.Eventually(t, 10*time.Second, func() error {
 		out, _, err := run(t, "proxy-status")
 		if err != nil {
