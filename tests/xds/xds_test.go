@@ -298,8 +298,9 @@ func TestGRPCClientFollowsSextant(t *testing.T) {
 	})
 	// retry from the config-center: a call whose first attempt fails
 	// succeeds once the caller retries.
+	run := strconv.FormatInt(time.Now().UnixNano(), 36) // ids of this run only (-count)
 	flaky := func(id string) error {
-		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-call-id", id), 5*time.Second)
+		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-call-id", run+id), 5*time.Second)
 		defer cancel()
 		_, err := c.Check(ctx, &healthpb.HealthCheckRequest{})
 		return err
