@@ -56,8 +56,8 @@ type Cache struct {
 	subs  map[string]map[chan<- struct{}]bool
 	// Callbacks on new versions, by service (OnChange), and of every
 	// service (OnAnyChange).
-	calls map[string]map[*func(string)]bool
-	any   map[*func(string)]bool
+	calls    map[string]map[*func(string)]bool
+	callsAll map[*func(string)]bool
 }
 
 // Subscribe makes ch receive (without blocking: give it room for one) when
@@ -115,11 +115,11 @@ func (c *Cache) OnAnyChange(f func(service string)) (cancel func()) {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
 	key := &f
-	c.any[key] = true
+	c.callsAll[key] = true
 	return func() {
 		c.subMu.Lock()
 		defer c.subMu.Unlock()
-		delete(c.any, key)
+		delete(c.callsAll, key)
 	}
 }
 
@@ -159,7 +159,7 @@ func (c *Cache) notify(service string) {
 
 // tellAny tells the OnAnyChange callbacks; subMu is held.
 func (c *Cache) tellAny(service string) {
-	for f := range c.any {
+	for f := range c.callsAll {
 		(*f)(service)
 	}
 }
@@ -181,7 +181,7 @@ func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache
 		ages: map[string]policyArrival{}, touching: true, touchedAt: time.Now(),
 		holds: map[string]int{}, snaps: map[string]*Snapshot{},
 		published: map[string]time.Time{}, deferred: map[string]*time.Timer{},
-		subs: map[string]map[chan<- struct{}]bool{}, calls: map[string]map[*func(string)]bool{}, any: map[*func(string)]bool{},
+		subs: map[string]map[chan<- struct{}]bool{}, calls: map[string]map[*func(string)]bool{}, callsAll: map[*func(string)]bool{},
 	}
 }
 
