@@ -40,7 +40,7 @@ func TestDeltaStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := &corev3.Node{Id: "envoy-1", Cluster: "caller"}
+	node := &corev3.Node{Id: "envoy-1", Cluster: "caller", UserAgentName: "envoy"}
 	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType}); err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +56,9 @@ func TestDeltaStream(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, r := range resp.Resources {
+				if resp.TypeUrl == resourcev3.ListenerType {
+					t.Fatalf("Envoy was sent listener %s", r.Name)
+				}
 				if resp.TypeUrl == typeURL && r.Name == service {
 					return resp
 				}
@@ -63,6 +66,11 @@ func TestDeltaStream(t *testing.T) {
 		}
 	}
 	recv(resourcev3.ClusterType)
+	// Envoy is sent no API listener (it would reject them): its listener
+	// subscription is answered with none.
+	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
 	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNamesSubscribe: []string{service}}); err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +99,7 @@ func TestDeltaStream(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, func() error {
 		for _, n := range mc.XDS().Status() {
 			if n.Node == "envoy-1" {
-				if !n.Delta || n.Service != "caller" || n.Types["cds"].State != xds.Synced || n.Types["eds"].State != xds.Synced {
+				if !n.Delta || n.Service != "caller" || n.Types["cds"].State != xds.Synced || n.Types["eds"].State != xds.Synced || n.Types["lds"].State != xds.Synced {
 					return fmt.Errorf("status %+v", n)
 				}
 				return nil

@@ -71,13 +71,16 @@ type Options struct {
 // subscription with the names it asked for, which is what a fleet of gRPC
 // clients (each subscribing to the few services it calls) needs.
 type Server struct {
-	state  State
-	opts   Options
-	log    *slog.Logger
-	lds    *cachev3.LinearCache
-	eds    *cachev3.LinearCache
-	status *statusBook
-	gov    *governanceStore
+	state State
+	opts  Options
+	log   *slog.Logger
+	lds   *cachev3.LinearCache
+	eds   *cachev3.LinearCache
+	// noListeners answers Envoy's listener requests: Envoy takes no API
+	// listener over LDS (it would reject them all), its listeners are its own.
+	noListeners *cachev3.LinearCache
+	status      *statusBook
+	gov         *governanceStore
 
 	mu     sync.Mutex
 	groups map[groupKey]*group
@@ -149,6 +152,7 @@ func New(addr string, state State, opts Options) (*Server, error) {
 		dirty: map[string]bool{}, govDirty: map[[2]string]bool{}, wake: make(chan struct{}, 1),
 	}
 	s.lds, s.eds = s.newCache(resourcev3.ListenerType, s.versionPrefix, nil), s.newCache(resourcev3.EndpointType, s.versionPrefix, nil)
+	s.noListeners = s.newCache(resourcev3.ListenerType, s.versionPrefix, nil)
 	s.status = newStatusBook(opts.Log, opts.Registerer)
 	s.gov = newGovernanceStore(s.governanceChanged)
 	s.gov.onPriority = s.Changed
@@ -377,6 +381,9 @@ func (m *muxCache) cacheFor(typeURL string, node *corev3.Node) cachev3.Cache {
 	s := (*Server)(m)
 	switch typeURL {
 	case resourcev3.ListenerType:
+		if node.GetUserAgentName() == "envoy" {
+			return s.noListeners
+		}
 		return s.lds
 	case resourcev3.EndpointType:
 		return s.eds
