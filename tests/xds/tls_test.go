@@ -173,6 +173,12 @@ func TestADSOverMTLS(t *testing.T) {
 			t.Fatal("an ADS stream without a client certificate was served")
 		}
 	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := testenv.Metric(t, p.mc.Addr(), `sextant_meshcore_xds_refused_total{reason="no_certificate"}`); n < 1 {
+			return fmt.Errorf("no_certificate refusals: %v", n)
+		}
+		return nil
+	})
 
 	pair, err := tls.LoadX509KeyPair(cert, key)
 	if err != nil {
@@ -184,6 +190,9 @@ func TestADSOverMTLS(t *testing.T) {
 	_ = liar.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "liar", Cluster: "someone-else"}, TypeUrl: request.TypeUrl, ResourceNames: request.ResourceNames})
 	if _, err := liar.Recv(); err == nil || !strings.Contains(err.Error(), "not the service of the client certificate") {
 		t.Fatalf("a node declaring another service: %v", err)
+	}
+	if n := testenv.Metric(t, p.mc.Addr(), `sextant_meshcore_xds_refused_total{reason="wrong_caller"}`); n != 1 {
+		t.Errorf("wrong_caller refusals: %v, want 1", n)
 	}
 
 	// A NACK: logged, counted, shown.

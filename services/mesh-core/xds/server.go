@@ -161,7 +161,7 @@ func New(addr string, state State, opts Options) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
 	if opts.TLS != nil {
-		gopts = append(gopts, grpc.Creds(credentials.NewTLS(opts.TLS)))
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(s.status.countRefusals(opts.TLS))))
 	}
 	s.grpc = grpc.NewServer(gopts...)
 	srv := serverv3.NewServer(context.Background(), (*muxCache)(s), s.status.callbacks(s))

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+
+	"github.com/sextant-mesh/sextant/internal/mtls"
+	"github.com/sextant-mesh/sextant/internal/pki"
 )
 
 // Sync states of a node's resource type, as istioctl proxy-status names them.
@@ -68,6 +72,7 @@ type statusBook struct {
 	log     *slog.Logger
 	nacks   *prometheus.CounterVec
 	acks    *prometheus.CounterVec
+	refused *prometheus.CounterVec
 	streams prometheus.Gauge
 
 	mu    sync.Mutex
@@ -84,6 +89,10 @@ func newStatusBook(log *slog.Logger, reg prometheus.Registerer) *statusBook {
 			Name: "sextant_meshcore_xds_acks_total",
 			Help: "xDS responses a node acknowledged, by type (lds, rds, cds, eds).",
 		}, []string{"type"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sextant_meshcore_xds_refused_total",
+			Help: "ADS connections and streams refused, by reason (no_certificate, untrusted, expired, wrong_caller: a node declaring another service than its certificate's, handshake).",
+		}, []string{"reason"}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sextant_meshcore_xds_streams",
 			Help: "ADS streams open now (one per connected gRPC client or Envoy).",
@@ -93,10 +102,40 @@ func newStatusBook(log *slog.Logger, reg prometheus.Registerer) *statusBook {
 		b.nacks.WithLabelValues(t)
 		b.acks.WithLabelValues(t)
 	}
+	for _, r := range []string{mtls.RefusedNoCertificate, mtls.RefusedUntrusted, mtls.RefusedExpired, mtls.RefusedWrongCaller, mtls.RefusedHandshake} {
+		b.refused.WithLabelValues(r)
+	}
 	if reg != nil {
-		reg.MustRegister(b.nacks, b.acks, b.streams)
+		reg.MustRegister(b.nacks, b.acks, b.refused, b.streams)
 	}
 	return b
+}
+
+// countRefusals is cfg with its handshake refusals counted and logged.
+func (b *statusBook) countRefusals(cfg *tls.Config) *tls.Config {
+	cfg = cfg.Clone()
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		var err error
+		if verify != nil {
+			err = verify(cs)
+		}
+		if err != nil {
+			reason := mtls.RefusedHandshake
+			switch {
+			case errors.Is(err, mtls.ErrNoClientCertificate):
+				reason = mtls.RefusedNoCertificate
+			case errors.Is(err, pki.ErrExpired):
+				reason = mtls.RefusedExpired
+			case errors.Is(err, pki.ErrUntrusted):
+				reason = mtls.RefusedUntrusted
+			}
+			b.refused.WithLabelValues(reason).Inc()
+			b.log.Warn("ADS connection refused", "reason", reason, "err", err)
+		}
+		return err
+	}
+	return cfg
 }
 
 // errNoIdentity refuses a stream without a verified certificate.
@@ -156,6 +195,8 @@ func (b *statusBook) request(id int64, node *corev3.Node, typeURL, version, nonc
 	if node != nil {
 		if st.Identity != "" {
 			if node.Cluster != "" && node.Cluster != st.Service {
+				b.refused.WithLabelValues(mtls.RefusedWrongCaller).Inc()
+				b.log.Warn("ADS stream refused", "reason", mtls.RefusedWrongCaller, "node", node.Id, "cluster", node.Cluster, "identity", st.Identity)
 				return fmt.Errorf("xds: node.cluster %q is not the service of the client certificate (%s)", node.Cluster, st.Identity)
 			}
 			node.Cluster = st.Service
