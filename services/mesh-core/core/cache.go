@@ -71,8 +71,10 @@ type Cache struct {
 	// so that a poll for many services waits on one channel.
 	subMu sync.Mutex
 	subs  map[string]map[chan<- struct{}]bool
-	// Callbacks on new versions, by service (OnChange).
-	calls map[string]map[*func(string)]bool
+	// Callbacks on new versions, by service (OnChange), and of every
+	// service (OnAnyChange).
+	calls    map[string]map[*func(string)]bool
+	callsAll map[*func(string)]bool
 }
 
 // Subscribe makes ch receive (without blocking: give it room for one) when
@@ -123,6 +125,39 @@ func (c *Cache) OnChange(services []string, f func(service string)) (cancel func
 	}
 }
 
+// OnAnyChange is OnChange for every service, present and future (the xDS
+// server follows all of them); a service that loses its snapshot (evicted)
+// is told too.
+func (c *Cache) OnAnyChange(f func(service string)) (cancel func()) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	key := &f
+	c.callsAll[key] = true
+	return func() {
+		c.subMu.Lock()
+		defer c.subMu.Unlock()
+		delete(c.callsAll, key)
+	}
+}
+
+// Snapshots returns the snapshot of every service held now.
+func (c *Cache) Snapshots() []*Snapshot {
+	c.smu.RLock()
+	defer c.smu.RUnlock()
+	out := make([]*Snapshot, 0, len(c.snaps))
+	for _, s := range c.snaps {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Held returns the snapshot of service if one is held (nil if none).
+func (c *Cache) Held(service string) *Snapshot {
+	c.smu.RLock()
+	defer c.smu.RUnlock()
+	return c.snaps[service]
+}
+
 // notify tells service's subscribers of a new version.
 func (c *Cache) notify(service string) {
 	c.subMu.Lock()
@@ -136,6 +171,23 @@ func (c *Cache) notify(service string) {
 	for f := range c.calls[service] {
 		(*f)(service)
 	}
+	c.tellAny(service)
+}
+
+// tellAny tells the OnAnyChange callbacks; subMu is held.
+func (c *Cache) tellAny(service string) {
+	for f := range c.callsAll {
+		(*f)(service)
+	}
+}
+
+// appeared tells the OnAnyChange callbacks of a service that got its first
+// snapshot or lost its last one: nobody polls a version of it, but the xDS
+// server serves it or stops.
+func (c *Cache) appeared(service string) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	c.tellAny(service)
 }
 
 // NewCache makes an empty cache.
@@ -147,7 +199,7 @@ func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache
 		holds: map[string]int{}, snaps: map[string]*Snapshot{},
 		published: map[string]time.Time{}, deferred: map[string]*time.Timer{},
 		deleteGrace: 5 * time.Second, doomed: map[string]*time.Timer{},
-		subs: map[string]map[chan<- struct{}]bool{}, calls: map[string]map[*func(string)]bool{},
+		subs: map[string]map[chan<- struct{}]bool{}, calls: map[string]map[*func(string)]bool{}, callsAll: map[*func(string)]bool{},
 	}
 }
 
@@ -225,6 +277,7 @@ func (c *Cache) release(service string) {
 		c.smu.Lock()
 		delete(c.snaps, service) // nobody waits on it
 		c.smu.Unlock()
+		c.appeared(service)
 	}
 }
 
@@ -284,6 +337,7 @@ func (c *Cache) rebuild(service string) *Snapshot {
 	prev := c.snaps[service]
 	switch {
 	case prev == nil:
+		defer c.appeared(service)
 	case prev.Version == next.Version:
 		// Same answer (perhaps a younger policy with the same weights):
 		// waiters on the previous one keep waiting on the same channel.
