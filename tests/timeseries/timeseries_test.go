@@ -125,7 +125,8 @@ func TestServicesWriteTheDocumentedSeries(t *testing.T) {
 		}
 		reports = append(reports, map[string]any{"reporter": map[string]any{"service": "front", "instance": "10.9.0.1:80"},
 			"window_ms": 200, "timestamp_ms": now, "calls": calls,
-			"dry_run_denials": []any{map[string]any{"callee_service": "pay-svc", "caller_service": "front", "rule": "allow-list", "count": 2}}})
+			"dry_run_denials": []any{map[string]any{"callee_service": "pay-svc", "caller_service": "front", "rule": "allow-list", "count": 2}},
+			"unit_routes":     []any{map[string]any{"callee_service": "comment-svc", "rule": "gold", "unit": "c2", "outcome": "observed", "count": 5}}})
 		return post(t, "http://"+mx.Addr()+"/v1/telemetry", reports)
 	}
 	// Report until the calculator has published weights for both instances.
@@ -182,6 +183,10 @@ func TestServicesWriteTheDocumentedSeries(t *testing.T) {
 		}},
 		{`SELECT * FROM "dry_run_denial"`, func(r map[string]any) bool {
 			return r["callee_service"] == "pay-svc" && r["caller_service"] == "front" && r["rule"] == "allow-list" && r["count"] == 2.0
+		}},
+		{`SELECT * FROM "unit_route"`, func(r map[string]any) bool {
+			return r["callee_service"] == "comment-svc" && r["caller_service"] == "front" && r["rule"] == "gold" && r["unit"] == "c2" &&
+				r["outcome"] == "observed" && r["count"] == 5.0
 		}},
 		{`SELECT * FROM "weight" WHERE "service"='comment-svc'`, func(r map[string]any) bool {
 			w, ok := r["weight"].(float64)
