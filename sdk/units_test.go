@@ -149,3 +149,38 @@ func TestObserveChangesNoPick(t *testing.T) {
 		t.Errorf("observed at 0 %% %d, want 333", n)
 	}
 }
+
+// A unit whose instances are all ejected (unhealthy, or weight 0) has no
+// healthy instance: its rule fails the request or falls back.
+func TestEjectedUnitFallsBack(t *testing.T) {
+	router := sdk.NewUnitRouter("front", nil)
+	if err := router.Update("orders", []byte(`{"rules": [
+	  {"name": "fail", "match": {"headers": {"x-to": "fail"}}, "unit": "c3", "mode": "enforce"},
+	  {"name": "to-c1", "match": {"headers": {"x-to": "c1"}}, "unit": "c3", "mode": "enforce", "fallback": "c1"},
+	  {"name": "to-c2", "match": {"headers": {"x-to": "c2"}}, "unit": "c3", "mode": "enforce", "fallback": "c2"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	b := sdk.NewUnitBalancer("orders", router, nil)
+	b.Update(&sdk.Snapshot{Discovery: api.Discovery{Version: 2, Instances: []sdk.Instance{
+		{Instance: "a", Cluster: "c1", Weight: 100, Healthy: true},
+		{Instance: "b", Cluster: "c2", Weight: 0, Healthy: true},
+		{Instance: "c", Cluster: "c3", Weight: 100, Healthy: false},
+	}}})
+	to := func(v string) sdk.UnitFeatures {
+		return sdk.UnitFeatures{Header: func(k string) string { return map[string]string{"x-to": v}[k] }}
+	}
+	if _, err := b.PickFor(to("fail")); !errors.Is(err, sdk.ErrUnitUnavailable) || !errors.Is(err, sdk.ErrNoInstance) {
+		t.Errorf("fallback fail: %v", err)
+	}
+	if in, err := b.PickFor(to("c1")); err != nil || in.Instance != "a" {
+		t.Errorf("fallback c1: %v %v", in, err)
+	}
+	if _, err := b.PickFor(to("c2")); !errors.Is(err, sdk.ErrUnitUnavailable) {
+		t.Errorf("fallback to a unit with none either: %v", err)
+	}
+	for rule, outcome := range map[string]string{"fail": unitrouting.Failed, "to-c1": unitrouting.FellBack, "to-c2": unitrouting.Failed} {
+		if n := router.Count(sdk.UnitCount{Callee: "orders", Rule: rule, Unit: "c3", Outcome: outcome}); n != 1 {
+			t.Errorf("%s %s: %d, want 1", rule, outcome, n)
+		}
+	}
+}
