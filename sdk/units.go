@@ -255,7 +255,8 @@ var _ RequestBalancer = (*UnitBalancer)(nil)
 // asks the UnitRouter for the request's unit and picks with a Balancer of
 // that unit's instances (one per unit, made by newBalancer and fed the
 // narrowed snapshots), or with the one of every instance when no enforced
-// rule routes the request. Done reaches the Balancer that picked. Pick,
+// rule routes the request. Done reaches the Balancer that picked: every
+// instance picked is settled with Done, as with any Balancer. Pick,
 // without features, is the whole service's.
 type UnitBalancer struct {
 	callee      string
