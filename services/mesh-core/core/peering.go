@@ -15,6 +15,8 @@ package core
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -69,6 +71,9 @@ type Peer struct {
 	// when TokenFile is empty.
 	TokenFile string
 	Token     string
+	// CAFile holds the PEM certificates that verify an https:// peer
+	// (empty: the system's roots); read at start.
+	CAFile string
 }
 
 // Validate checks names, URLs and bounds.
@@ -116,6 +121,9 @@ func (c *PeeringConfig) RegisterFlags(fs *flag.FlagSet) {
 	})
 	fs.Func("peer-token-file", "NAME=PATH of the file holding the token peer NAME issued to this cluster (read before every poll); comma-separated or repeated", func(v string) error {
 		return eachPair(v, func(name, path string) { c.peer(name).TokenFile = path })
+	})
+	fs.Func("peer-ca-file", "NAME=PATH of PEM certificates that verify the https:// peer NAME (default: the system's roots); comma-separated or repeated", func(v string) error {
+		return eachPair(v, func(name, path string) { c.peer(name).CAFile = path })
 	})
 	fs.DurationVar(&c.TTL, "peer-ttl", c.TTL, "a peer that stops answering keeps its last imported instances this long after its last answer, then they are dropped")
 	fs.DurationVar(&c.Wait, "peer-wait", c.Wait, "wait of each long poll to a peer")
@@ -342,11 +350,11 @@ const (
 
 // importer follows the peers' exports.
 type importer struct {
-	cfg    PeeringConfig
-	cache  *Cache
-	client *http.Client
-	log    *slog.Logger
-	now    func() time.Time
+	cfg     PeeringConfig
+	cache   *Cache
+	clients map[string]*http.Client // by peer
+	log     *slog.Logger
+	now     func() time.Time
 
 	mu    sync.Mutex
 	peers map[string]*peerState
@@ -366,9 +374,9 @@ type peerState struct {
 	err        string
 }
 
-func newImporter(cfg PeeringConfig, cache *Cache, reg prometheus.Registerer, log *slog.Logger) *importer {
+func newImporter(cfg PeeringConfig, cache *Cache, reg prometheus.Registerer, log *slog.Logger) (*importer, error) {
 	im := &importer{cfg: cfg, cache: cache, log: log, now: time.Now, peers: map[string]*peerState{},
-		client: &http.Client{Timeout: cfg.Wait + 15*time.Second},
+		clients: map[string]*http.Client{},
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sextant_meshcore_peer_polls_total",
 			Help: "Long polls to peer control planes, by peer and result (changed, not_modified, error).",
@@ -380,9 +388,22 @@ func newImporter(cfg PeeringConfig, cache *Cache, reg prometheus.Registerer, log
 	}
 	for _, p := range cfg.Peers {
 		im.peers[p.Name] = &peerState{peer: p}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		if p.CAFile != "" {
+			pem, err := os.ReadFile(p.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("--peer-ca-file %s: %w", p.Name, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("--peer-ca-file %s: no PEM certificate in %s", p.Name, p.CAFile)
+			}
+			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+		im.clients[p.Name] = &http.Client{Transport: tr, Timeout: cfg.Wait + 15*time.Second}
 	}
 	reg.MustRegister(im.polls, im.dropped, im)
-	return im
+	return im, nil
 }
 
 var (
@@ -621,7 +642,7 @@ func (im *importer) poll(ctx context.Context, p Peer, version int64, etag *strin
 	if *etag != "" {
 		req.Header.Set("If-None-Match", *etag)
 	}
-	resp, err := im.client.Do(req)
+	resp, err := im.clients[p.Name].Do(req)
 	if err != nil {
 		return nil, err
 	}
