@@ -171,6 +171,8 @@ func TestMutualPeering(t *testing.T) {
 	if r := call(t, "GET", "http://"+b.Addr()+"/readyz", nil); r.status != http.StatusOK || !strings.Contains(string(r.body), `"lost"`) {
 		t.Errorf("B's readyz with A lost: %d %s", r.status, r.body)
 	}
+	// The test client's idle keep-alive connections lead to the stopped A.
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	a = startA()
 	register(t, a, "svc", "10.0.0.1:80", 60) // a stopping replica may take its instances with its session
 	register(t, a, "svc", "10.0.0.2:80", 60)
@@ -334,6 +336,7 @@ func TestPeerRefusesTheToken(t *testing.T) {
 func TestPeeringFlags(t *testing.T) {
 	cfg := core.DefaultConfig()
 	fs := flag.NewFlagSet("mesh-core", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
 	cfg.RegisterFlags(fs)
 	err := fs.Parse([]string{"--export", "a,b", "--export", "c", "--peer", "east=https://mesh-core.east:7703",
 		"--peer-token-file", "east=/run/peer/east", "--peer-ca-file", "east=/run/peer/east-ca.crt", "--peer", "west=http://10.0.0.1:7703,north=http://10.0.0.2:7703", "--peer-ttl", "90s"})
