@@ -250,6 +250,9 @@ func (mc *MeshCore) readiness() []string {
 			break
 		}
 	}
+	if mc.peers != nil {
+		reasons = append(reasons, mc.peers.starting()...)
+	}
 	return reasons
 }
 

@@ -356,8 +356,9 @@ type importer struct {
 	log     *slog.Logger
 	now     func() time.Time
 
-	mu    sync.Mutex
-	peers map[string]*peerState
+	mu      sync.Mutex
+	peers   map[string]*peerState
+	started time.Time
 
 	polls   *prometheus.CounterVec
 	dropped *prometheus.CounterVec
@@ -369,13 +370,14 @@ type peerState struct {
 	failing    bool
 	held       bool // its instances are in the cache
 	dropped    bool // dropped by expire: the next poll asks for everything again
+	tried      bool // its first poll has ended (answered or failed)
 	services   int
 	instances  int
 	err        string
 }
 
 func newImporter(cfg PeeringConfig, cache *Cache, reg prometheus.Registerer, log *slog.Logger) (*importer, error) {
-	im := &importer{cfg: cfg, cache: cache, log: log, now: time.Now, peers: map[string]*peerState{},
+	im := &importer{cfg: cfg, cache: cache, log: log, now: time.Now, peers: map[string]*peerState{}, started: time.Now(),
 		clients: map[string]*http.Client{},
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sextant_meshcore_peer_polls_total",
@@ -451,6 +453,27 @@ func (im *importer) overdue(p *peerState, now time.Time) bool {
 // unreachable: the peer's last poll failed, or hangs past its wait. im.mu is held.
 func (im *importer) unreachable(p *peerState, now time.Time) bool {
 	return p.failing || im.overdue(p, now)
+}
+
+// starting holds readiness back, for at most answerSlack after start, until
+// every peer's first poll has ended: so that a restarted replica's first
+// snapshots already hold what it imports (a service served only by a peer
+// does not answer empty for a moment). A peer that fails, or does not
+// answer in time, holds nothing back.
+func (im *importer) starting() []string {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.now().Sub(im.started) > answerSlack {
+		return nil
+	}
+	var reasons []string
+	for name, p := range im.peers {
+		if !p.tried {
+			reasons = append(reasons, fmt.Sprintf("waiting for peer %s's first answer (at most %s after start)", name, answerSlack))
+		}
+	}
+	slices.Sort(reasons)
+	return reasons
 }
 
 // States is the state of every peer, by name.
@@ -557,7 +580,7 @@ func (im *importer) answered(name string, services map[string][]api.Instance) {
 	if p.failing {
 		im.log.Info("peer control plane answers again", "peer", name)
 	}
-	p.lastAnswer, p.failing, p.err = im.now(), false, ""
+	p.lastAnswer, p.failing, p.err, p.tried = im.now(), false, "", true
 	if services != nil {
 		im.cache.setImports(name, services)
 		p.held, p.services, p.instances = len(services) > 0, len(services), 0
@@ -574,7 +597,7 @@ func (im *importer) failed(name string, err error) {
 	if !p.failing {
 		im.log.Warn("peer control plane unreachable: its imported instances are kept until --peer-ttl", "peer", name, "err", err, "ttl", im.cfg.TTL)
 	}
-	p.failing, p.err = true, err.Error()
+	p.failing, p.err, p.tried = true, err.Error(), true
 }
 
 // expire drops the instances of the peers that have not answered for the

@@ -310,6 +310,47 @@ func TestPeerOverTLS(t *testing.T) {
 	}
 }
 
+// A starting mesh-core is ready once every peer's first poll has ended (or
+// after at most 5 s): its first snapshots already hold what it imports. A
+// peer that never answers holds it back no longer than that.
+func TestReadyWithTheFirstPeerAnswers(t *testing.T) {
+	etcd := testenv.StartEtcd(t)
+	a := coretest.Start(t, etcd, testenv.Prefix(t)+"a/", func(c *core.Config) { c.Peering.Export = []string{"svc"} })
+	register(t, a, "svc", "10.0.0.1:80", 60)
+	released := make(chan struct{})
+	hole := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // never answers
+		case <-r.Context().Done():
+		case <-released:
+		}
+	}))
+	t.Cleanup(func() { close(released); hole.Close() })
+	start := time.Now()
+	b := coretest.Start(t, etcd, testenv.Prefix(t)+"b/", func(c *core.Config) {
+		c.Peering.Peers = []core.Peer{{Name: "a", URL: "http://" + a.Addr(), Token: testenv.AdminToken},
+			{Name: "hole", URL: hole.URL, Token: testenv.AdminToken}}
+	})
+	sawHole := false
+	testenv.Eventually(t, 20*time.Second, func() error {
+		reasons := testenv.Ready(t, b.Addr())
+		for _, r := range reasons {
+			sawHole = sawHole || strings.Contains(r, "peer hole")
+		}
+		if len(reasons) > 0 {
+			return fmt.Errorf("not ready: %v", reasons)
+		}
+		return nil
+	})
+	if took := time.Since(start); !sawHole || took < 4*time.Second {
+		t.Errorf("ready %s after start (saw the wait for the silent peer: %v), want after about 5 s", took, sawHole)
+	}
+	// Ready: A's instance is in the first snapshot.
+	status, got := poll(t, b, "svc", 0, "0s")
+	if status != http.StatusOK || len(got.Instances) != 1 || got.Instances[0].Peer != "a" {
+		t.Errorf("svc from B once ready: %d %+v, want A's instance", status, got.Instances)
+	}
+}
+
 // A peer refusing the token (401) is unreachable, not connected; the
 // local mesh-core is ready all the same.
 func TestPeerRefusesTheToken(t *testing.T) {
