@@ -1450,6 +1450,7 @@ func TestOptionValues(t *testing.T) {
 		"SEXTANT_EXPORT":          "comment-svc,pay-svc",
 		"SEXTANT_PEER":            "east=http://sextant-mesh-core.sextant.svc.east.example:7703,west=https://mesh-core.west.example:7703",
 		"SEXTANT_PEER_TOKEN_FILE": "east=/etc/sextant/peers/east/token,west=/etc/sextant/peers/west/token",
+		"SEXTANT_PEER_CA_FILE":    "west=/etc/sextant/peer-ca/west/ca.crt",
 		"SEXTANT_PEER_TTL":        "2m",
 		"SEXTANT_PEER_WAIT":       "20s",
 	} {
@@ -1470,6 +1471,21 @@ func TestOptionValues(t *testing.T) {
 		if !mounted || !fromSecret {
 			t.Errorf("mesh-core: peer %s's token: mounted %v, from Secret %s key %s %v", peer.name, mounted, peer.secret, peer.key, fromSecret)
 		}
+	}
+	caMounted, caFromSecret := false, false
+	for _, m := range mc.VolumeMounts {
+		caMounted = caMounted || (m.Name == "peer-ca-west" && m.MountPath == "/etc/sextant/peer-ca/west" && m.ReadOnly)
+	}
+	for _, v := range ws["mesh-core"].pod.Spec.Volumes {
+		if v.Name == "peer-ca-west" && v.Secret != nil && v.Secret.SecretName == "sextant-peers" {
+			caFromSecret = len(v.Secret.Items) == 1 && v.Secret.Items[0].Key == "west-ca.crt" && v.Secret.Items[0].Path == "ca.crt"
+		}
+		if v.Name == "peer-ca-east" {
+			t.Errorf("mesh-core: a CA volume for peer east, which has no caSecret")
+		}
+	}
+	if !caMounted || !caFromSecret {
+		t.Errorf("mesh-core: peer west's CA: mounted %v, from Secret sextant-peers key west-ca.crt %v", caMounted, caFromSecret)
 	}
 	for name, w := range ws {
 		if name == "mesh-core" {

@@ -89,7 +89,9 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	g.Add("etcd health", lifecycle.Loop(mc.health.Run))
 	g.Add("policy expiry", lifecycle.Loop(mc.expirePolicies))
 	if len(cfg.Peering.Peers) > 0 {
-		mc.peers = newImporter(cfg.Peering, mc.cache, reg, log)
+		if mc.peers, err = newImporter(cfg.Peering, mc.cache, reg, log); err != nil {
+			return nil, errors.Join(err, g.Stop(context.Background()))
+		}
 		for _, p := range cfg.Peering.Peers {
 			g.Add("peer "+p.Name, lifecycle.Loop(func(ctx context.Context) { mc.peers.run(ctx, p) }))
 		}
@@ -268,6 +270,9 @@ func (mc *MeshCore) readiness() []string {
 			reasons = append(reasons, "not synced with etcd yet (a mirror has not listed its prefix)")
 			break
 		}
+	}
+	if mc.peers != nil {
+		reasons = append(reasons, mc.peers.starting()...)
 	}
 	return reasons
 }

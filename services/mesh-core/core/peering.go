@@ -15,6 +15,8 @@ package core
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -69,6 +71,9 @@ type Peer struct {
 	// when TokenFile is empty.
 	TokenFile string
 	Token     string
+	// CAFile holds the PEM certificates that verify an https:// peer
+	// (empty: the system's roots); read at start.
+	CAFile string
 }
 
 // Validate checks names, URLs and bounds.
@@ -116,6 +121,9 @@ func (c *PeeringConfig) RegisterFlags(fs *flag.FlagSet) {
 	})
 	fs.Func("peer-token-file", "NAME=PATH of the file holding the token peer NAME issued to this cluster (read before every poll); comma-separated or repeated", func(v string) error {
 		return eachPair(v, func(name, path string) { c.peer(name).TokenFile = path })
+	})
+	fs.Func("peer-ca-file", "NAME=PATH of PEM certificates that verify the https:// peer NAME (default: the system's roots); comma-separated or repeated", func(v string) error {
+		return eachPair(v, func(name, path string) { c.peer(name).CAFile = path })
 	})
 	fs.DurationVar(&c.TTL, "peer-ttl", c.TTL, "a peer that stops answering keeps its last imported instances this long after its last answer, then they are dropped")
 	fs.DurationVar(&c.Wait, "peer-wait", c.Wait, "wait of each long poll to a peer")
@@ -342,14 +350,15 @@ const (
 
 // importer follows the peers' exports.
 type importer struct {
-	cfg    PeeringConfig
-	cache  *Cache
-	client *http.Client
-	log    *slog.Logger
-	now    func() time.Time
+	cfg     PeeringConfig
+	cache   *Cache
+	clients map[string]*http.Client // by peer
+	log     *slog.Logger
+	now     func() time.Time
 
-	mu    sync.Mutex
-	peers map[string]*peerState
+	mu      sync.Mutex
+	peers   map[string]*peerState
+	started time.Time
 
 	polls   *prometheus.CounterVec
 	dropped *prometheus.CounterVec
@@ -361,14 +370,15 @@ type peerState struct {
 	failing    bool
 	held       bool // its instances are in the cache
 	dropped    bool // dropped by expire: the next poll asks for everything again
+	tried      bool // its first poll has ended (answered or failed)
 	services   int
 	instances  int
 	err        string
 }
 
-func newImporter(cfg PeeringConfig, cache *Cache, reg prometheus.Registerer, log *slog.Logger) *importer {
-	im := &importer{cfg: cfg, cache: cache, log: log, now: time.Now, peers: map[string]*peerState{},
-		client: &http.Client{Timeout: cfg.Wait + 15*time.Second},
+func newImporter(cfg PeeringConfig, cache *Cache, reg prometheus.Registerer, log *slog.Logger) (*importer, error) {
+	im := &importer{cfg: cfg, cache: cache, log: log, now: time.Now, peers: map[string]*peerState{}, started: time.Now(),
+		clients: map[string]*http.Client{},
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sextant_meshcore_peer_polls_total",
 			Help: "Long polls to peer control planes, by peer and result (changed, not_modified, error).",
@@ -380,9 +390,22 @@ func newImporter(cfg PeeringConfig, cache *Cache, reg prometheus.Registerer, log
 	}
 	for _, p := range cfg.Peers {
 		im.peers[p.Name] = &peerState{peer: p}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		if p.CAFile != "" {
+			pem, err := os.ReadFile(p.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("--peer-ca-file %s: %w", p.Name, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("--peer-ca-file %s: no PEM certificate in %s", p.Name, p.CAFile)
+			}
+			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+		im.clients[p.Name] = &http.Client{Transport: tr, Timeout: cfg.Wait + 15*time.Second}
 	}
 	reg.MustRegister(im.polls, im.dropped, im)
-	return im
+	return im, nil
 }
 
 var (
@@ -430,6 +453,27 @@ func (im *importer) overdue(p *peerState, now time.Time) bool {
 // unreachable: the peer's last poll failed, or hangs past its wait. im.mu is held.
 func (im *importer) unreachable(p *peerState, now time.Time) bool {
 	return p.failing || im.overdue(p, now)
+}
+
+// starting holds readiness back, for at most answerSlack after start, until
+// every peer's first poll has ended: so that a restarted replica's first
+// snapshots already hold what it imports (a service served only by a peer
+// does not answer empty for a moment). A peer that fails, or does not
+// answer in time, holds nothing back.
+func (im *importer) starting() []string {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.now().Sub(im.started) > answerSlack {
+		return nil
+	}
+	var reasons []string
+	for name, p := range im.peers {
+		if !p.tried {
+			reasons = append(reasons, fmt.Sprintf("waiting for peer %s's first answer (at most %s after start)", name, answerSlack))
+		}
+	}
+	slices.Sort(reasons)
+	return reasons
 }
 
 // States is the state of every peer, by name.
@@ -536,7 +580,7 @@ func (im *importer) answered(name string, services map[string][]api.Instance) {
 	if p.failing {
 		im.log.Info("peer control plane answers again", "peer", name)
 	}
-	p.lastAnswer, p.failing, p.err = im.now(), false, ""
+	p.lastAnswer, p.failing, p.err, p.tried = im.now(), false, "", true
 	if services != nil {
 		im.cache.setImports(name, services)
 		p.held, p.services, p.instances = len(services) > 0, len(services), 0
@@ -553,7 +597,7 @@ func (im *importer) failed(name string, err error) {
 	if !p.failing {
 		im.log.Warn("peer control plane unreachable: its imported instances are kept until --peer-ttl", "peer", name, "err", err, "ttl", im.cfg.TTL)
 	}
-	p.failing, p.err = true, err.Error()
+	p.failing, p.err, p.tried = true, err.Error(), true
 }
 
 // expire drops the instances of the peers that have not answered for the
@@ -621,7 +665,7 @@ func (im *importer) poll(ctx context.Context, p Peer, version int64, etag *strin
 	if *etag != "" {
 		req.Header.Set("If-None-Match", *etag)
 	}
-	resp, err := im.client.Do(req)
+	resp, err := im.clients[p.Name].Do(req)
 	if err != nil {
 		return nil, err
 	}

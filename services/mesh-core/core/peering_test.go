@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/internal/logx"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
@@ -169,6 +171,8 @@ func TestMutualPeering(t *testing.T) {
 	if r := call(t, "GET", "http://"+b.Addr()+"/readyz", nil); r.status != http.StatusOK || !strings.Contains(string(r.body), `"lost"`) {
 		t.Errorf("B's readyz with A lost: %d %s", r.status, r.body)
 	}
+	// The test client's idle keep-alive connections lead to the stopped A.
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	a = startA()
 	register(t, a, "svc", "10.0.0.1:80", 60) // a stopping replica may take its instances with its session
 	register(t, a, "svc", "10.0.0.2:80", 60)
@@ -254,6 +258,99 @@ func TestPeerBehindABlackHole(t *testing.T) {
 	}
 }
 
+// An https:// peer is verified with --peer-ca-file; without it, the
+// system's roots refuse the peer's private CA and nothing is imported.
+func TestPeerOverTLS(t *testing.T) {
+	etcd := testenv.StartEtcd(t)
+	ca := testenv.NewCA(t)
+	cert, key := ca.Issue(t, "mesh-core-a")
+	a := coretest.Start(t, etcd, testenv.Prefix(t)+"a/", func(c *core.Config) {
+		c.Peering.Export = []string{"svc"}
+		c.TLS.CertFile, c.TLS.KeyFile = cert, key
+	})
+	tlsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		req, _ := http.NewRequest("POST", "https://"+a.Addr()+"/v1/instances", strings.NewReader(`{"service":"svc","instance":"10.0.0.1:80"}`))
+		req.Header.Set("Authorization", "Bearer "+testenv.AdminToken)
+		resp, err := tlsClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("register over TLS: %d", resp.StatusCode)
+		}
+		return nil
+	})
+	url := "https://" + a.Addr()
+	trusting := coretest.Start(t, etcd, testenv.Prefix(t)+"b/", func(c *core.Config) {
+		c.Peering.Peers = []core.Peer{{Name: "a", URL: url, Token: testenv.AdminToken, CAFile: ca.CertFile}}
+	})
+	other := coretest.Start(t, etcd, testenv.Prefix(t)+"c/", func(c *core.Config) {
+		c.Peering.Peers = []core.Peer{{Name: "a", URL: url, Token: testenv.AdminToken}}
+	})
+	waitFor(t, trusting, "svc", func(got answer) error {
+		if len(got.Instances) != 1 || got.Instances[0].Peer != "a" {
+			return fmt.Errorf("svc: %+v, want A's instance over TLS", got.Instances)
+		}
+		return nil
+	})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if st := other.Peers()["a"]; st.State != core.PeerLost || !strings.Contains(st.Error, "certificate") {
+			return fmt.Errorf("peer a without its CA: %+v, want lost on the certificate", st)
+		}
+		return nil
+	})
+	bad := core.DefaultConfig()
+	bad.Peering.Peers = []core.Peer{{Name: "a", URL: url, CAFile: cert + ".missing"}}
+	bad.Etcd = etcd.Config(testenv.Prefix(t) + "d/")
+	bad.HTTPAddr, bad.KitexAddr, bad.PollAddr = "127.0.0.1:0", "127.0.0.1:0", ""
+	if _, err := core.New(bad, logx.Discard()); err == nil || !strings.Contains(err.Error(), "--peer-ca-file") {
+		t.Errorf("New with a missing --peer-ca-file: %v", err)
+	}
+}
+
+// A starting mesh-core is ready once every peer's first poll has ended (or
+// after at most 5 s): its first snapshots already hold what it imports. A
+// peer that never answers holds it back no longer than that.
+func TestReadyWithTheFirstPeerAnswers(t *testing.T) {
+	etcd := testenv.StartEtcd(t)
+	a := coretest.Start(t, etcd, testenv.Prefix(t)+"a/", func(c *core.Config) { c.Peering.Export = []string{"svc"} })
+	register(t, a, "svc", "10.0.0.1:80", 60)
+	released := make(chan struct{})
+	hole := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // never answers
+		case <-r.Context().Done():
+		case <-released:
+		}
+	}))
+	t.Cleanup(func() { close(released); hole.Close() })
+	start := time.Now()
+	b := coretest.Start(t, etcd, testenv.Prefix(t)+"b/", func(c *core.Config) {
+		c.Peering.Peers = []core.Peer{{Name: "a", URL: "http://" + a.Addr(), Token: testenv.AdminToken},
+			{Name: "hole", URL: hole.URL, Token: testenv.AdminToken}}
+	})
+	sawHole := false
+	testenv.Eventually(t, 20*time.Second, func() error {
+		reasons := testenv.Ready(t, b.Addr())
+		for _, r := range reasons {
+			sawHole = sawHole || strings.Contains(r, "peer hole")
+		}
+		if len(reasons) > 0 {
+			return fmt.Errorf("not ready: %v", reasons)
+		}
+		return nil
+	})
+	if took := time.Since(start); !sawHole || took < 4*time.Second {
+		t.Errorf("ready %s after start (saw the wait for the silent peer: %v), want after about 5 s", took, sawHole)
+	}
+	// Ready: A's instance is in the first snapshot.
+	status, got := poll(t, b, "svc", 0, "0s")
+	if status != http.StatusOK || len(got.Instances) != 1 || got.Instances[0].Peer != "a" {
+		t.Errorf("svc from B once ready: %d %+v, want A's instance", status, got.Instances)
+	}
+}
+
 // A peer refusing the token (401) is unreachable, not connected; the
 // local mesh-core is ready all the same.
 func TestPeerRefusesTheToken(t *testing.T) {
@@ -280,14 +377,15 @@ func TestPeerRefusesTheToken(t *testing.T) {
 func TestPeeringFlags(t *testing.T) {
 	cfg := core.DefaultConfig()
 	fs := flag.NewFlagSet("mesh-core", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
 	cfg.RegisterFlags(fs)
 	err := fs.Parse([]string{"--export", "a,b", "--export", "c", "--peer", "east=https://mesh-core.east:7703",
-		"--peer-token-file", "east=/run/peer/east", "--peer", "west=http://10.0.0.1:7703,north=http://10.0.0.2:7703", "--peer-ttl", "90s"})
+		"--peer-token-file", "east=/run/peer/east", "--peer-ca-file", "east=/run/peer/east-ca.crt", "--peer", "west=http://10.0.0.1:7703,north=http://10.0.0.2:7703", "--peer-ttl", "90s"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := cfg.Peering
-	if !slices.Equal(p.Export, []string{"a", "b", "c"}) || len(p.Peers) != 3 || p.Peers[2].URL != "http://10.0.0.2:7703" || p.Peers[0] != (core.Peer{Name: "east", URL: "https://mesh-core.east:7703", TokenFile: "/run/peer/east"}) ||
+	if !slices.Equal(p.Export, []string{"a", "b", "c"}) || len(p.Peers) != 3 || p.Peers[2].URL != "http://10.0.0.2:7703" || p.Peers[0] != (core.Peer{Name: "east", URL: "https://mesh-core.east:7703", TokenFile: "/run/peer/east", CAFile: "/run/peer/east-ca.crt"}) ||
 		p.Peers[1].URL != "http://10.0.0.1:7703" || p.TTL != 90*time.Second {
 		t.Fatalf("parsed %+v", p)
 	}

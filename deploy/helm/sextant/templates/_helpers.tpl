@@ -197,12 +197,19 @@ Takes (dict "root" $ "component" "mesh-core"). */}}
 {{- if .peers }}
 {{- $peers := list }}
 {{- $files := list }}
+{{- $cas := list }}
 {{- range .peers }}
 {{- $peers = append $peers (printf "%s=%s" .name .url) }}
 {{- $files = append $files (printf "%s=/etc/sextant/peers/%s/token" .name .name) }}
+{{- if .caSecret }}
+{{- $cas = append $cas (printf "%s=/etc/sextant/peer-ca/%s/ca.crt" .name .name) }}
+{{- end }}
 {{- end }}
 {{- $_ = set $env "SEXTANT_PEER" (join "," $peers) }}
 {{- $_ = set $env "SEXTANT_PEER_TOKEN_FILE" (join "," $files) }}
+{{- if $cas }}
+{{- $_ = set $env "SEXTANT_PEER_CA_FILE" (join "," $cas) }}
+{{- end }}
 {{- $_ = set $env "SEXTANT_PEER_TTL" .ttl }}
 {{- $_ = set $env "SEXTANT_PEER_WAIT" .wait }}
 {{- end }}
