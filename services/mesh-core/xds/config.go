@@ -33,7 +33,9 @@ type governanceStore struct {
 	gov map[[2]string]*Governance
 	// rollouts are the rollouts each caller applies (not overridden by a pin).
 	rollouts map[string][]rollout
-	priority map[string]int32 // servers' default priority, when not DefaultPriority
+	// generations count the changes of each pair's rollouts (Governance.Generation).
+	generations map[[2]string]int64
+	priority    map[string]int32 // servers' default priority, when not DefaultPriority
 	// onPriority is told of a server whose default priority changed (its
 	// drop percentage is computed again).
 	onPriority func(server string)
@@ -42,7 +44,7 @@ type governanceStore struct {
 func newGovernanceStore(changed func(server, caller string)) *governanceStore {
 	return &governanceStore{changed: changed, entries: map[[2]string]map[string]*api.Entry{},
 		pins: map[string][]api.Pin{}, gov: map[[2]string]*Governance{}, priority: map[string]int32{},
-		rollouts: map[string][]rollout{}}
+		rollouts: map[string][]rollout{}, generations: map[[2]string]int64{}}
 }
 
 // rollout is one running rollout of a caller: the server and kind of the
@@ -103,6 +105,7 @@ func (g *governanceStore) build(pair [2]string, class string) *Governance {
 	if gov.empty() {
 		return nil
 	}
+	gov.Generation = g.generations[pair]
 	return gov
 }
 
@@ -131,6 +134,7 @@ func (g *governanceStore) defaultPriority(server string) int32 {
 // rollouts, and says whether either changed (for any class); mu is held.
 func (g *governanceStore) recompute(pair [2]string) bool {
 	before := g.signature(pair)
+	rolloutsBefore := g.rolloutsOf(pair)
 	if gov := g.build(pair, ""); gov != nil {
 		g.gov[pair] = gov
 	} else {
@@ -153,7 +157,24 @@ func (g *governanceStore) recompute(pair [2]string) bool {
 	} else {
 		g.rollouts[caller] = rs
 	}
+	if g.rolloutsOf(pair) != rolloutsBefore {
+		g.generations[pair]++
+		if gov := g.build(pair, ""); gov != nil {
+			g.gov[pair] = gov
+		}
+	}
 	return g.signature(pair) != before
+}
+
+// rolloutsOf are the rollouts of the pair, as text; mu is held.
+func (g *governanceStore) rolloutsOf(pair [2]string) string {
+	var out []string
+	for _, r := range g.rollouts[pair[1]] {
+		if r.server == pair[0] {
+			out = append(out, fmt.Sprint(r))
+		}
+	}
+	return strings.Join(out, ";")
 }
 
 // signature is what the nodes of the pair's caller may see of it: its

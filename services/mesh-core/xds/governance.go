@@ -9,8 +9,10 @@ import (
 	"github.com/cloudwego/kitex/pkg/retry"
 	"github.com/cloudwego/kitex/pkg/rpctimeout"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -22,6 +24,22 @@ type Governance struct {
 	Timeouts map[string]*rpctimeout.RPCTimeout
 	Retries  map[string]*retry.Policy
 	Breakers map[string]*circuitbreak.CBConfig
+	// Generation counts the changes of the pair's rollouts. It goes into
+	// the route's and cluster's metadata, so that their content changes
+	// for every node of the caller when a rollout starts, grows or ends:
+	// a delta node (sent only what changed) then answers too, and its
+	// next request finds its new group.
+	Generation int64 `json:"-"`
+}
+
+// rolloutMetadata is gen as the metadata of a route or cluster; nil for 0.
+func rolloutMetadata(gen int64) *corev3.Metadata {
+	if gen == 0 {
+		return nil
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		"sextant.io/rollout": {Fields: map[string]*structpb.Value{"generation": structpb.NewNumberValue(float64(gen))}},
+	}}
 }
 
 // Decode sets g's field of kind from doc (a document the config-center has

@@ -94,8 +94,12 @@ func RouteConfiguration(service string, gov *Governance, shed *Shed) *routev3.Ro
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_Route{Route: routeAction(service, gov, "*")},
 	}, shed)...)
+	var gen int64
+	if gov != nil {
+		gen = gov.Generation
+	}
 	return &routev3.RouteConfiguration{Name: service, VirtualHosts: []*routev3.VirtualHost{{
-		Name: service, Domains: []string{"*"}, Routes: routes,
+		Name: service, Domains: []string{"*"}, Routes: routes, Metadata: rolloutMetadata(gen),
 	}}}
 }
 
@@ -117,7 +121,12 @@ func routeAction(service string, gov *Governance, method string) *routev3.RouteA
 // ring_hash policy (see lbPolicy), and outlier detection from the caller's
 // circuit_break document. gov may be nil.
 func Cluster(service string, gov *Governance) *clusterv3.Cluster {
+	var gen int64
+	if gov != nil {
+		gen = gov.Generation
+	}
 	return &clusterv3.Cluster{
+		Metadata:             rolloutMetadata(gen),
 		Name:                 service,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource(), ServiceName: service},

@@ -37,6 +37,7 @@ func governance(t *testing.T) *Governance {
 	if g.empty() {
 		t.Fatal("governance decoded empty")
 	}
+	g.Generation = 3 // during a rollout: metadata on the route and cluster
 	return g
 }
 
