@@ -25,12 +25,12 @@ func usage() string {
 	b.WriteString(`usage: sextant <command> [flags]
 
 commands:
-  dev         run an embedded etcd and every Sextant service in one process (Ctrl-C stops)
-  token       create, list and revoke tokens (sextant token create --service S)
-  access      inspect a service's callers against its access rules (sextant access inspect --service S)
+  dev           run an embedded etcd and every Sextant service in one process (Ctrl-C stops)
+  token         create, list and revoke tokens (sextant token create --service S)
+  access        inspect a service's callers against its access rules (sextant access inspect --service S)
 `)
 	for _, c := range ctl.Commands {
-		fmt.Fprintf(&b, "  %-11s %s\n", c.Name, c.Summary)
+		fmt.Fprintf(&b, "  %-13s %s\n", c.Name, c.Summary)
 	}
 	b.WriteString(`
 Run "sextant <command> -h" for the flags of a command. Commands that talk to
