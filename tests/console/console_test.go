@@ -198,7 +198,7 @@ func TestConsole(t *testing.T) {
 	}()
 	t.Cleanup(func() { stopReports(); reporting.Wait() })
 
-	// Configs the pages show: a limit with two versions, and access rules in dry_run.
+	// Configs the pages show: a limit (its first version), and access rules in dry_run.
 	if s, b, err := call("PUT", api+"/v1/configs/limit/comment-svc", "", "", map[string]any{"qps_limit": 5000}); err != nil || s != http.StatusOK {
 		t.Fatalf("PUT limit: %d %s %v", s, b, err)
 	}
