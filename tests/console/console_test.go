@@ -274,8 +274,12 @@ func TestConsole(t *testing.T) {
 		defer cancel()
 		for i, st := range steps {
 			if err := chromedp.Do(c, st); err != nil {
+				// The page as it was, in the log and as a screenshot.
 				hc, hcancel := context.WithTimeout(browser, 5*time.Second)
 				html, _ := chromedp.Run(hc, chromedp.OuterHTML(chromedp.CSS("#app")))
+				if png, err := chromedp.Run(hc, chromedp.FullScreenshot(100)); err == nil {
+					_ = os.WriteFile(filepath.Join(shots, "failed-"+strings.ReplaceAll(t.Name(), "/", "-")+".png"), png, 0o644)
+				}
 				hcancel()
 				t.Fatalf("step %d: %v\npage:\n%s", i+1, err, html)
 			}
@@ -350,7 +354,11 @@ func TestConsole(t *testing.T) {
 	}
 
 	step("login", func(t *testing.T) {
-		do(t, chromedp.Navigate(api+"/ui/"), css("#token"), shot("login"), login(testenv.AdminToken),
+		// A token the config-center does not know is refused at once.
+		do(t, chromedp.Navigate(api+"/ui/"), css("#token"), chromedp.WaitNotVisible(chromedp.CSS("#nav")), login("not-a-token"),
+			chromedp.WaitVisible(chromedp.Search(`//form[@id="login-form"]//div[contains(., "401 unauthenticated")]`)),
+			shot("login"),
+			login(testenv.AdminToken), // the refused token was cleared
 			chromedp.WaitVisible(chromedp.Search(`//h1[.="Services"]`)))
 	})
 
@@ -408,6 +416,9 @@ func TestConsole(t *testing.T) {
 			css("#chart-weights polyline"),
 			css("#chart-latency polyline"),
 			shot("service"))
+		// A service no calculator computes is said so.
+		do(t, goTo("#/service/no-such-svc"), css("#not-computed"),
+			goTo("#/service/comment-svc"), css(`#instance-table tr[data-instance="10.0.1.3:9000"]`))
 		weights := value(t, `[...document.querySelectorAll('#instance-table td.weight')].map(td => td.textContent).join(' ')`)
 		if len(strings.Fields(weights)) != 3 {
 			t.Errorf("weights shown: %q, want three", weights)

@@ -177,7 +177,12 @@
         await api('GET', '/v1/kinds');
       } catch (err) {
         status.replaceChildren(errorBox(err, 'token check'));
-        if (err.status === 401) { sessionStorage.removeItem(TOKEN_KEY); return; }
+        if (err.status === 401) {
+          sessionStorage.removeItem(TOKEN_KEY);
+          input.value = '';
+          input.focus();
+          return;
+        }
       }
       const to = returnTo || '#/';
       returnTo = '';
