@@ -209,6 +209,12 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("PUT access_control: %d %s %v", s, b, err)
 	}
 
+	// One data plane of comment-svc watches its configs (and has not said
+	// it applied them yet).
+	if s, b, err := call("GET", api+"/v1/watch?service=comment-svc&instance=10.0.1.1:9000&wait=0s", "", "", nil); err != nil || s != http.StatusOK {
+		t.Fatalf("watch: %d %s %v", s, b, err)
+	}
+
 	// The browser.
 	shots := os.Getenv("SEXTANT_CONSOLE_SCREENSHOTS")
 	if shots == "" {
@@ -419,6 +425,7 @@ func TestConsole(t *testing.T) {
 		// A service no calculator computes is said so.
 		do(t, goTo("#/service/no-such-svc"), css("#not-computed"),
 			goTo("#/service/comment-svc"), css(`#instance-table tr[data-instance="10.0.1.3:9000"]`))
+		do(t, chromedp.WaitVisible(chromedp.Search(`//table[@id="dataplane-table"]//tr[@data-instance="10.0.1.1:9000"]//span[.="STALE"]`)))
 		weights := value(t, `[...document.querySelectorAll('#instance-table td.weight')].map(td => td.textContent).join(' ')`)
 		if len(strings.Fields(weights)) != 3 {
 			t.Errorf("weights shown: %q, want three", weights)

@@ -318,11 +318,12 @@
     const instances = el('div', { class: 'card', id: 'instances' }, el('p', { class: 'muted', text: 'Loading the live policy…' }));
     const charts = el('div', { class: 'charts', id: 'charts' });
     const configs = el('div', { class: 'card', id: 'service-configs' });
+    const planes = el('div', { class: 'card', id: 'dataplanes' });
     app.append(el('h1', {}, 'Service ', el('span', { id: 'service-name', text: service })), head,
       el('p', { class: 'row' },
         el('a', { href: '#/configs?service=' + enc(service), text: 'Configs of ' + service }),
         el('a', { href: '#/access?service=' + enc(service), text: 'Access dry-run report' })),
-      overload, instances, el('h2', {}, 'Over time ', el('span', { class: 'muted', id: 'chart-source', text: '(sampled every second while this page is open)' })), charts, configs);
+      overload, instances, el('h2', {}, 'Over time ', el('span', { class: 'muted', id: 'chart-source', text: '(sampled every second while this page is open)' })), charts, configs, planes);
     let last = null;
     // The history from InfluxDB, when the config-center has it, goes before
     // the live samples.
@@ -423,6 +424,21 @@
     }
 
     sample();
+    // Which config versions its data planes run (like istioctl proxy-status).
+    api('GET', '/v1/dataplanes?service=' + enc(service)).then(({ data }) => {
+      const list = data.dataplanes || [];
+      const revs = (m) => Object.entries(m || {}).map(([k, r]) => k + ' @' + r).join(', ') || '–';
+      const state = { SYNCED: 'healthy', STALE: 'degraded', 'NOT SENT': 'critical' };
+      planes.replaceChildren(el('h2', { text: 'Data planes and their config versions' }),
+        list.length ? el('table', { id: 'dataplane-table' },
+          el('thead', {}, el('tr', {}, ['Instance', 'State', 'In force', 'Sent', 'Applied', 'Last seen'].map((h) => el('th', { text: h })))),
+          el('tbody', {}, list.map((d) => el('tr', { 'data-instance': d.instance },
+            el('td', { text: d.instance }),
+            el('td', {}, el('span', { class: 'badge ' + (state[d.state] || ''), text: d.state })),
+            el('td', { text: revs(d.current) }), el('td', { text: revs(d.sent) }), el('td', { text: revs(d.applied) }),
+            el('td', { text: fmt.time(d.last_seen_ms) })))))
+          : el('p', { class: 'muted', text: 'No instance of ' + service + ' watches its configs on this config-center replica.' }));
+    }).catch((err) => planes.replaceChildren(errorBox(err, 'data planes')));
     api('GET', '/v1/configs?service=' + enc(service)).then(({ data }) => {
       configs.replaceChildren(el('h2', { text: 'Configs naming ' + service }), configTable(data.configs || []), pinTable(service, data.pins || [], () => render()));
     }).catch((err) => configs.replaceChildren(errorBox(err, 'configs')));
