@@ -115,14 +115,15 @@ test-long: $(BIN)/influxd
 
 ## chaos: the chaos suite (cmd/chaos, docs/development.md): the services as
 ## processes with a three-member etcd cluster, an SDK load, one fault at a
-## time; ends with "N passed, N failed" (about 3 minutes). CHAOS_FLAGS adds
-## flags, e.g. CHAOS_FLAGS='-run etcd -keep'.
+## time, 15 scenarios; ends with "N passed, N failed" (about 5 minutes).
+## CHAOS_FLAGS adds flags, e.g. CHAOS_FLAGS='-run etcd -keep'; CHAOS_BIN
+## builds and runs from another folder than the (perhaps shared) bin/chaos.
 CHAOS_BIN   := $(BIN)/chaos
 CHAOS_FLAGS ?=
 chaos: chaos-build $(BIN)/influxd
 	$(CHAOS_BIN)/chaos $(CHAOS_FLAGS)
 
-## chaos-short: the chaos suite's short form, two scenarios (about 40 s), in `make test`.
+## chaos-short: the chaos suite's short form, two scenarios (about 55 s with the build), in `make test`.
 chaos-short: chaos-build
 	$(CHAOS_BIN)/chaos -short $(CHAOS_FLAGS)
 

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"hash/fnv"
 	"slices"
 )
 
@@ -68,6 +69,52 @@ type Pin struct {
 	Document json.RawMessage `json:"document"`
 	PinnedBy string          `json:"pinned_by"`
 	AtMs     int64           `json:"at_ms"`
+}
+
+// RolloutBucket places an instance in [0, 100) by a stable hash of its id
+// (FNV-1a): a rollout to P % gives the new document to the instances whose
+// bucket is below P, so the instances in a 10 % canary stay in it at 50 %.
+func RolloutBucket(instance string) int {
+	h := fnv.New32a()
+	h.Write([]byte(instance))
+	return int(h.Sum32() % 100)
+}
+
+// EffectiveOf is what an instance applies of e (whose Kind and Scope are
+// set): a pin among pins (its service's) wins; during a rollout, the new
+// document when inCanary says the instance is in the canary of that
+// percentage (RolloutBucket(instance) < percent), the previous one
+// otherwise; else the document.
+func EffectiveOf(e Entry, pins []Pin, inCanary func(percent int) bool) Effective {
+	for _, p := range pins {
+		if p.Kind == e.Kind && p.Scope == e.Scope {
+			return Effective{Kind: e.Kind, Scope: e.Scope, Revision: p.Revision, Source: SourcePinned, Document: p.Document}
+		}
+	}
+	if ro := e.Rollout; ro != nil {
+		if inCanary(ro.Percent) {
+			return Effective{Kind: e.Kind, Scope: e.Scope, Revision: e.Revision, Source: SourceCanary, Document: e.Document}
+		}
+		return Effective{Kind: e.Kind, Scope: e.Scope, Revision: ro.PreviousRevision, Source: SourcePrevious, Document: ro.Previous}
+	}
+	return Effective{Kind: e.Kind, Scope: e.Scope, Revision: e.Revision, Source: SourceCurrent, Document: e.Document}
+}
+
+// StockDocument is the document of a config (of kind and scope, stored as
+// e) that a data plane knowing no canary applies: a stock Kitex client
+// through config-etcd, an xDS client. During a rollout it keeps the
+// previous document until the rollout is promoted to 100 %; a pin (among
+// pins, those of the service that applies the config) wins.
+func StockDocument(kind, scope string, e *Entry, pins []Pin) json.RawMessage {
+	for _, p := range pins {
+		if p.Kind == kind && p.Scope == scope && p.Document != nil {
+			return p.Document
+		}
+	}
+	if e.Rollout != nil && e.Rollout.Previous != nil {
+		return e.Rollout.Previous
+	}
+	return e.Document
 }
 
 // Effective sources: which version of a config an instance applies.

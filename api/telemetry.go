@@ -1,11 +1,30 @@
 package api
 
+import "time"
+
 // POST /v1/telemetry on the telemetry-mixer takes one Report (a JSON object)
 // or several (a JSON array), answers 202 when it accepted all of them, 400
 // naming the first bad field (and keeps none), 429 when its queue is full
 // (send the same reports again later). Bad dry-run denials are the
 // exception: they are left out of a report otherwise good, which is kept
 // (the 202 says how many). docs/telemetry.md explains each field.
+
+// HeaderSentAt is the request header in which a data plane may say when
+// it sent a telemetry request, in ms since the epoch on its own clock. A
+// mixer that finds it more than ClockSkewTolerance away from its own clock
+// takes the difference for the data plane's clock skew: it checks the
+// reports' timestamp_ms against the data plane's clock and moves them onto
+// its own (counted in sextant_mixer_reports_clock_corrected_total), so that
+// a data plane whose clock is off neither has its reports refused nor
+// places them in windows that are not theirs.
+const HeaderSentAt = "X-Sextant-Sent-At"
+
+// ClockSkewTolerance is how far HeaderSentAt may be from the mixer's clock
+// before the mixer corrects the reports' timestamps: about a window, more
+// than a request takes on its way (one delayed longer is taken for skew:
+// its reports move later by the delay, which the calculator's ring of
+// windows absorbs).
+const ClockSkewTolerance = time.Second
 
 // MaxPriority is the highest business priority of a request; 0 is the lowest.
 const MaxPriority = 127

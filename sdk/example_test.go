@@ -59,3 +59,31 @@ func ExampleDiscovery() {
 	fmt.Println(len(snap.Instances), snap.Instances[0].Addr)
 	// Output: 1 10.0.0.1:9000
 }
+
+// Route a tenant's requests to a unit: the callee's unit_routing (here
+// given by hand; UnitRouter.Follow takes it from the config-center) sends
+// tenant acme to cluster c2; other requests pick among every instance.
+func ExampleUnitBalancer() {
+	router := sdk.NewUnitRouter("front", nil)
+	_ = router.Update("orders", []byte(`{"rules": [{"name": "acme-to-c2", "match": {"keys": ["acme"]}, "unit": "c2", "mode": "enforce"}]}`))
+	b := sdk.NewUnitBalancer("orders", router, func() sdk.Balancer { return new(sdk.Picker) })
+	b.Update(&sdk.Snapshot{Discovery: api.Discovery{Version: 1, Instances: []sdk.Instance{
+		{Instance: "c1-a", Cluster: "c1", Weight: 100, Healthy: true},
+		{Instance: "c2-a", Cluster: "c2", Weight: 100, Healthy: true},
+	}}})
+	for _, tenant := range []string{"acme", "acme", "globex", "globex"} {
+		in, _ := b.PickFor(sdk.UnitFeatures{Header: func(k string) string {
+			if k == "x-tenant-id" {
+				return tenant
+			}
+			return ""
+		}})
+		b.Done(in.Instance, time.Millisecond, false)
+		fmt.Println(tenant, in.Instance)
+	}
+	// Output:
+	// acme c2-a
+	// acme c2-a
+	// globex c1-a
+	// globex c2-a
+}

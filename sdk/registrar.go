@@ -85,9 +85,18 @@ func StartRegistrar(o RegistrarOptions) *Registrar {
 
 func (r *Registrar) run(ctx context.Context) {
 	defer close(r.done)
+	ttl := time.Duration(r.reg.TTLSeconds) * time.Second
+	every := ttl / 3
+	// While the lease may still be alive, a failed heartbeat is retried
+	// at most a fifth of the heartbeat interval apart, so that the first
+	// one after a short partition or a mesh-core restart comes before the
+	// lease ends (with exponential backoff alone, a 5 s partition made
+	// instances with a 10 s TTL miss their deadline and leave discovery).
+	// Once it has surely ended, the retries back off to 5 s apart.
 	retry := backoff.Policy{Base: 200 * time.Millisecond, Max: 5 * time.Second}
-	every := time.Duration(r.reg.TTLSeconds) * time.Second / 3
+	fast := backoff.Policy{Base: min(retry.Base, every/5), Max: every / 5}
 	registered, failures := false, 0
+	var lastOK time.Time
 	for ctx.Err() == nil {
 		var err error
 		if registered {
@@ -102,10 +111,14 @@ func (r *Registrar) run(ctx context.Context) {
 			if failures == 1 || failures%30 == 0 {
 				r.log.Warn("mesh-core registration failing; retrying", "err", err, "failures", failures)
 			}
-			retry.Sleep(ctx, failures)
+			if !lastOK.IsZero() && time.Since(lastOK) < ttl {
+				fast.Sleep(ctx, failures)
+			} else {
+				retry.Sleep(ctx, failures)
+			}
 			continue
 		}
-		failures = 0
+		failures, lastOK = 0, time.Now()
 		r.wait(ctx, every)
 	}
 }

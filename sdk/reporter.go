@@ -134,7 +134,10 @@ type ReporterOptions struct {
 	// (default 100, the mixer's default).
 	MaxDenials int
 	// Retry paces the sends again of a refused window (default: from
-	// 200 ms, doubling, up to 10 s; a 429's Retry-After is waited at least).
+	// 200 ms, doubling, up to a quarter of what the buffer holds,
+	// MaxPending x Window / 4, at most 10 s: 2.5 s with the defaults, so
+	// that once the mixer is back the buffer is sent before it fills; a
+	// 429's Retry-After is waited at least).
 	Retry backoff.Policy
 	// Utilization returns the share of capacity in use over the last window;
 	// nil uses the gate's busy time over its concurrency when a Gate bounds
@@ -197,7 +200,11 @@ func NewReporter(o ReporterOptions) *Reporter {
 		o.MaxDenials = 100
 	}
 	if o.Retry.Base <= 0 {
-		o.Retry = backoff.Policy{Base: 200 * time.Millisecond, Max: 10 * time.Second}
+		// With 10 s at most, a mixer away 5 s made the reporters wait up
+		// to 10 s more before they tried again, and their 10 windows'
+		// buffer overflowed meanwhile.
+		most := min(10*time.Second, time.Duration(o.MaxPending)*o.Window/4)
+		o.Retry = backoff.Policy{Base: min(200*time.Millisecond, most), Max: most}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -677,6 +684,8 @@ func (r *Reporter) post(ctx context.Context, rep *api.Report) answer {
 		return answer{status: http.StatusBadRequest, err: err}
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// The mixer corrects the timestamps of a data plane whose clock is off.
+	req.Header.Set(api.HeaderSentAt, strconv.FormatInt(r.o.Now().UnixMilli(), 10))
 	authorize(req, r.o.Token)
 	resp, err := r.client.Do(req)
 	if err != nil {

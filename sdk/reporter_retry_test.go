@@ -257,3 +257,23 @@ func TestReporterKeepsDenialsWithinTheMixersLimits(t *testing.T) {
 		t.Fatalf("%d denial keys held, want 10 x MaxDenials", n)
 	}
 }
+
+// The default retry backoff stops at a quarter of what the buffer holds
+// (MaxPending windows), at most 10 s: a mixer back after an outage gets the
+// buffered windows before the buffer fills.
+func TestDefaultRetryFitsTheBuffer(t *testing.T) {
+	for _, tc := range []struct {
+		maxPending int
+		window     time.Duration
+		want       time.Duration
+	}{
+		{0, 0, 2500 * time.Millisecond}, // the defaults: 10 windows of 1 s
+		{100, time.Second, 10 * time.Second},
+		{4, 100 * time.Millisecond, 100 * time.Millisecond},
+	} {
+		r := NewReporter(ReporterOptions{Mixer: "127.0.0.1:1", Service: "s", Instance: "i", MaxPending: tc.maxPending, Window: tc.window})
+		if r.retry.Max != tc.want || r.retry.Base > r.retry.Max {
+			t.Errorf("MaxPending %d, Window %s: retry %+v, want at most %s", tc.maxPending, tc.window, r.retry, tc.want)
+		}
+	}
+}

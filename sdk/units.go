@@ -3,6 +3,7 @@ package sdk
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"sort"
 	"strings"
@@ -79,7 +80,7 @@ func (u *UnitRouter) update(callee string, doc []byte, revision int64) error {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	m := maps1(*u.rules.Load())
+	m := maps.Clone(*u.rules.Load())
 	m[callee] = &unitRules{r: r, revision: revision}
 	u.rules.Store(&m)
 	return nil
@@ -89,17 +90,9 @@ func (u *UnitRouter) update(callee string, doc []byte, revision int64) error {
 func (u *UnitRouter) Clear(callee string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	m := maps1(*u.rules.Load())
+	m := maps.Clone(*u.rules.Load())
 	delete(m, callee)
 	u.rules.Store(&m)
-}
-
-func maps1(m map[string]*unitRules) map[string]*unitRules {
-	c := make(map[string]*unitRules, len(m)+1)
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
 }
 
 // Rules are callee's compiled rules (nil: none).
@@ -124,7 +117,9 @@ func (u *UnitRouter) Revision(callee string) int64 {
 // callee's unit_routing to its callers' answers: ConfigWatcherOptions.Calls,
 // or a client-scoped config naming the callee): at once from the last
 // answer, then from every new one. A callee whose config is gone has no
-// rules; a document refused is logged and the rules in force stay.
+// rules; a document refused is logged and the rules in force stay. Each
+// answer replaces every callee's rules, those given with Update too: a
+// router follows one watcher, or is fed by hand.
 func (u *UnitRouter) Follow(w *ConfigWatcher) {
 	apply := func() {
 		a := w.Current()
@@ -260,7 +255,8 @@ var _ RequestBalancer = (*UnitBalancer)(nil)
 // asks the UnitRouter for the request's unit and picks with a Balancer of
 // that unit's instances (one per unit, made by newBalancer and fed the
 // narrowed snapshots), or with the one of every instance when no enforced
-// rule routes the request. Done reaches the Balancer that picked. Pick,
+// rule routes the request. Done reaches the Balancer that picked: every
+// instance picked is settled with Done, as with any Balancer. Pick,
 // without features, is the whole service's.
 type UnitBalancer struct {
 	callee      string

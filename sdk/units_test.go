@@ -111,3 +111,76 @@ func TestUnitRouterWithoutRules(t *testing.T) {
 		t.Fatalf("a nil router: %v %v", sel, err)
 	}
 }
+
+// In observe mode a rule changes no pick: a UnitBalancer over Pickers
+// picks exactly the sequence a plain Picker picks, and counts every
+// request where it would have gone; enforced outside its percent, the same.
+func TestObserveChangesNoPick(t *testing.T) {
+	router := sdk.NewUnitRouter("front", nil)
+	if err := router.Update("orders", []byte(`{"rules": [
+	  {"name": "watch", "match": {"headers": {"x-tier": "gold"}}, "unit": "c2", "mode": "observe"},
+	  {"name": "none-yet", "match": {"headers": {"x-tier": "silver"}}, "unit": "c2", "mode": "enforce", "percent": 0}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	snap := &sdk.Snapshot{Discovery: api.Discovery{Version: 9, Instances: []sdk.Instance{
+		{Instance: "a", Cluster: "c1", Weight: 500, Healthy: true}, {Instance: "b", Cluster: "c1", Weight: 100, Healthy: true},
+		{Instance: "c", Cluster: "c2", Weight: 300, Healthy: true}, {Instance: "d", Cluster: "c2", Weight: 100, Healthy: true},
+	}}}
+	b := sdk.NewUnitBalancer("orders", router, func() sdk.Balancer { return new(sdk.Picker) })
+	b.Update(snap)
+	ref := new(sdk.Picker)
+	ref.Update(snap)
+	for i := range 1000 {
+		tier := []string{"gold", "silver", ""}[i%3]
+		got, err := b.PickFor(sdk.UnitFeatures{Header: func(k string) string { return map[string]string{"x-tier": tier}[k] }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := ref.Pick()
+		if got.Instance != want.Instance {
+			t.Fatalf("pick %d (%q): %s, a plain picker %s", i, tier, got.Instance, want.Instance)
+		}
+		b.Done(got.Instance, time.Millisecond, false)
+	}
+	if n := router.Count(sdk.UnitCount{Callee: "orders", Rule: "watch", Unit: "c2", Outcome: unitrouting.Observed}); n != 334 {
+		t.Errorf("observed %d, want 334", n)
+	}
+	if n := router.Count(sdk.UnitCount{Callee: "orders", Rule: "none-yet", Unit: "c2", Outcome: unitrouting.Observed}); n != 333 {
+		t.Errorf("observed at 0 %% %d, want 333", n)
+	}
+}
+
+// A unit whose instances are all ejected (unhealthy, or weight 0) has no
+// healthy instance: its rule fails the request or falls back.
+func TestEjectedUnitFallsBack(t *testing.T) {
+	router := sdk.NewUnitRouter("front", nil)
+	if err := router.Update("orders", []byte(`{"rules": [
+	  {"name": "fail", "match": {"headers": {"x-to": "fail"}}, "unit": "c3", "mode": "enforce"},
+	  {"name": "to-c1", "match": {"headers": {"x-to": "c1"}}, "unit": "c3", "mode": "enforce", "fallback": "c1"},
+	  {"name": "to-c2", "match": {"headers": {"x-to": "c2"}}, "unit": "c3", "mode": "enforce", "fallback": "c2"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	b := sdk.NewUnitBalancer("orders", router, nil)
+	b.Update(&sdk.Snapshot{Discovery: api.Discovery{Version: 2, Instances: []sdk.Instance{
+		{Instance: "a", Cluster: "c1", Weight: 100, Healthy: true},
+		{Instance: "b", Cluster: "c2", Weight: 0, Healthy: true},
+		{Instance: "c", Cluster: "c3", Weight: 100, Healthy: false},
+	}}})
+	to := func(v string) sdk.UnitFeatures {
+		return sdk.UnitFeatures{Header: func(k string) string { return map[string]string{"x-to": v}[k] }}
+	}
+	if _, err := b.PickFor(to("fail")); !errors.Is(err, sdk.ErrUnitUnavailable) || !errors.Is(err, sdk.ErrNoInstance) {
+		t.Errorf("fallback fail: %v", err)
+	}
+	if in, err := b.PickFor(to("c1")); err != nil || in.Instance != "a" {
+		t.Errorf("fallback c1: %v %v", in, err)
+	}
+	if _, err := b.PickFor(to("c2")); !errors.Is(err, sdk.ErrUnitUnavailable) {
+		t.Errorf("fallback to a unit with none either: %v", err)
+	}
+	for rule, outcome := range map[string]string{"fail": unitrouting.Failed, "to-c1": unitrouting.FellBack, "to-c2": unitrouting.Failed} {
+		if n := router.Count(sdk.UnitCount{Callee: "orders", Rule: rule, Unit: "c3", Outcome: outcome}); n != 1 {
+			t.Errorf("%s %s: %d, want 1", rule, outcome, n)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -45,6 +46,13 @@ type load struct {
 	picker   sdk.Picker
 	pickerMu sync.Mutex
 	client   *http.Client
+	dpLog    *slog.Logger
+
+	frontTok string
+	// skewed are the callers started with a clock that is off (clock-skew).
+	skewedMu   sync.Mutex
+	skewed     []*sdk.Reporter
+	stopSkewed func()
 
 	calls, failed atomic.Int64
 	lastErr       atomic.Value
@@ -61,7 +69,10 @@ func startLoad(ctx context.Context, p *plane, rate int) (*load, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &load{p: p, client: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+	// The SDK's own logs (a window refused, a watch failing) go to the
+	// data folder.
+	dpLog := slog.New(slog.NewTextHandler(p.logFor("data-planes"), nil))
+	l := &load{p: p, dpLog: dpLog, client: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
 	var static []sdk.Instance
 	for _, delay := range []time.Duration{2 * time.Millisecond, 2 * time.Millisecond, 12 * time.Millisecond} {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -70,7 +81,7 @@ func startLoad(ctx context.Context, p *plane, rate int) (*load, error) {
 		}
 		s := &server{ln: ln, delay: delay}
 		addr := ln.Addr().String()
-		s.rep = sdk.NewReporter(sdk.ReporterOptions{Mixer: p.mixerHTTP, Token: backTok, Service: backend, Instance: addr,
+		s.rep = sdk.NewReporter(sdk.ReporterOptions{Mixer: p.dpMixer.Addr(), Token: backTok, Service: backend, Instance: addr, Logger: dpLog,
 			Utilization: func(time.Duration) float64 { return 0.1 + float64(s.inflight.Load())/4 }})
 		s.rep.Start()
 		s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -82,23 +93,24 @@ func startLoad(ctx context.Context, p *plane, rate int) (*load, error) {
 			io.WriteString(w, "ok")
 		})}
 		go s.srv.Serve(ln)
-		s.reg = sdk.StartRegistrar(sdk.RegistrarOptions{MeshCore: p.coreHTTP, Token: backTok,
+		s.reg = sdk.StartRegistrar(sdk.RegistrarOptions{MeshCore: p.dpCore.Addr(), Token: backTok,
 			Registration: sdk.Registration{Service: backend, Instance: addr, Addr: addr, TTLSeconds: 10}})
-		s.cfg = sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: p.centerHTTP, Service: backend, Instance: addr, Token: backTok, Wait: 5 * time.Second})
+		s.cfg = sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: p.dpCenter.Addr(), Service: backend, Instance: addr, Token: backTok, Wait: 5 * time.Second})
 		s.cfg.Start()
 		l.servers = append(l.servers, s)
 		static = append(static, sdk.Instance{Instance: addr, Addr: addr, Weight: 100, StaticWeight: 100, Healthy: true})
 	}
 	l.slow = l.servers[len(l.servers)-1].ln.Addr().String()
 	frontAddr := freeAddr()
-	l.reg = sdk.StartRegistrar(sdk.RegistrarOptions{MeshCore: p.coreHTTP, Token: frontTok,
+	l.reg = sdk.StartRegistrar(sdk.RegistrarOptions{MeshCore: p.dpCore.Addr(), Token: frontTok,
 		Registration: sdk.Registration{Service: front, Instance: frontAddr, Addr: frontAddr, TTLSeconds: 10}})
-	l.rep = sdk.NewReporter(sdk.ReporterOptions{Mixer: p.mixerHTTP, Token: frontTok, Service: front, Instance: frontAddr})
+	l.frontTok = frontTok
+	l.rep = sdk.NewReporter(sdk.ReporterOptions{Mixer: p.dpMixer.Addr(), Token: frontTok, Service: front, Instance: frontAddr, Logger: dpLog})
 	l.rep.Start()
-	l.cfg = sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: p.centerHTTP, Service: front, Instance: frontAddr, Token: frontTok,
+	l.cfg = sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: p.dpCenter.Addr(), Service: front, Instance: frontAddr, Token: frontTok,
 		Calls: []string{backend}, Wait: 5 * time.Second})
 	l.cfg.Start()
-	l.disc = sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: p.corePoll, Token: frontTok, Wait: 5 * time.Second})
+	l.disc = sdk.NewDiscovery(sdk.DiscoveryOptions{MeshCore: p.dpPoll.Addr(), Token: frontTok, Wait: 5 * time.Second})
 	l.disc.Watch(backend, static, func(s *sdk.Snapshot) {
 		l.pickerMu.Lock()
 		l.picker.Update(s)
@@ -122,15 +134,49 @@ func startLoad(ctx context.Context, p *plane, rate int) (*load, error) {
 					return
 				case <-tick.C:
 				}
-				l.call(cctx)
+				l.call(cctx, l.rep)
 			}
 		}()
 	}
 	return l, nil
 }
 
-// call makes one call of front to backend, on the instance the SDK picks.
-func (l *load) call(ctx context.Context) {
+// startSkewed starts another chaos-front data plane whose clock is skew
+// off (its reporter stamps its windows with that clock), calling backend
+// rate times a second like the first, until stop.
+func (l *load) startSkewed(ctx context.Context, skew time.Duration, rate int) (stop func()) {
+	instance := freeAddr()
+	rep := sdk.NewReporter(sdk.ReporterOptions{Mixer: l.p.dpMixer.Addr(), Token: l.frontTok, Service: front, Instance: instance,
+		Now: func() time.Time { return time.Now().Add(skew) }, Logger: l.dpLog})
+	rep.Start()
+	l.skewedMu.Lock()
+	l.skewed = append(l.skewed, rep)
+	l.skewedMu.Unlock()
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		for {
+			select {
+			case <-cctx.Done():
+				return
+			case <-tick.C:
+			}
+			l.call(cctx, rep)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		rep.Close()
+	}
+}
+
+// call makes one call of front to backend, on the instance the SDK picks,
+// and reports it with rep.
+func (l *load) call(ctx context.Context, rep *sdk.Reporter) {
 	l.pickerMu.Lock()
 	in, err := l.picker.Pick()
 	l.pickerMu.Unlock()
@@ -158,15 +204,26 @@ func (l *load) call(ctx context.Context) {
 		l.failed.Add(1)
 		l.lastErr.Store(err.Error())
 	}
-	l.rep.RecordCall(backend, in.Instance, time.Since(start), err != nil, false)
+	rep.RecordCall(backend, in.Instance, time.Since(start), err != nil, false)
 }
 
-// reporters are every Reporter of the load.
-func (l *load) reporters() []*sdk.Reporter {
+// running are the reporters of the steady load (chaos-front's and the
+// backend instances').
+func (l *load) running() []*sdk.Reporter {
 	r := []*sdk.Reporter{l.rep}
 	for _, s := range l.servers {
 		r = append(r, s.rep)
 	}
+	return r
+}
+
+// reporters are every Reporter of the load, those of the data planes a
+// scenario started and stopped included.
+func (l *load) reporters() []*sdk.Reporter {
+	r := l.running()
+	l.skewedMu.Lock()
+	r = append(r, l.skewed...)
+	l.skewedMu.Unlock()
 	return r
 }
 
@@ -201,4 +258,13 @@ func (l *load) Close() {
 		s.rep.Close()
 		s.srv.Close()
 	}
+}
+
+// sent is, per backend instance, the windows its reporter had accepted.
+func (l *load) sent() map[string]int64 {
+	out := map[string]int64{}
+	for _, s := range l.servers {
+		out[s.ln.Addr().String()] = s.rep.Stats().Sent
+	}
+	return out
 }

@@ -8,6 +8,9 @@
 //   - no weight or overload threshold the SDK holds flips to a default
 //     during the fault (against the answer it held before);
 //   - every telemetry window is sent, pending, or counted as dropped;
+//   - every window a backend reporter had accepted reached the calculator,
+//     but what the fault may lose by its nature (a mixer's SIGKILL: what
+//     it accepted in its last flush interval), within a bound;
 //   - mesh-core serves a policy published after the fault ended, within
 //     the recovery bound (the measured time is printed).
 //
@@ -47,7 +50,7 @@ func main() {
 	flag.DurationVar(&o.policyTTL, "policy-ttl", 15*time.Second, "mesh-core's --policy-ttl (2 min by default): a restarted calculator must publish within it, and an etcd outage longer than it must not expire a policy")
 	flag.DurationVar(&o.recoveryBound, "recovery-bound", 30*time.Second, "longest recovery to a fresh policy after a fault ends")
 	flag.IntVar(&o.rate, "rate", 100, "calls a second of the SDK client")
-	keep := flag.Bool("keep", false, "keep the data folder (service logs) after the run")
+	keep := flag.Bool("keep", false, "keep the data folder (service logs) after the run, as when a scenario failed")
 	flag.Parse()
 
 	var filter *regexp.Regexp
@@ -68,7 +71,9 @@ func main() {
 		}
 		return filter == nil || filter.MatchString(name)
 	})
-	if !*keep {
+	if *keep || failed > 0 {
+		fmt.Printf("chaos: data and service logs kept in %s\n", dataDir)
+	} else {
 		os.RemoveAll(dataDir)
 	}
 	fmt.Printf("%d passed, %d failed\n", passed, failed)

@@ -31,11 +31,16 @@ type plane struct {
 
 	members []etcdMember
 	etcd    []*process
-	// coreEtcd are the proxies between mesh-core and each etcd member.
-	coreEtcd []*proxy
+	// etcdLinks are the proxies between each service (by binary name) and
+	// each etcd member: every service reaches etcd through its own.
+	etcdLinks map[string][]*proxy
 	// calcLink is the proxy mixers dial to reach the calculator (its
 	// advertised address).
 	calcLink *proxy
+	// The data planes reach the control plane through these: mesh-core's
+	// HTTP port (registration) and poll port (discovery), the mixer and
+	// the config-center.
+	dpCore, dpPoll, dpMixer, dpCenter *proxy
 
 	meshCore, calculator, mixer, center *process
 	// influx is the influxd every service writes its time series to; nil
@@ -56,13 +61,35 @@ func (p *plane) etcdEndpoints() string {
 	return strings.Join(eps, ",")
 }
 
-func (p *plane) service(name string, args ...string) *process {
-	common := []string{"--etcd-endpoints", p.etcdEndpoints(), "--admin-token", adminToken}
+// service is a service's process, reaching etcd through proxies of its own.
+func (p *plane) service(name string, args ...string) (*process, error) {
+	var eps []string
+	for _, m := range p.members {
+		px, err := newProxy(m.Client)
+		if err != nil {
+			return nil, err
+		}
+		p.etcdLinks[name] = append(p.etcdLinks[name], px)
+		eps = append(eps, px.Addr())
+	}
+	common := []string{"--etcd-endpoints", strings.Join(eps, ","), "--admin-token", adminToken}
 	if p.influx != nil {
 		args = append(args, "--influx-url", p.influx.URL())
 	}
-	return &process{name: name, bin: filepath.Join(p.binDir, name), args: append(common, args...), log: p.logFor(name)}
+	return &process{name: name, bin: filepath.Join(p.binDir, name), args: append(common, args...), log: p.logFor(name)}, nil
 }
+
+// links are every proxy of the plane.
+func (p *plane) links() []*proxy {
+	out := []*proxy{p.calcLink, p.dpCore, p.dpPoll, p.dpMixer, p.dpCenter}
+	for _, l := range p.etcdLinks {
+		out = append(out, l...)
+	}
+	return out
+}
+
+// dpLinks are the data planes' links to the control plane.
+func (p *plane) dpLinks() []*proxy { return []*proxy{p.dpCore, p.dpPoll, p.dpMixer, p.dpCenter} }
 
 func (p *plane) logFor(name string) io.Writer {
 	f, err := os.OpenFile(filepath.Join(p.dataDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -74,7 +101,7 @@ func (p *plane) logFor(name string) io.Writer {
 
 // startPlane starts etcd and the four services and waits until each is ready.
 func startPlane(ctx context.Context, binDir, dataDir string, policyTTL time.Duration) (*plane, error) {
-	p := &plane{binDir: binDir, dataDir: dataDir}
+	p := &plane{binDir: binDir, dataDir: dataDir, etcdLinks: map[string][]*proxy{}}
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -106,29 +133,31 @@ func startPlane(ctx context.Context, binDir, dataDir string, policyTTL time.Dura
 			p.influx, p.influxErr = nil, err
 		}
 	}
-	var coreEps []string
-	for _, m := range p.members {
-		px, err := newProxy(m.Client)
-		if err != nil {
-			return p, err
-		}
-		p.coreEtcd = append(p.coreEtcd, px)
-		coreEps = append(coreEps, px.Addr())
-	}
 	p.coreHTTP, p.coreKitex, p.corePoll = freeAddr(), freeAddr(), freeAddr()
 	p.calcKitex, p.calcAdmin = freeAddr(), freeAddr()
 	p.mixerHTTP, p.centerHTTP = freeAddr(), freeAddr()
-	if p.calcLink, err = newProxy(p.calcKitex); err != nil {
+	for _, l := range []struct {
+		px     **proxy
+		target string
+	}{{&p.calcLink, p.calcKitex}, {&p.dpCore, p.coreHTTP}, {&p.dpPoll, p.corePoll}, {&p.dpMixer, p.mixerHTTP}, {&p.dpCenter, p.centerHTTP}} {
+		if *l.px, err = newProxy(l.target); err != nil {
+			return p, err
+		}
+	}
+	if p.meshCore, err = p.service("mesh-core", "--http-addr", p.coreHTTP, "--kitex-addr", p.coreKitex, "--poll-addr", p.corePoll,
+		"--policy-ttl", policyTTL.String(), "--etcd-probe-interval", "500ms"); err != nil {
 		return p, err
 	}
-	p.meshCore = p.service("mesh-core", "--http-addr", p.coreHTTP, "--kitex-addr", p.coreKitex, "--poll-addr", p.corePoll,
-		"--policy-ttl", policyTTL.String(), "--etcd-probe-interval", "500ms")
-	// mesh-core reaches etcd through the proxies only.
-	p.meshCore.args[1] = strings.Join(coreEps, ",")
-	p.calculator = p.service("weight-calculator", "--id", "calc-1", "--kitex-addr", p.calcKitex, "--advertise-addr", p.calcLink.Addr(),
-		"--admin-addr", p.calcAdmin, "--mesh-core-addr", p.coreKitex)
-	p.mixer = p.service("telemetry-mixer", "--id", "mixer-1", "--http-addr", p.mixerHTTP)
-	p.center = p.service("config-center", "--http-addr", p.centerHTTP)
+	if p.calculator, err = p.service("weight-calculator", "--id", "calc-1", "--kitex-addr", p.calcKitex, "--advertise-addr", p.calcLink.Addr(),
+		"--admin-addr", p.calcAdmin, "--mesh-core-addr", p.coreKitex); err != nil {
+		return p, err
+	}
+	if p.mixer, err = p.service("telemetry-mixer", "--id", "mixer-1", "--http-addr", p.mixerHTTP); err != nil {
+		return p, err
+	}
+	if p.center, err = p.service("config-center", "--http-addr", p.centerHTTP); err != nil {
+		return p, err
+	}
 	for _, s := range []*process{p.meshCore, p.calculator, p.mixer, p.center} {
 		if err := s.Start(); err != nil {
 			return p, err
@@ -242,9 +271,117 @@ func (p *plane) Close() {
 	if p.influx != nil {
 		p.influx.Stop()
 	}
-	for _, px := range append(p.coreEtcd, p.calcLink) {
+	for _, px := range p.links() {
 		if px != nil {
 			px.Close()
 		}
 	}
+}
+
+// compactAndDefrag compacts etcd to its current revision (physically) and
+// defragments every member, then resets every service's connections to
+// etcd so that their watches resume from a compacted revision.
+func (p *plane) compactAndDefrag(ctx context.Context) error {
+	cli, err := p.etcdClient()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	put, err := cli.Put(c, "/sextant-chaos/compact", time.Now().String())
+	if err != nil {
+		return err
+	}
+	if _, err := cli.Compact(c, put.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		return fmt.Errorf("compact to %d: %w", put.Header.Revision, err)
+	}
+	for _, m := range p.members {
+		if _, err := cli.Defragment(c, m.Client); err != nil {
+			return fmt.Errorf("defragment %s: %w", m.Name, err)
+		}
+	}
+	fmt.Printf("  etcd-compact-defrag: compacted to revision %d, %d members defragmented\n", put.Header.Revision, len(p.members))
+	for _, links := range p.etcdLinks {
+		for _, px := range links {
+			px.Reset()
+		}
+	}
+	return nil
+}
+
+// relistLine is what internal/etcdx.Mirror logs when a watch finds its
+// revision compacted.
+const relistLine = "watch revision compacted; listing again"
+
+// relists counts relistLine in each service's log.
+func (p *plane) relists() map[string]int {
+	out := map[string]int{}
+	for name := range p.etcdLinks {
+		b, _ := os.ReadFile(filepath.Join(p.dataDir, name+".log"))
+		out[name] = strings.Count(string(b), relistLine)
+	}
+	return out
+}
+
+// metric is the value of an unlabelled metric on a service's /metrics.
+func (p *plane) metric(ctx context.Context, addr, name string) (float64, error) {
+	c, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(c, http.MethodGet, "http://"+addr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			_, err := fmt.Sscan(v, &f)
+			return f, err
+		}
+	}
+	return 0, fmt.Errorf("no %s on %s/metrics", name, addr)
+}
+
+// calcTotals is what the calculator received of one instance: its own
+// reports (server records) in windows, and the records of it, its own and
+// its callers', that came too late for the windows kept.
+type calcTotals struct{ records, late int64 }
+
+// windows are the calculator's totals of backend's instances.
+func (p *plane) windows(ctx context.Context) (map[string]calcTotals, error) {
+	c, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(c, http.MethodGet, "http://"+p.calcAdmin+"/debug/windows?service="+backend, nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("the calculator's windows of %s: status %d", backend, resp.StatusCode)
+	}
+	var view struct {
+		Instances []struct {
+			Instance string `json:"instance"`
+			Totals   struct {
+				ServerRecords int64 `json:"server_records"`
+				LateRecords   int64 `json:"late_records"`
+			} `json:"totals"`
+		} `json:"instances"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&view); err != nil {
+		return nil, err
+	}
+	out := map[string]calcTotals{}
+	for _, in := range view.Instances {
+		out[in.Instance] = calcTotals{records: in.Totals.ServerRecords, late: in.Totals.LateRecords}
+	}
+	return out, nil
 }

@@ -2,14 +2,17 @@ package main
 
 import (
 	"io"
+	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // proxy is a TCP proxy on loopback that the suite puts on a link, to cut it
-// (a partition: open connections are closed and new ones refused) or to
-// delay it (each chunk read is held before it is passed on).
+// (a partition: open connections are closed and new ones refused), to
+// delay it (each chunk read is held before it is passed on), to make it
+// lossy (Loss), or to drop its open connections once (Reset).
 type proxy struct {
 	ln     net.Listener
 	target string
@@ -17,7 +20,29 @@ type proxy struct {
 	mu    sync.Mutex
 	cut   bool
 	delay time.Duration
+	loss  lossModel
 	conns map[net.Conn]struct{}
+
+	// held and resets count what Loss did: chunks held, connections reset.
+	held, resets atomic.Int64
+}
+
+// lossModel is how a proxy emulates packet loss on a TCP link, which the
+// suite cannot drop packets of as an unprivileged user: what a loss does
+// to the endpoints of a TCP connection is a stall and, rarely, a broken
+// connection, and that is what it makes.
+//
+//   - Each chunk read from either side (up to 32 KiB, what one read
+//     returned) is, with probability Hold, held for a retransmission
+//     timeout drawn uniformly from [RTOMin, RTOMax] before it is passed on.
+//     Everything behind it on that direction waits too (TCP delivers in
+//     order), as a lost segment and its retransmission would do.
+//   - With probability Reset per chunk, the connection is reset instead:
+//     both sides are closed with SO_LINGER 0 (an RST), as when the
+//     retransmissions give up or a middlebox drops the flow.
+type lossModel struct {
+	Hold, Reset    float64
+	RTOMin, RTOMax time.Duration
 }
 
 func newProxy(target string) (*proxy, error) {
@@ -54,6 +79,35 @@ func (p *proxy) Delay(d time.Duration) {
 	p.mu.Lock()
 	p.delay = d
 	p.mu.Unlock()
+}
+
+// Loss makes the link lossy (the zero lossModel heals it).
+func (p *proxy) Loss(m lossModel) {
+	p.mu.Lock()
+	p.loss = m
+	p.mu.Unlock()
+}
+
+// Reset closes every open connection with an RST and goes on accepting
+// new ones: the endpoints must reconnect (and their watches resume).
+func (p *proxy) Reset() {
+	p.mu.Lock()
+	var open []net.Conn
+	for c := range p.conns {
+		open = append(open, c)
+	}
+	p.mu.Unlock()
+	for _, c := range open {
+		abort(c)
+	}
+}
+
+// abort closes c with an RST.
+func abort(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	c.Close()
 }
 
 // Close stops listening and closes every open connection.
@@ -105,19 +159,29 @@ func (p *proxy) serve(in net.Conn) {
 	}()
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); p.pipe(out, in); out.Close() }()
-	go func() { defer wg.Done(); p.pipe(in, out); in.Close() }()
+	reset := func() { abort(in); abort(out) }
+	go func() { defer wg.Done(); p.pipe(out, in, reset); out.Close() }()
+	go func() { defer wg.Done(); p.pipe(in, out, reset); in.Close() }()
 	wg.Wait()
 }
 
-func (p *proxy) pipe(dst io.Writer, src io.Reader) {
+func (p *proxy) pipe(dst io.Writer, src io.Reader, reset func()) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
-			d := p.delay
+			d, loss := p.delay, p.loss
 			p.mu.Unlock()
+			if loss.Reset > 0 && rand.Float64() < loss.Reset {
+				p.resets.Add(1)
+				reset()
+				return
+			}
+			if loss.Hold > 0 && rand.Float64() < loss.Hold {
+				p.held.Add(1)
+				d += loss.RTOMin + time.Duration(rand.Int64N(int64(loss.RTOMax-loss.RTOMin)+1))
+			}
 			if d > 0 {
 				time.Sleep(d)
 			}

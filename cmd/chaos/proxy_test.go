@@ -106,3 +106,48 @@ func TestProxyCutClosesOpenConnections(t *testing.T) {
 		t.Fatalf("read %q through a cut link", line)
 	}
 }
+
+// A lossy link holds some chunks for a retransmission timeout, in order,
+// and resets some connections; Reset drops the open connections and the
+// link goes on accepting new ones.
+func TestProxyLossAndReset(t *testing.T) {
+	p, err := newProxy(echo(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.Loss(lossModel{Hold: 1, RTOMin: 200 * time.Millisecond, RTOMax: 400 * time.Millisecond})
+	d, err := roundTrip(p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d < 400*time.Millisecond || d > 2*time.Second { // a hold each way
+		t.Fatalf("round trip %s with every chunk held 200 to 400 ms each way", d)
+	}
+	p.Loss(lossModel{Reset: 1})
+	if _, err := roundTrip(p.Addr()); err == nil {
+		t.Fatal("a round trip passed a link that resets every connection")
+	}
+	p.Loss(lossModel{})
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("a\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	p.Reset()
+	_, _ = c.Write([]byte("b\n"))
+	if line, err := r.ReadString('\n'); err == nil {
+		t.Fatalf("read %q through a connection the proxy reset", line)
+	}
+	if _, err := roundTrip(p.Addr()); err != nil {
+		t.Fatalf("a new connection after the reset: %v", err)
+	}
+}

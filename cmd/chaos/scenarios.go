@@ -20,72 +20,95 @@ type options struct {
 // scenario is one fault: inject starts it, heal ends it.
 type scenario struct {
 	name         string
-	inject, heal func(ctx context.Context, p *plane) error
+	inject, heal func(ctx context.Context, p *plane, l *load) error
 	// outage marks a fault that takes etcd away from mesh-core: it lasts
 	// longer than the policy TTL, since time while etcd is away must not
 	// count towards it.
 	outage bool
+	// hold is how long the fault lasts when not -fault (or, for an
+	// outage, the policy TTL and 5 s more).
+	hold time.Duration
+	// lossBound is how many windows each backend reporter had accepted
+	// (answered 202) that may not reach the calculator: 0 but where a
+	// crash may lose what the mixer held (docs/architecture.md, "What a
+	// crash loses"); -1 when the calculator restarts (its totals start
+	// again), which leaves the count unchecked, and says so.
+	lossBound int64
+	// check asserts what is particular to the fault, once recovered.
+	check func(ctx context.Context, p *plane, l *load, before *faultState) []string
+}
+
+// faultState is what a check compares with: taken as the fault began.
+type faultState struct {
+	relists   map[string]int // "listing again" after compaction, per service log
+	corrected float64        // the mixer's reports_clock_corrected_total
+	windows   map[string]calcTotals
 }
 
 // shortScenarios are the short form's, which `make test` runs.
 var shortScenarios = []string{"mesh-core-sigkill", "etcd-member-lost"}
 
-func killRestart(pick func(*plane) *process) (inject, heal func(context.Context, *plane) error) {
-	return func(_ context.Context, p *plane) error { pick(p).Kill(); return nil },
-		func(ctx context.Context, p *plane) error { return p.restart(ctx, pick(p)) }
+func killRestart(pick func(*plane) *process) (inject, heal func(context.Context, *plane, *load) error) {
+	return func(_ context.Context, p *plane, _ *load) error { pick(p).Kill(); return nil },
+		func(ctx context.Context, p *plane, _ *load) error { return p.restart(ctx, pick(p)) }
 }
+
+func cutAll(links []*proxy, cut bool) {
+	for _, px := range links {
+		px.Cut(cut)
+	}
+}
+
+// packetLoss is the loss of the packet-loss scenario (lossModel says what
+// is emulated): on every link the suite proxies.
+var packetLoss = lossModel{Hold: 0.15, Reset: 0.01, RTOMin: 200 * time.Millisecond, RTOMax: 400 * time.Millisecond}
+
+// The clocks of the clock-skew scenario's data planes.
+const (
+	skewAhead  = 3 * time.Minute
+	skewBehind = -2 * time.Minute
+)
 
 func scenarios() []scenario {
 	var list []scenario
 	for _, s := range []struct {
-		name string
-		pick func(*plane) *process
+		name      string
+		pick      func(*plane) *process
+		lossBound int64
 	}{
-		{"mesh-core-sigkill", func(p *plane) *process { return p.meshCore }},
-		{"calculator-sigkill", func(p *plane) *process { return p.calculator }},
-		{"mixer-sigkill", func(p *plane) *process { return p.mixer }},
-		{"config-center-sigkill", func(p *plane) *process { return p.center }},
+		{"mesh-core-sigkill", func(p *plane) *process { return p.meshCore }, 0},
+		{"calculator-sigkill", func(p *plane) *process { return p.calculator }, -1},
+		// What the mixer accepted in its last flush interval (100 ms), at
+		// most one window of each reporter (they send one a second).
+		{"mixer-sigkill", func(p *plane) *process { return p.mixer }, 1},
+		{"config-center-sigkill", func(p *plane) *process { return p.center }, 0},
 	} {
 		inject, heal := killRestart(s.pick)
-		list = append(list, scenario{name: s.name, inject: inject, heal: heal})
+		list = append(list, scenario{name: s.name, inject: inject, heal: heal, lossBound: s.lossBound})
+	}
+	restartMember := func(ctx context.Context, p *plane, members ...*process) error {
+		for _, e := range members {
+			if err := e.Start(); err != nil {
+				return err
+			}
+		}
+		return p.waitEtcd(ctx, 60*time.Second)
 	}
 	list = append(list,
 		scenario{name: "etcd-member-lost",
-			inject: func(_ context.Context, p *plane) error { p.etcd[2].Kill(); return nil },
-			heal: func(ctx context.Context, p *plane) error {
-				if err := p.etcd[2].Start(); err != nil {
-					return err
-				}
-				return p.waitEtcd(ctx, 60*time.Second)
-			}},
+			inject: func(_ context.Context, p *plane, _ *load) error { p.etcd[2].Kill(); return nil },
+			heal:   func(ctx context.Context, p *plane, _ *load) error { return restartMember(ctx, p, p.etcd[2]) }},
 		scenario{name: "etcd-quorum-lost", outage: true,
-			inject: func(_ context.Context, p *plane) error { p.etcd[1].Kill(); p.etcd[2].Kill(); return nil },
-			heal: func(ctx context.Context, p *plane) error {
-				for _, e := range p.etcd[1:] {
-					if err := e.Start(); err != nil {
-						return err
-					}
-				}
-				return p.waitEtcd(ctx, 60*time.Second)
-			}},
+			inject: func(_ context.Context, p *plane, _ *load) error { p.etcd[1].Kill(); p.etcd[2].Kill(); return nil },
+			heal:   func(ctx context.Context, p *plane, _ *load) error { return restartMember(ctx, p, p.etcd[1:]...) }},
 		scenario{name: "mesh-core-etcd-partition", outage: true,
-			inject: func(_ context.Context, p *plane) error {
-				for _, px := range p.coreEtcd {
-					px.Cut(true)
-				}
-				return nil
-			},
-			heal: func(_ context.Context, p *plane) error {
-				for _, px := range p.coreEtcd {
-					px.Cut(false)
-				}
-				return nil
-			}},
+			inject: func(_ context.Context, p *plane, _ *load) error { cutAll(p.etcdLinks["mesh-core"], true); return nil },
+			heal:   func(_ context.Context, p *plane, _ *load) error { cutAll(p.etcdLinks["mesh-core"], false); return nil }},
 		scenario{name: "mixer-calculator-latency",
-			inject: func(_ context.Context, p *plane) error { p.calcLink.Delay(300 * time.Millisecond); return nil },
-			heal:   func(_ context.Context, p *plane) error { p.calcLink.Delay(0); return nil }},
+			inject: func(_ context.Context, p *plane, _ *load) error { p.calcLink.Delay(300 * time.Millisecond); return nil },
+			heal:   func(_ context.Context, p *plane, _ *load) error { p.calcLink.Delay(0); return nil }},
 		scenario{name: "influxdb-away",
-			inject: func(_ context.Context, p *plane) error {
+			inject: func(_ context.Context, p *plane, _ *load) error {
 				if p.influx == nil {
 					return fmt.Errorf("cannot run without influxd (make bin/influxd builds it): %v", p.influxErr)
 				}
@@ -93,11 +116,125 @@ func scenarios() []scenario {
 				p.influx.Stop() // reaps it
 				return nil
 			},
-			heal: func(_ context.Context, p *plane) error {
+			heal: func(_ context.Context, p *plane, _ *load) error {
 				if p.influx == nil {
 					return nil
 				}
 				return p.influx.Restart()
+			}},
+		// Compaction to the current revision and defragmentation of every
+		// member while the load runs; then every service's connections to
+		// etcd are reset, so that each watch resumes from a revision that
+		// compaction took away and must list its prefix again.
+		scenario{name: "etcd-compact-defrag",
+			inject: func(ctx context.Context, p *plane, _ *load) error { return p.compactAndDefrag(ctx) },
+			heal:   func(context.Context, *plane, *load) error { return nil },
+			check: func(ctx context.Context, p *plane, _ *load, before *faultState) []string {
+				// A watch resumes once its client has reconnected: give the
+				// slowest (gRPC's reconnection backoff) up to 30 s.
+				var out []string
+				for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+					out = nil
+					for name, n := range p.relists() {
+						if n <= before.relists[name] {
+							out = append(out, fmt.Sprintf("%s: no watch listed its prefix again after the compaction (%q in its log)", name, relistLine))
+						}
+					}
+					if len(out) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+						return out
+					}
+				}
+			}},
+		// Packet loss (lossModel) on every link the suite proxies: the
+		// services' links to etcd, the mixer's to the calculator, and the
+		// data planes' to mesh-core, the mixer and the config-center.
+		scenario{name: "packet-loss", hold: 10 * time.Second,
+			inject: func(_ context.Context, p *plane, _ *load) error {
+				for _, px := range p.links() {
+					px.held.Store(0)
+					px.resets.Store(0)
+					px.Loss(packetLoss)
+				}
+				return nil
+			},
+			heal: func(_ context.Context, p *plane, _ *load) error {
+				var held, resets int64
+				for _, px := range p.links() {
+					px.Loss(lossModel{})
+					held, resets = held+px.held.Load(), resets+px.resets.Load()
+				}
+				fmt.Printf("  packet-loss: %d chunks held 200 to 400 ms, %d connections reset\n", held, resets)
+				return nil
+			}},
+		// The data planes cut from the control plane (mesh-core's HTTP and
+		// poll ports, the mixer, the config-center); calls between them go
+		// on, on the last weights; reports wait in the reporters' buffers.
+		scenario{name: "data-planes-partitioned",
+			inject: func(_ context.Context, p *plane, _ *load) error { cutAll(p.dpLinks(), true); return nil },
+			heal: func(_ context.Context, p *plane, l *load) error {
+				pending, running := 0, l.running()
+				for _, r := range running {
+					pending += r.Stats().Pending
+				}
+				cutAll(p.dpLinks(), false)
+				if pending < len(running) {
+					return fmt.Errorf("%d windows waited in the reporters at the end of the partition, want them all buffered (at least one each)", pending)
+				}
+				fmt.Printf("  data-planes-partitioned: %d windows buffered in the reporters at the heal\n", pending)
+				return nil
+			}},
+		// Two more chaos-front data planes, one with a clock 3 min ahead,
+		// one 2 min behind, call backend as the first does: every window
+		// of theirs must be accepted and land where the others of its time
+		// do (no record late at the calculator, no weight moved), by the
+		// mixer's correction (api.HeaderSentAt).
+		scenario{name: "clock-skew",
+			inject: func(ctx context.Context, _ *plane, l *load) error {
+				ahead, behind := l.startSkewed(ctx, skewAhead, 25), l.startSkewed(ctx, skewBehind, 25)
+				l.stopSkewed = func() { ahead(); behind() }
+				return nil
+			},
+			heal: func(_ context.Context, _ *plane, l *load) error {
+				l.stopSkewed()
+				return nil
+			},
+			check: func(ctx context.Context, p *plane, _ *load, before *faultState) []string {
+				var out []string
+				if n, err := p.metric(ctx, p.mixerHTTP, "sextant_mixer_reports_clock_corrected_total"); err != nil {
+					out = append(out, err.Error())
+				} else if n <= before.corrected {
+					out = append(out, "the mixer corrected no report's timestamp")
+				} else {
+					fmt.Printf("  clock-skew: %.0f reports' timestamps moved onto the mixer's clock\n", n-before.corrected)
+				}
+				return out
+			}},
+		// Combined: an etcd member lost, and mesh-core killed and started
+		// again while it is away.
+		scenario{name: "etcd-member-lost+mesh-core-sigkill",
+			inject: func(ctx context.Context, p *plane, _ *load) error {
+				p.etcd[2].Kill()
+				p.meshCore.Kill()
+				time.Sleep(2 * time.Second)
+				return p.restart(ctx, p.meshCore)
+			},
+			heal: func(ctx context.Context, p *plane, _ *load) error { return restartMember(ctx, p, p.etcd[2]) }},
+		// Combined: the quorum lost, and the calculator killed during it and
+		// started while it lasts (it cannot be ready before etcd is back).
+		scenario{name: "etcd-quorum-lost+calculator-sigkill", outage: true, lossBound: -1,
+			inject: func(_ context.Context, p *plane, _ *load) error {
+				p.etcd[1].Kill()
+				p.etcd[2].Kill()
+				time.Sleep(time.Second)
+				p.calculator.Kill()
+				time.Sleep(2 * time.Second)
+				return p.calculator.Start()
+			},
+			heal: func(ctx context.Context, p *plane, _ *load) error {
+				if err := restartMember(ctx, p, p.etcd[1:]...); err != nil {
+					return err
+				}
+				return p.waitReady(ctx, p.calculator, 60*time.Second)
 			}},
 	)
 	return list
@@ -111,6 +248,9 @@ type result struct {
 	calls    int64
 	dropped  map[string]int64
 	before   string
+	// accounting says what the calculator received of the windows the
+	// backend reporters had accepted.
+	accounting string
 }
 
 // runSuite starts the plane and the load once and runs each selected
@@ -151,7 +291,7 @@ func runSuite(ctx context.Context, binDir, dataDir string, o options, selected f
 		r := runScenario(ctx, p, l, o, s)
 		if len(r.failures) == 0 {
 			passed++
-			fmt.Printf("PASS %s: recovery %s, %d calls, 0 failed, telemetry windows dropped and counted %v; weights before %s\n", r.name, r.recovery.Round(10*time.Millisecond), r.calls, r.dropped, r.before)
+			fmt.Printf("PASS %s: recovery %s, %d calls, 0 failed, telemetry windows dropped and counted %v; %s; weights before %s\n", r.name, r.recovery.Round(10*time.Millisecond), r.calls, r.dropped, r.accounting, r.before)
 		} else {
 			failed++
 			fmt.Printf("FAIL %s: %s (recovery %s, %d calls)\n", r.name, strings.Join(r.failures, "; "), r.recovery.Round(10*time.Millisecond), r.calls)
@@ -272,6 +412,13 @@ func runScenario(ctx context.Context, p *plane, l *load, o options, s scenario) 
 	r.before = fmt.Sprintf("%s policy %d ms old", weights(before, l.slow), before.PolicyAgeMs)
 	calls0, failed0 := l.calls.Load(), l.failed.Load()
 	_, dropped0 := l.uncounted()
+	state := &faultState{relists: p.relists()}
+	state.corrected, _ = p.metric(ctx, p.mixerHTTP, "sextant_mixer_reports_clock_corrected_total")
+	sent0 := l.sent()
+	if state.windows, err = p.windows(ctx); err != nil {
+		failf("before the fault: %v", err)
+		return r
+	}
 
 	// Watch what the SDK holds while the fault lasts and until recovery.
 	var mu sync.Mutex
@@ -306,18 +453,21 @@ func runScenario(ctx context.Context, p *plane, l *load, o options, s scenario) 
 		}
 	}()
 
-	if err := s.inject(ctx, p); err != nil {
+	if err := s.inject(ctx, p, l); err != nil {
 		failf("inject: %v", err)
 	}
 	hold := o.fault
-	if s.outage {
+	switch {
+	case s.outage:
 		hold = o.policyTTL + 5*time.Second
+	case s.hold > 0:
+		hold = s.hold
 	}
 	select {
 	case <-ctx.Done():
 	case <-time.After(hold):
 	}
-	if err := s.heal(ctx, p); err != nil {
+	if err := s.heal(ctx, p, l); err != nil {
 		failf("heal: %v", err)
 	}
 	healed := time.Now()
@@ -358,5 +508,74 @@ func runScenario(ctx context.Context, p *plane, l *load, o options, s scenario) 
 	if uncounted > 0 {
 		failf("%d telemetry windows neither sent, pending nor counted", uncounted)
 	}
+	r.accounting = account(ctx, p, l, s, sent0, state.windows, failf)
+	if s.check != nil {
+		for _, f := range s.check(ctx, p, l, state) {
+			failf("%s", f)
+		}
+	}
 	return r
+}
+
+// account waits until the reporters have sent what the fault held back,
+// then compares, per backend instance, the windows its reporter had
+// accepted (answered 202) during the scenario with the server records the
+// calculator received: the difference must be within the scenario's
+// lossBound, give or take one window in the mixer at either end of the
+// count (and one sent twice when the mixer died before answering).
+func account(ctx context.Context, p *plane, l *load, s scenario, sent0 map[string]int64, calc0 map[string]calcTotals, failf func(string, ...any)) string {
+	var sent map[string]int64
+	var calc map[string]calcTotals
+	var err error
+	prev := ""
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		drained := true
+		for _, r := range l.running() {
+			if r.Stats().Pending > 1 { // one may be in flight
+				drained = false
+			}
+		}
+		sent = l.sent()
+		if calc, err = p.windows(ctx); err != nil && s.lossBound >= 0 {
+			failf("after the fault: %v", err)
+			return "accounting failed"
+		}
+		// Settled: drained, and every accepted window received, or
+		// nothing moved for a second (what is lost stays lost).
+		settled, now := drained, fmt.Sprint(sent, calc)
+		for in, n := range sent {
+			if s.lossBound >= 0 && n-sent0[in] != calc[in].records-calc0[in].records {
+				settled = false
+			}
+		}
+		if settled || (drained && now == prev) || ctx.Err() != nil {
+			break
+		}
+		prev = now
+		if time.Now().After(deadline) {
+			if !drained {
+				failf("windows still wait in the reporters 30 s after the fault")
+			}
+			break
+		}
+	}
+	if s.lossBound < 0 {
+		return "accepted windows not compared with the calculator's (it restarted: its totals start again)"
+	}
+	var accepted, delivered, late int64
+	var parts []string
+	for in, n := range sent {
+		a, d := n-sent0[in], calc[in].records-calc0[in].records
+		lt := calc[in].late - calc0[in].late
+		accepted, delivered, late = accepted+a, delivered+d, late+lt
+		lost := a - d
+		if lost > s.lossBound+1+lt || lost < -2 {
+			failf("instance %s: %d windows accepted, %d received by the calculator (%d late), %d lost: beyond the bound of %d", in, a, d, lt, lost, s.lossBound)
+		}
+		parts = append(parts, fmt.Sprint(lost))
+	}
+	if s.name == "clock-skew" && late > 0 {
+		failf("%d records late at the calculator: a skewed data plane's windows did not land with the others'", late)
+	}
+	return fmt.Sprintf("%d backend windows accepted, %d received by the calculator (%d records late), lost per instance %s (bound %d)", accepted, delivered, late, strings.Join(parts, "/"), s.lossBound)
 }

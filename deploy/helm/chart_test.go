@@ -1289,7 +1289,7 @@ func TestSchemaSettingsAreFlags(t *testing.T) {
 	}
 	// Flags the chart sets itself, as arguments or in the settings ConfigMap.
 	chartSet := map[string]bool{
-		"http-addr": true, "kitex-addr": true, "poll-addr": true, "admin-addr": true, "advertise-addr": true, "id": true,
+		"http-addr": true, "kitex-addr": true, "poll-addr": true, "xds-addr": true, "admin-addr": true, "advertise-addr": true, "id": true,
 		"etcd-endpoints": true, "etcd-prefix": true, "mesh-core-addr": true,
 		"etcd-ca-file": true, "etcd-cert-file": true, "etcd-key-file": true,
 		"etcd-username": true, "etcd-password": true, "etcd-password-file": true,

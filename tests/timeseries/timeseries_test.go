@@ -128,7 +128,8 @@ func TestServicesWriteTheDocumentedSeries(t *testing.T) {
 			"window_ms": 200, "timestamp_ms": now, "calls": calls,
 			"dry_run_denials": []any{map[string]any{"callee_service": "pay-svc", "caller_service": "front", "rule": "allow-list", "count": 2}},
 			"security": map[string]any{"identities": map[string]int{"verified": 7, "missing_denied": 1},
-				"connections": map[string]int{"tls": 3, "plaintext_refused": 1}}})
+				"connections": map[string]int{"tls": 3, "plaintext_refused": 1}},
+			"unit_routes": []any{map[string]any{"callee_service": "comment-svc", "rule": "gold", "unit": "c2", "outcome": "observed", "count": 5}}})
 		return post(t, "http://"+mx.Addr()+"/v1/telemetry", reports)
 	}
 	// Report until the calculator has published weights for both instances.
@@ -213,6 +214,10 @@ func TestServicesWriteTheDocumentedSeries(t *testing.T) {
 		}},
 		{`SELECT * FROM "connections" WHERE "service"='front'`, func(r map[string]any) bool {
 			return r["instance"] == "10.9.0.1:80" && r["tls"] == 3.0 && r["plaintext_refused"] == 1.0
+		}},
+		{`SELECT * FROM "unit_route"`, func(r map[string]any) bool {
+			return r["callee_service"] == "comment-svc" && r["caller_service"] == "front" && r["rule"] == "gold" && r["unit"] == "c2" &&
+				r["outcome"] == "observed" && r["count"] == 5.0
 		}},
 		{`SELECT * FROM "weight" WHERE "service"='comment-svc'`, func(r map[string]any) bool {
 			w, ok := r["weight"].(float64)

@@ -12,6 +12,7 @@ var Commands = []struct{ Name, Summary string }{
 	{"services", "the services, sorted by trouble: instances, ejections, traffic, overload"},
 	{"describe", "one service: instances with weights and why, overload, configs, data planes"},
 	{"status", "the data planes watching config, and whether each runs the current revisions"},
+	{"proxy-status", "the xDS data planes (gRPC clients, Envoys) on a mesh-core replica: SYNCED, STALE or NOT SENT per type"},
 	{"top", "a live view of the services (or one service's instances), redrawn every second"},
 	{"export", "every governance config as files (DIR/KIND/SCOPE.json)"},
 	{"import", "write the configs of an exported directory (checked first, unchanged ones skipped)"},
@@ -22,7 +23,7 @@ var Commands = []struct{ Name, Summary string }{
 // Run runs one of Commands; ok is false for a name it does not know.
 func Run(name string, args []string, stdout, stderr io.Writer) (ok bool, err error) {
 	run := map[string]func([]string, io.Writer, io.Writer) error{
-		"config": configCmd, "services": servicesCmd, "describe": describeCmd, "status": statusCmd,
+		"config": configCmd, "services": servicesCmd, "describe": describeCmd, "status": statusCmd, "proxy-status": proxyStatusCmd,
 		"top": topCmd, "export": exportCmd, "import": importCmd, "context": contextCmd, "completion": completionCmd,
 	}[name]
 	if run == nil {
@@ -50,7 +51,7 @@ _sextant() {
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   case "$COMP_CWORD" in
-    1) COMPREPLY=($(compgen -W "dev token access config services describe status top export import context completion" -- "$cur")); return ;;
+    1) COMPREPLY=($(compgen -W "dev token access config services describe status proxy-status top export import context completion" -- "$cur")); return ;;
   esac
   case "${COMP_WORDS[1]}" in
     config)

@@ -67,7 +67,9 @@ type Addrs struct {
 	MeshCorePoll string
 	// MeshCoreKitex is mesh-core's Kitex port (PublishPolicy).
 	MeshCoreKitex string
-	AdminToken    string
+	// MeshCoreXDS is mesh-core's ADS port ("" when off).
+	MeshCoreXDS string
+	AdminToken  string
 }
 
 // Parse reads the control plane's flags from args, and from SEXTANT_*
@@ -92,6 +94,8 @@ func Parse(name string, args []string, stderr io.Writer, more func(*flag.FlagSet
 	fs.StringVar(&cfg.meshCore.HTTPAddr, "mesh-core-addr", cfg.meshCore.HTTPAddr, "mesh-core HTTP address (registry, discovery)")
 	fs.StringVar(&cfg.meshCore.KitexAddr, "mesh-core-kitex-addr", cfg.meshCore.KitexAddr, "mesh-core Kitex address (PublishPolicy)")
 	fs.StringVar(&cfg.meshCore.PollAddr, "mesh-core-poll-addr", cfg.meshCore.PollAddr, `mesh-core poll port, discovery long polls only: the address to give data planes ("": off)`)
+	cfg.meshCore.XDSAddr = "127.0.0.1:7723"
+	fs.StringVar(&cfg.meshCore.XDSAddr, "mesh-core-xds-addr", cfg.meshCore.XDSAddr, `mesh-core ADS (xDS) port for gRPC clients (xds:///service) and Envoy, mTLS with --kitex-tls ("": off)`)
 	fs.StringVar(&cfg.center.HTTPAddr, "config-center-addr", cfg.center.HTTPAddr, "config-center HTTP address")
 	fs.StringVar(&cfg.center.Auth.AdminToken, "admin-token", "", "operators' admin token, accepted by every service (SEXTANT_ADMIN_TOKEN; default: generated and printed)")
 	// Multi-cluster: mesh-core's --export, --peer, --peer-token-file,
@@ -230,6 +234,7 @@ Sextant is running (Ctrl-C stops it):
   weight-calculator  http://%s/debug/windows, /debug/policy (%d shard(s))
   mesh-core          POST http://%s/v1/instances, GET .../v1/discovery/{service} (Kitex %s%s)
                      poll port (discovery for data planes): %s
+                     xDS (gRPC xds:///service, Envoy; docs/xds.md): %s
   config-center      http://%s/v1/configs
   etcd               %s
 
@@ -240,12 +245,12 @@ and gives it to the SDK as SEXTANT_TOKEN. With SEXTANT_CONFIG_CENTER=%s too
 (or a ConfigWatcher), the SDK's adapters get the service a certificate and
 talk mTLS to each other (docs/security.md). With SEXTANT_ADMIN_TOKEN set,
   go run ./cmd/sextant services            (sextant config, describe, status, top: docs/cli.md)
-`, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), kitexLine(cfg.kitexTLS), pollLine(meshCore.PollAddr()), configCenter.Addr(), etcd.ClientURL, configCenter.Addr())
+`, mx.Addr(), firstAdmin, cfg.calculators, meshCore.Addr(), meshCore.KitexAddr(), kitexLine(cfg.kitexTLS), pollLine(meshCore.PollAddr()), xdsLine(meshCore.XDSAddr(), cfg.kitexTLS), configCenter.Addr(), etcd.ClientURL, configCenter.Addr())
 	if generated {
 		fmt.Fprintf(cfg.Stderr, "\nadmin token (generated; set SEXTANT_ADMIN_TOKEN to choose one):\n  export SEXTANT_ADMIN_TOKEN=%s\n", admin)
 	}
 	addrs := Addrs{Etcd: etcd.ClientURL, Mixer: mx.Addr(), CalculatorAdmin: firstAdmin, MeshCore: meshCore.Addr(),
-		MeshCorePoll: meshCore.PollAddr(), MeshCoreKitex: meshCore.KitexAddr(), ConfigCenter: configCenter.Addr(), AdminToken: admin}
+		MeshCorePoll: meshCore.PollAddr(), MeshCoreKitex: meshCore.KitexAddr(), MeshCoreXDS: meshCore.XDSAddr(), ConfigCenter: configCenter.Addr(), AdminToken: admin}
 	if cfg.Ready != nil {
 		cfg.Ready(addrs)
 	}
@@ -342,6 +347,17 @@ func kitexLine(tls bool) string {
 		return ", mTLS"
 	}
 	return ", plaintext: --kitex-tls=false"
+}
+
+// xdsLine says where gRPC clients and Envoy get xDS.
+func xdsLine(addr string, tls bool) string {
+	switch {
+	case addr == "":
+		return "off (--mesh-core-xds-addr)"
+	case tls:
+		return addr + " (mTLS: a workload certificate in the bootstrap's channel_creds)"
+	}
+	return addr + " (plaintext)"
 }
 
 // pollLine says where data planes poll for discovery.

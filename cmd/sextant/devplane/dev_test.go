@@ -106,7 +106,7 @@ func devArgs(t *testing.T) []string {
 		"-data-dir", t.TempDir(),
 		"-etcd-client-addr", testenv.FreeAddr(t), "-etcd-peer-addr", testenv.FreeAddr(t),
 		"-mixer-addr", "127.0.0.1:0", "-calculator-addr", "127.0.0.1:0", "-calculator-admin-addr", "127.0.0.1:0",
-		"-mesh-core-addr", "127.0.0.1:0", "-mesh-core-kitex-addr", "127.0.0.1:0", "-mesh-core-poll-addr", "127.0.0.1:0", "-config-center-addr", "127.0.0.1:0", "-influxd", "",
+		"-mesh-core-addr", "127.0.0.1:0", "-mesh-core-kitex-addr", "127.0.0.1:0", "-mesh-core-poll-addr", "127.0.0.1:0", "-mesh-core-xds-addr", "127.0.0.1:0", "-config-center-addr", "127.0.0.1:0", "-influxd", "",
 	}
 }
 

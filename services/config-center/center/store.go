@@ -222,15 +222,7 @@ func (s *store) auditOp(a api.AuditEntry) clientv3.Op {
 // during a rollout it keeps the previous document until the rollout is
 // promoted to 100 %; a pin of the service that applies r wins.
 func kitexDocument(r Ref, e *api.Entry, pins []api.Pin) json.RawMessage {
-	for _, p := range pins {
-		if p.Kind == r.Kind && p.Scope == r.Scope() && p.Document != nil {
-			return p.Document
-		}
-	}
-	if e.Rollout != nil && e.Rollout.Previous != nil {
-		return e.Rollout.Previous
-	}
-	return e.Document
+	return api.StockDocument(r.Kind, r.Scope(), e, pins)
 }
 
 // appliedBy is the service whose instances apply r: the caller for

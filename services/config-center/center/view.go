@@ -2,7 +2,6 @@ package center
 
 import (
 	"encoding/json"
-	"hash/fnv"
 	"slices"
 	"strings"
 	"sync"
@@ -229,26 +228,7 @@ func putPolicy(v *view, ev etcdx.Event) string {
 	return policyTopic(ev.Key)
 }
 
-// bucket places an instance in [0, 100) by a stable hash of its id, so that
-// the same instances stay in a canary as its percentage grows.
-func bucket(instance string) int {
-	h := fnv.New32a()
-	h.Write([]byte(instance))
-	return int(h.Sum32() % 100)
-}
-
 // effective decides what instance of service applies of e.
 func effective(e api.Entry, service, instance string, pins []api.Pin) api.Effective {
-	for _, p := range pins {
-		if p.Kind == e.Kind && p.Scope == e.Scope {
-			return api.Effective{Kind: e.Kind, Scope: e.Scope, Revision: p.Revision, Source: "pinned", Document: p.Document}
-		}
-	}
-	if ro := e.Rollout; ro != nil {
-		if bucket(instance) < ro.Percent {
-			return api.Effective{Kind: e.Kind, Scope: e.Scope, Revision: e.Revision, Source: "canary", Document: e.Document}
-		}
-		return api.Effective{Kind: e.Kind, Scope: e.Scope, Revision: ro.PreviousRevision, Source: "previous", Document: ro.Previous}
-	}
-	return api.Effective{Kind: e.Kind, Scope: e.Scope, Revision: e.Revision, Source: "current", Document: e.Document}
+	return api.EffectiveOf(e, pins, func(percent int) bool { return api.RolloutBucket(instance) < percent })
 }

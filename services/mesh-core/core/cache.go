@@ -44,11 +44,25 @@ type Cache struct {
 	inTouch   time.Duration
 	touchedAt time.Time
 	touching  bool
-	holds     map[string]int // pollers waiting, by service
+	// outages are the last spells out of touch (the last one may go on),
+	// so that a policy computed before or during an outage and delivered
+	// after it arrives with its age in touch only (arrived).
+	outages []outage
+	holds   map[string]int // pollers waiting, by service
 	// published is when each service last got a new version; deferred
 	// holds the rebuilds waiting for the end of their window.
 	published map[string]time.Time
 	deferred  map[string]*time.Timer
+	// keptAlive tells whether this replica keeps service's instance alive
+	// (it heartbeats here, within its TTL); nil: none. A registration
+	// deleted from etcd while it is kept alive here is the lease of a
+	// lost session (etcd was away longer than the session TTL): the
+	// replica writes it again under a new one (liveness.renew). Its delete
+	// is held for deleteGrace (doomed), so that the instance does not
+	// leave discovery between the delete and the write.
+	keptAlive   func(service, instance string) bool
+	deleteGrace time.Duration
+	doomed      map[string]*time.Timer // by service/instance
 
 	smu   sync.RWMutex
 	snaps map[string]*Snapshot
@@ -57,8 +71,10 @@ type Cache struct {
 	// so that a poll for many services waits on one channel.
 	subMu sync.Mutex
 	subs  map[string]map[chan<- struct{}]bool
-	// Callbacks on new versions, by service (OnChange).
-	calls map[string]map[*func(string)]bool
+	// Callbacks on new versions, by service (OnChange), and of every
+	// service (OnAnyChange).
+	calls    map[string]map[*func(string)]bool
+	callsAll map[*func(string)]bool
 }
 
 // Subscribe makes ch receive (without blocking: give it room for one) when
@@ -109,6 +125,39 @@ func (c *Cache) OnChange(services []string, f func(service string)) (cancel func
 	}
 }
 
+// OnAnyChange is OnChange for every service, present and future (the xDS
+// server follows all of them); a service that loses its snapshot (evicted)
+// is told too.
+func (c *Cache) OnAnyChange(f func(service string)) (cancel func()) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	key := &f
+	c.callsAll[key] = true
+	return func() {
+		c.subMu.Lock()
+		defer c.subMu.Unlock()
+		delete(c.callsAll, key)
+	}
+}
+
+// Snapshots returns the snapshot of every service held now.
+func (c *Cache) Snapshots() []*Snapshot {
+	c.smu.RLock()
+	defer c.smu.RUnlock()
+	out := make([]*Snapshot, 0, len(c.snaps))
+	for _, s := range c.snaps {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Held returns the snapshot of service if one is held (nil if none).
+func (c *Cache) Held(service string) *Snapshot {
+	c.smu.RLock()
+	defer c.smu.RUnlock()
+	return c.snaps[service]
+}
+
 // notify tells service's subscribers of a new version.
 func (c *Cache) notify(service string) {
 	c.subMu.Lock()
@@ -122,6 +171,23 @@ func (c *Cache) notify(service string) {
 	for f := range c.calls[service] {
 		(*f)(service)
 	}
+	c.tellAny(service)
+}
+
+// tellAny tells the OnAnyChange callbacks; subMu is held.
+func (c *Cache) tellAny(service string) {
+	for f := range c.callsAll {
+		(*f)(service)
+	}
+}
+
+// appeared tells the OnAnyChange callbacks of a service that got its first
+// snapshot or lost its last one: nobody polls a version of it, but the xDS
+// server serves it or stops.
+func (c *Cache) appeared(service string) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	c.tellAny(service)
 }
 
 // NewCache makes an empty cache.
@@ -132,7 +198,8 @@ func NewCache(policyTTL time.Duration, maxServices int, log *slog.Logger) *Cache
 		ages: map[string]policyArrival{}, touching: true, touchedAt: time.Now(),
 		holds: map[string]int{}, snaps: map[string]*Snapshot{},
 		published: map[string]time.Time{}, deferred: map[string]*time.Timer{},
-		subs: map[string]map[chan<- struct{}]bool{}, calls: map[string]map[*func(string)]bool{},
+		deleteGrace: 5 * time.Second, doomed: map[string]*time.Timer{},
+		subs: map[string]map[chan<- struct{}]bool{}, calls: map[string]map[*func(string)]bool{}, callsAll: map[*func(string)]bool{},
 	}
 }
 
@@ -210,6 +277,7 @@ func (c *Cache) release(service string) {
 		c.smu.Lock()
 		delete(c.snaps, service) // nobody waits on it
 		c.smu.Unlock()
+		c.appeared(service)
 	}
 }
 
@@ -269,6 +337,7 @@ func (c *Cache) rebuild(service string) *Snapshot {
 	prev := c.snaps[service]
 	switch {
 	case prev == nil:
+		defer c.appeared(service)
 	case prev.Version == next.Version:
 		// Same answer (perhaps a younger policy with the same weights):
 		// waiters on the previous one keep waiting on the same channel.
@@ -306,7 +375,43 @@ func (c *Cache) SetInTouch(ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
+	switch {
+	case c.touching && !ok:
+		if len(c.outages) == maxOutages {
+			c.outages = append(c.outages[:0], c.outages[1:]...)
+		}
+		c.outages = append(c.outages, outage{from: now})
+	case !c.touching && ok && len(c.outages) > 0:
+		c.outages[len(c.outages)-1].to = now
+	}
 	c.inTouch, c.touchedAt, c.touching = c.touchClock(now), now, ok
+}
+
+// outage is a spell out of touch with etcd; to is zero while it lasts.
+type outage struct{ from, to time.Time }
+
+// maxOutages bounds the outages remembered. Time before the oldest one
+// counts as in touch: a policy computed then may expire early, never late.
+const maxOutages = 64
+
+// outOfTouch is the time out of touch with etcd between from and to. mu is
+// held.
+func (c *Cache) outOfTouch(from, to time.Time) time.Duration {
+	var d time.Duration
+	for _, o := range c.outages {
+		end := o.to
+		if end.IsZero() || end.After(to) {
+			end = to
+		}
+		start := o.from
+		if start.Before(from) {
+			start = from
+		}
+		if end.After(start) {
+			d += end.Sub(start)
+		}
+	}
+	return d
 }
 
 // touchClock is the time spent in touch with etcd up to now. mu is held.
@@ -319,14 +424,26 @@ func (c *Cache) touchClock(now time.Time) time.Duration {
 
 // arrived records the age of service's policy as it arrives from etcd; a
 // policy already known (the same computation, listed again after an outage)
-// keeps its record. mu is held.
+// keeps its record. A new policy's age is the time in touch since it was
+// computed: one that a calculator computed during an outage and delivered
+// after it (its publisher retries the newest policy until mesh-core takes
+// it) is newer than the one it replaces and must not count the outage, or
+// it would arrive expired and put static weights in place of the last good
+// ones. mu is held.
 func (c *Cache) arrived(service string, pol *api.Policy) {
 	if a, ok := c.ages[service]; ok && a.computedAtMs == pol.ComputedAtMs {
 		return
 	}
 	now := c.now()
 	c.ages[service] = policyArrival{computedAtMs: pol.ComputedAtMs,
-		age: now.Sub(time.UnixMilli(pol.ComputedAtMs)), clock: c.touchClock(now)}
+		age: c.touchAge(pol, now), clock: c.touchClock(now)}
+}
+
+// touchAge is the time in touch with etcd from pol's computation to now.
+// mu is held.
+func (c *Cache) touchAge(pol *api.Policy, now time.Time) time.Duration {
+	computed := time.UnixMilli(pol.ComputedAtMs)
+	return now.Sub(computed) - c.outOfTouch(computed, now)
 }
 
 // policyAge is how old service's policy is as the TTL counts it: its age
@@ -334,7 +451,7 @@ func (c *Cache) arrived(service string, pol *api.Policy) {
 func (c *Cache) policyAge(service string, pol *api.Policy, now time.Time) time.Duration {
 	a, ok := c.ages[service]
 	if !ok || a.computedAtMs != pol.ComputedAtMs {
-		return now.Sub(time.UnixMilli(pol.ComputedAtMs))
+		return c.touchAge(pol, now)
 	}
 	return a.age + c.touchClock(now) - a.clock
 }
@@ -373,7 +490,62 @@ func (m registryMirror) Reset(kvs []etcdx.Event, _ int64) {
 	for _, kv := range kvs {
 		m.put(kv.Key, kv.Value, false)
 	}
+	for service, regs := range old {
+		for instance, r := range regs {
+			if _, listed := c.regs[service][instance]; !listed && m.doom(service, instance) {
+				if c.regs[service] == nil {
+					c.regs[service] = map[string]api.Registration{}
+				}
+				c.regs[service][instance] = r
+			}
+		}
+	}
 	c.rebuildAll(old)
+}
+
+// doom holds the delete of service's instance when this replica keeps it
+// alive (see Cache.keptAlive): it is applied after deleteGrace unless the
+// registration is written again meanwhile. false when the delete is to be
+// applied now. mu is held.
+func (m registryMirror) doom(service, instance string) bool {
+	c := m.c
+	if c.keptAlive == nil || !c.keptAlive(service, instance) {
+		return false
+	}
+	key := service + "/" + instance
+	if c.doomed[key] != nil {
+		return true
+	}
+	var t *time.Timer
+	t = time.AfterFunc(c.deleteGrace, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.doomed[key] != t {
+			return // written again, or doomed anew
+		}
+		delete(c.doomed, key)
+		if regs := c.regs[service]; regs != nil {
+			delete(regs, instance)
+			if len(regs) == 0 {
+				delete(c.regs, service)
+			}
+			c.changed(service)
+		}
+	})
+	c.doomed[key] = t
+	c.log.Info("registration deleted from etcd while kept alive here (a lost session's lease); holding it until it is written again",
+		"service", service, "instance", instance, "grace", c.deleteGrace)
+	return true
+}
+
+// spare cancels the held delete of service's instance: it was written
+// again. mu is held.
+func (m registryMirror) spare(service, instance string) {
+	key := service + "/" + instance
+	if t := m.c.doomed[key]; t != nil {
+		t.Stop()
+		delete(m.c.doomed, key)
+	}
 }
 
 // Apply implements etcdx.MirrorHandler.
@@ -404,6 +576,9 @@ func (m registryMirror) put(key string, value []byte, deleted bool) string {
 	}
 	regs := m.c.regs[service]
 	if deleted {
+		if _, ok := regs[instance]; ok && m.doom(service, instance) {
+			return ""
+		}
 		delete(regs, instance)
 		if len(regs) == 0 {
 			delete(m.c.regs, service)
@@ -420,6 +595,7 @@ func (m registryMirror) put(key string, value []byte, deleted bool) string {
 		m.c.regs[service] = regs
 	}
 	regs[instance] = r
+	m.spare(service, instance)
 	return service
 }
 

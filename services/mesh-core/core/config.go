@@ -66,6 +66,16 @@ type Config struct {
 	// second is answered 429 and closed.
 	PollIdleTimeout time.Duration
 	PollRateLimit   int
+
+	// XDSAddr is the ADS port: gRPC clients (`xds:///service`) and Envoy
+	// get the registry, weights, overload decisions and governance over
+	// xDS (docs/xds.md). Empty turns it off; `sextant dev` serves it on
+	// 127.0.0.1:7723.
+	XDSAddr string
+	// XDSPriorityRoutes sheds an overloaded service's xDS callers on the
+	// routes, by the priority headers they send, rather than by a uniform
+	// drop percentage in the endpoints (docs/xds.md#overload).
+	XDSPriorityRoutes bool
 }
 
 // DefaultConfig is the configuration `sextant dev` runs with.
@@ -102,6 +112,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KitexAddr, "kitex-addr", c.KitexAddr, "listen address of the Kitex server (MeshCore.PublishPolicy, PublishPolicies)")
 	fs.StringVar(&c.PollAddr, "poll-addr", c.PollAddr, `listen address of the poll port, discovery long polls only, where a waiting poll holds no goroutine: the address to give data planes ("": off)`)
 	fs.DurationVar(&c.PollIdleTimeout, "poll-idle-timeout", c.PollIdleTimeout, "a connection of the poll port without a poll in hand this long is closed")
+	fs.StringVar(&c.XDSAddr, "xds-addr", c.XDSAddr, `listen address of the ADS (xDS) port for gRPC clients and Envoy, over mTLS when the service has its CA or certificate ("": off)`)
+	fs.BoolVar(&c.XDSPriorityRoutes, "xds-priority-routes", c.XDSPriorityRoutes, "shed overloaded services' xDS callers on the routes by the priority headers they send (fault aborts), not by a uniform drop_overloads in the endpoints")
 	fs.IntVar(&c.PollRateLimit, "poll-rate-limit", c.PollRateLimit, "most requests in a second on one connection of the poll port; beyond, 429 and the connection is closed")
 	c.Etcd.RegisterFlags(fs)
 	fs.DurationVar(&c.PolicyTTL, "policy-ttl", c.PolicyTTL, "a dynamic policy older than this no longer applies (static weights); time while etcd is away does not count")

@@ -24,6 +24,7 @@ import (
 	"github.com/sextant-mesh/sextant/internal/mtls"
 	"github.com/sextant-mesh/sextant/internal/tsdb"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
+	"github.com/sextant-mesh/sextant/services/mesh-core/xds"
 )
 
 // MeshCore is the mesh-core service.
@@ -42,6 +43,7 @@ type MeshCore struct {
 	live     *liveness
 	poll     *PollServer // nil when --poll-addr is empty
 	peers    *importer   // nil without --peer
+	xds      *xds.Server // nil when --xds-addr is empty
 }
 
 // New binds mesh-core's ports and connects to etcd; Start serves.
@@ -106,6 +108,7 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	mc.mirrors = append(mc.mirrors, sec.Mirror)
 	g.Add("CA mirror", lifecycle.Loop(sec.Mirror.Run))
 	mc.live = newLiveness(cli, cfg.SessionTTL, log)
+	mc.cache.keptAlive = func(service, instance string) bool { return mc.live.keeps(keys.Instance(service, instance)) }
 	g.Add("liveness", lifecycle.Loop(func(ctx context.Context) { mc.live.Run(ctx, 500*time.Millisecond) }))
 	m.observe(reg, mc)
 
@@ -152,6 +155,24 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 		}
 		g.Add("poll port", mc.poll)
 	}
+	if cfg.XDSAddr != "" {
+		// ADS over mTLS when the service has its identity (the CA key, or
+		// certificate files): the client certificate names the caller.
+		opts := xds.Options{Log: log, Registerer: reg, PriorityRoutes: cfg.XDSPriorityRoutes}
+		if t := sec.XDSServerTLS(); t != nil {
+			opts.TLS, opts.Identify = t, sec.PeerService
+		}
+		mc.xds, err = xds.New(cfg.XDSAddr, xdsState{mc.cache}, opts)
+		if err != nil {
+			return nil, errors.Join(err, g.Stop(context.Background()))
+		}
+		mirror("config mirror", keys.Configs(), mc.xds.Governance().ConfigMirror())
+		mirror("pin mirror", keys.Pins(), mc.xds.Governance().PinMirror())
+		g.Add("xds", lifecycle.Func(mc.xds.Run))
+		stopFollowing := mc.cache.OnAnyChange(mc.xds.Changed)
+		g.Add("xds changes", lifecycle.OnStop(func(context.Context) error { stopFollowing(); return nil }))
+		mc.http.GET("/v1/xds/status", authenticate, mc.xdsStatus)
+	}
 	g.Add("long polls", lifecycle.OnStop(func(context.Context) error {
 		close(mc.stopping)
 		return nil
@@ -194,7 +215,7 @@ func (mc *MeshCore) Start() error {
 	if err := mc.parts.Start(); err != nil {
 		return err
 	}
-	mc.log.Info("mesh-core started", "http", mc.http.Addr(), "kitex", mc.kitex.Addr(), "poll", mc.PollAddr())
+	mc.log.Info("mesh-core started", "http", mc.http.Addr(), "kitex", mc.kitex.Addr(), "poll", mc.PollAddr(), "xds", mc.XDSAddr())
 	return nil
 }
 

@@ -128,11 +128,35 @@ func (l *liveness) heartbeat(key string) (time.Duration, error) {
 	return in.ttl, nil
 }
 
-// forget stops keeping key alive (it was deregistered).
-func (l *liveness) forget(key string) {
+// forget stops keeping key alive (it is being deregistered) and returns
+// what it kept, for keep if the deregistration fails.
+func (l *liveness) forget(key string) *liveInstance {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	in := l.alive[key]
 	delete(l.alive, key)
+	return in
+}
+
+// keep keeps key alive again as it was (a deregistration that failed).
+func (l *liveness) keep(key string, in *liveInstance) {
+	if in == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.alive[key] == nil {
+		l.alive[key] = in
+	}
+}
+
+// keeps tells whether this replica keeps key alive: it heartbeats here and
+// its deadline has not passed.
+func (l *liveness) keeps(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	in := l.alive[key]
+	return in != nil && l.now().Before(in.deadline)
 }
 
 // Run reaps the instances past their deadline every tick and writes the

@@ -139,8 +139,12 @@ func (r *registry) deregister(ctx context.Context, c *app.RequestContext) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	// Not kept alive before the delete, so that the cache applies the
+	// delete at once rather than hold it as a lost session's (Cache.keptAlive).
+	kept := r.live.forget(r.key(service, instance))
 	resp, err := r.etcd.Delete(ctx, r.key(service, instance), clientv3.WithPrevKV())
 	if err != nil {
+		r.live.keep(r.key(service, instance), kept)
 		r.unavailable(c, "deregister", err)
 		return
 	}
@@ -148,7 +152,6 @@ func (r *registry) deregister(ctx context.Context, c *app.RequestContext) {
 		r.notFound(c, "deregister", service, instance)
 		return
 	}
-	r.live.forget(r.key(service, instance))
 	r.metrics.registrations.WithLabelValues("deregister", "ok").Inc()
 	c.Status(consts.StatusNoContent)
 }

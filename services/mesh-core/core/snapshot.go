@@ -37,6 +37,10 @@ type Snapshot struct {
 	done chan struct{}
 	// built is when this version was made, to measure how long pollers wait for it.
 	built time.Time
+	// members and decision are what body encodes, kept for the xDS
+	// translation, which reads them rather than deriving them again.
+	members  []api.Instance
+	decision *api.Overload
 }
 
 var canonical = sonic.Config{SortMapKeys: true}.Froze()
@@ -119,11 +123,20 @@ func buildSnapshot(service string, regs map[string]api.Registration, pol *api.Po
 		s.Version, s.body = encodeSnapshot(service, instances, overload, zones)
 		s.Instances = len(instances)
 	}
+	s.members, s.decision = instances, overload
 	if pol != nil {
 		s.PolicyAtMs = pol.ComputedAtMs
 	}
 	return s
 }
+
+// Members are the service's instances as the snapshot gives them (weights
+// merged, ejected ones unhealthy; the imported ones after the local ones).
+// Callers must not modify them.
+func (s *Snapshot) Members() []api.Instance { return s.members }
+
+// Decision is the service's overload decision (state normal without a policy).
+func (s *Snapshot) Decision() *api.Overload { return s.decision }
 
 // encodeSnapshot is the shared body of an answer and its version; zones is
 // the policy's zone routing (nil: none).

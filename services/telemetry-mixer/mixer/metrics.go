@@ -10,9 +10,12 @@ import (
 // counted at the HTTP edge; past it a report is split into records (its server
 // part, each call edge, each dry-run denial), and forwarding counts records.
 type metrics struct {
-	accepted  prometheus.Counter
-	rejected  *prometheus.CounterVec
-	forwarded *prometheus.CounterVec
+	accepted prometheus.Counter
+	// clockCorrected counts the reports whose timestamps were moved onto
+	// the mixer's clock (api.HeaderSentAt).
+	clockCorrected prometheus.Counter
+	rejected       *prometheus.CounterVec
+	forwarded      *prometheus.CounterVec
 	// forwarded's children, looked up once
 	forwardedServer, forwardedEdge, forwardedDenial, forwardedUnit prometheus.Counter
 	retried                                                        prometheus.Counter
@@ -26,6 +29,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		accepted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sextant_mixer_reports_accepted_total",
 			Help: "Telemetry reports accepted (answered 202).",
+		}),
+		clockCorrected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sextant_mixer_reports_clock_corrected_total",
+			Help: "Reports whose timestamp_ms was moved onto the mixer's clock: their data plane said when it sent them (X-Sextant-Sent-At), and its clock was off by more than 1 s.",
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sextant_mixer_reports_rejected_total",
@@ -57,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.forwardedEdge = m.forwarded.WithLabelValues("edge")
 	m.forwardedDenial = m.forwarded.WithLabelValues("denial")
 	m.forwardedUnit = m.forwarded.WithLabelValues("unit_route")
-	reg.MustRegister(m.accepted, m.rejected, m.forwarded, m.retried, m.dropped, m.forwardSeconds, m.denialsDropped)
+	reg.MustRegister(m.accepted, m.clockCorrected, m.rejected, m.forwarded, m.retried, m.dropped, m.forwardSeconds, m.denialsDropped)
 	return m
 }
 

@@ -228,10 +228,26 @@ func (in *Ingest) Handle(_ context.Context, c *app.RequestContext) {
 			in.decoders.Put(dec)
 		}
 	}()
-	reports, fe := dec.Decode(buf.Bytes(), in.limits, time.Now())
+	// A data plane that says when it sent (api.HeaderSentAt) has its
+	// timestamps checked against its own clock and moved onto ours.
+	now, skew := time.Now(), time.Duration(0)
+	if v := c.Request.Header.Peek(api.HeaderSentAt); len(v) > 0 {
+		if ms, err := strconv.ParseInt(string(v), 10, 64); err == nil && ms > 0 {
+			if d := time.UnixMilli(ms).Sub(now); d > api.ClockSkewTolerance || d < -api.ClockSkewTolerance {
+				now, skew = now.Add(d), d
+			}
+		}
+	}
+	reports, fe := dec.Decode(buf.Bytes(), in.limits, now)
 	if fe != nil {
 		in.reject(c, consts.StatusBadRequest, fe)
 		return
+	}
+	if skew != 0 {
+		for i := range reports {
+			reports[i].TimestampMs -= skew.Milliseconds()
+		}
+		in.metrics.clockCorrected.Add(float64(len(reports)))
 	}
 	if in.authenticate != nil {
 		id := authn.From(c)

@@ -10,7 +10,8 @@ import (
 // seriesSink hands accepted reports to the forwarder and, once accepted,
 // writes what the mixer keeps at full resolution (docs/timeseries.md):
 // measurement `server` per report, `identities` and `connections` per
-// report that carries them, and `dry_run_denial` per denial. Call
+// report that carries them, `dry_run_denial` per denial and `unit_route`
+// per unit route. Call
 // edges are written by the calculator shards, summed per callee instance
 // and window. Tags are service and instance names only, so cardinality
 // follows the number of instances.
@@ -62,6 +63,13 @@ func writeReport(w *tsdb.Writer, r *api.Report) {
 		if l := w.Begin("dry_run_denial"); l != nil {
 			l.Tag("callee_service", d.CalleeService).Tag("caller_service", d.CallerService).Tag("rule", d.Rule).
 				Int("count", d.Count).End(at)
+		}
+	}
+	for i := range r.UnitRoutes {
+		u := &r.UnitRoutes[i]
+		if l := w.Begin("unit_route"); l != nil {
+			l.Tag("callee_service", u.CalleeService).Tag("caller_service", rep.Service).Tag("outcome", u.Outcome).
+				Tag("rule", u.Rule).Tag("unit", u.Unit).Int("count", u.Count).End(at)
 		}
 	}
 }

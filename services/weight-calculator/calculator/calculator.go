@@ -461,6 +461,8 @@ func (o Outcome) String() string {
 		return "late"
 	case Refused:
 		return "refused_series_limit"
+	case Future:
+		return "future"
 	default:
 		return "invalid"
 	}
@@ -468,7 +470,7 @@ func (o Outcome) String() string {
 
 type metrics struct {
 	records *prometheus.CounterVec
-	byTally [3][4]prometheus.Counter // records' children, looked up once
+	byTally [3][5]prometheus.Counter // records' children, looked up once
 	expired prometheus.Counter
 }
 

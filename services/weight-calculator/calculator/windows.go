@@ -146,6 +146,7 @@ type Totals struct {
 	EdgeErrors     int64 `json:"edge_errors"`
 	EdgeTimeouts   int64 `json:"edge_timeouts"`
 	LateRecords    int64 `json:"late_records"`
+	FutureRecords  int64 `json:"future_records"`
 }
 
 // Outcome is what became of one record.
@@ -157,7 +158,15 @@ const (
 	Late             // older than the oldest window kept
 	Refused          // a new series beyond the series limit
 	Invalid          // missing names or non-finite, negative numbers
+	Future           // more than MaxAheadWindows ahead of the calculator's clock
 )
+
+// MaxAheadWindows is how far ahead of the calculator's clock a record's
+// window may be. A record further ahead comes from a data plane whose
+// clock is off (and a mixer that could not correct it: no
+// X-Sextant-Sent-At); kept, it would move its series' newest window ahead
+// and make every record of the series' present time count as late.
+const MaxAheadWindows = 2
 
 // NewStore keeps count windows of length window, for at most maxSeries series.
 func NewStore(window time.Duration, count, maxSeries int) *Store {
@@ -166,7 +175,7 @@ func NewStore(window time.Duration, count, maxSeries int) *Store {
 }
 
 // Tally counts what became of a batch's records, by kind and outcome.
-type Tally [3][4]int64
+type Tally [3][5]int64
 
 // The kinds of records, as Tally indexes them.
 const (
@@ -182,7 +191,7 @@ var KindNames = [3]string{"server", "edge", "denial"}
 func (t *Tally) NotAccepted() int64 {
 	var n int64
 	for k := range t {
-		n += t[k][Late] + t[k][Refused] + t[k][Invalid]
+		n += t[k][Late] + t[k][Refused] + t[k][Invalid] + t[k][Future]
 	}
 	return n
 }
@@ -522,6 +531,10 @@ func (s *Store) slot(sw *serviceWindows, instance string, tsMs int64, now time.T
 	if index <= iw.newest-int64(s.count) {
 		iw.totals.LateRecords++
 		return nil, nil, Late
+	}
+	if index > s.WindowIndex(now)+MaxAheadWindows {
+		iw.totals.FutureRecords++
+		return nil, nil, Future
 	}
 	iw.newest = max(iw.newest, index)
 	// The slot holds this window or one at least count windows older.

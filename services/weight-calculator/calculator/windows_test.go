@@ -54,17 +54,43 @@ func TestStoreMergesCallersPerWindow(t *testing.T) {
 
 func TestStoreDropsLateRecordsAndCountsThem(t *testing.T) {
 	s := NewStore(time.Second, 3, 100)
-	s.AddEdge(edge("svc", "i1", t0.Add(10*time.Second), 1, 0, 1), t0)
-	if o := s.AddEdge(edge("svc", "i1", t0, 1, 0, 1), t0); o != Late {
+	now := t0.Add(10 * time.Second)
+	s.AddEdge(edge("svc", "i1", t0.Add(10*time.Second), 1, 0, 1), now)
+	if o := s.AddEdge(edge("svc", "i1", t0, 1, 0, 1), now); o != Late {
 		t.Fatalf("a record 10 windows old with 3 kept: %v, want Late", o)
 	}
 	// Within the last three windows it is still merged.
-	if o := s.AddEdge(edge("svc", "i1", t0.Add(8*time.Second), 1, 0, 1), t0); o != Accepted {
+	if o := s.AddEdge(edge("svc", "i1", t0.Add(8*time.Second), 1, 0, 1), now); o != Accepted {
 		t.Fatalf("a record 2 windows old: %v", o)
 	}
 	v, _ := s.Service("svc")
 	if v.Instances[0].Totals.LateRecords != 1 || len(v.Instances[0].Windows) != 2 {
 		t.Fatalf("view %+v", v.Instances[0])
+	}
+}
+
+// A record minutes ahead of the calculator's clock (a caller whose clock
+// is off, through a mixer that could not correct it) is dropped and
+// counted as future: kept, it moved the series' newest window minutes
+// ahead, and every record of the present, from every other data plane,
+// then counted as late.
+func TestStoreDropsRecordsFromTheFutureAndCountsThem(t *testing.T) {
+	s := NewStore(time.Second, 10, 100)
+	if o := s.AddEdge(edge("svc", "i1", t0.Add(3*time.Minute), 1, 0, 1), t0); o != Future {
+		t.Fatalf("a record 3 min ahead: %v, want Future", o)
+	}
+	if o := s.AddEdge(edge("svc", "i1", t0.Add(MaxAheadWindows*time.Second), 1, 0, 1), t0); o != Accepted {
+		t.Fatalf("a record %d windows ahead: %v, want Accepted", MaxAheadWindows, o)
+	}
+	for i := range 5 {
+		if o := s.AddServer(&aggregator.ServerRecord{Reporter: &aggregator.Reporter{Service: "svc", Instance: "i1"},
+			TimestampMs: t0.Add(time.Duration(i) * time.Second).UnixMilli(), Requests: 10}, t0.Add(time.Duration(i)*time.Second)); o != Accepted {
+			t.Fatalf("a record of the present after one from the future: %v, want Accepted", o)
+		}
+	}
+	v, _ := s.Service("svc")
+	if tot := v.Instances[0].Totals; tot.FutureRecords != 1 || tot.LateRecords != 0 || tot.ServerRecords != 5 {
+		t.Fatalf("totals %+v, want 1 future, 0 late, 5 server records", tot)
 	}
 }
 

@@ -79,6 +79,8 @@ mesh-core:
       containerPort: 7713
     - name: poll
       containerPort: 7733
+    - name: xds
+      containerPort: 7723
 config-center:
   key: configCenter
   httpPort: 7704
