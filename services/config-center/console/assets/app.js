@@ -604,7 +604,9 @@
     const statusBox = el('div', { id: 'status-box' });
     const history = el('div', { class: 'card', id: 'history' });
     const pinBox = el('div', { class: 'card', id: 'pin-box' });
-    const server = scope.split('/').pop();
+    // The service whose instances apply the config: the client of a
+    // client-scoped one, else the server.
+    const applier = scope.split('/')[0];
     const defaultsBox = el('div', { class: 'card', id: 'defaults', hidden: true });
     kinds().then((ks) => {
       const k = ks.find((x) => x.kind === kind);
@@ -784,7 +786,7 @@
     async function drawPins() {
       pinBox.replaceChildren(el('h2', { text: 'Pin' }));
       if (!state.exists) { pinBox.append(el('p', { class: 'muted', text: 'Nothing to pin yet.' })); return; }
-      const svc = el('input', { type: 'text', id: 'pin-service', value: server, placeholder: 'service' });
+      const svc = el('input', { type: 'text', id: 'pin-service', value: applier, placeholder: 'service' });
       const rev = el('input', { type: 'number', id: 'pin-revision', value: state.entry.revision, min: 1 });
       const status = el('div');
       const pins = el('div');
