@@ -198,7 +198,7 @@ func TestConsole(t *testing.T) {
 	}()
 	t.Cleanup(func() { stopReports(); reporting.Wait() })
 
-	// Configs the pages show: a limit with two versions, and access rules in dry_run.
+	// Configs the pages show: a limit (its first version), and access rules in dry_run.
 	if s, b, err := call("PUT", api+"/v1/configs/limit/comment-svc", "", "", map[string]any{"qps_limit": 5000}); err != nil || s != http.StatusOK {
 		t.Fatalf("PUT limit: %d %s %v", s, b, err)
 	}
@@ -207,6 +207,12 @@ func TestConsole(t *testing.T) {
 	if s, b, err := call("PUT", api+"/v1/configs/access_control/pay-svc", "", "", map[string]any{"rules": []any{
 		map[string]any{"name": "only-checkout", "type": "allow", "callers": []string{"checkout"}, "mode": "dry_run"}}}); err != nil || s != http.StatusOK {
 		t.Fatalf("PUT access_control: %d %s %v", s, b, err)
+	}
+
+	// One data plane of comment-svc watches its configs (and has not said
+	// it applied them yet).
+	if s, b, err := call("GET", api+"/v1/watch?service=comment-svc&instance=10.0.1.1:9000&wait=0s", "", "", nil); err != nil || s != http.StatusOK {
+		t.Fatalf("watch: %d %s %v", s, b, err)
 	}
 
 	// The browser.
@@ -274,8 +280,12 @@ func TestConsole(t *testing.T) {
 		defer cancel()
 		for i, st := range steps {
 			if err := chromedp.Do(c, st); err != nil {
+				// The page as it was, in the log and as a screenshot.
 				hc, hcancel := context.WithTimeout(browser, 5*time.Second)
 				html, _ := chromedp.Run(hc, chromedp.OuterHTML(chromedp.CSS("#app")))
+				if png, err := chromedp.Run(hc, chromedp.FullScreenshot(100)); err == nil {
+					_ = os.WriteFile(filepath.Join(shots, "failed-"+strings.ReplaceAll(t.Name(), "/", "-")+".png"), png, 0o644)
+				}
 				hcancel()
 				t.Fatalf("step %d: %v\npage:\n%s", i+1, err, html)
 			}
@@ -350,7 +360,11 @@ func TestConsole(t *testing.T) {
 	}
 
 	step("login", func(t *testing.T) {
-		do(t, chromedp.Navigate(api+"/ui/"), css("#token"), shot("login"), login(testenv.AdminToken),
+		// A token the config-center does not know is refused at once.
+		do(t, chromedp.Navigate(api+"/ui/"), css("#token"), chromedp.WaitNotVisible(chromedp.CSS("#nav")), login("not-a-token"),
+			chromedp.WaitVisible(chromedp.Search(`//form[@id="login-form"]//div[contains(., "401 unauthenticated")]`)),
+			shot("login"),
+			login(testenv.AdminToken), // the refused token was cleared
 			chromedp.WaitVisible(chromedp.Search(`//h1[.="Services"]`)))
 	})
 
@@ -408,6 +422,10 @@ func TestConsole(t *testing.T) {
 			css("#chart-weights polyline"),
 			css("#chart-latency polyline"),
 			shot("service"))
+		// A service no calculator computes is said so.
+		do(t, goTo("#/service/no-such-svc"), css("#not-computed"),
+			goTo("#/service/comment-svc"), css(`#instance-table tr[data-instance="10.0.1.3:9000"]`))
+		do(t, chromedp.WaitVisible(chromedp.Search(`//table[@id="dataplane-table"]//tr[@data-instance="10.0.1.1:9000"]//span[.="STALE"]`)))
 		weights := value(t, `[...document.querySelectorAll('#instance-table td.weight')].map(td => td.textContent).join(' ')`)
 		if len(strings.Fields(weights)) != 3 {
 			t.Errorf("weights shown: %q, want three", weights)

@@ -177,7 +177,12 @@
         await api('GET', '/v1/kinds');
       } catch (err) {
         status.replaceChildren(errorBox(err, 'token check'));
-        if (err.status === 401) { sessionStorage.removeItem(TOKEN_KEY); return; }
+        if (err.status === 401) {
+          sessionStorage.removeItem(TOKEN_KEY);
+          input.value = '';
+          input.focus();
+          return;
+        }
       }
       const to = returnTo || '#/';
       returnTo = '';
@@ -313,11 +318,12 @@
     const instances = el('div', { class: 'card', id: 'instances' }, el('p', { class: 'muted', text: 'Loading the live policy…' }));
     const charts = el('div', { class: 'charts', id: 'charts' });
     const configs = el('div', { class: 'card', id: 'service-configs' });
+    const planes = el('div', { class: 'card', id: 'dataplanes' });
     app.append(el('h1', {}, 'Service ', el('span', { id: 'service-name', text: service })), head,
       el('p', { class: 'row' },
         el('a', { href: '#/configs?service=' + enc(service), text: 'Configs of ' + service }),
         el('a', { href: '#/access?service=' + enc(service), text: 'Access dry-run report' })),
-      overload, instances, el('h2', {}, 'Over time ', el('span', { class: 'muted', id: 'chart-source', text: '(sampled every second while this page is open)' })), charts, configs);
+      overload, instances, el('h2', {}, 'Over time ', el('span', { class: 'muted', id: 'chart-source', text: '(sampled every second while this page is open)' })), charts, configs, planes);
     let last = null;
     // The history from InfluxDB, when the config-center has it, goes before
     // the live samples.
@@ -418,6 +424,21 @@
     }
 
     sample();
+    // Which config versions its data planes run (like istioctl proxy-status).
+    api('GET', '/v1/dataplanes?service=' + enc(service)).then(({ data }) => {
+      const list = data.dataplanes || [];
+      const revs = (m) => Object.entries(m || {}).map(([k, r]) => k + ' @' + r).join(', ') || '–';
+      const state = { SYNCED: 'healthy', STALE: 'degraded', 'NOT SENT': 'critical' };
+      planes.replaceChildren(el('h2', { text: 'Data planes and their config versions' }),
+        list.length ? el('table', { id: 'dataplane-table' },
+          el('thead', {}, el('tr', {}, ['Instance', 'State', 'In force', 'Sent', 'Applied', 'Last seen'].map((h) => el('th', { text: h })))),
+          el('tbody', {}, list.map((d) => el('tr', { 'data-instance': d.instance },
+            el('td', { text: d.instance }),
+            el('td', {}, el('span', { class: 'badge ' + (state[d.state] || ''), text: d.state })),
+            el('td', { text: revs(d.current) }), el('td', { text: revs(d.sent) }), el('td', { text: revs(d.applied) }),
+            el('td', { text: fmt.time(d.last_seen_ms) })))))
+          : el('p', { class: 'muted', text: 'No instance of ' + service + ' watches its configs on this config-center replica.' }));
+    }).catch((err) => planes.replaceChildren(errorBox(err, 'data planes')));
     api('GET', '/v1/configs?service=' + enc(service)).then(({ data }) => {
       configs.replaceChildren(el('h2', { text: 'Configs naming ' + service }), configTable(data.configs || []), pinTable(service, data.pins || [], () => render()));
     }).catch((err) => configs.replaceChildren(errorBox(err, 'configs')));
@@ -583,7 +604,9 @@
     const statusBox = el('div', { id: 'status-box' });
     const history = el('div', { class: 'card', id: 'history' });
     const pinBox = el('div', { class: 'card', id: 'pin-box' });
-    const server = scope.split('/').pop();
+    // The service whose instances apply the config: the client of a
+    // client-scoped one, else the server.
+    const applier = scope.split('/')[0];
     const defaultsBox = el('div', { class: 'card', id: 'defaults', hidden: true });
     kinds().then((ks) => {
       const k = ks.find((x) => x.kind === kind);
@@ -763,7 +786,7 @@
     async function drawPins() {
       pinBox.replaceChildren(el('h2', { text: 'Pin' }));
       if (!state.exists) { pinBox.append(el('p', { class: 'muted', text: 'Nothing to pin yet.' })); return; }
-      const svc = el('input', { type: 'text', id: 'pin-service', value: server, placeholder: 'service' });
+      const svc = el('input', { type: 'text', id: 'pin-service', value: applier, placeholder: 'service' });
       const rev = el('input', { type: 'number', id: 'pin-revision', value: state.entry.revision, min: 1 });
       const status = el('div');
       const pins = el('div');
