@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,7 @@ type Discovery struct {
 	log    *slog.Logger
 	cache  *diskCache
 	zone   string // the caller's, for zone-aware weights
+	name   string // this process's name on its polls (?client=)
 
 	mu       sync.Mutex
 	services map[string]*watched
@@ -140,6 +142,10 @@ type DiscoveryOptions struct {
 	// (Snapshot.Cached) until mesh-core answers. Processes of one service
 	// may share it.
 	CacheDir string
+	// Client is the name mesh-core knows this process by in `sextant
+	// status` (which version of each service it holds; default:
+	// $SEXTANT_INSTANCE, else the host name, a pod's name in Kubernetes).
+	Client string
 	// Zone is the caller's zone (default: $SEXTANT_ZONE): with one, and a
 	// policy that carries the demand by zone, the weights Get answers are
 	// zone-aware (ZoneWeighted, docs/weights.md#zone-aware-routing).
@@ -159,6 +165,7 @@ func NewDiscovery(o DiscoveryOptions) *Discovery {
 	return &Discovery{
 		base:     baseURL(o.MeshCore),
 		zone:     zoneOf(o.Zone),
+		name:     clientOf(o.Client),
 		token:    o.Token,
 		client:   httpClient(o.HTTPClient, o.Wait+10*time.Second),
 		wait:     o.Wait,
@@ -349,6 +356,9 @@ func (d *Discovery) poll(names []string, version int64, etag *string, restarted 
 		escaped[i] = url.QueryEscape(n)
 	}
 	u := fmt.Sprintf("%s/v1/discovery?services=%s&version=%d&wait=%s", d.base, strings.Join(escaped, ","), version, d.wait)
+	if d.name != "" {
+		u += "&client=" + url.QueryEscape(d.name)
+	}
 	ctx, cancel := context.WithCancel(d.ctx)
 	defer cancel()
 	go func() { // ends with the poll (the deferred cancel)
@@ -422,4 +432,19 @@ func (s *Snapshot) Threshold(instance string) int32 {
 		}
 	}
 	return t
+}
+
+// clientOf is the process's name on its polls: the option, else
+// $SEXTANT_INSTANCE, else the host name ("" when none is a valid name).
+func clientOf(client string) string {
+	if client == "" {
+		client = os.Getenv("SEXTANT_INSTANCE")
+	}
+	if client == "" {
+		client, _ = os.Hostname()
+	}
+	if api.Name("client", client, false) != nil {
+		return ""
+	}
+	return client
 }

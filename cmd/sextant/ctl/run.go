@@ -11,7 +11,7 @@ var Commands = []struct{ Name, Summary string }{
 	{"config", "read, write, edit, diff, roll out, roll back and pin governance config"},
 	{"services", "the services, sorted by trouble: instances, ejections, traffic, overload"},
 	{"describe", "one service: instances with weights and why, overload, configs, data planes"},
-	{"status", "the data planes watching config, and whether each runs the current revisions"},
+	{"status", "the data planes, and whether each holds the current discovery and runs the current configs"},
 	{"proxy-status", "the xDS data planes (gRPC clients, Envoys) on a mesh-core replica: SYNCED, STALE or NOT SENT per type"},
 	{"top", "a live view of the services (or one service's instances), redrawn every second"},
 	{"export", "every governance config as files (DIR/KIND/SCOPE.json)"},

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/cmd/sextant/ctl"
 	"github.com/sextant-mesh/sextant/internal/testenv"
+	"github.com/sextant-mesh/sextant/services/mesh-core/coretest"
 	"github.com/sextant-mesh/sextant/services/telemetry-mixer/mixertest"
 	"github.com/sextant-mesh/sextant/services/weight-calculator/calculatortest"
 )
@@ -68,7 +69,17 @@ func TestServicesDescribeStatusTop(t *testing.T) {
 	out, _ = must(t, "describe", "service", "nothing-here")
 	contains(t, "describe of a service without telemetry", out, "Weights:   none")
 
-	// A data plane of svc-1 watches its configs and reports applying them.
+	// A data plane of svc-1 polls discovery naming itself, watches its
+	// configs and reports applying them.
+	mc := coretest.Start(t, s.etcd, s.prefix, nil)
+	t.Setenv("SEXTANT_MESH_CORE", mc.Addr())
+	poll, _ := http.NewRequest("GET", "http://"+mc.Addr()+"/v1/discovery/svc-1?wait=0s&client=10.0.1.0:80", nil)
+	poll.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := http.DefaultClient.Do(poll); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("discovery poll: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	if code, _, body := s.api(t, "PUT", "/v1/configs/limit/svc-1", `{"qps_limit": 10}`); code != 200 {
 		t.Fatalf("config: %d %s", code, body)
 	}
@@ -77,8 +88,8 @@ func TestServicesDescribeStatusTop(t *testing.T) {
 		s.api(t, "GET", "/v1/watch?service=svc-1&instance=10.0.1.0:80&wait=0s&version="+h.Get("ETag")[1:len(h.Get("ETag"))-1]+
 			"&applied="+h.Get("ETag")[1:len(h.Get("ETag"))-1], "")
 		out, _ := must(t, "status", "--service", "svc-1")
-		if !strings.Contains(out, "SYNCED") || !strings.Contains(out, "limit/svc-1") {
-			return errors.New(out)
+		if strings.Count(out, "SYNCED") != 2 || !strings.Contains(out, "limit/svc-1") || !strings.Contains(out, "DISCOVERY") {
+			return errors.New(out) // discovery and config, both synced
 		}
 		return nil
 	})

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 )
@@ -29,13 +30,26 @@ func fetchDataPlanes(c *Client, service string) ([]dataPlane, error) {
 	return got.DataPlanes, err
 }
 
-// statusCmd is `sextant status`: like istioctl proxy-status, for config.
+// discoveryPoll is one line of mesh-core's GET /v1/dataplanes.
+type discoveryPoll struct {
+	Client     string   `json:"client"`
+	Services   []string `json:"services"`
+	Held       int64    `json:"held"`
+	Current    int64    `json:"current"`
+	State      string   `json:"state"`
+	LastSeenMs int64    `json:"last_seen_ms"`
+}
+
+// statusCmd is `sextant status`: like istioctl proxy-status, every data
+// plane and whether it holds the current discovery (mesh-core) and runs
+// the current configs (config-center).
 func statusCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sextant status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cf connFlags
 	cf.register(fs, true)
-	service := fs.String("service", "", "only this service's data planes")
+	meshCore := fs.String("mesh-core", "", "mesh-core HTTP address, host:port or a URL (default $SEXTANT_MESH_CORE or "+DefaultMeshCore+")")
+	service := fs.String("service", "", "only this service's data planes (config), or those following it (discovery)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -47,15 +61,42 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if done, err := emit(stdout, cf.output, map[string]any{"dataplanes": dps}); done {
+	// Discovery is mesh-core's to tell; without it, config status still helps.
+	var polls []discoveryPoll
+	var pollErr error
+	mc, err := NewClient(firstOf(*meshCore, os.Getenv("SEXTANT_MESH_CORE"), DefaultMeshCore), c.token, "")
+	if err != nil {
 		return err
 	}
+	var got struct {
+		DataPlanes []discoveryPoll `json:"dataplanes"`
+	}
+	if _, pollErr = mc.Do(http.MethodGet, "/v1/dataplanes?service="+url.QueryEscape(*service), nil, &got); pollErr == nil {
+		polls = got.DataPlanes
+	}
+	if done, err := emit(stdout, cf.output, map[string]any{"discovery": polls, "config": dps}); done {
+		if pollErr != nil {
+			fmt.Fprintf(stderr, "discovery: %v\n", pollErr)
+		}
+		return err
+	}
+	fmt.Fprintln(stdout, "DISCOVERY (mesh-core: the version each data plane holds)")
+	if pollErr != nil {
+		fmt.Fprintf(stdout, "  unknown: %v\n", pollErr)
+	} else {
+		t := newTable(stdout, "CLIENT", "SERVICES", "DISCOVERY", "HELD", "CURRENT", "LAST SEEN")
+		for _, p := range polls {
+			t.row(p.Client, strings.Join(p.Services, ","), p.State, p.Held, p.Current, ago(p.LastSeenMs)+" ago")
+		}
+		t.flush()
+	}
+	fmt.Fprintln(stdout, "\nCONFIG (config-center: the revisions each data plane runs)")
 	t := newTable(stdout, "SERVICE", "INSTANCE", "CONFIG", "REVISIONS (applied/in force)", "LAST SEEN")
 	for _, d := range dps {
 		t.row(d.Service, d.Instance, d.State, revisions(d), ago(d.LastSeenMs)+" ago")
 	}
 	t.flush()
-	fmt.Fprintf(stdout, "%d data planes watching their configs on this config-center replica\n", len(dps))
+	fmt.Fprintf(stdout, "%d data planes polling discovery on this mesh-core replica, %d watching their configs on this config-center replica\n", len(polls), len(dps))
 	return nil
 }
 

@@ -133,13 +133,16 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 		return nil, errors.Join(err, g.Stop(context.Background()))
 	}
 	r := &registry{etcd: cli, live: mc.live, cache: mc.cache, keys: keys, defaultTTL: int64(cfg.DefaultTTL.Seconds()), maxBody: cfg.MaxBodyBytes, metrics: m, log: log}
-	d := &discovery{cache: mc.cache, stale: mc.Stale, maxWait: cfg.MaxWait, defaultWait: cfg.DefaultWait, stopping: mc.stopping, metrics: m}
+	// Polls are forgotten a while after their wait could have ended.
+	pollers := newPollerBook(2*cfg.MaxWait + time.Minute)
+	d := &discovery{cache: mc.cache, stale: mc.Stale, maxWait: cfg.MaxWait, defaultWait: cfg.DefaultWait, stopping: mc.stopping, metrics: m, pollers: pollers}
 	authenticate := verifier.Authenticate()
 	mc.http.POST("/v1/instances", authenticate, r.register)
 	mc.http.PUT("/v1/instances/:service/:instance/heartbeat", authenticate, r.heartbeat)
 	mc.http.DELETE("/v1/instances/:service/:instance", authenticate, r.deregister)
 	mc.http.GET("/v1/discovery/:service", authenticate, d.one)
 	mc.http.GET("/v1/discovery", authenticate, d.many)
+	mc.http.GET("/v1/dataplanes", authenticate, pollers.serve(mc.cache))
 	mc.http.GET("/v1/exports", authenticate, (&exports{d: d, services: cfg.Peering.Export}).serve)
 	httpx.HealthRoutesDetail(mc.http, mc.readiness, mc.staleness, mc.peerDetail)
 	httpx.MetricsRoute(mc.http, reg)
@@ -149,7 +152,7 @@ func New(cfg Config, log *slog.Logger) (*MeshCore, error) {
 	if cfg.PollAddr != "" {
 		mc.poll, err = ListenPoll(cfg.PollAddr, mc.cache, PollOptions{
 			MaxWait: cfg.MaxWait, DefaultWait: cfg.DefaultWait, IdleTimeout: cfg.PollIdleTimeout,
-			MaxRequestsPerSecond: cfg.PollRateLimit, Stale: mc.Stale, metrics: m,
+			MaxRequestsPerSecond: cfg.PollRateLimit, Stale: mc.Stale, metrics: m, pollers: pollers,
 			Authenticate: func(h string) *api.FieldError { _, fe := verifier.Verify(h); return fe },
 		})
 		if err != nil {

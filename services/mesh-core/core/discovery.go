@@ -28,16 +28,30 @@ type discovery struct {
 	stopping    <-chan struct{}
 	metrics     *metrics
 	bufs        sync.Pool
+	pollers     *pollerBook // nil: polls are not recorded
 }
 
 // pollArgs are the query of a long poll.
 type pollArgs struct {
 	version int64 // 0: answer at once
 	wait    time.Duration
+	client  string // the data plane's name for `sextant status`; "" when not given
 }
 
 func (d *discovery) args(c *app.RequestContext) (pollArgs, *api.FieldError) {
-	return d.parseArgs(string(c.Query("version")), string(c.Query("wait")), string(c.GetHeader("If-None-Match")))
+	a, fe := d.parseArgs(string(c.Query("version")), string(c.Query("wait")), string(c.GetHeader("If-None-Match")))
+	if fe == nil {
+		a.client, fe = clientArg(string(c.Query("client")))
+	}
+	return a, fe
+}
+
+// clientArg reads a poll's ?client: the data plane's name, optional.
+func clientArg(client string) (string, *api.FieldError) {
+	if fe := api.Name("client", client, false); fe != nil {
+		return "", fe
+	}
+	return client, nil
 }
 
 // parseArgs reads a poll's ?version and ?wait, and its If-None-Match header
@@ -102,6 +116,8 @@ func (d *discovery) one(ctx context.Context, c *app.RequestContext) {
 		return
 	}
 	snap := d.cache.Get(service)
+	names := []string{service}
+	d.pollers.saw(a.client, names, false, a.version, time.Now())
 	if snap.Version == a.version {
 		held, release, err := d.cache.Hold(service)
 		if err != nil {
@@ -119,6 +135,7 @@ func (d *discovery) one(ctx context.Context, c *app.RequestContext) {
 		}
 	}
 	d.metrics.polls.WithLabelValues("changed").Inc()
+	d.pollers.saw(a.client, names, false, snap.Version, time.Now())
 	buf := d.buf()
 	defer d.bufs.Put(buf)
 	*buf = snap.AppendJSON((*buf)[:0], time.Now(), d.stale())
@@ -139,6 +156,7 @@ func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
 		return
 	}
 	snaps, version := d.collect(names)
+	d.pollers.saw(a.client, names, true, a.version, time.Now())
 	if version == a.version {
 		// Wait on held snapshots (a service only polled for has none otherwise).
 		for _, n := range names {
@@ -180,6 +198,7 @@ func (d *discovery) many(ctx context.Context, c *app.RequestContext) {
 	}
 	d.metrics.polls.WithLabelValues("changed").Inc()
 	now, stale := time.Now(), d.stale()
+	d.pollers.saw(a.client, names, true, version, now)
 	buf := d.buf()
 	defer d.bufs.Put(buf)
 	b := appendBatch((*buf)[:0], snaps, version, now, stale)

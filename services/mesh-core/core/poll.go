@@ -80,6 +80,9 @@ type PollOptions struct {
 	Authenticate func(authorization string) *api.FieldError
 
 	metrics *metrics // mesh-core's, shared with the HTTP port; nil in tests
+	// pollers records which data plane holds which version (shared with
+	// the HTTP port; nil: not recorded).
+	pollers *pollerBook
 }
 
 // pollMetrics are mesh-core's metrics of discovery, shared with the HTTP port.
@@ -149,7 +152,7 @@ func ListenPoll(addr string, cache *Cache, o PollOptions) (*PollServer, error) {
 	}
 	s := &PollServer{
 		ln: ln, cache: cache, o: o,
-		d:      &discovery{cache: cache, stale: o.Stale, maxWait: o.MaxWait, defaultWait: o.DefaultWait},
+		d:      &discovery{cache: cache, stale: o.Stale, maxWait: o.MaxWait, defaultWait: o.DefaultWait, pollers: o.pollers},
 		topics: map[string]*topic{}, lists: map[string]*pollList{},
 		changed: map[string]bool{}, wake: make(chan struct{}, 1),
 		wheel: newWheel(pollTick, 1024, time.Now()),
@@ -501,6 +504,7 @@ type pconn struct {
 	shut      bool   // conn.Close was called, or the connection is gone
 	writing   bool   // an answer is being written by netpoll (the socket was full)
 	keepAlive bool   // of the request in hand
+	client    string // the data plane's name on the request in hand ("" when not given)
 	pending   []byte // the start of a head, or requests sent behind a parked poll
 	second    int64  // the second requests are counted in
 	requests  int
@@ -617,8 +621,8 @@ func (pc *pconn) handle(h *httphead.Head) {
 		pc.fail(405, api.Errorf("method", "method_not_allowed", "%s: this port serves GET only", clip(h.Method)), "Allow: GET\r\n")
 		return
 	}
-	var query [3]string // services, version, wait
-	for i, key := range [...]string{"services", "version", "wait"} {
+	var query [4]string // services, version, wait, client
+	for i, key := range [...]string{"services", "version", "wait", "client"} {
 		v, _, err := httphead.Query(h.RawQuery, key)
 		if err != nil {
 			pc.fail(400, api.Errorf(key, httphead.CodeMalformedRequest, "query: %v", err), "")
@@ -642,10 +646,15 @@ func (pc *pconn) handle(h *httphead.Head) {
 		}
 	}
 	a, fe := s.d.parseArgs(query[1], query[2], h.IfNoneMatch)
+	if fe == nil {
+		a.client, fe = clientArg(query[3])
+	}
 	if fe != nil {
 		pc.fail(400, fe, "")
 		return
 	}
+	pc.client = a.client
+	s.d.pollers.saw(a.client, names, !one, a.version, now)
 	key := "/" + names[0]
 	if !one {
 		key = strings.Join(names, ",")
@@ -716,6 +725,7 @@ func (pc *pconn) changed(names []string, many bool, now time.Time) {
 	if m := s.metrics; m != nil {
 		m.changed.Inc()
 	}
+	s.d.pollers.saw(pc.client, names, many, version, now)
 	pc.reply(s.appendOK(make([]byte, 0, len(body)+256), version, body, pc.keepAlive))
 }
 
