@@ -9,18 +9,12 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/sextant-mesh/sextant/api"
 )
 
 // dataPlane is one line of the config-center's GET /v1/dataplanes.
-type dataPlane struct {
-	Service    string           `json:"service"`
-	Instance   string           `json:"instance"`
-	State      string           `json:"state"`
-	Current    map[string]int64 `json:"current"`
-	Sent       map[string]int64 `json:"sent"`
-	Applied    map[string]int64 `json:"applied"`
-	LastSeenMs int64            `json:"last_seen_ms"`
-}
+type dataPlane = api.DataPlaneConfig
 
 func fetchDataPlanes(c *Client, service string) ([]dataPlane, error) {
 	var got struct {
@@ -28,16 +22,6 @@ func fetchDataPlanes(c *Client, service string) ([]dataPlane, error) {
 	}
 	_, err := c.Do(http.MethodGet, "/v1/dataplanes?service="+url.QueryEscape(service), nil, &got)
 	return got.DataPlanes, err
-}
-
-// discoveryPoll is one line of mesh-core's GET /v1/dataplanes.
-type discoveryPoll struct {
-	Client     string   `json:"client"`
-	Services   []string `json:"services"`
-	Held       int64    `json:"held"`
-	Current    int64    `json:"current"`
-	State      string   `json:"state"`
-	LastSeenMs int64    `json:"last_seen_ms"`
 }
 
 // statusCmd is `sextant status`: like istioctl proxy-status, every data
@@ -62,14 +46,14 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	// Discovery is mesh-core's to tell; without it, config status still helps.
-	var polls []discoveryPoll
+	var polls []api.DataPlaneDiscovery
 	var pollErr error
 	mc, err := NewClient(firstOf(*meshCore, os.Getenv("SEXTANT_MESH_CORE"), DefaultMeshCore), c.token, "")
 	if err != nil {
 		return err
 	}
 	var got struct {
-		DataPlanes []discoveryPoll `json:"dataplanes"`
+		DataPlanes []api.DataPlaneDiscovery `json:"dataplanes"`
 	}
 	if _, pollErr = mc.Do(http.MethodGet, "/v1/dataplanes?service="+url.QueryEscape(*service), nil, &got); pollErr == nil {
 		polls = got.DataPlanes

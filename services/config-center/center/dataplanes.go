@@ -13,27 +13,14 @@ import (
 	"github.com/sextant-mesh/sextant/internal/httpx"
 )
 
-// DataPlane is one instance watching its configs, and whether it runs the
-// current ones (like istioctl proxy-status for config): SYNCED when it
-// reported applying the revisions in force now, STALE when it was sent
-// them and has not reported applying them, NOT SENT when the configs
-// changed after its last answer (it is between polls, or gone).
-type DataPlane struct {
-	Service  string `json:"service"`
-	Instance string `json:"instance"`
-	State    string `json:"state"`
-	// Revisions by "kind/scope": in force now, sent last, applied last.
-	Current    map[string]int64 `json:"current"`
-	Sent       map[string]int64 `json:"sent"`
-	Applied    map[string]int64 `json:"applied"`
-	LastSeenMs int64            `json:"last_seen_ms"`
-}
+// DataPlane is one instance watching its configs (the contract's type).
+type DataPlane = api.DataPlaneConfig
 
 // Data-plane states.
 const (
-	StateSynced  = "SYNCED"
-	StateStale   = "STALE"
-	StateNotSent = "NOT SENT"
+	StateSynced  = api.StateSynced
+	StateStale   = api.StateStale
+	StateNotSent = api.StateNotSent
 )
 
 // dataPlanes lists what the book knows of service's instances (every

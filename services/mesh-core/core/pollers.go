@@ -32,7 +32,7 @@ type pollerBook struct {
 type pollerEntry struct {
 	client   string
 	services []string
-	many     bool // a poll of /v1/discovery?services=: its version is the batch's
+	many     bool  // a poll of /v1/discovery?services=: its version is the batch's
 	held     int64 // the version it holds: asked with, or last answered
 	seen     time.Time
 }
@@ -75,16 +75,8 @@ func (b *pollerBook) saw(client string, services []string, many bool, version in
 	e.held, e.seen = version, now
 }
 
-// DataPlanePoll is one data plane's poll as GET /v1/dataplanes answers it.
-type DataPlanePoll struct {
-	Client   string   `json:"client"`
-	Services []string `json:"services"`
-	// Held is the version the data plane holds; Current the one in force.
-	Held       int64  `json:"held"`
-	Current    int64  `json:"current"`
-	State      string `json:"state"` // SYNCED or STALE
-	LastSeenMs int64  `json:"last_seen_ms"`
-}
+// DataPlanePoll is one data plane's poll (the contract's type).
+type DataPlanePoll = api.DataPlaneDiscovery
 
 // list answers the polls that follow service (every poll when empty).
 func (b *pollerBook) list(service string, cache *Cache, now time.Time) []DataPlanePoll {
@@ -98,14 +90,14 @@ func (b *pollerBook) list(service string, cache *Cache, now time.Time) []DataPla
 	b.mu.Unlock()
 	out := make([]DataPlanePoll, 0, len(entries))
 	for _, e := range entries {
-		p := DataPlanePoll{Client: e.client, Services: e.services, Held: e.held, LastSeenMs: e.seen.UnixMilli(), State: "STALE"}
+		p := DataPlanePoll{Client: e.client, Services: e.services, Held: e.held, LastSeenMs: e.seen.UnixMilli(), State: api.StateStale}
 		if e.many {
 			_, p.Current = collect(cache, e.services)
 		} else {
 			p.Current = cache.Get(e.services[0]).Version
 		}
 		if p.Held == p.Current {
-			p.State = "SYNCED"
+			p.State = api.StateSynced
 		}
 		out = append(out, p)
 	}
