@@ -121,6 +121,9 @@ func startPlane(ctx context.Context, binDir, dataDir string, policyTTL time.Dura
 	if err := p.waitEtcd(ctx, 60*time.Second); err != nil {
 		return p, err
 	}
+	if err := p.republishWithin(ctx, policyTTL); err != nil {
+		return p, err
+	}
 	wd, _ := os.Getwd()
 	if bin, err := influxdev.Find(wd); err != nil {
 		p.influxErr = err
@@ -384,4 +387,23 @@ func (p *plane) windows(ctx context.Context) (map[string]calcTotals, error) {
 		out[in.Instance] = calcTotals{records: in.Totals.ServerRecords, late: in.Totals.LateRecords}
 	}
 	return out, nil
+}
+
+// republishWithin sets the calculator's republish_ms knob of backend to a
+// third of mesh-core's policy TTL. With its default (30 s) over the
+// suite's TTL (15 s), a calm spell in which the weights did not change
+// enough to be published let the policy expire, as the TTL means it to
+// when nothing refreshes it; a real deployment keeps the TTL (2 min) above
+// republish_ms.
+func (p *plane) republishWithin(ctx context.Context, policyTTL time.Duration) error {
+	cli, err := p.etcdClient()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	c, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	knobs := fmt.Sprintf(`{"republish_ms": %d}`, max(1000, policyTTL.Milliseconds()/3))
+	_, err = cli.Put(c, api.Keys{Prefix: api.DefaultPrefix}.Config(backend, api.KindCalculator, ""), knobs)
+	return err
 }
