@@ -132,6 +132,7 @@ func (p *plane) endpoints() []endpoint {
 		{"discovery", "GET", mesh + "/v1/discovery/" + victim + "?wait=0s", "", true},
 		{"discovery of several", "GET", mesh + "/v1/discovery?services=" + victim + "&wait=0s", "", true},
 		{"poll port", "GET", "http://" + p.poll + "/v1/discovery/" + victim + "?wait=0s", "", true},
+		{"data planes' discovery status", "GET", mesh + "/v1/dataplanes?service=" + victim, "", true},
 		{"exports to peers", "GET", mesh + "/v1/exports?wait=0s", "", true},
 		{"telemetry", "POST", mixer + "/v1/telemetry", report, false},
 		{"calculator windows", "GET", calc + "/debug/windows?service=" + victim, "", false},
