@@ -116,12 +116,21 @@ func TestZoneAwareRoutingEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
-	a, snap := share(inA)
-	if !near(a["zone-a"], 1) {
-		t.Errorf("a caller in zone a: weight shares %v (routing %v), want all in zone a", a, snap.ZoneRouting)
-	}
-	if all, _ := share(noZone); !near(all["zone-a"], 0.6) || !near(all["zone-b"], 0.4) {
-		t.Errorf("a caller without a zone: weight shares %v, want the weights as they are (60/40)", all)
-	}
+	// Each caller's Discovery polls on its own: it holds the routing a moment later.
+	var snap *sdk.Snapshot
+	testenv.Eventually(t, 30*time.Second, func() error {
+		var a map[string]float64
+		if a, snap = share(inA); snap == nil || len(snap.ZoneRouting) == 0 || !near(a["zone-a"], 1) {
+			return fmt.Errorf("a caller in zone a: weight shares %v, want all in zone a", a)
+		}
+		return nil
+	})
+	testenv.Eventually(t, 30*time.Second, func() error {
+		all, s := share(noZone)
+		if s == nil || len(s.ZoneRouting) == 0 || !near(all["zone-a"], 0.6) || !near(all["zone-b"], 0.4) {
+			return fmt.Errorf("a caller without a zone: weight shares %v, want the weights as they are (60/40)", all)
+		}
+		return nil
+	})
 	t.Logf("routing %v", snap.ZoneRouting)
 }

@@ -66,6 +66,10 @@ type serviceState struct {
 	// restoredFrom is the shard whose last published policy this state
 	// continues ("" when it started from defaults).
 	restoredFrom string
+	// The last zone routing computed, and when: kept through rounds
+	// without the data for one (late reports), as weights are.
+	zoneRouting   map[string]map[string]float64
+	zoneRoutingAt time.Time
 }
 
 // maxSilentRounds is how many rounds in a row an overloaded or recovering
@@ -230,7 +234,15 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	e.decisions = computeWeights(e.inputs, st.weights, &k, now, e.decisions)
 	d.Weights = append([]weightDecision(nil), e.decisions...)
 	if k.ZoneAware && len(live) >= k.ZoneAwareMinInstances {
-		d.ZoneRouting = e.zoneRouting(name, last, span, &k)
+		switch r := e.zoneRouting(name, last, span, &k); {
+		case r != nil:
+			st.zoneRouting, st.zoneRoutingAt = r, now
+		case now.Sub(st.zoneRoutingAt) > expiry:
+			st.zoneRouting = nil // no demand by zone for that long: callers route as usual
+		}
+		d.ZoneRouting = st.zoneRouting
+	} else {
+		st.zoneRouting = nil
 	}
 
 	// Overload from the newest complete window.
