@@ -23,6 +23,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sextant-mesh/sextant/api"
+	"github.com/sextant-mesh/sextant/api/unitrouting"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
@@ -103,6 +104,22 @@ func call(cli *client.Client, service string) (string, error) {
 	defer protocol.ReleaseRequest(req)
 	defer protocol.ReleaseResponse(resp)
 	req.SetRequestURI("http://" + service + "/")
+	if err := cli.Do(context.Background(), req, resp); err != nil {
+		return "", err
+	}
+	if resp.StatusCode() != http.StatusOK {
+		return "", fmt.Errorf("status %d", resp.StatusCode())
+	}
+	return string(resp.Body()), nil
+}
+
+// callWith is call with a request header.
+func callWith(cli *client.Client, service, key, value string) (string, error) {
+	req, resp := protocol.AcquireRequest(), protocol.AcquireResponse()
+	defer protocol.ReleaseRequest(req)
+	defer protocol.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + service + "/")
+	req.Header.Set(key, value)
 	if err := cli.Do(context.Background(), req, resp); err != nil {
 		return "", err
 	}
@@ -233,6 +250,26 @@ func TestTwoControlPlanes(t *testing.T) {
 		}
 	}
 
+	// A unit-routing rule of B's data plane: gold requests go to unit b
+	// (cluster b), falling back to unit a (cluster a, the peer's instances)
+	// when b has no healthy instance.
+	router := sdk.NewUnitRouter("caller", nil)
+	if err := router.Update(shared, []byte(`{"rules": [{"name": "home", "match": {"headers": {"x-tier": "gold"}},
+		"unit": "b", "mode": "enforce", "percent": 100, "fallback": "a"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	ruled, err := client.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ruled.Use(hertzsdk.Balance(shared, d, sdk.NewUnitBalancer(shared, router, nil), nil))
+	gold := func() (string, error) { return callWith(ruled, shared, "x-tier", "gold") }
+	for range 10 {
+		if who, err := gold(); err != nil || who != "b1" {
+			t.Fatalf("a gold call with unit b healthy served by %q (%v), want b1", who, err)
+		}
+	}
+
 	// B's calculator ejects B's only instance (a policy that also weighs
 	// A's imported instances, as B's callers report calls to them): calls
 	// fail over to A's instances, by B's weights.
@@ -267,6 +304,21 @@ func TestTwoControlPlanes(t *testing.T) {
 	}
 	if served["a1"] != 30 || served["a2"] != 10 {
 		t.Errorf("with B's instance ejected, calls served by %v, want a1 30 and a2 10 (B's weights 300:100)", served)
+	}
+	// The rule's fallback sends gold calls to cluster a, counted as such.
+	for range 10 {
+		if who, err := gold(); err != nil || (who != "a1" && who != "a2") {
+			t.Fatalf("a gold call with unit b ejected served by %q (%v), want A's instances by the rule's fallback", who, err)
+		}
+	}
+	fellBack := int64(0)
+	for c, n := range router.Counts() {
+		if c.Rule == "home" && c.Outcome == unitrouting.FellBack {
+			fellBack += n
+		}
+	}
+	if fellBack != 10 {
+		t.Errorf("fallbacks counted %d, want the 10 gold calls (counts %v)", fellBack, router.Counts())
 	}
 
 	// B's only instance goes: calls go to A's instances.
