@@ -3,8 +3,10 @@ package center
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/cloudwego/hertz/pkg/app"
@@ -38,26 +40,42 @@ type DryRunAnswer struct {
 // mixer routes dry-run denials there).
 func (d *shardViews) report(ctx context.Context, c *app.RequestContext) {
 	service := string(c.Query("service"))
-	if fe := api.Name("service", service, true); fe != nil {
-		httpx.WriteError(c, consts.StatusBadRequest, fe)
-		return
-	}
-	owner, ok := d.shards.View().Owner(service)
-	if !ok || owner.AdminAddr == "" {
-		httpx.WriteError(c, consts.StatusServiceUnavailable, api.Errorf("", "unavailable", "no weight-calculator shard holds telemetry now"))
-		return
-	}
 	var got struct {
 		Shard   string          `json:"shard"`
 		Denials json.RawMessage `json:"denials"`
 	}
-	// The shard checks the caller's own credential.
-	auth := string(c.GetHeader(api.AuthorizationHeader))
-	if err := d.fetch(ctx, fmt.Sprintf("http://%s/v1/dry-run?service=%s", owner.AdminAddr, service), auth, &got); err != nil {
-		httpx.WriteError(c, consts.StatusBadGateway, api.Errorf("", "unavailable", "asking shard %q: %v", owner.ID, err))
+	if !d.askOwner(ctx, c, service, "/v1/dry-run?service=", &got, nil) {
 		return
 	}
 	c.JSON(consts.StatusOK, DryRunAnswer{Service: service, Shard: got.Shard, Rules: d.dryRunRules(service), Denials: got.Denials})
+}
+
+// askOwner reads ?service, asks the shard that owns it for path (the
+// service's name appended, escaped) with the caller's own credential (the
+// shard checks it), and decodes the answer into v; on any failure it
+// answers the request itself (400, 503 without shards, 502) and ok is
+// false. notFound, when set, answers a shard's 404 instead of 502.
+func (d *shardViews) askOwner(ctx context.Context, c *app.RequestContext, service, path string, v any, notFound *api.FieldError) (ok bool) {
+	if fe := api.Name("service", service, true); fe != nil {
+		httpx.WriteError(c, consts.StatusBadRequest, fe)
+		return false
+	}
+	owner, found := d.shards.View().Owner(service)
+	if !found || owner.AdminAddr == "" {
+		httpx.WriteError(c, consts.StatusServiceUnavailable, api.Errorf("", "unavailable", "no weight-calculator shard holds telemetry now"))
+		return false
+	}
+	err := d.fetch(ctx, "http://"+owner.AdminAddr+path+url.PathEscape(service), string(c.GetHeader(api.AuthorizationHeader)), v)
+	var st statusError
+	switch {
+	case err == nil:
+		return true
+	case notFound != nil && errors.As(err, &st) && st.code == http.StatusNotFound:
+		httpx.WriteError(c, consts.StatusNotFound, notFound)
+	default:
+		httpx.WriteError(c, consts.StatusBadGateway, api.Errorf("", "unavailable", "asking shard %q: %v", owner.ID, err))
+	}
+	return false
 }
 
 func (d *shardViews) fetch(ctx context.Context, url, auth string, v any) error {

@@ -3,14 +3,12 @@ package center
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"slices"
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
 	"github.com/sextant-mesh/sextant/api"
-	"github.com/sextant-mesh/sextant/internal/httpx"
 )
 
 // Inspection is GET /v1/access/inspection?service=S: the callers of S seen
@@ -44,15 +42,6 @@ type InspectedCaller struct {
 
 func (d *shardViews) inspect(ctx context.Context, c *app.RequestContext) {
 	service := string(c.Query("service"))
-	if fe := api.Name("service", service, true); fe != nil {
-		httpx.WriteError(c, consts.StatusBadRequest, fe)
-		return
-	}
-	owner, ok := d.shards.View().Owner(service)
-	if !ok || owner.AdminAddr == "" {
-		httpx.WriteError(c, consts.StatusServiceUnavailable, api.Errorf("", "unavailable", "no weight-calculator shard holds telemetry now"))
-		return
-	}
 	var got struct {
 		Shard   string `json:"shard"`
 		Callers []struct {
@@ -61,9 +50,7 @@ func (d *shardViews) inspect(ctx context.Context, c *app.RequestContext) {
 			LastSeenMs int64  `json:"last_seen_ms"`
 		} `json:"callers"`
 	}
-	auth := string(c.GetHeader(api.AuthorizationHeader))
-	if err := d.fetch(ctx, fmt.Sprintf("http://%s/v1/callers?service=%s", owner.AdminAddr, service), auth, &got); err != nil {
-		httpx.WriteError(c, consts.StatusBadGateway, api.Errorf("", "unavailable", "asking shard %q: %v", owner.ID, err))
+	if !d.askOwner(ctx, c, service, "/v1/callers?service=", &got, nil) {
 		return
 	}
 	ac := d.accessRules(service)

@@ -4,9 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
-	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -139,26 +136,9 @@ func stateRank(state string) int {
 // shard's last round weighed them.
 func (d *shardViews) service(ctx context.Context, c *app.RequestContext) {
 	service := c.Param("service")
-	if fe := api.Name("service", service, true); fe != nil {
-		httpx.WriteError(c, consts.StatusBadRequest, fe)
-		return
-	}
-	owner, ok := d.shards.View().Owner(service)
-	if !ok || owner.AdminAddr == "" {
-		httpx.WriteError(c, consts.StatusServiceUnavailable, api.Errorf("", "unavailable", "no weight-calculator shard holds telemetry now"))
-		return
-	}
 	var got api.ServiceInstances
-	auth := string(c.GetHeader(api.AuthorizationHeader))
-	err := d.fetch(ctx, fmt.Sprintf("http://%s/v1/services/%s", owner.AdminAddr, url.PathEscape(service)), auth, &got)
-	var st statusError
-	switch {
-	case errors.As(err, &st) && st.code == http.StatusNotFound:
-		httpx.WriteError(c, consts.StatusNotFound, api.Errorf("service", "not_found",
-			"no weight-calculator computes %q: it has sent no telemetry lately", service))
-	case err != nil:
-		httpx.WriteError(c, consts.StatusBadGateway, api.Errorf("", "unavailable", "asking shard %q: %v", owner.ID, err))
-	default:
+	if d.askOwner(ctx, c, service, "/v1/services/", &got, api.Errorf("service", "not_found",
+		"no weight-calculator computes %q: it has sent no telemetry lately", service)) {
 		c.JSON(consts.StatusOK, got)
 	}
 }

@@ -3,13 +3,11 @@ package center
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
 	"github.com/sextant-mesh/sextant/api"
-	"github.com/sextant-mesh/sextant/internal/httpx"
 )
 
 // UnitsReport answers GET /v1/units/report?service=S: per rule of S's
@@ -51,22 +49,11 @@ type UnitRouteCount struct {
 
 func (d *shardViews) unitsReport(ctx context.Context, c *app.RequestContext) {
 	service := string(c.Query("service"))
-	if fe := api.Name("service", service, true); fe != nil {
-		httpx.WriteError(c, consts.StatusBadRequest, fe)
-		return
-	}
-	owner, ok := d.shards.View().Owner(service)
-	if !ok || owner.AdminAddr == "" {
-		httpx.WriteError(c, consts.StatusServiceUnavailable, api.Errorf("", "unavailable", "no weight-calculator shard holds telemetry now"))
-		return
-	}
 	var got struct {
 		Shard  string           `json:"shard"`
 		Routes []UnitRouteCount `json:"routes"`
 	}
-	auth := string(c.GetHeader(api.AuthorizationHeader))
-	if err := d.fetch(ctx, fmt.Sprintf("http://%s/v1/units?service=%s", owner.AdminAddr, service), auth, &got); err != nil {
-		httpx.WriteError(c, consts.StatusBadGateway, api.Errorf("", "unavailable", "asking shard %q: %v", owner.ID, err))
+	if !d.askOwner(ctx, c, service, "/v1/units?service=", &got, nil) {
 		return
 	}
 	r := UnitsReport{Service: service, Shard: got.Shard, Rules: []UnitRuleReport{}, Routes: got.Routes}

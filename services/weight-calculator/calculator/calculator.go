@@ -135,9 +135,9 @@ func New(cfg Config, log *slog.Logger) (*Calculator, error) {
 	authenticate, operator := verifier.Authenticate(), authn.RequireOperator(false)
 	c.admin.GET("/debug/windows", authenticate, operator, c.debugWindows)
 	c.admin.GET("/debug/policy", authenticate, operator, c.debugPolicy)
-	c.admin.GET("/v1/dry-run", authenticate, c.dryRun)
-	c.admin.GET("/v1/units", authenticate, c.unitRoutes)
-	c.admin.GET("/v1/callers", authenticate, c.callers)
+	c.admin.GET("/v1/dry-run", authenticate, c.serviceViewHandler(c.dryRun))
+	c.admin.GET("/v1/units", authenticate, c.serviceViewHandler(c.unitRoutes))
+	c.admin.GET("/v1/callers", authenticate, c.serviceViewHandler(c.callers))
 	c.admin.GET("/v1/services", authenticate, c.services)
 	c.admin.GET("/v1/services/:service", authenticate, c.service)
 	return c, nil
@@ -396,17 +396,24 @@ type DryRunReport struct {
 	Denials []DenialView `json:"denials"`
 }
 
-func (c *Calculator) dryRun(_ context.Context, rc *app.RequestContext) {
-	name := string(rc.Query("service"))
-	if fe := api.Name("service", name, true); fe != nil {
-		httpx.WriteError(rc, consts.StatusBadRequest, fe)
-		return
+// serviceViewHandler serves what the store keeps of ?service as answer
+// makes it (the view is zero when the store holds nothing of it): the
+// dry-run denials, the unit routes and the callers, which the
+// config-center asks of the shard that owns a service.
+func (c *Calculator) serviceViewHandler(answer func(name string, v ServiceView) any) app.HandlerFunc {
+	return func(_ context.Context, rc *app.RequestContext) {
+		name := string(rc.Query("service"))
+		if fe := api.Name("service", name, true); fe != nil {
+			httpx.WriteError(rc, consts.StatusBadRequest, fe)
+			return
+		}
+		v, _ := c.store.Service(name)
+		rc.JSON(consts.StatusOK, answer(name, v))
 	}
-	r := DryRunReport{Service: name, Shard: c.cfg.ID, Denials: []DenialView{}}
-	if v, ok := c.store.Service(name); ok {
-		r.Denials = v.DryRunDenials
-	}
-	rc.JSON(consts.StatusOK, r)
+}
+
+func (c *Calculator) dryRun(name string, v ServiceView) any {
+	return DryRunReport{Service: name, Shard: c.cfg.ID, Denials: orEmpty(v.DryRunDenials)}
 }
 
 // UnitsReport is what a shard knows of what the unit_routing rules of a
@@ -417,17 +424,8 @@ type UnitsReport struct {
 	Routes  []UnitRouteView `json:"routes"`
 }
 
-func (c *Calculator) unitRoutes(_ context.Context, rc *app.RequestContext) {
-	name := string(rc.Query("service"))
-	if fe := api.Name("service", name, true); fe != nil {
-		httpx.WriteError(rc, consts.StatusBadRequest, fe)
-		return
-	}
-	r := UnitsReport{Service: name, Shard: c.cfg.ID, Routes: []UnitRouteView{}}
-	if v, ok := c.store.Service(name); ok {
-		r.Routes = v.UnitRoutes
-	}
-	rc.JSON(consts.StatusOK, r)
+func (c *Calculator) unitRoutes(name string, v ServiceView) any {
+	return UnitsReport{Service: name, Shard: c.cfg.ID, Routes: orEmpty(v.UnitRoutes)}
 }
 
 // CallersReport lists the services a shard saw calling a service it owns.
@@ -437,17 +435,16 @@ type CallersReport struct {
 	Callers []CallerView `json:"callers"`
 }
 
-func (c *Calculator) callers(_ context.Context, rc *app.RequestContext) {
-	name := string(rc.Query("service"))
-	if fe := api.Name("service", name, true); fe != nil {
-		httpx.WriteError(rc, consts.StatusBadRequest, fe)
-		return
+func (c *Calculator) callers(name string, v ServiceView) any {
+	return CallersReport{Service: name, Shard: c.cfg.ID, Callers: orEmpty(v.Callers)}
+}
+
+// orEmpty answers an empty list rather than null.
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
 	}
-	r := CallersReport{Service: name, Shard: c.cfg.ID, Callers: []CallerView{}}
-	if v, ok := c.store.Service(name); ok {
-		r.Callers = v.Callers
-	}
-	rc.JSON(consts.StatusOK, r)
+	return s
 }
 
 // Decision returns the last round's decision for service, as /debug/policy shows it.
