@@ -89,7 +89,10 @@ func TestRolloutReachesDeltaNodes(t *testing.T) {
 	path := "http://" + p.cc + "/v1/configs/rpc_timeout/caller/" + service
 	p.do(t, "PUT", path, map[string]any{"*": map[string]any{"rpc_timeout_ms": 2000}}, http.StatusOK)
 	testenv.Eventually(t, 10*time.Second, func() error {
-		rc := p.mc.XDS().Resources("caller", id)[resourcev3.RouteType][service].(*routev3.RouteConfiguration)
+		rc, ok := p.mc.XDS().Resources("caller", id)[resourcev3.RouteType][service].(*routev3.RouteConfiguration)
+		if !ok {
+			return fmt.Errorf("no route configuration for %s yet", service)
+		}
 		if d := rc.VirtualHosts[0].Routes[0].GetRoute().GetTimeout().AsDuration(); d != 2*time.Second {
 			return fmt.Errorf("timeout %s, want 2s", d)
 		}

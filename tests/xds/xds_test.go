@@ -328,7 +328,10 @@ func TestGRPCClientFollowsSextant(t *testing.T) {
 	p.do(t, "PUT", "http://"+p.cc+"/v1/configs/circuit_break/caller/"+service, map[string]any{"*": map[string]any{
 		"enable": true, "err_rate": 0.3, "min_sample": 50}}, http.StatusOK)
 	testenv.Eventually(t, 30*time.Second, func() error {
-		cl := p.mc.XDS().Resources("caller", "client-1")[resourcev3.ClusterType][service].(*clusterv3.Cluster)
+		cl, ok := p.mc.XDS().Resources("caller", "client-1")[resourcev3.ClusterType][service].(*clusterv3.Cluster)
+		if !ok {
+			return fmt.Errorf("no cluster for %s yet", service)
+		}
 		if od := cl.GetOutlierDetection(); od.GetFailurePercentageThreshold().GetValue() != 30 || od.GetFailurePercentageRequestVolume().GetValue() != 50 {
 			return fmt.Errorf("outlier detection %v", od)
 		}
