@@ -249,9 +249,11 @@ func TestObserveThenRamp(t *testing.T) {
 		}
 	}
 	t.Logf("observe: gold requests by cluster %v", byCluster)
-	// As without the rule: spread over the 5 instances (smooth round robin
-	// with equal weights: 2/5 to c1, 2/5 to c2, 1/5 to c3).
-	if byCluster["c1"] < 100 || byCluster["c3"] < 40 || byCluster["c2"] > 240 {
+	// As without the rule: spread over the 5 instances by their weights
+	// (2 in c1, 2 in c2, 1 in c3; the calculator's weights move them, e.g.
+	// an instance in slow start gets a tenth), not sent to c2 as the rule
+	// would when enforced.
+	if byCluster["c1"] < 100 || byCluster["c3"] == 0 || byCluster["c2"] > 240 {
 		t.Errorf("observe mode changed the routing: %v", byCluster)
 	}
 	if n := m.count("gold-to-c2", "c2", unitrouting.Observed); n != tenants*perTenant {
