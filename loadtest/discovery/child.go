@@ -1,20 +1,14 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/sextant-mesh/sextant/internal/etcdembed"
-	"github.com/sextant-mesh/sextant/internal/logx"
 	"github.com/sextant-mesh/sextant/loadtest/internal/longpoll"
+	"github.com/sextant-mesh/sextant/loadtest/internal/meshstack"
 	"github.com/sextant-mesh/sextant/loadtest/internal/proc"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
 )
@@ -36,65 +30,28 @@ func (tg target) pollAddr(port string) string {
 }
 
 // startStack starts an embedded etcd with its data in dir and one mesh-core
-// over it, on free loopback ports; stop stops both.
+// over it, on free loopback ports, and issues the pollers' token; stop
+// stops both.
 func startStack(dir string, log *slog.Logger) (tg target, stop func(), err error) {
-	var addrs [2]string
-	for i := range addrs { // etcd cannot be handed a listener: take free ports
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return tg, nil, err
-		}
-		addrs[i] = ln.Addr().String()
-		ln.Close()
-	}
-	e, err := etcdembed.Start(dir, addrs[0], addrs[1])
+	st, err := meshstack.Start(dir, log, func(c *core.Config) { c.PollAddr = "127.0.0.1:0" })
 	if err != nil {
 		return tg, nil, err
 	}
-	cfg := core.DefaultConfig()
-	cfg.HTTPAddr, cfg.KitexAddr, cfg.PollAddr, cfg.Etcd.Endpoints = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", e.ClientURL
-	cfg.ShutdownGrace = 2 * time.Second
-	cfg.Auth.AdminToken = longpoll.RandomToken()
-	tokens, err := longpoll.IssueTokens(e.ClientURL, cfg.Etcd.Prefix, "loadtest-poller")
+	tokens, err := longpoll.IssueTokens(st.EtcdURL, st.Prefix, "loadtest-poller")
 	if err != nil {
-		e.Close()
+		st.Stop()
 		return tg, nil, err
 	}
-	mc, err := core.New(cfg, log)
-	if err == nil {
-		err = mc.Start()
-	}
-	if err != nil {
-		e.Close()
-		return tg, nil, err
-	}
-	return target{http: mc.Addr(), kitex: mc.KitexAddr(), poll: mc.PollAddr(), admin: cfg.Auth.AdminToken, poller: tokens[0]}, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = mc.Stop(ctx)
-		e.Close()
-	}, nil
+	mc := st.MeshCore
+	return target{http: mc.Addr(), kitex: mc.KitexAddr(), poll: mc.PollAddr(), admin: st.AdminToken, poller: tokens[0]}, st.Stop, nil
 }
 
 // serve is the child's side: start the stack, print its addresses on
 // stdout (the parent's only way to learn ports of 0), run until signalled.
 func serve() error {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	dir, err := os.MkdirTemp("", "discovery-etcd-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	logx.QuietFrameworks()
-	tg, stop, err := startStack(dir, slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if err != nil {
-		return err
-	}
-	fmt.Println("serving", tg.http, tg.kitex, tg.poll, tg.admin, tg.poller)
-	<-sigs
-	stop()
-	return nil
+	return meshstack.Serve("discovery-etcd-", startStack, func(tg target) {
+		fmt.Println("serving", tg.http, tg.kitex, tg.poll, tg.admin, tg.poller)
+	})
 }
 
 // child is the mesh-core process started by spawn.

@@ -27,15 +27,12 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cloudwego/kitex/client"
@@ -46,11 +43,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/sextant-mesh/sextant/internal/etcdembed"
-	"github.com/sextant-mesh/sextant/internal/logx"
 	"github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore"
 	meshcoresvc "github.com/sextant-mesh/sextant/kitex_gen/sextant/meshcore/meshcore"
-	"github.com/sextant-mesh/sextant/loadtest/internal/longpoll"
+	"github.com/sextant-mesh/sextant/loadtest/internal/meshstack"
 	"github.com/sextant-mesh/sextant/loadtest/internal/proc"
 	"github.com/sextant-mesh/sextant/services/mesh-core/core"
 )
@@ -105,58 +100,20 @@ type target struct{ http, kitex, xds, admin string }
 // startStack starts an embedded etcd in dir and one mesh-core with its ADS
 // port on free loopback ports; stop stops both.
 func startStack(dir string, log *slog.Logger) (tg target, stop func(), err error) {
-	var addrs [2]string
-	for i := range addrs {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return tg, nil, err
-		}
-		addrs[i] = ln.Addr().String()
-		ln.Close()
-	}
-	e, err := etcdembed.Start(dir, addrs[0], addrs[1])
+	st, err := meshstack.Start(dir, log, func(c *core.Config) { c.XDSAddr = "127.0.0.1:0" })
 	if err != nil {
 		return tg, nil, err
 	}
-	cfg := core.DefaultConfig()
-	cfg.HTTPAddr, cfg.KitexAddr, cfg.PollAddr, cfg.XDSAddr, cfg.Etcd.Endpoints = "127.0.0.1:0", "127.0.0.1:0", "", "127.0.0.1:0", e.ClientURL
-	cfg.ShutdownGrace = 2 * time.Second
-	cfg.Auth.AdminToken = longpoll.RandomToken()
-	mc, err := core.New(cfg, log)
-	if err == nil {
-		err = mc.Start()
-	}
-	if err != nil {
-		e.Close()
-		return tg, nil, err
-	}
-	return target{http: mc.Addr(), kitex: mc.KitexAddr(), xds: mc.XDSAddr(), admin: cfg.Auth.AdminToken}, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = mc.Stop(ctx)
-		e.Close()
-	}, nil
+	mc := st.MeshCore
+	return target{http: mc.Addr(), kitex: mc.KitexAddr(), xds: mc.XDSAddr(), admin: st.AdminToken}, st.Stop, nil
 }
 
 // serve is the child: start the stack, print where it serves, run until
 // signalled.
 func serve() error {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	dir, err := os.MkdirTemp("", "xds-etcd-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	logx.QuietFrameworks()
-	tg, stop, err := startStack(dir, slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if err != nil {
-		return err
-	}
-	fmt.Println("serving", tg.http, tg.kitex, tg.xds, tg.admin)
-	<-sigs
-	stop()
-	return nil
+	return meshstack.Serve("xds-etcd-", startStack, func(tg target) {
+		fmt.Println("serving", tg.http, tg.kitex, tg.xds, tg.admin)
+	})
 }
 
 type child struct {
