@@ -311,8 +311,10 @@ func TestObserveThenRamp(t *testing.T) {
 		}
 		others[m.mustCall("x-tenant-id", tenant(i))]++
 	}
-	if others["c1"] == 0 || others["c3"] == 0 {
-		t.Errorf("requests no rule matches: %v, want them everywhere", others)
+	// Spread by the weights in force (the calculator may give the single
+	// c3 instance a small share, e.g. in slow start), not steered to c2.
+	if others["c2"] == tenants || len(others) < 2 {
+		t.Errorf("requests no rule matches: %v, want them spread as without the rule", others)
 	}
 	rep := m.waitReport()
 	t.Logf("report: %v", rep)
