@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,16 +14,17 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/internal/etcdembed"
+	"github.com/sextant-mesh/sextant/internal/freeport"
 )
 
-// freeAddr returns a loopback host:port that was free a moment ago.
+// freeAddr returns a loopback host:port that was free a moment ago and
+// that no other process of the suite was given.
 func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		panic(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // process is one child process the suite runs: a service binary or an etcd

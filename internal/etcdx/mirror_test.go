@@ -4,10 +4,11 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sextant-mesh/sextant/internal/freeport"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -49,12 +50,11 @@ func (r *recorder) snapshot() (map[string]string, int) {
 }
 
 func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 func eventually(t *testing.T, cond func() error) {

@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sextant-mesh/sextant/internal/freeport"
 
 	"github.com/sextant-mesh/sextant/internal/etcdembed"
 	"github.com/sextant-mesh/sextant/internal/logx"
@@ -31,12 +32,10 @@ const adminToken = "loadtest-admin-token"
 func startStack(dir string, log *slog.Logger) (addr string, stop func(), err error) {
 	var addrs [2]string
 	for i := range addrs { // etcd cannot be handed a listener: take free ports
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
+		var err error
+		if addrs[i], err = freeport.Addr(); err != nil {
 			return "", nil, err
 		}
-		addrs[i] = ln.Addr().String()
-		ln.Close()
 	}
 	e, err := etcdembed.Start(dir, addrs[0], addrs[1])
 	if err != nil {

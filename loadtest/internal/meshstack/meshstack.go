@@ -6,11 +6,12 @@ package meshstack
 import (
 	"context"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/sextant-mesh/sextant/internal/freeport"
 
 	"github.com/sextant-mesh/sextant/internal/etcdembed"
 	"github.com/sextant-mesh/sextant/internal/logx"
@@ -36,12 +37,10 @@ func (s *Stack) Stop() { s.stop() }
 func Start(dir string, log *slog.Logger, tweak func(*core.Config)) (*Stack, error) {
 	var addrs [2]string
 	for i := range addrs { // etcd cannot be handed a listener: take free ports
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
+		var err error
+		if addrs[i], err = freeport.Addr(); err != nil {
 			return nil, err
 		}
-		addrs[i] = ln.Addr().String()
-		ln.Close()
 	}
 	e, err := etcdembed.Start(dir, addrs[0], addrs[1])
 	if err != nil {
