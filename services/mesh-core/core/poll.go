@@ -20,19 +20,19 @@ import (
 
 // PollServer is the poll port: GET /v1/discovery/{service} and GET
 // /v1/discovery?services=a,b,c as the HTTP port answers them
-// (docs/discovery.md), on a small HTTP/1.1 server of its own, on netpoll.
+// (docs/discovery.md), on a small HTTP/1.1 server of its own, with an
+// event loop of its own (pollsock_linux.go).
 //
 // A poll that has to wait is parked: its connection is registered on the
 // services it waits on and on a timing wheel, and no goroutine, timer or
 // channel is kept for it. When a service gets a new version, one writer
 // encodes the answer once for every poll of the same services and writes it
 // to each of them; one sweeper answers the waits that end (304) and closes
-// idle connections. A parked poll costs its connection (netpoll's, with a
-// 1 KiB input buffer) and a small record; Hertz keeps a goroutine, buffers
-// and a request context for it.
+// idle connections. A parked poll costs its socket and a small record;
+// Hertz keeps a goroutine, buffers and a request context for it.
 type PollServer struct {
 	ln    net.Listener
-	loop  netpoll.EventLoop
+	socks *sockets
 	cache *Cache
 	d     *discovery // the arguments and answers of both ports
 	o     PollOptions
@@ -50,11 +50,15 @@ type PollServer struct {
 	changed  map[string]bool // services with a new version, not yet fanned out
 	wake     chan struct{}
 
+	// readGate is held by a fan-out: the event loop reads no request while
+	// a change's answers are being written.
+	readGate sync.RWMutex
+
 	metrics  *pollMetrics // nil without mesh-core's
 	wheel    wheel
 	date     atomic.Pointer[string] // the Date field of answers, remade every second
 	stopping atomic.Bool
-	flushes  sync.WaitGroup // writes that found a full socket, finished by netpoll
+	flushes  sync.WaitGroup // writes that found a full socket, not finished yet
 }
 
 // PollOptions configure a PollServer; zero values take the defaults.
@@ -71,7 +75,8 @@ type PollOptions struct {
 	// the connection is closed.
 	MaxHeadBytes int
 	// WriteTimeout bounds the write of an answer to a client that does not
-	// read it (default 10s); the connection is closed then.
+	// read it (default 10s, to the sweeper's tick); the connection is
+	// closed then.
 	WriteTimeout time.Duration
 	// Stale tells whether answers are stale (mesh-core out of touch with etcd).
 	Stale func() bool
@@ -101,14 +106,16 @@ const (
 	pollBufferSize = 1 << 10
 )
 
+var errWouldBlock = errors.New("the socket's send buffer is full")
+
 // netpoll allocates an input buffer for every connection when it opens
 // (Config.BufferSize, 8 KiB, and never less than LinkBufferCap, 4 KiB), and
-// keeps it while the connection lives. On the poll port a connection mostly
-// waits, so that buffer was the largest part of a waiting poll's memory.
-// netpoll reads both as connections open and buffers grow, so they must be
-// set before any does: in init, as netpoll's documentation asks. They apply
-// to every netpoll connection of the process (Hertz's and Kitex's too),
-// whose buffers still grow as their reads and writes need.
+// keeps it while the connection lives. A long poll on the HTTP port (Hertz,
+// on netpoll) mostly waits, so that buffer was the largest part of its
+// memory. netpoll reads both as connections open and buffers grow, so they
+// must be set before any does: in init, as netpoll's documentation asks.
+// They apply to every netpoll connection of the process (Hertz's and
+// Kitex's), whose buffers still grow as their reads and writes need.
 func init() {
 	netpoll.LinkBufferCap = pollBufferSize
 	if err := netpoll.Configure(netpoll.Config{BufferSize: pollBufferSize, LoadBalance: netpoll.RoundRobin}); err != nil {
@@ -162,10 +169,7 @@ func ListenPoll(addr string, cache *Cache, o PollOptions) (*PollServer, error) {
 			waiting: m.waiting, push: m.push}
 	}
 	s.setDate(time.Now())
-	s.loop, err = netpoll.NewEventLoop(s.onRequest,
-		netpoll.WithOnPrepare(s.onPrepare),
-		netpoll.WithWriteTimeout(o.WriteTimeout))
-	if err != nil {
+	if s.socks, err = newSockets(s); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -193,29 +197,52 @@ func (s *PollServer) Waiting() int {
 // the connection closes), stops accepting and closes the connections.
 func (s *PollServer) Run(ctx context.Context) (err error) {
 	served := make(chan error, 1)
-	go func() { served <- s.loop.Serve(s.ln) }()
-	var wg sync.WaitGroup
+	go func() { served <- s.accept() }()
+	var wg, reading sync.WaitGroup
+	reading.Go(s.socks.run)
 	loops, stop := context.WithCancel(ctx)
 	wg.Go(func() { s.dispatch(loops) })
 	wg.Go(func() { s.sweep(loops) })
 
 	select {
 	case <-ctx.Done():
-		defer func() {
-			if serr := <-served; serr != nil && !errors.Is(serr, net.ErrClosed) {
-				err = errors.Join(err, serr)
-			}
-		}()
+		s.ln.Close()
+		if serr := <-served; serr != nil && !errors.Is(serr, net.ErrClosed) {
+			err = serr
+		}
 	case err = <-served: // the listener failed
 	}
 	stop()
 	wg.Wait()
 	s.releaseAll()
-	sctx, cancel := context.WithTimeout(context.Background(), s.o.WriteTimeout)
-	defer cancel()
-	err = errors.Join(err, s.loop.Shutdown(sctx))
-	s.flushes.Wait()
+	// The answers of releaseAll that did not fit their sockets are
+	// finished by the loop, for WriteTimeout at most.
+	flushed := make(chan struct{})
+	go func() { s.flushes.Wait(); close(flushed) }()
+	select {
+	case <-flushed:
+	case <-time.After(s.o.WriteTimeout):
+	}
+	s.socks.stop()
+	reading.Wait()
+	s.socks.closeAll()
 	return err
+}
+
+// accept hands each new connection to the event loop until the listener
+// closes.
+func (s *PollServer) accept() error {
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		_ = s.socks.add(c)
+	}
 }
 
 // releaseAll answers every parked poll 304 and closes its connection; no
@@ -241,36 +268,27 @@ func (s *PollServer) releaseAll() {
 	}
 }
 
-// onPrepare sets up a new connection, idle until its first request.
-func (s *PollServer) onPrepare(conn netpoll.Connection) context.Context {
-	pc := &pconn{s: s, conn: conn, wslot: -1}
-	if c, ok := conn.(interface{ Fd() int }); ok {
-		pc.fd = c.Fd()
-	}
-	_ = conn.AddCloseCallback(pc.onClose)
+// open sets up a new connection on its socket, idle until its first request.
+func (s *PollServer) open(k sock) *pconn {
+	pc := &pconn{s: s, sock: k, wslot: -1}
 	pc.mu.Lock()
 	pc.armIdle(time.Now())
 	pc.mu.Unlock()
-	return context.WithValue(context.Background(), pconnKey{}, pc)
+	return pc
 }
 
-type pconnKey struct{}
-
-// onRequest reads what the client sent: every byte is taken, the start of
-// a head kept until the rest comes. It returns at once: a poll that waits
-// is parked, not held.
-func (s *PollServer) onRequest(ctx context.Context, conn netpoll.Connection) error {
-	pc, _ := ctx.Value(pconnKey{}).(*pconn)
-	r := conn.Reader()
-	b, err := r.Next(r.Len())
-	if err != nil || pc == nil {
-		_ = r.Release()
-		return conn.Close()
-	}
-	pc.mu.Lock()
-	pc.received(b)
-	pc.unlock()
-	return r.Release()
+// sock is a connection's socket as the event loop keeps it. The loop hands
+// what a client sends to pconn.received, every byte: the start of a head
+// is kept until the rest comes, and a poll that waits is parked, not held.
+type sock interface {
+	// write writes what the socket takes now, without waiting
+	// (errWouldBlock when it is full); mu is held.
+	write(b []byte) (int, error)
+	// flush writes b when the socket has room, then calls pc.flushed;
+	// mu is held.
+	flush(pc *pconn, b []byte)
+	// close takes the socket off the loop and closes it; mu is held.
+	close()
 }
 
 // onChange is the cache's word that service has a new version: it is
@@ -304,8 +322,12 @@ func (s *PollServer) dispatch(ctx context.Context) {
 }
 
 // fanOut answers the polls parked on service whose version changed: one
-// writer, joined by others (up to GOMAXPROCS) when the polls are many.
+// writer, joined by others (up to GOMAXPROCS) when the polls are many. No
+// request is read meanwhile (readGate): the polls these answers cause wait
+// in their sockets until every answer is written.
 func (s *PollServer) fanOut(service string) {
+	s.readGate.Lock()
+	defer s.readGate.Unlock()
 	s.mu.Lock()
 	var pcs []*pconn
 	if t := s.topics[service]; t != nil {
@@ -496,13 +518,12 @@ func (s *PollServer) unlist(l *pollList, n string) {
 // pconn is one connection of the poll port.
 type pconn struct {
 	s    *PollServer
-	conn netpoll.Connection
-	fd   int
+	sock sock
 
 	mu        sync.Mutex
 	closing   bool   // closed or to be closed: nothing more is written
-	shut      bool   // conn.Close was called, or the connection is gone
-	writing   bool   // an answer is being written by netpoll (the socket was full)
+	shut      bool   // the socket is closed
+	writing   bool   // an answer is being written as the socket takes it (it was full)
 	keepAlive bool   // of the request in hand
 	client    string // the data plane's name on the request in hand ("" when not given)
 	pending   []byte // the start of a head, or requests sent behind a parked poll
@@ -520,28 +541,24 @@ type pconn struct {
 	wdue         int64
 }
 
-// unlock releases mu, and closes the connection when what was done under
-// it decided so (netpoll's close callback takes mu).
+// unlock releases mu, and closes the connection first when what was done
+// under it decided so: the socket closes under mu, so that nobody writes to
+// its descriptor once it may be another connection's.
 func (pc *pconn) unlock() {
-	shut := pc.closing && !pc.shut
-	pc.shut = pc.shut || shut
+	if pc.closing && !pc.shut {
+		pc.shut = true
+		if pc.list != nil {
+			pc.unpark()
+		}
+		pc.pending = nil
+		pc.s.wheel.remove(pc)
+		if pc.writing {
+			pc.writing = false
+			pc.s.flushes.Done()
+		}
+		pc.sock.close()
+	}
 	pc.mu.Unlock()
-	if shut {
-		_ = pc.conn.Close()
-	}
-}
-
-// onClose is netpoll's close callback: the connection is gone, whoever closed it.
-func (pc *pconn) onClose(netpoll.Connection) error {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	pc.closing, pc.shut = true, true
-	if pc.list != nil {
-		pc.unpark()
-	}
-	pc.pending = nil
-	pc.s.wheel.remove(pc)
-	return nil
 }
 
 // received takes bytes from the client; mu is held.
@@ -756,11 +773,11 @@ func (pc *pconn) unpark() {
 func (pc *pconn) expire(now time.Time) {
 	pc.mu.Lock()
 	defer pc.unlock()
-	if pc.closing || pc.writing || pc.deadline > now.UnixNano() {
+	if pc.closing || pc.deadline > now.UnixNano() {
 		return
 	}
 	if pc.list == nil {
-		pc.closing = true // idle, or a head that never ended
+		pc.closing = true // idle, a head that never ended, or an answer not read
 		return
 	}
 	v := pc.version
@@ -796,13 +813,13 @@ func (pc *pconn) next() {
 }
 
 // write sends b, at once when the socket takes it (nearly always); else
-// netpoll writes the rest when the client reads, on a goroutine that ends
-// with the write (WriteTimeout at most). mu is held.
+// the rest goes when the client reads, within WriteTimeout or the
+// connection closes. mu is held.
 func (pc *pconn) write(b []byte) {
 	if pc.closing || len(b) == 0 {
 		return
 	}
-	n, err := writeNow(pc.fd, b)
+	n, err := pc.sock.write(b)
 	switch {
 	case n == len(b):
 		return
@@ -810,25 +827,25 @@ func (pc *pconn) write(b []byte) {
 		pc.closing = true
 		return
 	}
-	rest := append([]byte(nil), b[n:]...)
 	pc.writing = true
-	pc.s.wheel.remove(pc)
-	pc.s.flushes.Go(func() {
-		w := pc.conn.Writer()
-		_, err := w.WriteBinary(rest)
-		if err == nil {
-			err = w.Flush()
-		}
-		pc.mu.Lock()
-		defer pc.unlock()
-		pc.writing = false
-		if err != nil {
-			pc.closing = true
-			return
-		}
-		pc.answered()
-		pc.next()
-	})
+	pc.s.flushes.Add(1)
+	pc.arm(time.Now().Add(pc.s.o.WriteTimeout))
+	pc.sock.flush(pc, append([]byte(nil), b[n:]...))
+}
+
+// flushed ends a write the socket did not take at once; mu is held.
+func (pc *pconn) flushed(err error) {
+	if !pc.writing {
+		return // closed meanwhile
+	}
+	pc.writing = false
+	pc.s.flushes.Done()
+	if err != nil {
+		pc.closing = true
+		return
+	}
+	pc.answered()
+	pc.next()
 }
 
 func (pc *pconn) armIdle(now time.Time) { pc.arm(now.Add(pc.s.o.IdleTimeout)) }

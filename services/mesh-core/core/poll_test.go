@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -535,4 +537,60 @@ func FuzzPollPort(f *testing.F) {
 			}
 		}
 	})
+}
+
+// dialSmall connects with a small receive buffer, so that a large answer
+// does not fit the socket at once.
+func dialSmall(t *testing.T, addr string) *rawClient {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &rawClient{conn: conn, r: bufio.NewReaderSize(conn, 512)}
+}
+
+// An answer larger than what the socket takes is finished as the client
+// reads, and the connection then serves the next poll; a client that stops
+// reading has its connection closed after WriteTimeout, the answer cut.
+func TestAnswerLargerThanTheSocket(t *testing.T) {
+	c := newTestCache(100)
+	setInstances(c, "big", 60000)
+	s := startPoll(t, c, PollOptions{WriteTimeout: 500 * time.Millisecond})
+	v := c.Get("big").Version
+
+	slow := dialSmall(t, s.Addr())
+	stuck := dialSmall(t, s.Addr())
+	slow.get(t, "/v1/discovery/big")
+	stuck.get(t, "/v1/discovery/big")
+
+	a := slow.read(t, 10*time.Second)
+	if got := a.version(t); got != v {
+		t.Fatalf("version %d, want %d", got, v)
+	}
+	t.Logf("answer of %d bytes", len(a.body))
+	slow.get(t, fmt.Sprintf("/v1/discovery/big?version=%d&wait=30s", v))
+	waitUntil(t, "the slow client's next poll parked", func() bool { return s.Waiting() == 1 })
+
+	// The stuck client reads only now, past WriteTimeout: what the server
+	// had written, then the end of the connection.
+	time.Sleep(time.Second)
+	stuck.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(stuck.r, nil)
+	if err != nil {
+		t.Fatalf("no head: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || len(body) >= len(a.body) {
+		t.Fatalf("the stuck client read %d of %d bytes, then %v; want the answer cut and the connection closed", len(body), len(a.body), err)
+	}
+	if s.Waiting() != 1 {
+		t.Fatalf("%d polls parked, want the slow client's", s.Waiting())
+	}
 }
