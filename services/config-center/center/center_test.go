@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -331,6 +332,7 @@ func TestHistoryAndAuditAreBounded(t *testing.T) {
 		}
 		etag = r.header.Get("ETag")
 	}
+	last, _ := strconv.ParseInt(strings.Trim(etag, `"`), 10, 64)
 	var h struct {
 		Versions []api.Entry `json:"versions"`
 	}
@@ -348,8 +350,13 @@ func TestHistoryAndAuditAreBounded(t *testing.T) {
 		Entries []api.AuditEntry `json:"entries"`
 	}
 	_ = json.Unmarshal(cc.do("GET", "/v1/audit?limit=100", "").body, &audit)
-	if len(audit.Entries) != 4 || audit.Entries[0].NewRevision == 0 && audit.Entries[0].OldRevision == 0 {
+	if len(audit.Entries) != 4 {
 		t.Fatalf("audit kept %d records (4 wanted): %+v", len(audit.Entries), audit.Entries)
+	}
+	// The newest record names the revision its write made (the ETag) and
+	// the one before it, which the record before names as its own.
+	if e := audit.Entries; e[0].NewRevision != last || e[0].OldRevision != e[1].NewRevision || e[0].OldRevision == 0 {
+		t.Fatalf("audit revisions: newest %d <- %d, the one before %d (the last write made %d)", e[0].NewRevision, e[0].OldRevision, e[1].NewRevision, last)
 	}
 	for _, e := range audit.Entries {
 		if e.Who == "old" {

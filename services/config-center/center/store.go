@@ -285,6 +285,11 @@ func (s *store) Audit(ctx context.Context, limit int64) ([]api.AuditEntry, error
 	for _, kv := range resp.Kvs {
 		var a api.AuditEntry
 		if json.Unmarshal(kv.Value, &a) == nil {
+			if a.NewRevision == 0 {
+				// Written in the write's own transaction (auditOp), the
+				// record was created at the revision the write made.
+				a.NewRevision = kv.CreateRevision
+			}
 			out = append(out, a)
 		}
 	}
