@@ -11,10 +11,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/sextant-mesh/sextant/internal/bearer"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -202,17 +203,7 @@ const AdminToken = "test-admin-token"
 
 // HTTP is a client for tests that call Sextant's APIs as an operator: it
 // sends AdminToken with every request that carries no credential of its own.
-var HTTP = &http.Client{Transport: operatorTransport{}}
-
-type operatorTransport struct{}
-
-func (operatorTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Header.Get("Authorization") == "" {
-		req = req.Clone(req.Context())
-		req.Header.Set("Authorization", "Bearer "+AdminToken)
-	}
-	return http.DefaultTransport.RoundTrip(req)
-}
+var HTTP = bearer.Client(AdminToken)
 
 // ServiceToken issues a data-plane token of service as the config-center
 // does (the record it writes in etcd under prefix) and returns it. Services

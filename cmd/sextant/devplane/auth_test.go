@@ -9,21 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sextant-mesh/sextant/internal/bearer"
+
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 )
 
-// bearer is a client that sends one credential with every request.
-type bearer struct{ token string }
-
-func (b bearer) RoundTrip(req *http.Request) (*http.Response, error) {
-	req = req.Clone(req.Context())
-	req.Header.Set(api.AuthorizationHeader, api.BearerPrefix+b.token)
-	return http.DefaultTransport.RoundTrip(req)
-}
-
 // operator is a client with the admin token sextant dev printed.
-func operator(a Addrs) *http.Client { return &http.Client{Transport: bearer{a.AdminToken}} }
+func operator(a Addrs) *http.Client { return bearer.Client(a.AdminToken) }
 
 // dataPlane is a client with a token of service, issued by the config-center
 // as `sextant token create --service service` asks it.
@@ -39,7 +32,7 @@ func dataPlane(t *testing.T, a Addrs, service string) *http.Client {
 	if err := json.NewDecoder(resp.Body).Decode(&issued); err != nil || resp.StatusCode != http.StatusCreated {
 		t.Fatalf("token of %s: %d %v", service, resp.StatusCode, err)
 	}
-	c := &http.Client{Transport: bearer{issued.Token}}
+	c := bearer.Client(issued.Token)
 	// Each service learns the token from etcd a moment later.
 	testenv.Eventually(t, 10*time.Second, func() error {
 		for _, probe := range []struct{ method, url, body string }{

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/sextant-mesh/sextant/internal/bearer"
+
 	"github.com/sextant-mesh/sextant/api"
 	"github.com/sextant-mesh/sextant/internal/authn"
 	"github.com/sextant-mesh/sextant/internal/etcdx"
@@ -52,17 +54,6 @@ func WithToken(hc *http.Client, token string) *http.Client {
 	if next == nil {
 		next = http.DefaultTransport
 	}
-	out.Transport = bearer{token: token, next: next}
+	out.Transport = bearer.Transport{Token: token, Next: next}
 	return &out
-}
-
-type bearer struct {
-	token string
-	next  http.RoundTripper
-}
-
-func (b bearer) RoundTrip(req *http.Request) (*http.Response, error) {
-	req = req.Clone(req.Context())
-	req.Header.Set(api.AuthorizationHeader, api.BearerPrefix+b.token)
-	return b.next.RoundTrip(req)
 }
