@@ -230,17 +230,22 @@ func (s *PollServer) Run(ctx context.Context) (err error) {
 }
 
 // accept hands each new connection to the event loop until the listener
-// closes.
+// closes. A passing failure (out of file descriptors, a connection reset
+// before it was taken) is waited out, as net/http does, not fatal.
 func (s *PollServer) accept() error {
+	var delay time.Duration
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
 				continue
 			}
 			return err
 		}
+		delay = 0
 		_ = s.socks.add(c)
 	}
 }
