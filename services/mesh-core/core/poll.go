@@ -282,6 +282,15 @@ func (s *PollServer) open(k sock) *pconn {
 	return pc
 }
 
+// closeEach closes the connections the event loop still holds when it ends.
+func closeEach(pcs []*pconn) {
+	for _, pc := range pcs {
+		pc.mu.Lock()
+		pc.closing = true
+		pc.unlock()
+	}
+}
+
 // sock is a connection's socket as the event loop keeps it. The loop hands
 // what a client sends to pconn.received, every byte: the start of a head
 // is kept until the rest comes, and a poll that waits is parked, not held.

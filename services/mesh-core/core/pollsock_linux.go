@@ -4,7 +4,9 @@ package core
 
 import (
 	"errors"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -147,16 +149,9 @@ func (k *sockets) stop() {
 // descriptors.
 func (k *sockets) closeAll() {
 	k.mu.Lock()
-	pcs := make([]*pconn, 0, len(k.conns))
-	for _, pc := range k.conns {
-		pcs = append(pcs, pc)
-	}
+	pcs := slices.Collect(maps.Values(k.conns))
 	k.mu.Unlock()
-	for _, pc := range pcs {
-		pc.mu.Lock()
-		pc.closing = true
-		pc.unlock()
-	}
+	closeEach(pcs)
 	unix.Close(k.epfd)
 	unix.Close(k.wake)
 }

@@ -3,7 +3,9 @@
 package core
 
 import (
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -59,16 +61,9 @@ func (k *sockets) stop() {}
 
 func (k *sockets) closeAll() {
 	k.mu.Lock()
-	pcs := make([]*pconn, 0, len(k.conns))
-	for pc := range k.conns {
-		pcs = append(pcs, pc)
-	}
+	pcs := slices.Collect(maps.Keys(k.conns))
 	k.mu.Unlock()
-	for _, pc := range pcs {
-		pc.mu.Lock()
-		pc.closing = true
-		pc.unlock()
-	}
+	closeEach(pcs)
 	k.reads.Wait()
 }
 
