@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sextant-mesh/sextant/internal/childproc"
+
 	"github.com/sextant-mesh/sextant/internal/etcdembed"
 	"github.com/sextant-mesh/sextant/internal/freeport"
 )
@@ -46,7 +48,7 @@ func (p *process) Start() error {
 	defer p.mu.Unlock()
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = p.log, p.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // no orphan if the suite dies
+	cmd.SysProcAttr = childproc.DieWithParent()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", p.name, err)
 	}

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/sextant-mesh/sextant/internal/childproc"
 )
 
 // Database and RetentionPolicy are what the services write to.
@@ -91,7 +93,7 @@ reporting-disabled = true
 	}
 	s.cmd = exec.Command(s.Bin, "-config", confPath)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the parent
+	s.cmd.SysProcAttr = childproc.DieWithParent()
 	if err := s.cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start influxd: %w", err)

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sextant-mesh/sextant/internal/childproc"
 )
 
 // Child is this binary re-executed as a server.
@@ -33,7 +35,7 @@ func Spawn(args []string, procs int, timeout time.Duration) (*Child, error) {
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(procs))
 	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // no orphan if we die
+	cmd.SysProcAttr = childproc.DieWithParent()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
