@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && !portablepoll
 
 package core
 
@@ -23,6 +23,9 @@ import (
 // out before the polls they cause are read, so a change reaches every
 // waiting data plane in the time its answers take to write, not that time
 // plus the time to read the next polls.
+//
+// Built with the tag portablepoll, the port uses pollsock_other.go here too
+// (to test that loop on Linux).
 type sockets struct {
 	s    *PollServer
 	epfd int
@@ -31,6 +34,9 @@ type sockets struct {
 	mu    sync.Mutex
 	conns map[int32]*pconn // by file descriptor
 }
+
+// parksWithoutGoroutine: a parked poll holds no goroutine on this loop.
+const parksWithoutGoroutine = true
 
 func newSockets(s *PollServer) (*sockets, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)

@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux || portablepoll
 
 package core
 
@@ -20,6 +20,9 @@ type sockets struct {
 	conns map[*pconn]bool
 	reads sync.WaitGroup
 }
+
+// parksWithoutGoroutine: each connection holds its reading goroutine here.
+const parksWithoutGoroutine = false
 
 func newSockets(s *PollServer) (*sockets, error) {
 	return &sockets{s: s, conns: map[*pconn]bool{}}, nil
