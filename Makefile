@@ -62,6 +62,8 @@ ALONE_PKGS := ./examples/overload
 unit: $(BIN)/influxd chromium-if-possible
 	$(GO) test $(TEST_FLAGS) $(filter-out $(MODULE)/examples/overload,$(shell $(GO) list $(PKGS)))
 	$(GO) test $(TEST_FLAGS) $(ALONE_PKGS)
+	# The poll port's portable loop (macOS, the BSDs), built here by its tag.
+	$(GO) test $(TEST_FLAGS) -tags portablepoll -run 'Poll|Answer' ./services/mesh-core/core
 
 ## chromium: the headless browser of the web console's browser test
 ## (tests/console), from Debian's packages (apt-get, as root or with sudo),
