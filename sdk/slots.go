@@ -12,10 +12,11 @@ import (
 // of the highest priority (the earliest among equals): under overload the
 // important requests go first and the unimportant ones wait. A queue that
 // stands is trimmed from its low end: whenever a request joins the queue
-// or a slot is freed, the lowest waiter that has waited longer than the
-// standing bound is shed, unless it is of the highest level waiting (so
-// that level is never shed this way); any waiter is shed when it has
-// waited its own maximum.
+// or a slot is freed, the lowest waiter of the lowest business priority
+// waiting that has waited longer than the standing bound is shed, unless
+// it is of the highest level waiting (a higher business priority, and that
+// level, are never shed this way); any waiter is shed when it has waited
+// its own maximum. Priorities here are admission levels.
 type slots struct {
 	mu      sync.Mutex
 	free    int
@@ -96,9 +97,9 @@ func (s *slots) release() {
 	s.free++
 }
 
-// trim sheds the lowest waiter (the earliest among equals) of those that
-// have waited longer than the standing bound, unless it is of the highest
-// level waiting; s.mu held.
+// trim sheds the lowest waiter (the earliest among equals) of those of the
+// lowest business priority waiting that have waited longer than the
+// standing bound, unless it is of the highest level waiting; s.mu held.
 func (s *slots) trim() {
 	if s.standing == nil || len(s.waiting) < 2 {
 		return
@@ -108,10 +109,14 @@ func (s *slots) trim() {
 		return
 	}
 	now := s.now()
-	top := s.waiting[0].priority // the heap's root is the highest
+	top, bottom := s.waiting[0].priority, s.waiting[0].priority // the heap's root is the highest
+	for _, w := range s.waiting[1:] {
+		bottom = min(bottom, w.priority)
+	}
+	business := bottom / UserPriorities
 	var low *waiter
 	for _, w := range s.waiting[1:] {
-		if w.priority == top || now.Sub(w.since) <= bound {
+		if w.priority == top || w.priority/UserPriorities != business || now.Sub(w.since) <= bound {
 			continue
 		}
 		if low == nil || w.priority < low.priority || w.priority == low.priority && w.seq < low.seq {

@@ -43,8 +43,9 @@ func TestSlotsServeHighestPriorityFirst(t *testing.T) {
 }
 
 // A standing queue is trimmed from its low end: whenever a request joins
-// or a slot is freed, the lowest waiter that has waited past the bound is
-// shed, unless it is of the highest level waiting.
+// or a slot is freed, the lowest waiter of the lowest business priority
+// waiting that has waited past the bound is shed, unless it is of the
+// highest level waiting.
 func TestSlotsTrimTheLowEndOfAStandingQueue(t *testing.T) {
 	var clock atomic.Int64
 	s := newSlots(1)
@@ -97,6 +98,17 @@ func TestSlotsTrimTheLowEndOfAStandingQueue(t *testing.T) {
 	granted("100", w100)
 	s.release()
 	granted("5", w5)
+	// A waiter of a higher business priority (a level / 64) is not shed
+	// while one of a lower business priority waits, however long it waited.
+	w70, w200 := wait(70), wait(200)
+	clock.Add(int64(time.Second))
+	w6 := wait(6)
+	s.release()
+	granted("200", w200)
+	s.release()
+	granted("70", w70)
+	s.release()
+	granted("6", w6)
 	// One level waiting, however long: its requests are served in turn.
 	a, b := wait(64), wait(64)
 	clock.Add(int64(time.Second))
