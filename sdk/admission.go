@@ -87,12 +87,19 @@ type GateOptions struct {
 	// QueueTime returns the service's overload threshold on queueing time
 	// (the overload config's queue_time_ms; nil: its default, 20 ms; see
 	// QueueTimeFrom). With a concurrency bound, the queue for slots sheds
-	// from its low end the requests that waited twice that (see slots).
+	// from its low end the requests that waited three times that (see
+	// slots).
 	QueueTime func() time.Duration
 }
 
 // DefaultQueueTime is the default of the overload config's queue_time_ms.
 const DefaultQueueTime = 20 * time.Millisecond
+
+// standingWaits is how many times the overload queueing threshold a request
+// of the lowest business priority waiting may wait for a slot before it is
+// shed: a lower bound cuts the tail further and sheds more at the service,
+// after its callers' work, instead of at the edge (docs/overload.md).
+const standingWaits = 3
 
 // NewGate makes a Gate.
 func NewGate(o GateOptions) *Gate {
@@ -114,7 +121,7 @@ func NewGate(o GateOptions) *Gate {
 		if queueTime == nil {
 			queueTime = func() time.Duration { return DefaultQueueTime }
 		}
-		g.slots.standing = func() time.Duration { return 2 * queueTime() }
+		g.slots.standing = func() time.Duration { return standingWaits * queueTime() }
 		if o.Reporter != nil {
 			o.Reporter.setCapacity(o.Concurrency)
 		}

@@ -209,7 +209,7 @@ func TestGateShedsWhatItsCallerGaveUpOn(t *testing.T) {
 }
 
 // A Gate with a concurrency bound sheds, from its queue for slots, the
-// lowest waiter that has waited twice the overload queueing threshold,
+// lowest waiter that has waited three times the overload queueing threshold,
 // and gives the slot to the higher one.
 func TestGateTrimsItsStandingQueue(t *testing.T) {
 	var clock atomic.Int64
@@ -234,7 +234,7 @@ func TestGateTrimsItsStandingQueue(t *testing.T) {
 		}()
 		time.Sleep(20 * time.Millisecond)
 	}
-	clock.Add(int64(30 * time.Millisecond)) // past twice the queueing threshold
+	clock.Add(int64(40 * time.Millisecond)) // past three times the queueing threshold
 	holder.Done()
 	if err := <-errs[low.Level()]; !errors.Is(err, sdk.ErrShed) {
 		t.Fatalf("the lowest waiter: %v, want shed", err)
