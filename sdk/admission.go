@@ -84,7 +84,22 @@ type GateOptions struct {
 	// DownstreamTTL is how long a level learned from a method's callees is
 	// advertised without being seen again (default 2 s).
 	DownstreamTTL time.Duration
+	// QueueTime returns the service's overload threshold on queueing time
+	// (the overload config's queue_time_ms; nil: its default, 20 ms; see
+	// QueueTimeFrom). With a concurrency bound, the queue for slots sheds
+	// from its low end the requests that waited three times that (see
+	// slots).
+	QueueTime func() time.Duration
 }
+
+// DefaultQueueTime is the default of the overload config's queue_time_ms.
+const DefaultQueueTime = 20 * time.Millisecond
+
+// standingWaits is how many times the overload queueing threshold a request
+// of the lowest business priority waiting may wait for a slot before it is
+// shed: a lower bound cuts the tail further and sheds more at the service,
+// after its callers' work, instead of at the edge (docs/overload.md).
+const standingWaits = 3
 
 // NewGate makes a Gate.
 func NewGate(o GateOptions) *Gate {
@@ -101,6 +116,12 @@ func NewGate(o GateOptions) *Gate {
 	}
 	if o.Concurrency > 0 {
 		g.slots = newSlots(o.Concurrency)
+		g.slots.now = g.now
+		queueTime := o.QueueTime
+		if queueTime == nil {
+			queueTime = func() time.Duration { return DefaultQueueTime }
+		}
+		g.slots.standing = func() time.Duration { return standingWaits * queueTime() }
 		if o.Reporter != nil {
 			o.Reporter.setCapacity(o.Concurrency)
 		}
@@ -212,6 +233,9 @@ func (g *Gate) EnterPeer(ctx context.Context, arrived time.Time, p Priority, pee
 		got, err := g.slots.acquire(ctx, p.Level(), wait)
 		if !got {
 			g.shedOne()
+			if errors.Is(err, errTrimmed) {
+				return nil, fmt.Errorf("%w: level %d was %v", ErrShed, p.Level(), err)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("%w: %v while waiting for a slot", ErrShed, err)
 			}

@@ -107,3 +107,34 @@ func (e *Edge) Assign(f PriorityFeatures, now time.Time) Priority {
 	}
 	return p
 }
+
+// QueueTimeFrom returns the queueing time threshold of the overload config
+// of w's service as the config-center answers it (queue_time_ms;
+// DefaultQueueTime without one), for GateOptions.QueueTime.
+func QueueTimeFrom(w *ConfigWatcher) func() time.Duration {
+	var cur atomic.Int64
+	cur.Store(int64(DefaultQueueTime))
+	apply := func() {
+		a := w.Current()
+		if a == nil {
+			return
+		}
+		c, ok := a.Find(api.KindOverload, w.o.Service)
+		if !ok {
+			cur.Store(int64(DefaultQueueTime))
+			return
+		}
+		doc, fe := overloadconf.Parse(c.Document)
+		if fe != nil {
+			return // refused: the threshold in force stays
+		}
+		if doc.QueueTimeMs == nil {
+			cur.Store(int64(DefaultQueueTime))
+			return
+		}
+		cur.Store(int64(*doc.QueueTimeMs * float64(time.Millisecond)))
+	}
+	w.OnChange(func(*WatchAnswer) { apply() })
+	apply()
+	return func() time.Duration { return time.Duration(cur.Load()) }
+}

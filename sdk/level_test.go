@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,5 +205,41 @@ func TestGateShedsWhatItsCallerGaveUpOn(t *testing.T) {
 	}
 	if waited := time.Since(start); waited > 30*time.Second {
 		t.Fatalf("waited %s for a slot with a 50 ms deadline and a minute's MaxQueueWait", waited)
+	}
+}
+
+// A Gate with a concurrency bound sheds, from its queue for slots, the
+// lowest waiter that has waited three times the overload queueing threshold,
+// and gives the slot to the higher one.
+func TestGateTrimsItsStandingQueue(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Unix(1e9, 0).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	g := sdk.NewGate(sdk.GateOptions{Concurrency: 1, Now: now, QueueTime: func() time.Duration { return 10 * time.Millisecond }})
+	holder, err := g.Enter(context.Background(), now(), sdk.Priority{Business: 64, User: 63}, "a", "Get")
+	if err != nil {
+		t.Fatal(err)
+	}
+	low, high := sdk.Priority{Business: 64, User: 5}, sdk.Priority{Business: 64, User: 50}
+	errs := map[int32]chan error{}
+	for _, p := range []sdk.Priority{low, high} {
+		ch := make(chan error, 1)
+		errs[p.Level()] = ch
+		go func() {
+			a, err := g.Enter(context.Background(), now(), p, "a", "Get")
+			if err == nil {
+				a.Done()
+			}
+			ch <- err
+		}()
+		time.Sleep(20 * time.Millisecond)
+	}
+	clock.Add(int64(40 * time.Millisecond)) // past three times the queueing threshold
+	holder.Done()
+	if err := <-errs[low.Level()]; !errors.Is(err, sdk.ErrShed) {
+		t.Fatalf("the lowest waiter: %v, want shed", err)
+	}
+	if err := <-errs[high.Level()]; err != nil {
+		t.Fatalf("the higher waiter: %v, want admitted", err)
 	}
 }

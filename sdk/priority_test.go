@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -282,4 +283,33 @@ func TestPriorityRulesFollowBeforeTheFirstAnswer(t *testing.T) {
 	defer w.Close()
 	eventually(t, "revision 5", func() bool { return p.Revision() == 5 })
 	wantPriority(t, p, feedGet, 100, true)
+}
+
+// QueueTimeFrom follows queue_time_ms of the service's overload config:
+// the default without one or without the field, the refused document
+// leaving the value in force.
+func TestQueueTimeFollowsTheOverloadConfig(t *testing.T) {
+	fc, addr := newFakeCenter(t)
+	overload := func(revision int64, doc string) sdk.EffectiveConfig {
+		return sdk.EffectiveConfig{Kind: api.KindOverload, Scope: "feed-api", Revision: revision, Source: "current", Document: json.RawMessage(doc)}
+	}
+	w := sdk.NewConfigWatcher(sdk.ConfigWatcherOptions{ConfigCenter: addr, Service: "feed-api", Instance: "10.0.0.1:80", Wait: time.Second})
+	qt := sdk.QueueTimeFrom(w)
+	if got := qt(); got != sdk.DefaultQueueTime {
+		t.Fatalf("before any answer: %s, want %s", got, sdk.DefaultQueueTime)
+	}
+	fc.set(1, overload(1, `{"queue_time_ms": 35.5}`))
+	w.Start()
+	defer w.Close()
+	eventually(t, "35.5 ms", func() bool { return qt() == 35500*time.Microsecond })
+	// Listeners run in order: when this one sees an answer, qt has applied it.
+	var seen atomic.Int64
+	w.OnChange(func(a *sdk.WatchAnswer) { seen.Store(a.Version) })
+	fc.set(2, overload(2, `{"queue_time_ms": -1}`))
+	eventually(t, "answer 2", func() bool { return seen.Load() == 2 })
+	if got := qt(); got != 35500*time.Microsecond {
+		t.Fatalf("after a refused document: %s, want the 35.5 ms in force", got)
+	}
+	fc.set(3, overload(3, `{"cpu": 0.9}`))
+	eventually(t, "the default again", func() bool { return qt() == sdk.DefaultQueueTime })
 }

@@ -3,32 +3,48 @@ package sdk
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
 
 // slots bounds concurrency, and hands a freed slot to the waiting request
 // of the highest priority (the earliest among equals): under overload the
-// important requests go first and the unimportant ones wait, and are shed
-// when they have waited too long.
+// important requests go first and the unimportant ones wait. A queue that
+// stands is trimmed from its low end: whenever a request joins the queue
+// or a slot is freed, the lowest waiter of the lowest business priority
+// waiting that has waited longer than the standing bound is shed, unless
+// it is of the highest level waiting (a higher business priority, and that
+// level, are never shed this way); any waiter is shed when it has waited
+// its own maximum. Priorities here are admission levels.
 type slots struct {
 	mu      sync.Mutex
 	free    int
 	size    int
 	waiting waitHeap
 	seq     uint64
+	now     func() time.Time
+	// standing returns how long a waiter below the highest level waiting
+	// may wait (nil or <= 0: no bound).
+	standing func() time.Duration
 }
 
 type waiter struct {
 	priority int32
 	seq      uint64
+	since    time.Time
 	index    int
 	granted  chan struct{}
+	trimmed  bool // shed from the low end (granted is closed too)
 }
 
-func newSlots(n int) *slots { return &slots{free: n, size: n} }
+// errTrimmed: the waiter was shed from the low end of a standing queue.
+var errTrimmed = errors.New("the lowest level waiting in a standing queue")
 
-// acquire waits for a slot up to maxWait; false when it got none.
+func newSlots(n int) *slots { return &slots{free: n, size: n, now: time.Now} }
+
+// acquire waits for a slot up to maxWait; false when it got none, with
+// errTrimmed when it was shed from the low end of a standing queue.
 func (s *slots) acquire(ctx context.Context, priority int32, maxWait time.Duration) (bool, error) {
 	s.mu.Lock()
 	if s.free > 0 && len(s.waiting) == 0 {
@@ -37,8 +53,9 @@ func (s *slots) acquire(ctx context.Context, priority int32, maxWait time.Durati
 		return true, nil
 	}
 	s.seq++
-	w := &waiter{priority: priority, seq: s.seq, granted: make(chan struct{})}
+	w := &waiter{priority: priority, seq: s.seq, since: s.now(), granted: make(chan struct{})}
 	heap.Push(&s.waiting, w)
+	s.trim()
 	s.mu.Unlock()
 
 	timer := time.NewTimer(maxWait)
@@ -46,6 +63,9 @@ func (s *slots) acquire(ctx context.Context, priority int32, maxWait time.Durati
 	var err error
 	select {
 	case <-w.granted:
+		if w.trimmed {
+			return false, errTrimmed
+		}
 		return true, nil
 	case <-timer.C:
 	case <-ctx.Done():
@@ -53,23 +73,62 @@ func (s *slots) acquire(ctx context.Context, priority int32, maxWait time.Durati
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if w.index < 0 { // granted while giving up: keep it
+	if w.index < 0 { // granted or trimmed while giving up
+		if w.trimmed {
+			return false, errTrimmed
+		}
 		return true, nil
 	}
 	heap.Remove(&s.waiting, w.index)
 	return false, err
 }
 
-// release frees a slot, to the best waiter if any.
+// release frees a slot, to the best waiter if any, after trimming the low
+// end of a standing queue.
 func (s *slots) release() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.trim()
 	if len(s.waiting) > 0 {
 		w := heap.Pop(&s.waiting).(*waiter)
 		close(w.granted)
 		return
 	}
 	s.free++
+}
+
+// trim sheds the lowest waiter (the earliest among equals) of those of the
+// lowest business priority waiting that have waited longer than the
+// standing bound, unless it is of the highest level waiting; s.mu held.
+func (s *slots) trim() {
+	if s.standing == nil || len(s.waiting) < 2 {
+		return
+	}
+	bound := s.standing()
+	if bound <= 0 {
+		return
+	}
+	now := s.now()
+	top, bottom := s.waiting[0].priority, s.waiting[0].priority // the heap's root is the highest
+	for _, w := range s.waiting[1:] {
+		bottom = min(bottom, w.priority)
+	}
+	business := bottom / UserPriorities
+	var low *waiter
+	for _, w := range s.waiting[1:] {
+		if w.priority == top || w.priority/UserPriorities != business || now.Sub(w.since) <= bound {
+			continue
+		}
+		if low == nil || w.priority < low.priority || w.priority == low.priority && w.seq < low.seq {
+			low = w
+		}
+	}
+	if low == nil {
+		return
+	}
+	heap.Remove(&s.waiting, low.index)
+	low.trimmed = true
+	close(low.granted)
 }
 
 // waitHeap orders waiters by priority, highest first, then by arrival.

@@ -88,7 +88,7 @@ const (
 	FrontClient              // the front's client of A, before sending (no work done anywhere)
 	AGate                    // A's Gate
 	AClient                  // A's client of B, before sending (after A's work)
-	BGate                    // B's Gate (below its level, or waited too long for a worker)
+	BGate                    // B's Gate (below its level, or trimmed from, or waited too long in, its queue for a worker)
 	Places
 )
 

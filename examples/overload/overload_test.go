@@ -104,8 +104,10 @@ func startPlane(t *testing.T) (overload.ControlPlane, *calculator.Calculator) {
 //     others still come.
 //
 // Bounds are generous (a 2-core machine running other tests); the goals
-// of the issue (goodput 90 %, high priority 99.9 %, shed at the front
-// 95 %) are logged against what was measured.
+// of the issue (goodput 90 %, p99 at most twice the unloaded p99, high
+// priority 99.9 %, shed at the front 95 %) are logged against what was
+// measured. The p99 is not asserted: under the race detector on a busy
+// machine the whole chain slows, not only B's queue.
 func TestOverloadChain(t *testing.T) {
 	// Kitex logs every failed request at error level, and this test fails
 	// many on purpose (the timeouts of the overload): its outcomes are
