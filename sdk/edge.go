@@ -50,25 +50,36 @@ func (e *Edge) Follow(w *ConfigWatcher) {
 		e.Rules = NewPriorityRules()
 	}
 	e.Rules.Follow(w)
-	apply := func() {
+	followOverload(w, func(doc *overloadconf.Config, fe *api.FieldError) {
+		switch {
+		case fe != nil:
+			w.o.Logger.Warn("overload config refused; keeping the id keys in force", "service", w.o.Service, "err", fe)
+		case doc == nil:
+			e.keys.Store(nil)
+		default:
+			e.keys.Store(&[2]string{doc.UserIDKey, doc.RequestIDKey})
+		}
+	})
+}
+
+// followOverload calls apply with the overload config of w's service each
+// time the config-center answers (nil when the service has none; fe when
+// the document is refused), and once now.
+func followOverload(w *ConfigWatcher, apply func(doc *overloadconf.Config, fe *api.FieldError)) {
+	update := func() {
 		a := w.Current()
 		if a == nil {
 			return
 		}
 		c, ok := a.Find(api.KindOverload, w.o.Service)
 		if !ok {
-			e.keys.Store(nil)
+			apply(nil, nil)
 			return
 		}
-		doc, fe := overloadconf.Parse(c.Document)
-		if fe != nil {
-			w.o.Logger.Warn("overload config refused; keeping the id keys in force", "service", w.o.Service, "err", fe)
-			return
-		}
-		e.keys.Store(&[2]string{doc.UserIDKey, doc.RequestIDKey})
+		apply(overloadconf.Parse(c.Document))
 	}
-	w.OnChange(func(*WatchAnswer) { apply() })
-	apply()
+	w.OnChange(func(*WatchAnswer) { update() })
+	update()
 }
 
 // Assign is the priority of the request f, at now.
@@ -114,27 +125,14 @@ func (e *Edge) Assign(f PriorityFeatures, now time.Time) Priority {
 func QueueTimeFrom(w *ConfigWatcher) func() time.Duration {
 	var cur atomic.Int64
 	cur.Store(int64(DefaultQueueTime))
-	apply := func() {
-		a := w.Current()
-		if a == nil {
-			return
-		}
-		c, ok := a.Find(api.KindOverload, w.o.Service)
-		if !ok {
+	followOverload(w, func(doc *overloadconf.Config, fe *api.FieldError) {
+		switch {
+		case fe != nil: // refused: the threshold in force stays
+		case doc == nil || doc.QueueTimeMs == nil:
 			cur.Store(int64(DefaultQueueTime))
-			return
+		default:
+			cur.Store(int64(*doc.QueueTimeMs * float64(time.Millisecond)))
 		}
-		doc, fe := overloadconf.Parse(c.Document)
-		if fe != nil {
-			return // refused: the threshold in force stays
-		}
-		if doc.QueueTimeMs == nil {
-			cur.Store(int64(DefaultQueueTime))
-			return
-		}
-		cur.Store(int64(*doc.QueueTimeMs * float64(time.Millisecond)))
-	}
-	w.OnChange(func(*WatchAnswer) { apply() })
-	apply()
+	})
 	return func() time.Duration { return time.Duration(cur.Load()) }
 }
