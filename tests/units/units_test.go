@@ -419,8 +419,10 @@ func TestFallback(t *testing.T) {
 			t.Fatalf("drill-c1 fell back to %s", c)
 		}
 	}
-	if anyClusters["c1"] == 0 || anyClusters["c2"] == 0 {
-		t.Errorf("fallback any: %v, want every cluster left", anyClusters)
+	// Spread by the weights in force over what is left (one cluster may
+	// hold a small share, e.g. in slow start): served there, all of them.
+	if anyClusters["c1"]+anyClusters["c2"] != 20 {
+		t.Errorf("fallback any: %v, want all 20 served by the clusters left", anyClusters)
 	}
 	for _, c := range []struct {
 		rule, outcome string
