@@ -56,23 +56,7 @@ func TestDevLoopPublishesWeights(t *testing.T) {
 	testenv.WaitMetric(t, addrs.Mixer, "sextant_mixer_shards", 1)
 
 	// Data planes report every 200 ms until the weights show the slow instance.
-	stop := make(chan struct{})
-	reporting := make(chan struct{})
-	go func() {
-		defer close(reporting)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			if err := report(operator(addrs), addrs.Mixer, instances, slow); err != nil {
-				t.Errorf("report: %v", err)
-				return
-			}
-		}
-	}()
-	defer func() { close(stop); <-reporting }()
+	defer reportEvery(t, addrs, instances, slow)()
 
 	var last map[string]int32
 	testenv.Eventually(t, 60*time.Second, func() error {
@@ -120,6 +104,27 @@ func TestDevLoopPublishesWeights(t *testing.T) {
 // report posts one 200 ms window from a front service calling comment-svc,
 // and each comment-svc instance's own report (one body for two services:
 // an operator's credential); slow is five times slower.
+// reportEvery has the data planes report every 200 ms until the returned
+// function is called, which waits for the last report.
+func reportEvery(t *testing.T, addrs Addrs, instances []string, slow string) (stop func()) {
+	done, reporting := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(reporting)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			if err := report(operator(addrs), addrs.Mixer, instances, slow); err != nil {
+				t.Errorf("report: %v", err)
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-reporting }
+}
+
 func report(operator *http.Client, mixer string, instances []string, slow string) error {
 	now := time.Now().UnixMilli()
 	var reports []map[string]any

@@ -136,23 +136,7 @@ func TestDevLoopReachesGRPCClientsOverXDS(t *testing.T) {
 	defer conn.Close()
 	client := healthpb.NewHealthClient(conn)
 
-	stop := make(chan struct{})
-	reporting := make(chan struct{})
-	go func() {
-		defer close(reporting)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			if err := report(operator(addrs), addrs.Mixer, instances, slow); err != nil {
-				t.Errorf("report: %v", err)
-				return
-			}
-		}
-	}()
-	defer func() { close(stop); <-reporting }()
+	defer reportEvery(t, addrs, instances, slow)()
 
 	var shares [3]float64
 	testenv.Eventually(t, 90*time.Second, func() error {
