@@ -50,8 +50,8 @@ type PollServer struct {
 	changed  map[string]bool // services with a new version, not yet fanned out
 	wake     chan struct{}
 
-	// readGate is held while changes are fanned out: the event loop reads
-	// no request while their answers are being written.
+	// readGate is held by each fan-out: the event loop reads no request
+	// while a change's answers are being written.
 	readGate sync.RWMutex
 
 	metrics  *pollMetrics // nil without mesh-core's
