@@ -54,11 +54,6 @@ type pathOptions struct {
 	edgeTLS      bool   // with caKey: the mixer's HTTP edge is served over TLS too
 }
 
-// freeAddr is a loopback address with a port nobody listens on now.
-func freeAddr() (string, error) {
-	return freeport.Addr()
-}
-
 // startPath starts etcd, a calculator and a mixer (and influxd when influx
 // is set), each in its own process, and waits until the mixer routes to the
 // calculator.
@@ -74,7 +69,7 @@ func startPath(o options, influx bool) (*deployment, error) {
 		d.stop()
 		return nil, err
 	}
-	etcdAddr, err := freeAddr()
+	etcdAddr, err := freeport.Addr()
 	if err != nil {
 		return nil, err
 	}
@@ -105,8 +100,8 @@ func startPath(o options, influx bool) (*deployment, error) {
 		if err != nil {
 			return fail(err)
 		}
-		httpAddr, err1 := freeAddr()
-		rpcAddr, err2 := freeAddr()
+		httpAddr, err1 := freeport.Addr()
+		rpcAddr, err2 := freeport.Addr()
 		if err := errors.Join(err1, err2); err != nil {
 			return fail(err)
 		}
@@ -162,7 +157,7 @@ func servePath(kind, addr string, po pathOptions, stop <-chan os.Signal) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		peer, err := freeAddr()
+		peer, err := freeport.Addr()
 		if err != nil {
 			return err
 		}

@@ -29,18 +29,13 @@ const (
 	serveMeshCoreArg = "-serve-mesh-core" // followed by etcd's client URL
 )
 
-// freeAddr is a free loopback address (etcd cannot be handed a listener).
-func freeAddr() (string, error) {
-	return freeport.Addr()
-}
-
 // startEtcd starts an embedded etcd with its data in dir.
 func startEtcd(dir string) (*etcdembed.Server, error) {
-	client, err := freeAddr()
+	client, err := freeport.Addr()
 	if err != nil {
 		return nil, err
 	}
-	peer, err := freeAddr()
+	peer, err := freeport.Addr()
 	if err != nil {
 		return nil, err
 	}
