@@ -95,11 +95,13 @@ type GateOptions struct {
 // DefaultQueueTime is the default of the overload config's queue_time_ms.
 const DefaultQueueTime = 20 * time.Millisecond
 
-// standingWaits is how many times the overload queueing threshold a request
-// of the lowest business priority waiting may wait for a slot before it is
-// shed: a lower bound cuts the tail further and sheds more at the service,
-// after its callers' work, instead of at the edge (docs/overload.md).
-const standingWaits = 3
+// StandingBound is how long a request of the lowest business priority
+// waiting may wait for a slot before a Gate with a concurrency bound sheds
+// it (SlotQueue.Trim): three times the service's overload threshold on
+// queueing time. A lower bound cuts the tail further and sheds more at the
+// service, after its callers' work, instead of at the edge
+// (docs/overload.md).
+func StandingBound(queueTime time.Duration) time.Duration { return 3 * queueTime }
 
 // NewGate makes a Gate.
 func NewGate(o GateOptions) *Gate {
@@ -121,7 +123,7 @@ func NewGate(o GateOptions) *Gate {
 		if queueTime == nil {
 			queueTime = func() time.Duration { return DefaultQueueTime }
 		}
-		g.slots.standing = func() time.Duration { return standingWaits * queueTime() }
+		g.slots.standing = func() time.Duration { return StandingBound(queueTime()) }
 		if o.Reporter != nil {
 			o.Reporter.setCapacity(o.Concurrency)
 		}

@@ -8,21 +8,15 @@ import (
 	"time"
 )
 
-// slots bounds concurrency, and hands a freed slot to the waiting request
-// of the highest priority (the earliest among equals): under overload the
-// important requests go first and the unimportant ones wait. A queue that
-// stands is trimmed from its low end: whenever a request joins the queue
-// or a slot is freed, the lowest waiter of the lowest business priority
-// waiting that has waited longer than the standing bound is shed, unless
-// it is of the highest level waiting (a higher business priority, and that
-// level, are never shed this way); any waiter is shed when it has waited
-// its own maximum. Priorities here are admission levels.
+// slots bounds concurrency; its waiters queue in a SlotQueue (the highest
+// level first, a standing queue trimmed from its low end): under overload
+// the important requests go first and the unimportant ones wait, and are
+// shed once the queue stands. Priorities here are admission levels.
 type slots struct {
 	mu      sync.Mutex
 	free    int
 	size    int
-	waiting waitHeap
-	seq     uint64
+	waiting SlotQueue[*waiter]
 	now     func() time.Time
 	// standing returns how long a waiter below the highest level waiting
 	// may wait (nil or <= 0: no bound).
@@ -30,12 +24,9 @@ type slots struct {
 }
 
 type waiter struct {
-	priority int32
-	seq      uint64
-	since    time.Time
-	index    int
-	granted  chan struct{}
-	trimmed  bool // shed from the low end (granted is closed too)
+	queued  *Waiting[*waiter]
+	granted chan struct{}
+	trimmed bool // shed from the low end (granted is closed too)
 }
 
 // errTrimmed: the waiter was shed from the low end of a standing queue.
@@ -47,14 +38,13 @@ func newSlots(n int) *slots { return &slots{free: n, size: n, now: time.Now} }
 // errTrimmed when it was shed from the low end of a standing queue.
 func (s *slots) acquire(ctx context.Context, priority int32, maxWait time.Duration) (bool, error) {
 	s.mu.Lock()
-	if s.free > 0 && len(s.waiting) == 0 {
+	if s.free > 0 && s.waiting.Len() == 0 {
 		s.free--
 		s.mu.Unlock()
 		return true, nil
 	}
-	s.seq++
-	w := &waiter{priority: priority, seq: s.seq, since: s.now(), granted: make(chan struct{})}
-	heap.Push(&s.waiting, w)
+	w := &waiter{granted: make(chan struct{})}
+	w.queued = s.waiting.Push(w, priority, s.now())
 	s.trim()
 	s.mu.Unlock()
 
@@ -73,13 +63,12 @@ func (s *slots) acquire(ctx context.Context, priority int32, maxWait time.Durati
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if w.index < 0 { // granted or trimmed while giving up
+	if !s.waiting.Remove(w.queued) { // granted or trimmed while giving up
 		if w.trimmed {
 			return false, errTrimmed
 		}
 		return true, nil
 	}
-	heap.Remove(&s.waiting, w.index)
 	return false, err
 }
 
@@ -89,68 +78,124 @@ func (s *slots) release() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.trim()
-	if len(s.waiting) > 0 {
-		w := heap.Pop(&s.waiting).(*waiter)
-		close(w.granted)
+	if w := s.waiting.Pop(); w != nil {
+		close(w.Value.granted)
 		return
 	}
 	s.free++
 }
 
-// trim sheds the lowest waiter (the earliest among equals) of those of the
-// lowest business priority waiting that have waited longer than the
-// standing bound, unless it is of the highest level waiting; s.mu held.
+// trim sheds the waiter the queue's low end gives up, if any; s.mu held.
 func (s *slots) trim() {
-	if s.standing == nil || len(s.waiting) < 2 {
+	if s.standing == nil {
 		return
 	}
-	bound := s.standing()
-	if bound <= 0 {
-		return
+	if w := s.waiting.Trim(s.now(), s.standing()); w != nil {
+		w.Value.trimmed = true
+		close(w.Value.granted)
 	}
-	now := s.now()
-	top, bottom := s.waiting[0].priority, s.waiting[0].priority // the heap's root is the highest
-	for _, w := range s.waiting[1:] {
-		bottom = min(bottom, w.priority)
+}
+
+// SlotQueue orders the requests waiting for a concurrency slot as a Gate
+// with a concurrency bound does: a freed slot goes to the highest
+// admission level waiting, the earliest among equals; and a queue that
+// stands is trimmed from its low end (Trim). It is not safe for concurrent
+// use: the Gate holds its own under a lock, and a simulation drives one
+// with its own clock.
+type SlotQueue[T any] struct {
+	h   waitHeap[T]
+	seq uint64
+}
+
+// Waiting is a request in a SlotQueue.
+type Waiting[T any] struct {
+	Value T
+	level int32
+	seq   uint64
+	since time.Time
+	index int // in the heap; -1 once out of the queue
+}
+
+// Len is the number of requests waiting.
+func (q *SlotQueue[T]) Len() int { return len(q.h) }
+
+// Push queues v at admission level level, waiting since since.
+func (q *SlotQueue[T]) Push(v T, level int32, since time.Time) *Waiting[T] {
+	q.seq++
+	w := &Waiting[T]{Value: v, level: level, seq: q.seq, since: since}
+	heap.Push(&q.h, w)
+	return w
+}
+
+// Pop takes the request a freed slot goes to (nil when none waits).
+func (q *SlotQueue[T]) Pop() *Waiting[T] {
+	if len(q.h) == 0 {
+		return nil
+	}
+	return heap.Pop(&q.h).(*Waiting[T])
+}
+
+// Remove takes w out of the queue (a request that gave up waiting); false
+// when it was no longer there.
+func (q *SlotQueue[T]) Remove(w *Waiting[T]) bool {
+	if w.index < 0 {
+		return false
+	}
+	heap.Remove(&q.h, w.index)
+	return true
+}
+
+// Trim takes out and returns the request to shed from the low end of a
+// standing queue, if any: the lowest waiter (the earliest among equals) of
+// the lowest business priority waiting that has waited longer than bound
+// at now, unless it is of the highest level waiting (a higher business
+// priority, and that level, are never shed this way). A Gate trims
+// whenever a request joins the queue or a slot is freed; bound <= 0 trims
+// nothing.
+func (q *SlotQueue[T]) Trim(now time.Time, bound time.Duration) *Waiting[T] {
+	if bound <= 0 || len(q.h) < 2 {
+		return nil
+	}
+	top, bottom := q.h[0].level, q.h[0].level // the heap's root is the highest
+	for _, w := range q.h[1:] {
+		bottom = min(bottom, w.level)
 	}
 	business := bottom / UserPriorities
-	var low *waiter
-	for _, w := range s.waiting[1:] {
-		if w.priority == top || w.priority/UserPriorities != business || now.Sub(w.since) <= bound {
+	var low *Waiting[T]
+	for _, w := range q.h[1:] {
+		if w.level == top || w.level/UserPriorities != business || now.Sub(w.since) <= bound {
 			continue
 		}
-		if low == nil || w.priority < low.priority || w.priority == low.priority && w.seq < low.seq {
+		if low == nil || w.level < low.level || w.level == low.level && w.seq < low.seq {
 			low = w
 		}
 	}
-	if low == nil {
-		return
+	if low != nil {
+		heap.Remove(&q.h, low.index)
 	}
-	heap.Remove(&s.waiting, low.index)
-	low.trimmed = true
-	close(low.granted)
+	return low
 }
 
-// waitHeap orders waiters by priority, highest first, then by arrival.
-type waitHeap []*waiter
+// waitHeap orders waiters by level, highest first, then by arrival.
+type waitHeap[T any] []*Waiting[T]
 
-func (h waitHeap) Len() int { return len(h) }
-func (h waitHeap) Less(i, j int) bool {
-	if h[i].priority != h[j].priority {
-		return h[i].priority > h[j].priority
+func (h waitHeap[T]) Len() int { return len(h) }
+func (h waitHeap[T]) Less(i, j int) bool {
+	if h[i].level != h[j].level {
+		return h[i].level > h[j].level
 	}
 	return h[i].seq < h[j].seq
 }
-func (h waitHeap) Swap(i, j int) {
+func (h waitHeap[T]) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].index, h[j].index = i, j
 }
-func (h *waitHeap) Push(x any) {
-	w := x.(*waiter)
+func (h *waitHeap[T]) Push(x any) {
+	w := x.(*Waiting[T])
 	w.index = len(*h)
 	*h = append(*h, w)
 }
-func (h *waitHeap) Pop() any {
+func (h *waitHeap[T]) Pop() any {
 	old := *h
 	w := old[len(old)-1]
 	old[len(old)-1] = nil

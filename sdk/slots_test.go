@@ -37,8 +37,8 @@ func TestSlotsServeHighestPriorityFirst(t *testing.T) {
 	if ok, err := s.acquire(context.Background(), 127, 50*time.Millisecond); ok || err != nil {
 		t.Fatalf("a full gate gave a slot (%v, %v)", ok, err)
 	}
-	if len(s.waiting) != 0 {
-		t.Fatalf("%d waiters left behind", len(s.waiting))
+	if s.waiting.Len() != 0 {
+		t.Fatalf("%d waiters left behind", s.waiting.Len())
 	}
 }
 
@@ -116,7 +116,7 @@ func TestSlotsTrimTheLowEndOfAStandingQueue(t *testing.T) {
 	granted("the first 64", a)
 	s.release()
 	granted("the second 64", b)
-	if len(s.waiting) != 0 {
-		t.Fatalf("%d left waiting", len(s.waiting))
+	if s.waiting.Len() != 0 {
+		t.Fatalf("%d left waiting", s.waiting.Len())
 	}
 }

@@ -125,7 +125,12 @@ type chainInstance struct {
 	tier, idx int
 	id        string
 	workers
-	queue fifo[*chainReq]
+	// Requests waiting for a worker, served and trimmed as a Gate with a
+	// concurrency bound does (the highest level first; the low end of a
+	// standing queue shed). The simulated Gate itself bounds nothing: it
+	// admits a request when it gets a worker, so a trimmed request is not
+	// in the instance's arrivals by level, as it would be at a real Gate.
+	queue sdk.SlotQueue[*chainReq]
 	gate  *sdk.Gate
 	rep   *sdk.Reporter
 	down  *sdk.Downstreams // what this instance learned of the next tier
@@ -255,11 +260,22 @@ func (s *chainSim) toTier(r *chainReq, t int) {
 	in := s.insts[t][s.rr[t]%len(s.insts[t])]
 	s.rr[t]++
 	r.tier, r.inst[t], r.arrived = t, in.idx, s.now
-	if in.busy < in.size {
+	if in.busy < in.size && in.queue.Len() == 0 {
 		s.start(in, r)
 		return
 	}
-	in.queue.push(r)
+	in.queue.Push(r, r.p.Level(), s.clock())
+	s.trim(in)
+}
+
+// trim sheds the low end of in's queue once it stands, as a Gate does.
+func (s *chainSim) trim(in *chainInstance) {
+	w := in.queue.Trim(s.clock(), sdk.StandingBound(sdk.DefaultQueueTime))
+	if w == nil {
+		return
+	}
+	where := []int{tierFront: shedFront, tierA: shedAGate, tierB: shedBGate}[in.tier]
+	s.unwind(w.Value, in.tier, in.gate.AdmitLevel("Call"), where)
 }
 
 func (s *chainSim) parentCtx(r *chainReq, t int) context.Context {
@@ -344,12 +360,13 @@ func (s *chainSim) unwind(r *chainReq, t int, level int32, where int) {
 }
 
 func (s *chainSim) next(in *chainInstance) {
+	s.trim(in)
 	for in.busy < in.size {
-		r, ok := in.queue.pop()
-		if !ok {
+		w := in.queue.Pop()
+		if w == nil {
 			return
 		}
-		s.start(in, r)
+		s.start(in, w.Value)
 	}
 }
 
