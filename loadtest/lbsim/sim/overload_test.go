@@ -21,15 +21,15 @@ func chain(t *testing.T, name string) sim.ChainScenario {
 // At twice B's capacity with one business priority, the chain keeps B near
 // its capacity, admitted requests fast, sheds almost everything at the
 // front before any work, and admits everything again after the load drops.
-// The bounds are a little below what seed 1 gives (docs/overload.md), so a
-// regression of the control fails here.
+// The bounds are the goals, a little below what seed 1 gives
+// (docs/overload.md), so a regression of the control fails here.
 func TestOverloadChainOnePriority(t *testing.T) {
 	sc := chain(t, "overload")
 	r := sim.RunChain(&sc, 1)
 	t.Logf("goodput %.1f %%, p99 %.1f ms (unloaded %.1f), shed %v, at the front %.1f %%, recovered after %s",
 		100*r.GoodputShare, r.P99, r.UnloadedP99, r.Shed, 100*r.ShedAtFront, r.RecoveredAfter)
-	if r.GoodputShare < 0.88 {
-		t.Errorf("goodput %.1f %% of B's capacity, want at least 88 %%", 100*r.GoodputShare)
+	if r.GoodputShare < 0.90 {
+		t.Errorf("goodput %.1f %% of B's capacity, want at least 90 %%", 100*r.GoodputShare)
 	}
 	if r.P99 > 2*r.UnloadedP99 {
 		t.Errorf("p99 of admitted requests %.1f ms, more than twice the unloaded %.1f ms", r.P99, r.UnloadedP99)

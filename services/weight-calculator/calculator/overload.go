@@ -42,6 +42,10 @@ type overloadControl struct {
 	// A priority whose requests came with user priorities (not only at
 	// its top level, as from a data plane that sends no levels).
 	levelled [api.MaxPriority + 1]bool
+	// The levels in force before AdmitMinLevel, newest first: callers
+	// learn a level a round or two after it is decided, so the levels
+	// opened lately arrive only in part in the window measured.
+	earlier [2]int32
 }
 
 // seenRounds is how long a business priority that stopped arriving (shed
@@ -80,6 +84,7 @@ func (c *overloadControl) step(sig overloadSignals, k *Knobs) {
 	if c.State == "" {
 		c.State = StateNormal
 	}
+	defer func(before int32) { c.earlier[0], c.earlier[1] = before, c.earlier[0] }(c.AdmitMinLevel)
 	c.QueueTimeMs, c.CPU, c.TimeoutRatio = sig.queueTimeMs, sig.cpu, sig.timeoutRatio
 	over, why := sig.overloaded(k)
 	c.Reason = why
@@ -99,7 +104,7 @@ func (c *overloadControl) step(sig overloadSignals, k *Knobs) {
 	switch {
 	case over && load.total > 0:
 		c.State = StateOverloaded
-		c.AdmitMinLevel = load.shedMore(c.AdmitMinLevel, k.ShedStep)
+		c.AdmitMinLevel = load.shedMore(c.AdmitMinLevel, max(c.earlier[0], c.earlier[1]), k.ShedStep)
 	case over:
 		// Overloaded with nothing arriving to measure shares with: hold.
 	case load.total == 0:
@@ -173,19 +178,59 @@ func (b *loadByLevel) shedShare(threshold int32) float64 {
 	return float64(b.below[min(max(threshold, 0), api.MaxLevel+1)]) / float64(b.total)
 }
 
-// shedMore is the lowest threshold at or above cur that sheds step more of
-// the load cur admits, at least one level higher while anything is
-// admitted, capped at the highest level present (never shed).
-func (b *loadByLevel) shedMore(cur int32, step float64) int32 {
+// shedMore is the threshold above cur that sheds the share of the load
+// cur admits nearest to step, at least one level higher while anything is
+// admitted, capped at the highest level present (never shed). Nearest, not
+// at least: with a few dozen levels admitted one level is several percent
+// of the load, and rounding every step up sheds more than the knob says,
+// which the one-level recovery then takes rounds to give back.
+//
+// The levels of cur's business priority from cur up to opened (the
+// highest level in force in the last rounds) were opened lately: callers
+// that learned that late shed part of their requests in the window, and
+// counted as they arrived they would make a step reach too far. Each counts
+// as at least the mean level of that priority from opened up (a user
+// priority is a hash of the user: the levels of a priority carry alike).
+func (b *loadByLevel) shedMore(cur, opened int32, step float64) int32 {
 	cur = min(max(cur, 0), b.top)
-	admitted := b.total - b.below[cur]
-	if admitted <= 0 {
+	if b.total-b.below[cur] <= 0 {
 		return cur
 	}
-	want := float64(b.below[cur]) + step*float64(admitted)
-	l := int(cur) + 1 + sort.Search(int(b.top-cur), func(i int) bool { return float64(b.below[int(cur)+1+i]) >= want })
-	return int32(min(l, int(b.top)))
+	classEnd := min((cur/api.UserLevels+1)*api.UserLevels, b.top+1) // past cur's priority
+	var mean float64
+	if opened = min(max(opened, cur), classEnd); classEnd-opened >= minMeanLevels {
+		mean = float64(b.below[classEnd]-b.below[opened]) / float64(classEnd-opened)
+	} else {
+		opened = cur
+	}
+	count := func(l int32) float64 {
+		n := float64(b.below[l+1] - b.below[l])
+		if l < opened {
+			return max(n, mean)
+		}
+		return n
+	}
+	admitted := float64(b.total - b.below[opened])
+	for l := cur; l < opened; l++ {
+		admitted += count(l)
+	}
+	want := step * admitted
+	shed := 0.0
+	for l := cur; l < b.top; l++ {
+		before := shed
+		if shed += count(l); shed >= want {
+			if l > cur && want-before < shed-want {
+				return l // nearer to step without level l
+			}
+			return l + 1
+		}
+	}
+	return b.top
 }
+
+// minMeanLevels is how many levels above the ones opened lately a mean
+// level is taken over; with fewer the arrivals count as they are.
+const minMeanLevels = 4
 
 // thresholdFor is the lowest level that sheds at least target of the
 // load, capped at the highest level present.
