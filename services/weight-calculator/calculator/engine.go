@@ -252,21 +252,27 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 	var reqs, timeouts int64
 	servers := 0
 	d.InstanceOverload = map[string]overloadControl{}
+	reporting := func(s InstanceStats) bool { return s.ServerWindows > 0 && live[s.Instance] }
 	for _, s := range e.lastWindow {
-		if s.ServerWindows == 0 || !live[s.Instance] {
+		if reporting(s) {
+			servers++
+			cpuSum += s.CPUUtil
+			queueSum += s.QueueTimeMsAvg * float64(s.ServerRequests)
+			reqs += s.ServerRequests
+			timeouts += s.ClientTimeouts
+		}
+	}
+	for _, s := range e.lastWindow {
+		if !reporting(s) {
 			continue
 		}
-		servers++
-		cpuSum += s.CPUUtil
-		queueSum += s.QueueTimeMsAvg * float64(s.ServerRequests)
-		reqs += s.ServerRequests
-		timeouts += s.ClientTimeouts
 		ic := st.instances[s.Instance]
 		if ic == nil {
 			ic = &overloadControl{}
 			st.instances[s.Instance] = ic
 		}
-		ic.step(overloadSignals{queueTimeMs: s.QueueTimeMsAvg, cpu: s.CPUUtil, timeoutRatio: ratio(s.ClientTimeouts, s.ServerRequests), load: &e.load}, &k)
+		// The arrivals by level are the service's: so is what was served.
+		ic.step(overloadSignals{queueTimeMs: s.QueueTimeMsAvg, cpu: s.CPUUtil, timeoutRatio: ratio(s.ClientTimeouts, s.ServerRequests), load: &e.load, served: reqs}, &k)
 		if ic.State != StateNormal {
 			d.InstanceOverload[s.Instance] = *ic
 		}
@@ -277,7 +283,7 @@ func (e *engine) compute(name string, st *serviceState, now time.Time) {
 		}
 	}
 	if servers > 0 {
-		sig = overloadSignals{cpu: cpuSum / float64(servers), timeoutRatio: ratio(timeouts, reqs), load: &e.load}
+		sig = overloadSignals{cpu: cpuSum / float64(servers), timeoutRatio: ratio(timeouts, reqs), load: &e.load, served: reqs}
 		if reqs > 0 {
 			sig.queueTimeMs = queueSum / float64(reqs)
 		}

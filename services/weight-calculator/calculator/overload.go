@@ -46,7 +46,22 @@ type overloadControl struct {
 	// learn a level a round or two after it is decided, so the levels
 	// opened lately arrive only in part in the window measured.
 	earlier [2]int32
+	// The round of the last raise: the rounds just after it measure
+	// windows from before it took effect.
+	raisedAt int64
 }
+
+// raiseShowsAfter is how many rounds after a raise the windows measured
+// still predate it: a window is the second before its round, and callers
+// learn a level a round or two after it is decided.
+const raiseShowsAfter = 2
+
+// farPast: a service that did not serve more than this many steps
+// (shed_step) of the requests that arrived, shedding them itself, is far
+// past what its callers should send (as an overload begins): it raises
+// every round, without waiting for the last raise to show, as waiting
+// costs more there than a step too many.
+const farPast = 4
 
 // seenRounds is how long a business priority that stopped arriving (shed
 // upstream, or gone) still counts as present when the threshold comes down.
@@ -58,6 +73,7 @@ type overloadSignals struct {
 	cpu          float64
 	timeoutRatio float64
 	load         *loadByLevel // arrivals by level in the round's window
+	served       int64        // requests served in the window
 }
 
 // overloaded tells whether the signals pass a threshold, and which.
@@ -102,9 +118,16 @@ func (c *overloadControl) step(sig overloadSignals, k *Knobs) {
 		}
 	}
 	switch {
+	case over && load.total > 0 && c.raisedAt > 0 && c.round-c.raisedAt <= raiseShowsAfter &&
+		float64(load.total-sig.served) <= farPast*k.ShedStep*float64(load.total):
+		// The last raise does not show yet in the window measured: raising
+		// again on it would compound one overload into several steps,
+		// which the one-level recovery then takes rounds to give back.
+		c.State = StateOverloaded
 	case over && load.total > 0:
 		c.State = StateOverloaded
 		c.AdmitMinLevel = load.shedMore(c.AdmitMinLevel, max(c.earlier[0], c.earlier[1]), k.ShedStep)
+		c.raisedAt = c.round
 	case over:
 		// Overloaded with nothing arriving to measure shares with: hold.
 	case load.total == 0:

@@ -2,6 +2,7 @@ package calculator
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/sextant-mesh/sextant/api"
@@ -83,6 +84,41 @@ func TestOverloadStepCountsLevelsOpenedLatelyInFull(t *testing.T) {
 	fresh.step(overloadSignals{queueTimeMs: 100, load: &load}, &k)
 	if fresh.AdmitMinLevel <= c.AdmitMinLevel {
 		t.Fatalf("without the levels' history the step reached %d, with it %d: the test does not tell them apart", fresh.AdmitMinLevel, c.AdmitMinLevel)
+	}
+}
+
+// A raise shows in the windows measured two rounds later: until then an
+// overloaded round holds the level, unless the service sheds much of what
+// arrives itself (an overload beginning), which raises every round.
+func TestOverloadWaitsForARaiseToShow(t *testing.T) {
+	k := DefaultKnobs()
+	var c overloadControl
+	mild := overloadSignals{queueTimeMs: 1.5 * k.OverloadQueueTimeMs}
+	var raised []int
+	for round := 1; round <= 9; round++ {
+		mild.load = arrivals(10, c.AdmitMinLevel, 64)
+		mild.served = mild.load.total * 9 / 10 // 10 % shed by the service itself
+		prev := c.AdmitMinLevel
+		c.step(mild, &k)
+		if c.State != StateOverloaded {
+			t.Fatalf("round %d: state %s while overloaded", round, c.State)
+		}
+		if c.AdmitMinLevel > prev {
+			raised = append(raised, round)
+		}
+	}
+	if want := []int{1, 4, 7}; !slices.Equal(raised, want) {
+		t.Fatalf("raised in rounds %v, want %v (two rounds held after each raise)", raised, want)
+	}
+
+	var far overloadControl
+	for round := 1; round <= 4; round++ {
+		prev := far.AdmitMinLevel
+		load := arrivals(10, far.AdmitMinLevel, 64)
+		far.step(overloadSignals{queueTimeMs: 1.5 * k.OverloadQueueTimeMs, load: load, served: load.total * 7 / 10}, &k)
+		if far.AdmitMinLevel <= prev {
+			t.Fatalf("round %d: level %d -> %d with 30 %% of the arrivals shed by the service, want a raise every round", round, prev, far.AdmitMinLevel)
+		}
 	}
 }
 
