@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/sextant-mesh/sextant/internal/childproc"
-
 	"github.com/sextant-mesh/sextant/internal/etcdembed"
 	"github.com/sextant-mesh/sextant/internal/freeport"
 )

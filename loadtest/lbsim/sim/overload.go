@@ -93,6 +93,10 @@ const (
 	shedBGate
 )
 
+// shedAtGate is the place of a request shed at each tier's Gate (or its
+// queue for a worker).
+var shedAtGate = [tiers]int{tierFront: shedFront, tierA: shedAGate, tierB: shedBGate}
+
 // ChainScenarios are the overload scenarios.
 func ChainScenarios() []ChainScenario {
 	double := func(t time.Duration) float64 {
@@ -274,8 +278,7 @@ func (s *chainSim) trim(in *chainInstance) {
 	if w == nil {
 		return
 	}
-	where := []int{tierFront: shedFront, tierA: shedAGate, tierB: shedBGate}[in.tier]
-	s.unwind(w.Value, in.tier, in.gate.AdmitLevel("Call"), where)
+	s.unwind(w.Value, in.tier, in.gate.AdmitLevel("Call"), shedAtGate[in.tier])
 }
 
 func (s *chainSim) parentCtx(r *chainReq, t int) context.Context {
@@ -295,8 +298,7 @@ func (s *chainSim) start(in *chainInstance, r *chainReq) {
 	}
 	a, err := in.gate.Enter(s.parentCtx(r, t), s.base.Add(time.Duration(r.arrived)), r.p, "", "Call")
 	if err != nil {
-		where := []int{tierFront: shedFront, tierA: shedAGate, tierB: shedBGate}[t]
-		s.unwind(r, t, in.gate.AdmitLevel("Call"), where)
+		s.unwind(r, t, in.gate.AdmitLevel("Call"), shedAtGate[t])
 		s.next(in)
 		return
 	}
